@@ -1,0 +1,97 @@
+// Command veth_exporter inventories the host-side veth interfaces of a
+// Docker or Kubernetes node, says who owns each and which are leftovers,
+// and exposes it all to Prometheus.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+)
+
+const name = "veth_exporter"
+
+// inventoryFlags are the flags every command that takes an inventory shares.
+type inventoryFlags struct {
+	paths          inventory.Paths
+	statePath      string
+	infrastructure []string
+}
+
+func (f *inventoryFlags) register(app *kingpin.Application) {
+	app.Flag("path.procfs", "procfs mountpoint (the host's /proc when running in a container).").
+		Default("/proc").StringVar(&f.paths.Procfs)
+	app.Flag("path.sysfs", "sysfs mountpoint (the host's /sys when running in a container).").
+		Default("/sys").StringVar(&f.paths.Sysfs)
+	app.Flag("path.rootfs", "rootfs mountpoint; nsfs mount paths are shown relative to it.").
+		Default("/").StringVar(&f.paths.Rootfs)
+	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
+		Default("/var/lib/veth_exporter/state.json").StringVar(&f.statePath)
+	app.Flag("inventory.infrastructure-device",
+		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
+			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
+		StringsVar(&f.infrastructure)
+}
+
+// open builds the inventory these flags describe. A read-only state is
+// loaded but never written.
+func (f *inventoryFlags) open(readOnlyState bool, logger *slog.Logger) (*inventory.Inventory, error) {
+	infra, err := inventory.NewInfrastructure(append(append([]string{}, inventory.DefaultInfrastructurePatterns...), f.infrastructure...))
+	if err != nil {
+		return nil, err
+	}
+	return inventory.New(inventory.Config{
+		Paths:          f.paths,
+		Infrastructure: infra,
+		State:          inventory.OpenState(f.statePath, readOnlyState, logger),
+		Logger:         logger,
+	}), nil
+}
+
+func compileOptional(flag, expr string) (*regexp.Regexp, error) {
+	if expr == "" {
+		return nil, nil
+	}
+	re, err := regexp.Compile("^(?:" + expr + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	return re, nil
+}
+
+func main() {
+	app := kingpin.New(name, "Prometheus exporter for host-side veth interfaces: who owns each, and which are leftovers.")
+	app.Version(version.Print(name))
+	app.HelpFlag.Short('h')
+	app.UsageWriter(os.Stdout)
+
+	var inv inventoryFlags
+	inv.register(app)
+	logConfig := &promslog.Config{}
+	promslogflag.AddFlags(app, logConfig)
+
+	serve := newServeCommand(app, &inv)
+	inspect := newInspectCommand(app, &inv)
+
+	cmd, err := app.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", name, err)
+		os.Exit(2)
+	}
+	logger := promslog.New(logConfig)
+	switch cmd {
+	case inspect.cmd.FullCommand():
+		os.Exit(inspect.run(logger))
+	default:
+		os.Exit(serve.run(logger))
+	}
+}

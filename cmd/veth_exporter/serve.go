@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/veth-exporter/veth_exporter/collector"
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/web"
+)
+
+type serveCommand struct {
+	cmd           *kingpin.CmdClause
+	inv           *inventoryFlags
+	web           *toolkit.FlagConfig
+	telemetryPath string
+	maxRequests   int
+	perDevice     bool
+	include       string
+	exclude       string
+	timeout       time.Duration
+}
+
+func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveCommand {
+	c := &serveCommand{inv: inv}
+	c.cmd = app.Command("serve", "Serve metrics for Prometheus (the default command).").Default()
+	// The web and collector flags are the application's, as in
+	// node_exporter, so `veth_exporter --web.listen-address=…` works
+	// without naming the default command.
+	c.web = kingpinflag.AddFlags(app, ":9750")
+	app.Flag("web.telemetry-path", "Path under which to expose metrics.").
+		Default("/metrics").StringVar(&c.telemetryPath)
+	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").
+		Default("10").IntVar(&c.maxRequests)
+	app.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
+		Default("true").BoolVar(&c.perDevice)
+	app.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
+		StringVar(&c.include)
+	app.Flag("collector.veth.device-exclude", "Regexp (whole name) of devices whose per-veth series are not exposed.").
+		StringVar(&c.exclude)
+	app.Flag("collector.veth.timeout", "Deadline of one inventory snapshot.").
+		Default("30s").DurationVar(&c.timeout)
+	return c
+}
+
+func (c *serveCommand) run(logger *slog.Logger) int {
+	include, err := compileOptional("collector.veth.device-include", c.include)
+	if err != nil {
+		logger.Error("invalid flag", "err", err)
+		return 2
+	}
+	exclude, err := compileOptional("collector.veth.device-exclude", c.exclude)
+	if err != nil {
+		logger.Error("invalid flag", "err", err)
+		return 2
+	}
+	inv, err := c.inv.open(false, logger)
+	if err != nil {
+		logger.Error("invalid flag", "err", err)
+		return 2
+	}
+	logger.Info("Starting "+name, "version", version.Info())
+	logger.Info("Build context", "build_context", version.BuildContext())
+
+	var ready atomic.Bool
+	go func() {
+		// The first snapshot records first-seen times at start-up rather
+		// than at the first scrape, and tells the operator at once what
+		// the exporter can and cannot see.
+		snap, err := inv.Snapshot(context.Background())
+		if err != nil {
+			logger.Error("first inventory failed", "err", err)
+		} else {
+			logSummary(logger, snap)
+		}
+		ready.Store(true)
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		versioncollector.NewCollector(name),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collector.New(inv, collector.Config{
+			PerDevice:     c.perDevice,
+			DeviceInclude: include,
+			DeviceExclude: exclude,
+			Timeout:       c.timeout,
+		}, logger),
+	)
+	handler, err := web.NewRouter(web.Config{
+		TelemetryPath: c.telemetryPath,
+		Gatherer:      reg,
+		Registerer:    reg,
+		MaxRequests:   c.maxRequests,
+		Ready:         ready.Load,
+		Version:       version.Info(),
+		Logger:        logger,
+	})
+	if err != nil {
+		logger.Error("cannot build HTTP handler", "err", err)
+		return 1
+	}
+	server := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	if err := toolkit.ListenAndServe(server, c.web, logger); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Error("server failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func logSummary(logger *slog.Logger, snap *inventory.Snapshot) {
+	counts := map[inventory.Verdict]int{}
+	for i := range snap.Veths {
+		counts[snap.Veths[i].Verdict]++
+	}
+	logger.Info("inventory taken", "veths", len(snap.Veths), "owned", counts[inventory.Owned],
+		"orphaned", counts[inventory.Orphaned], "unknown", counts[inventory.Unknown])
+	for _, w := range snap.Warnings {
+		logger.Warn("partial view", "warning", w)
+	}
+}

@@ -1,0 +1,175 @@
+// Package inventory builds snapshots of the host-side veth interfaces of this
+// node: which veths exist, which network namespace holds each peer, who owns
+// that namespace, and whether the veth is a leftover.
+//
+// A snapshot is built from one netlink link dump, one pass over /proc and one
+// read of mountinfo; it never forks, never enters a namespace and never
+// changes the system. The only thing it writes is the exporter's own state
+// file (first-seen times, orphaned-since times, last known owners).
+package inventory
+
+import (
+	"time"
+)
+
+// Verdict is the exporter's judgement of one veth.
+type Verdict string
+
+// The verdicts. A veth is orphaned only on positive evidence; any doubt is
+// unknown, and unknown is never remediated.
+const (
+	Owned    Verdict = "owned"
+	Orphaned Verdict = "orphaned"
+	Unknown  Verdict = "unknown"
+)
+
+// Reason explains a [Verdict].
+type Reason string
+
+// Reasons for [Owned].
+const (
+	// ReasonContainer: a process in the peer namespace runs in a container's cgroup.
+	ReasonContainer Reason = "container"
+	// ReasonPod: a process in the peer namespace runs in a Kubernetes pod's cgroup.
+	ReasonPod Reason = "pod"
+	// ReasonInfrastructure: the veth is a known infrastructure pair such as
+	// cilium_host/cilium_net, which lives on the host by design.
+	ReasonInfrastructure Reason = "infrastructure"
+)
+
+// Reasons for [Orphaned].
+const (
+	// ReasonNetnsEmpty: no process is left in the peer namespace; only a
+	// mount (or another handle) keeps it alive.
+	ReasonNetnsEmpty Reason = "netns_empty"
+	// ReasonOwnerExited: the container or pod that owned the namespace is gone,
+	// yet other processes (a stray nsenter, a zombie) still live in it.
+	ReasonOwnerExited Reason = "owner_exited"
+	// ReasonPeerOnHost: both ends of the pair are in the host namespace and
+	// the pair is not a known infrastructure pair.
+	ReasonPeerOnHost Reason = "peer_on_host"
+)
+
+// Reasons for [Unknown].
+const (
+	// ReasonNetnsNotFound: the peer's namespace is held by something the
+	// exporter cannot see (an open file descriptor, a process it may not
+	// read); it is neither proved alive nor proved empty.
+	ReasonNetnsNotFound Reason = "netns_not_found"
+	// ReasonNoKnownOwner: processes live in the peer namespace but none of
+	// them belongs to a container or pod the exporter knows.
+	ReasonNoKnownOwner Reason = "no_known_owner"
+	// ReasonPartialView: the exporter could not read every process's
+	// namespace (it is not root), so a namespace that looks empty or
+	// ownerless may not be.
+	ReasonPartialView Reason = "partial_view"
+	// ReasonResolverDown: an owner resolver that should answer for this veth
+	// is unavailable.
+	ReasonResolverDown Reason = "resolver_down"
+)
+
+// OwnerKind says what kind of thing owns a veth's peer namespace.
+type OwnerKind string
+
+// The owner kinds.
+const (
+	OwnerContainer OwnerKind = "container"
+	OwnerPod       OwnerKind = "pod"
+	OwnerProcess   OwnerKind = "process"
+)
+
+// Owner is who a veth's peer namespace belongs to.
+type Owner struct {
+	Kind OwnerKind `json:"kind"`
+	// ID is the container ID for containers and pods (the pod's first
+	// container, normally its sandbox), the PID for a process.
+	ID           string `json:"id"`
+	Name         string `json:"name,omitempty"`
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
+	PodUID       string `json:"pod_uid,omitempty"`
+	// Runtime is the container runtime the cgroup path names: docker,
+	// containerd, crio or podman.
+	Runtime string `json:"runtime,omitempty"`
+}
+
+// Namespace is one network namespace other than the host's.
+type Namespace struct {
+	// Inode identifies the namespace on this host (the number in net:[…]).
+	Inode uint64 `json:"inode"`
+	// NSID is the id the host namespace knows it by, or -1 when none is
+	// assigned (a namespace that holds no peer of a host veth).
+	NSID int `json:"nsid"`
+	// PIDs are the processes in the namespace, as seen in --path.procfs.
+	PIDs []int `json:"pids"`
+	// Mounts are the nsfs bind mounts that hold the namespace, such as
+	// /run/netns/NAME or /run/docker/netns/ID.
+	Mounts []string `json:"mounts"`
+	// Owner is the container or pod that the namespace's processes belong
+	// to, or a plain process; nil when no process is in it.
+	Owner *Owner `json:"owner,omitempty"`
+}
+
+// Veth is one host-side veth interface and everything known about it.
+type Veth struct {
+	Name      string `json:"device"`
+	Index     int    `json:"ifindex"`
+	Master    string `json:"master"`
+	OperState string `json:"operstate"`
+	// PeerIndex is the ifindex of the peer IN THE PEER'S NAMESPACE; it is a
+	// host ifindex only when PeerNetNSID is -1.
+	PeerIndex int `json:"peer_ifindex"`
+	// PeerNetNSID is the nsid of the peer's namespace, -1 when the peer is
+	// in the host namespace.
+	PeerNetNSID int `json:"peer_netnsid"`
+	// PeerName is the name of the peer when it is in the host namespace.
+	PeerName string `json:"peer_device,omitempty"`
+	// PeerNetns is the peer's namespace; nil when the peer is on the host or
+	// its namespace could not be found.
+	PeerNetns *Namespace `json:"peer_netns,omitempty"`
+
+	Owner     *Owner  `json:"owner,omitempty"`
+	LastOwner *Owner  `json:"last_owner,omitempty"`
+	Verdict   Verdict `json:"verdict"`
+	Reason    Reason  `json:"reason"`
+
+	FirstSeen     time.Time `json:"first_seen"`
+	OrphanedSince time.Time `json:"orphaned_since,omitzero"`
+	// LastOwnerSeen is when LastOwner was last seen owning the namespace.
+	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
+}
+
+// PeerOnHost reports whether both ends of the pair are in the host namespace.
+func (v *Veth) PeerOnHost() bool { return v.PeerNetNSID < 0 }
+
+// Snapshot is the inventory of one moment.
+type Snapshot struct {
+	Taken time.Time `json:"taken"`
+	Veths []Veth    `json:"veths"`
+	// Steps reports each stage of the build (links, netns, cgroup, state):
+	// its duration and its error, for the scrape_collector metrics.
+	Steps []Step `json:"steps"`
+	// Warnings say what the snapshot could not see, e.g. processes whose
+	// namespace is unreadable without root. A snapshot with warnings is
+	// still correct in what it says; veths it cannot decide are unknown.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Step is one stage of building a snapshot.
+type Step struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration_ns"`
+	Err      error         `json:"-"`
+	// Error is Err's message, for JSON readers.
+	Error string `json:"error,omitempty"`
+}
+
+// Veth returns the veth with the given name, or nil.
+func (s *Snapshot) Veth(name string) *Veth {
+	for i := range s.Veths {
+		if s.Veths[i].Name == name {
+			return &s.Veths[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package inventory
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// namespaces is the result of one pass over /proc and mountinfo: every
+// network namespace other than the host's that a process or an nsfs mount
+// holds, by inode and by nsid.
+type namespaces struct {
+	byInode map[uint64]*Namespace
+	byNSID  map[int]*Namespace
+	// mountPaths are the nsfs mount points as this process opens them,
+	// which differ from Namespace.Mounts when --path.rootfs is set.
+	mountPaths map[uint64][]string
+	// deniedPIDs counts processes whose namespace could not be read
+	// (not root, or hidepid): their namespaces may be missing.
+	deniedPIDs int
+}
+
+// scanNamespaces finds every network namespace held by a process or an nsfs
+// mount, without entering any of them, and asks the kernel once per
+// namespace for the nsid the host knows it by.
+func scanNamespaces(h *netlink.Handle, p Paths) (*namespaces, error) {
+	host, err := hostNetnsInode(p)
+	if err != nil {
+		return nil, err
+	}
+	ns := &namespaces{
+		byInode:    map[uint64]*Namespace{},
+		byNSID:     map[int]*Namespace{},
+		mountPaths: map[uint64][]string{},
+	}
+	if err := ns.addProcesses(p.Procfs, host); err != nil {
+		return nil, err
+	}
+	if err := ns.addMounts(p, host); err != nil {
+		return nil, err
+	}
+	for _, n := range ns.byInode {
+		sort.Ints(n.PIDs)
+		sort.Strings(n.Mounts)
+		n.NSID = -1
+		if id, ok := ns.lookupNSID(h, p, n); ok {
+			n.NSID = id
+			if id >= 0 {
+				ns.byNSID[id] = n
+			}
+		}
+	}
+	return ns, nil
+}
+
+// hostNetnsInode returns the inode of the namespace the exporter's netlink
+// socket lives in: the namespace whose link dump is the inventory.
+func hostNetnsInode(p Paths) (uint64, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/thread-self/ns/net", &st)
+	if err != nil {
+		err = unix.Stat(filepath.Join(p.Procfs, "self/ns/net"), &st)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat own network namespace: %w", err)
+	}
+	return st.Ino, nil
+}
+
+func (ns *namespaces) get(inode uint64) *Namespace {
+	n := ns.byInode[inode]
+	if n == nil {
+		n = &Namespace{Inode: inode, NSID: -1, PIDs: []int{}, Mounts: []string{}}
+		ns.byInode[inode] = n
+	}
+	return n
+}
+
+func (ns *namespaces) addProcesses(procfs string, host uint64) error {
+	d, err := os.Open(procfs)
+	if err != nil {
+		return fmt.Errorf("read processes: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("read processes: %w", err)
+	}
+	hostDev := procNetDevInode(procfs + "/self")
+	var st unix.Stat_t
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		if err := unix.Stat(procfs+"/"+name+"/ns/net", &st); err != nil {
+			// A process that exits during the scan is simply not there.
+			denied := errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
+			if denied && (hostDev == 0 || procNetDevInode(procfs+"/"+name) != hostDev) {
+				ns.deniedPIDs++
+			}
+			continue
+		}
+		if st.Ino == host {
+			continue
+		}
+		n := ns.get(st.Ino)
+		n.PIDs = append(n.PIDs, pid)
+	}
+	return nil
+}
+
+// procNetDevInode returns the inode of a process's /proc/PID/net/dev, 0 if
+// unreadable. procfs registers its net entries once per network namespace,
+// so equal inodes mean the same namespace; unlike ns/net it is readable
+// without ptrace access, which tells a process we may not inspect (a
+// non-dumpable daemon) that it is in the host namespace and hides no peer.
+func procNetDevInode(dir string) uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat(dir+"/net/dev", &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+func (ns *namespaces) addMounts(p Paths, host uint64) error {
+	f, err := os.Open(filepath.Join(p.Procfs, "self/mountinfo"))
+	if err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		inode, mountPoint, ok := parseNsfsMount(sc.Text())
+		if !ok || inode == host || seen[mountPoint] {
+			continue
+		}
+		seen[mountPoint] = true
+		n := ns.get(inode)
+		n.Mounts = append(n.Mounts, p.hostPath(mountPoint))
+		ns.mountPaths[inode] = append(ns.mountPaths[inode], mountPoint)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	return nil
+}
+
+// parseNsfsMount returns the namespace inode and the mount point of a
+// mountinfo line that is an nsfs mount of a network namespace.
+//
+//	36 35 0:4 net:[4026532281] /run/netns/leak rw shared:9 - nsfs nsfs rw
+func parseNsfsMount(line string) (inode uint64, mountPoint string, ok bool) {
+	fields := strings.Fields(line)
+	sep := -1
+	for i, f := range fields {
+		if f == "-" {
+			sep = i
+			break
+		}
+	}
+	if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "nsfs" {
+		return 0, "", false
+	}
+	root := fields[3]
+	if !strings.HasPrefix(root, "net:[") || !strings.HasSuffix(root, "]") {
+		return 0, "", false
+	}
+	inode, err := strconv.ParseUint(root[len("net:["):len(root)-1], 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return inode, unescapeMountPath(fields[4]), true
+}
+
+// unescapeMountPath undoes the octal escapes (\040 for a space) that the
+// kernel writes into mountinfo paths.
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// lookupNSID asks the kernel for the nsid of n through the first handle that
+// still opens to the same namespace: a process may exit and its PID be
+// reused between the scan and the open, so the inode is checked again.
+func (ns *namespaces) lookupNSID(h *netlink.Handle, p Paths, n *Namespace) (int, bool) {
+	paths := make([]string, 0, len(n.PIDs)+len(n.Mounts))
+	for _, pid := range n.PIDs {
+		paths = append(paths, filepath.Join(p.Procfs, strconv.Itoa(pid), "ns/net"))
+	}
+	paths = append(paths, ns.mountPaths[n.Inode]...)
+	for _, path := range paths {
+		id, err := nsidOf(h, path, n.Inode)
+		if err == nil {
+			return id, true
+		}
+	}
+	return -1, false
+}
+
+func nsidOf(h *netlink.Handle, path string, inode uint64) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return -1, err
+	}
+	if st.Ino != inode {
+		return -1, fs.ErrNotExist
+	}
+	return h.GetNetNsIdByFd(fd)
+}

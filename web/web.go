@@ -1,0 +1,72 @@
+// Package web serves the exporter over HTTP: the landing page, the metrics
+// endpoint and the health endpoints, on a chi router.
+//
+// Handlers here only read; the one endpoint that may change the node is the
+// remediation webhook, mounted only when remediation is enabled.
+package web
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	toolkit "github.com/prometheus/exporter-toolkit/web"
+)
+
+// Config is what the router serves.
+type Config struct {
+	// TelemetryPath is where metrics are served, normally /metrics.
+	TelemetryPath string
+	Gatherer      prometheus.Gatherer
+	// Registerer receives the HTTP handler's own metrics (promhttp_*); may be nil.
+	Registerer prometheus.Registerer
+	// MaxRequests limits concurrent scrapes; 0 means no limit.
+	MaxRequests int
+	// Ready reports whether the exporter has finished starting.
+	Ready   func() bool
+	Version string
+	Logger  *slog.Logger
+}
+
+// NewRouter returns the exporter's HTTP handler.
+func NewRouter(cfg Config) (http.Handler, error) {
+	r := chi.NewRouter()
+	metrics := promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: cfg.MaxRequests,
+	})
+	if cfg.Registerer != nil {
+		metrics = promhttp.InstrumentMetricHandler(cfg.Registerer, metrics)
+	}
+	r.Handle(cfg.TelemetryPath, metrics)
+	r.Get("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("Healthy\n"))
+	})
+	r.Get("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if cfg.Ready != nil && !cfg.Ready() {
+			http.Error(w, "Not ready: taking the first inventory", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("Ready\n"))
+	})
+	if cfg.TelemetryPath != "/" {
+		landing, err := toolkit.NewLandingPage(toolkit.LandingConfig{
+			Name:        "veth exporter",
+			Description: "Host-side veth interfaces of this node: who owns each, and which are leftovers",
+			Version:     cfg.Version,
+			Links: []toolkit.LandingLinks{
+				{Address: cfg.TelemetryPath, Text: "Metrics"},
+				{Address: "/-/healthy", Text: "Health"},
+				{Address: "/-/ready", Text: "Readiness"},
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		r.Handle("/", landing)
+	}
+	return r, nil
+}
