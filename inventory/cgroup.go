@@ -14,12 +14,18 @@ type cgroupOwner struct {
 	PodUID      string
 }
 
-// scopePrefixes are the systemd scope names runtimes give a container's
-// cgroup, "<prefix><64 hex>.scope", and the runtime each means. The conmon
-// scopes of CRI-O and podman hold the monitor, not the container.
-var scopePrefixes = []struct{ prefix, runtime string }{
+// runtimePrefixes are the names runtimes give a container's cgroup,
+// "<prefix><64 hex>.scope" with the systemd driver, and the runtime each
+// means. CRI-O and podman use the same name without ".scope" with their
+// cgroupfs driver ("crio-<id>" under the pod's cgroup, "libpod-<id>" under
+// /libpod_parent); nerdctl is a containerd client. The conmon cgroups of
+// CRI-O and podman ("crio-conmon-<id>", "libpod-conmon-<id>.scope") hold
+// the monitor, not the container, and do not match: "conmon-<id>" is not
+// an ID.
+var runtimePrefixes = []struct{ prefix, runtime string }{
 	{"docker-", "docker"},
 	{"cri-containerd-", "containerd"},
+	{"nerdctl-", "containerd"},
 	{"crio-", "crio"},
 	{"libpod-", "podman"},
 }
@@ -27,7 +33,9 @@ var scopePrefixes = []struct{ prefix, runtime string }{
 var (
 	containerIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	// podUIDPattern matches the kubelet's pod cgroup: "pod<uid>" with the
-	// cgroupfs driver, "kubepods-<qos>-pod<uid with _>.slice" with systemd.
+	// cgroupfs driver, "kubepods-<qos>-pod<uid with _>.slice" with systemd
+	// (each slice name repeats its parents', so a kubelet with a cgroup
+	// root such as kind's /kubelet makes "kubelet-kubepods-<qos>-pod….slice").
 	// Static pods have a 32-hex UID without dashes.
 	podUIDPattern = regexp.MustCompile(`(?:^|-)pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?$`)
 )
@@ -65,11 +73,11 @@ func parseCgroupPath(path string) cgroupOwner {
 	var o cgroupOwner
 	segments := strings.Split(path, "/")
 	for i, seg := range segments {
-		if m := podUIDPattern.FindStringSubmatch(seg); m != nil && (strings.HasPrefix(seg, "pod") || strings.HasPrefix(seg, "kubepods")) {
+		if m := podUIDPattern.FindStringSubmatch(seg); m != nil && (strings.HasPrefix(seg, "pod") || strings.Contains(seg, "kubepods-")) {
 			o.PodUID = strings.ReplaceAll(m[1], "_", "-")
 			continue
 		}
-		if id, runtime, ok := scopeContainerID(seg); ok {
+		if id, runtime, ok := runtimeContainerID(seg); ok {
 			o.ContainerID, o.Runtime = id, runtime
 			continue
 		}
@@ -86,12 +94,12 @@ func parseCgroupPath(path string) cgroupOwner {
 	return o
 }
 
-func scopeContainerID(seg string) (id, runtime string, ok bool) {
-	name, ok := strings.CutSuffix(seg, ".scope")
-	if !ok {
-		return "", "", false
-	}
-	for _, s := range scopePrefixes {
+// runtimeContainerID returns the container ID and runtime a cgroup named
+// after a container by its runtime ("<prefix><id>.scope" or
+// "<prefix><id>") stands for.
+func runtimeContainerID(seg string) (id, runtime string, ok bool) {
+	name := strings.TrimSuffix(seg, ".scope")
+	for _, s := range runtimePrefixes {
 		if id, ok := strings.CutPrefix(name, s.prefix); ok && containerIDPattern.MatchString(id) {
 			return id, s.runtime, true
 		}

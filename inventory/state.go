@@ -66,8 +66,11 @@ type State struct {
 // starts an empty history, an unreadable or corrupt one is logged and
 // replaced at the next write. With readOnly the file is never written (the
 // inspect command reads the exporter's history without changing it). An
-// empty path keeps the state in memory only.
+// empty path keeps the state in memory only. A nil logger discards logs.
 func OpenState(path string, readOnly bool, logger *slog.Logger) *State {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	s := &State{path: path, readOnly: readOnly, logger: logger, devices: map[stateKey]*deviceState{}}
 	if path == "" {
 		return s
@@ -78,6 +81,9 @@ func OpenState(path string, readOnly bool, logger *slog.Logger) *State {
 		logger.Debug("no state file yet, starting an empty history", "path", path)
 	case err != nil:
 		logger.Error("cannot read state file, starting an empty history; it will be replaced", "path", path, "err", err)
+		// Replace it at the next observe even if that snapshot holds no
+		// veth: a corrupt file left in place is read again at every restart.
+		s.dirty = true
 	default:
 		for _, d := range devices {
 			s.devices[stateKey{d.Device, d.Index}] = d

@@ -1,0 +1,443 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+)
+
+// End-to-end tests: the real binary, built once, run inside the private
+// namespaces of netnstest against fixtures made with ip(8).
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
+
+func TestMain(m *testing.M) { netnstest.Main(m) }
+
+const (
+	goldenContainer = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"
+	goldenPodUID    = "11111111-2222-3333-4444-555555555555"
+	goldenSandbox   = "5a4db0c5a4db0c5a4db0c5a4db0c5a4db0c5a4db0c5a4db0c5a4db0c5a4db0c0"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// exporterBinary builds the exporter once per test run.
+func exporterBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "veth_exporter_e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "veth_exporter")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// exporter is a running veth_exporter.
+type exporter struct {
+	url string
+	cmd *exec.Cmd
+	log *syncBuffer
+}
+
+// syncBuffer collects the exporter's output while tests read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startExporter runs the binary on a free loopback port and waits until it
+// is ready; the test's end stops it.
+func startExporter(t *testing.T, args ...string) *exporter {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	log := &syncBuffer{}
+	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e := &exporter{url: "http://" + addr, cmd: cmd, log: log}
+	t.Cleanup(func() { e.stop(t) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(e.url + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exporter not ready after 10s: %v\n%s", err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends the exporter as a service manager does, with SIGTERM.
+func (e *exporter) stop(t *testing.T) {
+	if e.cmd.ProcessState != nil {
+		return
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- e.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		e.cmd.Process.Kill()
+		<-done
+		t.Errorf("exporter ignored SIGTERM for 10s\n%s", e.log)
+	}
+}
+
+func (e *exporter) scrape(t testing.TB) string {
+	t.Helper()
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s\n%s", resp.Status, body)
+	}
+	return string(body)
+}
+
+// sample returns the value of the series with exactly this name and label
+// set (as exposed, labels sorted), and whether it is there.
+func sample(metrics, series string) (float64, bool) {
+	for line := range strings.Lines(metrics) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+// goldenFixture is a node in miniature: one veth of every verdict.
+func goldenFixture(t *testing.T) {
+	netnstest.Bridge(t, "docker0")
+	netnstest.Bridge(t, "cni0")
+	owned := netnstest.Holder(t, "/system.slice/docker-"+goldenContainer+".scope")
+	netnstest.Veth(t, "vethowned", strconv.Itoa(owned), "docker0")
+	pod := netnstest.Holder(t, "/kubepods/besteffort/pod"+goldenPodUID+"/"+goldenSandbox)
+	netnstest.Veth(t, "vethpod", strconv.Itoa(pod), "cni0")
+	netnstest.NamedNetns(t, "cni-leak")
+	netnstest.Veth(t, "vethleak", "cni-leak", "cni0")
+	stray := netnstest.Holder(t, "")
+	netnstest.Veth(t, "vethstray", strconv.Itoa(stray), "docker0")
+	netnstest.HostPair(t, "hostA", "hostB")
+	netnstest.HostPair(t, "cilium_host", "cilium_net")
+}
+
+// normalize keeps the veth_ series that do not depend on the moment or on
+// the kernel's numbering, so a golden file can hold them.
+func normalize(metrics string) string {
+	var (
+		out       []string
+		timestamp = regexp.MustCompile(`^(veth_\w+_timestamp_seconds\{[^}]*\}) .*$`)
+		numbers   = regexp.MustCompile(`((?:ifindex|peer_ifindex|peer_netnsid)=)"\d+"`)
+		pid       = regexp.MustCompile(`(id)="\d+"(,kind="process")`)
+	)
+	for line := range strings.Lines(metrics) {
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case !strings.HasPrefix(line, "veth_") && !strings.HasPrefix(line, "# HELP veth_") && !strings.HasPrefix(line, "# TYPE veth_"):
+			continue
+		case strings.Contains(line, "veth_scrape_collector_duration_seconds"), strings.Contains(line, "veth_exporter_build_info"):
+			continue
+		}
+		line = timestamp.ReplaceAllString(line, "$1 TIMESTAMP")
+		line = numbers.ReplaceAllString(line, `$1"N"`)
+		line = pid.ReplaceAllString(line, `$1="PID"$2`)
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+func TestGoldenMetrics(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	e := startExporter(t, "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	metrics := e.scrape(t)
+
+	got := normalize(metrics)
+	golden := filepath.Join("testdata", "metrics.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("metrics differ from %s (run with -update after checking the change):\n%s", golden, lineDiff(string(want), got))
+	}
+
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("VETH_EXPORTER_REQUIRE_PRIVILEGED") == "1" {
+			t.Fatal("promtool not installed (Debian package prometheus)")
+		}
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	check := exec.Command(promtool, "check", "metrics")
+	check.Stdin = strings.NewReader(metrics)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// lineDiff lists the lines only in want (-) and only in got (+).
+func lineDiff(want, got string) string {
+	count := map[string]int{}
+	for l := range strings.Lines(want) {
+		count[l]++
+	}
+	for l := range strings.Lines(got) {
+		count[l]--
+	}
+	var d []string
+	for l, n := range count {
+		switch {
+		case n > 0:
+			d = append(d, "- "+strings.TrimRight(l, "\n"))
+		case n < 0:
+			d = append(d, "+ "+strings.TrimRight(l, "\n"))
+		}
+	}
+	sort.Strings(d)
+	return strings.Join(d, "\n")
+}
+
+// TestRestartKeepsHistory restarts the binary and expects the first-seen
+// and orphaned-since times of a leftover to survive.
+func TestRestartKeepsHistory(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "restart")
+	netnstest.Veth(t, "vrestart", "restart", "")
+	state := filepath.Join(t.TempDir(), "state.json")
+
+	first := startExporter(t, "--state.path="+state)
+	before := first.scrape(t)
+	first.stop(t)
+	time.Sleep(1100 * time.Millisecond) // a restart that reset the times would show it
+	second := startExporter(t, "--state.path="+state)
+	after := second.scrape(t)
+
+	for _, series := range []string{
+		`veth_first_seen_timestamp_seconds{device="vrestart"}`,
+		`veth_orphaned_since_timestamp_seconds{device="vrestart"}`,
+	} {
+		b, ok1 := sample(before, series)
+		a, ok2 := sample(after, series)
+		if !ok1 || !ok2 || a != b {
+			t.Errorf("%s: %v (present %v) before the restart, %v (present %v) after, want equal", series, b, ok1, a, ok2)
+		}
+	}
+}
+
+// TestChurn scrapes while veths come and go, as on a node starting and
+// stopping pods: no scrape may fail, no stage may report an error.
+func TestChurn(t *testing.T) {
+	netnstest.Require(t)
+	holder := netnstest.Holder(t, "")
+	e := startExporter(t, "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var churned atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				name := fmt.Sprintf("vc%dx%d", w, i%8)
+				// Into a process's namespace and back out, or a host pair:
+				// both kinds of link the dump has to survive.
+				var add []string
+				if i%2 == 0 {
+					add = []string{"link", "add", name, "type", "veth", "peer", "name", "p" + name, "netns", strconv.Itoa(holder)}
+				} else {
+					add = []string{"link", "add", name, "type", "veth", "peer", "name", "p" + name}
+				}
+				if out, err := exec.Command("ip", add...).CombinedOutput(); err != nil {
+					t.Errorf("ip %s: %v %s", strings.Join(add, " "), err, out)
+					return
+				}
+				if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil {
+					t.Errorf("ip link del %s: %v %s", name, err, out)
+					return
+				}
+				churned.Add(1)
+			}
+		})
+	}
+	scrapes := 0
+	for ctx.Err() == nil {
+		m := e.scrape(t)
+		for _, stage := range []string{"links", "netns", "cgroup", "state"} {
+			if v, ok := sample(m, `veth_scrape_collector_success{collector="`+stage+`"}`); !ok || v != 1 {
+				t.Errorf("scrape %d: stage %s success = %v (present %v), want 1", scrapes, stage, v, ok)
+			}
+		}
+		scrapes++
+	}
+	wg.Wait()
+	if scrapes < 10 || churned.Load() < 10 {
+		t.Errorf("only %d scrapes and %d veths churned: the test proved little", scrapes, churned.Load())
+	}
+	t.Logf("%d scrapes during %d veth create/delete cycles", scrapes, churned.Load())
+	if e.cmd.ProcessState != nil || strings.Contains(e.log.String(), "panic") {
+		t.Errorf("exporter died or panicked:\n%s", e.log)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	state := filepath.Join(t.TempDir(), "state.json")
+
+	out, err := exec.Command(exporterBinary(t), "inspect", "--state.path="+state).CombinedOutput()
+	if err != nil {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	rows := map[string][]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 0 {
+			rows[f[0]] = f
+		}
+	}
+	header := strings.Join(rows["DEVICE"], " ")
+	if header != "DEVICE MASTER STATE PEER-NETNS PROCS HELD-BY OWNER VERDICT REASON AGE" {
+		t.Errorf("header = %q", header)
+	}
+	for device, want := range map[string]string{
+		"vethowned": "owned container",
+		"vethpod":   "owned pod",
+		"vethleak":  "orphaned netns_empty",
+		"vethstray": "unknown no_known_owner",
+		"hostA":     "orphaned peer_on_host",
+	} {
+		if !strings.Contains(strings.Join(rows[device], " "), " "+want+" ") {
+			t.Errorf("inspect row for %s = %q, want it to contain %q", device, rows[device], want)
+		}
+	}
+	if !strings.Contains(strings.Join(rows["vethleak"], " "), "/run/netns/cni-leak") {
+		t.Errorf("inspect row for vethleak = %q, want it held by /run/netns/cni-leak", rows["vethleak"])
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Error("inspect wrote the state file; it must only read it")
+	}
+
+	out, err = exec.Command(exporterBinary(t), "inspect", "--output=json", "--state.path="+state).Output()
+	if err != nil {
+		t.Fatalf("inspect --output=json: %v", err)
+	}
+	var snap struct {
+		Veths []struct {
+			Device  string `json:"device"`
+			Verdict string `json:"verdict"`
+			Reason  string `json:"reason"`
+			Owner   *struct {
+				Kind, ID string
+			} `json:"owner"`
+		} `json:"veths"`
+	}
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatalf("inspect --output=json is not JSON: %v\n%s", err, out)
+	}
+	found := false
+	for _, v := range snap.Veths {
+		if v.Device == "vethowned" {
+			found = true
+			if v.Verdict != "owned" || v.Owner == nil || v.Owner.ID != goldenContainer {
+				t.Errorf("json vethowned = %+v, want owned by %s", v, goldenContainer)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("json has no vethowned: %s", out)
+	}
+}
+
+// TestBadFlags expects a clear message and exit code 2 for bad input.
+func TestBadFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--collector.veth.device-include=("}, "collector.veth.device-include"},
+		{[]string{"--inventory.infrastructure-device=["}, "infrastructure device pattern"},
+		{[]string{"inspect", "--output=yaml"}, "yaml"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+	} {
+		out, err := exec.Command(exporterBinary(t), tt.args...).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), tt.want) {
+			t.Errorf("veth_exporter %s: %v, output %q; want exit 2 and a message naming %q", strings.Join(tt.args, " "), err, out, tt.want)
+		}
+	}
+}

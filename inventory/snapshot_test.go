@@ -1,0 +1,211 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+)
+
+// Privileged tests in this file build real fixtures with ip(8) inside the
+// private network, mount and PID namespaces made by netnstest.Main.
+func TestMain(m *testing.M) { netnstest.Main(m) }
+
+const (
+	containerA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	containerB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	testPodUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+)
+
+// newTestInventory returns an inventory of the private namespace with its
+// state in a temporary directory.
+func newTestInventory(t *testing.T) *Inventory {
+	t.Helper()
+	infra, err := NewInfrastructure(DefaultInfrastructurePatterns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Config{
+		Paths:          DefaultPaths,
+		Infrastructure: infra,
+		State:          OpenState(filepath.Join(t.TempDir(), "state.json"), false, slog.New(slog.DiscardHandler)),
+	})
+}
+
+func snapshot(t *testing.T, inv *Inventory) *Snapshot {
+	t.Helper()
+	s, err := inv.Snapshot(context.Background())
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	for _, st := range s.Steps {
+		if st.Err != nil {
+			t.Errorf("step %s failed: %v", st.Name, st.Err)
+		}
+	}
+	if len(s.Warnings) > 0 {
+		t.Errorf("Snapshot warnings: %q", s.Warnings)
+	}
+	return s
+}
+
+func mustVeth(t *testing.T, s *Snapshot, name string) *Veth {
+	t.Helper()
+	v := s.Veth(name)
+	if v == nil {
+		t.Fatalf("veth %s missing from snapshot", name)
+	}
+	return v
+}
+
+func wantVerdict(t *testing.T, v *Veth, verdict Verdict, reason Reason) {
+	t.Helper()
+	if v.Verdict != verdict || v.Reason != reason {
+		t.Errorf("%s: verdict %s/%s, want %s/%s", v.Name, v.Verdict, v.Reason, verdict, reason)
+	}
+}
+
+func TestSnapshotVerdicts(t *testing.T) {
+	netnstest.Require(t)
+	// br0 is created first, so in this fresh namespace it has ifindex 2:
+	// the same index the peers' eth0 get in their namespaces.
+	netnstest.Bridge(t, "br0")
+
+	owned := netnstest.Holder(t, "/docker/"+containerA)
+	netnstest.Veth(t, "vowned", strconv.Itoa(owned), "br0")
+
+	pod := netnstest.Holder(t, "/kubepods/besteffort/pod"+testPodUID+"/"+containerB)
+	netnstest.Veth(t, "vpod", strconv.Itoa(pod), "br0")
+
+	netnstest.NamedNetns(t, "leak")
+	netnstest.Veth(t, "vleak", "leak", "br0")
+
+	stray := netnstest.Holder(t, "")
+	netnstest.Veth(t, "vstray", strconv.Itoa(stray), "br0")
+
+	netnstest.HostPair(t, "hostA", "hostB")
+	netnstest.HostPair(t, "cilium_host", "cilium_net")
+
+	s := snapshot(t, newTestInventory(t))
+	br0If, err := net.InterfaceByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br0 := br0If.Index
+
+	t.Run("owned by a container", func(t *testing.T) {
+		v := mustVeth(t, s, "vowned")
+		wantVerdict(t, v, Owned, ReasonContainer)
+		want := Owner{Kind: OwnerContainer, ID: containerA, Runtime: "docker"}
+		if v.Owner == nil || *v.Owner != want {
+			t.Errorf("owner = %+v, want %+v", v.Owner, want)
+		}
+		if v.Master != "br0" || v.PeerNetns == nil || len(v.PeerNetns.PIDs) != 1 || v.PeerNetns.PIDs[0] != owned {
+			t.Errorf("master %q, peer netns %+v, want br0 and PID %d", v.Master, v.PeerNetns, owned)
+		}
+	})
+	t.Run("owned by a pod", func(t *testing.T) {
+		v := mustVeth(t, s, "vpod")
+		wantVerdict(t, v, Owned, ReasonPod)
+		want := Owner{Kind: OwnerPod, ID: containerB, PodUID: testPodUID}
+		if v.Owner == nil || *v.Owner != want {
+			t.Errorf("owner = %+v, want %+v", v.Owner, want)
+		}
+	})
+	t.Run("leaked namespace held by a bind mount", func(t *testing.T) {
+		v := mustVeth(t, s, "vleak")
+		wantVerdict(t, v, Orphaned, ReasonNetnsEmpty)
+		if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.Mounts) != "[/run/netns/leak]" || len(v.PeerNetns.PIDs) != 0 {
+			t.Errorf("peer netns = %+v, want held by /run/netns/leak only", v.PeerNetns)
+		}
+		// The peer's index is an index in the leaked namespace, equal to
+		// the host bridge's: it must not be resolved on the host.
+		if v.PeerIndex != br0 || v.PeerName != "" || v.PeerOnHost() {
+			t.Errorf("peer index %d name %q nsid %d, want index %d (br0's) in another namespace and no host name", v.PeerIndex, v.PeerName, v.PeerNetNSID, br0)
+		}
+		if v.Owner != nil {
+			t.Errorf("owner = %+v, want none", v.Owner)
+		}
+	})
+	t.Run("namespace held by an unknown process", func(t *testing.T) {
+		v := mustVeth(t, s, "vstray")
+		wantVerdict(t, v, Unknown, ReasonNoKnownOwner)
+		if v.Owner == nil || v.Owner.Kind != OwnerProcess || v.Owner.ID != strconv.Itoa(stray) || v.Owner.Name != "sleep" {
+			t.Errorf("owner = %+v, want process %d (sleep)", v.Owner, stray)
+		}
+	})
+	t.Run("pair left on the host", func(t *testing.T) {
+		for _, name := range []string{"hostA", "hostB"} {
+			v := mustVeth(t, s, name)
+			wantVerdict(t, v, Orphaned, ReasonPeerOnHost)
+		}
+		if v := mustVeth(t, s, "hostA"); v.PeerName != "hostB" {
+			t.Errorf("hostA peer = %q, want hostB", v.PeerName)
+		}
+	})
+	t.Run("infrastructure pair", func(t *testing.T) {
+		for _, name := range []string{"cilium_host", "cilium_net"} {
+			wantVerdict(t, mustVeth(t, s, name), Owned, ReasonInfrastructure)
+		}
+	})
+	t.Run("only veths", func(t *testing.T) {
+		if s.Veth("br0") != nil || s.Veth("lo") != nil {
+			t.Error("snapshot lists non-veth links")
+		}
+		if len(s.Veths) != 8 {
+			t.Errorf("snapshot has %d veths, want 8", len(s.Veths))
+		}
+	})
+}
+
+// TestSnapshotOwnerExited follows a namespace through its life: owned while
+// the container's process is in it, orphaned with reason owner_exited once
+// that process is gone and only a stray process holds it.
+func TestSnapshotOwnerExited(t *testing.T) {
+	netnstest.Require(t)
+	holder := netnstest.Holder(t, "")
+	container, stopContainer := netnstest.Join(t, holder)
+	netnstest.MoveToCgroup(t, container, "/system.slice/docker-"+containerA+".scope")
+	netnstest.Veth(t, "vexit", strconv.Itoa(holder), "")
+
+	inv := newTestInventory(t)
+	v := mustVeth(t, snapshot(t, inv), "vexit")
+	wantVerdict(t, v, Owned, ReasonContainer)
+	if v.Owner == nil || v.Owner.ID != containerA {
+		t.Fatalf("owner = %+v, want container %s", v.Owner, containerA)
+	}
+
+	stopContainer()
+	v = mustVeth(t, snapshot(t, inv), "vexit")
+	wantVerdict(t, v, Orphaned, ReasonOwnerExited)
+	if v.LastOwner == nil || v.LastOwner.ID != containerA {
+		t.Errorf("last owner = %+v, want container %s", v.LastOwner, containerA)
+	}
+	if v.OrphanedSince.IsZero() || v.LastOwnerSeen.IsZero() {
+		t.Errorf("orphaned since %v, last owner seen %v: want both set", v.OrphanedSince, v.LastOwnerSeen)
+	}
+}
+
+// TestSnapshotSharedNamespace checks that two containers in one namespace
+// (docker run --network container:X) give the namespace to the first.
+func TestSnapshotSharedNamespace(t *testing.T) {
+	netnstest.Require(t)
+	first := netnstest.Holder(t, "/docker/"+containerA)
+	second, _ := netnstest.Join(t, first)
+	netnstest.MoveToCgroup(t, second, "/docker/"+containerB)
+	netnstest.Veth(t, "vshared", strconv.Itoa(first), "")
+
+	v := mustVeth(t, snapshot(t, newTestInventory(t)), "vshared")
+	wantVerdict(t, v, Owned, ReasonContainer)
+	if v.Owner == nil || v.Owner.ID != containerA {
+		t.Errorf("owner = %+v, want the first container %s", v.Owner, containerA)
+	}
+	if v.PeerNetns == nil || len(v.PeerNetns.PIDs) != 2 {
+		t.Errorf("peer netns = %+v, want 2 processes", v.PeerNetns)
+	}
+}

@@ -1,0 +1,912 @@
+package inventory
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+	ownerDocker = &Owner{Kind: OwnerContainer, ID: ctrA, Runtime: "docker"}
+	ownerPod    = &Owner{Kind: OwnerPod, ID: ctrB, PodUID: podUID, Runtime: "containerd"}
+	ownerShell  = &Owner{Kind: OwnerProcess, ID: "4242", Name: "bash"}
+)
+
+// logBuffer collects a logger's output; slog handlers may write from
+// several goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// lines returns the log lines that contain msg.
+func (b *logBuffer) lines(msg string) []string {
+	var out []string
+	for line := range strings.Lines(b.String()) {
+		if strings.Contains(line, msg) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func testLogger() (*slog.Logger, *logBuffer) {
+	b := &logBuffer{}
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
+const (
+	msgReadFailed  = "cannot read state file"
+	msgWriteFailed = "cannot write state file"
+	msgWritable    = "state file writable again"
+)
+
+// judgeBy returns a judge that gives each veth the verdict verdicts names
+// for it, unknown for the others.
+func judgeBy(verdicts map[string]Verdict) func(*Veth) {
+	return func(v *Veth) {
+		v.Verdict = verdicts[v.Name]
+		switch v.Verdict {
+		case Owned:
+			v.Reason = ReasonContainer
+		case Orphaned:
+			v.Reason = ReasonNetnsEmpty
+		default:
+			v.Verdict, v.Reason = Unknown, ReasonNoKnownOwner
+		}
+	}
+}
+
+func veth(name string, index int, owner *Owner) Veth {
+	return Veth{Name: name, Index: index, Owner: owner}
+}
+
+// find returns the veth called name in veths.
+func find(t *testing.T, veths []Veth, name string) *Veth {
+	t.Helper()
+	for i := range veths {
+		if veths[i].Name == name {
+			return &veths[i]
+		}
+	}
+	t.Fatalf("no veth %s in %v", name, veths)
+	return nil
+}
+
+// readState reads the state file at path the way OpenState does and
+// fails the test when it does not parse.
+func readState(t *testing.T, path string) map[stateKey]*deviceState {
+	t.Helper()
+	devices, err := readStateFile(path)
+	if err != nil {
+		t.Fatalf("readStateFile(%s): %v", path, err)
+	}
+	m := map[stateKey]*deviceState{}
+	for _, d := range devices {
+		m[stateKey{d.Device, d.Index}] = d
+	}
+	return m
+}
+
+// tempFiles lists what writeFileAtomic may have left behind in dir.
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func ownerString(o *Owner) string {
+	if o == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("%+v", *o)
+}
+
+func sameOwner(a, b *Owner) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func checkTime(t *testing.T, what string, got, want time.Time) {
+	t.Helper()
+	if !got.Equal(want) {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenStateMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lib", "veth_exporter", "state.json")
+	logger, logs := testLogger()
+	s := OpenState(path, false, logger)
+	if len(s.devices) != 0 {
+		t.Fatalf("OpenState(%s) of a missing file has %d devices, want 0", path, len(s.devices))
+	}
+	if got := logs.lines("level=ERROR"); len(got) != 0 {
+		t.Errorf("OpenState(%s) of a missing file logged errors: %q", path, got)
+	}
+	if got := logs.lines("level=WARN"); len(got) != 0 {
+		t.Errorf("OpenState(%s) of a missing file logged warnings: %q", path, got)
+	}
+
+	veths := []Veth{veth("veth1", 7, nil)}
+	if err := s.observe(t0, veths, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
+	checkTime(t, "OrphanedSince", veths[0].OrphanedSince, t0)
+	// The directories leading to the state file are created.
+	if got := readState(t, path); got[stateKey{"veth1", 7}] == nil {
+		t.Errorf("state file %s = %v, want veth1/7", path, got)
+	}
+}
+
+func TestOpenStateBadFile(t *testing.T) {
+	// Every file below names veth1/7, first seen long ago: if OpenState
+	// took anything from it, veth1's first-seen would be that time.
+	old := "2020-01-01T00:00:00Z"
+	for _, tc := range []struct {
+		name, data string
+	}{
+		{"corrupt JSON", `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}`},
+		{"truncated", `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_se`},
+		{"empty", ``},
+		{"binary", "\x00\x01\x02veth1\xff"},
+		{"JSON null", `null`},
+		{"no version", `{"devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}]}`},
+		{"newer version", `{"version": 2, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}]}`},
+		{"version 0", `{"version": 0, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}]}`},
+		{"version as a string", `{"version": "1", "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}]}`},
+		{"bad time", `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "yesterday"}]}`},
+		{"null device", `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}, null]}`},
+		{"device without a name", `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}, {"ifindex": 8}]}`},
+		{"device without an ifindex", `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "` + old + `"}, {"device": "veth2"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			writeFile(t, path, tc.data)
+			logger, logs := testLogger()
+			s := OpenState(path, false, logger)
+			if got := logs.lines(msgReadFailed); len(got) != 1 || !strings.Contains(got[0], "level=ERROR") || !strings.Contains(got[0], path) {
+				t.Errorf("OpenState(%q) logged %q, want one error %q naming the path", tc.data, logs.String(), msgReadFailed)
+			}
+			if len(s.devices) != 0 {
+				t.Fatalf("OpenState(%q) has %d devices, want an empty history", tc.data, len(s.devices))
+			}
+
+			// Even a snapshot without veths replaces the bad file.
+			if err := s.observe(t0, nil, judgeBy(nil)); err != nil {
+				t.Fatalf("observe: %v", err)
+			}
+			if got := readState(t, path); len(got) != 0 {
+				t.Errorf("state file after an empty snapshot = %v, want no devices", got)
+			}
+
+			veths := []Veth{veth("veth1", 7, nil)}
+			if err := s.observe(t0.Add(time.Second), veths, judgeBy(nil)); err != nil {
+				t.Fatalf("observe: %v", err)
+			}
+			checkTime(t, "FirstSeen", veths[0].FirstSeen, t0.Add(time.Second))
+			d := readState(t, path)[stateKey{"veth1", 7}]
+			if d == nil {
+				t.Fatalf("state file %s has no veth1/7", path)
+			}
+			checkTime(t, "state file first_seen", d.FirstSeen, t0.Add(time.Second))
+			if got := logs.lines(msgWriteFailed); len(got) != 0 {
+				t.Errorf("replacing the bad file logged %q", got)
+			}
+		})
+	}
+}
+
+func TestOpenStateUnreadable(t *testing.T) {
+	// Root reads a chmod 000 file, so the path is made unreadable by
+	// putting a directory there.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logger, logs := testLogger()
+	s := OpenState(path, false, logger)
+	if got := logs.lines(msgReadFailed); len(got) != 1 || !strings.Contains(got[0], "level=ERROR") {
+		t.Errorf("OpenState(%s) on a directory logged %q, want one error %q", path, logs.String(), msgReadFailed)
+	}
+	if len(s.devices) != 0 {
+		t.Errorf("OpenState(%s) on a directory has %d devices, want 0", path, len(s.devices))
+	}
+	veths := []Veth{veth("veth1", 7, nil)}
+	if err := s.observe(t0, veths, judgeBy(nil)); err == nil {
+		t.Errorf("observe with a directory at %s = nil, want an error", path)
+	}
+	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
+	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+		t.Errorf("the directory at %s was replaced or removed: %v, %v", path, fi, err)
+	}
+	if got := tempFiles(t, dir); len(got) != 0 {
+		t.Errorf("temporary files left in %s: %q", dir, got)
+	}
+}
+
+func TestStateUnwritable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// setup returns the state path, and the directory to check for
+		// temporary files or "".
+		setup func(t *testing.T) (path, dir string)
+		// fix makes the path writable again, or is nil.
+		fix func(t *testing.T, path string)
+	}{
+		{
+			name: "directory at the path",
+			setup: func(t *testing.T) (string, string) {
+				dir := t.TempDir()
+				path := filepath.Join(dir, "state.json")
+				if err := os.Mkdir(path, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				return path, dir
+			},
+			fix: func(t *testing.T, path string) {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "parent is a file",
+			setup: func(t *testing.T) (string, string) {
+				dir := t.TempDir()
+				parent := filepath.Join(dir, "lib")
+				writeFile(t, parent, "not a directory\n")
+				return filepath.Join(parent, "state.json"), dir
+			},
+			fix: func(t *testing.T, path string) {
+				if err := os.Remove(filepath.Dir(path)); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "procfs",
+			setup: func(t *testing.T) (string, string) {
+				return "/proc/self/veth-exporter-test/state.json", ""
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, dir := tc.setup(t)
+			logger, logs := testLogger()
+			s := OpenState(path, false, logger)
+			judge := judgeBy(map[string]Verdict{"veth1": Orphaned, "veth2": Owned})
+
+			steps := []struct {
+				now   time.Time
+				veths []Veth
+			}{
+				{t0, []Veth{veth("veth1", 7, nil)}},
+				{t0.Add(time.Minute), []Veth{veth("veth1", 7, nil), veth("veth2", 8, ownerDocker)}},
+				{t0.Add(2 * time.Minute), []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}},
+				{t0.Add(3 * time.Minute), []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}},
+			}
+			for i, st := range steps {
+				if err := s.observe(st.now, st.veths, judge); err == nil {
+					t.Errorf("step %d: observe with %s unwritable = nil, want an error", i, path)
+				}
+			}
+			// The history lives on in memory and still reaches the veths.
+			last := steps[len(steps)-1].veths
+			v1, v2 := find(t, last, "veth1"), find(t, last, "veth2")
+			checkTime(t, "veth1 FirstSeen", v1.FirstSeen, t0)
+			checkTime(t, "veth1 OrphanedSince", v1.OrphanedSince, t0)
+			checkTime(t, "veth2 FirstSeen", v2.FirstSeen, t0.Add(time.Minute))
+			if !sameOwner(v2.LastOwner, ownerDocker) {
+				t.Errorf("veth2 LastOwner = %s, want %s", ownerString(v2.LastOwner), ownerString(ownerDocker))
+			}
+			checkTime(t, "veth2 LastOwnerSeen", v2.LastOwnerSeen, t0.Add(time.Minute))
+
+			warnings := logs.lines(msgWriteFailed)
+			if len(warnings) != 1 {
+				t.Errorf("%d observes logged %d %q lines, want 1: %q", len(steps), len(warnings), msgWriteFailed, warnings)
+			} else if !strings.Contains(warnings[0], "level=WARN") || !strings.Contains(warnings[0], path) {
+				t.Errorf("warning %q is not a warning naming %s", warnings[0], path)
+			}
+			if dir != "" {
+				if got := tempFiles(t, dir); len(got) != 0 {
+					t.Errorf("temporary files left in %s: %q", dir, got)
+				}
+			}
+			if tc.fix == nil {
+				return
+			}
+
+			tc.fix(t, path)
+			veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}
+			if err := s.observe(t0.Add(4*time.Minute), veths, judge); err != nil {
+				t.Fatalf("observe after %s became writable: %v", path, err)
+			}
+			if got := logs.lines(msgWritable); len(got) != 1 {
+				t.Errorf("recovery logged %q, want one %q", logs.String(), msgWritable)
+			}
+			got := readState(t, path)
+			d := got[stateKey{"veth1", 7}]
+			if d == nil || !d.FirstSeen.Equal(t0) || !d.OrphanedSince.Equal(t0) {
+				t.Errorf("state file veth1/7 = %+v, want first seen and orphaned since %v", d, t0)
+			}
+			if d := got[stateKey{"veth2", 8}]; d == nil || !sameOwner(d.LastOwner, ownerDocker) {
+				t.Errorf("state file veth2/8 = %+v, want last owner %s", d, ownerString(ownerDocker))
+			}
+		})
+	}
+}
+
+func TestStateReadOnly(t *testing.T) {
+	judge := judgeBy(map[string]Verdict{"veth1": Orphaned, "veth2": Owned})
+
+	t.Run("existing file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "state.json")
+		data := `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "2020-01-01T00:00:00Z"}, {"device": "gone", "ifindex": 9, "first_seen": "2020-01-01T00:00:00Z"}]}` + "\n"
+		writeFile(t, path, data)
+		before, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logger, logs := testLogger()
+		s := OpenState(path, true, logger)
+		veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, ownerDocker)}
+		if err := s.observe(t0, veths, judge); err != nil {
+			t.Fatalf("observe: %v", err)
+		}
+		checkTime(t, "veth1 FirstSeen", veths[0].FirstSeen, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+		checkTime(t, "veth1 OrphanedSince", veths[0].OrphanedSince, t0)
+		checkTime(t, "veth2 FirstSeen", veths[1].FirstSeen, t0)
+
+		after, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !os.SameFile(before, after) || string(b) != data {
+			t.Errorf("read-only state rewrote %s: %q", path, b)
+		}
+		if got := logs.lines(msgWriteFailed); len(got) != 0 {
+			t.Errorf("read-only state logged %q", got)
+		}
+	})
+
+	t.Run("missing file", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "state.json")
+		logger, _ := testLogger()
+		s := OpenState(path, true, logger)
+		for i := range 3 {
+			veths := []Veth{veth("veth1", 7, nil), veth(fmt.Sprintf("new%d", i), 10+i, ownerDocker)}
+			if err := s.observe(t0.Add(time.Duration(i)*time.Hour), veths, judge); err != nil {
+				t.Fatalf("observe: %v", err)
+			}
+		}
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("read-only state created %s: %v", path, err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("read-only state wrote into %s: %v", dir, entries)
+		}
+	})
+}
+
+// TestStateConcurrentObserve has many goroutines share one State, as
+// concurrent scrapes and the remediation's fresh inventory do, while a
+// reader checks that the file is never seen half written.
+func TestStateConcurrentObserve(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	logger, logs := testLogger()
+	s := OpenState(path, false, logger)
+	judge := judgeBy(map[string]Verdict{"veth0": Orphaned, "veth2": Owned})
+
+	stop := make(chan struct{})
+	readerDone := checkFileAlwaysParses(t, path, stop)
+
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 40 {
+				// Changing sets of veths keep every observe writing.
+				veths := []Veth{veth("veth0", 100, nil), veth(fmt.Sprintf("veth%d", 1+(g+i)%4), 200+(g+i)%4, ownerDocker)}
+				if err := s.observe(t0.Add(time.Duration(g*100+i)*time.Second), veths, judge); err != nil {
+					t.Errorf("observe: %v", err)
+					return
+				}
+				if veths[0].FirstSeen.IsZero() || veths[1].FirstSeen.IsZero() {
+					t.Errorf("observe left FirstSeen zero: %+v", veths)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-readerDone
+
+	if got := readState(t, path); len(got) == 0 || got[stateKey{"veth0", 100}] == nil {
+		t.Errorf("state file after concurrent observes = %v, want veth0/100", got)
+	}
+	if got := tempFiles(t, dir); len(got) != 0 {
+		t.Errorf("temporary files left in %s: %q", dir, got)
+	}
+	if got := logs.lines("level=WARN"); len(got) != 0 {
+		t.Errorf("concurrent observes logged %q", got)
+	}
+}
+
+// TestStateConcurrentProcesses has two States write the same file at once,
+// as an exporter and an `inspect` run by mistake without read-only would.
+func TestStateConcurrentProcesses(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	logger, _ := testLogger()
+	states := []*State{OpenState(path, false, logger), OpenState(path, false, logger)}
+
+	stop := make(chan struct{})
+	readerDone := checkFileAlwaysParses(t, path, stop)
+
+	var wg sync.WaitGroup
+	for n, s := range states {
+		wg.Go(func() {
+			for i := range 100 {
+				veths := []Veth{veth(fmt.Sprintf("s%d-%d", n, i%5), 10+i%5, nil)}
+				if err := s.observe(t0.Add(time.Duration(i)*time.Second), veths, judgeBy(nil)); err != nil {
+					t.Errorf("state %d: observe: %v", n, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-readerDone
+
+	got := readState(t, path)
+	if len(got) != 1 {
+		t.Errorf("state file after concurrent writers = %v, want the last snapshot of one of them", got)
+	}
+	if got := tempFiles(t, dir); len(got) != 0 {
+		t.Errorf("temporary files left in %s: %q", dir, got)
+	}
+}
+
+// checkFileAlwaysParses reads path in a loop until stop is closed and
+// reports any read that is neither "not there yet" nor a valid state file.
+func checkFileAlwaysParses(t *testing.T, path string, stop <-chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			_, err := readStateFile(path)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("readStateFile(%s) during concurrent writes: %v", path, err)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	return done
+}
+
+func TestStateRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	judge := judgeBy(map[string]Verdict{"owned": Owned, "leftover": Orphaned})
+
+	logger, _ := testLogger()
+	s := OpenState(path, false, logger)
+	veths := []Veth{veth("owned", 7, ownerPod), veth("leftover", 8, nil)}
+	if err := s.observe(t0, veths, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+
+	// A new process: the owner of "owned" is gone meanwhile.
+	logger, logs := testLogger()
+	s = OpenState(path, false, logger)
+	if got := logs.lines("level=ERROR"); len(got) != 0 {
+		t.Errorf("reopening %s logged %q", path, got)
+	}
+	var judgedWith *Owner
+	later := t0.Add(time.Hour)
+	veths = []Veth{veth("owned", 7, nil), veth("leftover", 8, nil)}
+	err := s.observe(later, veths, func(v *Veth) {
+		if v.Name == "owned" {
+			judgedWith = v.LastOwner
+		}
+		v.Verdict, v.Reason = Orphaned, ReasonNetnsEmpty
+	})
+	if err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	owned, leftover := find(t, veths, "owned"), find(t, veths, "leftover")
+	checkTime(t, "owned FirstSeen", owned.FirstSeen, t0)
+	checkTime(t, "owned OrphanedSince", owned.OrphanedSince, later)
+	checkTime(t, "owned LastOwnerSeen", owned.LastOwnerSeen, t0)
+	if !sameOwner(owned.LastOwner, ownerPod) {
+		t.Errorf("owned LastOwner = %s, want %s", ownerString(owned.LastOwner), ownerString(ownerPod))
+	}
+	if !sameOwner(judgedWith, ownerPod) {
+		t.Errorf("judge saw LastOwner %s, want %s", ownerString(judgedWith), ownerString(ownerPod))
+	}
+	checkTime(t, "leftover FirstSeen", leftover.FirstSeen, t0)
+	checkTime(t, "leftover OrphanedSince", leftover.OrphanedSince, t0)
+}
+
+func TestStateOrphanedSince(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	logger, _ := testLogger()
+	s := OpenState(path, false, logger)
+	for i, step := range []struct {
+		verdict Verdict
+		want    time.Time // zero: not orphaned
+	}{
+		{Owned, time.Time{}},
+		{Orphaned, t0.Add(1 * time.Minute)},
+		{Orphaned, t0.Add(1 * time.Minute)},
+		{Orphaned, t0.Add(1 * time.Minute)},
+		{Owned, time.Time{}},
+		{Owned, time.Time{}},
+		{Orphaned, t0.Add(6 * time.Minute)},
+	} {
+		now := t0.Add(time.Duration(i) * time.Minute)
+		veths := []Veth{veth("veth1", 7, nil)}
+		if err := s.observe(now, veths, judgeBy(map[string]Verdict{"veth1": step.verdict})); err != nil {
+			t.Fatalf("step %d: observe: %v", i, err)
+		}
+		checkTime(t, fmt.Sprintf("step %d (%s): OrphanedSince", i, step.verdict), veths[0].OrphanedSince, step.want)
+		checkTime(t, fmt.Sprintf("step %d (%s): FirstSeen", i, step.verdict), veths[0].FirstSeen, t0)
+		d := readState(t, path)[stateKey{"veth1", 7}]
+		if d == nil {
+			t.Fatalf("step %d: no veth1/7 in the state file", i)
+		}
+		checkTime(t, fmt.Sprintf("step %d (%s): state file orphaned_since", i, step.verdict), d.OrphanedSince, step.want)
+	}
+}
+
+func TestStateLastOwner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	logger, _ := testLogger()
+	s := OpenState(path, false, logger)
+	for i, step := range []struct {
+		name      string
+		owner     *Owner
+		verdict   Verdict
+		wantJudge *Owner // LastOwner as judge sees it
+		want      *Owner
+		wantSeen  time.Time
+	}{
+		{"never owned", nil, Orphaned, nil, nil, time.Time{}},
+		{"a container", ownerDocker, Owned, nil, ownerDocker, t0.Add(1 * time.Minute)},
+		{"container gone", nil, Orphaned, ownerDocker, ownerDocker, t0.Add(1 * time.Minute)},
+		{"a stray shell is no owner", ownerShell, Unknown, ownerDocker, ownerDocker, t0.Add(1 * time.Minute)},
+		{"a pod", ownerPod, Owned, ownerDocker, ownerPod, t0.Add(4 * time.Minute)},
+		{"pod gone", nil, Orphaned, ownerPod, ownerPod, t0.Add(4 * time.Minute)},
+	} {
+		now := t0.Add(time.Duration(i) * time.Minute)
+		veths := []Veth{veth("veth1", 7, step.owner)}
+		var judged *Owner
+		err := s.observe(now, veths, func(v *Veth) {
+			judged = v.LastOwner
+			judgeBy(map[string]Verdict{"veth1": step.verdict})(v)
+		})
+		if err != nil {
+			t.Fatalf("step %d (%s): observe: %v", i, step.name, err)
+		}
+		if !sameOwner(judged, step.wantJudge) {
+			t.Errorf("step %d (%s): judge saw LastOwner %s, want %s", i, step.name, ownerString(judged), ownerString(step.wantJudge))
+		}
+		if !sameOwner(veths[0].LastOwner, step.want) {
+			t.Errorf("step %d (%s): LastOwner = %s, want %s", i, step.name, ownerString(veths[0].LastOwner), ownerString(step.want))
+		}
+		checkTime(t, fmt.Sprintf("step %d (%s): LastOwnerSeen", i, step.name), veths[0].LastOwnerSeen, step.wantSeen)
+		d := readState(t, path)[stateKey{"veth1", 7}]
+		if d == nil {
+			t.Fatalf("step %d (%s): no veth1/7 in the state file", i, step.name)
+		}
+		if !sameOwner(d.LastOwner, step.want) {
+			t.Errorf("step %d (%s): state file last_owner = %s, want %s", i, step.name, ownerString(d.LastOwner), ownerString(step.want))
+		}
+	}
+}
+
+// TestStateNameReused: a CNI that names veths after the pod (Calico) gives
+// a new pod's veth the old name; it must not inherit the old history.
+func TestStateNameReused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	logger, _ := testLogger()
+	s := OpenState(path, false, logger)
+	judge := judgeBy(map[string]Verdict{"cali1": Orphaned})
+
+	veths := []Veth{veth("cali1", 10, ownerPod)}
+	if err := s.observe(t0, veths, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	later := t0.Add(time.Hour)
+	veths = []Veth{veth("cali1", 11, nil)}
+	if err := s.observe(later, veths, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	v := veths[0]
+	checkTime(t, "FirstSeen", v.FirstSeen, later)
+	checkTime(t, "OrphanedSince", v.OrphanedSince, later)
+	checkTime(t, "LastOwnerSeen", v.LastOwnerSeen, time.Time{})
+	if v.LastOwner != nil {
+		t.Errorf("LastOwner of a new cali1/11 = %s, want none", ownerString(v.LastOwner))
+	}
+	got := readState(t, path)
+	if len(got) != 1 || got[stateKey{"cali1", 11}] == nil {
+		t.Errorf("state file = %v, want only cali1/11", got)
+	}
+}
+
+func TestStatePrune(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	logger, _ := testLogger()
+	s := OpenState(path, false, logger)
+	judge := judgeBy(nil)
+
+	all := []Veth{veth("a", 1, nil), veth("b", 2, ownerDocker), veth("c", 3, nil)}
+	if err := s.observe(t0, all, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	if got := readState(t, path); len(got) != 3 {
+		t.Fatalf("state file = %v, want a, b and c", got)
+	}
+	if err := s.observe(t0.Add(time.Second), []Veth{veth("a", 1, nil)}, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	if got := readState(t, path); len(got) != 1 || got[stateKey{"a", 1}] == nil {
+		t.Errorf("state file after b and c vanished = %v, want only a", got)
+	}
+	// A veth that comes back with the same name and index was forgotten.
+	veths := []Veth{veth("a", 1, nil), veth("b", 2, nil)}
+	if err := s.observe(t0.Add(2*time.Second), veths, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	checkTime(t, "a FirstSeen", veths[0].FirstSeen, t0)
+	checkTime(t, "b FirstSeen", veths[1].FirstSeen, t0.Add(2*time.Second))
+	if veths[1].LastOwner != nil {
+		t.Errorf("b LastOwner = %s, want none", ownerString(veths[1].LastOwner))
+	}
+	// An empty snapshot forgets everything.
+	if err := s.observe(t0.Add(3*time.Second), nil, judge); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	if got := readState(t, path); len(got) != 0 {
+		t.Errorf("state file after every veth vanished = %v, want none", got)
+	}
+}
+
+// TestStateRewrite checks when the file is written: at once on a
+// structural change, for an unchanged snapshot not at all, and to move
+// last-owner-seen forward at most once per lastSeenWriteInterval.
+func TestStateRewrite(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// first and next are observed in turn, next after "after".
+		first, next   []Veth
+		verdicts      map[string]Verdict
+		nextVerdicts  map[string]Verdict
+		after         time.Duration
+		wantRewritten bool
+	}{
+		{
+			name:  "unchanged, no owner, an hour later",
+			first: []Veth{veth("a", 1, nil)}, next: []Veth{veth("a", 1, nil)},
+			verdicts: map[string]Verdict{"a": Orphaned}, nextVerdicts: map[string]Verdict{"a": Orphaned},
+			after: time.Hour,
+		},
+		{
+			name:  "unchanged, owned, within the interval",
+			first: []Veth{veth("a", 1, ownerDocker)}, next: []Veth{veth("a", 1, ownerDocker)},
+			verdicts: map[string]Verdict{"a": Owned}, nextVerdicts: map[string]Verdict{"a": Owned},
+			after: lastSeenWriteInterval - time.Second,
+		},
+		{
+			name:  "unchanged, owned, after the interval",
+			first: []Veth{veth("a", 1, ownerDocker)}, next: []Veth{veth("a", 1, ownerDocker)},
+			verdicts: map[string]Verdict{"a": Owned}, nextVerdicts: map[string]Verdict{"a": Owned},
+			after: lastSeenWriteInterval, wantRewritten: true,
+		},
+		{
+			name:  "new veth",
+			first: []Veth{veth("a", 1, nil)}, next: []Veth{veth("a", 1, nil), veth("b", 2, nil)},
+			after: time.Second, wantRewritten: true,
+		},
+		{
+			name:  "newly orphaned",
+			first: []Veth{veth("a", 1, nil)}, next: []Veth{veth("a", 1, nil)},
+			nextVerdicts: map[string]Verdict{"a": Orphaned},
+			after:        time.Second, wantRewritten: true,
+		},
+		{
+			name:  "new owner",
+			first: []Veth{veth("a", 1, ownerDocker)}, next: []Veth{veth("a", 1, ownerPod)},
+			after: time.Second, wantRewritten: true,
+		},
+		{
+			name:  "vanished veth",
+			first: []Veth{veth("a", 1, nil), veth("b", 2, nil)}, next: []Veth{veth("a", 1, nil)},
+			after: time.Second, wantRewritten: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			logger, _ := testLogger()
+			s := OpenState(path, false, logger)
+			if err := s.observe(t0, tc.first, judgeBy(tc.verdicts)); err != nil {
+				t.Fatalf("observe: %v", err)
+			}
+			before, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := t0.Add(tc.after)
+			if err := s.observe(now, tc.next, judgeBy(tc.nextVerdicts)); err != nil {
+				t.Fatalf("observe: %v", err)
+			}
+			after, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every write renames a new file into place, so a rewrite
+			// always changes the inode.
+			if rewritten := !os.SameFile(before, after); rewritten != tc.wantRewritten {
+				t.Errorf("file rewritten = %v, want %v", rewritten, tc.wantRewritten)
+			}
+			if !tc.wantRewritten {
+				if b, _ := os.ReadFile(path); !bytes.Equal(b, data) {
+					t.Errorf("state file changed without a rewrite: %q, was %q", b, data)
+				}
+				return
+			}
+			if tc.next[0].Owner != nil {
+				d := readState(t, path)[stateKey{"a", 1}]
+				if d == nil {
+					t.Fatalf("no a/1 in the state file")
+				}
+				checkTime(t, "state file last_owner_seen", d.LastOwnerSeen, now)
+			}
+		})
+	}
+}
+
+func TestStateInMemory(t *testing.T) {
+	logger, logs := testLogger()
+	s := OpenState("", false, logger)
+	veths := []Veth{veth("veth1", 7, ownerDocker)}
+	if err := s.observe(t0, veths, judgeBy(nil)); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	veths = []Veth{veth("veth1", 7, nil)}
+	if err := s.observe(t0.Add(time.Hour), veths, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
+	checkTime(t, "OrphanedSince", veths[0].OrphanedSince, t0.Add(time.Hour))
+	if !sameOwner(veths[0].LastOwner, ownerDocker) {
+		t.Errorf("LastOwner = %s, want %s", ownerString(veths[0].LastOwner), ownerString(ownerDocker))
+	}
+	if got := logs.lines("level=WARN"); len(got) != 0 {
+		t.Errorf("in-memory state logged %q", got)
+	}
+}
+
+func TestStateWriteFileAtomic(t *testing.T) {
+	data := []byte(`{"version": 1, "devices": []}` + "\n")
+	for _, tc := range []struct {
+		name    string
+		setup   func(t *testing.T, dir string) string // returns the path
+		wantErr bool
+	}{
+		{"new file", func(t *testing.T, dir string) string {
+			return filepath.Join(dir, "state.json")
+		}, false},
+		{"missing directories", func(t *testing.T, dir string) string {
+			return filepath.Join(dir, "var", "lib", "veth_exporter", "state.json")
+		}, false},
+		{"replaces a file", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "state.json")
+			if err := os.WriteFile(path, []byte("old contents, longer than the new ones\n"+strings.Repeat("x", 4096)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}, false},
+		{"directory at the path", func(t *testing.T, dir string) string {
+			path := filepath.Join(dir, "state.json")
+			if err := os.Mkdir(path, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}, true},
+		{"parent is a file", func(t *testing.T, dir string) string {
+			writeFile(t, filepath.Join(dir, "lib"), "")
+			return filepath.Join(dir, "lib", "state.json")
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := tc.setup(t, dir)
+			err := writeFileAtomic(path, data)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("writeFileAtomic(%s) = %v, want error %v", path, err, tc.wantErr)
+			}
+			if got := tempFiles(t, dir); len(got) != 0 {
+				t.Errorf("temporary files left in %s: %q", dir, got)
+			}
+			if tc.wantErr {
+				return
+			}
+			if got := tempFiles(t, filepath.Dir(path)); len(got) != 0 {
+				t.Errorf("temporary files left in %s: %q", filepath.Dir(path), got)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b, data) {
+				t.Errorf("%s = %q, want %q", path, b, data)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode := fi.Mode(); mode != 0o644 {
+				t.Errorf("%s mode = %v, want %v", path, mode, fs.FileMode(0o644))
+			}
+		})
+	}
+}
