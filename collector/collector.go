@@ -1,5 +1,12 @@
 // Package collector exposes inventory snapshots as Prometheus metrics: one
-// fresh snapshot per scrape, turned into const metrics.
+// fresh snapshot per scrape, turned into metric families.
+//
+// A node can hold ten thousand veths and each has a dozen series, so the
+// families are built directly as a prometheus.Gatherer, with label pairs
+// shared between series, instead of through const metrics that client_golang
+// would validate, copy and hash one by one: that path cost more than the
+// netlink dump itself. Device names are unique in a snapshot, which is the
+// consistency the registry would otherwise check.
 //
 // The collector only reads: it never changes an interface, a namespace or
 // anything else on the node.
@@ -9,10 +16,13 @@ import (
 	"context"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
@@ -35,46 +45,32 @@ type Config struct {
 	Timeout time.Duration
 }
 
-var (
-	ownerLabels = []string{"device", "kind", "id", "name", "pod_namespace", "pod_name", "pod_uid"}
-
-	infoDesc = prometheus.NewDesc("veth_info",
-		"Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host.",
-		[]string{"device", "ifindex", "master", "peer_ifindex", "peer_netnsid"}, nil)
-	upDesc = prometheus.NewDesc("veth_up",
-		"Whether the veth's operstate is up.", []string{"device"}, nil)
-	peerAliveDesc = prometheus.NewDesc("veth_peer_netns_alive",
-		"Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found).", []string{"device"}, nil)
-	peerProcessesDesc = prometheus.NewDesc("veth_peer_netns_processes",
-		"Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found).", []string{"device"}, nil)
-	ownerDesc = prometheus.NewDesc("veth_owner_info",
-		"Current owner of the veth's peer namespace.", ownerLabels, nil)
-	lastOwnerDesc = prometheus.NewDesc("veth_last_owner_info",
-		"Owner an orphaned veth had when the exporter last saw it owned.", ownerLabels, nil)
-	orphanedDesc = prometheus.NewDesc("veth_orphaned",
-		"Whether the veth is orphaned: nothing live owns it.", []string{"device"}, nil)
-	verdictDesc = prometheus.NewDesc("veth_verdict_info",
-		"The exporter's verdict on the veth (owned, orphaned, unknown) and its reason.", []string{"device", "verdict", "reason"}, nil)
-	firstSeenDesc = prometheus.NewDesc("veth_first_seen_timestamp_seconds",
-		"When the exporter first saw the veth (kept across restarts in the state file).", []string{"device"}, nil)
-	orphanedSinceDesc = prometheus.NewDesc("veth_orphaned_since_timestamp_seconds",
-		"Since when the veth has been orphaned without interruption.", []string{"device"}, nil)
-	interfacesDesc = prometheus.NewDesc("veth_interfaces",
-		"Number of host-side veths by master bridge and verdict.", []string{"master", "verdict"}, nil)
-	durationDesc = prometheus.NewDesc("veth_scrape_collector_duration_seconds",
-		"Duration of each stage of the inventory in this scrape.", []string{"collector"}, nil)
-	successDesc = prometheus.NewDesc("veth_scrape_collector_success",
-		"Whether each stage of the inventory succeeded in this scrape.", []string{"collector"}, nil)
+// Help texts of the families; the names and labels are a contract with
+// dashboards and alerts.
+const (
+	helpInfo            = "Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host."
+	helpUp              = "Whether the veth's operstate is up."
+	helpPeerAlive       = "Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found)."
+	helpPeerProcesses   = "Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found)."
+	helpOwner           = "Current owner of the veth's peer namespace."
+	helpLastOwner       = "Owner an orphaned veth had when the exporter last saw it owned."
+	helpOrphaned        = "Whether the veth is orphaned: nothing live owns it."
+	helpVerdict         = "The exporter's verdict on the veth (owned, orphaned, unknown) and its reason."
+	helpFirstSeen       = "When the exporter first saw the veth (kept across restarts in the state file)."
+	helpOrphanedSince   = "Since when the veth has been orphaned without interruption."
+	helpInterfaces      = "Number of host-side veths by master bridge and verdict."
+	helpStageDuration   = "Duration of each stage of the inventory in this scrape."
+	helpStageSuccess    = "Whether each stage of the inventory succeeded in this scrape."
 )
 
-// Collector is a prometheus.Collector over inventory snapshots.
+// Collector is a prometheus.Gatherer over inventory snapshots.
 type Collector struct {
 	src    Snapshotter
 	cfg    Config
 	logger *slog.Logger
 }
 
-// New returns a Collector that takes one snapshot from src per scrape.
+// New returns a Collector that takes one snapshot from src per Gather.
 func New(src Snapshotter, cfg Config, logger *slog.Logger) *Collector {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
@@ -82,19 +78,10 @@ func New(src Snapshotter, cfg Config, logger *slog.Logger) *Collector {
 	return &Collector{src: src, cfg: cfg, logger: logger}
 }
 
-// Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		infoDesc, upDesc, peerAliveDesc, peerProcessesDesc, ownerDesc, lastOwnerDesc,
-		orphanedDesc, verdictDesc, firstSeenDesc, orphanedSinceDesc, interfacesDesc,
-		durationDesc, successDesc,
-	} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+// Gather implements prometheus.Gatherer: one fresh snapshot, its families
+// sorted by name and their series by device. It never returns an error: a
+// failed stage is reported by veth_scrape_collector_success.
+func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 	defer cancel()
 	snap, err := c.src.Snapshot(ctx)
@@ -104,22 +91,29 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, w := range snap.Warnings {
 		c.logger.Debug("inventory is partial", "warning", w)
 	}
+
+	b := newBuilder()
+	duration := b.family("veth_scrape_collector_duration_seconds", helpStageDuration, len(snap.Steps))
+	success := b.family("veth_scrape_collector_success", helpStageSuccess, len(snap.Steps))
 	for _, st := range snap.Steps {
-		ch <- prometheus.MustNewConstMetric(durationDesc, prometheus.GaugeValue, st.Duration.Seconds(), st.Name)
-		ch <- prometheus.MustNewConstMetric(successDesc, prometheus.GaugeValue, boolValue(st.Err == nil), st.Name)
+		stage := b.label("collector", st.Name)
+		b.gauge(duration, st.Duration.Seconds(), stage)
+		b.gauge(success, boolValue(st.Err == nil), stage)
 	}
-	if err != nil {
-		return
-	}
-	c.collectCounts(ch, snap.Veths)
-	if !c.cfg.PerDevice {
-		return
-	}
-	for i := range snap.Veths {
-		if v := &snap.Veths[i]; c.wanted(v.Name) {
-			collectVeth(ch, v)
+	if err == nil {
+		b.counts(snap.Veths)
+		if c.cfg.PerDevice {
+			veths := make([]*inventory.Veth, 0, len(snap.Veths))
+			for i := range snap.Veths {
+				if c.wanted(snap.Veths[i].Name) {
+					veths = append(veths, &snap.Veths[i])
+				}
+			}
+			slices.SortFunc(veths, func(a, b *inventory.Veth) int { return strings.Compare(a.Name, b.Name) })
+			b.veths(veths)
 		}
 	}
+	return b.result(), nil
 }
 
 func (c *Collector) wanted(device string) bool {
@@ -129,59 +123,150 @@ func (c *Collector) wanted(device string) bool {
 	return c.cfg.DeviceExclude == nil || !c.cfg.DeviceExclude.MatchString(device)
 }
 
-// collectCounts exposes every verdict for every master seen, zeros
-// included, so that alerts and dashboards see a 0 rather than no series.
-func (c *Collector) collectCounts(ch chan<- prometheus.Metric, veths []inventory.Veth) {
+// builder makes metric families. Label pairs are immutable once built, so
+// one pair (device="veth1", verdict="orphaned", …) serves every series
+// that carries it.
+type builder struct {
+	families []*dto.MetricFamily
+	labels   map[[2]string]*dto.LabelPair
+	gauge0   dto.MetricType
+}
+
+func newBuilder() *builder {
+	return &builder{labels: map[[2]string]*dto.LabelPair{}, gauge0: dto.MetricType_GAUGE}
+}
+
+func (b *builder) family(name, help string, capacity int) *dto.MetricFamily {
+	f := &dto.MetricFamily{Name: &name, Help: &help, Type: &b.gauge0, Metric: make([]*dto.Metric, 0, capacity)}
+	b.families = append(b.families, f)
+	return f
+}
+
+// label returns the shared pair for a value that repeats across series
+// (a master, a verdict, a stage).
+func (b *builder) label(name, value string) *dto.LabelPair {
+	k := [2]string{name, value}
+	p := b.labels[k]
+	if p == nil {
+		p = &dto.LabelPair{Name: &k[0], Value: &k[1]}
+		b.labels[k] = p
+	}
+	return p
+}
+
+// pair returns a new pair for a value unique to one veth.
+func pair(name *string, value string) *dto.LabelPair {
+	return &dto.LabelPair{Name: name, Value: &value}
+}
+
+// gauge adds a series; labels must be sorted by name, as client_golang
+// sorts them.
+func (b *builder) gauge(f *dto.MetricFamily, value float64, labels ...*dto.LabelPair) {
+	f.Metric = append(f.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: &value}})
+}
+
+// result drops empty families, as the registry does, and sorts by name.
+func (b *builder) result() []*dto.MetricFamily {
+	out := b.families[:0]
+	for _, f := range b.families {
+		if len(f.Metric) > 0 {
+			out = append(out, f)
+		}
+	}
+	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	return out
+}
+
+var verdicts = []inventory.Verdict{inventory.Orphaned, inventory.Owned, inventory.Unknown}
+
+// counts exposes every verdict for every master seen, zeros included, so
+// that alerts and dashboards see a 0 rather than no series.
+func (b *builder) counts(veths []inventory.Veth) {
 	type key struct {
 		master  string
 		verdict inventory.Verdict
 	}
 	counts := map[key]int{}
-	masters := map[string]bool{}
+	var masters []string
 	for i := range veths {
-		counts[key{veths[i].Master, veths[i].Verdict}]++
-		masters[veths[i].Master] = true
+		m := veths[i].Master
+		if !slices.Contains(masters, m) {
+			masters = append(masters, m)
+		}
+		counts[key{m, veths[i].Verdict}]++
 	}
-	for m := range masters {
-		for _, v := range []inventory.Verdict{inventory.Owned, inventory.Orphaned, inventory.Unknown} {
-			ch <- prometheus.MustNewConstMetric(interfacesDesc, prometheus.GaugeValue, float64(counts[key{m, v}]), m, string(v))
+	slices.Sort(masters)
+	f := b.family("veth_interfaces", helpInterfaces, len(masters)*len(verdicts))
+	for _, m := range masters {
+		for _, v := range verdicts {
+			b.gauge(f, float64(counts[key{m, v}]), b.label("master", m), b.label("verdict", string(v)))
 		}
 	}
 }
 
-func collectVeth(ch chan<- prometheus.Metric, v *inventory.Veth) {
-	gauge := func(d *prometheus.Desc, value float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, value, append([]string{v.Name}, labels...)...)
-	}
-	nsid := ""
-	if !v.PeerOnHost() {
-		nsid = strconv.Itoa(v.PeerNetNSID)
-	}
-	gauge(infoDesc, 1, strconv.Itoa(v.Index), v.Master, strconv.Itoa(v.PeerIndex), nsid)
-	gauge(upDesc, boolValue(v.OperState == "up"))
-	if n := v.PeerNetns; n != nil {
-		gauge(peerAliveDesc, boolValue(len(n.PIDs) > 0))
-		gauge(peerProcessesDesc, float64(len(n.PIDs)))
-	}
-	if o := v.Owner; o != nil {
-		gauge(ownerDesc, 1, ownerLabelValues(o)...)
-	}
-	orphaned := v.Verdict == inventory.Orphaned
-	if o := v.LastOwner; o != nil && orphaned {
-		gauge(lastOwnerDesc, 1, ownerLabelValues(o)...)
-	}
-	gauge(orphanedDesc, boolValue(orphaned))
-	gauge(verdictDesc, 1, string(v.Verdict), string(v.Reason))
-	if !v.FirstSeen.IsZero() {
-		gauge(firstSeenDesc, unixSeconds(v.FirstSeen))
-	}
-	if orphaned && !v.OrphanedSince.IsZero() {
-		gauge(orphanedSinceDesc, unixSeconds(v.OrphanedSince))
+// Label names, allocated once.
+var (
+	lDevice, lIfindex, lMaster, lPeerIfindex, lPeerNetnsid = "device", "ifindex", "master", "peer_ifindex", "peer_netnsid"
+	lID, lName, lPodName, lPodNamespace, lPodUID           = "id", "name", "pod_name", "pod_namespace", "pod_uid"
+)
+
+func (b *builder) veths(veths []*inventory.Veth) {
+	n := len(veths)
+	var (
+		info          = b.family("veth_info", helpInfo, n)
+		up            = b.family("veth_up", helpUp, n)
+		peerAlive     = b.family("veth_peer_netns_alive", helpPeerAlive, n)
+		peerProcesses = b.family("veth_peer_netns_processes", helpPeerProcesses, n)
+		owner         = b.family("veth_owner_info", helpOwner, n)
+		lastOwner     = b.family("veth_last_owner_info", helpLastOwner, 0)
+		orphaned      = b.family("veth_orphaned", helpOrphaned, n)
+		verdict       = b.family("veth_verdict_info", helpVerdict, n)
+		firstSeen     = b.family("veth_first_seen_timestamp_seconds", helpFirstSeen, n)
+		orphanedSince = b.family("veth_orphaned_since_timestamp_seconds", helpOrphanedSince, 0)
+	)
+	for _, v := range veths {
+		device := []*dto.LabelPair{pair(&lDevice, v.Name)}
+		nsid := ""
+		if !v.PeerOnHost() {
+			nsid = strconv.Itoa(v.PeerNetNSID)
+		}
+		b.gauge(info, 1, device[0], pair(&lIfindex, strconv.Itoa(v.Index)), b.label(lMaster, v.Master),
+			pair(&lPeerIfindex, strconv.Itoa(v.PeerIndex)), b.label(lPeerNetnsid, nsid))
+		b.gauge(up, boolValue(v.OperState == "up"), device...)
+		if ns := v.PeerNetns; ns != nil {
+			b.gauge(peerAlive, boolValue(len(ns.PIDs) > 0), device...)
+			b.gauge(peerProcesses, float64(len(ns.PIDs)), device...)
+		}
+		if o := v.Owner; o != nil {
+			b.gauge(owner, 1, b.ownerLabels(device[0], o)...)
+		}
+		isOrphan := v.Verdict == inventory.Orphaned
+		if o := v.LastOwner; o != nil && isOrphan {
+			b.gauge(lastOwner, 1, b.ownerLabels(device[0], o)...)
+		}
+		b.gauge(orphaned, boolValue(isOrphan), device...)
+		b.gauge(verdict, 1, device[0], b.label("reason", string(v.Reason)), b.label("verdict", string(v.Verdict)))
+		if !v.FirstSeen.IsZero() {
+			b.gauge(firstSeen, unixSeconds(v.FirstSeen), device...)
+		}
+		if isOrphan && !v.OrphanedSince.IsZero() {
+			b.gauge(orphanedSince, unixSeconds(v.OrphanedSince), device...)
+		}
 	}
 }
 
-func ownerLabelValues(o *inventory.Owner) []string {
-	return []string{string(o.Kind), o.ID, o.Name, o.PodNamespace, o.PodName, o.PodUID}
+// ownerLabels are the labels of veth_owner_info and veth_last_owner_info,
+// sorted by name.
+func (b *builder) ownerLabels(device *dto.LabelPair, o *inventory.Owner) []*dto.LabelPair {
+	return []*dto.LabelPair{
+		device,
+		b.label(lID, o.ID),
+		b.label("kind", string(o.Kind)),
+		b.label(lName, o.Name),
+		b.label(lPodName, o.PodName),
+		b.label(lPodNamespace, o.PodNamespace),
+		b.label(lPodUID, o.PodUID),
+	}
 }
 
 func unixSeconds(t time.Time) float64 {
@@ -193,4 +278,34 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// Gatherers joins the families of several gatherers whose metric names do
+// not overlap (the registry's Go, process and build metrics, and a
+// Collector), without the per-series consistency checks of
+// prometheus.Gatherers.
+type Gatherers []prometheus.Gatherer
+
+// Gather implements prometheus.Gatherer.
+func (gs Gatherers) Gather() ([]*dto.MetricFamily, error) {
+	var all []*dto.MetricFamily
+	var errs prometheus.MultiError
+	for _, g := range gs {
+		mfs, err := g.Gather()
+		errs.Append(err)
+		all = append(all, mfs...)
+	}
+	slices.SortFunc(all, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+	for i := 1; i < len(all); i++ {
+		if all[i].GetName() == all[i-1].GetName() {
+			errs.Append(&duplicateFamilyError{all[i].GetName()})
+		}
+	}
+	return all, errs.MaybeUnwrap()
+}
+
+type duplicateFamilyError struct{ name string }
+
+func (e *duplicateFamilyError) Error() string {
+	return "metric family " + e.name + " gathered twice"
 }

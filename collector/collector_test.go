@@ -109,14 +109,14 @@ veth_verdict_info{device="vlive",reason="container",verdict="owned"} 1
 	names := []string{"veth_info", "veth_interfaces", "veth_last_owner_info", "veth_orphaned",
 		"veth_orphaned_since_timestamp_seconds", "veth_owner_info", "veth_peer_netns_alive",
 		"veth_peer_netns_processes", "veth_scrape_collector_success", "veth_up", "veth_verdict_info"}
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
 	}
 }
 
-func TestCollectAndLint(t *testing.T) {
+func TestGatherAndLint(t *testing.T) {
 	c := New(fakeInventory{snap: testSnapshot()}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
-	problems, err := testutil.CollectAndLint(c)
+	problems, err := testutil.GatherAndLint(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,9 +139,7 @@ func TestDeviceFilters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reg := prometheus.NewPedanticRegistry()
-			reg.MustRegister(New(fakeInventory{snap: testSnapshot()}, tt.cfg, slog.New(slog.DiscardHandler)))
-			mfs, err := reg.Gather()
+			mfs, err := New(fakeInventory{snap: testSnapshot()}, tt.cfg, slog.New(slog.DiscardHandler)).Gather()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +180,7 @@ func TestCollectLinkDumpFailure(t *testing.T) {
 # TYPE veth_scrape_collector_success gauge
 veth_scrape_collector_success{collector="links"} 0
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "veth_scrape_collector_success", "veth_info", "veth_interfaces"); err != nil {
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_scrape_collector_success", "veth_info", "veth_interfaces"); err != nil {
 		t.Error(err)
 	}
 }
@@ -190,13 +188,16 @@ veth_scrape_collector_success{collector="links"} 0
 // TestConcurrentScrapes runs Collect from many goroutines at once, as
 // several Prometheus servers scraping one node do; run with -race.
 func TestConcurrentScrapes(t *testing.T) {
+	// A pedantic registry re-checks every series the collector builds by
+	// hand: label names, sorting, uniqueness.
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(New(fakeInventory{snap: testSnapshot()}, Config{PerDevice: true}, slog.New(slog.DiscardHandler)))
+	c := New(fakeInventory{snap: testSnapshot()}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	g := prometheus.Gatherers{reg, c}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
 			for range 20 {
-				if _, err := reg.Gather(); err != nil {
+				if _, err := g.Gather(); err != nil {
 					t.Error(err)
 					return
 				}

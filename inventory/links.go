@@ -4,7 +4,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // dumpAttempts bounds the retries of an interrupted dump. The kernel
@@ -12,54 +13,173 @@ import (
 // creating pods a few retries are normal, an endless loop is not.
 const dumpAttempts = 5
 
+// rtextFilterSkipStats asks the kernel to leave the statistics out of a
+// link dump (RTEXT_FILTER_SKIP_STATS, Linux 4.13). A veth's statistics are
+// per-CPU sums that also read its peer; the exporter needs none of them,
+// and they are most of every message. Older kernels ignore the bit.
+const rtextFilterSkipStats = 1 << 3
+
+// link is what the inventory needs of one RTM_NEWLINK message.
+type link struct {
+	index       int
+	name        string
+	veth        bool
+	master      int
+	operState   uint8
+	peerIndex   int // IFLA_LINK
+	peerNetNSID int // IFLA_LINK_NETNSID, -1 when absent
+}
+
 // dumpLinks is the one place that dumps the host's links. It retries
-// [netlink.ErrDumpInterrupted], whose results may be inconsistent, and
-// nothing else calls the raw dump.
-func dumpLinks(h *netlink.Handle) ([]netlink.Link, error) {
+// [nl.ErrDumpInterrupted], whose results may be inconsistent, and nothing
+// else dumps links. Messages are parsed as they arrive and only the few
+// attributes the inventory uses are kept: holding the fully decoded dump of
+// ten thousand links costs tens of megabytes.
+func dumpLinks() ([]link, error) {
 	var err error
 	for range dumpAttempts {
-		var links []netlink.Link
-		links, err = h.LinkList()
+		var links []link
+		links, err = dumpLinksOnce()
 		if err == nil {
 			return links, nil
 		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+		if !errors.Is(err, nl.ErrDumpInterrupted) {
 			return nil, fmt.Errorf("netlink link dump: %w", err)
 		}
 	}
 	return nil, fmt.Errorf("netlink link dump interrupted %d times in a row: %w", dumpAttempts, err)
 }
 
+func dumpLinksOnce() ([]link, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	var (
+		links    []link
+		parseErr error
+	)
+	err := req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWLINK, func(msg []byte) bool {
+		l, err := parseLink(msg)
+		if err != nil {
+			parseErr = err
+			return false
+		}
+		links = append(links, l)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return links, parseErr
+}
+
+// parseLink decodes an ifinfomsg and the attributes the inventory uses.
+func parseLink(msg []byte) (link, error) {
+	if len(msg) < unix.SizeofIfInfomsg {
+		return link{}, fmt.Errorf("short link message: %d bytes", len(msg))
+	}
+	native := nl.NativeEndian()
+	l := link{index: int(int32(native.Uint32(msg[4:8]))), peerNetNSID: -1}
+	err := walkAttrs(msg[unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
+		switch typ {
+		case unix.IFLA_IFNAME:
+			l.name = cString(data)
+		case unix.IFLA_MASTER:
+			if len(data) >= 4 {
+				l.master = int(native.Uint32(data))
+			}
+		case unix.IFLA_OPERSTATE:
+			if len(data) >= 1 {
+				l.operState = data[0]
+			}
+		case unix.IFLA_LINK:
+			if len(data) >= 4 {
+				l.peerIndex = int(native.Uint32(data))
+			}
+		case unix.IFLA_LINK_NETNSID:
+			if len(data) >= 4 {
+				l.peerNetNSID = int(int32(native.Uint32(data)))
+			}
+		case unix.IFLA_LINKINFO:
+			walkAttrs(data, func(typ uint16, data []byte) {
+				if typ == unix.IFLA_INFO_KIND && cString(data) == "veth" {
+					l.veth = true
+				}
+			})
+		}
+	})
+	if err != nil {
+		return link{}, fmt.Errorf("link %d: %w", l.index, err)
+	}
+	return l, nil
+}
+
+// walkAttrs calls f for each route attribute in b.
+func walkAttrs(b []byte, f func(typ uint16, data []byte)) error {
+	native := nl.NativeEndian()
+	for len(b) >= unix.SizeofRtAttr {
+		n := int(native.Uint16(b[0:2]))
+		if n < unix.SizeofRtAttr || n > len(b) {
+			return fmt.Errorf("malformed attribute: length %d of %d bytes", n, len(b))
+		}
+		f(native.Uint16(b[2:4])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER), b[unix.SizeofRtAttr:n])
+		n = (n + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+		if n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func cString(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+// operStates are the RFC 2863 operational states, named as in
+// /sys/class/net/X/operstate.
+var operStates = [...]string{"unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"}
+
+func operStateName(s uint8) string {
+	if int(s) < len(operStates) {
+		return operStates[s]
+	}
+	return "unknown"
+}
+
 // vethsFromLinks picks the veths out of one dump and fills in what the dump
 // alone tells: names, indexes, master, operstate and peer.
-func vethsFromLinks(links []netlink.Link) []Veth {
-	byIndex := make(map[int]string, len(links))
-	for _, l := range links {
-		a := l.Attrs()
-		byIndex[a.Index] = a.Name
+func vethsFromLinks(links []link) []Veth {
+	names := make(map[int]string, len(links))
+	for i := range links {
+		names[links[i].index] = links[i].name
 	}
 	var veths []Veth
-	for _, l := range links {
-		if l.Type() != "veth" {
+	for i := range links {
+		l := &links[i]
+		if !l.veth {
 			continue
 		}
-		a := l.Attrs()
 		v := Veth{
-			Name:        a.Name,
-			Index:       a.Index,
-			Master:      byIndex[a.MasterIndex],
-			OperState:   a.OperState.String(),
-			PeerIndex:   a.ParentIndex,
-			PeerNetNSID: a.NetNsID,
+			Name:        l.name,
+			Index:       l.index,
+			OperState:   operStateName(l.operState),
+			PeerIndex:   l.peerIndex,
+			PeerNetNSID: l.peerNetNSID,
 		}
-		if a.MasterIndex == 0 {
-			v.Master = ""
+		if l.master != 0 {
+			v.Master = names[l.master]
 		}
 		// The peer index names a host link only when the peer is in the
 		// host namespace; otherwise it is an index in the peer's namespace
 		// and often collides with a host bridge.
 		if v.PeerOnHost() {
-			v.PeerName = byIndex[a.ParentIndex]
+			v.PeerName = names[l.peerIndex]
 		}
 		veths = append(veths, v)
 	}

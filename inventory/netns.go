@@ -32,11 +32,17 @@ type namespaces struct {
 // scanNamespaces finds every network namespace held by a process or an nsfs
 // mount, without entering any of them, and asks the kernel once per
 // namespace for the nsid the host knows it by.
-func scanNamespaces(h *netlink.Handle, p Paths) (*namespaces, error) {
+func scanNamespaces(p Paths) (*namespaces, error) {
 	host, err := hostNetnsInode(p)
 	if err != nil {
 		return nil, err
 	}
+	// One socket for all the RTM_GETNSID requests of this scan.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink socket: %w", err)
+	}
+	defer h.Close()
 	ns := &namespaces{
 		byInode:    map[uint64]*Namespace{},
 		byNSID:     map[int]*Namespace{},

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // Config is what an [Inventory] needs; nothing in this package reads flags.
@@ -64,16 +62,8 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	defer inv.mu.Unlock()
 
 	s := &Snapshot{Taken: inv.cfg.Now()}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		err = fmt.Errorf("open netlink socket: %w", err)
-		s.step(StepLinks, time.Now(), err)
-		return s, err
-	}
-	defer h.Close()
-
 	start := time.Now()
-	links, err := dumpLinks(h)
+	links, err := dumpLinks()
 	s.step(StepLinks, start, err)
 	if err != nil {
 		return s, err
@@ -84,7 +74,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 
 	start = time.Now()
-	ns, err := scanNamespaces(h, inv.cfg.Paths)
+	ns, err := scanNamespaces(inv.cfg.Paths)
 	s.step(StepNetns, start, err)
 	if err != nil {
 		// Without namespaces every peer is unknown, which is the truth.

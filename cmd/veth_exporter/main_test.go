@@ -267,6 +267,9 @@ func lineDiff(want, got string) string {
 			d = append(d, "+ "+strings.TrimRight(l, "\n"))
 		}
 	}
+	if len(d) == 0 {
+		return "the same lines in another order:\n" + got
+	}
 	sort.Strings(d)
 	return strings.Join(d, "\n")
 }
@@ -439,5 +442,59 @@ func TestBadFlags(t *testing.T) {
 		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), tt.want) {
 			t.Errorf("veth_exporter %s: %v, output %q; want exit 2 and a message naming %q", strings.Join(tt.args, " "), err, out, tt.want)
 		}
+	}
+}
+
+// TestInspectWithoutRoot runs inspect as nobody: it must finish, say what
+// it cannot see, and never call a veth orphaned on a partial view.
+func TestInspectWithoutRoot(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	bin := exporterBinary(t)
+	// nobody must be able to execute the binary in its temporary directory.
+	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "inspect", "--output=json", "--state.path=/nonexistent/state.json")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("inspect as nobody: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "permission denied") || !strings.Contains(stderr.String(), "run as root") {
+		t.Errorf("stderr = %q, want a warning about what it cannot see", stderr.String())
+	}
+	var snap struct {
+		Veths []struct{ Device, Verdict, Reason string } `json:"veths"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &snap); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, stdout.String())
+	}
+	if len(snap.Veths) != 8 {
+		t.Errorf("got %d veths, want the 8 of the fixture: %+v", len(snap.Veths), snap.Veths)
+	}
+	for _, v := range snap.Veths {
+		orphanable := v.Device == "hostA" || v.Device == "hostB" // needs no namespace to decide
+		if v.Verdict == "orphaned" && !orphanable {
+			t.Errorf("%s is %s/%s on a partial view, want unknown", v.Device, v.Verdict, v.Reason)
+		}
+	}
+}
+
+// TestMissingProcfs points the exporter at a procfs that is not there: the
+// scrape reports the failed stage, never crashes, and no veth is orphaned
+// for want of evidence.
+func TestMissingProcfs(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "noproc")
+	netnstest.Veth(t, "vnoproc", "noproc", "")
+	e := startExporter(t, "--path.procfs=/nonexistent", "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	m := e.scrape(t)
+	if v, ok := sample(m, `veth_scrape_collector_success{collector="netns"}`); !ok || v != 0 {
+		t.Errorf("netns stage success = %v (present %v), want 0", v, ok)
+	}
+	if v, ok := sample(m, `veth_verdict_info{device="vnoproc",reason="netns_not_found",verdict="unknown"}`); !ok || v != 1 {
+		t.Errorf("vnoproc verdict not unknown/netns_not_found:\n%s", m)
 	}
 }

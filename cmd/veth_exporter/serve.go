@@ -93,16 +93,16 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		versioncollector.NewCollector(name),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collector.New(inv, collector.Config{
-			PerDevice:     c.perDevice,
-			DeviceInclude: include,
-			DeviceExclude: exclude,
-			Timeout:       c.timeout,
-		}, logger),
 	)
+	veths := collector.New(inv, collector.Config{
+		PerDevice:     c.perDevice,
+		DeviceInclude: include,
+		DeviceExclude: exclude,
+		Timeout:       c.timeout,
+	}, logger)
 	handler, err := web.NewRouter(web.Config{
 		TelemetryPath: c.telemetryPath,
-		Gatherer:      reg,
+		Gatherer:      collector.Gatherers{reg, veths},
 		Registerer:    reg,
 		MaxRequests:   c.maxRequests,
 		Ready:         ready.Load,
