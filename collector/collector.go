@@ -48,19 +48,19 @@ type Config struct {
 // Help texts of the families; the names and labels are a contract with
 // dashboards and alerts.
 const (
-	helpInfo            = "Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host."
-	helpUp              = "Whether the veth's operstate is up."
-	helpPeerAlive       = "Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found)."
-	helpPeerProcesses   = "Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found)."
-	helpOwner           = "Current owner of the veth's peer namespace."
-	helpLastOwner       = "Owner an orphaned veth had when the exporter last saw it owned."
-	helpOrphaned        = "Whether the veth is orphaned: nothing live owns it."
-	helpVerdict         = "The exporter's verdict on the veth (owned, orphaned, unknown) and its reason."
-	helpFirstSeen       = "When the exporter first saw the veth (kept across restarts in the state file)."
-	helpOrphanedSince   = "Since when the veth has been orphaned without interruption."
-	helpInterfaces      = "Number of host-side veths by master bridge and verdict."
-	helpStageDuration   = "Duration of each stage of the inventory in this scrape."
-	helpStageSuccess    = "Whether each stage of the inventory succeeded in this scrape."
+	helpInfo          = "Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host."
+	helpUp            = "Whether the veth's operstate is up."
+	helpPeerAlive     = "Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found)."
+	helpPeerProcesses = "Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found)."
+	helpOwner         = "Current owner of the veth's peer namespace."
+	helpLastOwner     = "Owner an orphaned veth had when the exporter last saw it owned."
+	helpOrphaned      = "Whether the veth is orphaned: nothing live owns it."
+	helpVerdict       = "The exporter's verdict on the veth (owned, orphaned, unknown) and its reason."
+	helpFirstSeen     = "When the exporter first saw the veth (kept across restarts in the state file)."
+	helpOrphanedSince = "Since when the veth has been orphaned without interruption."
+	helpInterfaces    = "Number of host-side veths by master bridge and verdict."
+	helpStageDuration = "Duration of each stage of the inventory in this scrape."
+	helpStageSuccess  = "Whether each stage of the inventory succeeded in this scrape."
 )
 
 // Collector is a prometheus.Gatherer over inventory snapshots.

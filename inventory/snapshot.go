@@ -7,7 +7,6 @@ import (
 	"os"
 	"sync"
 	"time"
-
 )
 
 // Config is what an [Inventory] needs; nothing in this package reads flags.
