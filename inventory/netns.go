@@ -37,12 +37,6 @@ func scanNamespaces(p Paths) (*namespaces, error) {
 	if err != nil {
 		return nil, err
 	}
-	// One socket for all the RTM_GETNSID requests of this scan.
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink socket: %w", err)
-	}
-	defer h.Close()
 	ns := &namespaces{
 		byInode:    map[uint64]*Namespace{},
 		byNSID:     map[int]*Namespace{},
@@ -57,15 +51,81 @@ func scanNamespaces(p Paths) (*namespaces, error) {
 	for _, n := range ns.byInode {
 		sort.Ints(n.PIDs)
 		sort.Strings(n.Mounts)
-		n.NSID = -1
-		if id, ok := ns.lookupNSID(h, p, n); ok {
+	}
+	if err := ns.lookupNSIDs(p, func(*Namespace) bool { return true }); err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// lookupNSIDs asks the kernel for the nsid of each namespace that want
+// selects, over one netlink socket.
+func (ns *namespaces) lookupNSIDs(p Paths, want func(*Namespace) bool) error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("open netlink socket: %w", err)
+	}
+	defer h.Close()
+	for _, n := range ns.byInode {
+		if !want(n) {
+			continue
+		}
+		if id, ok := ns.lookupNSID(h, p, n); ok && id >= 0 {
 			n.NSID = id
-			if id >= 0 {
-				ns.byNSID[id] = n
+			ns.byNSID[id] = n
+		}
+	}
+	return nil
+}
+
+// resolveOwners finds the owner of every namespace that has an nsid: only
+// those can hold the peer of a host veth, since the kernel gives a
+// namespace an id when a link crosses into it.
+func (ns *namespaces) resolveOwners(procfs string) {
+	for _, n := range ns.byNSID {
+		n.Owner = resolveOwner(procfs, n)
+	}
+}
+
+// attach links each veth to its peer's namespace and that namespace's
+// owner. The scan ran beside the link dump, and a namespace that got its
+// first nsid from the dump itself had none when scanned: if a peer nsid
+// is missing, the namespaces without one are asked again.
+func (ns *namespaces) attach(veths []Veth, p Paths) {
+	missing := false
+	for i := range veths {
+		if !veths[i].PeerOnHost() && ns.byNSID[veths[i].PeerNetNSID] == nil {
+			missing = true
+			break
+		}
+	}
+	if missing {
+		var fresh []*Namespace
+		err := ns.lookupNSIDs(p, func(n *Namespace) bool {
+			if n.NSID >= 0 {
+				return false
+			}
+			fresh = append(fresh, n)
+			return true
+		})
+		if err == nil {
+			for _, n := range fresh {
+				if n.NSID >= 0 {
+					n.Owner = resolveOwner(p.Procfs, n)
+				}
 			}
 		}
 	}
-	return ns, nil
+	for i := range veths {
+		v := &veths[i]
+		if v.PeerOnHost() {
+			continue
+		}
+		if n := ns.byNSID[v.PeerNetNSID]; n != nil {
+			v.PeerNetns = n
+			v.Owner = n.Owner
+		}
+	}
 }
 
 // hostNetnsInode returns the inode of the namespace the exporter's netlink

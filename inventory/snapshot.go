@@ -61,23 +61,45 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	defer inv.mu.Unlock()
 
 	s := &Snapshot{Taken: inv.cfg.Now()}
+
+	// The link dump is mostly kernel time, the namespace scan and the
+	// owners' cgroups are mostly /proc reads: side by side they take the
+	// longer of the two rather than their sum, which on a node with
+	// thousands of veths is most of a scrape.
+	var (
+		ns                  *namespaces
+		nsErr               error
+		nsTook, cgroupsTook time.Duration
+		scanned             = make(chan struct{})
+	)
+	go func() {
+		defer close(scanned)
+		start := time.Now()
+		ns, nsErr = scanNamespaces(inv.cfg.Paths)
+		nsTook = time.Since(start)
+		if nsErr == nil {
+			start = time.Now()
+			ns.resolveOwners(inv.cfg.Paths.Procfs)
+			cgroupsTook = time.Since(start)
+		}
+	}()
 	start := time.Now()
 	links, err := dumpLinks()
-	s.step(StepLinks, start, err)
+	s.step(StepLinks, time.Since(start), err)
+	<-scanned
+	s.step(StepNetns, nsTook, nsErr)
+	s.step(StepCgroup, cgroupsTook, nil)
 	if err != nil {
 		return s, err
 	}
-	s.Veths = vethsFromLinks(links)
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}
+	s.Veths = vethsFromLinks(links)
 
-	start = time.Now()
-	ns, err := scanNamespaces(inv.cfg.Paths)
-	s.step(StepNetns, start, err)
-	if err != nil {
+	if nsErr != nil {
 		// Without namespaces every peer is unknown, which is the truth.
-		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", err))
+		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", nsErr))
 		ns = &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}}
 	}
 	if ns.deniedPIDs > 0 {
@@ -88,28 +110,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		s.Warnings = append(s.Warnings, fmt.Sprintf(
 			"cannot read the network namespace of %d processes outside the host namespace (permission denied): peers held only by them are not found and empty-looking namespaces are not proved empty; %s", ns.deniedPIDs, hint))
 	}
-
-	start = time.Now()
-	owners := map[*Namespace]*Owner{}
-	for i := range s.Veths {
-		v := &s.Veths[i]
-		if v.PeerOnHost() {
-			continue
-		}
-		n := ns.byNSID[v.PeerNetNSID]
-		if n == nil {
-			continue
-		}
-		v.PeerNetns = n
-		o, ok := owners[n]
-		if !ok {
-			o = resolveOwner(inv.cfg.Paths.Procfs, n)
-			owners[n] = o
-			n.Owner = o
-		}
-		v.Owner = o
-	}
-	s.step(StepCgroup, start, nil)
+	ns.attach(s.Veths, inv.cfg.Paths)
 
 	start = time.Now()
 	e := evidence{partialView: ns.deniedPIDs > 0}
@@ -117,15 +118,15 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
 		v.Verdict, v.Reason = decide(v, e)
 	})
-	s.step(StepState, start, err)
+	s.step(StepState, time.Since(start), err)
 	if err != nil {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))
 	}
 	return s, nil
 }
 
-func (s *Snapshot) step(name string, start time.Time, err error) {
-	st := Step{Name: name, Duration: time.Since(start), Err: err}
+func (s *Snapshot) step(name string, took time.Duration, err error) {
+	st := Step{Name: name, Duration: took, Err: err}
 	if err != nil {
 		st.Error = err.Error()
 	}

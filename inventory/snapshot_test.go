@@ -209,3 +209,42 @@ func TestSnapshotSharedNamespace(t *testing.T) {
 		t.Errorf("peer netns = %+v, want 2 processes", v.PeerNetns)
 	}
 }
+
+// TestAttachLooksUpLateNSIDs covers the race of a scan running beside the
+// dump: a namespace scanned before the kernel gave it an nsid must still
+// be found for the veth whose peer it holds.
+func TestAttachLooksUpLateNSIDs(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "late")
+	netnstest.Veth(t, "vlate", "late", "")
+	ns, err := scanNamespaces(DefaultPaths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := dumpLinks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	veths := vethsFromLinks(links)
+	var v *Veth
+	for i := range veths {
+		if veths[i].Name == "vlate" {
+			v = &veths[i]
+		}
+	}
+	if v == nil {
+		t.Fatal("vlate missing from the dump")
+	}
+	n := ns.byNSID[v.PeerNetNSID]
+	if n == nil {
+		t.Fatalf("peer nsid %d not found by the scan", v.PeerNetNSID)
+	}
+	// As if the scan had run before the kernel assigned the id.
+	delete(ns.byNSID, n.NSID)
+	n.NSID = -1
+
+	ns.attach(veths, DefaultPaths)
+	if v.PeerNetns != n || n.NSID != v.PeerNetNSID {
+		t.Errorf("vlate peer netns = %+v, want the namespace of /run/netns/late with nsid %d", v.PeerNetns, v.PeerNetNSID)
+	}
+}
