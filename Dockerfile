@@ -7,11 +7,13 @@
 # namespace (its /proc then lists the processes holding each peer
 # namespace), with the host's /run mounted rslave so the nsfs mounts in
 # /run/netns and /run/docker/netns, including those made later, are seen at
-# their host paths, CAP_SYS_PTRACE to read every process's namespace, and a
-# volume for the state file:
+# their host paths, the host's cgroup namespace so that /proc/PID/cgroup
+# shows whole paths (docker-<id>.scope, kubepods…pod<uid>),
+# CAP_SYS_PTRACE to read every process's namespace, and a volume for the
+# state file:
 #
 #   docker run -d --name veth_exporter \
-#     --net=host --pid=host --cap-add=SYS_PTRACE \
+#     --net=host --pid=host --cgroupns=host --cap-add=SYS_PTRACE \
 #     -v /run:/run:ro,rslave \
 #     -v /var/lib/veth_exporter:/var/lib/veth_exporter \
 #     veth-exporter

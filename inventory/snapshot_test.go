@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
@@ -247,4 +248,29 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	if v.PeerNetns != n || n.NSID != v.PeerNetNSID {
 		t.Errorf("vlate peer netns = %+v, want the namespace of /run/netns/late with nsid %d", v.PeerNetns, v.PeerNetNSID)
 	}
+}
+
+// TestConcurrentSnapshots takes snapshots from several goroutines at once,
+// as concurrent scrapes do; run with -race. Each must see the same verdict.
+func TestConcurrentSnapshots(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "conc")
+	netnstest.Veth(t, "vconc", "conc", "")
+	inv := newTestInventory(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				s, err := inv.Snapshot(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if v := s.Veth("vconc"); v == nil || v.Verdict != Orphaned || v.Reason != ReasonNetnsEmpty {
+					t.Errorf("vconc = %+v, want orphaned/netns_empty", v)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

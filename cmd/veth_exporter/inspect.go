@@ -128,21 +128,28 @@ func owner(v *inventory.Veth) string {
 	return "-"
 }
 
+// describeOwner names an owner the way an operator looks it up: a pod by
+// namespace/name (or UID), a container by short ID and name, a process by
+// PID and command.
 func describeOwner(o *inventory.Owner) string {
-	id := o.ID
-	if o.Kind != inventory.OwnerProcess && len(id) > 12 {
-		id = id[:12]
+	switch o.Kind {
+	case inventory.OwnerPod:
+		if o.PodName != "" {
+			return "pod " + o.PodNamespace + "/" + o.PodName
+		}
+		return "pod " + o.PodUID
+	case inventory.OwnerContainer:
+		id := o.ID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		if o.Name != "" {
+			return "container " + id + " (" + o.Name + ")"
+		}
+		return "container " + id
+	default:
+		return "process " + o.ID + " (" + o.Name + ")"
 	}
-	s := string(o.Kind) + " " + id
-	switch {
-	case o.PodNamespace != "" || o.PodName != "":
-		s += " (" + o.PodNamespace + "/" + o.PodName + ")"
-	case o.Name != "":
-		s += " (" + o.Name + ")"
-	case o.PodUID != "":
-		s += " (pod " + o.PodUID + ")"
-	}
-	return s
 }
 
 // age is how long the exporter has known the veth. A veth missing from the
