@@ -48,7 +48,7 @@ type Config struct {
 // Help texts of the families; the names and labels are a contract with
 // dashboards and alerts.
 const (
-	helpInfo          = "Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host."
+	helpInfo          = "Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host (or its namespace has no id)."
 	helpUp            = "Whether the veth's operstate is up."
 	helpPeerAlive     = "Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found)."
 	helpPeerProcesses = "Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found)."
@@ -227,7 +227,7 @@ func (b *builder) veths(veths []*inventory.Veth) {
 	for _, v := range veths {
 		device := []*dto.LabelPair{pair(&lDevice, v.Name)}
 		nsid := ""
-		if !v.PeerOnHost() {
+		if v.PeerNetNSID >= 0 {
 			nsid = strconv.Itoa(v.PeerNetNSID)
 		}
 		b.gauge(info, 1, device[0], pair(&lIfindex, strconv.Itoa(v.Index)), b.label(lMaster, v.Master),

@@ -45,7 +45,7 @@ func testSnapshot() *inventory.Snapshot {
 				FirstSeen: t0,
 			},
 			{
-				Name: "hostA", Index: 7, OperState: "down", PeerIndex: 8, PeerNetNSID: -1, PeerName: "hostB",
+				Name: "hostA", Index: 7, OperState: "down", PeerIndex: 8, PeerNetNSID: -1, PeerOnHost: true, PeerName: "hostB",
 				Verdict: inventory.Orphaned, Reason: inventory.ReasonPeerOnHost, FirstSeen: t0, OrphanedSince: t0,
 			},
 		},
@@ -55,7 +55,7 @@ func testSnapshot() *inventory.Snapshot {
 func TestCollect(t *testing.T) {
 	c := New(fakeInventory{snap: testSnapshot()}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
 	want := `
-# HELP veth_info Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host.
+# HELP veth_info Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host (or its namespace has no id).
 # TYPE veth_info gauge
 veth_info{device="hostA",ifindex="7",master="",peer_ifindex="8",peer_netnsid=""} 1
 veth_info{device="vleak",ifindex="5",master="docker0",peer_ifindex="2",peer_netnsid="0"} 1

@@ -117,11 +117,16 @@ type Veth struct {
 	Master    string `json:"master"`
 	OperState string `json:"operstate"`
 	// PeerIndex is the ifindex of the peer IN THE PEER'S NAMESPACE; it is a
-	// host ifindex only when PeerNetNSID is -1.
+	// host ifindex only when PeerOnHost.
 	PeerIndex int `json:"peer_ifindex"`
-	// PeerNetNSID is the nsid of the peer's namespace, -1 when the peer is
-	// in the host namespace.
+	// PeerNetNSID is the nsid of the peer's namespace as the host knows
+	// it; -1 when the peer is on the host, or when the kernel reports no
+	// id (a namespace being destroyed).
 	PeerNetNSID int `json:"peer_netnsid"`
+	// PeerOnHost: both ends are in the host namespace, verified as the
+	// kernel's own veth code would: the host link at PeerIndex is a veth
+	// whose peer index points back at this one.
+	PeerOnHost bool `json:"peer_on_host"`
 	// PeerName is the name of the peer when it is in the host namespace.
 	PeerName string `json:"peer_device,omitempty"`
 	// PeerNetns is the peer's namespace; nil when the peer is on the host or
@@ -138,9 +143,6 @@ type Veth struct {
 	// LastOwnerSeen is when LastOwner was last seen owning the namespace.
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
 }
-
-// PeerOnHost reports whether both ends of the pair are in the host namespace.
-func (v *Veth) PeerOnHost() bool { return v.PeerNetNSID < 0 }
 
 // Snapshot is the inventory of one moment.
 type Snapshot struct {

@@ -27,7 +27,11 @@ type link struct {
 	master      int
 	operState   uint8
 	peerIndex   int // IFLA_LINK
-	peerNetNSID int // IFLA_LINK_NETNSID, -1 when absent
+	peerNetNSID int // IFLA_LINK_NETNSID
+	// peerElsewhere: IFLA_LINK_NETNSID is present, so the peer is in
+	// another namespace, even when its id is negative (the kernel reports
+	// -1 for a peer namespace that is being destroyed).
+	peerElsewhere bool
 }
 
 // dumpLinks is the one place that dumps the host's links. It retries
@@ -99,6 +103,7 @@ func parseLink(msg []byte) (link, error) {
 		case unix.IFLA_LINK_NETNSID:
 			if len(data) >= 4 {
 				l.peerNetNSID = int(int32(native.Uint32(data)))
+				l.peerElsewhere = true
 			}
 		case unix.IFLA_LINKINFO:
 			walkAttrs(data, func(typ uint16, data []byte) {
@@ -155,9 +160,9 @@ func operStateName(s uint8) string {
 // vethsFromLinks picks the veths out of one dump and fills in what the dump
 // alone tells: names, indexes, master, operstate and peer.
 func vethsFromLinks(links []link) []Veth {
-	names := make(map[int]string, len(links))
+	byIndex := make(map[int]*link, len(links))
 	for i := range links {
-		names[links[i].index] = links[i].name
+		byIndex[links[i].index] = &links[i]
 	}
 	var veths []Veth
 	for i := range links {
@@ -172,14 +177,20 @@ func vethsFromLinks(links []link) []Veth {
 			PeerIndex:   l.peerIndex,
 			PeerNetNSID: l.peerNetNSID,
 		}
-		if l.master != 0 {
-			v.Master = names[l.master]
+		if m := byIndex[l.master]; m != nil && l.master != 0 {
+			v.Master = m.name
 		}
 		// The peer index names a host link only when the peer is in the
 		// host namespace; otherwise it is an index in the peer's namespace
-		// and often collides with a host bridge.
-		if v.PeerOnHost() {
-			v.PeerName = names[l.peerIndex]
+		// and often collides with a host bridge. Even then the host link
+		// must be a veth pointing back: an index can be reused between
+		// the kernel filling two messages of one dump.
+		if !l.peerElsewhere {
+			v.PeerNetNSID = -1
+			if p := byIndex[l.peerIndex]; p != nil && p.veth && !p.peerElsewhere && p.peerIndex == l.index {
+				v.PeerOnHost = true
+				v.PeerName = p.name
+			}
 		}
 		veths = append(veths, v)
 	}

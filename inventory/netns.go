@@ -94,7 +94,7 @@ func (ns *namespaces) resolveOwners(procfs string) {
 func (ns *namespaces) attach(veths []Veth, p Paths) {
 	missing := false
 	for i := range veths {
-		if !veths[i].PeerOnHost() && ns.byNSID[veths[i].PeerNetNSID] == nil {
+		if v := &veths[i]; v.PeerNetNSID >= 0 && ns.byNSID[v.PeerNetNSID] == nil {
 			missing = true
 			break
 		}
@@ -118,7 +118,7 @@ func (ns *namespaces) attach(veths []Veth, p Paths) {
 	}
 	for i := range veths {
 		v := &veths[i]
-		if v.PeerOnHost() {
+		if v.PeerNetNSID < 0 {
 			continue
 		}
 		if n := ns.byNSID[v.PeerNetNSID]; n != nil {

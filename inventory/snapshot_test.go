@@ -126,7 +126,7 @@ func TestSnapshotVerdicts(t *testing.T) {
 		}
 		// The peer's index is an index in the leaked namespace, equal to
 		// the host bridge's: it must not be resolved on the host.
-		if v.PeerIndex != br0 || v.PeerName != "" || v.PeerOnHost() {
+		if v.PeerIndex != br0 || v.PeerName != "" || v.PeerOnHost {
 			t.Errorf("peer index %d name %q nsid %d, want index %d (br0's) in another namespace and no host name", v.PeerIndex, v.PeerName, v.PeerNetNSID, br0)
 		}
 		if v.Owner != nil {
@@ -145,7 +145,7 @@ func TestSnapshotVerdicts(t *testing.T) {
 			v := mustVeth(t, s, name)
 			wantVerdict(t, v, Orphaned, ReasonPeerOnHost)
 		}
-		if v := mustVeth(t, s, "hostA"); v.PeerName != "hostB" {
+		if v := mustVeth(t, s, "hostA"); v.PeerName != "hostB" || !v.PeerOnHost {
 			t.Errorf("hostA peer = %q, want hostB", v.PeerName)
 		}
 	})

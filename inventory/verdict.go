@@ -43,7 +43,7 @@ func (i *Infrastructure) Matches(v *Veth) bool {
 	if i == nil || i.re == nil {
 		return false
 	}
-	return i.re.MatchString(v.Name) || (v.PeerOnHost() && v.PeerName != "" && i.re.MatchString(v.PeerName))
+	return i.re.MatchString(v.Name) || (v.PeerOnHost && i.re.MatchString(v.PeerName))
 }
 
 // evidence is what a verdict may rest on besides the veth itself.
@@ -60,7 +60,7 @@ func decide(v *Veth, e evidence) (Verdict, Reason) {
 	switch {
 	case e.infrastructure:
 		return Owned, ReasonInfrastructure
-	case v.PeerOnHost():
+	case v.PeerOnHost:
 		return Orphaned, ReasonPeerOnHost
 	case v.PeerNetns == nil:
 		return Unknown, ReasonNetnsNotFound

@@ -16,10 +16,13 @@ func TestDecide(t *testing.T) {
 		wantVerdict Verdict
 		wantReason  Reason
 	}{
-		{"pair on the host", Veth{PeerNetNSID: -1, PeerName: "b"}, evidence{}, Orphaned, ReasonPeerOnHost},
-		{"infrastructure pair on the host", Veth{PeerNetNSID: -1}, evidence{infrastructure: true}, Owned, ReasonInfrastructure},
+		{"pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true, PeerName: "b"}, evidence{}, Orphaned, ReasonPeerOnHost},
+		{"infrastructure pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true}, evidence{infrastructure: true}, Owned, ReasonInfrastructure},
 		{"infrastructure wins over an empty namespace", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{infrastructure: true}, Owned, ReasonInfrastructure},
 		{"namespace not found", Veth{PeerNetNSID: 7}, evidence{}, Unknown, ReasonNetnsNotFound},
+		// The kernel reports nsid -1 for a peer namespace being destroyed;
+		// a host peer that does not point back is not proof either.
+		{"peer namespace without an id", Veth{PeerNetNSID: -1}, evidence{}, Unknown, ReasonNetnsNotFound},
 		{"namespace held only by a mount", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{}, Orphaned, ReasonNetnsEmpty},
 		{"empty namespace that once had an owner", Veth{PeerNetNSID: 0, PeerNetns: empty, LastOwner: container}, evidence{}, Orphaned, ReasonNetnsEmpty},
 		{"empty-looking namespace in a partial view", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{partialView: true}, Unknown, ReasonPartialView},
@@ -51,15 +54,15 @@ func TestInfrastructureMatches(t *testing.T) {
 		veth Veth
 		want bool
 	}{
-		{Veth{Name: "cilium_host", PeerNetNSID: -1, PeerName: "cilium_net"}, true},
-		{Veth{Name: "cilium_net", PeerNetNSID: -1, PeerName: "cilium_host"}, true},
+		{Veth{Name: "cilium_host", PeerNetNSID: -1, PeerOnHost: true, PeerName: "cilium_net"}, true},
+		{Veth{Name: "cilium_net", PeerNetNSID: -1, PeerOnHost: true, PeerName: "cilium_host"}, true},
 		{Veth{Name: "kube-ipvs-x", PeerNetNSID: 3}, true},
 		// Patterns match whole names only.
 		{Veth{Name: "xcilium_host", PeerNetNSID: 3}, false},
 		{Veth{Name: "cilium_hostx", PeerNetNSID: 3}, false},
 		// The peer's name counts only when the peer is on the host: a peer
 		// index in another namespace says nothing about host names.
-		{Veth{Name: "veth1", PeerNetNSID: -1, PeerName: "cilium_net"}, true},
+		{Veth{Name: "veth1", PeerNetNSID: -1, PeerOnHost: true, PeerName: "cilium_net"}, true},
 		{Veth{Name: "veth1", PeerNetNSID: 2, PeerName: "cilium_net"}, false},
 	}
 	for _, tt := range tests {

@@ -83,8 +83,10 @@ func dash(s string) string {
 
 func peerNetns(v *inventory.Veth) string {
 	switch {
-	case v.PeerOnHost():
+	case v.PeerOnHost:
 		return "host (" + dash(v.PeerName) + ")"
+	case v.PeerNetNSID < 0:
+		return "not found"
 	case v.PeerNetns == nil:
 		return fmt.Sprintf("nsid %d (not found)", v.PeerNetNSID)
 	default:
