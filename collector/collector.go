@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -145,7 +146,7 @@ func (b *builder) family(name, help string, capacity int) *dto.MetricFamily {
 // label returns the shared pair for a value that repeats across series
 // (a master, a verdict, a stage).
 func (b *builder) label(name, value string) *dto.LabelPair {
-	k := [2]string{name, value}
+	k := [2]string{name, validUTF8(value)}
 	p := b.labels[k]
 	if p == nil {
 		p = &dto.LabelPair{Name: &k[0], Value: &k[1]}
@@ -156,7 +157,19 @@ func (b *builder) label(name, value string) *dto.LabelPair {
 
 // pair returns a new pair for a value unique to one veth.
 func pair(name *string, value string) *dto.LabelPair {
+	value = validUTF8(value)
 	return &dto.LabelPair{Name: name, Value: &value}
+}
+
+// validUTF8 makes a label value valid UTF-8, which Prometheus requires of
+// every label while the kernel allows any bytes but '/', ':' and white
+// space in an interface name: one such name would fail the whole scrape.
+// Invalid bytes become U+FFFD.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // gauge adds a series; labels must be sorted by name, as client_golang

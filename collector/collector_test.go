@@ -188,11 +188,10 @@ veth_scrape_collector_success{collector="links"} 0
 // TestConcurrentScrapes runs Collect from many goroutines at once, as
 // several Prometheus servers scraping one node do; run with -race.
 func TestConcurrentScrapes(t *testing.T) {
-	// A pedantic registry re-checks every series the collector builds by
+	// prometheus.Gatherers re-checks every series the collector builds by
 	// hand: label names, sorting, uniqueness.
-	reg := prometheus.NewPedanticRegistry()
 	c := New(fakeInventory{snap: testSnapshot()}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
-	g := prometheus.Gatherers{reg, c}
+	g := prometheus.Gatherers{c}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -205,4 +204,49 @@ func TestConcurrentScrapes(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestInvalidUTF8DeviceName: the kernel accepts any bytes in an interface
+// name; Prometheus rejects a scrape with an invalid UTF-8 label value.
+func TestInvalidUTF8DeviceName(t *testing.T) {
+	snap := testSnapshot()
+	snap.Veths[0].Name = "p\xfe"
+	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	want := `
+# HELP veth_orphaned Whether the veth is orphaned: nothing live owns it.
+# TYPE veth_orphaned gauge
+veth_orphaned{device="hostA"} 1
+veth_orphaned{device="p` + "\uFFFD" + `"} 1
+veth_orphaned{device="vlive"} 0
+`
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_orphaned"); err != nil {
+		t.Error(err)
+	}
+	// The served exposition must parse: run it through a registry's
+	// consistency checks as a scraper would.
+	if _, err := (prometheus.Gatherers{c}).Gather(); err != nil {
+		t.Errorf("gather through prometheus.Gatherers: %v", err)
+	}
+}
+
+func TestGatherersRejectsDuplicateFamilies(t *testing.T) {
+	c := New(fakeInventory{snap: testSnapshot()}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	mfs, err := Gatherers{c, c}.Gather()
+	if err == nil || !strings.Contains(err.Error(), "veth_info gathered twice") {
+		t.Errorf("Gatherers{c, c}.Gather() error = %v, want a duplicate family error", err)
+	}
+	if len(mfs) == 0 {
+		t.Error("Gatherers{c, c}.Gather() returned no families with its error")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "other_gauge", Help: "Another family."}))
+	mfs, err = Gatherers{reg, c}.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(mfs); i++ {
+		if mfs[i-1].GetName() >= mfs[i].GetName() {
+			t.Errorf("families not sorted: %s before %s", mfs[i-1].GetName(), mfs[i].GetName())
+		}
+	}
 }

@@ -138,7 +138,7 @@ type Veth struct {
 	Verdict   Verdict `json:"verdict"`
 	Reason    Reason  `json:"reason"`
 
-	FirstSeen     time.Time `json:"first_seen"`
+	FirstSeen     time.Time `json:"first_seen,omitzero"`
 	OrphanedSince time.Time `json:"orphaned_since,omitzero"`
 	// LastOwnerSeen is when LastOwner was last seen owning the namespace.
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`

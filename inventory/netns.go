@@ -24,15 +24,29 @@ type namespaces struct {
 	// mountPaths are the nsfs mount points as this process opens them,
 	// which differ from Namespace.Mounts when --path.rootfs is set.
 	mountPaths map[uint64][]string
-	// deniedPIDs counts processes whose namespace could not be read
-	// (not root, or hidepid): their namespaces may be missing.
-	deniedPIDs int
+	// partial says why the scan may have missed processes; empty when it
+	// saw every process that can hold a namespace.
+	partial []string
+	// pins are open handles on every namespace whose nsid was looked up.
+	// A namespace that is held open cannot die, so its nsid cannot be
+	// given to a new namespace before the link dump that runs beside the
+	// scan has finished: without them a new pod's veth could be matched to
+	// the record of a leaked namespace deleted in between.
+	pins []int
+}
+
+// close releases the pins once the snapshot no longer maps nsids.
+func (ns *namespaces) close() {
+	for _, fd := range ns.pins {
+		unix.Close(fd)
+	}
+	ns.pins = nil
 }
 
 // scanNamespaces finds every network namespace held by a process or an nsfs
 // mount, without entering any of them, and asks the kernel once per
 // namespace for the nsid the host knows it by.
-func scanNamespaces(p Paths) (*namespaces, error) {
+func scanNamespaces(p Paths, trustPIDNamespace bool) (*namespaces, error) {
 	host, err := hostNetnsInode(p)
 	if err != nil {
 		return nil, err
@@ -44,6 +58,13 @@ func scanNamespaces(p Paths) (*namespaces, error) {
 	}
 	if err := ns.addProcesses(p.Procfs, host); err != nil {
 		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		ns.partial = append(ns.partial, "not running as root: processes of other users may be hidden (hidepid) or unreadable; run as root for a full view")
+	}
+	if !trustPIDNamespace && !initialPIDNamespace(p.Procfs) {
+		ns.partial = append(ns.partial, p.Procfs+" is not the host's PID namespace (no kernel threads listed): processes outside it are not seen; "+
+			"run with the host's PID namespace (docker run --pid=host, hostPID: true) or point --path.procfs at the host's /proc")
 	}
 	if err := ns.addMounts(p, host); err != nil {
 		return nil, err
@@ -70,9 +91,12 @@ func (ns *namespaces) lookupNSIDs(p Paths, want func(*Namespace) bool) error {
 		if !want(n) {
 			continue
 		}
-		if id, ok := ns.lookupNSID(h, p, n); ok && id >= 0 {
-			n.NSID = id
-			ns.byNSID[id] = n
+		if id, fd, ok := ns.lookupNSID(h, p, n); ok {
+			ns.pins = append(ns.pins, fd)
+			if id >= 0 {
+				n.NSID = id
+				ns.byNSID[id] = n
+			}
 		}
 	}
 	return nil
@@ -162,27 +186,73 @@ func (ns *namespaces) addProcesses(procfs string, host uint64) error {
 		return fmt.Errorf("read processes: %w", err)
 	}
 	hostDev := procNetDevInode(procfs + "/self")
+	denied := 0
 	var st unix.Stat_t
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		if err := unix.Stat(procfs+"/"+name+"/ns/net", &st); err != nil {
-			// A process that exits during the scan is simply not there.
-			denied := errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
-			if denied && (hostDev == 0 || procNetDevInode(procfs+"/"+name) != hostDev) {
-				ns.deniedPIDs++
+		dir := procfs + "/" + name
+		leader := uint64(0)
+		switch err := unix.Stat(dir+"/ns/net", &st); {
+		case err == nil:
+			leader = st.Ino
+			if leader != host {
+				ns.get(leader).addPID(pid)
+			}
+		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
+			if hostDev == 0 || procNetDevInode(dir) != hostDev {
+				denied++
 			}
 			continue
 		}
-		if st.Ino == host {
-			continue
-		}
-		n := ns.get(st.Ino)
-		n.PIDs = append(n.PIDs, pid)
+		// A thread can sit in another namespace than its leader (setns on
+		// one thread), and a leader that has exited leaves its threads
+		// running with no ns link of its own: either keeps a namespace
+		// alive that the leader alone does not show.
+		ns.addThreads(dir, pid, leader, host)
+	}
+	if denied > 0 {
+		ns.partial = append(ns.partial, fmt.Sprintf(
+			"cannot read the network namespace of %d processes outside the host namespace (permission denied; CAP_SYS_PTRACE missing, or a security module)", denied))
 	}
 	return nil
+}
+
+func (ns *namespaces) addThreads(dir string, pid int, leader, host uint64) {
+	d, err := os.Open(dir + "/task")
+	if err != nil {
+		return
+	}
+	tids, _ := d.Readdirnames(-1)
+	d.Close()
+	if len(tids) <= 1 {
+		return
+	}
+	var st unix.Stat_t
+	for _, tid := range tids {
+		if tid == strconv.Itoa(pid) {
+			continue
+		}
+		if unix.Stat(dir+"/task/"+tid+"/ns/net", &st) == nil && st.Ino != leader && st.Ino != host {
+			ns.get(st.Ino).addPID(pid)
+		}
+	}
+}
+
+// addPID records pid once, whichever of its threads is in the namespace.
+func (n *Namespace) addPID(pid int) {
+	if len(n.PIDs) == 0 || n.PIDs[len(n.PIDs)-1] != pid {
+		n.PIDs = append(n.PIDs, pid)
+	}
+}
+
+// initialPIDNamespace reports whether procfs shows the host's PID
+// namespace: only that one lists the kernel threads, kthreadd as PID 2.
+func initialPIDNamespace(procfs string) bool {
+	b, err := os.ReadFile(procfs + "/2/stat")
+	return err == nil && strings.HasPrefix(string(b), "2 (kthreadd) ")
 }
 
 // procNetDevInode returns the inode of a process's /proc/PID/net/dev, 0 if
@@ -204,21 +274,33 @@ func (ns *namespaces) addMounts(p Paths, host uint64) error {
 		return fmt.Errorf("read mountinfo: %w", err)
 	}
 	defer f.Close()
-	seen := map[string]bool{}
+	// A mount point mounted over shows the later mount: the last line for
+	// a path is the namespace that path holds now.
+	var order []string
+	byPath := map[string]uint64{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
 		inode, mountPoint, ok := parseNsfsMount(sc.Text())
-		if !ok || inode == host || seen[mountPoint] {
+		if !ok {
 			continue
 		}
-		seen[mountPoint] = true
-		n := ns.get(inode)
-		n.Mounts = append(n.Mounts, p.hostPath(mountPoint))
-		ns.mountPaths[inode] = append(ns.mountPaths[inode], mountPoint)
+		if _, dup := byPath[mountPoint]; !dup {
+			order = append(order, mountPoint)
+		}
+		byPath[mountPoint] = inode
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	for _, mountPoint := range order {
+		inode := byPath[mountPoint]
+		if inode == host {
+			continue
+		}
+		n := ns.get(inode)
+		n.Mounts = append(n.Mounts, p.hostPath(mountPoint))
+		ns.mountPaths[inode] = append(ns.mountPaths[inode], mountPoint)
 	}
 	return nil
 }
@@ -272,34 +354,42 @@ func unescapeMountPath(s string) string {
 
 // lookupNSID asks the kernel for the nsid of n through the first handle that
 // still opens to the same namespace: a process may exit and its PID be
-// reused between the scan and the open, so the inode is checked again.
-func (ns *namespaces) lookupNSID(h *netlink.Handle, p Paths, n *Namespace) (int, bool) {
+// reused between the scan and the open, so the inode is checked again. It
+// returns the open handle, which pins the namespace, for the caller to
+// close.
+func (ns *namespaces) lookupNSID(h *netlink.Handle, p Paths, n *Namespace) (id, fd int, ok bool) {
 	paths := make([]string, 0, len(n.PIDs)+len(n.Mounts))
 	for _, pid := range n.PIDs {
 		paths = append(paths, filepath.Join(p.Procfs, strconv.Itoa(pid), "ns/net"))
 	}
 	paths = append(paths, ns.mountPaths[n.Inode]...)
 	for _, path := range paths {
-		id, err := nsidOf(h, path, n.Inode)
+		id, fd, err := nsidOf(h, path, n.Inode)
 		if err == nil {
-			return id, true
+			return id, fd, true
 		}
 	}
-	return -1, false
+	return -1, -1, false
 }
 
-func nsidOf(h *netlink.Handle, path string, inode uint64) (int, error) {
+func nsidOf(h *netlink.Handle, path string, inode uint64) (int, int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, -1, err
 	}
-	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return -1, err
+		unix.Close(fd)
+		return -1, -1, err
 	}
 	if st.Ino != inode {
-		return -1, fs.ErrNotExist
+		unix.Close(fd)
+		return -1, -1, fs.ErrNotExist
 	}
-	return h.GetNetNsIdByFd(fd)
+	id, err := h.GetNetNsIdByFd(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, -1, err
+	}
+	return id, fd, nil
 }

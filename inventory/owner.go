@@ -2,6 +2,8 @@ package inventory
 
 import (
 	"os"
+
+	"golang.org/x/sys/unix"
 	"strconv"
 	"strings"
 )
@@ -25,7 +27,9 @@ func resolveOwner(procfs string, n *Namespace) *Owner {
 			continue // exited during the scan
 		}
 		cg, err := os.ReadFile(dir + "/cgroup")
-		if err != nil {
+		if err != nil || !inNamespace(dir, n.Inode) {
+			// Exited, or exited and its PID reused by a process elsewhere
+			// since the scan: its cgroup says nothing about n.
 			continue
 		}
 		if c := parseCgroup(string(cg)); c.ContainerID != "" || c.PodUID != "" {
@@ -50,8 +54,27 @@ func resolveOwner(procfs string, n *Namespace) *Owner {
 	return oldest
 }
 
+// inNamespace reports whether the process at dir, or one of its threads, is
+// in the network namespace inode.
+func inNamespace(dir string, inode uint64) bool {
+	var st unix.Stat_t
+	if unix.Stat(dir+"/ns/net", &st) == nil && st.Ino == inode {
+		return true
+	}
+	tids, err := os.ReadDir(dir + "/task")
+	if err != nil {
+		return false
+	}
+	for _, tid := range tids {
+		if unix.Stat(dir+"/task/"+tid.Name()+"/ns/net", &st) == nil && st.Ino == inode {
+			return true
+		}
+	}
+	return false
+}
+
 // processStartTime returns field 22 of /proc/PID/stat, the start time in
-// clock ticks since boot, which orders processes even across PID reuse.
+// clock ticks since boot: the order in which processes started.
 func processStartTime(dir string) (uint64, bool) {
 	b, err := os.ReadFile(dir + "/stat")
 	if err != nil {

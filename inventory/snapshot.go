@@ -2,9 +2,9 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 )
@@ -13,6 +13,11 @@ import (
 type Config struct {
 	Paths          Paths
 	Infrastructure *Infrastructure
+	// TrustPIDNamespace: Paths.Procfs lists every process that can hold a
+	// network namespace although it is not the host's PID namespace (a
+	// node that is itself a container, a test). Without it such a view is
+	// partial, and nothing is orphaned on a partial view.
+	TrustPIDNamespace bool
 	// State is the remembered history; nil keeps none.
 	State  *State
 	Logger *slog.Logger
@@ -75,7 +80,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	go func() {
 		defer close(scanned)
 		start := time.Now()
-		ns, nsErr = scanNamespaces(inv.cfg.Paths)
+		ns, nsErr = scanNamespaces(inv.cfg.Paths, inv.cfg.TrustPIDNamespace)
 		nsTook = time.Since(start)
 		if nsErr == nil {
 			start = time.Now()
@@ -87,8 +92,15 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	links, err := dumpLinks()
 	s.step(StepLinks, time.Since(start), err)
 	<-scanned
+	if ns != nil {
+		defer ns.close()
+	}
 	s.step(StepNetns, nsTook, nsErr)
-	s.step(StepCgroup, cgroupsTook, nil)
+	var cgroupErr error
+	if nsErr != nil {
+		cgroupErr = errors.New("not run: no namespaces to find owners in")
+	}
+	s.step(StepCgroup, cgroupsTook, cgroupErr)
 	if err != nil {
 		return s, err
 	}
@@ -102,18 +114,11 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", nsErr))
 		ns = &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}}
 	}
-	if ns.deniedPIDs > 0 {
-		hint := "run as root for a full view"
-		if os.Geteuid() == 0 {
-			hint = "they are protected from this process (CAP_SYS_PTRACE missing, or a security module)"
-		}
-		s.Warnings = append(s.Warnings, fmt.Sprintf(
-			"cannot read the network namespace of %d processes outside the host namespace (permission denied): peers held only by them are not found and empty-looking namespaces are not proved empty; %s", ns.deniedPIDs, hint))
-	}
+	s.Warnings = append(s.Warnings, ns.partial...)
 	ns.attach(s.Veths, inv.cfg.Paths)
 
 	start = time.Now()
-	e := evidence{partialView: ns.deniedPIDs > 0}
+	e := evidence{partialView: len(ns.partial) > 0}
 	err = inv.cfg.State.observe(s.Taken, s.Veths, func(v *Veth) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
 		v.Verdict, v.Reason = decide(v, e)

@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
@@ -34,7 +39,9 @@ func newTestInventory(t *testing.T) *Inventory {
 	return New(Config{
 		Paths:          DefaultPaths,
 		Infrastructure: infra,
-		State:          OpenState(filepath.Join(t.TempDir(), "state.json"), false, slog.New(slog.DiscardHandler)),
+		// The fixture's processes all live in the test's PID namespace.
+		TrustPIDNamespace: true,
+		State:             OpenState(filepath.Join(t.TempDir(), "state.json"), false, slog.New(slog.DiscardHandler)),
 	})
 }
 
@@ -218,7 +225,7 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.NamedNetns(t, "late")
 	netnstest.Veth(t, "vlate", "late", "")
-	ns, err := scanNamespaces(DefaultPaths)
+	ns, err := scanNamespaces(DefaultPaths, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,6 +251,7 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	delete(ns.byNSID, n.NSID)
 	n.NSID = -1
 
+	defer ns.close()
 	ns.attach(veths, DefaultPaths)
 	if v.PeerNetns != n || n.NSID != v.PeerNetNSID {
 		t.Errorf("vlate peer netns = %+v, want the namespace of /run/netns/late with nsid %d", v.PeerNetns, v.PeerNetNSID)
@@ -273,4 +281,80 @@ func TestConcurrentSnapshots(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestThreadHoldsNamespace: one thread of a process enters a namespace
+// that is also bind-mounted. The namespace is not empty, whatever the
+// process's leader shows, so the veth must not be netns_empty.
+func TestThreadHoldsNamespace(t *testing.T) {
+	netnstest.Require(t)
+	tids := make(chan int)
+	release := make(chan struct{})
+	go func() {
+		// The thread stays locked and so dies with this goroutine: its
+		// namespace change never leaks to other goroutines.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			t.Error(err)
+			close(tids)
+			return
+		}
+		tids <- unix.Gettid()
+		<-release
+	}()
+	tid, ok := <-tids
+	if !ok {
+		t.FailNow()
+	}
+	defer close(release)
+	netnstest.IP(t, "netns", "attach", "thread", strconv.Itoa(tid))
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", "thread").Run() })
+	netnstest.Veth(t, "vthread", "thread", "")
+
+	v := mustVeth(t, snapshot(t, newTestInventory(t)), "vthread")
+	wantVerdict(t, v, Unknown, ReasonNoKnownOwner)
+	if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.PIDs) != fmt.Sprint([]int{os.Getpid()}) {
+		t.Errorf("peer netns = %+v, want held by this process (%d) through its thread", v.PeerNetns, os.Getpid())
+	}
+}
+
+// TestPinnedNSIDsAreNotReused: while a scan holds its namespaces open, a
+// namespace deleted meanwhile keeps its nsid, so a new namespace cannot
+// take it over and be mistaken for the deleted one by the dump that runs
+// beside the scan.
+func TestPinnedNSIDsAreNotReused(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.IP(t, "netns", "add", "doomed")
+	netnstest.Veth(t, "vdoomed", "doomed", "")
+	ns, err := scanNamespaces(DefaultPaths, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.close()
+	var doomed *Namespace
+	for _, n := range ns.byInode {
+		if fmt.Sprint(n.Mounts) == "[/run/netns/doomed]" {
+			doomed = n
+		}
+	}
+	if doomed == nil || doomed.NSID < 0 {
+		t.Fatalf("scan did not find /run/netns/doomed with an nsid: %+v", doomed)
+	}
+	// Without the pin this destroys the namespace and frees its nsid,
+	// which the kernel hands to the next namespace that needs one.
+	netnstest.IP(t, "netns", "del", "doomed")
+	netnstest.NamedNetns(t, "newcomer")
+	netnstest.Veth(t, "vnewcomer", "newcomer", "")
+	links, err := dumpLinks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vethsFromLinks(links) {
+		if v.Name == "vnewcomer" && v.PeerNetNSID == doomed.NSID {
+			t.Errorf("vnewcomer's peer got nsid %d, still pinned for the deleted namespace", v.PeerNetNSID)
+		}
+		if v.Name == "vdoomed" && v.PeerNetNSID != doomed.NSID {
+			t.Errorf("vdoomed's peer nsid = %d, want %d while pinned", v.PeerNetNSID, doomed.NSID)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,11 +40,30 @@ type deviceState struct {
 	OrphanedSince time.Time `json:"orphaned_since,omitzero"`
 	LastOwner     *Owner    `json:"last_owner,omitempty"`
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
+	// LastOwnerNetns is the inode of the namespace LastOwner owned: the
+	// owner is evidence about that namespace only.
+	LastOwnerNetns uint64 `json:"last_owner_netns,omitempty"`
 }
 
 type stateFile struct {
-	Version int            `json:"version"`
+	Version int `json:"version"`
+	// BootID is the kernel's boot_id when the file was written.
+	// Interfaces do not survive a reboot, while names, ifindexes and
+	// namespace inodes are handed out again from the start: a history
+	// from an earlier boot describes other interfaces.
+	BootID  string         `json:"boot_id,omitempty"`
 	Devices []*deviceState `json:"devices"`
+}
+
+// bootIDPath holds the random id the kernel draws at each boot.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+func currentBootID() string {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // State is the remembered history of the node's veths, kept in memory and
@@ -51,6 +71,7 @@ type stateFile struct {
 type State struct {
 	path     string
 	readOnly bool
+	bootID   string
 	logger   *slog.Logger
 
 	mu        sync.Mutex
@@ -71,18 +92,23 @@ func OpenState(path string, readOnly bool, logger *slog.Logger) *State {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &State{path: path, readOnly: readOnly, logger: logger, devices: map[stateKey]*deviceState{}}
+	s := &State{path: path, readOnly: readOnly, logger: logger, bootID: currentBootID(), devices: map[stateKey]*deviceState{}}
 	if path == "" {
 		return s
 	}
-	devices, err := readStateFile(path)
+	devices, bootID, err := readStateFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		logger.Debug("no state file yet, starting an empty history", "path", path)
+	case err != nil && readOnly:
+		logger.Warn("cannot read state file, showing no history", "path", path, "err", err)
 	case err != nil:
 		logger.Error("cannot read state file, starting an empty history; it will be replaced", "path", path, "err", err)
 		// Replace it at the next observe even if that snapshot holds no
 		// veth: a corrupt file left in place is read again at every restart.
+		s.dirty = true
+	case bootID != "" && s.bootID != "" && bootID != s.bootID:
+		logger.Info("state file is from an earlier boot, whose interfaces are gone; starting an empty history", "path", path)
 		s.dirty = true
 	default:
 		for _, d := range devices {
@@ -93,24 +119,24 @@ func OpenState(path string, readOnly bool, logger *slog.Logger) *State {
 	return s
 }
 
-func readStateFile(path string) ([]*deviceState, error) {
+func readStateFile(path string) (devices []*deviceState, bootID string, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var f stateFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("corrupt state file: %w", err)
+		return nil, "", fmt.Errorf("corrupt state file: %w", err)
 	}
 	if f.Version != stateVersion {
-		return nil, fmt.Errorf("state file version %d, want %d", f.Version, stateVersion)
+		return nil, "", fmt.Errorf("state file version %d, want %d", f.Version, stateVersion)
 	}
 	for _, d := range f.Devices {
 		if d == nil || d.Device == "" || d.Index <= 0 {
-			return nil, fmt.Errorf("corrupt state file: invalid device entry")
+			return nil, "", fmt.Errorf("corrupt state file: invalid device entry")
 		}
 	}
-	return f.Devices, nil
+	return f.Devices, f.BootID, nil
 }
 
 // observe merges one snapshot's veths into the history. For each veth it
@@ -118,7 +144,9 @@ func readStateFile(path string) ([]*deviceState, error) {
 // leftover is recognised by the owner it had), then records first-seen,
 // orphaned-since and the owner, and copies those times into the veth.
 // Veths that are gone are forgotten. It returns the error of persisting
-// the state, if any; the history in memory is updated regardless.
+// the state, if any; the history in memory is updated regardless. A
+// read-only state only lends its history: a veth it does not know gets no
+// first-seen or orphaned-since time, rather than a made-up "now".
 func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -131,12 +159,24 @@ func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
 		seen[k] = true
 		d := s.devices[k]
 		if d == nil {
-			d = &deviceState{Device: v.Name, Index: v.Index, FirstSeen: now}
-			s.devices[k] = d
-			s.dirty = true
+			d = &deviceState{Device: v.Name, Index: v.Index}
+			if !s.readOnly {
+				d.FirstSeen = now
+				s.devices[k] = d
+				s.dirty = true
+			}
 		}
-		v.LastOwner = d.LastOwner
+		v.LastOwner = nil
+		if d.LastOwner != nil && (v.PeerNetns == nil || d.LastOwnerNetns == 0 || d.LastOwnerNetns == v.PeerNetns.Inode) {
+			v.LastOwner = d.LastOwner
+			v.LastOwnerSeen = d.LastOwnerSeen
+		}
 		judge(v)
+		v.FirstSeen = d.FirstSeen
+		v.OrphanedSince = d.OrphanedSince
+		if s.readOnly {
+			continue
+		}
 
 		switch {
 		case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
@@ -147,18 +187,25 @@ func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
 			s.dirty = true
 		}
 		if o := v.Owner; o != nil && o.Kind != OwnerProcess {
-			if d.LastOwner == nil || *d.LastOwner != *o {
+			var netns uint64
+			if v.PeerNetns != nil {
+				netns = v.PeerNetns.Inode
+			}
+			if d.LastOwner == nil || *d.LastOwner != *o || d.LastOwnerNetns != netns {
 				owner := *o
 				d.LastOwner = &owner
+				d.LastOwnerNetns = netns
 				s.dirty = true
 			}
 			d.LastOwnerSeen = now
 			lastSeenMoved = true
+			v.LastOwner = d.LastOwner
+			v.LastOwnerSeen = d.LastOwnerSeen
 		}
-		v.LastOwner = d.LastOwner
-		v.FirstSeen = d.FirstSeen
 		v.OrphanedSince = d.OrphanedSince
-		v.LastOwnerSeen = d.LastOwnerSeen
+	}
+	if s.readOnly {
+		return nil
 	}
 	for k := range s.devices {
 		if !seen[k] {
@@ -166,7 +213,7 @@ func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
 			s.dirty = true
 		}
 	}
-	if s.readOnly || s.path == "" {
+	if s.path == "" {
 		return nil
 	}
 	if !s.dirty && !(lastSeenMoved && now.Sub(s.lastWrite) >= lastSeenWriteInterval) {
@@ -177,7 +224,7 @@ func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
 
 // persist writes the history; the caller holds s.mu.
 func (s *State) persist(now time.Time) error {
-	f := stateFile{Version: stateVersion, Devices: make([]*deviceState, 0, len(s.devices))}
+	f := stateFile{Version: stateVersion, BootID: s.bootID, Devices: make([]*deviceState, 0, len(s.devices))}
 	for _, d := range s.devices {
 		f.Devices = append(f.Devices, d)
 	}

@@ -99,7 +99,7 @@ func find(t *testing.T, veths []Veth, name string) *Veth {
 // fails the test when it does not parse.
 func readState(t *testing.T, path string) map[stateKey]*deviceState {
 	t.Helper()
-	devices, err := readStateFile(path)
+	devices, _, err := readStateFile(path)
 	if err != nil {
 		t.Fatalf("readStateFile(%s): %v", path, err)
 	}
@@ -397,8 +397,10 @@ func TestStateReadOnly(t *testing.T) {
 			t.Fatalf("observe: %v", err)
 		}
 		checkTime(t, "veth1 FirstSeen", veths[0].FirstSeen, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
-		checkTime(t, "veth1 OrphanedSince", veths[0].OrphanedSince, t0)
-		checkTime(t, "veth2 FirstSeen", veths[1].FirstSeen, t0)
+		// A read-only state lends the history it has and makes up none:
+		// the file never saw veth1 orphaned, nor veth2 at all.
+		checkTime(t, "veth1 OrphanedSince", veths[0].OrphanedSince, time.Time{})
+		checkTime(t, "veth2 FirstSeen", veths[1].FirstSeen, time.Time{})
 
 		after, err := os.Stat(path)
 		if err != nil {
@@ -523,7 +525,7 @@ func checkFileAlwaysParses(t *testing.T, path string, stop <-chan struct{}) <-ch
 	go func() {
 		defer close(done)
 		for {
-			_, err := readStateFile(path)
+			_, _, err := readStateFile(path)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("readStateFile(%s) during concurrent writes: %v", path, err)
 				return
@@ -908,5 +910,84 @@ func TestStateWriteFileAtomic(t *testing.T) {
 				t.Errorf("%s mode = %v, want %v", path, mode, fs.FileMode(0o644))
 			}
 		})
+	}
+}
+
+// setBootID makes the state read id as the kernel's boot_id.
+func setBootID(t *testing.T, id string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "boot_id")
+	writeFile(t, path, id+"\n")
+	old := bootIDPath
+	bootIDPath = path
+	t.Cleanup(func() { bootIDPath = old })
+}
+
+// TestStateEarlierBoot: interfaces do not survive a reboot, so a history
+// written during another boot is dropped, not applied to new interfaces
+// that happen to get the same names and indexes.
+func TestStateEarlierBoot(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	judge := judgeBy(map[string]Verdict{"veth1": Owned})
+
+	setBootID(t, "boot-a")
+	s := OpenState(path, false, nil)
+	if err := s.observe(t0, []Veth{veth("veth1", 7, ownerDocker)}, judge); err != nil {
+		t.Fatal(err)
+	}
+
+	setBootID(t, "boot-a")
+	veths := []Veth{veth("veth1", 7, nil)}
+	if err := OpenState(path, false, nil).observe(t0.Add(time.Hour), veths, judge); err != nil {
+		t.Fatal(err)
+	}
+	checkTime(t, "same boot: FirstSeen", veths[0].FirstSeen, t0)
+	if !sameOwner(veths[0].LastOwner, ownerDocker) {
+		t.Errorf("same boot: LastOwner = %v, want %s", veths[0].LastOwner, ownerString(ownerDocker))
+	}
+
+	setBootID(t, "boot-b")
+	logger, logs := testLogger()
+	veths = []Veth{veth("veth1", 7, nil)}
+	if err := OpenState(path, false, logger).observe(t0.Add(2*time.Hour), veths, judge); err != nil {
+		t.Fatal(err)
+	}
+	checkTime(t, "after a reboot: FirstSeen", veths[0].FirstSeen, t0.Add(2*time.Hour))
+	if veths[0].LastOwner != nil {
+		t.Errorf("after a reboot: LastOwner = %v, want none", veths[0].LastOwner)
+	}
+	if !strings.Contains(logs.String(), "earlier boot") {
+		t.Errorf("log = %q, want a line about the earlier boot", logs.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(b), `"boot_id": "boot-b"`) {
+		t.Errorf("state file = %s (%v), want it rewritten for boot-b", b, err)
+	}
+}
+
+// TestStateLastOwnerOfAnotherNamespace: an owner is evidence about the
+// namespace it owned; a veth whose peer is now in another namespace does
+// not inherit it (and so cannot become owner_exited through it).
+func TestStateLastOwnerOfAnotherNamespace(t *testing.T) {
+	s := OpenState("", false, nil)
+	var judged *Owner
+	judge := func(v *Veth) { judged = v.LastOwner; v.Verdict, v.Reason = Unknown, ReasonNoKnownOwner }
+
+	v := veth("veth1", 7, ownerDocker)
+	v.PeerNetns = &Namespace{Inode: 100}
+	s.observe(t0, []Veth{v}, judge)
+
+	same := veth("veth1", 7, nil)
+	same.PeerNetns = &Namespace{Inode: 100}
+	s.observe(t0.Add(time.Minute), []Veth{same}, judge)
+	if !sameOwner(judged, ownerDocker) {
+		t.Errorf("same namespace: judge saw LastOwner %v, want %s", judged, ownerString(ownerDocker))
+	}
+
+	other := veth("veth1", 7, nil)
+	other.PeerNetns = &Namespace{Inode: 200}
+	s.observe(t0.Add(2*time.Minute), []Veth{other}, judge)
+	if judged != nil || other.LastOwner != nil {
+		t.Errorf("other namespace: judge saw LastOwner %v, veth has %v, want none", judged, other.LastOwner)
 	}
 }

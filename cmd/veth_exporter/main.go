@@ -23,6 +23,7 @@ const name = "veth_exporter"
 // inventoryFlags are the flags every command that takes an inventory shares.
 type inventoryFlags struct {
 	paths          inventory.Paths
+	trustPIDNS     bool
 	statePath      string
 	infrastructure []string
 }
@@ -34,6 +35,10 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		Default("/sys").StringVar(&f.paths.Sysfs)
 	app.Flag("path.rootfs", "rootfs mountpoint; nsfs mount paths are shown relative to it.").
 		Default("/").StringVar(&f.paths.Rootfs)
+	app.Flag("inventory.trust-pid-namespace", "Trust that --path.procfs lists every process that can hold a network namespace "+
+		"although it is not the host's PID namespace (a node that is itself a container, such as a kind node). "+
+		"Without it such a view is partial and no veth is called orphaned.").
+		BoolVar(&f.trustPIDNS)
 	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
 		Default("/var/lib/veth_exporter/state.json").StringVar(&f.statePath)
 	app.Flag("inventory.infrastructure-device",
@@ -50,10 +55,11 @@ func (f *inventoryFlags) open(readOnlyState bool, logger *slog.Logger) (*invento
 		return nil, err
 	}
 	return inventory.New(inventory.Config{
-		Paths:          f.paths,
-		Infrastructure: infra,
-		State:          inventory.OpenState(f.statePath, readOnlyState, logger),
-		Logger:         logger,
+		Paths:             f.paths,
+		TrustPIDNamespace: f.trustPIDNS,
+		Infrastructure:    infra,
+		State:             inventory.OpenState(f.statePath, readOnlyState, logger),
+		Logger:            logger,
 	}), nil
 }
 

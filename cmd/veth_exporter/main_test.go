@@ -103,7 +103,8 @@ func startExporter(t *testing.T, args ...string) *exporter {
 	addr := l.Addr().String()
 	l.Close()
 	log := &syncBuffer{}
-	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr}, args...)...)
+	// The fixture's processes all live in the test's PID namespace.
+	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -361,7 +362,7 @@ func TestInspect(t *testing.T) {
 	goldenFixture(t)
 	state := filepath.Join(t.TempDir(), "state.json")
 
-	out, err := exec.Command(exporterBinary(t), "inspect", "--state.path="+state).CombinedOutput()
+	out, err := exec.Command(exporterBinary(t), "inspect", "--inventory.trust-pid-namespace", "--state.path="+state).CombinedOutput()
 	if err != nil {
 		t.Fatalf("inspect: %v\n%s", err, out)
 	}
@@ -395,7 +396,7 @@ func TestInspect(t *testing.T) {
 		t.Error("inspect wrote the state file; it must only read it")
 	}
 
-	out, err = exec.Command(exporterBinary(t), "inspect", "--output=json", "--state.path="+state).Output()
+	out, err = exec.Command(exporterBinary(t), "inspect", "--inventory.trust-pid-namespace", "--output=json", "--state.path="+state).Output()
 	if err != nil {
 		t.Fatalf("inspect --output=json: %v", err)
 	}
@@ -455,7 +456,7 @@ func TestInspectWithoutRoot(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "inspect", "--output=json", "--state.path=/nonexistent/state.json")
+	cmd := exec.Command(bin, "inspect", "--inventory.trust-pid-namespace", "--output=json", "--state.path=/nonexistent/state.json")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
