@@ -42,8 +42,6 @@ type Config struct {
 	// device name; nil matches everything and nothing respectively.
 	DeviceInclude *regexp.Regexp
 	DeviceExclude *regexp.Regexp
-	// Timeout bounds one snapshot.
-	Timeout time.Duration
 }
 
 // Help texts of the families; the names and labels are a contract with
@@ -73,9 +71,6 @@ type Collector struct {
 
 // New returns a Collector that takes one snapshot from src per Gather.
 func New(src Snapshotter, cfg Config, logger *slog.Logger) *Collector {
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 30 * time.Second
-	}
 	return &Collector{src: src, cfg: cfg, logger: logger}
 }
 
@@ -83,9 +78,7 @@ func New(src Snapshotter, cfg Config, logger *slog.Logger) *Collector {
 // sorted by name and their series by device. It never returns an error: a
 // failed stage is reported by veth_scrape_collector_success.
 func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
-	defer cancel()
-	snap, err := c.src.Snapshot(ctx)
+	snap, err := c.src.Snapshot(context.Background())
 	if err != nil {
 		c.logger.Error("inventory failed", "err", err)
 	}

@@ -79,6 +79,9 @@ func main() {
 	app.Version(version.Print(name))
 	app.HelpFlag.Short('h')
 	app.UsageWriter(os.Stdout)
+	// Show every command's flags in --help: most runs use the default
+	// command, whose flags would otherwise hide behind `serve --help`.
+	app.UsageTemplate(kingpin.LongHelpTemplate)
 
 	var inv inventoryFlags
 	inv.register(app)

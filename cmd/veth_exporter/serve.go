@@ -30,28 +30,22 @@ type serveCommand struct {
 	perDevice     bool
 	include       string
 	exclude       string
-	timeout       time.Duration
 }
 
 func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveCommand {
 	c := &serveCommand{inv: inv}
-	c.cmd = app.Command("serve", "Serve metrics for Prometheus (the default command).").Default()
-	// The web and collector flags are the application's, as in
-	// node_exporter, so `veth_exporter --web.listen-address=…` works
-	// without naming the default command.
-	c.web = kingpinflag.AddFlags(app, ":9750")
-	app.Flag("web.telemetry-path", "Path under which to expose metrics.").
+	c.cmd = app.Command("serve", "Serve metrics for Prometheus (the default command: its flags work without naming it).").Default()
+	c.web = kingpinflag.AddFlags(c.cmd, ":9750")
+	c.cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").
 		Default("/metrics").StringVar(&c.telemetryPath)
-	app.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").
+	c.cmd.Flag("web.max-requests", "Maximum number of parallel scrape requests; 0 disables the limit.").
 		Default("10").IntVar(&c.maxRequests)
-	app.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
+	c.cmd.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
 		Default("true").BoolVar(&c.perDevice)
-	app.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
+	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
 		StringVar(&c.include)
-	app.Flag("collector.veth.device-exclude", "Regexp (whole name) of devices whose per-veth series are not exposed.").
+	c.cmd.Flag("collector.veth.device-exclude", "Regexp (whole name) of devices whose per-veth series are not exposed.").
 		StringVar(&c.exclude)
-	app.Flag("collector.veth.timeout", "Deadline of one inventory snapshot.").
-		Default("30s").DurationVar(&c.timeout)
 	return c
 }
 
@@ -98,7 +92,6 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		PerDevice:     c.perDevice,
 		DeviceInclude: include,
 		DeviceExclude: exclude,
-		Timeout:       c.timeout,
 	}, logger)
 	handler, err := web.NewRouter(web.Config{
 		TelemetryPath: c.telemetryPath,
