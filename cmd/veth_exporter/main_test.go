@@ -180,6 +180,12 @@ func goldenFixture(t *testing.T) {
 	netnstest.Bridge(t, "cni0")
 	owned := netnstest.Holder(t, "/system.slice/docker-"+goldenContainer+".scope")
 	netnstest.Veth(t, "vethowned", strconv.Itoa(owned), "docker0")
+	// A veth is up once its peer is: bring one up, and wait for the
+	// kernel's link watch to say so, so veth_up is 1 for it.
+	if out, err := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(owned)+"/ns/net", "ip", "link", "set", "eth0", "up").CombinedOutput(); err != nil {
+		t.Fatalf("set the peer of vethowned up: %v %s", err, out)
+	}
+	waitOperstate(t, "vethowned", "up")
 	pod := netnstest.Holder(t, "/kubepods/besteffort/pod"+goldenPodUID+"/"+goldenSandbox)
 	netnstest.Veth(t, "vethpod", strconv.Itoa(pod), "cni0")
 	netnstest.NamedNetns(t, "cni-leak")
@@ -188,6 +194,22 @@ func goldenFixture(t *testing.T) {
 	netnstest.Veth(t, "vethstray", strconv.Itoa(stray), "docker0")
 	netnstest.HostPair(t, "hostA", "hostB")
 	netnstest.HostPair(t, "cilium_host", "cilium_net")
+}
+
+// waitOperstate waits until /sys/class/net/device/operstate is state.
+func waitOperstate(t *testing.T, device, state string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile("/sys/class/net/" + device + "/operstate")
+		if strings.TrimSpace(string(b)) == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s operstate %q after 5s, want %q", device, b, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // normalize keeps the veth_ series that do not depend on the moment or on
@@ -302,41 +324,68 @@ func TestRestartKeepsHistory(t *testing.T) {
 	}
 }
 
-// TestChurn scrapes while veths come and go, as on a node starting and
-// stopping pods: no scrape may fail, no stage may report an error.
+// TestChurn scrapes while veths and namespaces come and go, as on a node
+// starting and stopping pods: no scrape may fail, no stage may report an
+// error, and no veth whose namespace holds a process may ever be called
+// orphaned, even while leaked namespaces are deleted and their nsids
+// handed to new namespaces.
 func TestChurn(t *testing.T) {
 	netnstest.Require(t)
-	holder := netnstest.Holder(t, "")
 	e := startExporter(t, "--state.path="+filepath.Join(t.TempDir(), "state.json"))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	var churned atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 2 {
-		wg.Go(func() {
-			for i := 0; ctx.Err() == nil; i++ {
-				name := fmt.Sprintf("vc%dx%d", w, i%8)
-				// Into a process's namespace and back out, or a host pair:
-				// both kinds of link the dump has to survive.
-				var add []string
-				if i%2 == 0 {
-					add = []string{"link", "add", name, "type", "veth", "peer", "name", "p" + name, "netns", strconv.Itoa(holder)}
-				} else {
-					add = []string{"link", "add", name, "type", "veth", "peer", "name", "p" + name}
-				}
-				if out, err := exec.Command("ip", add...).CombinedOutput(); err != nil {
-					t.Errorf("ip %s: %v %s", strings.Join(add, " "), err, out)
-					return
-				}
-				if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil {
-					t.Errorf("ip link del %s: %v %s", name, err, out)
-					return
-				}
-				churned.Add(1)
-			}
-		})
+	run := func(args ...string) bool {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil && ctx.Err() == nil {
+			t.Errorf("ip %s: %v %s", strings.Join(args, " "), err, out)
+			return false
+		}
+		return true
 	}
+	var wg sync.WaitGroup
+	// Live namespaces: a process holds each; their veths are vlive*.
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			holder := exec.Command("sleep", "30")
+			holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+			if err := holder.Start(); err != nil {
+				t.Error(err)
+				return
+			}
+			// Namespaces die asynchronously, and their veths with them:
+			// a name is not free again at once.
+			name := fmt.Sprintf("vlive%d", i)
+			ok := run("link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", strconv.Itoa(holder.Process.Pid))
+			time.Sleep(10 * time.Millisecond)
+			holder.Process.Kill()
+			holder.Wait()
+			if !ok {
+				return
+			}
+			churned.Add(1)
+		}
+	})
+	// Leaked namespaces, deleted again: their nsids are freed and reused.
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			name := fmt.Sprintf("leak%d", i)
+			if !run("netns", "add", name) || !run("link", "add", "v"+name, "type", "veth", "peer", "name", "eth0", "netns", name) || !run("netns", "del", name) {
+				return
+			}
+			churned.Add(1)
+		}
+	})
+	// Pairs on the host, created and deleted.
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			name := fmt.Sprintf("vhost%d", i%4)
+			if !run("link", "add", name, "type", "veth", "peer", "name", "p"+name) || !run("link", "del", name) {
+				return
+			}
+			churned.Add(1)
+		}
+	})
 	scrapes := 0
 	for ctx.Err() == nil {
 		m := e.scrape(t)
@@ -345,13 +394,18 @@ func TestChurn(t *testing.T) {
 				t.Errorf("scrape %d: stage %s success = %v (present %v), want 1", scrapes, stage, v, ok)
 			}
 		}
+		for line := range strings.Lines(m) {
+			if strings.HasPrefix(line, `veth_verdict_info{device="vlive`) && strings.Contains(line, `verdict="orphaned"`) {
+				t.Errorf("scrape %d: a veth whose namespace holds a process was called orphaned: %s", scrapes, line)
+			}
+		}
 		scrapes++
 	}
 	wg.Wait()
-	if scrapes < 10 || churned.Load() < 10 {
-		t.Errorf("only %d scrapes and %d veths churned: the test proved little", scrapes, churned.Load())
+	if scrapes < 10 || churned.Load() < 30 {
+		t.Errorf("only %d scrapes and %d create/delete cycles: the test proved little", scrapes, churned.Load())
 	}
-	t.Logf("%d scrapes during %d veth create/delete cycles", scrapes, churned.Load())
+	t.Logf("%d scrapes during %d create/delete cycles", scrapes, churned.Load())
 	if e.cmd.ProcessState != nil || strings.Contains(e.log.String(), "panic") {
 		t.Errorf("exporter died or panicked:\n%s", e.log)
 	}
@@ -497,5 +551,114 @@ func TestMissingProcfs(t *testing.T) {
 	}
 	if v, ok := sample(m, `veth_verdict_info{device="vnoproc",reason="netns_not_found",verdict="unknown"}`); !ok || v != 1 {
 		t.Errorf("vnoproc verdict not unknown/netns_not_found:\n%s", m)
+	}
+}
+
+// TestPartialViewOutsideHostPIDNamespace: without the host's PID namespace
+// the exporter cannot see every process, says so, and calls nothing
+// orphaned that a process it cannot see might hold.
+func TestPartialViewOutsideHostPIDNamespace(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	cmd := exec.Command(exporterBinary(t), "inspect", "--output=json", "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("inspect: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "is not the host's PID namespace") {
+		t.Errorf("stderr = %q, want a warning that this is not the host's PID namespace", stderr.String())
+	}
+	verdicts := inspectVerdicts(t, stdout.Bytes())
+	if got := verdicts["vethleak"]; got != "unknown/partial_view" {
+		t.Errorf("vethleak = %s, want unknown/partial_view", got)
+	}
+	if got := verdicts["vethowned"]; got != "owned/container" {
+		t.Errorf("vethowned = %s, want owned/container: a process seen is still proof", got)
+	}
+}
+
+// inspectVerdicts maps device to verdict/reason from inspect --output=json.
+func inspectVerdicts(t *testing.T, out []byte) map[string]string {
+	t.Helper()
+	var snap struct {
+		Veths []struct{ Device, Verdict, Reason string } `json:"veths"`
+	}
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatalf("inspect output is not JSON: %v\n%s", err, out)
+	}
+	m := map[string]string{}
+	for _, v := range snap.Veths {
+		m[v.Device] = v.Verdict + "/" + v.Reason
+	}
+	return m
+}
+
+// TestRelocatedProcfs runs the exporter as in a container that mounts the
+// host's /proc elsewhere: the verdicts are the same.
+func TestRelocatedProcfs(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	hostProc := filepath.Join(t.TempDir(), "host", "proc")
+	if err := os.MkdirAll(hostProc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("/proc", hostProc, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(hostProc, syscall.MNT_DETACH) })
+
+	out, err := exec.Command(exporterBinary(t), "inspect", "--output=json", "--inventory.trust-pid-namespace",
+		"--path.procfs="+hostProc, "--state.path="+filepath.Join(t.TempDir(), "state.json")).Output()
+	if err != nil {
+		t.Fatalf("inspect --path.procfs=%s: %v", hostProc, err)
+	}
+	verdicts := inspectVerdicts(t, out)
+	for device, want := range map[string]string{
+		"vethowned": "owned/container",
+		"vethpod":   "owned/pod",
+		"vethleak":  "orphaned/netns_empty",
+		"vethstray": "unknown/no_known_owner",
+	} {
+		if got := verdicts[device]; got != want {
+			t.Errorf("%s = %s with --path.procfs=%s, want %s", device, got, hostProc, want)
+		}
+	}
+}
+
+// TestReadOnlyStateFilesystem points the state file at a read-only mount:
+// the exporter keeps serving with its history in memory, says so once in
+// its log and in veth_scrape_collector_success{collector="state"}.
+func TestReadOnlyStateFilesystem(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "rostate")
+	netnstest.Veth(t, "vrostate", "rostate", "")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+
+	e := startExporter(t, "--state.path="+filepath.Join(dir, "state.json"))
+	var first float64
+	for i := range 3 {
+		m := e.scrape(t)
+		if v, ok := sample(m, `veth_scrape_collector_success{collector="state"}`); !ok || v != 0 {
+			t.Errorf("scrape %d: state success = %v (present %v), want 0", i, v, ok)
+		}
+		if v, ok := sample(m, `veth_verdict_info{device="vrostate",reason="netns_empty",verdict="orphaned"}`); !ok || v != 1 {
+			t.Errorf("scrape %d: vrostate not orphaned/netns_empty", i)
+		}
+		// The history lives on in memory.
+		since, ok := sample(m, `veth_orphaned_since_timestamp_seconds{device="vrostate"}`)
+		if i == 0 {
+			first = since
+		} else if !ok || since != first {
+			t.Errorf("scrape %d: orphaned since %v, want %v as in the first scrape", i, since, first)
+		}
+	}
+	e.stop(t)
+	if n := strings.Count(e.log.String(), "cannot write state file"); n != 1 {
+		t.Errorf("log says %d times that the state file cannot be written, want once:\n%s", n, e.log)
 	}
 }
