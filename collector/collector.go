@@ -121,17 +121,33 @@ func (c *Collector) wanted(device string) bool {
 // one pair (device="veth1", verdict="orphaned", …) serves every series
 // that carries it.
 type builder struct {
-	families []*dto.MetricFamily
+	families []*family
 	labels   map[[2]string]*dto.LabelPair
 	gauge0   dto.MetricType
+}
+
+// family is a metric family whose series are carved from slabs allocated
+// once, sized for its capacity: on a node with ten thousand veths that is
+// a few allocations per family instead of three per series, and a lighter
+// load on the garbage collector during every scrape.
+type family struct {
+	dto     *dto.MetricFamily
+	metrics []dto.Metric
+	gauges  []dto.Gauge
+	values  []float64
 }
 
 func newBuilder() *builder {
 	return &builder{labels: map[[2]string]*dto.LabelPair{}, gauge0: dto.MetricType_GAUGE}
 }
 
-func (b *builder) family(name, help string, capacity int) *dto.MetricFamily {
-	f := &dto.MetricFamily{Name: &name, Help: &help, Type: &b.gauge0, Metric: make([]*dto.Metric, 0, capacity)}
+func (b *builder) family(name, help string, capacity int) *family {
+	f := &family{
+		dto:     &dto.MetricFamily{Name: &name, Help: &help, Type: &b.gauge0, Metric: make([]*dto.Metric, 0, capacity)},
+		metrics: make([]dto.Metric, capacity),
+		gauges:  make([]dto.Gauge, capacity),
+		values:  make([]float64, capacity),
+	}
 	b.families = append(b.families, f)
 	return f
 }
@@ -166,17 +182,26 @@ func validUTF8(s string) string {
 }
 
 // gauge adds a series; labels must be sorted by name, as client_golang
-// sorts them.
-func (b *builder) gauge(f *dto.MetricFamily, value float64, labels ...*dto.LabelPair) {
-	f.Metric = append(f.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: &value}})
+// sorts them. Past its capacity a family allocates series one by one.
+func (b *builder) gauge(f *family, value float64, labels ...*dto.LabelPair) {
+	i := len(f.dto.Metric)
+	if i >= len(f.metrics) {
+		f.dto.Metric = append(f.dto.Metric, &dto.Metric{Label: labels, Gauge: &dto.Gauge{Value: &value}})
+		return
+	}
+	f.values[i] = value
+	f.gauges[i].Value = &f.values[i]
+	m := &f.metrics[i]
+	m.Label, m.Gauge = labels, &f.gauges[i]
+	f.dto.Metric = append(f.dto.Metric, m)
 }
 
 // result drops empty families, as the registry does, and sorts by name.
 func (b *builder) result() []*dto.MetricFamily {
-	out := b.families[:0]
+	var out []*dto.MetricFamily
 	for _, f := range b.families {
-		if len(f.Metric) > 0 {
-			out = append(out, f)
+		if len(f.dto.Metric) > 0 {
+			out = append(out, f.dto)
 		}
 	}
 	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
@@ -224,11 +249,11 @@ func (b *builder) veths(veths []*inventory.Veth) {
 		peerAlive     = b.family("veth_peer_netns_alive", helpPeerAlive, n)
 		peerProcesses = b.family("veth_peer_netns_processes", helpPeerProcesses, n)
 		owner         = b.family("veth_owner_info", helpOwner, n)
-		lastOwner     = b.family("veth_last_owner_info", helpLastOwner, 0)
+		lastOwner     = b.family("veth_last_owner_info", helpLastOwner, n)
 		orphaned      = b.family("veth_orphaned", helpOrphaned, n)
 		verdict       = b.family("veth_verdict_info", helpVerdict, n)
 		firstSeen     = b.family("veth_first_seen_timestamp_seconds", helpFirstSeen, n)
-		orphanedSince = b.family("veth_orphaned_since_timestamp_seconds", helpOrphanedSince, 0)
+		orphanedSince = b.family("veth_orphaned_since_timestamp_seconds", helpOrphanedSince, n)
 	)
 	for _, v := range veths {
 		device := []*dto.LabelPair{pair(&lDevice, v.Name)}
