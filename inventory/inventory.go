@@ -63,9 +63,6 @@ const (
 	// namespace (it is not root), so a namespace that looks empty or
 	// ownerless may not be.
 	ReasonPartialView Reason = "partial_view"
-	// ReasonResolverDown: an owner resolver that should answer for this veth
-	// is unavailable.
-	ReasonResolverDown Reason = "resolver_down"
 )
 
 // OwnerKind says what kind of thing owns a veth's peer namespace.
