@@ -67,39 +67,39 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 	s := &Snapshot{Taken: inv.cfg.Now()}
 
-	// The link dump is mostly kernel time, the namespace scan and the
-	// owners' cgroups are mostly /proc reads: side by side they take the
-	// longer of the two rather than their sum, which on a node with
-	// thousands of veths is most of a scrape.
+	// Namespaces first: the scan holds every namespace it finds open, so
+	// none of them can die and hand its nsid to a new namespace before the
+	// dump has reported the peers' nsids. A dump taken before the scan
+	// could show a dying namespace's nsid that the scan then finds on a
+	// newcomer. The owners' cgroups, mostly /proc reads, are then resolved
+	// beside the dump, which is mostly kernel time.
+	start := time.Now()
+	ns, nsErr := scanNamespaces(inv.cfg.Paths, inv.cfg.TrustPIDNamespace)
+	s.step(StepNetns, time.Since(start), nsErr)
+	if ns != nil {
+		defer ns.close()
+	}
 	var (
-		ns                  *namespaces
-		nsErr               error
-		nsTook, cgroupsTook time.Duration
-		scanned             = make(chan struct{})
+		cgroupsTook time.Duration
+		resolved    = make(chan struct{})
 	)
 	go func() {
-		defer close(scanned)
-		start := time.Now()
-		ns, nsErr = scanNamespaces(inv.cfg.Paths, inv.cfg.TrustPIDNamespace)
-		nsTook = time.Since(start)
+		defer close(resolved)
 		if nsErr == nil {
-			start = time.Now()
+			start := time.Now()
 			ns.resolveOwners(inv.cfg.Paths.Procfs)
 			cgroupsTook = time.Since(start)
 		}
 	}()
-	start := time.Now()
+	start = time.Now()
 	links, err := dumpLinks()
-	s.step(StepLinks, time.Since(start), err)
-	<-scanned
-	if ns != nil {
-		defer ns.close()
-	}
-	s.step(StepNetns, nsTook, nsErr)
+	linksTook := time.Since(start)
+	<-resolved
 	var cgroupErr error
 	if nsErr != nil {
 		cgroupErr = errors.New("not run: no namespaces to find owners in")
 	}
+	s.step(StepLinks, linksTook, err)
 	s.step(StepCgroup, cgroupsTook, cgroupErr)
 	if err != nil {
 		return s, err
