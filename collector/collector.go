@@ -89,7 +89,10 @@ func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
 	b := newBuilder()
 	duration := b.family("veth_scrape_collector_duration_seconds", helpStageDuration, len(snap.Steps))
 	success := b.family("veth_scrape_collector_success", helpStageSuccess, len(snap.Steps))
-	for _, st := range snap.Steps {
+	// By name, as client_golang would sort them, not in the order the
+	// inventory happens to run its stages.
+	steps := slices.SortedFunc(slices.Values(snap.Steps), func(a, b inventory.Step) int { return strings.Compare(a.Name, b.Name) })
+	for _, st := range steps {
 		stage := b.label("collector", st.Name)
 		b.gauge(duration, st.Duration.Seconds(), stage)
 		b.gauge(success, boolValue(st.Err == nil), stage)
