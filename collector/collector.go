@@ -15,6 +15,7 @@ package collector
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
@@ -60,6 +62,10 @@ const (
 	helpInterfaces    = "Number of host-side veths by master bridge and verdict."
 	helpStageDuration = "Duration of each stage of the inventory in this scrape."
 	helpStageSuccess  = "Whether each stage of the inventory succeeded in this scrape."
+	helpLeakedNetns   = "Network namespaces held only by a mount: no process in them and no host veth leading into them."
+	helpBridge        = "Docker network of a bridge that is a veth master (docker0, br-<id>)."
+	helpDockerInfo    = "Docker container that owns or last owned a veth, for joins on id."
+	helpDockerAPI     = "Docker Engine API requests made by the exporter."
 )
 
 // Collector is a prometheus.Gatherer over inventory snapshots.
@@ -97,8 +103,17 @@ func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
 		b.gauge(duration, st.Duration.Seconds(), stage)
 		b.gauge(success, boolValue(st.Err == nil), stage)
 	}
+	if snap.DockerRequests > 0 || snap.Docker != nil {
+		api := b.family("veth_docker_api_requests_total", helpDockerAPI, 1)
+		api.dto.Type = dto.MetricType_COUNTER.Enum()
+		api.dto.Metric = append(api.dto.Metric, &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(float64(snap.DockerRequests))}})
+	}
 	if err == nil {
 		b.counts(snap.Veths)
+		if snap.LeakedNetns != nil {
+			b.gauge(b.family("veth_leaked_netns", helpLeakedNetns, 1), float64(len(snap.LeakedNetns)))
+		}
+		b.docker(snap)
 		if c.cfg.PerDevice {
 			veths := make([]*inventory.Veth, 0, len(snap.Veths))
 			for i := range snap.Veths {
@@ -235,6 +250,42 @@ func (b *builder) counts(veths []inventory.Veth) {
 		for _, v := range verdicts {
 			b.gauge(f, float64(counts[key{m, v}]), b.label("master", m), b.label("verdict", string(v)))
 		}
+	}
+}
+
+// docker exposes the Docker networks of the masters in use, and Docker's
+// record of every container that owns or last owned a veth.
+func (b *builder) docker(snap *inventory.Snapshot) {
+	if snap.Docker == nil || !snap.Docker.Up {
+		return
+	}
+	containers := make(map[string]*inventory.DockerContainer, len(snap.Docker.Containers))
+	for _, c := range snap.Docker.Containers {
+		containers[c.ID] = c
+	}
+	masters := map[string]bool{}
+	owners := map[string]*inventory.DockerContainer{}
+	for i := range snap.Veths {
+		v := &snap.Veths[i]
+		if v.Master != "" && snap.Docker.Bridges[v.Master] != "" {
+			masters[v.Master] = true
+		}
+		for _, o := range []*inventory.Owner{v.Owner, v.LastOwner} {
+			if o != nil && o.Kind != inventory.OwnerProcess && containers[o.ID] != nil {
+				owners[o.ID] = containers[o.ID]
+			}
+		}
+	}
+	bridges := b.family("veth_bridge_info", helpBridge, len(masters))
+	for _, m := range slices.Sorted(maps.Keys(masters)) {
+		b.gauge(bridges, 1, b.label("master", m), b.label("network", snap.Docker.Bridges[m]))
+	}
+	info := b.family("veth_docker_container_info", helpDockerInfo, len(owners))
+	for _, id := range slices.Sorted(maps.Keys(owners)) {
+		c := owners[id]
+		b.gauge(info, 1,
+			b.label("compose_project", c.ComposeProject), b.label("compose_service", c.ComposeService),
+			b.label(lID, c.ID), b.label("image", c.Image), b.label(lName, c.Name), b.label("state", c.State))
 	}
 }
 

@@ -63,6 +63,10 @@ const (
 	// namespace (it is not root), so a namespace that looks empty or
 	// ownerless may not be.
 	ReasonPartialView Reason = "partial_view"
+	// ReasonResolverDown: the namespace belongs to a runtime (Docker) that
+	// cannot be asked: a namespace a crashed daemon left looks empty until
+	// it restarts and cleans up.
+	ReasonResolverDown Reason = "resolver_down"
 )
 
 // OwnerKind says what kind of thing owns a veth's peer namespace.
@@ -152,6 +156,15 @@ type Snapshot struct {
 	// namespace is unreadable without root. A snapshot with warnings is
 	// still correct in what it says; veths it cannot decide are unknown.
 	Warnings []string `json:"warnings,omitempty"`
+	// LeakedNetns are namespaces held only by a mount: no process in
+	// them and no veth of the host leading into them. They are the same
+	// failure as an orphaned veth, one step earlier or later. Nil on a
+	// partial view, where "no process" is not proved.
+	LeakedNetns []*Namespace `json:"leaked_netns"`
+	// Docker is what the Docker resolver saw; nil when it is off.
+	Docker *DockerView `json:"docker,omitempty"`
+	// DockerRequests counts the Docker API requests made since start.
+	DockerRequests uint64 `json:"-"`
 }
 
 // Step is one stage of building a snapshot.

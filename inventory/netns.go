@@ -152,6 +152,25 @@ func (ns *namespaces) attach(veths []Veth, p Paths) {
 	}
 }
 
+// leaked returns the namespaces held only by mounts: no process in them
+// and no veth leading into them.
+func (ns *namespaces) leaked(veths []Veth) []*Namespace {
+	peers := map[*Namespace]bool{}
+	for i := range veths {
+		if veths[i].PeerNetns != nil {
+			peers[veths[i].PeerNetns] = true
+		}
+	}
+	leaked := []*Namespace{}
+	for _, n := range ns.byInode {
+		if len(n.PIDs) == 0 && len(n.Mounts) > 0 && !peers[n] {
+			leaked = append(leaked, n)
+		}
+	}
+	sort.Slice(leaked, func(i, j int) bool { return leaked[i].Mounts[0] < leaked[j].Mounts[0] })
+	return leaked
+}
+
 // hostNetnsInode returns the inode of the namespace the exporter's netlink
 // socket lives in: the namespace whose link dump is the inventory.
 func hostNetnsInode(p Paths) (uint64, error) {

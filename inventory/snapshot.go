@@ -18,6 +18,8 @@ type Config struct {
 	// node that is itself a container, a test). Without it such a view is
 	// partial, and nothing is orphaned on a partial view.
 	TrustPIDNamespace bool
+	// Docker resolves owners through the Docker Engine API; nil is off.
+	Docker *Docker
 	// State is the remembered history; nil keeps none.
 	State  *State
 	Logger *slog.Logger
@@ -56,6 +58,7 @@ const (
 	StepNetns  = "netns"
 	StepCgroup = "cgroup"
 	StepState  = "state"
+	StepDocker = "docker"
 )
 
 // Snapshot takes a fresh inventory. It returns an error only when the link
@@ -80,8 +83,9 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		defer ns.close()
 	}
 	var (
-		cgroupsTook time.Duration
-		resolved    = make(chan struct{})
+		cgroupsTook, dockerTook time.Duration
+		docker                  *DockerView
+		resolved                = make(chan struct{})
 	)
 	go func() {
 		defer close(resolved)
@@ -89,6 +93,11 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 			start := time.Now()
 			ns.resolveOwners(inv.cfg.Paths.Procfs)
 			cgroupsTook = time.Since(start)
+		}
+		if inv.cfg.Docker != nil {
+			start := time.Now()
+			docker = inv.cfg.Docker.View(ctx)
+			dockerTook = time.Since(start)
 		}
 	}()
 	start = time.Now()
@@ -101,6 +110,11 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	s.step(StepLinks, linksTook, err)
 	s.step(StepCgroup, cgroupsTook, cgroupErr)
+	if docker != nil {
+		s.step(StepDocker, dockerTook, docker.Err)
+		s.Docker = docker
+		s.DockerRequests = inv.cfg.Docker.Requests()
+	}
 	if err != nil {
 		return s, err
 	}
@@ -116,11 +130,24 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	s.Warnings = append(s.Warnings, ns.partial...)
 	ns.attach(s.Veths, inv.cfg.Paths)
+	if len(ns.partial) == 0 {
+		// On a partial view "no process" is not proved: no count at all
+		// rather than a wrong one.
+		s.LeakedNetns = ns.leaked(s.Veths)
+	}
 
+	var claims *dockerClaims
+	if docker != nil {
+		claims = newDockerClaims(docker, inv.cfg.Paths)
+	}
 	start = time.Now()
 	e := evidence{partialView: len(ns.partial) > 0}
 	err = inv.cfg.State.observe(s.Taken, s.Veths, func(v *Veth) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
+		e.runtime = RuntimeSilent
+		if claims != nil {
+			e.runtime = inv.dockerEvidence(ctx, claims, v)
+		}
 		v.Verdict, v.Reason = decide(v, e)
 	})
 	s.step(StepState, time.Since(start), err)
@@ -136,4 +163,32 @@ func (s *Snapshot) step(name string, took time.Duration, err error) {
 		st.Error = err.Error()
 	}
 	s.Steps = append(s.Steps, st)
+}
+
+// dockerEvidence asks Docker's view about v, names v's owner after the
+// container Docker runs in its namespace, and falls back on Docker's
+// record for the last owner of a leftover the exporter never saw running.
+func (inv *Inventory) dockerEvidence(ctx context.Context, claims *dockerClaims, v *Veth) RuntimeClaim {
+	claim, dc := claims.claim(v)
+	if claim == RuntimeSilent && claims.view.Up && v.PeerNetns != nil && len(v.PeerNetns.PIDs) == 0 {
+		for _, m := range v.PeerNetns.Mounts {
+			if claims.inDockerNetnsDir(m) {
+				if rec := inv.cfg.Docker.SandboxRecord(ctx, claims.view, m); rec != nil {
+					claim, dc = RuntimeExited, rec
+				}
+				break
+			}
+		}
+	}
+	switch {
+	case claim == RuntimeRunning && v.Owner != nil && v.Owner.Kind == OwnerPod:
+		named := *v.Owner
+		named.Name = dc.Name
+		v.Owner = &named
+	case claim == RuntimeRunning:
+		v.Owner = dockerOwner(dc)
+	case claim == RuntimeExited && v.LastOwner == nil:
+		v.LastOwner = dockerOwner(dc)
+	}
+	return claim
 }

@@ -34,6 +34,18 @@ func TestDecide(t *testing.T) {
 		{"stray process after the pod left", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process, LastOwner: pod}, evidence{}, Orphaned, ReasonOwnerExited},
 		{"stray process after the container left, partial view", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process, LastOwner: container}, evidence{partialView: true}, Unknown, ReasonPartialView},
 		{"process that was only ever a process", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process, LastOwner: process}, evidence{}, Unknown, ReasonNoKnownOwner},
+
+		// What a runtime resolver (Docker) says.
+		{"runtime: running, no process seen yet", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{runtime: RuntimeRunning}, Owned, ReasonContainer},
+		{"runtime: running pod", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: pod}, evidence{runtime: RuntimeRunning}, Owned, ReasonPod},
+		{"runtime: exited, namespace empty", Veth{PeerNetNSID: 0, PeerNetns: empty, LastOwner: container}, evidence{runtime: RuntimeExited}, Orphaned, ReasonNetnsEmpty},
+		{"runtime: exited, a stray process left", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process}, evidence{runtime: RuntimeExited}, Orphaned, ReasonOwnerExited},
+		{"runtime: exited, its own process lingers in the cgroup", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: container}, evidence{runtime: RuntimeExited}, Orphaned, ReasonOwnerExited},
+		{"runtime: exited, partial view", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process}, evidence{runtime: RuntimeExited, partialView: true}, Unknown, ReasonPartialView},
+		{"runtime down, namespace empty", Veth{PeerNetNSID: 0, PeerNetns: empty, LastOwner: container}, evidence{runtime: RuntimeDown}, Unknown, ReasonResolverDown},
+		{"runtime down, container still running", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: container}, evidence{runtime: RuntimeDown}, Owned, ReasonContainer},
+		{"runtime down, stray process after the container", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process, LastOwner: container}, evidence{runtime: RuntimeDown}, Unknown, ReasonResolverDown},
+		{"runtime down, pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true}, evidence{runtime: RuntimeDown}, Orphaned, ReasonPeerOnHost},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

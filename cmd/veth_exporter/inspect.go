@@ -34,7 +34,7 @@ func newInspectCommand(app *kingpin.Application, inv *inventoryFlags) *inspectCo
 }
 
 func (c *inspectCommand) run(logger *slog.Logger) int {
-	inv, err := c.inv.open(true, logger)
+	inv, _, err := c.inv.open(true, logger)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 2
@@ -72,6 +72,12 @@ func writeTable(w io.Writer, snap *inventory.Snapshot, sysfs string) {
 			v.Verdict, v.Reason, age(v, snap.Taken, sysfs))
 	}
 	tw.Flush()
+	if len(snap.LeakedNetns) > 0 {
+		fmt.Fprintf(w, "\nLEAKED NETNS (held only by a mount: no process, no veth)\n")
+		for _, n := range snap.LeakedNetns {
+			fmt.Fprintf(w, "net:[%d]  %s\n", n.Inode, strings.Join(n.Mounts, ","))
+		}
+	}
 }
 
 func dash(s string) string {
@@ -125,6 +131,9 @@ func owner(v *inventory.Veth) string {
 		return describeOwner(o)
 	}
 	if o := v.LastOwner; o != nil {
+		if !v.LastOwnerSeen.IsZero() {
+			return "was " + describeOwner(o) + ", seen " + v.LastOwnerSeen.UTC().Format(time.DateTime)
+		}
 		return "was " + describeOwner(o)
 	}
 	return "-"

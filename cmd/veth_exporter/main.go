@@ -26,6 +26,9 @@ type inventoryFlags struct {
 	trustPIDNS     bool
 	statePath      string
 	infrastructure []string
+	docker         bool
+	dockerSet      bool // --[no-]collector.docker was given
+	dockerHost     string
 }
 
 func (f *inventoryFlags) register(app *kingpin.Application) {
@@ -41,6 +44,15 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		BoolVar(&f.trustPIDNS)
 	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
 		Default("/var/lib/veth_exporter/state.json").StringVar(&f.statePath)
+	app.Flag("collector.docker", "Resolve owners through the Docker Engine API (container names, exited containers, Docker networks). "+
+		"On by default when Docker's socket exists at start-up; --no-collector.docker turns it off.").
+		IsSetByUser(&f.dockerSet).BoolVar(&f.docker)
+	dockerHost := os.Getenv("DOCKER_HOST")
+	if dockerHost == "" {
+		dockerHost = "unix:///var/run/docker.sock"
+	}
+	app.Flag("docker.host", "Docker Engine API address, unix:///path or tcp://host:port (default: $DOCKER_HOST, else Docker's socket).").
+		Default(dockerHost).StringVar(&f.dockerHost)
 	app.Flag("inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
@@ -48,19 +60,49 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 }
 
 // open builds the inventory these flags describe. A read-only state is
-// loaded but never written.
-func (f *inventoryFlags) open(readOnlyState bool, logger *slog.Logger) (*inventory.Inventory, error) {
+// loaded but never written. The Docker resolver it returns, if on, is the
+// caller's to Start and Close.
+func (f *inventoryFlags) open(readOnlyState bool, logger *slog.Logger) (*inventory.Inventory, *inventory.Docker, error) {
 	infra, err := inventory.NewInfrastructure(append(append([]string{}, inventory.DefaultInfrastructurePatterns...), f.infrastructure...))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	docker, err := f.openDocker(logger)
+	if err != nil {
+		return nil, nil, err
 	}
 	return inventory.New(inventory.Config{
 		Paths:             f.paths,
 		TrustPIDNamespace: f.trustPIDNS,
 		Infrastructure:    infra,
+		Docker:            docker,
 		State:             inventory.OpenState(f.statePath, readOnlyState, logger),
 		Logger:            logger,
-	}), nil
+	}), docker, nil
+}
+
+// openDocker returns the Docker resolver: on when forced, off when
+// refused, and otherwise on when Docker's socket exists now. A host
+// without Docker is not an error.
+func (f *inventoryFlags) openDocker(logger *slog.Logger) (*inventory.Docker, error) {
+	on := f.docker
+	if !f.dockerSet {
+		on = false
+		if socket, ok := strings.CutPrefix(f.dockerHost, "unix://"); ok {
+			_, err := os.Stat(socket)
+			on = err == nil
+		}
+	}
+	if !on {
+		logger.Debug("Docker resolver off", "host", f.dockerHost)
+		return nil, nil
+	}
+	logger.Info("Docker resolver on", "host", f.dockerHost)
+	d, err := inventory.NewDocker(f.dockerHost, logger)
+	if err != nil {
+		return nil, fmt.Errorf("--docker.host: %w", err)
+	}
+	return d, nil
 }
 
 func compileOptional(flag, expr string) (*regexp.Regexp, error) {

@@ -194,6 +194,8 @@ func goldenFixture(t *testing.T) {
 	netnstest.Veth(t, "vethstray", strconv.Itoa(stray), "docker0")
 	netnstest.HostPair(t, "hostA", "hostB")
 	netnstest.HostPair(t, "cilium_host", "cilium_net")
+	// A namespace left behind with no veth at all: a leaked namespace.
+	netnstest.NamedNetns(t, "cni-nothing-left")
 }
 
 // waitOperstate waits until /sys/class/net/device/operstate is state.
@@ -445,6 +447,10 @@ func TestInspect(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(rows["vethleak"], " "), "/run/netns/cni-leak") {
 		t.Errorf("inspect row for vethleak = %q, want it held by /run/netns/cni-leak", rows["vethleak"])
+	}
+	if !strings.Contains(string(out), "LEAKED NETNS") || !strings.Contains(string(out), "/run/netns/cni-nothing-left") ||
+		strings.Count(string(out), "/run/netns/cni-leak") != 1 {
+		t.Errorf("inspect output does not list /run/netns/cni-nothing-left (and only it) as a leaked namespace:\n%s", out)
 	}
 	if _, err := os.Stat(state); err == nil {
 		t.Error("inspect wrote the state file; it must only read it")

@@ -60,10 +60,14 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		logger.Error("invalid flag", "err", err)
 		return 2
 	}
-	inv, err := c.inv.open(false, logger)
+	inv, docker, err := c.inv.open(false, logger)
 	if err != nil {
 		logger.Error("invalid flag", "err", err)
 		return 2
+	}
+	if docker != nil {
+		docker.Start()
+		defer docker.Close()
 	}
 	logger.Info("Starting "+name, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
