@@ -250,3 +250,55 @@ func TestGatherersRejectsDuplicateFamilies(t *testing.T) {
 		}
 	}
 }
+
+func TestCollectDocker(t *testing.T) {
+	snap := testSnapshot()
+	snap.Veths[1].Owner = &inventory.Owner{Kind: inventory.OwnerContainer, ID: "abc", Name: "api", Runtime: "docker"}
+	snap.LeakedNetns = []*inventory.Namespace{{Inode: 99, Mounts: []string{"/run/docker/netns/0123456789ab"}}}
+	snap.Docker = &inventory.DockerView{
+		Up:      true,
+		Bridges: map[string]string{"docker0": "bridge", "br-0123456789ab": "appnet"},
+		Containers: []*inventory.DockerContainer{
+			{ID: "abc", Name: "api", Image: "bb:local", State: "running", ComposeProject: "shop", ComposeService: "api"},
+			{ID: "zzz", Name: "unrelated", Image: "bb:local", State: "exited"},
+		},
+	}
+	snap.DockerRequests = 42
+	snap.Steps = append(snap.Steps, inventory.Step{Name: "docker"})
+	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	want := `
+# HELP veth_bridge_info Docker network of a bridge that is a veth master (docker0, br-<id>).
+# TYPE veth_bridge_info gauge
+veth_bridge_info{master="docker0",network="bridge"} 1
+# HELP veth_docker_api_requests_total Docker Engine API requests made by the exporter.
+# TYPE veth_docker_api_requests_total counter
+veth_docker_api_requests_total 42
+# HELP veth_docker_container_info Docker container that owns or last owned a veth, for joins on id.
+# TYPE veth_docker_container_info gauge
+veth_docker_container_info{compose_project="shop",compose_service="api",id="abc",image="bb:local",name="api",state="running"} 1
+# HELP veth_leaked_netns Network namespaces held only by a mount: no process in them and no host veth leading into them.
+# TYPE veth_leaked_netns gauge
+veth_leaked_netns 1
+`
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want),
+		"veth_bridge_info", "veth_docker_api_requests_total", "veth_docker_container_info", "veth_leaked_netns"); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.GatherAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+
+	// Docker down: no Docker facts at all, rather than stale ones.
+	snap.Docker = &inventory.DockerView{Err: errors.New("connection refused")}
+	snap.Steps[len(snap.Steps)-1].Err = snap.Docker.Err
+	want = `
+# HELP veth_scrape_collector_success Whether each stage of the inventory succeeded in this scrape.
+# TYPE veth_scrape_collector_success gauge
+veth_scrape_collector_success{collector="docker"} 0
+veth_scrape_collector_success{collector="links"} 1
+veth_scrape_collector_success{collector="netns"} 1
+`
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_scrape_collector_success", "veth_bridge_info", "veth_docker_container_info"); err != nil {
+		t.Error(err)
+	}
+}

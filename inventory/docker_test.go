@@ -1,0 +1,314 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeEngine is a Docker Engine API on a unix socket, with the endpoints
+// the resolver uses. Unit tests of the resolver's protocol and caching run
+// against it; the real dockerd tests are in the cmd package.
+type fakeEngine struct {
+	t          *testing.T
+	apiVersion string
+	socket     string
+	srv        *http.Server
+
+	mu         sync.Mutex
+	containers []fakeContainer
+	networks   []map[string]any
+	paths      []string // every request path, in order
+	events     chan string
+}
+
+type fakeContainer struct {
+	ID, Name, State, NetworkMode, SandboxKey, SandboxID string
+	Pid                                                 int
+	Labels                                              map[string]string
+}
+
+func newFakeEngine(t *testing.T, apiVersion string) *fakeEngine {
+	f := &fakeEngine{t: t, apiVersion: apiVersion, events: make(chan string, 16)}
+	f.socket = filepath.Join(t.TempDir(), "docker.sock")
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *fakeEngine) start() {
+	l, err := net.Listen("unix", f.socket)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.srv = &http.Server{Handler: http.HandlerFunc(f.serve)}
+	go f.srv.Serve(l)
+}
+
+func (f *fakeEngine) stop() {
+	f.srv.Close()
+	os.Remove(f.socket)
+}
+
+func (f *fakeEngine) requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.paths...)
+}
+
+func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.paths = append(f.paths, r.URL.Path)
+	f.mu.Unlock()
+	if r.URL.Path == "/_ping" {
+		w.Header().Set("Api-Version", f.apiVersion)
+		w.Write([]byte("OK"))
+		return
+	}
+	prefix := "/v" + min(f.apiVersion, dockerMaxAPIVersion)
+	p, ok := strings.CutPrefix(r.URL.Path, prefix)
+	if !ok {
+		http.Error(w, `{"message":"unexpected version"}`, http.StatusBadRequest)
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case p == "/containers/json":
+		var list []map[string]any
+		for _, c := range f.containers {
+			if c.State != "running" && r.URL.Query().Get("all") != "1" {
+				continue
+			}
+			list = append(list, map[string]any{
+				"Id": c.ID, "Names": []string{"/" + c.Name}, "Image": "bb:local", "State": c.State,
+				"Labels": c.Labels, "HostConfig": map[string]string{"NetworkMode": c.NetworkMode},
+			})
+		}
+		json.NewEncoder(w).Encode(list)
+	case strings.HasPrefix(p, "/containers/") && strings.HasSuffix(p, "/json"):
+		id := strings.TrimSuffix(strings.TrimPrefix(p, "/containers/"), "/json")
+		for _, c := range f.containers {
+			if c.ID == id {
+				json.NewEncoder(w).Encode(map[string]any{
+					"State":           map[string]any{"Pid": c.Pid},
+					"NetworkSettings": map[string]any{"SandboxKey": c.SandboxKey, "SandboxID": c.SandboxID},
+				})
+				return
+			}
+		}
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"message":"No such container"}`))
+	case p == "/networks":
+		json.NewEncoder(w).Encode(f.networks)
+	case p == "/events":
+		f.mu.Unlock()
+		defer f.mu.Lock()
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case id := <-f.events:
+				fmt.Fprintf(w, `{"Type":"container","Action":"die","Actor":{"ID":%q}}`+"\n", id)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func newTestDocker(t *testing.T, f *fakeEngine) *Docker {
+	d, err := NewDocker("unix://"+f.socket, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func count(paths []string, suffix string) int {
+	n := 0
+	for _, p := range paths {
+		if strings.HasSuffix(p, suffix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestDockerNegotiatesVersion(t *testing.T) {
+	for _, tt := range []struct {
+		server, want string
+		up           bool
+	}{
+		{"1.41", "/v1.41/containers/json", true}, // Debian 12's docker.io 20.10
+		{"1.51", "/v" + dockerMaxAPIVersion + "/containers/json", true},
+		{"1.12", "", false},
+	} {
+		t.Run(tt.server, func(t *testing.T) {
+			f := newFakeEngine(t, tt.server)
+			v := newTestDocker(t, f).View(context.Background())
+			if v.Up != tt.up {
+				t.Fatalf("View().Up = %v (err %v), want %v", v.Up, v.Err, tt.up)
+			}
+			if tt.up && !slicesContains(f.requests(), tt.want) {
+				t.Errorf("requests %v, want one to %s", f.requests(), tt.want)
+			}
+		})
+	}
+}
+
+func slicesContains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDockerCostsNoCallsWhenQuiet: with the events stream connected and
+// no event, a snapshot reuses the last view: O(1), in fact zero, calls per
+// scrape, whatever the number of containers. An event makes the next view
+// fresh, and only the container it names is inspected again.
+func TestDockerCostsNoCallsWhenQuiet(t *testing.T) {
+	f := newFakeEngine(t, "1.41")
+	for i := range 50 {
+		f.containers = append(f.containers, fakeContainer{
+			ID: fmt.Sprintf("%064x", i+1), Name: fmt.Sprintf("c%d", i), State: "running", NetworkMode: "default", Pid: 1,
+		})
+	}
+	d := newTestDocker(t, f)
+	d.Start()
+	defer d.Close()
+	waitFor(t, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.eventsUp })
+
+	if v := d.View(context.Background()); !v.Up || len(v.Containers) != 50 {
+		t.Fatalf("first view: up %v, %d containers, err %v", v.Up, len(v.Containers), v.Err)
+	}
+	first := d.Requests()
+	for range 10 {
+		d.View(context.Background())
+	}
+	if got := d.Requests() - first; got != 0 {
+		t.Errorf("10 quiet snapshots made %d API requests, want 0", got)
+	}
+
+	before := f.requests()
+	f.events <- f.containers[7].ID
+	waitFor(t, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.viewGen != d.changedGen })
+	d.View(context.Background())
+	after := f.requests()[len(before):]
+	if len(after) != 3 || count(after, "/containers/json") != 1 || count(after, "/networks") != 1 {
+		t.Errorf("after one event: requests %v, want a list, one inspect and the networks", after)
+	}
+	if !slicesContains(after, "/v1.41/containers/"+f.containers[7].ID+"/json") {
+		t.Errorf("after an event about %s: requests %v, want it inspected again", f.containers[7].ID, after)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDockerDownAndBack: a daemon that goes away is a view that is down,
+// not an error of the scrape, and its return is noticed without restart.
+func TestDockerDownAndBack(t *testing.T) {
+	f := newFakeEngine(t, "1.41")
+	f.containers = []fakeContainer{{ID: strings.Repeat("a", 64), Name: "api", State: "running", NetworkMode: "default", Pid: 1}}
+	d := newTestDocker(t, f)
+	if v := d.View(context.Background()); !v.Up {
+		t.Fatalf("view with the daemon up: %v", v.Err)
+	}
+	f.stop()
+	if v := d.View(context.Background()); v.Up || v.Err == nil {
+		t.Fatalf("view with the daemon gone: up %v err %v, want down with an error", v.Up, v.Err)
+	}
+	f.start()
+	if v := d.View(context.Background()); !v.Up || len(v.Containers) != 1 {
+		t.Fatalf("view after the daemon came back: up %v, err %v", v.Up, v.Err)
+	}
+}
+
+func TestDockerBridges(t *testing.T) {
+	f := newFakeEngine(t, "1.41")
+	f.networks = []map[string]any{
+		{"Id": "0123456789abcdef", "Name": "bridge", "Driver": "bridge", "Options": map[string]string{"com.docker.network.bridge.name": "docker0"}},
+		{"Id": "fedcba9876543210aa", "Name": "appnet", "Driver": "bridge", "Options": map[string]string{}},
+		{"Id": "1111111111111111", "Name": "host", "Driver": "host"},
+	}
+	v := newTestDocker(t, f).View(context.Background())
+	want := map[string]string{"docker0": "bridge", "br-fedcba987654": "appnet"}
+	if fmt.Sprint(v.Bridges) != fmt.Sprint(want) {
+		t.Errorf("Bridges = %v, want %v", v.Bridges, want)
+	}
+}
+
+// TestDockerClaims checks who Docker says owns a namespace: the sandbox of
+// containers sharing it, an exited container's record, and nothing while
+// the daemon is down except for Docker's own namespaces.
+func TestDockerClaims(t *testing.T) {
+	self := os.Getpid()
+	inode := netnsInodeOf(DefaultPaths, &DockerContainer{Pid: self})
+	if inode == 0 {
+		t.Fatal("cannot stat this process's network namespace")
+	}
+	sandbox := &DockerContainer{ID: "s", Name: "web", State: "running", NetworkMode: "default", Pid: self}
+	sidecar := &DockerContainer{ID: "c", Name: "sidecar", State: "running", NetworkMode: "container:s", Pid: self}
+	gone := &DockerContainer{ID: "g", Name: "api", State: "exited", NetworkMode: "default", SandboxKey: "/run/docker/netns/abc"}
+	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
+
+	ns := &Namespace{Inode: inode, PIDs: []int{self}}
+	if claim, dc := up.claim(&Veth{PeerNetns: ns}); claim != RuntimeRunning || dc != sandbox {
+		t.Errorf("shared namespace: claim %v by %+v, want running by the sandbox %+v", claim, dc, sandbox)
+	}
+	leak := &Namespace{Inode: 1, Mounts: []string{"/run/docker/netns/abc"}}
+	if claim, dc := up.claim(&Veth{PeerNetns: leak}); claim != RuntimeExited || dc != gone {
+		t.Errorf("exited container's sandbox: claim %v by %+v, want exited by %+v", claim, dc, gone)
+	}
+	byHistory := &Namespace{Inode: 2, PIDs: []int{99}}
+	if claim, _ := up.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g"}}); claim != RuntimeExited {
+		t.Errorf("namespace whose last owner exited: claim %v, want exited", claim)
+	}
+	other := &Namespace{Inode: 3, Mounts: []string{"/run/netns/cni-1"}}
+	if claim, _ := up.claim(&Veth{PeerNetns: other}); claim != RuntimeSilent {
+		t.Errorf("a namespace Docker does not know: claim %v, want silent", claim)
+	}
+
+	down := newDockerClaims(&DockerView{NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
+	if claim, _ := down.claim(&Veth{PeerNetns: leak}); claim != RuntimeDown {
+		t.Errorf("Docker's namespace while Docker is down: claim %v, want down", claim)
+	}
+	if claim, _ := down.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g", Runtime: "docker"}}); claim != RuntimeDown {
+		t.Errorf("namespace last owned by a Docker container while Docker is down: claim %v, want down", claim)
+	}
+	if claim, _ := down.claim(&Veth{PeerNetns: other}); claim != RuntimeSilent {
+		t.Errorf("a CNI namespace while Docker is down: claim %v, want silent", claim)
+	}
+}
+
+func TestNewDockerRejectsBadHosts(t *testing.T) {
+	for _, host := range []string{"ssh://x", "npipe:////./pipe/docker", "::"} {
+		if _, err := NewDocker(host, slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("NewDocker(%q) accepted it", host)
+		}
+	}
+}
