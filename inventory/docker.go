@@ -282,7 +282,7 @@ func (d *Docker) inspect(ctx context.Context, c *DockerContainer) error {
 	}
 	c.Pid, c.SandboxKey, c.sandboxID, c.inspected = r.State.Pid, hostRunPath(r.NetworkSettings.SandboxKey), r.NetworkSettings.SandboxID, true
 	d.inspected[c.ID] = c
-	if c.SandboxKey != "" && c.running() {
+	if c.SandboxKey != "" {
 		d.netnsDirs[filepath.Dir(c.SandboxKey)] = true
 	}
 	return nil

@@ -171,11 +171,12 @@ func (s *Snapshot) step(name string, took time.Duration, err error) {
 func (inv *Inventory) dockerEvidence(ctx context.Context, claims *dockerClaims, v *Veth) RuntimeClaim {
 	claim, dc := claims.claim(v)
 	if claim == RuntimeSilent && claims.view.Up && v.PeerNetns != nil && len(v.PeerNetns.PIDs) == 0 {
+		// A namespace only a mount holds may be the sandbox of a stopped
+		// container, in whatever exec root that daemon runs: ask its
+		// record, which costs one inspect per stopped container, once.
 		for _, m := range v.PeerNetns.Mounts {
-			if claims.inDockerNetnsDir(m) {
-				if rec := inv.cfg.Docker.SandboxRecord(ctx, claims.view, m); rec != nil {
-					claim, dc = RuntimeExited, rec
-				}
+			if rec := inv.cfg.Docker.SandboxRecord(ctx, claims.view, m); rec != nil {
+				claim, dc = RuntimeExited, rec
 				break
 			}
 		}

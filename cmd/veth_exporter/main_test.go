@@ -96,12 +96,7 @@ func (b *syncBuffer) String() string {
 // is ready; the test's end stops it.
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := "127.0.0.1:" + freePort(t)
 	log := &syncBuffer{}
 	// The fixture's processes all live in the test's PID namespace.
 	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}, args...)...)
@@ -112,17 +107,36 @@ func startExporter(t *testing.T, args ...string) *exporter {
 	}
 	e := &exporter{url: "http://" + addr, cmd: cmd, log: log}
 	t.Cleanup(func() { e.stop(t) })
+	waitReady(t, e.url, log.String)
+	return e
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// waitReady waits up to 10 s for url/-/ready to answer 200; on failure it
+// shows what logs returns.
+func waitReady(t *testing.T, url string, logs func() string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(e.url + "/-/ready")
+		resp, err := http.Get(url + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return e
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("exporter not ready after 10s: %v\n%s", err, log)
+			t.Fatalf("exporter at %s not ready after 10s: %v\n%s", url, err, logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -130,7 +144,7 @@ func startExporter(t *testing.T, args ...string) *exporter {
 
 // stop ends the exporter as a service manager does, with SIGTERM.
 func (e *exporter) stop(t *testing.T) {
-	if e.cmd.ProcessState != nil {
+	if e.cmd == nil || e.cmd.ProcessState != nil {
 		return
 	}
 	e.cmd.Process.Signal(syscall.SIGTERM)
