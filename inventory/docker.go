@@ -65,7 +65,16 @@ type DockerContainer struct {
 	inspected bool
 }
 
-func (c *DockerContainer) running() bool { return c.State == "running" }
+// running: the container's namespace is in use. A paused container is
+// frozen, not gone, and a restarting one comes back in the same sandbox.
+func (c *DockerContainer) running() bool {
+	return c.State == "running" || c.State == "paused" || c.State == "restarting"
+}
+
+// stopped: Docker's record says the container is gone. A created
+// container has not started yet, a removing one is being cleaned up:
+// neither says anything about a namespace.
+func (c *DockerContainer) stopped() bool { return c.State == "exited" || c.State == "dead" }
 
 // sharesNamespace: the container joins another container's namespace and
 // so is never the owner of a veth.
@@ -234,7 +243,7 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 		// of a container, and again only after an event about it.
 		if old := d.inspected[c.ID]; old != nil && old.State == c.State {
 			dc.Pid, dc.SandboxKey, dc.sandboxID, dc.inspected = old.Pid, old.SandboxKey, old.sandboxID, true
-		} else if c.State == "running" {
+		} else if dc.running() {
 			if err := d.inspect(ctx, dc); err != nil {
 				if isNotFound(err) {
 					continue // removed since the list
@@ -480,14 +489,18 @@ func (d *Docker) SandboxRecord(ctx context.Context, v *DockerView, mount string)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, dc := range v.Containers {
-		if dc.running() {
+		if !dc.stopped() {
 			continue
 		}
 		if !dc.inspected {
 			if old := d.inspected[dc.ID]; old != nil && old.State == dc.State {
 				dc.SandboxKey, dc.sandboxID, dc.inspected = old.SandboxKey, old.sandboxID, true
-			} else if err := d.inspect(ctx, dc); err != nil {
-				continue
+			} else if err := d.inspect(ctx, dc); isNotFound(err) {
+				continue // removed since the list
+			} else if err != nil {
+				// A daemon that stops answering now would make every
+				// further inspect wait for its timeout.
+				return nil
 			}
 		}
 		if dc.SandboxKey == mount || (len(dc.sandboxID) >= len(base) && len(base) >= 12 && strings.HasPrefix(dc.sandboxID, base)) {
@@ -572,14 +585,14 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 	// owner the cgroups or the history name, or by the sandbox mount.
 	for _, o := range []*Owner{v.Owner, v.LastOwner} {
 		if o != nil && o.Kind == OwnerContainer {
-			if dc := c.byID[o.ID]; dc != nil && !dc.running() {
+			if dc := c.byID[o.ID]; dc != nil && dc.stopped() {
 				return RuntimeExited, dc
 			}
 		}
 	}
 	for _, m := range n.Mounts {
 		for _, dc := range c.view.Containers {
-			if dc.SandboxKey == m && !dc.running() {
+			if dc.SandboxKey == m && dc.stopped() {
 				return RuntimeExited, dc
 			}
 		}

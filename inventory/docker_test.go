@@ -288,6 +288,17 @@ func TestDockerClaims(t *testing.T) {
 	if claim, _ := up.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g"}}); claim != RuntimeExited {
 		t.Errorf("namespace whose last owner exited: claim %v, want exited", claim)
 	}
+	// A paused container is frozen, not gone.
+	paused := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{
+		{ID: "p", Name: "frozen", State: "paused", NetworkMode: "default", Pid: self},
+	}}, DefaultPaths)
+	if claim, _ := paused.claim(&Veth{PeerNetns: ns, Owner: &Owner{Kind: OwnerContainer, ID: "p"}}); claim != RuntimeRunning {
+		t.Errorf("paused container: claim %v, want running", claim)
+	}
+	created := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{{ID: "n", State: "created"}}}, DefaultPaths)
+	if claim, _ := created.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "n"}}); claim != RuntimeSilent {
+		t.Errorf("created container: claim %v, want silent", claim)
+	}
 	other := &Namespace{Inode: 3, Mounts: []string{"/run/netns/cni-1"}}
 	if claim, _ := up.claim(&Veth{PeerNetns: other}); claim != RuntimeSilent {
 		t.Errorf("a namespace Docker does not know: claim %v, want silent", claim)

@@ -129,6 +129,15 @@ func TestDockerOwners(t *testing.T) {
 	if after, _ := sample(m, "veth_docker_api_requests_total"); after != before {
 		t.Errorf("5 scrapes of a quiet node made %v Docker API requests, want 0", after-before)
 	}
+
+	// A paused container is frozen, not gone: its veth stays owned.
+	web2 := containers[1]
+	d.Docker(t, "pause", "web2")
+	defer d.Docker(t, "unpause", "web2")
+	paused := fmt.Sprintf(`veth_docker_container_info{compose_project="",compose_service="",id=%q,image=%q,name="web2",state="paused"}`, web2.id, d.Image(t))
+	m = e.scrapeUntil(t, "web2 paused", func(m string) bool { _, ok := sample(m, paused); return ok })
+	dev := vethOf(t, d, web2.id)
+	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="container",verdict="owned"}`, dev), 1)
 }
 
 // TestDockerSharedNamespace: two containers in one namespace make one
