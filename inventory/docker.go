@@ -94,6 +94,9 @@ type DockerView struct {
 	Bridges map[string]string `json:"bridges,omitempty"`
 	// NetnsDirs are the directories where Docker pins namespaces.
 	NetnsDirs []string `json:"netns_dirs"`
+	// Listed is when Docker listed these containers; a view is reused
+	// while the events stream reports no change.
+	Listed time.Time `json:"listed"`
 }
 
 // Docker resolves owners through the Docker Engine API. It caches what it
@@ -225,7 +228,7 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 	if err := d.get(ctx, "/containers/json", url.Values{"all": {"1"}}, &list); err != nil {
 		return nil, err
 	}
-	v := &DockerView{Up: true, Bridges: map[string]string{}}
+	v := &DockerView{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
 	seen := map[string]bool{}
 	for _, c := range list {
 		seen[c.ID] = true
@@ -515,6 +518,8 @@ func (d *Docker) SandboxRecord(ctx context.Context, v *DockerView, mount string)
 // container whose sandbox it was.
 type dockerClaims struct {
 	view *DockerView
+	// since is when the snapshot's namespace scan began.
+	since time.Time
 	// running: containers running in each namespace, by inode, the
 	// namespace's owner (the sandbox) first.
 	running map[uint64][]*DockerContainer
@@ -522,8 +527,8 @@ type dockerClaims struct {
 	byID map[string]*DockerContainer
 }
 
-func newDockerClaims(v *DockerView, p Paths) *dockerClaims {
-	c := &dockerClaims{view: v, running: map[uint64][]*DockerContainer{}, byID: map[string]*DockerContainer{}}
+func newDockerClaims(v *DockerView, p Paths, since time.Time) *dockerClaims {
+	c := &dockerClaims{view: v, since: since, running: map[uint64][]*DockerContainer{}, byID: map[string]*DockerContainer{}}
 	for _, dc := range v.Containers {
 		c.byID[dc.ID] = dc
 		if !dc.running() || dc.NetworkMode == "host" || dc.NetworkMode == "none" {
@@ -584,11 +589,20 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 	// Docker's record of the container whose namespace this was: by the
 	// owner the cgroups or the history name, or by the sandbox mount.
 	for _, o := range []*Owner{v.Owner, v.LastOwner} {
-		if o != nil && o.Kind == OwnerContainer {
-			if dc := c.byID[o.ID]; dc != nil && dc.stopped() {
-				return RuntimeExited, dc
-			}
+		if o == nil || o.Kind != OwnerContainer {
+			continue
 		}
+		dc := c.byID[o.ID]
+		if dc == nil || !dc.stopped() {
+			continue
+		}
+		// A process in the container's cgroup against a record listed
+		// before the scan: the container may have started since, and its
+		// start event not have reached the cache yet. The process wins.
+		if o == v.Owner && c.view.Listed.Before(c.since) {
+			continue
+		}
+		return RuntimeExited, dc
 	}
 	for _, m := range n.Mounts {
 		for _, dc := range c.view.Containers {

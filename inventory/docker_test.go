@@ -274,7 +274,7 @@ func TestDockerClaims(t *testing.T) {
 	sandbox := &DockerContainer{ID: "s", Name: "web", State: "running", NetworkMode: "default", Pid: self}
 	sidecar := &DockerContainer{ID: "c", Name: "sidecar", State: "running", NetworkMode: "container:s", Pid: self}
 	gone := &DockerContainer{ID: "g", Name: "api", State: "exited", NetworkMode: "default", SandboxKey: "/run/docker/netns/abc"}
-	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
+	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths, time.Time{})
 
 	ns := &Namespace{Inode: inode, PIDs: []int{self}}
 	if claim, dc := up.claim(&Veth{PeerNetns: ns}); claim != RuntimeRunning || dc != sandbox {
@@ -291,11 +291,22 @@ func TestDockerClaims(t *testing.T) {
 	// A paused container is frozen, not gone.
 	paused := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{
 		{ID: "p", Name: "frozen", State: "paused", NetworkMode: "default", Pid: self},
-	}}, DefaultPaths)
+	}}, DefaultPaths, time.Time{})
 	if claim, _ := paused.claim(&Veth{PeerNetns: ns, Owner: &Owner{Kind: OwnerContainer, ID: "p"}}); claim != RuntimeRunning {
 		t.Errorf("paused container: claim %v, want running", claim)
 	}
-	created := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{{ID: "n", State: "created"}}}, DefaultPaths)
+	// A record listed before the scan against a live process of the
+	// container: the container may have started again since.
+	restarted := &DockerContainer{ID: "r", Name: "again", State: "exited", NetworkMode: "default"}
+	stale := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restarted}}, DefaultPaths, time.Now().Add(time.Second))
+	if claim, _ := stale.claim(&Veth{PeerNetns: byHistory, Owner: &Owner{Kind: OwnerContainer, ID: "r"}}); claim != RuntimeSilent {
+		t.Errorf("stale exited record against a live process: claim %v, want silent", claim)
+	}
+	fresh := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restarted}}, DefaultPaths, time.Now().Add(-time.Second))
+	if claim, _ := fresh.claim(&Veth{PeerNetns: byHistory, Owner: &Owner{Kind: OwnerContainer, ID: "r"}}); claim != RuntimeExited {
+		t.Errorf("fresh exited record against a lingering process: claim %v, want exited", claim)
+	}
+	created := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{{ID: "n", State: "created"}}}, DefaultPaths, time.Time{})
 	if claim, _ := created.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "n"}}); claim != RuntimeSilent {
 		t.Errorf("created container: claim %v, want silent", claim)
 	}
@@ -304,7 +315,7 @@ func TestDockerClaims(t *testing.T) {
 		t.Errorf("a namespace Docker does not know: claim %v, want silent", claim)
 	}
 
-	down := newDockerClaims(&DockerView{NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
+	down := newDockerClaims(&DockerView{NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths, time.Time{})
 	if claim, _ := down.claim(&Veth{PeerNetns: leak}); claim != RuntimeDown {
 		t.Errorf("Docker's namespace while Docker is down: claim %v, want down", claim)
 	}

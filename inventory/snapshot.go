@@ -77,6 +77,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	// newcomer. The owners' cgroups, mostly /proc reads, are then resolved
 	// beside the dump, which is mostly kernel time.
 	start := time.Now()
+	scanStart := start
 	ns, nsErr := scanNamespaces(inv.cfg.Paths, inv.cfg.TrustPIDNamespace)
 	s.step(StepNetns, time.Since(start), nsErr)
 	if ns != nil {
@@ -138,7 +139,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 	var claims *dockerClaims
 	if docker != nil {
-		claims = newDockerClaims(docker, inv.cfg.Paths)
+		claims = newDockerClaims(docker, inv.cfg.Paths, scanStart)
 	}
 	start = time.Now()
 	e := evidence{partialView: len(ns.partial) > 0}
