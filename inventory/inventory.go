@@ -63,6 +63,10 @@ const (
 	// namespace (it is not root), so a namespace that looks empty or
 	// ownerless may not be.
 	ReasonPartialView Reason = "partial_view"
+	// ReasonSettling: the veth looks orphaned, but has for less than the
+	// settle time; runtimes build and tear down networks in steps that
+	// each look like a leftover for a moment.
+	ReasonSettling Reason = "settling"
 	// ReasonResolverDown: the namespace belongs to a runtime (Docker) that
 	// cannot be asked: a namespace a crashed daemon left looks empty until
 	// it restarts and cleans up.

@@ -18,6 +18,9 @@ type Config struct {
 	// node that is itself a container, a test). Without it such a view is
 	// partial, and nothing is orphaned on a partial view.
 	TrustPIDNamespace bool
+	// SettleTime is how long an orphan verdict must hold before it is
+	// given; until then the veth is unknown, reason settling.
+	SettleTime time.Duration
 	// Docker resolves owners through the Docker Engine API; nil is off.
 	Docker *Docker
 	// State is the remembered history; nil keeps none.
@@ -143,7 +146,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	start = time.Now()
 	e := evidence{partialView: len(ns.partial) > 0}
-	err = inv.cfg.State.observe(s.Taken, s.Veths, func(v *Veth) {
+	err = inv.cfg.State.observe(s.Taken, s.Veths, inv.cfg.SettleTime, func(v *Veth) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
 		e.runtime = RuntimeSilent
 		if claims != nil {

@@ -147,7 +147,15 @@ func readStateFile(path string) (devices []*deviceState, bootID string, err erro
 // the state, if any; the history in memory is updated regardless. A
 // read-only state only lends its history: a veth it does not know gets no
 // first-seen or orphaned-since time, rather than a made-up "now".
-func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
+//
+// An orphan verdict must also have held for settle: runtimes build and
+// tear down a container's network in steps (Docker creates the pair on the
+// host before moving one end, a namespace is pinned and attached before
+// its first process starts and after its last one exits), and each step
+// looks like a leftover for a moment. Until then the verdict is unknown,
+// reason settling, while orphaned-since already counts from the first
+// sight.
+func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge func(*Veth)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
@@ -185,6 +193,9 @@ func (s *State) observe(now time.Time, veths []Veth, judge func(*Veth)) error {
 		case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
 			d.OrphanedSince = time.Time{}
 			s.dirty = true
+		}
+		if v.Verdict == Orphaned && now.Sub(d.OrphanedSince) < settle {
+			v.Verdict, v.Reason = Unknown, ReasonSettling
 		}
 		if o := v.Owner; o != nil && o.Kind != OwnerProcess {
 			var netns uint64

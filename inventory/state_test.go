@@ -169,7 +169,7 @@ func TestOpenStateMissingFile(t *testing.T) {
 	}
 
 	veths := []Veth{veth("veth1", 7, nil)}
-	if err := s.observe(t0, veths, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
+	if err := s.observe(t0, veths, 0, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
@@ -214,7 +214,7 @@ func TestOpenStateBadFile(t *testing.T) {
 			}
 
 			// Even a snapshot without veths replaces the bad file.
-			if err := s.observe(t0, nil, judgeBy(nil)); err != nil {
+			if err := s.observe(t0, nil, 0, judgeBy(nil)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			if got := readState(t, path); len(got) != 0 {
@@ -222,7 +222,7 @@ func TestOpenStateBadFile(t *testing.T) {
 			}
 
 			veths := []Veth{veth("veth1", 7, nil)}
-			if err := s.observe(t0.Add(time.Second), veths, judgeBy(nil)); err != nil {
+			if err := s.observe(t0.Add(time.Second), veths, 0, judgeBy(nil)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			checkTime(t, "FirstSeen", veths[0].FirstSeen, t0.Add(time.Second))
@@ -255,7 +255,7 @@ func TestOpenStateUnreadable(t *testing.T) {
 		t.Errorf("OpenState(%s) on a directory has %d devices, want 0", path, len(s.devices))
 	}
 	veths := []Veth{veth("veth1", 7, nil)}
-	if err := s.observe(t0, veths, judgeBy(nil)); err == nil {
+	if err := s.observe(t0, veths, 0, judgeBy(nil)); err == nil {
 		t.Errorf("observe with a directory at %s = nil, want an error", path)
 	}
 	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
@@ -329,7 +329,7 @@ func TestStateUnwritable(t *testing.T) {
 				{t0.Add(3 * time.Minute), []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}},
 			}
 			for i, st := range steps {
-				if err := s.observe(st.now, st.veths, judge); err == nil {
+				if err := s.observe(st.now, st.veths, 0, judge); err == nil {
 					t.Errorf("step %d: observe with %s unwritable = nil, want an error", i, path)
 				}
 			}
@@ -361,7 +361,7 @@ func TestStateUnwritable(t *testing.T) {
 
 			tc.fix(t, path)
 			veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}
-			if err := s.observe(t0.Add(4*time.Minute), veths, judge); err != nil {
+			if err := s.observe(t0.Add(4*time.Minute), veths, 0, judge); err != nil {
 				t.Fatalf("observe after %s became writable: %v", path, err)
 			}
 			if got := logs.lines(msgWritable); len(got) != 1 {
@@ -393,7 +393,7 @@ func TestStateReadOnly(t *testing.T) {
 		logger, logs := testLogger()
 		s := OpenState(path, true, logger)
 		veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, ownerDocker)}
-		if err := s.observe(t0, veths, judge); err != nil {
+		if err := s.observe(t0, veths, 0, judge); err != nil {
 			t.Fatalf("observe: %v", err)
 		}
 		checkTime(t, "veth1 FirstSeen", veths[0].FirstSeen, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
@@ -425,7 +425,7 @@ func TestStateReadOnly(t *testing.T) {
 		s := OpenState(path, true, logger)
 		for i := range 3 {
 			veths := []Veth{veth("veth1", 7, nil), veth(fmt.Sprintf("new%d", i), 10+i, ownerDocker)}
-			if err := s.observe(t0.Add(time.Duration(i)*time.Hour), veths, judge); err != nil {
+			if err := s.observe(t0.Add(time.Duration(i)*time.Hour), veths, 0, judge); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 		}
@@ -457,7 +457,7 @@ func TestStateConcurrentObserve(t *testing.T) {
 			for i := range 40 {
 				// Changing sets of veths keep every observe writing.
 				veths := []Veth{veth("veth0", 100, nil), veth(fmt.Sprintf("veth%d", 1+(g+i)%4), 200+(g+i)%4, ownerDocker)}
-				if err := s.observe(t0.Add(time.Duration(g*100+i)*time.Second), veths, judge); err != nil {
+				if err := s.observe(t0.Add(time.Duration(g*100+i)*time.Second), veths, 0, judge); err != nil {
 					t.Errorf("observe: %v", err)
 					return
 				}
@@ -498,7 +498,7 @@ func TestStateConcurrentProcesses(t *testing.T) {
 		wg.Go(func() {
 			for i := range 100 {
 				veths := []Veth{veth(fmt.Sprintf("s%d-%d", n, i%5), 10+i%5, nil)}
-				if err := s.observe(t0.Add(time.Duration(i)*time.Second), veths, judgeBy(nil)); err != nil {
+				if err := s.observe(t0.Add(time.Duration(i)*time.Second), veths, 0, judgeBy(nil)); err != nil {
 					t.Errorf("state %d: observe: %v", n, err)
 					return
 				}
@@ -547,7 +547,7 @@ func TestStateRestart(t *testing.T) {
 	logger, _ := testLogger()
 	s := OpenState(path, false, logger)
 	veths := []Veth{veth("owned", 7, ownerPod), veth("leftover", 8, nil)}
-	if err := s.observe(t0, veths, judge); err != nil {
+	if err := s.observe(t0, veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 
@@ -560,7 +560,7 @@ func TestStateRestart(t *testing.T) {
 	var judgedWith *Owner
 	later := t0.Add(time.Hour)
 	veths = []Veth{veth("owned", 7, nil), veth("leftover", 8, nil)}
-	err := s.observe(later, veths, func(v *Veth) {
+	err := s.observe(later, veths, 0, func(v *Veth) {
 		if v.Name == "owned" {
 			judgedWith = v.LastOwner
 		}
@@ -601,7 +601,7 @@ func TestStateOrphanedSince(t *testing.T) {
 	} {
 		now := t0.Add(time.Duration(i) * time.Minute)
 		veths := []Veth{veth("veth1", 7, nil)}
-		if err := s.observe(now, veths, judgeBy(map[string]Verdict{"veth1": step.verdict})); err != nil {
+		if err := s.observe(now, veths, 0, judgeBy(map[string]Verdict{"veth1": step.verdict})); err != nil {
 			t.Fatalf("step %d: observe: %v", i, err)
 		}
 		checkTime(t, fmt.Sprintf("step %d (%s): OrphanedSince", i, step.verdict), veths[0].OrphanedSince, step.want)
@@ -636,7 +636,7 @@ func TestStateLastOwner(t *testing.T) {
 		now := t0.Add(time.Duration(i) * time.Minute)
 		veths := []Veth{veth("veth1", 7, step.owner)}
 		var judged *Owner
-		err := s.observe(now, veths, func(v *Veth) {
+		err := s.observe(now, veths, 0, func(v *Veth) {
 			judged = v.LastOwner
 			judgeBy(map[string]Verdict{"veth1": step.verdict})(v)
 		})
@@ -669,12 +669,12 @@ func TestStateNameReused(t *testing.T) {
 	judge := judgeBy(map[string]Verdict{"cali1": Orphaned})
 
 	veths := []Veth{veth("cali1", 10, ownerPod)}
-	if err := s.observe(t0, veths, judge); err != nil {
+	if err := s.observe(t0, veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	later := t0.Add(time.Hour)
 	veths = []Veth{veth("cali1", 11, nil)}
-	if err := s.observe(later, veths, judge); err != nil {
+	if err := s.observe(later, veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	v := veths[0]
@@ -697,13 +697,13 @@ func TestStatePrune(t *testing.T) {
 	judge := judgeBy(nil)
 
 	all := []Veth{veth("a", 1, nil), veth("b", 2, ownerDocker), veth("c", 3, nil)}
-	if err := s.observe(t0, all, judge); err != nil {
+	if err := s.observe(t0, all, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	if got := readState(t, path); len(got) != 3 {
 		t.Fatalf("state file = %v, want a, b and c", got)
 	}
-	if err := s.observe(t0.Add(time.Second), []Veth{veth("a", 1, nil)}, judge); err != nil {
+	if err := s.observe(t0.Add(time.Second), []Veth{veth("a", 1, nil)}, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	if got := readState(t, path); len(got) != 1 || got[stateKey{"a", 1}] == nil {
@@ -711,7 +711,7 @@ func TestStatePrune(t *testing.T) {
 	}
 	// A veth that comes back with the same name and index was forgotten.
 	veths := []Veth{veth("a", 1, nil), veth("b", 2, nil)}
-	if err := s.observe(t0.Add(2*time.Second), veths, judge); err != nil {
+	if err := s.observe(t0.Add(2*time.Second), veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	checkTime(t, "a FirstSeen", veths[0].FirstSeen, t0)
@@ -720,7 +720,7 @@ func TestStatePrune(t *testing.T) {
 		t.Errorf("b LastOwner = %s, want none", ownerString(veths[1].LastOwner))
 	}
 	// An empty snapshot forgets everything.
-	if err := s.observe(t0.Add(3*time.Second), nil, judge); err != nil {
+	if err := s.observe(t0.Add(3*time.Second), nil, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	if got := readState(t, path); len(got) != 0 {
@@ -785,7 +785,7 @@ func TestStateRewrite(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.json")
 			logger, _ := testLogger()
 			s := OpenState(path, false, logger)
-			if err := s.observe(t0, tc.first, judgeBy(tc.verdicts)); err != nil {
+			if err := s.observe(t0, tc.first, 0, judgeBy(tc.verdicts)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			before, err := os.Stat(path)
@@ -797,7 +797,7 @@ func TestStateRewrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			now := t0.Add(tc.after)
-			if err := s.observe(now, tc.next, judgeBy(tc.nextVerdicts)); err != nil {
+			if err := s.observe(now, tc.next, 0, judgeBy(tc.nextVerdicts)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			after, err := os.Stat(path)
@@ -830,11 +830,11 @@ func TestStateInMemory(t *testing.T) {
 	logger, logs := testLogger()
 	s := OpenState("", false, logger)
 	veths := []Veth{veth("veth1", 7, ownerDocker)}
-	if err := s.observe(t0, veths, judgeBy(nil)); err != nil {
+	if err := s.observe(t0, veths, 0, judgeBy(nil)); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	veths = []Veth{veth("veth1", 7, nil)}
-	if err := s.observe(t0.Add(time.Hour), veths, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
+	if err := s.observe(t0.Add(time.Hour), veths, 0, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
@@ -932,13 +932,13 @@ func TestStateEarlierBoot(t *testing.T) {
 
 	setBootID(t, "boot-a")
 	s := OpenState(path, false, nil)
-	if err := s.observe(t0, []Veth{veth("veth1", 7, ownerDocker)}, judge); err != nil {
+	if err := s.observe(t0, []Veth{veth("veth1", 7, ownerDocker)}, 0, judge); err != nil {
 		t.Fatal(err)
 	}
 
 	setBootID(t, "boot-a")
 	veths := []Veth{veth("veth1", 7, nil)}
-	if err := OpenState(path, false, nil).observe(t0.Add(time.Hour), veths, judge); err != nil {
+	if err := OpenState(path, false, nil).observe(t0.Add(time.Hour), veths, 0, judge); err != nil {
 		t.Fatal(err)
 	}
 	checkTime(t, "same boot: FirstSeen", veths[0].FirstSeen, t0)
@@ -949,7 +949,7 @@ func TestStateEarlierBoot(t *testing.T) {
 	setBootID(t, "boot-b")
 	logger, logs := testLogger()
 	veths = []Veth{veth("veth1", 7, nil)}
-	if err := OpenState(path, false, logger).observe(t0.Add(2*time.Hour), veths, judge); err != nil {
+	if err := OpenState(path, false, logger).observe(t0.Add(2*time.Hour), veths, 0, judge); err != nil {
 		t.Fatal(err)
 	}
 	checkTime(t, "after a reboot: FirstSeen", veths[0].FirstSeen, t0.Add(2*time.Hour))
@@ -975,19 +975,60 @@ func TestStateLastOwnerOfAnotherNamespace(t *testing.T) {
 
 	v := veth("veth1", 7, ownerDocker)
 	v.PeerNetns = &Namespace{Inode: 100}
-	s.observe(t0, []Veth{v}, judge)
+	s.observe(t0, []Veth{v}, 0, judge)
 
 	same := veth("veth1", 7, nil)
 	same.PeerNetns = &Namespace{Inode: 100}
-	s.observe(t0.Add(time.Minute), []Veth{same}, judge)
+	s.observe(t0.Add(time.Minute), []Veth{same}, 0, judge)
 	if !sameOwner(judged, ownerDocker) {
 		t.Errorf("same namespace: judge saw LastOwner %v, want %s", judged, ownerString(ownerDocker))
 	}
 
 	other := veth("veth1", 7, nil)
 	other.PeerNetns = &Namespace{Inode: 200}
-	s.observe(t0.Add(2*time.Minute), []Veth{other}, judge)
+	s.observe(t0.Add(2*time.Minute), []Veth{other}, 0, judge)
 	if judged != nil || other.LastOwner != nil {
 		t.Errorf("other namespace: judge saw LastOwner %v, veth has %v, want none", judged, other.LastOwner)
+	}
+}
+
+// TestStateSettle: an orphan verdict is given only once it has held for
+// the settle time; orphaned-since counts from the first sight, and a veth
+// that recovers in between never was an orphan.
+func TestStateSettle(t *testing.T) {
+	s := OpenState("", false, nil)
+	orphan := judgeBy(map[string]Verdict{"veth1": Orphaned})
+	owned := judgeBy(map[string]Verdict{"veth1": Owned})
+	step := func(at time.Duration, judge func(*Veth)) Veth {
+		veths := []Veth{veth("veth1", 7, nil)}
+		if err := s.observe(t0.Add(at), veths, 30*time.Second, judge); err != nil {
+			t.Fatal(err)
+		}
+		return veths[0]
+	}
+	for _, tt := range []struct {
+		at      time.Duration
+		judge   func(*Veth)
+		verdict Verdict
+		reason  Reason
+		since   time.Duration // -1: none
+	}{
+		{0, orphan, Unknown, ReasonSettling, 0},
+		{20 * time.Second, orphan, Unknown, ReasonSettling, 0},
+		{30 * time.Second, orphan, Orphaned, ReasonNetnsEmpty, 0},
+		{40 * time.Second, owned, Owned, ReasonContainer, -1},
+		{50 * time.Second, orphan, Unknown, ReasonSettling, 50 * time.Second},
+		{79 * time.Second, orphan, Unknown, ReasonSettling, 50 * time.Second},
+		{80 * time.Second, orphan, Orphaned, ReasonNetnsEmpty, 50 * time.Second},
+	} {
+		v := step(tt.at, tt.judge)
+		if v.Verdict != tt.verdict || v.Reason != tt.reason {
+			t.Errorf("at %v: %s/%s, want %s/%s", tt.at, v.Verdict, v.Reason, tt.verdict, tt.reason)
+		}
+		want := time.Time{}
+		if tt.since >= 0 {
+			want = t0.Add(tt.since)
+		}
+		checkTime(t, fmt.Sprintf("at %v: OrphanedSince", tt.at), v.OrphanedSince, want)
 	}
 }

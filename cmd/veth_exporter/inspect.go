@@ -34,7 +34,9 @@ func newInspectCommand(app *kingpin.Application, inv *inventoryFlags) *inspectCo
 }
 
 func (c *inspectCommand) run(logger *slog.Logger) int {
-	inv, _, err := c.inv.open(true, logger)
+	// inspect shows what it sees now: an orphan needs no settle time here,
+	// and a one-shot run has none to give.
+	inv, _, err := c.inv.open(true, 0, logger)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 2

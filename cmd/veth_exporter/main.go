@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -62,7 +63,7 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 // open builds the inventory these flags describe. A read-only state is
 // loaded but never written. The Docker resolver it returns, if on, is the
 // caller's to Start and Close.
-func (f *inventoryFlags) open(readOnlyState bool, logger *slog.Logger) (*inventory.Inventory, *inventory.Docker, error) {
+func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, *inventory.Docker, error) {
 	infra, err := inventory.NewInfrastructure(append(append([]string{}, inventory.DefaultInfrastructurePatterns...), f.infrastructure...))
 	if err != nil {
 		return nil, nil, err
@@ -74,6 +75,7 @@ func (f *inventoryFlags) open(readOnlyState bool, logger *slog.Logger) (*invento
 	return inventory.New(inventory.Config{
 		Paths:             f.paths,
 		TrustPIDNamespace: f.trustPIDNS,
+		SettleTime:        settle,
 		Infrastructure:    infra,
 		Docker:            docker,
 		State:             inventory.OpenState(f.statePath, readOnlyState, logger),

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,7 +100,12 @@ func startExporter(t *testing.T, args ...string) *exporter {
 	addr := "127.0.0.1:" + freePort(t)
 	log := &syncBuffer{}
 	// The fixture's processes all live in the test's PID namespace.
-	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}, args...)...)
+	flags := []string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--inventory.settle-time=") }) {
+		// Orphans are given at once unless a test asks for a settle time.
+		flags = append(flags, "--inventory.settle-time=0s")
+	}
+	cmd := exec.Command(exporterBinary(t), append(flags, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -680,5 +686,26 @@ func TestReadOnlyStateFilesystem(t *testing.T) {
 	e.stop(t)
 	if n := strings.Count(e.log.String(), "cannot write state file"); n != 1 {
 		t.Errorf("log says %d times that the state file cannot be written, want once:\n%s", n, e.log)
+	}
+}
+
+// TestSettleTime: a leftover is unknown (settling) until it has looked
+// orphaned for the settle time, then orphaned, with orphaned-since from
+// the first sight.
+func TestSettleTime(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "settle")
+	netnstest.Veth(t, "vsettle", "settle", "")
+	e := startExporter(t, "--state.path="+filepath.Join(t.TempDir(), "state.json"), "--inventory.settle-time=2s")
+	m := e.scrape(t)
+	wantSample(t, m, `veth_verdict_info{device="vsettle",reason="settling",verdict="unknown"}`, 1)
+	wantSample(t, m, `veth_orphaned{device="vsettle"}`, 0)
+	first, _ := sample(m, `veth_first_seen_timestamp_seconds{device="vsettle"}`)
+	m = e.scrapeUntil(t, "vsettle orphaned", func(m string) bool {
+		v, ok := sample(m, `veth_verdict_info{device="vsettle",reason="netns_empty",verdict="orphaned"}`)
+		return ok && v == 1
+	})
+	if since, ok := sample(m, `veth_orphaned_since_timestamp_seconds{device="vsettle"}`); !ok || since > first+1 {
+		t.Errorf("orphaned since %v (present %v), want the first sight, about %v", since, ok, first)
 	}
 }

@@ -30,6 +30,7 @@ type serveCommand struct {
 	perDevice     bool
 	include       string
 	exclude       string
+	settle        time.Duration
 }
 
 func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveCommand {
@@ -42,6 +43,9 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 		Default("10").IntVar(&c.maxRequests)
 	c.cmd.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
 		Default("true").BoolVar(&c.perDevice)
+	c.cmd.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
+		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment.").
+		Default("30s").DurationVar(&c.settle)
 	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
 		StringVar(&c.include)
 	c.cmd.Flag("collector.veth.device-exclude", "Regexp (whole name) of devices whose per-veth series are not exposed.").
@@ -60,7 +64,7 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		logger.Error("invalid flag", "err", err)
 		return 2
 	}
-	inv, docker, err := c.inv.open(false, logger)
+	inv, docker, err := c.inv.open(false, c.settle, logger)
 	if err != nil {
 		logger.Error("invalid flag", "err", err)
 		return 2
