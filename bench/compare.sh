@@ -14,6 +14,15 @@
 # Exit status: 0 when the report was printed, whatever the targets say;
 # 1 on a setup error; 3 when a subject that was started never answered or
 # failed its warm-up scrape.
+#
+# With --docker (or DOCKER=1) it measures instead the Docker resolver on a
+# node of VETH_BENCH_CONTAINERS (200) running containers: the scrape time
+# with and without the resolver and the Docker API requests per scrape, by
+# running BenchmarkDockerScrape (cmd/veth_exporter/docker_bench_test.go),
+# whose harness starts a dockerd in private namespaces of its own. Exit
+# status there: 0 when the benchmark passed (its own assertions included),
+# 1 on a setup error, 3 when it failed; the report is printed in both of
+# the last two cases.
 set -euo pipefail
 
 VETHS=${VETHS:-10000}
@@ -302,6 +311,124 @@ if [[ ${1:-} == --inner ]]; then
 	exit
 fi
 
+# The work directory ($work: logs, first scrapes, the benchmark's output)
+# stays for a look when something went wrong; a clean run leaves nothing behind.
+# shellcheck disable=SC2317 # run by the EXIT trap
+finish() {
+	local rc=$?
+	if ((rc == 0)); then
+		rm -rf "$work"
+	else
+		log "logs and scrape output kept in $work"
+	fi
+}
+
+# docker_mode runs BenchmarkDockerScrape and prints its report: the Go
+# harness (internal/dockertest) makes the dockerd, the containers and both
+# exporters inside the private namespaces of netnstest, and removes them.
+docker_mode() {
+	local containers=${VETH_BENCH_CONTAINERS:-200}
+	[[ $containers =~ ^[1-9][0-9]*$ ]] || die "VETH_BENCH_CONTAINERS must be a positive integer, not '$containers'"
+	[[ $SCRAPES =~ ^[1-9][0-9]*$ ]] || die "SCRAPES must be a positive integer, not '$SCRAPES'"
+	((EUID == 0)) || die "must run as root (the harness creates namespaces and starts dockerd)"
+	command -v go >/dev/null || die "go not found"
+
+	work=$(mktemp -d /tmp/veth-bench.XXXXXX)
+	trap finish EXIT
+	local out=$work/docker-bench.txt load rc=0
+	read -r load _ </proc/loadavg
+	log "BenchmarkDockerScrape: $containers containers, $SCRAPES timed scrapes per subject (setup takes about a minute at 200)"
+	# -v: a benchmark's log (setup times) is shown only with it.
+	# VETH_EXPORTER_REQUIRE_PRIVILEGED=1: a missing Docker installation
+	# fails the run instead of skipping the benchmark in silence.
+	(cd "$repo" && VETH_BENCH_CONTAINERS=$containers VETH_EXPORTER_REQUIRE_PRIVILEGED=1 \
+		go test -v -count=1 -run '^$' -bench '^BenchmarkDockerScrape$' -benchtime "${SCRAPES}x" \
+		-timeout 30m ./cmd/veth_exporter/) 2>&1 | tee "$out" | sed -u 's/^/    /' >&2 || rc=$?
+
+	# One line per sub-benchmark: name mean_ms median_ms calls veths.
+	local -A mean=() median=() calls=() veths=()
+	local name a b c d
+	while read -r name a b c d; do
+		mean[$name]=$a median[$name]=$b calls[$name]=$c veths[$name]=$d
+	done < <(awk '
+		$1 ~ /^BenchmarkDockerScrape\// && $2 ~ /^[0-9]+$/ {
+			name = $1
+			sub(/^BenchmarkDockerScrape\//, "", name)
+			sub(/-[0-9]+$/, "", name)
+			delete m
+			for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
+			printf "%s %.3f %.3f %.3f %d\n", name, m["ns/op"] / 1e6, m["median-ms"], m["api-calls/scrape"], m["veths"]
+		}' "$out")
+
+	setup() { # setup PATTERN: the first log line of the benchmark that matches, without its file:line
+		grep -m1 -E "$1" "$out" | sed -E 's/^ *[a-z_]+\.go:[0-9]+: //' || true
+	}
+	sublog() { # sublog NAME [PATTERN]: the first log line of the sub-benchmark NAME (that matches), without its file:line
+		awk -v n="BenchmarkDockerScrape/$1" -v p="${2:-}" '
+			$0 == n { f = 1; next }
+			f && /^ *[a-z_]+\.go:[0-9]+: / && $0 ~ p { sub(/^ *[a-z_]+\.go:[0-9]+: /, ""); print; exit }
+			f && /^(Benchmark|--- |PASS|FAIL)/ { exit }' "$out"
+	}
+	failure() { # failure NAME: why the sub-benchmark NAME has no result
+		local why
+		why=$(sublog "$1")
+		echo "${why:-the benchmark failed before it ran, see $out}"
+	}
+	echo
+	echo "Docker node: $containers running containers (busybox, one veth each on docker0), dockerd 20.10 in private namespaces"
+	echo "setup: $(setup 'dockerd up'); $(setup 'started [0-9]+ containers'); $(setup 'removed [0-9]+ containers')"
+	echo "warm-up: $(setup 'exporters ready')"
+	echo "median and mean of $SCRAPES scrapes (GET /metrics) per subject, after warm-up"
+	echo "1-minute load average when measuring started: $load"
+	echo
+	printf '%-34s %12s %12s %18s %7s\n' subject "median (ms)" "mean (ms)" "API calls/scrape" veths
+	local -A label=([resolver=off]="resolver off" [resolver=on]="resolver on, steady state"
+		["resolver=on,churn"]="resolver on, 1 restart per scrape")
+	for name in resolver=off resolver=on resolver=on,churn; do
+		if [[ -n ${mean[$name]:-} ]]; then
+			printf '%-34s %12.2f %12.2f %18.2f %7d\n' "${label[$name]}" "${median[$name]}" "${mean[$name]}" "${calls[$name]}" "${veths[$name]}"
+		else
+			printf '%-34s %s\n' "${label[$name]}" "no result: $(failure "$name")"
+		fi
+	done
+	echo "stages of the last scrape (veth_scrape_collector_duration_seconds):"
+	for name in resolver=off resolver=on resolver=on,churn; do
+		if [[ -n ${mean[$name]:-} ]]; then
+			printf '  %-34s %s\n' "${label[$name]}" "$(sublog "$name" '^ *[a-z_]+\.go:[0-9]+: stages ' | sed 's/^stages of the last scrape: //')"
+		fi
+	done
+	if [[ -n ${median[resolver=on]:-} && -n ${median[resolver=off]:-} ]]; then
+		awk -v on="${median[resolver=on]}" -v off="${median[resolver=off]}" \
+			'BEGIN { printf "resolver cost in steady state: %+.2f ms per scrape (%.2fx), median against median\n", on - off, on / off }'
+	fi
+	echo
+
+	local what="Docker API calls per scrape in steady state O(1) (<= 3 with $containers containers)"
+	if [[ -n ${calls[resolver=on]:-} ]]; then
+		if awk -v c="${calls[resolver=on]}" 'BEGIN { exit !(c <= 3) }'; then
+			printf 'PASS  %s: %s\n' "$what" "${calls[resolver=on]}"
+		else
+			printf 'FAIL  %s: %s\n' "$what" "${calls[resolver=on]}"
+		fi
+	else
+		# The benchmark prints no result line for a sub-benchmark that
+		# failed; its message says why (the count itself, if that was it).
+		printf 'FAIL  %s: %s\n' "$what" "$(failure resolver=on)"
+	fi
+	if ((rc != 0)); then
+		log "go test failed (exit status $rc)"
+		return 3
+	fi
+}
+
+if [[ ${1:-} == --docker ]]; then
+	DOCKER=1
+fi
+if [[ ${DOCKER:-0} == 1 ]]; then
+	docker_mode
+	exit
+fi
+
 for v in VETHS NAMESPACES SCRAPES; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
@@ -320,17 +447,6 @@ if [[ -e $VETH_EXPORTER ]]; then VETH_EXPORTER=$(readlink -f "$VETH_EXPORTER"); 
 export VETHS NAMESPACES SCRAPES VETH_EXPORTER NODE_EXPORTER
 
 work=$(mktemp -d /tmp/veth-bench.XXXXXX)
-# The exporters' logs and first scrapes stay for a look when something went
-# wrong; a clean run leaves nothing behind.
-# shellcheck disable=SC2317 # run by the EXIT trap
-finish() {
-	local rc=$?
-	if ((rc == 0)); then
-		rm -rf "$work"
-	else
-		log "logs and scrape output kept in $work"
-	fi
-}
 trap finish EXIT
 
 log "building bench/linkdump"

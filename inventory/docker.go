@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -22,9 +23,10 @@ import (
 )
 
 // The Docker resolver asks the Docker Engine API who owns the namespaces
-// that Docker made. It needs four endpoints, stable since API 1.24, so it
-// speaks them itself rather than through the official client, whose module
-// brings OpenTelemetry and image-spec packages along for them.
+// that Docker made. It needs five endpoints (ping, container list and
+// inspect, networks, events), stable since API 1.24, so it speaks them
+// itself rather than through the official client, whose module brings
+// OpenTelemetry and image-spec packages along for them.
 const (
 	// dockerMaxAPIVersion is the newest API version this resolver asks
 	// for; an older daemon (Debian's 20.10 speaks 1.41) is asked in its own.
@@ -104,8 +106,9 @@ type DockerView struct {
 // cache is stale, so that a quiet node costs no API call per scrape. It is
 // safe for concurrent use.
 type Docker struct {
-	host   string
-	client *http.Client
+	host    string
+	timeout time.Duration
+	client  *http.Client
 	base   string
 	logger *slog.Logger
 
@@ -128,13 +131,20 @@ type Docker struct {
 // NewDocker returns a resolver for the daemon at host: unix:///path or
 // tcp://host:port (the DOCKER_HOST forms). It does not contact the daemon;
 // a daemon that is not there is an answer ("down"), not an error.
-func NewDocker(host string, logger *slog.Logger) (*Docker, error) {
+//
+// timeout bounds what one snapshot may spend asking the daemon: a daemon
+// that does not answer in time is down for that snapshot.
+func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker, error) {
 	u, err := url.Parse(host)
 	if err != nil {
 		return nil, fmt.Errorf("docker host %q: %w", host, err)
 	}
+	if timeout <= 0 {
+		timeout = dockerCallTimeout
+	}
 	d := &Docker{
 		host:      host,
+		timeout:   timeout,
 		logger:    logger,
 		inspected: map[string]*DockerContainer{},
 		netnsDirs: map[string]bool{},
@@ -439,7 +449,9 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 	}
 	version := d.version
 	d.mu.Unlock()
-	filters := `{"type":["container","network"]}`
+	// Only events that change what a view holds: health checks and
+	// execs emit exec_* events all the time and must not cost a list.
+	filters := `{"type":["container","network"],"event":["create","start","restart","die","kill","stop","pause","unpause","destroy","rename","connect","disconnect"]}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		d.base+"/v"+version+"/events?filters="+url.QueryEscape(filters), nil)
 	if err != nil {
@@ -471,7 +483,8 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 		}
 		d.mu.Lock()
 		d.changedGen++
-		if ev.Type == "container" {
+		if ev.Type == "container" && (ev.Action == "start" || ev.Action == "die" || ev.Action == "destroy" || ev.Action == "restart") {
+			// The container's init process changed or ended.
 			delete(d.inspected, ev.Actor.ID)
 		}
 		d.mu.Unlock()
@@ -548,13 +561,24 @@ func newDockerClaims(v *DockerView, p Paths, since time.Time) *dockerClaims {
 }
 
 // netnsInodeOf finds the namespace of a running container: through its
-// init process, else through its sandbox mount.
+// sandbox mount, which names that namespace for as long as the container
+// runs, else (a container in another's namespace has none) through its
+// init process, whose PID a cached inspect may hold after a restart the
+// events stream missed: the process must still be in a Docker cgroup of
+// this container.
 func netnsInodeOf(p Paths, c *DockerContainer) uint64 {
 	var st unix.Stat_t
-	if c.Pid > 0 && unix.Stat(p.Procfs+"/"+strconv.Itoa(c.Pid)+"/ns/net", &st) == nil {
+	if c.SandboxKey != "" && unix.Stat(filepath.Join(p.Rootfs, c.SandboxKey), &st) == nil {
 		return st.Ino
 	}
-	if c.SandboxKey != "" && unix.Stat(filepath.Join(p.Rootfs, c.SandboxKey), &st) == nil {
+	if c.Pid <= 0 {
+		return 0
+	}
+	dir := p.Procfs + "/" + strconv.Itoa(c.Pid)
+	if cg, err := os.ReadFile(dir + "/cgroup"); err != nil || parseCgroup(string(cg)).ContainerID != c.ID {
+		return 0
+	}
+	if unix.Stat(dir+"/ns/net", &st) == nil {
 		return st.Ino
 	}
 	return 0
@@ -578,7 +602,10 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		return RuntimeSilent, nil
 	}
 	if !c.view.Up {
-		if c.dockerNamespace(v) {
+		// A namespace only a mount holds could be a sandbox of this
+		// daemon in an exec root not learned yet (an exporter started
+		// while Docker was down): Docker decides those too.
+		if c.dockerNamespace(v) || len(n.PIDs) == 0 {
 			return RuntimeDown, nil
 		}
 		return RuntimeSilent, nil
@@ -599,7 +626,7 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		// A process in the container's cgroup against a record listed
 		// before the scan: the container may have started since, and its
 		// start event not have reached the cache yet. The process wins.
-		if o == v.Owner && c.view.Listed.Before(c.since) {
+		if v.Owner != nil && v.Owner.ID == dc.ID && c.view.Listed.Before(c.since) {
 			continue
 		}
 		return RuntimeExited, dc

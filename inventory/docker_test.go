@@ -74,7 +74,11 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("OK"))
 		return
 	}
-	prefix := "/v" + min(f.apiVersion, dockerMaxAPIVersion)
+	version := f.apiVersion
+	if versionLess(dockerMaxAPIVersion, version) {
+		version = dockerMaxAPIVersion
+	}
+	prefix := "/v" + version
 	p, ok := strings.CutPrefix(r.URL.Path, prefix)
 	if !ok {
 		http.Error(w, `{"message":"unexpected version"}`, http.StatusBadRequest)
@@ -130,7 +134,7 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func newTestDocker(t *testing.T, f *fakeEngine) *Docker {
-	d, err := NewDocker("unix://"+f.socket, slog.New(slog.DiscardHandler))
+	d, err := NewDocker("unix://"+f.socket, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,11 +271,14 @@ func TestDockerBridges(t *testing.T) {
 // the daemon is down except for Docker's own namespaces.
 func TestDockerClaims(t *testing.T) {
 	self := os.Getpid()
-	inode := netnsInodeOf(DefaultPaths, &DockerContainer{Pid: self})
+	// This process's namespace stands for a sandbox: its ns file is what
+	// a SandboxKey mount shows.
+	key := fmt.Sprintf("/proc/%d/ns/net", self)
+	inode := netnsInodeOf(DefaultPaths, &DockerContainer{SandboxKey: key})
 	if inode == 0 {
 		t.Fatal("cannot stat this process's network namespace")
 	}
-	sandbox := &DockerContainer{ID: "s", Name: "web", State: "running", NetworkMode: "default", Pid: self}
+	sandbox := &DockerContainer{ID: "s", Name: "web", State: "running", NetworkMode: "default", SandboxKey: key}
 	sidecar := &DockerContainer{ID: "c", Name: "sidecar", State: "running", NetworkMode: "container:s", Pid: self}
 	gone := &DockerContainer{ID: "g", Name: "api", State: "exited", NetworkMode: "default", SandboxKey: "/run/docker/netns/abc"}
 	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths, time.Time{})
@@ -290,7 +297,7 @@ func TestDockerClaims(t *testing.T) {
 	}
 	// A paused container is frozen, not gone.
 	paused := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{
-		{ID: "p", Name: "frozen", State: "paused", NetworkMode: "default", Pid: self},
+		{ID: "p", Name: "frozen", State: "paused", NetworkMode: "default", SandboxKey: key},
 	}}, DefaultPaths, time.Time{})
 	if claim, _ := paused.claim(&Veth{PeerNetns: ns, Owner: &Owner{Kind: OwnerContainer, ID: "p"}}); claim != RuntimeRunning {
 		t.Errorf("paused container: claim %v, want running", claim)
@@ -322,14 +329,28 @@ func TestDockerClaims(t *testing.T) {
 	if claim, _ := down.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g", Runtime: "docker"}}); claim != RuntimeDown {
 		t.Errorf("namespace last owned by a Docker container while Docker is down: claim %v, want down", claim)
 	}
-	if claim, _ := down.claim(&Veth{PeerNetns: other}); claim != RuntimeSilent {
-		t.Errorf("a CNI namespace while Docker is down: claim %v, want silent", claim)
+	// A namespace only a mount holds may be a sandbox in an exec root
+	// not learned yet: Docker's to decide while it is down.
+	if claim, _ := down.claim(&Veth{PeerNetns: other}); claim != RuntimeDown {
+		t.Errorf("a mount-held namespace while Docker is down: claim %v, want down", claim)
+	}
+	cni := &Namespace{Inode: 4, PIDs: []int{1234}, Mounts: []string{"/run/netns/cni-2"}}
+	if claim, _ := down.claim(&Veth{PeerNetns: cni, Owner: &Owner{Kind: OwnerPod, ID: "x", Runtime: "containerd"}}); claim != RuntimeSilent {
+		t.Errorf("a pod's namespace while Docker is down: claim %v, want silent", claim)
+	}
+	// The same container as current and last owner: the live process wins
+	// over a record listed before the scan, whichever owner names it.
+	restartedToo := &DockerContainer{ID: "r2", State: "exited", NetworkMode: "default"}
+	staleToo := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restartedToo}}, DefaultPaths, time.Now().Add(time.Second))
+	both := &Owner{Kind: OwnerContainer, ID: "r2"}
+	if claim, _ := staleToo.claim(&Veth{PeerNetns: byHistory, Owner: both, LastOwner: &Owner{Kind: OwnerContainer, ID: "r2"}}); claim != RuntimeSilent {
+		t.Errorf("stale exited record, same container as owner and last owner: claim %v, want silent", claim)
 	}
 }
 
 func TestNewDockerRejectsBadHosts(t *testing.T) {
 	for _, host := range []string{"ssh://x", "npipe:////./pipe/docker", "::"} {
-		if _, err := NewDocker(host, slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := NewDocker(host, 0, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("NewDocker(%q) accepted it", host)
 		}
 	}

@@ -86,6 +86,13 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if ns != nil {
 		defer ns.close()
 	}
+	// Everything this snapshot asks Docker shares one deadline.
+	dockerCtx := ctx
+	if inv.cfg.Docker != nil {
+		var cancel context.CancelFunc
+		dockerCtx, cancel = context.WithTimeout(ctx, inv.cfg.Docker.timeout)
+		defer cancel()
+	}
 	var (
 		cgroupsTook, dockerTook time.Duration
 		docker                  *DockerView
@@ -100,7 +107,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		if inv.cfg.Docker != nil {
 			start := time.Now()
-			docker = inv.cfg.Docker.View(ctx)
+			docker = inv.cfg.Docker.View(dockerCtx)
 			dockerTook = time.Since(start)
 		}
 	}()
@@ -150,7 +157,7 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
 		e.runtime = RuntimeSilent
 		if claims != nil {
-			e.runtime = inv.dockerEvidence(ctx, claims, v)
+			e.runtime = inv.dockerEvidence(dockerCtx, claims, v)
 		}
 		v.Verdict, v.Reason = decide(v, e)
 	})

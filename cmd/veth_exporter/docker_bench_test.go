@@ -2,17 +2,12 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -59,7 +54,7 @@ type benchContainer struct{ id, name, veth string }
 func BenchmarkDockerScrape(b *testing.B) {
 	netnstest.Require(b)
 	n := benchContainers(b)
-	bin := buildBenchBinary(b)
+	exporterBinary(b)
 	start := time.Now()
 	d := dockertest.Start(b)
 	d.Image(b)
@@ -72,8 +67,8 @@ func BenchmarkDockerScrape(b *testing.B) {
 
 	dir := b.TempDir()
 	start = time.Now()
-	on := startBenchExporter(b, bin, "--docker.host="+d.Host, "--state.path="+filepath.Join(dir, "on.json"))
-	off := startBenchExporter(b, bin, "--no-collector.docker", "--state.path="+filepath.Join(dir, "off.json"))
+	on := startExporter(b, "--docker.host="+d.Host, "--state.path="+filepath.Join(dir, "on.json"))
+	off := startExporter(b, "--no-collector.docker", "--state.path="+filepath.Join(dir, "off.json"))
 	warm := warmUp(b, on, cs)
 	if v := vethCount(off.scrape(b)); v < n {
 		b.Fatalf("resolver=off: %d veths in the scrape, want at least %d", v, n)
@@ -141,16 +136,6 @@ func benchContainers(b *testing.B) int {
 		b.Fatalf("%s=%q: want a positive number of containers", envBenchContainers, s)
 	}
 	return n
-}
-
-// buildBenchBinary builds the exporter into the benchmark's temporary
-// directory, which goes away with it.
-func buildBenchBinary(b *testing.B) string {
-	bin := filepath.Join(b.TempDir(), "veth_exporter")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // startBenchContainers runs n containers, bench0…, benchRunners at a
@@ -235,61 +220,6 @@ func resolveVeths(b *testing.B, d *dockertest.Daemon, cs []benchContainer) {
 		}
 		cs[i].veth = dockertest.HostVeth(b, "/proc/"+pid+"/ns/net")
 	}
-}
-
-// startBenchExporter is startExporter for a benchmark: the binary bin on a
-// free loopback port, ready, stopped at the end.
-func startBenchExporter(b *testing.B, bin string, args ...string) *exporter {
-	port, err := freeBenchPort()
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := "127.0.0.1:" + port
-	log := &syncBuffer{}
-	cmd := exec.Command(bin, append([]string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	e := &exporter{url: "http://" + addr, cmd: cmd, log: log}
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			b.Errorf("exporter ignored SIGTERM for 10s\n%s", log)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(e.url + "/-/ready")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("exporter at %s not ready after 30 s: %v\n%s", e.url, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// freeBenchPort is freePort without a *testing.T.
-func freeBenchPort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
 }
 
 // warmUp scrapes e until Docker answers, every container is owned with

@@ -367,8 +367,9 @@ func TestDockerImage(t *testing.T) {
 		"-v", "/run:/run:ro,rslave", "-v", stateDir+":/var/lib/veth_exporter",
 		"veth-exporter:test",
 		"--web.listen-address=127.0.0.1:"+port, "--docker.host="+d.Host,
-		// The test's PID namespace holds every process of the fixture.
-		"--inventory.trust-pid-namespace")
+		// The test's PID namespace holds every process of the fixture,
+		// and the binary on the host gives orphans at once too.
+		"--inventory.trust-pid-namespace", "--inventory.settle-time=0s")
 	inContainer := &exporter{url: "http://127.0.0.1:" + port, log: &syncBuffer{}}
 	onHost := dockerExporter(t, d)
 

@@ -30,6 +30,7 @@ type inventoryFlags struct {
 	docker         bool
 	dockerSet      bool // --[no-]collector.docker was given
 	dockerHost     string
+	dockerTimeout  time.Duration
 }
 
 func (f *inventoryFlags) register(app *kingpin.Application) {
@@ -54,6 +55,8 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 	}
 	app.Flag("docker.host", "Docker Engine API address, unix:///path or tcp://host:port (default: $DOCKER_HOST, else Docker's socket).").
 		Default(dockerHost).StringVar(&f.dockerHost)
+	app.Flag("docker.timeout", "What one inventory may spend asking Docker; a daemon slower than that counts as down for that scrape.").
+		Default("5s").DurationVar(&f.dockerTimeout)
 	app.Flag("inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
@@ -100,7 +103,7 @@ func (f *inventoryFlags) openDocker(logger *slog.Logger) (*inventory.Docker, err
 		return nil, nil
 	}
 	logger.Info("Docker resolver on", "host", f.dockerHost)
-	d, err := inventory.NewDocker(f.dockerHost, logger)
+	d, err := inventory.NewDocker(f.dockerHost, f.dockerTimeout, logger)
 	if err != nil {
 		return nil, fmt.Errorf("--docker.host: %w", err)
 	}

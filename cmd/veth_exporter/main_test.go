@@ -33,7 +33,13 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from this run")
 
-func TestMain(m *testing.M) { netnstest.Main(m) }
+func TestMain(m *testing.M) {
+	netnstest.Main(m, func() {
+		if binary != "" {
+			os.RemoveAll(filepath.Dir(binary))
+		}
+	})
+}
 
 const (
 	goldenContainer = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00"
@@ -48,7 +54,7 @@ var (
 )
 
 // exporterBinary builds the exporter once per test run.
-func exporterBinary(t *testing.T) string {
+func exporterBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "veth_exporter_e2e")
@@ -95,7 +101,7 @@ func (b *syncBuffer) String() string {
 
 // startExporter runs the binary on a free loopback port and waits until it
 // is ready; the test's end stops it.
-func startExporter(t *testing.T, args ...string) *exporter {
+func startExporter(t testing.TB, args ...string) *exporter {
 	t.Helper()
 	addr := "127.0.0.1:" + freePort(t)
 	log := &syncBuffer{}
@@ -118,7 +124,7 @@ func startExporter(t *testing.T, args ...string) *exporter {
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -130,7 +136,7 @@ func freePort(t *testing.T) string {
 
 // waitReady waits up to 10 s for url/-/ready to answer 200; on failure it
 // shows what logs returns.
-func waitReady(t *testing.T, url string, logs func() string) {
+func waitReady(t testing.TB, url string, logs func() string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -149,7 +155,7 @@ func waitReady(t *testing.T, url string, logs func() string) {
 }
 
 // stop ends the exporter as a service manager does, with SIGTERM.
-func (e *exporter) stop(t *testing.T) {
+func (e *exporter) stop(t testing.TB) {
 	if e.cmd == nil || e.cmd.ProcessState != nil {
 		return
 	}

@@ -90,9 +90,19 @@ var inPrivate bool
 // daemonizes, for instance) leaves a zombie until the test binary exits.
 // Main does not reap them, as a reaper calling wait4(-1) would steal the exit
 // status of children that [exec.Cmd.Wait] waits for.
-func Main(m *testing.M) {
+//
+// The functions after run once the tests are done, wherever they ran:
+// package-wide cleanups such as removing a binary built for the tests.
+func Main(m *testing.M, after ...func()) {
+	run := func() int {
+		code := m.Run()
+		for _, f := range after {
+			f()
+		}
+		return code
+	}
 	if os.Geteuid() != 0 {
-		os.Exit(m.Run())
+		os.Exit(run())
 	}
 	if os.Getenv(envMarker) != "1" {
 		code, err := reexec()
@@ -100,7 +110,7 @@ func Main(m *testing.M) {
 			os.Exit(code)
 		}
 		fmt.Fprintf(os.Stderr, "netnstest: %v; privileged tests will not run\n", err)
-		os.Exit(m.Run())
+		os.Exit(run())
 	}
 	if os.Getpid() == 1 {
 		// Before anything else, so that no signal finds PID 1 without
@@ -112,7 +122,7 @@ func Main(m *testing.M) {
 		os.Exit(2)
 	}
 	inPrivate = true
-	os.Exit(m.Run())
+	os.Exit(run())
 }
 
 // reexec runs the test binary again in new network, mount and PID
