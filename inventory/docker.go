@@ -109,8 +109,8 @@ type Docker struct {
 	host    string
 	timeout time.Duration
 	client  *http.Client
-	base   string
-	logger *slog.Logger
+	base    string
+	logger  *slog.Logger
 
 	requests atomic.Uint64
 
