@@ -100,11 +100,14 @@ func TestDockerOwners(t *testing.T) {
 	netnstest.Require(t)
 	d := dockertest.Start(t)
 	netID := d.Docker(t, "network", "create", "appnet")
-	containers := []struct{ id, name, master string }{
-		{d.Run(t, "web1"), "web1", "docker0"},
-		{d.Run(t, "web2"), "web2", "docker0"},
-		{d.Run(t, "app1", "--network", "appnet"), "app1", "br-" + netID[:12]},
+	containers := []struct{ id, name, master, project, service string }{
+		{d.Run(t, "web1", "--label", "com.docker.compose.project=shop", "--label", "com.docker.compose.service=web"), "web1", "docker0", "shop", "web"},
+		{d.Run(t, "web2"), "web2", "docker0", "", ""},
+		{d.Run(t, "app1", "--network", "appnet"), "app1", "br-" + netID[:12], "", ""},
 	}
+	// Containers in the host's namespace or in none own no veth.
+	hostNet := d.Run(t, "hostnet", "--network", "host")
+	noNet := d.Run(t, "nonet", "--network", "none")
 	e := dockerExporter(t, d)
 	m := e.scrape(t)
 	wantSample(t, m, `veth_scrape_collector_success{collector="docker"}`, 1)
@@ -115,9 +118,27 @@ func TestDockerOwners(t *testing.T) {
 		if info := seriesOf(m, "veth_info", dev); len(info) != 1 || !strings.Contains(info[0], `master="`+c.master+`"`) {
 			t.Errorf("%s (%s): veth_info %q, want master %s", c.name, dev, info, c.master)
 		}
-		wantSample(t, m, fmt.Sprintf(`veth_docker_container_info{compose_project="",compose_service="",id=%q,image=%q,name=%q,state="running"}`,
-			c.id, d.Image(t), c.name), 1)
+		wantSample(t, m, fmt.Sprintf(`veth_docker_container_info{compose_project=%q,compose_service=%q,id=%q,image=%q,name=%q,state="running"}`,
+			c.project, c.service, c.id, d.Image(t), c.name), 1)
 	}
+	for _, id := range []string{hostNet, noNet} {
+		if strings.Contains(m, id) {
+			t.Errorf("container %s (network host or none) appears in the metrics", id)
+		}
+	}
+	if n := strings.Count(m, "veth_owner_info{"); n != len(containers) {
+		t.Errorf("%d veth_owner_info series, want %d", n, len(containers))
+	}
+
+	// Without the resolver: owners from cgroups alone, IDs without names,
+	// and no docker stage.
+	plain := startExporter(t, "--docker.host="+d.Host, "--no-collector.docker", "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	pm := plain.scrape(t)
+	if _, ok := sample(pm, `veth_scrape_collector_success{collector="docker"}`); ok {
+		t.Error("--no-collector.docker: a docker stage is still reported")
+	}
+	web2 := vethOf(t, d, containers[1].id)
+	wantSample(t, pm, ownerSeries("veth_owner_info", web2, containers[1].id, ""), 1)
 	wantSample(t, m, `veth_bridge_info{master="br-`+netID[:12]+`",network="appnet"}`, 1)
 	wantSample(t, m, `veth_bridge_info{master="docker0",network="bridge"}`, 1)
 
@@ -131,12 +152,12 @@ func TestDockerOwners(t *testing.T) {
 	}
 
 	// A paused container is frozen, not gone: its veth stays owned.
-	web2 := containers[1]
+	paused2 := containers[1]
 	d.Docker(t, "pause", "web2")
 	defer d.Docker(t, "unpause", "web2")
-	paused := fmt.Sprintf(`veth_docker_container_info{compose_project="",compose_service="",id=%q,image=%q,name="web2",state="paused"}`, web2.id, d.Image(t))
+	paused := fmt.Sprintf(`veth_docker_container_info{compose_project="",compose_service="",id=%q,image=%q,name="web2",state="paused"}`, paused2.id, d.Image(t))
 	m = e.scrapeUntil(t, "web2 paused", func(m string) bool { _, ok := sample(m, paused); return ok })
-	dev := vethOf(t, d, web2.id)
+	dev := vethOf(t, d, paused2.id)
 	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="container",verdict="owned"}`, dev), 1)
 }
 
@@ -168,13 +189,27 @@ func TestDockerCrashLeftover(t *testing.T) {
 	d := dockertest.Start(t)
 	api := d.Run(t, "api")
 	dev := vethOf(t, d, api)
+	// worker's namespace is also held by a stray process (an operator's
+	// nsenter), which survives the crash.
+	worker := d.Run(t, "worker")
+	workerDev := vethOf(t, d, worker)
+	stray := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(d.ContainerPID(t, worker))+"/ns/net", "sleep", "infinity")
+	stray.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stray.Process.Kill(); stray.Wait() }()
 	e := dockerExporter(t, d)
-	wantSample(t, e.scrape(t), ownerSeries("veth_owner_info", dev, api, "api"), 1)
+	m := e.scrape(t)
+	wantSample(t, m, ownerSeries("veth_owner_info", dev, api, "api"), 1)
+	wantSample(t, m, ownerSeries("veth_owner_info", workerDev, worker, "worker"), 1)
 
-	d.Crash(t, api)
-	m := e.scrapeUntil(t, "Docker down", dockerUp(0))
-	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="resolver_down",verdict="unknown"}`, dev), 1)
-	wantSample(t, m, fmt.Sprintf(`veth_orphaned{device=%q}`, dev), 0)
+	d.Crash(t, api, worker)
+	m = e.scrapeUntil(t, "Docker down", dockerUp(0))
+	for _, dv := range []string{dev, workerDev} {
+		wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="resolver_down",verdict="unknown"}`, dv), 1)
+		wantSample(t, m, fmt.Sprintf(`veth_orphaned{device=%q}`, dv), 0)
+	}
 
 	d.LoseNetworkState(t)
 	d.Restart(t)
@@ -184,6 +219,9 @@ func TestDockerCrashLeftover(t *testing.T) {
 	}
 	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="netns_empty",verdict="orphaned"}`, dev), 1)
 	wantSample(t, m, ownerSeries("veth_last_owner_info", dev, api, "api"), 1)
+	// Docker says worker exited, yet the stray lives in its namespace.
+	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="owner_exited",verdict="orphaned"}`, workerDev), 1)
+	wantSample(t, m, ownerSeries("veth_last_owner_info", workerDev, worker, "worker"), 1)
 	wantSample(t, m, "veth_leaked_netns", 0)
 
 	// An exporter that never saw api running (a fresh inspect, no
@@ -203,10 +241,18 @@ func TestDockerCrashLeftover(t *testing.T) {
 	if err := json.Unmarshal(out, &snap); err != nil {
 		t.Fatal(err)
 	}
+	found := false
 	for _, v := range snap.Veths {
-		if v.Device == dev && (v.Verdict != "orphaned" || v.LastOwner == nil || v.LastOwner.ID != api || v.LastOwner.Name != "api") {
+		if v.Device != dev {
+			continue
+		}
+		found = true
+		if v.Verdict != "orphaned" || v.LastOwner == nil || v.LastOwner.ID != api || v.LastOwner.Name != "api" {
 			t.Errorf("fresh inspect: %s is %s/%s, last owner %+v; want orphaned, last owned by api %s", dev, v.Verdict, v.Reason, v.LastOwner, api)
 		}
+	}
+	if !found {
+		t.Errorf("fresh inspect does not list %s:\n%s", dev, out)
 	}
 
 	// Removing the veth, as an operator would, leaves Docker's mount
@@ -287,6 +333,11 @@ func TestDockerCrashStateIntact(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { stray.Process.Kill(); stray.Wait() }()
+	m = e.scrapeUntil(t, "the pinned container seen", func(m string) bool {
+		v, ok := sample(m, fmt.Sprintf(`veth_peer_netns_processes{device=%q}`, pinnedDev))
+		return ok && v == 2
+	})
+	wantSample(t, m, ownerSeries("veth_owner_info", pinnedDev, pinned, "pinned"), 1)
 	d.Docker(t, "rm", "-f", pinned)
 	if _, err := os.Stat("/sys/class/net/" + pinnedDev); err == nil {
 		t.Fatalf("docker rm -f left %s behind", pinnedDev)
@@ -300,34 +351,45 @@ func TestDockerCrashStateIntact(t *testing.T) {
 	}
 }
 
-// TestDockerStopStart: dockerd stops while containers exist: the exporter
-// keeps serving, says Docker is down and calls nothing orphaned; it
-// recovers when dockerd is back, without a restart.
+// TestDockerStopStart: dockerd stops while containers run on (live
+// restore): the exporter keeps serving, says Docker is down, and the
+// containers' veths stay owned, none orphaned; once dockerd is back the
+// exporter recovers without a restart.
 func TestDockerStopStart(t *testing.T) {
 	netnstest.Require(t)
-	d := dockertest.Start(t)
-	d.Run(t, "svc1")
-	d.Run(t, "svc2", "--restart", "always")
+	d := dockertest.StartWith(t, dockertest.Options{LiveRestore: true})
+	ids := map[string]string{"svc1": d.Run(t, "svc1"), "svc2": d.Run(t, "svc2")}
+	devs := map[string]string{}
+	for name, id := range ids {
+		devs[name] = vethOf(t, d, id)
+	}
 	e := dockerExporter(t, d)
-	e.scrape(t)
+	m := e.scrape(t)
+	for name, id := range ids {
+		wantSample(t, m, ownerSeries("veth_owner_info", devs[name], id, name), 1)
+	}
 
 	d.Stop(t)
 	for range 3 {
 		m := e.scrapeUntil(t, "Docker down", dockerUp(0))
+		for name, dev := range devs {
+			wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="container",verdict="owned"}`, dev), 1)
+			if len(seriesOf(m, "veth_info", dev)) != 1 {
+				t.Errorf("with Docker stopped: %s's veth %s is gone; live restore should keep it", name, dev)
+			}
+		}
 		if n := orphans(m); n != 0 {
-			t.Errorf("with Docker stopped: %v veths orphaned, want none:\n%s", n, m)
+			t.Errorf("with Docker stopped: %v veths orphaned, want none", n)
 		}
 	}
 	d.Restart(t)
-	m := e.scrapeUntil(t, "Docker up", dockerUp(1))
-	if n := orphans(m); n != 0 {
-		t.Errorf("after Docker restarted: %v veths orphaned, want none:\n%s", n, m)
+	m = e.scrapeUntil(t, "Docker up", dockerUp(1))
+	for name, id := range ids {
+		wantSample(t, m, ownerSeries("veth_owner_info", devs[name], id, name), 1)
 	}
-	// svc2 (restart=always) is back: its veth is owned again.
-	svc2 := d.Docker(t, "inspect", "-f", "{{.Id}}", "svc2")
-	e.scrapeUntil(t, "svc2 owned again", func(m string) bool {
-		return strings.Contains(m, `id="`+svc2+`",kind="container",name="svc2"`)
-	})
+	if n := orphans(m); n != 0 {
+		t.Errorf("after Docker restarted: %v veths orphaned, want none", n)
+	}
 }
 
 // TestDockerImage builds the project's image with the real dockerd and

@@ -162,6 +162,19 @@ var active struct {
 // and fails it if another Daemon of the test binary is still running.
 func Start(t testing.TB) *Daemon {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// Options change how [StartWith] configures dockerd.
+type Options struct {
+	// LiveRestore keeps containers running while dockerd is down
+	// ("live-restore": true), as production hosts often configure it.
+	LiveRestore bool
+}
+
+// StartWith is [Start] with options.
+func StartWith(t testing.TB, opts Options) *Daemon {
+	t.Helper()
 	netnstest.Require(t)
 	d := &Daemon{ids: map[string]bool{}}
 	d.dockerd, d.cli = findBinaries(t)
@@ -217,7 +230,7 @@ func Start(t testing.TB) *Daemon {
 	// /etc/docker/daemon.json, if any, out of the test, and moves the
 	// daemon's identity key, which dockerd 20.10 would otherwise create
 	// as /etc/docker/key.json on the machine's file system.
-	config := fmt.Sprintf("{\"deprecated-key-path\": %q}\n", filepath.Join(tmp, "key.json"))
+	config := fmt.Sprintf("{\"deprecated-key-path\": %q, \"live-restore\": %v}\n", filepath.Join(tmp, "key.json"), opts.LiveRestore)
 	if err := os.WriteFile(d.configFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
