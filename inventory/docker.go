@@ -60,6 +60,8 @@ type DockerContainer struct {
 	Pid int `json:"pid,omitempty"`
 	// SandboxKey is the nsfs mount pinning the container's namespace.
 	SandboxKey string `json:"sandbox_key,omitempty"`
+	// FinishedAt is when a stopped container last stopped running.
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 	// sandboxID names the sandbox; Docker pins its namespace at
 	// <netns dir>/<first 12 hex of it>.
 	sandboxID string
@@ -254,9 +256,7 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 		}
 		// Pid and SandboxKey only come from inspect: asked once per run
 		// of a container, and again only after an event about it.
-		if old := d.inspected[c.ID]; old != nil && old.State == c.State {
-			dc.Pid, dc.SandboxKey, dc.sandboxID, dc.inspected = old.Pid, old.SandboxKey, old.sandboxID, true
-		} else if dc.running() {
+		if !d.reuseInspect(dc) && dc.running() {
 			if err := d.inspect(ctx, dc); err != nil {
 				if isNotFound(err) {
 					continue // removed since the list
@@ -296,18 +296,35 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 // inspect fills in the container's Pid and SandboxKey; the caller holds d.mu.
 func (d *Docker) inspect(ctx context.Context, c *DockerContainer) error {
 	var r struct {
-		State           struct{ Pid int }
+		State struct {
+			Pid        int
+			FinishedAt time.Time
+		}
 		NetworkSettings struct{ SandboxKey, SandboxID string }
 	}
 	if err := d.get(ctx, "/containers/"+c.ID+"/json", nil, &r); err != nil {
 		return err
 	}
 	c.Pid, c.SandboxKey, c.sandboxID, c.inspected = r.State.Pid, hostRunPath(r.NetworkSettings.SandboxKey), r.NetworkSettings.SandboxID, true
+	if r.State.FinishedAt.Year() > 1 {
+		c.FinishedAt = r.State.FinishedAt
+	}
 	d.inspected[c.ID] = c
 	if c.SandboxKey != "" {
 		d.netnsDirs[filepath.Dir(c.SandboxKey)] = true
 	}
 	return nil
+}
+
+// reuseInspect copies what an earlier inspect of the same container in
+// the same state learned; the caller holds d.mu.
+func (d *Docker) reuseInspect(c *DockerContainer) bool {
+	old := d.inspected[c.ID]
+	if old == nil || old.State != c.State {
+		return false
+	}
+	c.Pid, c.SandboxKey, c.sandboxID, c.FinishedAt, c.inspected = old.Pid, old.SandboxKey, old.sandboxID, old.FinishedAt, true
+	return true
 }
 
 // hostRunPath writes /var/run paths as /run paths, as mountinfo shows them
@@ -508,10 +525,8 @@ func (d *Docker) SandboxRecord(ctx context.Context, v *DockerView, mount string)
 		if !dc.stopped() {
 			continue
 		}
-		if !dc.inspected {
-			if old := d.inspected[dc.ID]; old != nil && old.State == dc.State {
-				dc.SandboxKey, dc.sandboxID, dc.inspected = old.SandboxKey, old.sandboxID, true
-			} else if err := d.inspect(ctx, dc); isNotFound(err) {
+		if !dc.inspected && !d.reuseInspect(dc) {
+			if err := d.inspect(ctx, dc); isNotFound(err) {
 				continue // removed since the list
 			} else if err != nil {
 				// A daemon that stops answering now would make every
@@ -611,6 +626,10 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		return RuntimeSilent, nil
 	}
 	if cs := c.running[n.Inode]; len(cs) > 0 {
+		n.Containers = n.Containers[:0]
+		for _, dc := range cs {
+			n.Containers = append(n.Containers, dc.Name)
+		}
 		return RuntimeRunning, cs[0]
 	}
 	// Docker's record of the container whose namespace this was: by the

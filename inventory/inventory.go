@@ -113,6 +113,9 @@ type Namespace struct {
 	// Owner is the container or pod that the namespace's processes belong
 	// to, or a plain process; nil when no process is in it.
 	Owner *Owner `json:"owner,omitempty"`
+	// Containers are the names of the running containers a runtime says
+	// share the namespace, its owner (the sandbox) first.
+	Containers []string `json:"containers,omitempty"`
 }
 
 // Veth is one host-side veth interface and everything known about it.

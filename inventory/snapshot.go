@@ -200,7 +200,7 @@ func (inv *Inventory) dockerEvidence(ctx context.Context, claims *dockerClaims, 
 	case claim == RuntimeRunning:
 		v.Owner = dockerOwner(dc)
 	case claim == RuntimeExited && v.LastOwner == nil:
-		v.LastOwner = dockerOwner(dc)
+		v.LastOwner, v.LastOwnerSeen = dockerOwner(dc), dc.FinishedAt
 	}
 	return claim
 }

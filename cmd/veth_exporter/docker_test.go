@@ -177,6 +177,28 @@ func TestDockerSharedNamespace(t *testing.T) {
 	if n := strings.Count(m, "veth_owner_info{"); n != 1 {
 		t.Errorf("%d veth_owner_info series, want 1 (one namespace, one veth)", n)
 	}
+	// inspect lists every container of the namespace, the sandbox first.
+	out, err := exec.Command(exporterBinary(t), "inspect", "--output=json", "--inventory.trust-pid-namespace", "--docker.host="+d.Host,
+		"--state.path="+filepath.Join(t.TempDir(), "state.json")).Output()
+	if err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	var snap struct {
+		Veths []struct {
+			Device    string `json:"device"`
+			PeerNetns struct {
+				Containers []string `json:"containers"`
+			} `json:"peer_netns"`
+		} `json:"veths"`
+	}
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range snap.Veths {
+		if v.Device == dev && fmt.Sprint(v.PeerNetns.Containers) != "[sandbox sidecar]" {
+			t.Errorf("inspect lists the containers of %s's namespace as %q, want [sandbox sidecar]", dev, v.PeerNetns.Containers)
+		}
+	}
 }
 
 // TestDockerCrashLeftover is the production leftover: the runtime is
@@ -236,6 +258,7 @@ func TestDockerCrashLeftover(t *testing.T) {
 		Veths []struct {
 			Device, Verdict, Reason string
 			LastOwner               *struct{ ID, Name string } `json:"last_owner"`
+			LastOwnerSeen           time.Time                  `json:"last_owner_seen"`
 		} `json:"veths"`
 	}
 	if err := json.Unmarshal(out, &snap); err != nil {
@@ -249,6 +272,10 @@ func TestDockerCrashLeftover(t *testing.T) {
 		found = true
 		if v.Verdict != "orphaned" || v.LastOwner == nil || v.LastOwner.ID != api || v.LastOwner.Name != "api" {
 			t.Errorf("fresh inspect: %s is %s/%s, last owner %+v; want orphaned, last owned by api %s", dev, v.Verdict, v.Reason, v.LastOwner, api)
+		}
+		// When Docker saw it stop: the last time it was seen running.
+		if v.LastOwnerSeen.IsZero() || time.Since(v.LastOwnerSeen) > time.Minute {
+			t.Errorf("fresh inspect: %s last owner seen %v, want Docker's recent finish time", dev, v.LastOwnerSeen)
 		}
 	}
 	if !found {
