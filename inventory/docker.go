@@ -86,7 +86,8 @@ func (c *DockerContainer) sharesNamespace() bool {
 	return strings.HasPrefix(c.NetworkMode, "container:")
 }
 
-// DockerView is what Docker said for one snapshot.
+// DockerView is what Docker said: listed for one snapshot and reused by the
+// next ones while the events stream reports no change.
 type DockerView struct {
 	// Up: the daemon answered.
 	Up  bool  `json:"up"`
@@ -255,7 +256,8 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 			NetworkMode:    c.HostConfig.NetworkMode,
 		}
 		// Pid and SandboxKey only come from inspect: asked once per run
-		// of a container, and again only after an event about it.
+		// of a container, and again only after it started, died or was
+		// destroyed (the events that change them).
 		if !d.reuseInspect(dc) && dc.running() {
 			if err := d.inspect(ctx, dc); err != nil {
 				if isNotFound(err) {
@@ -511,9 +513,8 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 // SandboxRecord returns Docker's record of the stopped container whose
 // sandbox a namespace pinned at mount was: what a leftover that the
 // exporter never saw running came from. Stopped containers are inspected
-// once (their record no longer changes) and only when a namespace in
-// Docker's directory is left unexplained, which on a healthy node is
-// never.
+// once (their record no longer changes) and only when a namespace held by
+// a mount is left unexplained by running containers and known owners.
 func (d *Docker) SandboxRecord(ctx context.Context, v *DockerView, mount string) *DockerContainer {
 	if !v.Up {
 		return nil
@@ -649,13 +650,6 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 			continue
 		}
 		return RuntimeExited, dc
-	}
-	for _, m := range n.Mounts {
-		for _, dc := range c.view.Containers {
-			if dc.SandboxKey == m && dc.stopped() {
-				return RuntimeExited, dc
-			}
-		}
 	}
 	return RuntimeSilent, nil
 }

@@ -288,9 +288,6 @@ func TestDockerClaims(t *testing.T) {
 		t.Errorf("shared namespace: claim %v by %+v, want running by the sandbox %+v", claim, dc, sandbox)
 	}
 	leak := &Namespace{Inode: 1, Mounts: []string{"/run/docker/netns/abc"}}
-	if claim, dc := up.claim(&Veth{PeerNetns: leak}); claim != RuntimeExited || dc != gone {
-		t.Errorf("exited container's sandbox: claim %v by %+v, want exited by %+v", claim, dc, gone)
-	}
 	byHistory := &Namespace{Inode: 2, PIDs: []int{99}}
 	if claim, _ := up.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g"}}); claim != RuntimeExited {
 		t.Errorf("namespace whose last owner exited: claim %v, want exited", claim)
@@ -353,5 +350,42 @@ func TestNewDockerRejectsBadHosts(t *testing.T) {
 		if _, err := NewDocker(host, 0, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("NewDocker(%q) accepted it", host)
 		}
+	}
+}
+
+// TestDockerSandboxRecord finds the stopped container whose sandbox a
+// leftover namespace was, by its SandboxKey or its sandbox ID, inspecting
+// each stopped container only once.
+func TestDockerSandboxRecord(t *testing.T) {
+	f := newFakeEngine(t, "1.41")
+	sandboxID := "d4a65f777574a60d1ecf064bf3cd43e08c883fd151de0dfa8e2050d66eca5656"
+	f.containers = []fakeContainer{
+		{ID: strings.Repeat("a", 64), Name: "api", State: "exited", NetworkMode: "default",
+			SandboxKey: "/var/run/docker/netns/d4a65f777574", SandboxID: sandboxID},
+		{ID: strings.Repeat("b", 64), Name: "old", State: "exited", NetworkMode: "default"},
+		{ID: strings.Repeat("c", 64), Name: "new", State: "created", NetworkMode: "default"},
+	}
+	d := newTestDocker(t, f)
+	v := d.View(context.Background())
+	for _, tt := range []struct{ mount, want string }{
+		{"/run/docker/netns/d4a65f777574", "api"},      // SandboxKey, /var/run written as /run
+		{"/srv/exec/netns/d4a65f777574", "api"},        // another exec root: the sandbox ID
+		{"/run/docker/netns/0123456789ab", ""},         // no such sandbox
+		{"/run/netns/cni-0f1e2d3c-4b5a-6978-8796", ""}, // not Docker's
+	} {
+		got := ""
+		if dc := d.SandboxRecord(context.Background(), v, tt.mount); dc != nil {
+			got = dc.Name
+		}
+		if got != tt.want {
+			t.Errorf("SandboxRecord(%s) = %q, want %q", tt.mount, got, tt.want)
+		}
+	}
+	inspects := count(f.requests(), "a/json") + count(f.requests(), "b/json")
+	if inspects != 2 {
+		t.Errorf("%d inspects of the two stopped containers, want one each: %v", inspects, f.requests())
+	}
+	if count(f.requests(), strings.Repeat("c", 64)+"/json") != 0 {
+		t.Error("a created container was inspected: it has no sandbox yet")
 	}
 }

@@ -181,10 +181,11 @@ func (s *Snapshot) step(name string, took time.Duration, err error) {
 // record for the last owner of a leftover the exporter never saw running.
 func (inv *Inventory) dockerEvidence(ctx context.Context, claims *dockerClaims, v *Veth) RuntimeClaim {
 	claim, dc := claims.claim(v)
-	if claim == RuntimeSilent && claims.view.Up && v.PeerNetns != nil && len(v.PeerNetns.PIDs) == 0 {
-		// A namespace only a mount holds may be the sandbox of a stopped
-		// container, in whatever exec root that daemon runs: ask its
-		// record, which costs one inspect per stopped container, once.
+	if claim == RuntimeSilent && claims.view.Up && v.PeerNetns != nil && (v.Owner == nil || v.Owner.Kind == OwnerProcess) {
+		// A namespace that a mount holds and no container process owns
+		// may be the sandbox of a stopped container, in whatever exec root
+		// that daemon runs: ask its record, which costs one inspect per
+		// stopped container, once.
 		for _, m := range v.PeerNetns.Mounts {
 			if rec := inv.cfg.Docker.SandboxRecord(ctx, claims.view, m); rec != nil {
 				claim, dc = RuntimeExited, rec
