@@ -215,12 +215,7 @@ func TestDockerCrashLeftover(t *testing.T) {
 	// nsenter), which survives the crash.
 	worker := d.Run(t, "worker")
 	workerDev := vethOf(t, d, worker)
-	stray := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(d.ContainerPID(t, worker))+"/ns/net", "sleep", "infinity")
-	stray.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := stray.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stray.Process.Kill(); stray.Wait() }()
+	netnstest.Join(t, d.ContainerPID(t, worker))
 	e := dockerExporter(t, d)
 	m := e.scrape(t)
 	wantSample(t, m, ownerSeries("veth_owner_info", dev, api, "api"), 1)
@@ -354,12 +349,7 @@ func TestDockerCrashStateIntact(t *testing.T) {
 
 	pinned := d.Run(t, "pinned")
 	pinnedDev := vethOf(t, d, pinned)
-	stray := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(d.ContainerPID(t, pinned))+"/ns/net", "sleep", "infinity")
-	stray.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := stray.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stray.Process.Kill(); stray.Wait() }()
+	netnstest.Join(t, d.ContainerPID(t, pinned))
 	m = e.scrapeUntil(t, "the pinned container seen", func(m string) bool {
 		v, ok := sample(m, fmt.Sprintf(`veth_peer_netns_processes{device=%q}`, pinnedDev))
 		return ok && v == 2
