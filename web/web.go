@@ -25,9 +25,12 @@ type Config struct {
 	// MaxRequests limits concurrent scrapes; 0 means no limit.
 	MaxRequests int
 	// Ready reports whether the exporter has finished starting.
-	Ready   func() bool
-	Version string
-	Logger  *slog.Logger
+	Ready func() bool
+	// Remediate, when set, is mounted at /remediate; nil (remediation
+	// off) leaves the route out: 404.
+	Remediate http.Handler
+	Version   string
+	Logger    *slog.Logger
 }
 
 // NewRouter returns the exporter's HTTP handler.
@@ -52,6 +55,9 @@ func NewRouter(cfg Config) (http.Handler, error) {
 		}
 		w.Write([]byte("Ready\n"))
 	})
+	if cfg.Remediate != nil {
+		r.Handle("/remediate", cfg.Remediate)
+	}
 	if cfg.TelemetryPath != "/" {
 		landing, err := toolkit.NewLandingPage(toolkit.LandingConfig{
 			Name:        "veth exporter",

@@ -137,6 +137,7 @@ func main() {
 
 	serve := newServeCommand(app, &inv)
 	inspect := newInspectCommand(app, &inv)
+	clean := newCleanCommand(app, &inv)
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
@@ -147,6 +148,8 @@ func main() {
 	switch cmd {
 	case inspect.cmd.FullCommand():
 		os.Exit(inspect.run(logger))
+	case clean.cmd.FullCommand():
+		os.Exit(clean.run(logger))
 	default:
 		os.Exit(serve.run(logger))
 	}

@@ -31,6 +31,7 @@ type serveCommand struct {
 	include       string
 	exclude       string
 	settle        time.Duration
+	remediation   webhookFlags
 }
 
 func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveCommand {
@@ -46,6 +47,7 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 	c.cmd.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
 		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment.").
 		Default("30s").DurationVar(&c.settle)
+	c.remediation.register(c.cmd)
 	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
 		StringVar(&c.include)
 	c.cmd.Flag("collector.veth.device-exclude", "Regexp (whole name) of devices whose per-veth series are not exposed.").
@@ -101,7 +103,17 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		DeviceInclude: include,
 		DeviceExclude: exclude,
 	}, logger)
+	_, webhook, err := c.remediation.build(inv, *c.web.WebConfigFile, *c.web.WebListenAddresses, reg, logger)
+	if err != nil {
+		logger.Error("invalid remediation flags", "err", err)
+		return 2
+	}
+	var remediateHandler http.Handler
+	if webhook != nil {
+		remediateHandler = web.NewRemediateHandler(*webhook)
+	}
 	handler, err := web.NewRouter(web.Config{
+		Remediate:     remediateHandler,
 		TelemetryPath: c.telemetryPath,
 		Gatherer:      collector.Gatherers{reg, veths},
 		Registerer:    reg,

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate"
+	"github.com/veth-exporter/veth_exporter/web"
+)
+
+// gateFlags are the safety gates shared by the webhook and the clean
+// command.
+type gateFlags struct {
+	minAge         time.Duration
+	reasons        []string
+	masterInclude  string
+	deviceExclude  string
+	maxPerRequest  int
+	maxPerHour     int
+	maxOrphanRatio float64
+	auditFile      string
+}
+
+type flagGroup interface {
+	Flag(name, help string) *kingpin.FlagClause
+}
+
+func (g *gateFlags) register(c flagGroup) {
+	c.Flag("remediation.min-age", "An orphan is removed only when its alert has fired, and the exporter has seen it orphaned, at least this long.").
+		Default("15m").DurationVar(&g.minAge)
+	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated (netns_empty, owner_exited, peer_on_host).").
+		Default(string(inventory.ReasonNetnsEmpty)).StringsVar(&g.reasons)
+	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master.").
+		Default(`docker0|br-[0-9a-f]{12}|cni0|cbr0`).StringVar(&g.masterInclude)
+	c.Flag("remediation.device-exclude", "Regexp (whole name) of veths never removed.").
+		StringVar(&g.deviceExclude)
+	c.Flag("remediation.max-per-request", "At most this many deletions per webhook request or clean run.").
+		Default("10").IntVar(&g.maxPerRequest)
+	c.Flag("remediation.max-per-hour", "At most this many deletions per hour.").
+		Default("60").IntVar(&g.maxPerHour)
+	c.Flag("remediation.max-orphan-ratio", "Delete nothing while more than this share of the node's veths look orphaned: that is a resolver failure, not a leak.").
+		Default("0.5").Float64Var(&g.maxOrphanRatio)
+	c.Flag("remediation.audit-file", "Append one JSON line per remediation decision to this file.").
+		StringVar(&g.auditFile)
+}
+
+func (g *gateFlags) config(mode remediate.Mode) (remediate.Config, error) {
+	cfg := remediate.Config{
+		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
+		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
+	}
+	allowed := map[string]bool{
+		string(inventory.ReasonNetnsEmpty): true, string(inventory.ReasonOwnerExited): true, string(inventory.ReasonPeerOnHost): true,
+	}
+	for _, list := range g.reasons {
+		for _, r := range strings.Split(list, ",") {
+			r = strings.TrimSpace(r)
+			if !allowed[r] {
+				return cfg, fmt.Errorf("--remediation.reasons: %q is not an orphan reason (netns_empty, owner_exited, peer_on_host)", r)
+			}
+			cfg.Reasons = append(cfg.Reasons, inventory.Reason(r))
+		}
+	}
+	var err error
+	if cfg.MasterInclude, err = regexp.Compile("^(?:" + g.masterInclude + ")$"); err != nil {
+		return cfg, fmt.Errorf("--remediation.master-include: %w", err)
+	}
+	if cfg.DeviceExclude, err = compileOptional("remediation.device-exclude", g.deviceExclude); err != nil {
+		return cfg, err
+	}
+	if g.maxOrphanRatio <= 0 || g.maxOrphanRatio > 1 {
+		return cfg, fmt.Errorf("--remediation.max-orphan-ratio: %v is not in (0, 1]", g.maxOrphanRatio)
+	}
+	return cfg, nil
+}
+
+// webhookFlags are the serve command's remediation flags.
+type webhookFlags struct {
+	gates         gateFlags
+	mode          string
+	instanceLabel string
+	instance      string
+	tokenFile     string
+}
+
+func (f *webhookFlags) register(c *kingpin.CmdClause) {
+	c.Flag("remediation.mode", "Alertmanager webhook POST /remediate: off (not mounted), dry-run (answers what it would delete) or enforce. "+
+		"dry-run and enforce require authentication: --web.config.file with basic_auth_users or client certificates, or --remediation.bearer-token-file.").
+		Default(string(remediate.ModeOff)).EnumVar(&f.mode, string(remediate.ModeOff), string(remediate.ModeDryRun), string(remediate.ModeEnforce))
+	c.Flag("remediation.instance-label", "Alert label naming the node an alert is for.").
+		Default("instance").StringVar(&f.instanceLabel)
+	c.Flag("remediation.instance", "Regexp (whole value) the instance label must match for this node (default: this host's name or the listen address, with or without its port).").
+		StringVar(&f.instance)
+	c.Flag("remediation.bearer-token-file", "File holding the bearer token Alertmanager must present.").
+		StringVar(&f.tokenFile)
+	f.gates.register(c)
+}
+
+// build returns the webhook handler, or nil when remediation is off.
+func (f *webhookFlags) build(inv *inventory.Inventory, webConfigFile string, listen []string, reg prometheus.Registerer, logger *slog.Logger) (*remediate.Remediator, *web.RemediateConfig, error) {
+	mode := remediate.Mode(f.mode)
+	cfg, err := f.gates.config(mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	var token []byte
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--remediation.bearer-token-file: %w", err)
+		}
+		if token = bytes.TrimSpace(b); len(token) == 0 {
+			return nil, nil, fmt.Errorf("--remediation.bearer-token-file: %s is empty", f.tokenFile)
+		}
+	}
+	// The metrics show even with remediation off: veth_remediation_capable
+	// tells whether it could be turned on.
+	metrics := remediate.NewMetrics(reg, remediate.CanAdminNetwork)
+	if mode == remediate.ModeOff {
+		return nil, nil, nil
+	}
+	authed, err := webConfigAuthenticates(webConfigFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !authed && token == nil {
+		return nil, nil, errors.New("--remediation.mode=" + f.mode + " needs authentication: basic_auth_users or client certificates in --web.config.file, or --remediation.bearer-token-file")
+	}
+	instance, err := f.instanceRegexp(listen)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := remediate.New(cfg, inv, metrics, logger)
+	if mode == remediate.ModeEnforce && !remediate.CanAdminNetwork() {
+		logger.Warn("remediation enforced but the exporter lacks CAP_NET_ADMIN: every deletion will be refused (no_permission)")
+	}
+	logger.Info("remediation webhook on", "mode", mode, "instance", instance.String(), "min_age", cfg.MinAge)
+	return r, &web.RemediateConfig{
+		Remediator: r, BearerToken: token, InstanceLabel: f.instanceLabel, Instance: instance,
+		BodyLimit: 1 << 20, Timeout: 8 * time.Second,
+	}, nil
+}
+
+// instanceRegexp is --remediation.instance, or this host's names and
+// listen addresses, each with or without the port.
+func (f *webhookFlags) instanceRegexp(listen []string) (*regexp.Regexp, error) {
+	if f.instance != "" {
+		return compileOptional("remediation.instance", f.instance)
+	}
+	var hosts, ports []string
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, regexp.QuoteMeta(h))
+		if short, _, ok := strings.Cut(h, "."); ok {
+			hosts = append(hosts, regexp.QuoteMeta(short))
+		}
+	}
+	for _, a := range listen {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		ports = append(ports, regexp.QuoteMeta(port))
+		if host != "" {
+			hosts = append(hosts, regexp.QuoteMeta(host))
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, errors.New("--remediation.instance is required: this host's name is unknown")
+	}
+	expr := "(?:" + strings.Join(hosts, "|") + ")"
+	if len(ports) > 0 {
+		expr += "(?::(?:" + strings.Join(ports, "|") + "))?"
+	}
+	return regexp.Compile("^" + expr + "$")
+}
+
+// webConfigAuthenticates reports whether the exporter-toolkit web config
+// makes clients authenticate: basic_auth_users, or client certificates
+// that must verify.
+func webConfigAuthenticates(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("--web.config.file: %w", err)
+	}
+	var c struct {
+		BasicAuthUsers  map[string]string `yaml:"basic_auth_users"`
+		TLSServerConfig struct {
+			ClientAuth string `yaml:"client_auth_type"`
+		} `yaml:"tls_server_config"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return false, fmt.Errorf("--web.config.file: %w", err)
+	}
+	return len(c.BasicAuthUsers) > 0 || c.TLSServerConfig.ClientAuth == "RequireAndVerifyClientCert", nil
+}
+
+// cleanCommand is `veth_exporter clean`.
+type cleanCommand struct {
+	cmd     *kingpin.CmdClause
+	inv     *inventoryFlags
+	gates   gateFlags
+	dryRun  bool
+	all     bool
+	devices []string
+}
+
+func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanCommand {
+	c := &cleanCommand{inv: inv}
+	c.cmd = app.Command("clean", "Remove leftover veths, through the same safety gates as the webhook (minus the alert's): "+
+		"each must still be orphaned, for an allowed reason, for --remediation.min-age as the exporter's state file records it. "+
+		"Exit 0 when everything asked for is deleted or gone, 1 when anything was refused or failed, 2 on usage errors.")
+	c.cmd.Flag("dry-run", "Say what would be deleted; delete nothing.").BoolVar(&c.dryRun)
+	c.cmd.Flag("all-orphans", "Every orphaned veth, instead of the DEVICEs named.").BoolVar(&c.all)
+	c.gates.register(c.cmd)
+	c.cmd.Arg("device", "Veths to remove.").StringsVar(&c.devices)
+	return c
+}
+
+func (c *cleanCommand) run(logger *slog.Logger) int {
+	if c.all == (len(c.devices) > 0) {
+		fmt.Fprintf(os.Stderr, "%s clean: name the DEVICEs to remove, or --all-orphans (not both)\n", name)
+		return 2
+	}
+	mode := remediate.ModeEnforce
+	if c.dryRun {
+		mode = remediate.ModeDryRun
+	}
+	cfg, err := c.gates.config(mode)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+		return 2
+	}
+	// The state file is the exporter's: clean reads its orphaned-since
+	// times and writes nothing.
+	inv, _, err := c.inv.open(true, 0, logger)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+		return 2
+	}
+	var reqs []remediate.Request
+	if c.all {
+		snap, err := inv.Snapshot(context.Background())
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+			return 1
+		}
+		for i := range snap.Veths {
+			if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned {
+				reqs = append(reqs, remediate.Request{Device: v.Name, Index: v.Index})
+			}
+		}
+		if cfg.MaxPerRequest < len(reqs) {
+			fmt.Fprintf(os.Stderr, "%s clean: %d orphans, --remediation.max-per-request is %d: the rest are refused\n", name, len(reqs), cfg.MaxPerRequest)
+		}
+	} else {
+		for _, d := range c.devices {
+			reqs = append(reqs, remediate.Request{Device: d})
+		}
+	}
+	answers := remediate.New(cfg, inv, nil, logger).Handle(context.Background(), reqs, nil, false)
+	writeAnswers(os.Stdout, answers)
+	for _, a := range answers {
+		switch a.Result {
+		case remediate.ResultDeleted, remediate.ResultGone, remediate.ResultWouldDelete:
+		default:
+			return 1
+		}
+	}
+	return 0
+}
+
+func writeAnswers(w io.Writer, answers []remediate.Answer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tIFINDEX\tRESULT\tREASON\tDETAIL")
+	for _, a := range answers {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", a.Device, a.Ifindex, a.Result, dash(a.Reason), dash(a.Detail))
+	}
+	tw.Flush()
+}
