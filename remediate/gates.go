@@ -209,7 +209,7 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 		r.decide(ctx, reqs, pending, answers)
 	}
 	for i, q := range reqs {
-		if fromAlert && q.Fingerprint != "" && answers[i].Result != ResultFailed {
+		if fromAlert && q.Fingerprint != "" && final(answers[i]) {
 			r.done[doneKey{q.Fingerprint, q.StartsAt}] = answers[i]
 		}
 	}
@@ -306,6 +306,22 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 func (r *Remediator) deletedInLastHour(now time.Time) int {
 	r.deletions = slices.DeleteFunc(r.deletions, func(t time.Time) bool { return now.Sub(t) >= time.Hour })
 	return len(r.deletions)
+}
+
+// final reports whether an answer holds for every re-send of the same
+// alert: what was done, and what the alert itself makes impossible. A
+// refusal that time or the node may lift (too young, limits, not orphaned
+// yet, an inventory that failed) is decided again at the next re-send.
+func final(a Answer) bool {
+	switch a.Result {
+	case ResultDeleted, ResultGone, ResultWouldDelete:
+		return true
+	case ResultSkipped:
+		return a.Reason == ReasonResolved || a.Reason == ReasonOtherNode
+	case ResultRefused:
+		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex || a.Reason == ReasonStartsInFuture
+	}
+	return false
 }
 
 // forgetOldAnswers bounds the idempotency cache: Alertmanager re-sends a

@@ -187,3 +187,20 @@ func readFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	return string(b), err
 }
+
+// TestGatesRetryRefusalsTimeMayLift: a refusal that time lifts is not
+// cached: Alertmanager's next re-send of the same alert is decided again.
+func TestGatesRetryRefusalsTimeMayLift(t *testing.T) {
+	inv := &fakeInventory{snap: testNode()}
+	r := newTestRemediator(testConfig(), inv)
+	req := alert("vyoung", 12, time.Hour)
+	if a := r.Handle(context.Background(), []Request{req}, nil, true)[0]; a.Reason != ReasonOrphanTooYoung {
+		t.Fatalf("first answer %+v, want %s", a, ReasonOrphanTooYoung)
+	}
+	now = now.Add(time.Hour)
+	defer func() { now = now.Add(-time.Hour) }()
+	r.now = func() time.Time { return now }
+	if a := r.Handle(context.Background(), []Request{req}, nil, true)[0]; a.Result != ResultWouldDelete {
+		t.Errorf("an hour later: %+v, want would_delete", a)
+	}
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+)
+
+// The hostile-input table of the remediation webhook, against the real
+// binary in enforce mode on a real fixture: each case checks the status
+// code, each alert's result and reason, and that no interface but the
+// intended one disappeared.
+
+const webhookToken = "s3cret-token"
+
+type webhookAnswer struct {
+	Results []struct {
+		Device string `json:"device"`
+		Result string `json:"result"`
+		Reason string `json:"reason"`
+	} `json:"results"`
+}
+
+type alertSpec struct {
+	device, ifindex, instance, status string
+	startsAt                          time.Time
+	fingerprint                       string
+}
+
+func payloadOf(version string, alerts ...alertSpec) []byte {
+	var list []map[string]any
+	for _, a := range alerts {
+		labels := map[string]string{"alertname": "VethOrphaned", "instance": a.instance}
+		if a.device != "-" {
+			labels["device"] = a.device
+		}
+		if a.ifindex != "" {
+			labels["ifindex"] = a.ifindex
+		}
+		status := a.status
+		if status == "" {
+			status = "firing"
+		}
+		fp := a.fingerprint
+		if fp == "" {
+			fp = fmt.Sprintf("%s/%s/%s/%s/%d", a.device, a.ifindex, a.instance, status, a.startsAt.UnixNano())
+		}
+		list = append(list, map[string]any{
+			"status": status, "labels": labels, "annotations": map[string]string{},
+			"startsAt": a.startsAt.Format(time.RFC3339Nano), "endsAt": "0001-01-01T00:00:00Z",
+			"generatorURL": "http://prometheus/graph", "fingerprint": fp,
+		})
+	}
+	b, _ := json.Marshal(map[string]any{
+		"version": version, "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "veth-remediate",
+		"groupLabels": map[string]string{}, "commonLabels": map[string]string{}, "commonAnnotations": map[string]string{},
+		"externalURL": "http://alertmanager", "alerts": list, "notification_reason": "new",
+	})
+	return b
+}
+
+func links(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestRemediateWebhook(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "docker0")
+	for _, n := range []string{"vleak", "vleak2", "vleak3"} {
+		netnstest.NamedNetns(t, "ns-"+n)
+		netnstest.Veth(t, n, "ns-"+n, "docker0")
+	}
+	live := netnstest.Holder(t, "/docker/"+goldenContainer)
+	netnstest.Veth(t, "vlive", strconv.Itoa(live), "docker0")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(webhookToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	audit := filepath.Join(dir, "audit.jsonl")
+	e := startExporter(t, "--state.path="+filepath.Join(dir, "state.json"),
+		"--remediation.mode=enforce", "--remediation.bearer-token-file="+tokenFile,
+		"--remediation.instance=node1", "--remediation.min-age=2s", "--remediation.max-per-request=1",
+		// Four of the five veths are leftovers here; a real node has more
+		// live ones. The ratio guard has its own unit test.
+		"--remediation.max-orphan-ratio=0.9",
+		"--remediation.audit-file="+audit)
+	e.scrape(t)
+	time.Sleep(2500 * time.Millisecond) // the fixture's orphans get older than min-age
+	// A young orphan: created now, seen orphaned for less than min-age.
+	netnstest.NamedNetns(t, "ns-vyoung")
+	netnstest.Veth(t, "vyoung", "ns-vyoung", "docker0")
+	e.scrape(t)
+
+	ifindexOf := func(name string) string {
+		b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	old := time.Now().Add(-time.Hour)
+	post := func(body []byte, contentType, token, method string) (int, webhookAnswer, string) {
+		req, _ := http.NewRequest(method, e.url+"/remediate", bytes.NewReader(body))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var a webhookAnswer
+		json.Unmarshal(raw, &a)
+		return resp.StatusCode, a, string(raw)
+	}
+
+	type want struct{ result, reason string }
+	cases := []struct {
+		name        string
+		body        []byte
+		contentType string
+		token       string
+		method      string
+		status      int
+		results     []want
+		gone        []string // interfaces this case may remove
+	}{
+		{name: "no auth", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: old}), token: "-", status: 401},
+		{name: "wrong token", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: old}), token: "nope", status: 403},
+		{name: "GET", method: "GET", status: 405},
+		{name: "wrong content type", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: old}), contentType: "text/plain", status: 415},
+		{name: "10 MiB body", body: bytes.Repeat([]byte(" "), 10<<20), status: 413},
+		{name: "invalid JSON", body: []byte(`{"version":"4","alerts":[`), status: 400},
+		{name: "version 3", body: payloadOf("3", alertSpec{device: "vleak", instance: "node1", startsAt: old}), status: 400},
+		{name: "device ../x", body: payloadOf("4", alertSpec{device: "../x", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "invalid_device"}}},
+		{name: "16-byte device", body: payloadOf("4", alertSpec{device: "vleakvleakvleakv", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "invalid_device"}}},
+		{name: "missing device", body: payloadOf("4", alertSpec{device: "-", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "invalid_device"}}},
+		{name: "live veth", body: payloadOf("4", alertSpec{device: "vlive", ifindex: ifindexOf("vlive"), instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "not_orphaned"}}},
+		{name: "orphan, wrong ifindex", body: payloadOf("4", alertSpec{device: "vleak", ifindex: ifindexOf("vlive"), instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "ifindex_mismatch"}}},
+		{name: "alert younger than min-age", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: time.Now()}), status: 200, results: []want{{"refused", "alert_too_young"}}},
+		{name: "orphan young here", body: payloadOf("4", alertSpec{device: "vyoung", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "orphan_too_young"}}},
+		{name: "resolved alert", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: old, status: "resolved"}), status: 200, results: []want{{"skipped", "resolved"}}},
+		{name: "future startsAt", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: time.Now().Add(time.Hour)}), status: 200, results: []want{{"refused", "starts_in_future"}}},
+		{name: "another node", body: payloadOf("4", alertSpec{device: "vleak", instance: "node2", startsAt: old}), status: 200, results: []want{{"skipped", "other_node"}}},
+		{name: "blast radius: one per request", body: payloadOf("4",
+			alertSpec{device: "vleak2", instance: "node1", startsAt: old, fingerprint: "b1"},
+			alertSpec{device: "vleak3", instance: "node1", startsAt: old, fingerprint: "b2"}),
+			status: 200, results: []want{{"deleted", "netns_empty"}, {"refused", "request_limit"}}, gone: []string{"vleak2"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := links(t)
+			method, ct, token := c.method, c.contentType, c.token
+			if method == "" {
+				method = "POST"
+			}
+			if ct == "" {
+				ct = "application/json"
+			}
+			switch token {
+			case "":
+				token = webhookToken
+			case "-":
+				token = ""
+			}
+			status, answer, raw := post(c.body, ct, token, method)
+			if status != c.status {
+				t.Fatalf("status %d, want %d: %s", status, c.status, raw)
+			}
+			if c.results != nil {
+				if len(answer.Results) != len(c.results) {
+					t.Fatalf("%d results, want %d: %s", len(answer.Results), len(c.results), raw)
+				}
+				for i, w := range c.results {
+					if got := answer.Results[i]; got.Result != w.result || got.Reason != w.reason {
+						t.Errorf("alert %d: %s/%s, want %s/%s", i, got.Result, got.Reason, w.result, w.reason)
+					}
+				}
+			}
+			after := links(t)
+			for _, l := range before {
+				if !slices.Contains(after, l) && !slices.Contains(c.gone, l) {
+					t.Errorf("%s disappeared", l)
+				}
+			}
+			for _, l := range c.gone {
+				if slices.Contains(after, l) {
+					t.Errorf("%s is still there", l)
+				}
+			}
+		})
+	}
+
+	t.Run("1,000 alerts in one payload", func(t *testing.T) {
+		var alerts []alertSpec
+		for i := range 1000 {
+			alerts = append(alerts, alertSpec{device: fmt.Sprintf("vnone%d", i), instance: "node1", startsAt: old, fingerprint: fmt.Sprintf("k%d", i)})
+		}
+		before := links(t)
+		status, answer, raw := post(payloadOf("4", alerts...), "application/json", webhookToken, "POST")
+		if status != 200 || len(answer.Results) != 1000 {
+			t.Fatalf("status %d, %d results: %.300s", status, len(answer.Results), raw)
+		}
+		for _, r := range answer.Results {
+			if r.Result != "gone" {
+				t.Fatalf("result %+v, want gone for a device that does not exist", r)
+			}
+		}
+		if after := links(t); len(after) != len(before) {
+			t.Errorf("%d interfaces before, %d after", len(before), len(after))
+		}
+	})
+
+	t.Run("the same payload 50 times at once", func(t *testing.T) {
+		before := links(t)
+		body := payloadOf("4", alertSpec{device: "vleak", ifindex: ifindexOf("vleak"), instance: "node1", startsAt: old, fingerprint: "same"})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		results := map[string]int{}
+		for range 50 {
+			wg.Go(func() {
+				status, answer, raw := post(body, "application/json", webhookToken, "POST")
+				mu.Lock()
+				defer mu.Unlock()
+				if status != 200 || len(answer.Results) != 1 {
+					t.Errorf("status %d: %s", status, raw)
+					return
+				}
+				results[answer.Results[0].Result]++
+			})
+		}
+		wg.Wait()
+		if _, err := os.Stat("/sys/class/net/vleak"); err == nil {
+			t.Error("vleak is still there")
+		}
+		for _, l := range before {
+			if _, err := os.Stat("/sys/class/net/" + l); err != nil && l != "vleak" {
+				t.Errorf("%s disappeared", l)
+			}
+		}
+		// One deletion: the re-sends get the same answer from the cache.
+		b, _ := os.ReadFile(audit)
+		if n := strings.Count(string(b), `"device":"vleak","ifindex"`) - strings.Count(string(b), `"device":"vleak","ifindex":0`); n < 1 {
+			t.Errorf("audit file has no record of vleak:\n%s", b)
+		}
+		m := e.scrape(t)
+		if v, _ := sample(m, `veth_remediation_actions_total{result="deleted"}`); v != 2 {
+			t.Errorf("veth_remediation_actions_total{result=\"deleted\"} = %v, want 2 (vleak2 and vleak, once)", v)
+		}
+		t.Logf("answers to 50 identical requests: %v", results)
+	})
+}
