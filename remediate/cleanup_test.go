@@ -1,14 +1,18 @@
 package remediate
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
 func TestMain(m *testing.M) { netnstest.Main(m) }
@@ -90,4 +94,33 @@ func TestRemoveVeth(t *testing.T) {
 			t.Error("the pair is still (half) there")
 		}
 	})
+}
+
+// TestReleaseNetns deletes a leftover through the gates in enforce mode
+// with release-netns: the veth goes, and so does the mount that pinned its
+// empty namespace; a mount outside the known directories stays.
+func TestReleaseNetns(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "relns")
+	netnstest.Veth(t, "vrel", "relns", "")
+	snap := &inventory.Snapshot{Veths: []inventory.Veth{{
+		Name: "vrel", Index: ifindex(t, "vrel"), Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
+		OrphanedSince: time.Now().Add(-time.Hour),
+		PeerNetns:     &inventory.Namespace{Mounts: []string{"/run/netns/relns", "/elsewhere/relns"}},
+	}}}
+	cfg := testConfig()
+	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs, cfg.Rootfs = ModeEnforce, true, DefaultNetnsDirs, "/"
+	cfg.MaxOrphanRatio = 1 // the only veth of the fixture
+	cfg.MasterInclude = nil
+	r := New(cfg, &fakeInventory{snap: snap}, nil, slog.New(slog.DiscardHandler))
+	a := r.Handle(context.Background(), []Request{{Device: "vrel"}}, nil, false)[0]
+	if a.Result != ResultDeleted || a.Detail != "released /run/netns/relns" {
+		t.Fatalf("answer %+v, want deleted and /run/netns/relns released", a)
+	}
+	if exists("vrel") {
+		t.Error("vrel still exists")
+	}
+	if _, err := os.Stat("/run/netns/relns"); err == nil {
+		t.Error("/run/netns/relns is still there")
+	}
 }

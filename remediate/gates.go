@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,7 +86,17 @@ type Config struct {
 	MaxOrphanRatio float64
 	// AuditFile receives one JSON line per action or refusal; "" logs only.
 	AuditFile string
+	// ReleaseNetns: after deleting a veth whose peer namespace no process
+	// is in, unmount and remove the mounts that pinned it, when they are in
+	// one of NetnsDirs (host paths, opened under Rootfs).
+	ReleaseNetns bool
+	NetnsDirs    []string
+	Rootfs       string
 }
+
+// DefaultNetnsDirs are where `ip netns`, CNI runtimes and Docker pin
+// namespaces; release-netns touches nothing elsewhere.
+var DefaultNetnsDirs = []string{"/run/netns", "/run/docker/netns"}
 
 // Snapshotter takes a fresh inventory.
 type Snapshotter interface {
@@ -292,7 +304,11 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			deletedNow++
 			r.deletions = append(r.deletions, now)
 			r.metrics.lastDeletion(now)
-			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)})
+			a := Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)}
+			if r.cfg.ReleaseNetns {
+				a.Detail = r.releaseNetns(v)
+			}
+			answers[i] = r.record(q, a)
 		case OutcomeGone:
 			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultGone})
 		case OutcomeChanged:
@@ -301,6 +317,35 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			answers[i] = r.fail(q, "delete", err.Error())
 		}
 	}
+}
+
+// releaseNetns unmounts and removes the mounts that pinned the deleted
+// veth's peer namespace, if no process is in it, and says what it did.
+// Only mounts in the configured netns directories are touched.
+func (r *Remediator) releaseNetns(v *inventory.Veth) string {
+	n := v.PeerNetns
+	if n == nil || len(n.PIDs) > 0 {
+		return "namespace not released: it holds processes"
+	}
+	var released []string
+	for _, m := range n.Mounts {
+		if !slices.Contains(r.cfg.NetnsDirs, filepath.Dir(m)) {
+			continue
+		}
+		p := filepath.Join(r.cfg.Rootfs, m)
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+			r.logger.Warn("cannot release the namespace mount", "device", v.Name, "mount", m, "err", err)
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			r.logger.Warn("namespace released, its mount point stays", "device", v.Name, "mount", m, "err", err)
+		}
+		released = append(released, m)
+	}
+	if len(released) == 0 {
+		return "no namespace mount released"
+	}
+	return "released " + strings.Join(released, ",")
 }
 
 func (r *Remediator) deletedInLastHour(now time.Time) int {

@@ -34,6 +34,7 @@ type gateFlags struct {
 	maxPerHour     int
 	maxOrphanRatio float64
 	auditFile      string
+	releaseNetns   bool
 }
 
 type flagGroup interface {
@@ -57,12 +58,16 @@ func (g *gateFlags) register(c flagGroup) {
 		Default("0.5").Float64Var(&g.maxOrphanRatio)
 	c.Flag("remediation.audit-file", "Append one JSON line per remediation decision to this file.").
 		StringVar(&g.auditFile)
+	c.Flag("remediation.release-netns", "After deleting a veth, unmount and remove the mount that pinned its peer namespace when no process is in it "+
+		"(only under "+strings.Join(remediate.DefaultNetnsDirs, ", ")+").").
+		BoolVar(&g.releaseNetns)
 }
 
-func (g *gateFlags) config(mode remediate.Mode) (remediate.Config, error) {
+func (g *gateFlags) config(mode remediate.Mode, rootfs string) (remediate.Config, error) {
 	cfg := remediate.Config{
 		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
+		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs, Rootfs: rootfs,
 	}
 	allowed := map[string]bool{
 		string(inventory.ReasonNetnsEmpty): true, string(inventory.ReasonOwnerExited): true, string(inventory.ReasonPeerOnHost): true,
@@ -112,9 +117,9 @@ func (f *webhookFlags) register(c *kingpin.CmdClause) {
 }
 
 // build returns the webhook handler, or nil when remediation is off.
-func (f *webhookFlags) build(inv *inventory.Inventory, webConfigFile string, listen []string, reg prometheus.Registerer, logger *slog.Logger) (*remediate.Remediator, *web.RemediateConfig, error) {
+func (f *webhookFlags) build(inv *inventory.Inventory, rootfs, webConfigFile string, listen []string, reg prometheus.Registerer, logger *slog.Logger) (*remediate.Remediator, *web.RemediateConfig, error) {
 	mode := remediate.Mode(f.mode)
-	cfg, err := f.gates.config(mode)
+	cfg, err := f.gates.config(mode, rootfs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -243,7 +248,7 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 	if c.dryRun {
 		mode = remediate.ModeDryRun
 	}
-	cfg, err := c.gates.config(mode)
+	cfg, err := c.gates.config(mode, c.inv.paths.Rootfs)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 2
