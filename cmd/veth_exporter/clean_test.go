@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+)
+
+// clean runs `veth_exporter clean` with the fixture's flags and returns
+// its standard output (the result table; usage errors from standard
+// error) and exit code.
+func clean(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(exporterBinary(t), append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), 0
+	case errors.As(err, &exit) && exit.ExitCode() == 2:
+		return stderr.String(), 2
+	case errors.As(err, &exit):
+		return stdout.String(), exit.ExitCode()
+	default:
+		t.Fatalf("clean: %v", err)
+		return "", -1
+	}
+}
+
+func TestClean(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "docker0")
+	for _, n := range []string{"vc1", "vc2", "vc3"} {
+		netnstest.NamedNetns(t, "ns-"+n)
+		netnstest.Veth(t, n, "ns-"+n, "docker0")
+	}
+	live := netnstest.Holder(t, "/docker/"+goldenContainer)
+	netnstest.Veth(t, "vclive", strconv.Itoa(live), "docker0")
+	state := "--state.path=" + filepath.Join(t.TempDir(), "state.json")
+	gates := []string{state, "--remediation.min-age=0s", "--remediation.max-orphan-ratio=1"}
+
+	if out, code := clean(t, state); code != 2 || !strings.Contains(out, "--all-orphans") {
+		t.Errorf("clean without devices: exit %d, %q; want 2 and a usage message", code, out)
+	}
+	out, code := clean(t, append(gates, "--dry-run", "vc1", "vclive")...)
+	if code != 1 || !strings.Contains(out, "would_delete") || !strings.Contains(out, "not_orphaned") {
+		t.Errorf("clean --dry-run vc1 vclive: exit %d\n%s\nwant 1, would_delete for vc1, not_orphaned for vclive", code, out)
+	}
+	if _, err := os.Stat("/sys/class/net/vc1"); err != nil {
+		t.Error("--dry-run deleted vc1")
+	}
+	// The exporter's state records no orphaned-since yet: min-age refuses.
+	if out, code := clean(t, state, "--remediation.max-orphan-ratio=1", "vc1"); code != 1 || !strings.Contains(out, "orphan_too_young") {
+		t.Errorf("clean vc1 with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
+	}
+	if out, code := clean(t, append(gates, "vc1")...); code != 0 || !strings.Contains(out, "deleted") {
+		t.Errorf("clean vc1: exit %d\n%s\nwant 0 and deleted", code, out)
+	}
+	if out, code := clean(t, append(gates, "vc1")...); code != 0 || !strings.Contains(out, "gone") {
+		t.Errorf("clean vc1 again: exit %d\n%s\nwant 0 and gone", code, out)
+	}
+	if out, code := clean(t, append(gates, "--all-orphans")...); code != 0 || strings.Count(out, "deleted") != 2 {
+		t.Errorf("clean --all-orphans: exit %d\n%s\nwant 0 and vc2, vc3 deleted", code, out)
+	}
+	for _, n := range []string{"vc2", "vc3"} {
+		if _, err := os.Stat("/sys/class/net/" + n); err == nil {
+			t.Errorf("%s is still there", n)
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/vclive"); err != nil {
+		t.Error("clean --all-orphans deleted the live vclive")
+	}
+}
+
+// BenchmarkClean measures decision and deletion by `clean` against
+// `ip -batch` deleting the same set of leftovers, in one run: most of a
+// deletion is the kernel's, which both pay.
+func BenchmarkClean(b *testing.B) {
+	netnstest.Require(b)
+	exporterBinary(b) // built before any timing
+	for _, n := range []int{1, 1000} {
+		if n > 1 && testing.Short() {
+			continue
+		}
+		b.Run(fmt.Sprintf("orphans=%d/clean", n), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				names := leftovers(b, n)
+				b.StartTimer()
+				out, code := clean(b, "--state.path="+filepath.Join(b.TempDir(), "state.json"), "--all-orphans",
+					"--remediation.min-age=0s", "--remediation.max-orphan-ratio=1",
+					"--remediation.max-per-request=100000", "--remediation.max-per-hour=0", "--remediation.master-include=lb[0-9]+br")
+				b.StopTimer()
+				if code != 0 || strings.Count(out, " deleted ") != len(names) {
+					b.Fatalf("clean: exit %d, %d deleted, want %d:\n%.2000s", code, strings.Count(out, " deleted "), len(names), out)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*n), "ms/deletion")
+		})
+		b.Run(fmt.Sprintf("orphans=%d/ip-batch", n), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				names := leftovers(b, n)
+				var batch strings.Builder
+				for _, name := range names {
+					fmt.Fprintf(&batch, "link del %s\n", name)
+				}
+				path := filepath.Join(b.TempDir(), "del")
+				os.WriteFile(path, []byte(batch.String()), 0o644)
+				b.StartTimer()
+				if out, err := exec.Command("ip", "-batch", path).CombinedOutput(); err != nil {
+					b.Fatalf("ip -batch: %v\n%s", err, out)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*n), "ms/deletion")
+		})
+	}
+}
+
+// leftovers makes n veths on a bridge whose peers sit in namespaces held
+// only by a mount, 20 per namespace, and returns their names.
+func leftovers(b *testing.B, n int) []string {
+	b.Helper()
+	var batch strings.Builder
+	var names []string
+	prefix := fmt.Sprintf("lb%d", time.Now().UnixNano()%100000)
+	fmt.Fprintf(&batch, "link add %sbr type bridge\nlink set %sbr up\n", prefix, prefix)
+	for i := 0; i < n; i++ {
+		ns := fmt.Sprintf("%sn%d", prefix, i/20)
+		if i%20 == 0 {
+			fmt.Fprintf(&batch, "netns add %s\n", ns)
+		}
+		name := fmt.Sprintf("%sx%d", prefix, i)
+		fmt.Fprintf(&batch, "link add %s type veth peer name eth%d netns %s\nlink set %s master %sbr up\n", name, i%20, ns, name, prefix)
+		names = append(names, name)
+	}
+	path := filepath.Join(b.TempDir(), "add")
+	if err := os.WriteFile(path, []byte(batch.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "-force", "-batch", path).CombinedOutput(); err != nil {
+		b.Fatalf("ip -batch: %v\n%s", err, out)
+	}
+	return names
+}
