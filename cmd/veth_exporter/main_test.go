@@ -523,6 +523,12 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--inventory.infrastructure-device=["}, "infrastructure device pattern"},
 		{[]string{"inspect", "--output=yaml"}, "yaml"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--remediation.mode=enforce"}, "needs authentication"},
+		{[]string{"--remediation.mode=dry-run", "--remediation.bearer-token-file=/nonexistent"}, "bearer-token-file"},
+		{[]string{"--remediation.mode=delete-everything"}, "remediation.mode"},
+		{[]string{"--remediation.reasons=owned"}, "not an orphan reason"},
+		{[]string{"--remediation.max-orphan-ratio=2"}, "max-orphan-ratio"},
+		{[]string{"clean", "--all-orphans", "veth0"}, "not both"},
 	} {
 		out, err := exec.Command(exporterBinary(t), tt.args...).CombinedOutput()
 		var exit *exec.ExitError

@@ -106,7 +106,7 @@ type webhookFlags struct {
 func (f *webhookFlags) register(c *kingpin.CmdClause) {
 	c.Flag("remediation.mode", "Alertmanager webhook POST /remediate: off (not mounted), dry-run (answers what it would delete) or enforce. "+
 		"dry-run and enforce require authentication: --web.config.file with basic_auth_users or client certificates, or --remediation.bearer-token-file.").
-		Default(string(remediate.ModeOff)).EnumVar(&f.mode, string(remediate.ModeOff), string(remediate.ModeDryRun), string(remediate.ModeEnforce))
+		Default(string(remediate.ModeOff)).StringVar(&f.mode)
 	c.Flag("remediation.instance-label", "Alert label naming the node an alert is for.").
 		Default("instance").StringVar(&f.instanceLabel)
 	c.Flag("remediation.instance", "Regexp (whole value) the instance label must match for this node (default: this host's name or the listen address, with or without its port).").
@@ -119,6 +119,11 @@ func (f *webhookFlags) register(c *kingpin.CmdClause) {
 // build returns the webhook handler, or nil when remediation is off.
 func (f *webhookFlags) build(inv *inventory.Inventory, rootfs, webConfigFile string, listen []string, reg prometheus.Registerer, logger *slog.Logger) (*remediate.Remediator, *web.RemediateConfig, error) {
 	mode := remediate.Mode(f.mode)
+	switch mode {
+	case remediate.ModeOff, remediate.ModeDryRun, remediate.ModeEnforce:
+	default:
+		return nil, nil, fmt.Errorf("--remediation.mode: %q is not off, dry-run or enforce", f.mode)
+	}
 	cfg, err := f.gates.config(mode, rootfs)
 	if err != nil {
 		return nil, nil, err

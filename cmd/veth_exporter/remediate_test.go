@@ -276,3 +276,28 @@ func TestRemediateWebhook(t *testing.T) {
 		t.Logf("answers to 50 identical requests: %v", results)
 	})
 }
+
+func TestWebConfigAuthenticates(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		config string
+		want   bool
+	}{
+		{"basic_auth_users:\n  alertmanager: $2y$10$abcdefghijklmnopqrstuu\n", true},
+		{"tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n", true},
+		{"tls_server_config:\n  cert_file: a\n  key_file: b\n", false},
+		{"tls_server_config:\n  client_auth_type: RequestClientCert\n", false},
+		{"", false},
+	} {
+		path := filepath.Join(dir, "web.yml")
+		if err := os.WriteFile(path, []byte(tt.config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := webConfigAuthenticates(path); err != nil || got != tt.want {
+			t.Errorf("webConfigAuthenticates(%q) = %v, %v; want %v", tt.config, got, err, tt.want)
+		}
+	}
+	if _, err := webConfigAuthenticates(filepath.Join(dir, "missing.yml")); err == nil {
+		t.Error("a missing web config was accepted")
+	}
+}
