@@ -7,11 +7,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -299,5 +301,55 @@ func TestWebConfigAuthenticates(t *testing.T) {
 	}
 	if _, err := webConfigAuthenticates(filepath.Join(dir, "missing.yml")); err == nil {
 		t.Error("a missing web config was accepted")
+	}
+}
+
+// TestRemediateWithoutNetAdmin runs the exporter as on a managed node that
+// withholds CAP_NET_ADMIN: it says so in veth_remediation_capable and
+// refuses every deletion with no_permission, deleting nothing.
+func TestRemediateWithoutNetAdmin(t *testing.T) {
+	netnstest.Require(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	netnstest.NamedNetns(t, "ns-vcap")
+	netnstest.Veth(t, "vcap", "ns-vcap", "")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte(webhookToken), 0o600)
+	port := freePort(t)
+	cmd := exec.Command(setpriv, "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--",
+		exporterBinary(t), "--web.listen-address=127.0.0.1:"+port, "--inventory.trust-pid-namespace", "--inventory.settle-time=0s",
+		"--state.path="+filepath.Join(dir, "state.json"), "--remediation.mode=enforce", "--remediation.bearer-token-file="+tokenFile,
+		"--remediation.instance=node1", "--remediation.min-age=0s", "--remediation.master-include=", "--remediation.max-orphan-ratio=1")
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e := &exporter{url: "http://127.0.0.1:" + port, cmd: cmd, log: log}
+	t.Cleanup(func() { e.stop(t) })
+	waitReady(t, e.url, log.String)
+
+	m := e.scrape(t)
+	wantSample(t, m, "veth_remediation_capable", 0)
+	body := payloadOf("4", alertSpec{device: "vcap", instance: "node1", startsAt: time.Now().Add(-time.Hour)})
+	req, _ := http.NewRequest("POST", e.url+"/remediate", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+webhookToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer webhookAnswer
+	json.NewDecoder(resp.Body).Decode(&answer)
+	if resp.StatusCode != 200 || len(answer.Results) != 1 || answer.Results[0].Reason != "no_permission" {
+		t.Errorf("status %d, results %+v; want 200 and refused/no_permission\n%s", resp.StatusCode, answer.Results, log)
+	}
+	if _, err := os.Stat("/sys/class/net/vcap"); err != nil {
+		t.Error("vcap was deleted without CAP_NET_ADMIN")
 	}
 }
