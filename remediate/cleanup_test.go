@@ -1,7 +1,6 @@
 package remediate
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -103,17 +102,21 @@ func TestReleaseNetns(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.NamedNetns(t, "relns")
 	netnstest.Veth(t, "vrel", "relns", "")
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/relns", &st); err != nil {
+		t.Fatal(err)
+	}
 	snap := &inventory.Snapshot{Veths: []inventory.Veth{{
 		Name: "vrel", Index: ifindex(t, "vrel"), Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
 		OrphanedSince: time.Now().Add(-time.Hour),
-		PeerNetns:     &inventory.Namespace{Mounts: []string{"/run/netns/relns", "/elsewhere/relns"}},
+		PeerNetns:     &inventory.Namespace{Inode: st.Ino, Mounts: []string{"/run/netns/relns", "/elsewhere/relns"}},
 	}}}
 	cfg := testConfig()
 	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs, cfg.Rootfs = ModeEnforce, true, DefaultNetnsDirs, "/"
 	cfg.MaxOrphanRatio = 1 // the only veth of the fixture
 	cfg.MasterInclude = nil
 	r := New(cfg, &fakeInventory{snap: snap}, nil, slog.New(slog.DiscardHandler))
-	a := r.Handle(context.Background(), []Request{{Device: "vrel"}}, nil, false)[0]
+	a := mustHandle(t, r, []Request{{Device: "vrel"}}, nil, false)[0]
 	if a.Result != ResultDeleted || a.Detail != "released /run/netns/relns" {
 		t.Fatalf("answer %+v, want deleted and /run/netns/relns released", a)
 	}

@@ -3,14 +3,15 @@ package remediate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -64,7 +65,16 @@ const (
 	ReasonTooManyOrphans   = "too_many_orphans"
 	ReasonNoPermission     = "no_permission"
 	ReasonChanged          = "changed"
+	// Failures worth a retry: nothing was decided.
+	ReasonDeadline = "deadline"
+	ReasonNetlink  = "netlink"
 )
+
+// Transient reports whether a failed answer is worth a retry: nothing was
+// decided about the device.
+func (a Answer) Transient() bool {
+	return a.Result == ResultFailed && (a.Reason == ReasonInventoryFailed || a.Reason == ReasonDeadline || a.Reason == ReasonNetlink)
+}
 
 // Config holds the gates' settings; nothing here reads flags.
 type Config struct {
@@ -93,6 +103,10 @@ type Config struct {
 	NetnsDirs    []string
 	Rootfs       string
 }
+
+// minVethsForRatio is how many veths a node needs before the orphan ratio
+// guard applies.
+const minVethsForRatio = 5
 
 // DefaultNetnsDirs are where `ip netns`, CNI runtimes and Docker pin
 // namespaces; release-netns touches nothing elsewhere.
@@ -140,7 +154,9 @@ type Remediator struct {
 	// capable reports whether the process may delete interfaces.
 	capable func() bool
 
-	mu        sync.Mutex
+	// turn admits one request at a time (a channel, unlike a mutex,
+	// lets a request give up waiting when its deadline passes).
+	turn      chan struct{}
 	deletions []time.Time // within the last hour
 	done      map[doneKey]Answer
 	metrics   *Metrics
@@ -149,13 +165,15 @@ type Remediator struct {
 type doneKey struct {
 	fingerprint string
 	startsAt    time.Time
+	device      string
+	index       int
 }
 
 // New returns a Remediator over the inventory inv.
 func New(cfg Config, inv Snapshotter, metrics *Metrics, logger *slog.Logger) *Remediator {
 	return &Remediator{
 		cfg: cfg, inv: inv, logger: logger, now: time.Now, capable: CanAdminNetwork,
-		done: map[doneKey]Answer{}, metrics: metrics,
+		done: map[doneKey]Answer{}, metrics: metrics, turn: make(chan struct{}, 1),
 	}
 }
 
@@ -173,9 +191,16 @@ func CanAdminNetwork() bool {
 // Handle decides on every request, in order, with one fresh inventory
 // taken now, and removes what passes every gate. fromAlert applies the
 // alert-only gates (resolved, startsAt).
-func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func(i int) bool, fromAlert bool) []Answer {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+//
+// It returns ErrBusy when ctx ends before the request's turn comes: the
+// caller answers 503 and Alertmanager retries.
+func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func(i int) bool, fromAlert bool) ([]Answer, error) {
+	select {
+	case r.turn <- struct{}{}:
+		defer func() { <-r.turn }()
+	case <-ctx.Done():
+		return nil, ErrBusy
+	}
 	r.metrics.request()
 
 	answers := make([]Answer, len(reqs))
@@ -183,7 +208,7 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 	now := r.now()
 	for i, q := range reqs {
 		if fromAlert && q.Fingerprint != "" {
-			if a, ok := r.done[doneKey{q.Fingerprint, q.StartsAt}]; ok {
+			if a, ok := r.done[doneKey{q.Fingerprint, q.StartsAt, q.Device, q.Index}]; ok {
 				// Alertmanager re-sends and HA peers: answered already.
 				answers[i] = a
 				continue
@@ -222,12 +247,15 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 	}
 	for i, q := range reqs {
 		if fromAlert && q.Fingerprint != "" && final(answers[i]) {
-			r.done[doneKey{q.Fingerprint, q.StartsAt}] = answers[i]
+			r.done[doneKey{q.Fingerprint, q.StartsAt, q.Device, q.Index}] = answers[i]
 		}
 	}
 	r.forgetOldAnswers(now)
-	return answers
+	return answers, nil
 }
+
+// ErrBusy: the request's deadline passed while other requests were handled.
+var ErrBusy = errors.New("remediation busy: the request's deadline passed while others were handled")
 
 // decide takes the fresh inventory and runs the remaining gates on each
 // pending request; the caller holds r.mu.
@@ -245,7 +273,9 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			orphans++
 		}
 	}
-	tooMany := len(snap.Veths) > 0 && float64(orphans)/float64(len(snap.Veths)) > r.cfg.MaxOrphanRatio
+	// A node drained of workloads may hold nothing but a few leftovers:
+	// the ratio says something from a handful of veths on.
+	tooMany := len(snap.Veths) >= minVethsForRatio && float64(orphans)/float64(len(snap.Veths)) > r.cfg.MaxOrphanRatio
 	var h *netlink.Handle
 	deletedNow := 0
 	for _, i := range pending {
@@ -253,6 +283,9 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 		v := snap.Veth(q.Device)
 		now := r.now()
 		switch {
+		case v == nil && linkExists(q.Device):
+			answers[i] = r.refuse(q, ReasonNotVeth, fmt.Sprintf("%s exists but is not a host-side veth", q.Device))
+			continue
 		case v == nil:
 			answers[i] = r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultGone})
 			continue
@@ -265,7 +298,12 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 		case !slices.Contains(r.cfg.Reasons, v.Reason):
 			answers[i] = r.refuse(q, ReasonReasonNotAllowed, fmt.Sprintf("%s is orphaned for %s, not an allowed reason", q.Device, v.Reason))
 			continue
-		case r.cfg.MinAge > 0 && (v.OrphanedSince.IsZero() || now.Sub(v.OrphanedSince) < r.cfg.MinAge):
+		case v.OrphanedSince.IsZero():
+			// Whatever the min-age: an orphan the exporter never recorded
+			// was seen once, by this request, and one look is not proof.
+			answers[i] = r.refuse(q, ReasonOrphanTooYoung, fmt.Sprintf("the exporter has no record of %s as orphaned (is it running with this --state.path?)", q.Device))
+			continue
+		case now.Sub(v.OrphanedSince) < r.cfg.MinAge:
 			answers[i] = r.refuse(q, ReasonOrphanTooYoung, fmt.Sprintf("%s orphaned for %s here, less than %s", q.Device, now.Sub(v.OrphanedSince).Round(time.Second), r.cfg.MinAge))
 			continue
 		case r.cfg.MasterInclude != nil && !r.cfg.MasterInclude.MatchString(v.Master):
@@ -292,9 +330,13 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			deletedNow++
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			answers[i] = r.fail(q, ReasonDeadline, "the request's deadline passed before this deletion")
+			continue
+		}
 		if h == nil {
 			if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-				answers[i] = r.fail(q, "netlink", err.Error())
+				answers[i] = r.fail(q, ReasonNetlink, err.Error())
 				continue
 			}
 			defer h.Close()
@@ -333,6 +375,11 @@ func (r *Remediator) releaseNetns(v *inventory.Veth) string {
 			continue
 		}
 		p := filepath.Join(r.cfg.Rootfs, m)
+		// The path must still pin the very namespace the inventory saw.
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil || st.Ino != n.Inode {
+			continue
+		}
 		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
 			r.logger.Warn("cannot release the namespace mount", "device", v.Name, "mount", m, "err", err)
 			continue
@@ -346,6 +393,12 @@ func (r *Remediator) releaseNetns(v *inventory.Veth) string {
 		return "no namespace mount released"
 	}
 	return "released " + strings.Join(released, ",")
+}
+
+// linkExists reports whether the host has an interface of that name.
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
 }
 
 func (r *Remediator) deletedInLastHour(now time.Time) int {
@@ -364,7 +417,7 @@ func final(a Answer) bool {
 	case ResultSkipped:
 		return a.Reason == ReasonResolved || a.Reason == ReasonOtherNode
 	case ResultRefused:
-		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex || a.Reason == ReasonStartsInFuture
+		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex
 	}
 	return false
 }
@@ -376,9 +429,14 @@ func (r *Remediator) forgetOldAnswers(now time.Time) {
 		return
 	}
 	for k := range r.done {
-		if now.Sub(k.startsAt) > 24*time.Hour {
+		if age := now.Sub(k.startsAt); age > 24*time.Hour || age < 0 {
 			delete(r.done, k)
 		}
+	}
+	if len(r.done) >= 10000 {
+		// Still full: a flood of distinct alerts. Forgetting only costs a
+		// second decision, which is safe.
+		clear(r.done)
 	}
 }
 

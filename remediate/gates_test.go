@@ -94,6 +94,8 @@ func TestGates(t *testing.T) {
 		{"alert too young", alert("vleak", 10, 5*time.Minute), false, ResultRefused, ReasonAlertTooYoung, true, nil},
 		{"no startsAt", Request{Device: "vleak", Index: 10}, false, ResultRefused, ReasonAlertTooYoung, true, nil},
 		{"gone already", alert("vnothere", 30, old), false, ResultGone, "", true, nil},
+		// lo is not in the snapshot's veths but exists: never "gone".
+		{"not a veth", alert("lo", 1, old), false, ResultRefused, ReasonNotVeth, true, nil},
 		{"ifindex reused", alert("vleak", 99, old), false, ResultRefused, ReasonIfindexMismatch, true, nil},
 		{"live veth", alert("vlive", 20, old), false, ResultRefused, ReasonNotOrphaned, true, nil},
 		{"reason not allowed", alert("vexited", 13, old), false, ResultRefused, ReasonReasonNotAllowed, true, nil},
@@ -109,7 +111,7 @@ func TestGates(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			inv := &fakeInventory{snap: testNode(), err: tt.inventoryErr}
 			r := newTestRemediator(testConfig(), inv)
-			answers := r.Handle(context.Background(), []Request{tt.req}, func(int) bool { return !tt.otherNode }, tt.fromAlert)
+			answers := mustHandle(t, r, []Request{tt.req}, func(int) bool { return !tt.otherNode }, tt.fromAlert)
 			if got := answers[0]; got.Result != tt.wantResult || got.Reason != tt.wantReason {
 				t.Errorf("Handle(%+v) = %s/%s (%s), want %s/%s", tt.req, got.Result, got.Reason, got.Detail, tt.wantResult, tt.wantReason)
 			}
@@ -122,7 +124,7 @@ func TestGatesBlastRadius(t *testing.T) {
 		cfg := testConfig()
 		cfg.MaxOrphanRatio = 0.4 // 6 of 12 look orphaned
 		r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-		a := r.Handle(context.Background(), []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]
+		a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]
 		if a.Result != ResultRefused || a.Reason != ReasonTooManyOrphans {
 			t.Errorf("got %s/%s, want refused/%s", a.Result, a.Reason, ReasonTooManyOrphans)
 		}
@@ -131,7 +133,7 @@ func TestGatesBlastRadius(t *testing.T) {
 		cfg := testConfig()
 		cfg.MaxPerRequest = 1
 		r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-		answers := r.Handle(context.Background(), []Request{alert("vleak", 10, time.Hour), alert("vleak2", 11, time.Hour)}, nil, true)
+		answers := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour), alert("vleak2", 11, time.Hour)}, nil, true)
 		if answers[0].Result != ResultWouldDelete || answers[1].Reason != ReasonRequestLimit {
 			t.Errorf("got %+v, want the first allowed and the second refused for %s", answers, ReasonRequestLimit)
 		}
@@ -141,7 +143,7 @@ func TestGatesBlastRadius(t *testing.T) {
 		cfg.Mode = ModeEnforce
 		r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
 		r.capable = func() bool { return false }
-		a := r.Handle(context.Background(), []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]
+		a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]
 		if a.Result != ResultRefused || a.Reason != ReasonNoPermission {
 			t.Errorf("got %s/%s, want refused/%s", a.Result, a.Reason, ReasonNoPermission)
 		}
@@ -155,14 +157,14 @@ func TestGatesIdempotent(t *testing.T) {
 	inv := &fakeInventory{snap: testNode()}
 	r := newTestRemediator(testConfig(), inv)
 	req := alert("vleak", 10, time.Hour)
-	first := r.Handle(context.Background(), []Request{req}, nil, true)[0]
-	again := r.Handle(context.Background(), []Request{req}, nil, true)[0]
+	first := mustHandle(t, r, []Request{req}, nil, true)[0]
+	again := mustHandle(t, r, []Request{req}, nil, true)[0]
 	if first != again || inv.calls != 1 {
 		t.Errorf("second answer %+v after %+v with %d inventories, want the same answer from 1 inventory", again, first, inv.calls)
 	}
 	// A new firing of the same alert (a new startsAt) is a new request.
 	req.StartsAt = req.StartsAt.Add(time.Minute)
-	r.Handle(context.Background(), []Request{req}, nil, true)
+	mustHandle(t, r, []Request{req}, nil, true)
 	if inv.calls != 2 {
 		t.Errorf("a new startsAt took %d inventories in all, want 2", inv.calls)
 	}
@@ -172,7 +174,7 @@ func TestAuditFile(t *testing.T) {
 	cfg := testConfig()
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-	r.Handle(context.Background(), []Request{alert("vleak", 10, time.Hour), alert("vlive", 20, time.Hour)}, nil, true)
+	mustHandle(t, r, []Request{alert("vleak", 10, time.Hour), alert("vlive", 20, time.Hour)}, nil, true)
 	b, err := readFile(cfg.AuditFile)
 	if err != nil {
 		t.Fatal(err)
@@ -194,13 +196,61 @@ func TestGatesRetryRefusalsTimeMayLift(t *testing.T) {
 	inv := &fakeInventory{snap: testNode()}
 	r := newTestRemediator(testConfig(), inv)
 	req := alert("vyoung", 12, time.Hour)
-	if a := r.Handle(context.Background(), []Request{req}, nil, true)[0]; a.Reason != ReasonOrphanTooYoung {
+	if a := mustHandle(t, r, []Request{req}, nil, true)[0]; a.Reason != ReasonOrphanTooYoung {
 		t.Fatalf("first answer %+v, want %s", a, ReasonOrphanTooYoung)
 	}
 	now = now.Add(time.Hour)
 	defer func() { now = now.Add(-time.Hour) }()
 	r.now = func() time.Time { return now }
-	if a := r.Handle(context.Background(), []Request{req}, nil, true)[0]; a.Result != ResultWouldDelete {
+	if a := mustHandle(t, r, []Request{req}, nil, true)[0]; a.Result != ResultWouldDelete {
 		t.Errorf("an hour later: %+v, want would_delete", a)
+	}
+}
+
+func mustHandle(t *testing.T, r *Remediator, reqs []Request, instanceOK func(int) bool, fromAlert bool) []Answer {
+	t.Helper()
+	answers, err := r.Handle(context.Background(), reqs, instanceOK, fromAlert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answers
+}
+
+func TestGatesHourlyLimit(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxPerHour = 2
+	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
+	r.deletions = []time.Time{now.Add(-59 * time.Minute), now.Add(-time.Minute)}
+	if a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]; a.Reason != ReasonHourlyLimit {
+		t.Errorf("two deletions in the last hour, limit 2: %+v, want %s", a, ReasonHourlyLimit)
+	}
+	r.deletions = []time.Time{now.Add(-61 * time.Minute), now.Add(-time.Minute)}
+	if a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]; a.Result != ResultWouldDelete {
+		t.Errorf("one deletion in the last hour, limit 2: %+v, want would_delete", a)
+	}
+}
+
+// TestGatesNeedARecordedOrphan: even with min-age 0, an orphan the
+// exporter never recorded is not proof.
+func TestGatesNeedARecordedOrphan(t *testing.T) {
+	cfg := testConfig()
+	cfg.MinAge = 0
+	snap := testNode()
+	snap.Veths[0].OrphanedSince = time.Time{}
+	r := newTestRemediator(cfg, &fakeInventory{snap: snap})
+	if a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]; a.Reason != ReasonOrphanTooYoung {
+		t.Errorf("unrecorded orphan with min-age 0: %+v, want %s", a, ReasonOrphanTooYoung)
+	}
+}
+
+// TestGatesBusy: a request whose deadline passes while another is handled
+// gives up with ErrBusy, deciding nothing.
+func TestGatesBusy(t *testing.T) {
+	r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
+	r.turn <- struct{}{} // another request holds the turn
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := r.Handle(ctx, []Request{alert("vleak", 10, time.Hour)}, nil, true); !errors.Is(err, ErrBusy) {
+		t.Errorf("Handle while busy = %v, want ErrBusy", err)
 	}
 }

@@ -20,6 +20,10 @@ type RemediateConfig struct {
 	// BearerToken, when set, must be presented as "Authorization: Bearer
 	// <token>"; it is compared in constant time.
 	BearerToken []byte
+	// Authenticated, when set, re-checks at each request that the web
+	// config (re-read by exporter-toolkit at each request) still makes
+	// clients authenticate.
+	Authenticated func() bool
 	// InstanceLabel names the alert label that says which node an alert
 	// is for; Instance must match its whole value for this node.
 	InstanceLabel string
@@ -47,9 +51,15 @@ func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 			http.Error(w, "POST an Alertmanager webhook payload (version 4)", http.StatusMethodNotAllowed)
 			return
 		}
+		if cfg.Authenticated != nil && !cfg.Authenticated() {
+			// The web config was edited since start-up and no longer
+			// makes clients authenticate: refuse rather than open up.
+			http.Error(w, "remediation refused: --web.config.file no longer requires authentication", http.StatusForbidden)
+			return
+		}
 		if cfg.BearerToken != nil {
-			token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok {
+			scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="veth_exporter remediation"`)
 				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
 				return
@@ -95,12 +105,15 @@ func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 		defer cancel()
-		answers := cfg.Remediator.Handle(ctx, reqs, thisNode, true)
-
+		answers, err := cfg.Remediator.Handle(ctx, reqs, thisNode, true)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		status := http.StatusOK
 		for _, a := range answers {
-			if a.Result == remediate.ResultFailed && a.Reason == remediate.ReasonInventoryFailed {
-				// Worth a retry: nothing was decided.
+			if a.Transient() {
+				// Worth a retry: nothing was decided about that device.
 				status = http.StatusServiceUnavailable
 			}
 		}

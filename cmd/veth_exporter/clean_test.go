@@ -46,12 +46,19 @@ func TestClean(t *testing.T) {
 	}
 	live := netnstest.Holder(t, "/docker/"+goldenContainer)
 	netnstest.Veth(t, "vclive", strconv.Itoa(live), "docker0")
-	state := "--state.path=" + filepath.Join(t.TempDir(), "state.json")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	state := "--state.path=" + statePath
 	gates := []string{state, "--remediation.min-age=0s", "--remediation.max-orphan-ratio=1"}
 
 	if out, code := clean(t, state); code != 2 || !strings.Contains(out, "--all-orphans") {
 		t.Errorf("clean without devices: exit %d, %q; want 2 and a usage message", code, out)
 	}
+	// Without the exporter's record of them, not even min-age 0 removes
+	// orphans: one look is not proof.
+	if out, code := clean(t, append(gates, "vc1")...); code != 1 || !strings.Contains(out, "no record") {
+		t.Errorf("clean vc1 with no history: exit %d\n%s\nwant 1 and orphan_too_young (no record)", code, out)
+	}
+	recordOrphans(t, statePath)
 	out, code := clean(t, append(gates, "--dry-run", "vc1", "vclive")...)
 	if code != 1 || !strings.Contains(out, "would_delete") || !strings.Contains(out, "not_orphaned") {
 		t.Errorf("clean --dry-run vc1 vclive: exit %d\n%s\nwant 1, would_delete for vc1, not_orphaned for vclive", code, out)
@@ -59,7 +66,7 @@ func TestClean(t *testing.T) {
 	if _, err := os.Stat("/sys/class/net/vc1"); err != nil {
 		t.Error("--dry-run deleted vc1")
 	}
-	// The exporter's state records no orphaned-since yet: min-age refuses.
+	// The exporter saw it orphaned a moment ago: the default min-age refuses.
 	if out, code := clean(t, state, "--remediation.max-orphan-ratio=1", "vc1"); code != 1 || !strings.Contains(out, "orphan_too_young") {
 		t.Errorf("clean vc1 with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
 	}
@@ -96,8 +103,10 @@ func BenchmarkClean(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				names := leftovers(b, n)
+				statePath := filepath.Join(b.TempDir(), "state.json")
+				recordOrphans(b, statePath)
 				b.StartTimer()
-				out, code := clean(b, "--state.path="+filepath.Join(b.TempDir(), "state.json"), "--all-orphans",
+				out, code := clean(b, "--state.path="+statePath, "--all-orphans",
 					"--remediation.min-age=0s", "--remediation.max-orphan-ratio=1",
 					"--remediation.max-per-request=100000", "--remediation.max-per-hour=0", "--remediation.master-include=lb[0-9]+br")
 				b.StopTimer()
@@ -153,4 +162,13 @@ func leftovers(b *testing.B, n int) []string {
 		b.Fatalf("ip -batch: %v\n%s", err, out)
 	}
 	return names
+}
+
+// recordOrphans runs the exporter once on the state file, as on a node
+// where it runs: the orphans it sees get their orphaned-since times.
+func recordOrphans(t testing.TB, statePath string) {
+	t.Helper()
+	e := startExporter(t, "--state.path="+statePath)
+	e.scrape(t)
+	e.stop(t)
 }

@@ -149,7 +149,15 @@ func (f *webhookFlags) build(inv *inventory.Inventory, rootfs, webConfigFile str
 		return nil, nil, err
 	}
 	if !authed && token == nil {
-		return nil, nil, errors.New("--remediation.mode=" + f.mode + " needs authentication: basic_auth_users or client certificates in --web.config.file, or --remediation.bearer-token-file")
+		return nil, nil, errors.New("--remediation.mode=" + f.mode + " needs authentication: basic_auth_users or client certificates (with a client CA) in --web.config.file, or --remediation.bearer-token-file")
+	}
+	if token != nil && webConfigBasicAuth(webConfigFile) {
+		// Both would need the one Authorization header.
+		return nil, nil, errors.New("--remediation.bearer-token-file cannot be combined with basic_auth_users in --web.config.file: use one of them")
+	}
+	var stillAuthed func() bool
+	if token == nil {
+		stillAuthed = func() bool { ok, err := webConfigAuthenticates(webConfigFile); return err == nil && ok }
 	}
 	instance, err := f.instanceRegexp(listen)
 	if err != nil {
@@ -161,7 +169,7 @@ func (f *webhookFlags) build(inv *inventory.Inventory, rootfs, webConfigFile str
 	}
 	logger.Info("remediation webhook on", "mode", mode, "instance", instance.String(), "min_age", cfg.MinAge)
 	return r, &web.RemediateConfig{
-		Remediator: r, BearerToken: token, InstanceLabel: f.instanceLabel, Instance: instance,
+		Remediator: r, BearerToken: token, Authenticated: stillAuthed, InstanceLabel: f.instanceLabel, Instance: instance,
 		BodyLimit: 1 << 20, Timeout: 8 * time.Second,
 	}, nil
 }
@@ -185,7 +193,9 @@ func (f *webhookFlags) instanceRegexp(listen []string) (*regexp.Regexp, error) {
 			continue
 		}
 		ports = append(ports, regexp.QuoteMeta(port))
-		if host != "" {
+		// Every node shares loopback and unspecified addresses: naming
+		// them would take other nodes' alerts for this one.
+		if ip := net.ParseIP(host); host != "" && host != "localhost" && (ip == nil || !(ip.IsLoopback() || ip.IsUnspecified())) {
 			hosts = append(hosts, regexp.QuoteMeta(host))
 		}
 	}
@@ -213,13 +223,31 @@ func webConfigAuthenticates(path string) (bool, error) {
 	var c struct {
 		BasicAuthUsers  map[string]string `yaml:"basic_auth_users"`
 		TLSServerConfig struct {
-			ClientAuth string `yaml:"client_auth_type"`
+			ClientAuth   string `yaml:"client_auth_type"`
+			ClientCAFile string `yaml:"client_ca_file"`
+			ClientCA     string `yaml:"client_ca"`
 		} `yaml:"tls_server_config"`
 	}
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		return false, fmt.Errorf("--web.config.file: %w", err)
 	}
-	return len(c.BasicAuthUsers) > 0 || c.TLSServerConfig.ClientAuth == "RequireAndVerifyClientCert", nil
+	mtls := c.TLSServerConfig.ClientAuth == "RequireAndVerifyClientCert" && (c.TLSServerConfig.ClientCAFile != "" || c.TLSServerConfig.ClientCA != "")
+	return len(c.BasicAuthUsers) > 0 || mtls, nil
+}
+
+// webConfigBasicAuth reports whether the web config has basic_auth_users.
+func webConfigBasicAuth(path string) bool {
+	if path == "" {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var c struct {
+		BasicAuthUsers map[string]string `yaml:"basic_auth_users"`
+	}
+	return yaml.Unmarshal(b, &c) == nil && len(c.BasicAuthUsers) > 0
 }
 
 // cleanCommand is `veth_exporter clean`.
@@ -285,7 +313,11 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 			reqs = append(reqs, remediate.Request{Device: d})
 		}
 	}
-	answers := remediate.New(cfg, inv, nil, logger).Handle(context.Background(), reqs, nil, false)
+	answers, err := remediate.New(cfg, inv, nil, logger).Handle(context.Background(), reqs, nil, false)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+		return 1
+	}
 	writeAnswers(os.Stdout, answers)
 	for _, a := range answers {
 		switch a.Result {

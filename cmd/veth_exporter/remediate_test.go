@@ -286,7 +286,9 @@ func TestWebConfigAuthenticates(t *testing.T) {
 		want   bool
 	}{
 		{"basic_auth_users:\n  alertmanager: $2y$10$abcdefghijklmnopqrstuu\n", true},
-		{"tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n", true},
+		{"tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n", true},
+		// Without a client CA any certificate a public CA issued would do.
+		{"tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n", false},
 		{"tls_server_config:\n  cert_file: a\n  key_file: b\n", false},
 		{"tls_server_config:\n  client_auth_type: RequestClientCert\n", false},
 		{"", false},
