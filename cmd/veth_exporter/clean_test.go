@@ -70,8 +70,8 @@ func TestClean(t *testing.T) {
 	if out, code := clean(t, state, "--remediation.max-orphan-ratio=1", "vc1"); code != 1 || !strings.Contains(out, "orphan_too_young") {
 		t.Errorf("clean vc1 with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
 	}
-	if out, code := clean(t, append(gates, "vc1")...); code != 0 || !strings.Contains(out, "deleted") {
-		t.Errorf("clean vc1: exit %d\n%s\nwant 0 and deleted", code, out)
+	if out, code := clean(t, state, "--remediation.max-orphan-ratio=1", "--min-age=0s", "vc1"); code != 0 || !strings.Contains(out, "deleted") {
+		t.Errorf("clean --min-age=0s vc1: exit %d\n%s\nwant 0 and deleted", code, out)
 	}
 	if out, code := clean(t, append(gates, "vc1")...); code != 0 || !strings.Contains(out, "gone") {
 		t.Errorf("clean vc1 again: exit %d\n%s\nwant 0 and gone", code, out)

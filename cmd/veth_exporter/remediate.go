@@ -252,12 +252,14 @@ func webConfigBasicAuth(path string) bool {
 
 // cleanCommand is `veth_exporter clean`.
 type cleanCommand struct {
-	cmd     *kingpin.CmdClause
-	inv     *inventoryFlags
-	gates   gateFlags
-	dryRun  bool
-	all     bool
-	devices []string
+	cmd       *kingpin.CmdClause
+	inv       *inventoryFlags
+	gates     gateFlags
+	dryRun    bool
+	all       bool
+	minAge    time.Duration
+	minAgeSet bool
+	devices   []string
 }
 
 func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanCommand {
@@ -267,6 +269,7 @@ func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanComman
 		"Exit 0 when everything asked for is deleted or gone, 1 when anything was refused or failed, 2 on usage errors.")
 	c.cmd.Flag("dry-run", "Say what would be deleted; delete nothing.").BoolVar(&c.dryRun)
 	c.cmd.Flag("all-orphans", "Every orphaned veth, instead of the DEVICEs named.").BoolVar(&c.all)
+	c.cmd.Flag("min-age", "Short for --remediation.min-age.").IsSetByUser(&c.minAgeSet).DurationVar(&c.minAge)
 	c.gates.register(c.cmd)
 	c.cmd.Arg("device", "Veths to remove.").StringsVar(&c.devices)
 	return c
@@ -280,6 +283,9 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 	mode := remediate.ModeEnforce
 	if c.dryRun {
 		mode = remediate.ModeDryRun
+	}
+	if c.minAgeSet {
+		c.gates.minAge = c.minAge
 	}
 	cfg, err := c.gates.config(mode, c.inv.paths.Rootfs)
 	if err != nil {

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -44,7 +46,10 @@ type alertSpec struct {
 func payloadOf(version string, alerts ...alertSpec) []byte {
 	var list []map[string]any
 	for _, a := range alerts {
-		labels := map[string]string{"alertname": "VethOrphaned", "instance": a.instance}
+		labels := map[string]string{"alertname": "VethOrphaned"}
+		if a.instance != "-" {
+			labels["instance"] = a.instance
+		}
 		if a.device != "-" {
 			labels["device"] = a.device
 		}
@@ -123,13 +128,13 @@ func TestRemediateWebhook(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	old := time.Now().Add(-time.Hour)
-	post := func(body []byte, contentType, token, method string) (int, webhookAnswer, string) {
+	post := func(body []byte, contentType, scheme, token, method string) (int, webhookAnswer, string) {
 		req, _ := http.NewRequest(method, e.url+"/remediate", bytes.NewReader(body))
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
 		}
 		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Authorization", scheme+token)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -170,6 +175,9 @@ func TestRemediateWebhook(t *testing.T) {
 		{name: "resolved alert", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: old, status: "resolved"}), status: 200, results: []want{{"skipped", "resolved"}}},
 		{name: "future startsAt", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: time.Now().Add(time.Hour)}), status: 200, results: []want{{"refused", "starts_in_future"}}},
 		{name: "another node", body: payloadOf("4", alertSpec{device: "vleak", instance: "node2", startsAt: old}), status: 200, results: []want{{"skipped", "other_node"}}},
+		{name: "no instance label", body: payloadOf("4", alertSpec{device: "vleak", instance: "-", startsAt: old}), status: 200, results: []want{{"skipped", "other_node"}}},
+		{name: "instance as a prefix", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1.other", startsAt: old}), status: 200, results: []want{{"skipped", "other_node"}}},
+		{name: "lower-case bearer scheme", body: payloadOf("4", alertSpec{device: "vleak", instance: "node2", startsAt: old}), token: "lower", status: 200, results: []want{{"skipped", "other_node"}}},
 		{name: "blast radius: one per request", body: payloadOf("4",
 			alertSpec{device: "vleak2", instance: "node1", startsAt: old, fingerprint: "b1"},
 			alertSpec{device: "vleak3", instance: "node1", startsAt: old, fingerprint: "b2"}),
@@ -185,13 +193,16 @@ func TestRemediateWebhook(t *testing.T) {
 			if ct == "" {
 				ct = "application/json"
 			}
+			scheme := "Bearer "
 			switch token {
 			case "":
 				token = webhookToken
 			case "-":
 				token = ""
+			case "lower":
+				token, scheme = webhookToken, "bearer "
 			}
-			status, answer, raw := post(c.body, ct, token, method)
+			status, answer, raw := post(c.body, ct, scheme, token, method)
 			if status != c.status {
 				t.Fatalf("status %d, want %d: %s", status, c.status, raw)
 			}
@@ -225,7 +236,7 @@ func TestRemediateWebhook(t *testing.T) {
 			alerts = append(alerts, alertSpec{device: fmt.Sprintf("vnone%d", i), instance: "node1", startsAt: old, fingerprint: fmt.Sprintf("k%d", i)})
 		}
 		before := links(t)
-		status, answer, raw := post(payloadOf("4", alerts...), "application/json", webhookToken, "POST")
+		status, answer, raw := post(payloadOf("4", alerts...), "application/json", "Bearer ", webhookToken, "POST")
 		if status != 200 || len(answer.Results) != 1000 {
 			t.Fatalf("status %d, %d results: %.300s", status, len(answer.Results), raw)
 		}
@@ -247,7 +258,7 @@ func TestRemediateWebhook(t *testing.T) {
 		results := map[string]int{}
 		for range 50 {
 			wg.Go(func() {
-				status, answer, raw := post(body, "application/json", webhookToken, "POST")
+				status, answer, raw := post(body, "application/json", "Bearer ", webhookToken, "POST")
 				mu.Lock()
 				defer mu.Unlock()
 				if status != 200 || len(answer.Results) != 1 {
@@ -353,5 +364,68 @@ func TestRemediateWithoutNetAdmin(t *testing.T) {
 	}
 	if _, err := os.Stat("/sys/class/net/vcap"); err != nil {
 		t.Error("vcap was deleted without CAP_NET_ADMIN")
+	}
+}
+
+// TestRemediateBasicAuth authenticates through exporter-toolkit's web
+// config instead of a bearer token, and refuses once the config no longer
+// requires authentication (the toolkit re-reads it at each request).
+func TestRemediateBasicAuth(t *testing.T) {
+	netnstest.Require(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  am: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &exporter{}
+	port := freePort(t)
+	cmd := exec.Command(exporterBinary(t), "--web.listen-address=127.0.0.1:"+port, "--web.config.file="+webConfig,
+		"--inventory.trust-pid-namespace", "--state.path="+filepath.Join(t.TempDir(), "state.json"),
+		"--remediation.mode=dry-run", "--remediation.instance=node1")
+	e.log = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = e.log, e.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd, e.url = cmd, "http://127.0.0.1:"+port
+	t.Cleanup(func() { e.stop(t) })
+
+	post := func(user, password string) int {
+		body := payloadOf("4", alertSpec{device: "vnothere", instance: "node1", startsAt: time.Now().Add(-time.Hour)})
+		req, _ := http.NewRequest("POST", e.url+"/remediate", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for post("am", "pw") != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("never answered 200 with basic auth:\n%s", e.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := post("", ""); got != 401 {
+		t.Errorf("no credentials: %d, want 401", got)
+	}
+	if got := post("am", "wrong"); got != 401 {
+		t.Errorf("wrong password: %d, want 401", got)
+	}
+	// Someone edits the web config and drops authentication.
+	if err := os.WriteFile(webConfig, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := post("", ""); got != 403 {
+		t.Errorf("after authentication was removed from the web config: %d, want 403", got)
 	}
 }
