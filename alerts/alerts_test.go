@@ -7,7 +7,6 @@ package alerts
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"unicode"
 
 	"go.yaml.in/yaml/v2"
+
+	"github.com/veth-exporter/veth_exporter/internal/rulestest"
 )
 
 const (
@@ -358,7 +359,7 @@ func TestRuleTestsCatchMistakes(t *testing.T) {
 	for _, m := range mutants {
 		t.Run(m.alert+"/"+m.old+"->"+m.new, func(t *testing.T) {
 			t.Parallel()
-			broken, err := mutate(string(original), m.alert, m.old, m.new)
+			broken, err := rulestest.Rewrite(string(original), m.alert, m.old, m.new)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -396,26 +397,6 @@ func layout(t *testing.T, rules string) string {
 		}
 	}
 	return dir
-}
-
-// mutate replaces old by new, which must occur exactly once, within the
-// rule of the named alert.
-func mutate(file, alert, old, new string) (string, error) {
-	start := strings.Index(file, "- alert: "+alert+"\n")
-	if start < 0 {
-		return "", fmt.Errorf("no rule %s", alert)
-	}
-	end := strings.Index(file[start+1:], "- alert: ")
-	if end < 0 {
-		end = len(file)
-	} else {
-		end += start + 1
-	}
-	block := file[start:end]
-	if n := strings.Count(block, old); n != 1 {
-		return "", fmt.Errorf("%q occurs %d times in %s, want once: update the mutant", old, n, alert)
-	}
-	return file[:start] + strings.Replace(block, old, new, 1) + file[end:], nil
 }
 
 // amExample is the part of the Alertmanager example these tests read.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"github.com/veth-exporter/veth_exporter/internal/rulestest"
 )
 
 // The whole remediation chain with the real programs: Prometheus (Debian
@@ -322,31 +323,11 @@ func shortenedRules(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := rewriteRule(string(b), "VethOrphaned", "for: 15m", "for: "+e2eFor.String())
+	rules, err := rulestest.Rewrite(string(b), "VethOrphaned", "for: 15m", "for: "+e2eFor.String())
 	if err != nil {
 		t.Fatalf("%s: %v", shippedRules, err)
 	}
 	return rules
-}
-
-// rewriteRule replaces old by new, which must occur exactly once, within
-// the rule of the named alert (as alerts/alerts_test.go's mutate does).
-func rewriteRule(file, alert, old, new string) (string, error) {
-	start := strings.Index(file, "- alert: "+alert+"\n")
-	if start < 0 {
-		return "", fmt.Errorf("no rule %s", alert)
-	}
-	end := strings.Index(file[start+1:], "- alert: ")
-	if end < 0 {
-		end = len(file)
-	} else {
-		end += start + 1
-	}
-	block := file[start:end]
-	if n := strings.Count(block, old); n != 1 {
-		return "", fmt.Errorf("%q occurs %d times in %s, want once", old, n, alert)
-	}
-	return file[:start] + strings.Replace(block, old, new, 1) + file[end:], nil
 }
 
 // monitorProcess is a Prometheus or an Alertmanager started by the test.
