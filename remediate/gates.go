@@ -65,6 +65,8 @@ const (
 	ReasonTooManyOrphans   = "too_many_orphans"
 	ReasonNoPermission     = "no_permission"
 	ReasonChanged          = "changed"
+	// ReasonDelete: the kernel refused the deletion, or the link stayed.
+	ReasonDelete = "delete"
 	// Failures worth a retry: nothing was decided.
 	ReasonDeadline = "deadline"
 	ReasonNetlink  = "netlink"
@@ -356,7 +358,7 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 		case OutcomeChanged:
 			answers[i] = r.refuse(q, ReasonChanged, err.Error())
 		default:
-			answers[i] = r.fail(q, "delete", err.Error())
+			answers[i] = r.fail(q, ReasonDelete, err.Error())
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,13 +38,7 @@ func clean(t testing.TB, args ...string) (string, int) {
 
 func TestClean(t *testing.T) {
 	netnstest.Require(t)
-	netnstest.Bridge(t, "docker0")
-	for _, n := range []string{"vc1", "vc2", "vc3"} {
-		netnstest.NamedNetns(t, "ns-"+n)
-		netnstest.Veth(t, n, "ns-"+n, "docker0")
-	}
-	live := netnstest.Holder(t, "/docker/"+goldenContainer)
-	netnstest.Veth(t, "vclive", strconv.Itoa(live), "docker0")
+	remediationFixture(t, "vclive", "vc1", "vc2", "vc3")
 	statePath := filepath.Join(t.TempDir(), "state.json")
 	state := "--state.path=" + statePath
 	gates := []string{state, "--remediation.min-age=0s", "--remediation.max-orphan-ratio=1"}

@@ -93,13 +93,7 @@ func links(t *testing.T) []string {
 
 func TestRemediateWebhook(t *testing.T) {
 	netnstest.Require(t)
-	netnstest.Bridge(t, "docker0")
-	for _, n := range []string{"vleak", "vleak2", "vleak3"} {
-		netnstest.NamedNetns(t, "ns-"+n)
-		netnstest.Veth(t, n, "ns-"+n, "docker0")
-	}
-	live := netnstest.Holder(t, "/docker/"+goldenContainer)
-	netnstest.Veth(t, "vlive", strconv.Itoa(live), "docker0")
+	remediationFixture(t, "vlive", "vleak", "vleak2", "vleak3")
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte(webhookToken+"\n"), 0o600); err != nil {
@@ -428,4 +422,17 @@ func TestRemediateBasicAuth(t *testing.T) {
 	if got := post("", ""); got != 403 {
 		t.Errorf("after authentication was removed from the web config: %d, want 403", got)
 	}
+}
+
+// remediationFixture puts on docker0 one veth owned by a container (live)
+// and a leftover for each of leaks, its namespace held only by a mount.
+func remediationFixture(t *testing.T, live string, leaks ...string) {
+	t.Helper()
+	netnstest.Bridge(t, "docker0")
+	for _, n := range leaks {
+		netnstest.NamedNetns(t, "ns-"+n)
+		netnstest.Veth(t, n, "ns-"+n, "docker0")
+	}
+	holder := netnstest.Holder(t, "/docker/"+goldenContainer)
+	netnstest.Veth(t, live, strconv.Itoa(holder), "docker0")
 }
