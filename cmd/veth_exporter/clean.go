@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate"
+)
+
+// cleanCommand is `veth_exporter clean`.
+type cleanCommand struct {
+	cmd       *kingpin.CmdClause
+	inv       *inventoryFlags
+	gates     gateFlags
+	dryRun    bool
+	all       bool
+	minAge    time.Duration
+	minAgeSet bool
+	devices   []string
+}
+
+func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanCommand {
+	c := &cleanCommand{inv: inv}
+	c.cmd = app.Command("clean", "Remove leftover veths, through the same safety gates as the webhook (minus the alert's): "+
+		"each must still be orphaned, for an allowed reason, for --remediation.min-age as the exporter's state file records it. "+
+		"Exit 0 when everything asked for is deleted or gone, 1 when anything was refused or failed, 2 on usage errors.")
+	c.cmd.Flag("dry-run", "Say what would be deleted; delete nothing.").BoolVar(&c.dryRun)
+	c.cmd.Flag("all-orphans", "Every orphaned veth, instead of the DEVICEs named.").BoolVar(&c.all)
+	c.cmd.Flag("min-age", "Short for --remediation.min-age.").IsSetByUser(&c.minAgeSet).DurationVar(&c.minAge)
+	c.gates.register(c.cmd)
+	c.cmd.Arg("device", "Veths to remove.").StringsVar(&c.devices)
+	return c
+}
+
+func (c *cleanCommand) run(logger *slog.Logger) int {
+	if c.all == (len(c.devices) > 0) {
+		fmt.Fprintf(os.Stderr, "%s clean: name the DEVICEs to remove, or --all-orphans (not both)\n", name)
+		return 2
+	}
+	mode := remediate.ModeEnforce
+	if c.dryRun {
+		mode = remediate.ModeDryRun
+	}
+	if c.minAgeSet {
+		c.gates.minAge = c.minAge
+	}
+	cfg, err := c.gates.config(mode, c.inv.paths.Rootfs)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+		return 2
+	}
+	// The state file is the exporter's: clean reads its orphaned-since
+	// times and writes nothing.
+	inv, _, err := c.inv.open(true, 0, logger)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+		return 2
+	}
+	var reqs []remediate.Request
+	if c.all {
+		snap, err := inv.Snapshot(context.Background())
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+			return 1
+		}
+		for i := range snap.Veths {
+			if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned {
+				reqs = append(reqs, remediate.Request{Device: v.Name, Index: v.Index})
+			}
+		}
+		if cfg.MaxPerRequest < len(reqs) {
+			fmt.Fprintf(os.Stderr, "%s clean: %d orphans, --remediation.max-per-request is %d: the rest are refused\n", name, len(reqs), cfg.MaxPerRequest)
+		}
+	} else {
+		for _, d := range c.devices {
+			reqs = append(reqs, remediate.Request{Device: d})
+		}
+	}
+	answers, err := remediate.New(cfg, inv, nil, logger).Handle(context.Background(), reqs, nil, false)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
+		return 1
+	}
+	writeAnswers(os.Stdout, answers)
+	for _, a := range answers {
+		switch a.Result {
+		case remediate.ResultDeleted, remediate.ResultGone, remediate.ResultWouldDelete:
+		default:
+			return 1
+		}
+	}
+	return 0
+}
+
+func writeAnswers(w io.Writer, answers []remediate.Answer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tIFINDEX\tRESULT\tREASON\tDETAIL")
+	for _, a := range answers {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", a.Device, a.Ifindex, a.Result, dash(a.Reason), dash(a.Detail))
+	}
+	tw.Flush()
+}
