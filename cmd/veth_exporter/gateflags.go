@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate"
+)
+
+// gateFlags are the safety gates shared by the webhook and the clean
+// command.
+type gateFlags struct {
+	minAge         time.Duration
+	reasons        []string
+	masterInclude  string
+	deviceExclude  string
+	maxPerRequest  int
+	maxPerHour     int
+	maxOrphanRatio float64
+	auditFile      string
+	releaseNetns   bool
+}
+
+type flagGroup interface {
+	Flag(name, help string) *kingpin.FlagClause
+}
+
+func (g *gateFlags) register(c flagGroup) {
+	c.Flag("remediation.min-age", "An orphan is removed only when its alert has fired, and the exporter has seen it orphaned, at least this long.").
+		Default("15m").DurationVar(&g.minAge)
+	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated (netns_empty, owner_exited, peer_on_host).").
+		Default(string(inventory.ReasonNetnsEmpty)).StringsVar(&g.reasons)
+	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master.").
+		Default(`docker0|br-[0-9a-f]{12}|cni0|cbr0`).StringVar(&g.masterInclude)
+	c.Flag("remediation.device-exclude", "Regexp (whole name) of veths never removed.").
+		StringVar(&g.deviceExclude)
+	c.Flag("remediation.max-per-request", "At most this many deletions per webhook request or clean run.").
+		Default("10").IntVar(&g.maxPerRequest)
+	c.Flag("remediation.max-per-hour", "At most this many deletions per hour.").
+		Default("60").IntVar(&g.maxPerHour)
+	c.Flag("remediation.max-orphan-ratio", "Delete nothing while more than this share of the node's veths look orphaned: that is a resolver failure, not a leak.").
+		Default("0.5").Float64Var(&g.maxOrphanRatio)
+	c.Flag("remediation.audit-file", "Append one JSON line per remediation decision to this file.").
+		StringVar(&g.auditFile)
+	c.Flag("remediation.release-netns", "After deleting a veth, unmount and remove the mount that pinned its peer namespace when no process is in it "+
+		"(only under "+strings.Join(remediate.DefaultNetnsDirs, ", ")+").").
+		BoolVar(&g.releaseNetns)
+}
+
+func (g *gateFlags) config(mode remediate.Mode, rootfs string) (remediate.Config, error) {
+	cfg := remediate.Config{
+		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
+		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
+		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs, Rootfs: rootfs,
+	}
+	allowed := map[string]bool{
+		string(inventory.ReasonNetnsEmpty): true, string(inventory.ReasonOwnerExited): true, string(inventory.ReasonPeerOnHost): true,
+	}
+	for _, list := range g.reasons {
+		for _, r := range strings.Split(list, ",") {
+			r = strings.TrimSpace(r)
+			if !allowed[r] {
+				return cfg, fmt.Errorf("--remediation.reasons: %q is not an orphan reason (netns_empty, owner_exited, peer_on_host)", r)
+			}
+			cfg.Reasons = append(cfg.Reasons, inventory.Reason(r))
+		}
+	}
+	var err error
+	if cfg.MasterInclude, err = regexp.Compile("^(?:" + g.masterInclude + ")$"); err != nil {
+		return cfg, fmt.Errorf("--remediation.master-include: %w", err)
+	}
+	if cfg.DeviceExclude, err = compileOptional("remediation.device-exclude", g.deviceExclude); err != nil {
+		return cfg, err
+	}
+	if g.maxOrphanRatio <= 0 || g.maxOrphanRatio > 1 {
+		return cfg, fmt.Errorf("--remediation.max-orphan-ratio: %v is not in (0, 1]", g.maxOrphanRatio)
+	}
+	return cfg, nil
+}
