@@ -26,8 +26,9 @@ type link struct {
 	veth        bool
 	master      int
 	operState   uint8
-	peerIndex   int // IFLA_LINK
-	peerNetNSID int // IFLA_LINK_NETNSID
+	peerIndex   int    // IFLA_LINK
+	peerNetNSID int    // IFLA_LINK_NETNSID
+	group       uint32 // IFLA_GROUP
 	// peerElsewhere: IFLA_LINK_NETNSID is present, so the peer is in
 	// another namespace, even when its id is negative (the kernel reports
 	// -1 for a peer namespace that is being destroyed).
@@ -52,6 +53,35 @@ func dumpLinks() ([]link, error) {
 		}
 	}
 	return nil, fmt.Errorf("netlink link dump interrupted %d times in a row: %w", dumpAttempts, err)
+}
+
+// LinkRef is what a deletion needs to know of one link of the host
+// namespace: enough to pick an interface group no link uses and to verify
+// which links are in a group before deleting it.
+type LinkRef struct {
+	Index int
+	Name  string
+	Veth  bool
+	// Group is the interface group (IFLA_GROUP); 0 is the default group.
+	Group uint32
+	// PeerNetNSID is the nsid of the namespace of the link's peer
+	// (IFLA_LINK_NETNSID), -1 when the peer is on the host (or the kernel
+	// reports none, as for a namespace being destroyed).
+	PeerNetNSID int
+}
+
+// DumpLinkRefs lists every link of the host namespace with one netlink
+// dump, through the same wrapper as the inventory.
+func DumpLinkRefs() ([]LinkRef, error) {
+	links, err := dumpLinks()
+	if err != nil {
+		return nil, err
+	}
+	refs := make([]LinkRef, len(links))
+	for i, l := range links {
+		refs[i] = LinkRef{Index: l.index, Name: l.name, Veth: l.veth, Group: l.group, PeerNetNSID: l.peerNetNSID}
+	}
+	return refs, nil
 }
 
 func dumpLinksOnce() ([]link, error) {
@@ -95,6 +125,10 @@ func parseLink(msg []byte) (link, error) {
 		case unix.IFLA_OPERSTATE:
 			if len(data) >= 1 {
 				l.operState = data[0]
+			}
+		case unix.IFLA_GROUP:
+			if len(data) >= 4 {
+				l.group = native.Uint32(data)
 			}
 		case unix.IFLA_LINK:
 			if len(data) >= 4 {

@@ -195,17 +195,79 @@ func (ns *namespaces) get(inode uint64) *Namespace {
 }
 
 func (ns *namespaces) addProcesses(procfs string, host uint64) error {
+	w, err := walkProcesses(procfs, func(pid int, inode uint64) {
+		if inode != host {
+			ns.get(inode).addPID(pid)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if w.denied > 0 {
+		ns.partial = append(ns.partial, fmt.Sprintf(
+			"cannot read the network namespace of %d processes outside the host namespace (permission denied; CAP_SYS_PTRACE missing, or a security module)", w.denied))
+	}
+	if len(w.failed) > 0 {
+		ns.partial = append(ns.partial, w.failedMessage())
+	}
+	return nil
+}
+
+// processWalk is what one pass over /proc could not see.
+type processWalk struct {
+	// denied counts processes whose namespace may not be read and that
+	// are not shown to be in the exporter's own namespace.
+	denied int
+	// failed are the other errors reading a process's or a thread's
+	// namespace or its task directory, one per process: the threads
+	// behind them were not seen.
+	failed []error
+}
+
+func (w *processWalk) failedMessage() string {
+	msg := fmt.Sprintf("cannot read the network namespace of %d processes or their threads: %v", len(w.failed), w.failed[0])
+	if len(w.failed) > 1 {
+		msg += fmt.Sprintf(" (and %d more)", len(w.failed)-1)
+	}
+	return msg
+}
+
+// err is nil when the walk saw every process and thread, else says why not.
+func (w *processWalk) err() error {
+	var errs []error
+	if w.denied > 0 {
+		errs = append(errs, fmt.Errorf("cannot read the network namespace of %d processes (permission denied)", w.denied))
+	}
+	if len(w.failed) > 0 {
+		errs = append(errs, errors.New(w.failedMessage()))
+	}
+	return errors.Join(errs...)
+}
+
+// vanished reports whether err means the process or thread exited
+// while it was being read: it holds no namespace any more.
+func vanished(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+// walkProcesses calls visit with the network namespace inode of every
+// process in procfs and of each of its threads that is in another
+// namespace than the process, in one pass: visit may see one PID several
+// times. A process or thread that exits meanwhile is skipped; any other
+// failure is counted in the result, never silently taken for "no
+// namespace".
+func walkProcesses(procfs string, visit func(pid int, inode uint64)) (processWalk, error) {
+	var w processWalk
 	d, err := os.Open(procfs)
 	if err != nil {
-		return fmt.Errorf("read processes: %w", err)
+		return w, fmt.Errorf("read processes: %w", err)
 	}
 	defer d.Close()
 	names, err := d.Readdirnames(-1)
 	if err != nil {
-		return fmt.Errorf("read processes: %w", err)
+		return w, fmt.Errorf("read processes: %w", err)
 	}
 	hostDev := procNetDevInode(procfs + "/self")
-	denied := 0
 	var st unix.Stat_t
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
@@ -217,47 +279,121 @@ func (ns *namespaces) addProcesses(procfs string, host uint64) error {
 		switch err := unix.Stat(dir+"/ns/net", &st); {
 		case err == nil:
 			leader = st.Ino
-			if leader != host {
-				ns.get(leader).addPID(pid)
-			}
+			visit(pid, leader)
 		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
-			if hostDev == 0 || procNetDevInode(dir) != hostDev {
-				denied++
+			// procfs registers its net entries once per namespace, and
+			// they are readable without ptrace access: a process whose
+			// threads all show our own is in our namespace.
+			if hostDev == 0 || !threadsInNetDev(dir, hostDev) {
+				w.denied++
 			}
+			continue
+		case vanished(err):
+			// Exited, or a leader that exited before its threads: they
+			// still run, each with its own namespace.
+		default:
+			w.failed = append(w.failed, fmt.Errorf("PID %d: ns/net: %w", pid, err))
 			continue
 		}
 		// A thread can sit in another namespace than its leader (setns on
 		// one thread), and a leader that has exited leaves its threads
 		// running with no ns link of its own: either keeps a namespace
 		// alive that the leader alone does not show.
-		ns.addThreads(dir, pid, leader, host)
+		if err := walkThreads(dir, pid, leader, visit); err != nil {
+			w.failed = append(w.failed, fmt.Errorf("PID %d: %w", pid, err))
+		}
 	}
-	if denied > 0 {
-		ns.partial = append(ns.partial, fmt.Sprintf(
-			"cannot read the network namespace of %d processes outside the host namespace (permission denied; CAP_SYS_PTRACE missing, or a security module)", denied))
+	return w, nil
+}
+
+// walkThreads visits the namespaces of the threads of the process at dir
+// that are not the leader's. The leader itself is skipped when its
+// namespace was read (leader != 0).
+func walkThreads(dir string, pid int, leader uint64, visit func(pid int, inode uint64)) error {
+	tids, err := readDirNames(dir + "/task")
+	if err != nil {
+		if vanished(err) {
+			return nil
+		}
+		return fmt.Errorf("read task directory: %w", err)
+	}
+	self := strconv.Itoa(pid)
+	var st unix.Stat_t
+	for _, tid := range tids {
+		if leader != 0 && tid == self {
+			continue
+		}
+		switch err := unix.Stat(dir+"/task/"+tid+"/ns/net", &st); {
+		case err == nil:
+			if st.Ino != leader {
+				visit(pid, st.Ino)
+			}
+		case vanished(err):
+		default:
+			return fmt.Errorf("thread %s: ns/net: %w", tid, err)
+		}
 	}
 	return nil
 }
 
-func (ns *namespaces) addThreads(dir string, pid int, leader, host uint64) {
-	d, err := os.Open(dir + "/task")
-	if err != nil {
-		return
+// threadsInNetDev reports whether the process at dir and every thread of
+// it show the net/dev inode dev, that is, are in the namespace whose
+// net/dev that is. A thread that exits meanwhile is in none.
+func threadsInNetDev(dir string, dev uint64) bool {
+	if procNetDevInode(dir) != dev {
+		return false
 	}
-	tids, _ := d.Readdirnames(-1)
-	d.Close()
-	if len(tids) <= 1 {
-		return
+	tids, err := readDirNames(dir + "/task")
+	if err != nil {
+		return vanished(err)
 	}
 	var st unix.Stat_t
 	for _, tid := range tids {
-		if tid == strconv.Itoa(pid) {
-			continue
-		}
-		if unix.Stat(dir+"/task/"+tid+"/ns/net", &st) == nil && st.Ino != leader && st.Ino != host {
-			ns.get(st.Ino).addPID(pid)
+		err := unix.Stat(dir+"/task/"+tid+"/net/dev", &st)
+		if (err != nil && !vanished(err)) || (err == nil && st.Ino != dev) {
+			return false
 		}
 	}
+	return true
+}
+
+func readDirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
+}
+
+// Occupants returns, for each namespace inode of inodes, the processes
+// that have at least one thread in it, from one pass over every process
+// and thread of p.Procfs. It is the last check before a deletion, so it
+// reads only namespace links, no cgroups. A process or thread that exits
+// during the pass is skipped; any other failure to read one (a namespace
+// link, a task directory) makes the answer incomplete and is returned as
+// an error with what was seen, never taken for an empty namespace. A
+// process whose namespace may not be read but that /proc/PID/net/dev shows
+// in the caller's own namespace is in none of inodes (the caller's
+// namespace is the host's, which holds no peer).
+func Occupants(p Paths, inodes map[uint64]bool) (map[uint64][]int, error) {
+	occupants := make(map[uint64][]int, len(inodes))
+	w, err := walkProcesses(p.Procfs, func(pid int, inode uint64) {
+		if !inodes[inode] {
+			return
+		}
+		pids := occupants[inode]
+		if len(pids) == 0 || pids[len(pids)-1] != pid {
+			occupants[inode] = append(pids, pid)
+		}
+	})
+	for _, pids := range occupants {
+		sort.Ints(pids)
+	}
+	if err != nil {
+		return occupants, err
+	}
+	return occupants, w.err()
 }
 
 // addPID records pid once, whichever of its threads is in the namespace.
