@@ -146,7 +146,15 @@ type Veth struct {
 	Verdict   Verdict `json:"verdict"`
 	Reason    Reason  `json:"reason"`
 
-	FirstSeen     time.Time `json:"first_seen,omitzero"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	// OrphanedSince is when the exporter first saw the veth orphaned,
+	// without interruption since (the orphan clock). It equals the
+	// snapshot's Taken exactly when this snapshot is the first to see the
+	// veth orphaned, or restarted its clock after a gap in the
+	// observations longer than the state's MaxGap; a time before Taken
+	// was recorded by an earlier snapshot. A read-only state lends only
+	// recorded times: zero for a veth its file never saw orphaned. It is
+	// set while the orphan verdict is still settling.
 	OrphanedSince time.Time `json:"orphaned_since,omitzero"`
 	// LastOwnerSeen is when LastOwner was last seen owning the namespace.
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
@@ -168,10 +176,34 @@ type Snapshot struct {
 	// failure as an orphaned veth, one step earlier or later. Nil on a
 	// partial view, where "no process" is not proved.
 	LeakedNetns []*Namespace `json:"leaked_netns"`
+	// HistoryObserved is when the history behind this snapshot's
+	// first-seen and orphaned-since times was last refreshed before this
+	// snapshot: with a writable state the previous observation, with a
+	// read-only one the state file's last_observed; zero when there is
+	// none (no state file, one from another boot, or one that never
+	// recorded it). Orphan times from a history older than the state's
+	// MaxGap prove nothing about the time in between.
+	HistoryObserved time.Time `json:"history_observed,omitzero"`
+	// Gone are the devices the history recorded that are absent from
+	// this snapshot's dump: with a writable state those that disappeared
+	// within the last hour, with a read-only one every device of the state
+	// file not in the dump. They tell a device deleted since it was
+	// recorded from one never heard of (a typo).
+	Gone []GoneVeth `json:"gone,omitempty"`
 	// Docker is what the Docker resolver saw; nil when it is off.
 	Docker *DockerView `json:"docker,omitempty"`
 	// DockerRequests counts the Docker API requests made since start.
 	DockerRequests uint64 `json:"-"`
+}
+
+// GoneVeth is a recorded veth that no longer exists.
+type GoneVeth struct {
+	Device string `json:"device"`
+	Index  int    `json:"ifindex"`
+	// Since is when the exporter first missed it; zero when a read-only
+	// state file still held it as present (it went after the file's
+	// last_observed).
+	Since time.Time `json:"since,omitzero"`
 }
 
 // Step is one stage of building a snapshot.
