@@ -3,76 +3,418 @@ package remediate
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
-// Target is the veth a cleanup removes: the device name and the ifindex
-// that a fresh inventory verified. Interface names are reused (a CNI that
-// hashes pod names recreates the same name for a new pod), so the ifindex
-// is what the cleanup acts on; the name only has to still match it.
+// Target is a veth every gate approved for deletion, as the fresh inventory
+// saw it. Interface names are reused (a CNI that hashes pod names recreates
+// the same name for a new pod) and so are ifindexes, so the cleanup acts on
+// the ifindex and checks that it still names the same veth with its peer
+// in the same namespace, holding no process the inventory did not see.
 type Target struct {
 	Device string
 	Index  int
+	// Netns is the inode of the peer's namespace; 0 when the peer is on
+	// the host.
+	Netns uint64
+	// NetnsPaths open that namespace: its nsfs mounts and its processes'
+	// ns/net links, as this process sees them.
+	NetnsPaths []string
+	// PIDs are the processes the inventory saw in the namespace (a stray
+	// for owner_exited, none for netns_empty): any other one that turns
+	// up at the last moment stops the deletion.
+	PIDs []int
+}
+
+// targetOf returns the Target of an approved veth.
+func targetOf(v *inventory.Veth, p inventory.Paths) Target {
+	t := Target{Device: v.Name, Index: v.Index}
+	if n := v.PeerNetns; n != nil {
+		t.Netns = n.Inode
+		t.PIDs = n.PIDs
+		for _, m := range n.Mounts {
+			t.NetnsPaths = append(t.NetnsPaths, filepath.Join(p.Rootfs, m))
+		}
+		for _, pid := range n.PIDs {
+			t.NetnsPaths = append(t.NetnsPaths, filepath.Join(p.Procfs, strconv.Itoa(pid), "ns/net"))
+		}
+	}
+	return t
 }
 
 // Outcome is what a cleanup did.
 type Outcome string
 
-// The outcomes of [removeVeth].
+// The outcomes of a removal.
 const (
-	// OutcomeDeleted: the veth was detached, deleted and is verified gone.
+	// OutcomeDeleted: the veth was deleted and is verified gone.
 	OutcomeDeleted Outcome = "deleted"
 	// OutcomeGone: there was nothing to delete; someone else was first.
 	OutcomeGone Outcome = "gone"
-	// OutcomeChanged: the ifindex now names another link (or not a veth):
-	// nothing was touched.
+	// OutcomeChanged: the ifindex names another link now, the peer moved,
+	// or a process entered the peer's namespace: nothing was deleted.
 	OutcomeChanged Outcome = "changed"
 	// OutcomeFailed: the kernel refused, or the link is still there.
 	OutcomeFailed Outcome = "failed"
 )
 
-// removeVeth is the one place the exporter deletes an interface, shared by
-// the webhook and the clean command once every safety gate has passed. It
-// reads the link at t.Index again and touches it only if it is still the
-// veth t.Device; it detaches it from its master first (a port that is
-// already detached is fine), deletes it by ifindex, never by name, and
-// verifies it is gone. Deleting either end of a pair deletes both.
-func removeVeth(h *netlink.Handle, t Target) (Outcome, error) {
-	link, err := h.LinkByIndex(t.Index)
+// removal is what became of one Target.
+type removal struct {
+	Outcome Outcome
+	Err     error
+	// Batch says how the veth went: "group" when it was deleted with the
+	// others in one kernel transaction.
+	Batch bool
+}
+
+// remover is the one place the exporter deletes interfaces, shared by the
+// webhook and the clean command once every safety gate has passed.
+type remover struct {
+	h *netlink.Handle
+	// occupants is the final re-check: one pass over every process and
+	// thread, for exactly the namespaces about to lose their veth.
+	occupants func(inodes map[uint64]bool) (map[uint64][]int, error)
+	// dump lists the host's links (inventory.DumpLinkRefs).
+	dump func() ([]inventory.LinkRef, error)
+	// deleteGroup deletes every link of an interface group.
+	deleteGroup func(group uint32) error
+	// pickGroup draws candidate group numbers.
+	pickGroup func() uint32
+}
+
+func newRemover(h *netlink.Handle, p inventory.Paths) *remover {
+	return &remover{
+		h:           h,
+		occupants:   func(inodes map[uint64]bool) (map[uint64][]int, error) { return inventory.Occupants(p, inodes) },
+		dump:        inventory.DumpLinkRefs,
+		deleteGroup: deleteLinkGroup,
+		pickGroup:   func() uint32 { return 1<<24 + rand.Uint32N(1<<30) },
+	}
+}
+
+// remove deletes the targets: several at once as one interface group (one
+// RTM_DELLINK, one unregister_netdevice_many, the RTNL lock taken once
+// instead of once per veth), one by one when there is only one or when
+// anything about the group surprises it.
+func (rm *remover) remove(ts []Target) []removal {
+	res := make([]removal, len(ts))
+	if len(ts) > 1 {
+		rm.removeGroup(ts, res)
+	}
+	for i := range ts {
+		if res[i].Outcome == "" {
+			res[i] = rm.removeOne(ts[i])
+		}
+	}
+	return res
+}
+
+// removeOne deletes one veth: it reads the link at t.Index again and
+// touches it only if it is still the veth t.Device with its peer in the
+// same namespace; re-checks that namespace's processes and threads; deletes
+// by ifindex, never by name; and verifies it is gone. Deleting either end
+// of a pair deletes both; a bridge port needs no nomaster first, the kernel
+// unlinks it while unregistering.
+func (rm *remover) removeOne(t Target) removal {
+	link, err := rm.h.LinkByIndex(t.Index)
 	if isNotFound(err) {
-		return OutcomeGone, nil
+		return removal{Outcome: OutcomeGone}
 	}
 	if err != nil {
-		return OutcomeFailed, fmt.Errorf("read link %d (%s): %w", t.Index, t.Device, err)
+		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("read link %d (%s): %w", t.Index, t.Device, err)}
 	}
 	a := link.Attrs()
 	if a.Name != t.Device || link.Type() != "veth" {
-		return OutcomeChanged, fmt.Errorf("ifindex %d is now %s %q, not veth %q: nothing done", t.Index, link.Type(), a.Name, t.Device)
+		return changed("ifindex %d is now %s %q, not veth %q: nothing done", t.Index, link.Type(), a.Name, t.Device)
 	}
-	if a.MasterIndex != 0 {
-		// Detach first, as an operator's `ip link set X nomaster` does:
-		// the bridge forgets the port and its FDB entries before the link
-		// goes.
-		if err := h.LinkSetNoMaster(link); err != nil && !isNotFound(err) {
-			return OutcomeFailed, fmt.Errorf("detach %s (ifindex %d) from its master: %w", t.Device, t.Index, err)
-		}
+	pin, err := rm.pinPeer(t, a.NetNsID)
+	if err != nil {
+		return removal{Outcome: OutcomeChanged, Err: err}
 	}
-	if err := h.LinkDel(link); err != nil {
+	defer pin.close()
+	if err := rm.recheck([]Target{t})[0]; err != nil {
+		return removal{Outcome: OutcomeChanged, Err: err}
+	}
+	if err := rm.h.LinkDel(link); err != nil {
 		if isNotFound(err) {
-			return OutcomeGone, nil
+			return removal{Outcome: OutcomeGone}
 		}
-		return OutcomeFailed, fmt.Errorf("delete %s (ifindex %d): %w", t.Device, t.Index, err)
+		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("delete %s (ifindex %d): %w", t.Device, t.Index, err)}
 	}
-	switch _, err := h.LinkByIndex(t.Index); {
+	switch l, err := rm.h.LinkByIndex(t.Index); {
 	case isNotFound(err):
-		return OutcomeDeleted, nil
+		return removal{Outcome: OutcomeDeleted}
 	case err != nil:
-		return OutcomeFailed, fmt.Errorf("verify %s (ifindex %d) is gone: %w", t.Device, t.Index, err)
+		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("verify %s (ifindex %d) is gone: %w", t.Device, t.Index, err)}
+	case l.Attrs().Name != t.Device:
+		// Gone, and its ifindex already handed to a new link.
+		return removal{Outcome: OutcomeDeleted}
 	default:
-		return OutcomeFailed, fmt.Errorf("%s (ifindex %d) is still there after its deletion", t.Device, t.Index)
+		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("%s (ifindex %d) is still there after its deletion", t.Device, t.Index)}
 	}
+}
+
+func changed(format string, args ...any) removal {
+	return removal{Outcome: OutcomeChanged, Err: fmt.Errorf(format, args...)}
+}
+
+// peerPin holds the peer's namespace open from the check to the deletion:
+// a namespace held open cannot die, so its nsid cannot pass to another
+// namespace in between.
+type peerPin struct{ fd int }
+
+func (p peerPin) close() {
+	if p.fd > 0 {
+		unix.Close(p.fd)
+	}
+}
+
+// pinPeer opens t's peer namespace and checks that the link's peer is
+// still in it: linkNSID is the IFLA_LINK_NETNSID the kernel reports for
+// the link now (-1 when the peer is on the host). A peer moved to another
+// namespace (a process can move eth0 into a live container) is a change.
+func (rm *remover) pinPeer(t Target, linkNSID int) (peerPin, error) {
+	if t.Netns == 0 {
+		if linkNSID >= 0 {
+			return peerPin{}, fmt.Errorf("the peer of %s (ifindex %d) left the host for namespace id %d: nothing done", t.Device, t.Index, linkNSID)
+		}
+		return peerPin{}, nil
+	}
+	for _, path := range t.NetnsPaths {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Ino != t.Netns {
+			unix.Close(fd)
+			continue
+		}
+		id, err := rm.h.GetNetNsIdByFd(fd)
+		if err != nil || id != linkNSID || id < 0 {
+			unix.Close(fd)
+			return peerPin{}, fmt.Errorf("the peer of %s (ifindex %d) is no longer in namespace net:[%d]: nothing done", t.Device, t.Index, t.Netns)
+		}
+		return peerPin{fd: fd}, nil
+	}
+	return peerPin{}, fmt.Errorf("namespace net:[%d] of the peer of %s (ifindex %d) cannot be opened any more: nothing done", t.Netns, t.Device, t.Index)
+}
+
+// recheck is the last look before a deletion: one pass over every process
+// and thread for exactly the namespaces of ts. A namespace that gained a
+// process since the inventory (an `ip netns exec`, an nsenter) is in use
+// again; a pass that could not read every process proves nothing. It
+// returns one error per target, nil for those that may go.
+func (rm *remover) recheck(ts []Target) []error {
+	errs := make([]error, len(ts))
+	inodes := map[uint64]bool{}
+	for _, t := range ts {
+		if t.Netns != 0 {
+			inodes[t.Netns] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return errs
+	}
+	occ, err := rm.occupants(inodes)
+	for i, t := range ts {
+		if t.Netns == 0 {
+			continue
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("final re-check of namespace net:[%d] of %s incomplete, nothing done: %w", t.Netns, t.Device, err)
+			continue
+		}
+		var newcomers []string
+		for _, pid := range occ[t.Netns] {
+			if !slices.Contains(t.PIDs, pid) {
+				newcomers = append(newcomers, strconv.Itoa(pid))
+			}
+		}
+		if len(newcomers) > 0 {
+			errs[i] = fmt.Errorf("process %s entered namespace net:[%d] of %s since the inventory: in use, nothing done",
+				strings.Join(newcomers, ","), t.Netns, t.Device)
+		}
+	}
+	return errs
+}
+
+// removeGroup deletes the targets as one interface group: pick a group no
+// link uses, tag exactly the targets' ifindexes, verify the group holds
+// exactly them (ifindex, name, peer namespace), re-check their namespaces,
+// delete the group in one RTM_DELLINK, verify each is gone. Targets it
+// decided get their removal in res; on any surprise it restores the
+// groups it changed and leaves the undecided targets to the one-by-one
+// path.
+func (rm *remover) removeGroup(ts []Target, res []removal) {
+	refs, err := rm.dump()
+	if err != nil {
+		return
+	}
+	group, ok := rm.unusedGroup(refs)
+	if !ok {
+		return
+	}
+	byIndex := make(map[int]inventory.LinkRef, len(refs))
+	for _, l := range refs {
+		byIndex[l.Index] = l
+	}
+	// Tag only what the dump shows as the very veth approved.
+	var tagged []int // indexes into ts
+	restore := map[int]uint32{}
+	untag := func(i int) {
+		rm.h.LinkSetGroup(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ts[i].Index}}, int(restore[i]))
+		tagged = slices.DeleteFunc(tagged, func(j int) bool { return j == i })
+	}
+	fallBack := func() {
+		for _, i := range slices.Clone(tagged) {
+			untag(i)
+		}
+	}
+	for i, t := range ts {
+		l, ok := byIndex[t.Index]
+		switch {
+		case !ok:
+			res[i] = removal{Outcome: OutcomeGone}
+			continue
+		case l.Name != t.Device || !l.Veth:
+			res[i] = changed("ifindex %d is now %q, not veth %q: nothing done", t.Index, l.Name, t.Device)
+			continue
+		}
+		restore[i] = l.Group
+		if err := rm.h.LinkSetGroup(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: t.Index}}, int(group)); err != nil {
+			if isNotFound(err) {
+				res[i] = removal{Outcome: OutcomeGone}
+				continue
+			}
+			fallBack()
+			return
+		}
+		tagged = append(tagged, i)
+	}
+	if len(tagged) == 0 {
+		return
+	}
+	members, ok := rm.groupMembers(group, ts, tagged)
+	if !ok {
+		fallBack()
+		return
+	}
+	var pins []peerPin
+	defer func() {
+		for _, p := range pins {
+			p.close()
+		}
+	}()
+	for _, i := range slices.Clone(tagged) {
+		pin, err := rm.pinPeer(ts[i], members[ts[i].Index].PeerNetNSID)
+		if err != nil {
+			untag(i)
+			res[i] = removal{Outcome: OutcomeChanged, Err: err}
+			continue
+		}
+		pins = append(pins, pin)
+	}
+	order := slices.Clone(tagged)
+	checked := make([]Target, len(order))
+	for k, i := range order {
+		checked[k] = ts[i]
+	}
+	for k, err := range rm.recheck(checked) {
+		if err != nil {
+			i := order[k]
+			untag(i)
+			res[i] = removal{Outcome: OutcomeChanged, Err: err}
+		}
+	}
+	if len(tagged) < len(checked) {
+		// Some were untagged: the group must hold exactly the rest.
+		if _, ok := rm.groupMembers(group, ts, tagged); !ok {
+			fallBack()
+			return
+		}
+	}
+	if len(tagged) == 0 {
+		return
+	}
+	if err := rm.deleteGroup(group); err != nil {
+		fallBack()
+		return
+	}
+	after, err := rm.dump()
+	for _, i := range tagged {
+		t := ts[i]
+		switch {
+		case err != nil:
+			res[i] = removal{Outcome: OutcomeFailed, Err: fmt.Errorf("verify %s (ifindex %d) is gone: %w", t.Device, t.Index, err)}
+		case slices.ContainsFunc(after, func(l inventory.LinkRef) bool { return l.Index == t.Index && l.Name == t.Device }):
+			res[i] = removal{Outcome: OutcomeFailed, Err: fmt.Errorf("%s (ifindex %d) is still there after its group's deletion", t.Device, t.Index)}
+		default:
+			res[i] = removal{Outcome: OutcomeDeleted, Batch: true}
+		}
+	}
+}
+
+// unusedGroup picks an interface group number that no link has.
+func (rm *remover) unusedGroup(refs []inventory.LinkRef) (uint32, bool) {
+	used := map[uint32]bool{0: true}
+	for _, l := range refs {
+		used[l.Group] = true
+	}
+	for range 16 {
+		if g := rm.pickGroup(); !used[g] {
+			return g, true
+		}
+	}
+	return 0, false
+}
+
+// groupMembers dumps the links and returns those of group, by ifindex,
+// if they are exactly the tagged targets, each still the named veth.
+func (rm *remover) groupMembers(group uint32, ts []Target, tagged []int) (map[int]inventory.LinkRef, bool) {
+	refs, err := rm.dump()
+	if err != nil {
+		return nil, false
+	}
+	members := map[int]inventory.LinkRef{}
+	for _, l := range refs {
+		if l.Group == group {
+			members[l.Index] = l
+		}
+	}
+	if len(members) != len(tagged) {
+		return nil, false
+	}
+	for _, i := range tagged {
+		l, ok := members[ts[i].Index]
+		if !ok || l.Name != ts[i].Device || !l.Veth {
+			return nil, false
+		}
+	}
+	return members, true
+}
+
+// deleteLinkGroup deletes every link of the interface group in one
+// RTM_DELLINK (`ip link del group G`): the kernel unregisters them, and
+// the veths' peers, in one unregister_netdevice_many.
+func deleteLinkGroup(group uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("delete interface group %d: %w", group, err)
+	}
+	return nil
 }
 
 func isNotFound(err error) bool {

@@ -4,6 +4,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,35 +44,68 @@ func exists(name string) bool {
 	return err == nil
 }
 
-func TestRemoveVeth(t *testing.T) {
-	netnstest.Require(t)
-	h := testHandle(t)
-	netnstest.Bridge(t, "rbr0")
-	netnstest.NamedNetns(t, "rleak")
-	netnstest.Veth(t, "vrleak", "rleak", "rbr0")
-	netnstest.HostPair(t, "vkeepA", "vkeepB")
+// leftover makes a veth on master whose peer sits in a namespace held
+// only by /run/netns/ns-NAME, and returns its Target as an inventory
+// would approve it.
+func leftover(t *testing.T, name, master string) Target {
+	t.Helper()
+	netnstest.NamedNetns(t, "ns-"+name)
+	netnstest.Veth(t, name, "ns-"+name, master)
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/ns-"+name, &st); err != nil {
+		t.Fatal(err)
+	}
+	return Target{Device: name, Index: ifindex(t, name), Netns: st.Ino, NetnsPaths: []string{"/run/netns/ns-" + name}, PIDs: []int{}}
+}
 
+// enter starts a process in the namespace at path, as `ip netns exec`
+// does, and stops it when the test ends.
+func enter(t *testing.T, path string) int {
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net="+path, "sleep", "infinity")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// nsenter has entered once its command runs.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, err := os.ReadFile("/proc/" + itoa(cmd.Process.Pid) + "/comm"); err == nil && strings.TrimSpace(string(b)) == "sleep" {
+			return cmd.Process.Pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nsenter did not enter")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestRemoveOne(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "rbr0")
+	rm := newRemover(testHandle(t), inventory.DefaultPaths)
 	t.Run("a leftover on a bridge", func(t *testing.T) {
-		target := Target{Device: "vrleak", Index: ifindex(t, "vrleak")}
-		got, err := removeVeth(h, target)
-		if got != OutcomeDeleted || err != nil {
-			t.Fatalf("removeVeth(%+v) = %s, %v; want deleted", target, got, err)
+		target := leftover(t, "vrleak", "rbr0")
+		got := rm.remove([]Target{target})[0]
+		if got.Outcome != OutcomeDeleted || got.Err != nil || got.Batch {
+			t.Fatalf("remove(%s) = %+v; want deleted, alone", target.Device, got)
 		}
-		if exists("vrleak") {
-			t.Error("vrleak still exists")
-		}
-		if !exists("rbr0") || !exists("vkeepA") || !exists("vkeepB") {
-			t.Error("another interface disappeared")
+		if exists("vrleak") || !exists("rbr0") {
+			t.Error("vrleak still exists, or the bridge went with it")
 		}
 		// Again: someone was first, which is success.
-		if got, err := removeVeth(h, target); got != OutcomeGone || err != nil {
-			t.Errorf("second removeVeth(%+v) = %s, %v; want gone", target, got, err)
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeGone {
+			t.Errorf("second remove(%s) = %+v; want gone", target.Device, got)
 		}
 	})
 	t.Run("the ifindex names another link", func(t *testing.T) {
+		netnstest.HostPair(t, "vkeepA", "vkeepB")
 		target := Target{Device: "vrleak-old", Index: ifindex(t, "vkeepA")}
-		if got, err := removeVeth(h, target); got != OutcomeChanged || err == nil {
-			t.Errorf("removeVeth(%+v) = %s, %v; want changed with an error", target, got, err)
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged || got.Err == nil {
+			t.Errorf("remove(%+v) = %+v; want changed with an error", target, got)
 		}
 		if !exists("vkeepA") {
 			t.Error("vkeepA was deleted although its name did not match")
@@ -76,23 +113,168 @@ func TestRemoveVeth(t *testing.T) {
 	})
 	t.Run("not a veth", func(t *testing.T) {
 		target := Target{Device: "rbr0", Index: ifindex(t, "rbr0")}
-		if got, err := removeVeth(h, target); got != OutcomeChanged || err == nil {
-			t.Errorf("removeVeth(%+v) = %s, %v; want changed with an error", target, got, err)
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged {
+			t.Errorf("remove(%+v) = %+v; want changed", target, got)
 		}
 		if !exists("rbr0") {
 			t.Error("the bridge was deleted")
 		}
 	})
-	t.Run("a detached veth", func(t *testing.T) {
-		target := Target{Device: "vkeepB", Index: ifindex(t, "vkeepB")}
-		if got, err := removeVeth(h, target); got != OutcomeDeleted || err != nil {
-			t.Fatalf("removeVeth(%+v) = %s, %v; want deleted", target, got, err)
+	t.Run("a pair on the host", func(t *testing.T) {
+		netnstest.HostPair(t, "vpairA", "vpairB")
+		target := Target{Device: "vpairB", Index: ifindex(t, "vpairB")}
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeDeleted {
+			t.Fatalf("remove(%+v) = %+v; want deleted", target, got)
 		}
-		// Either end takes the pair with it.
-		if exists("vkeepA") || exists("vkeepB") {
+		if exists("vpairA") || exists("vpairB") {
 			t.Error("the pair is still (half) there")
 		}
 	})
+	t.Run("same name and ifindex, peer in another namespace", func(t *testing.T) {
+		// The veth the inventory approved is deleted and another takes its
+		// name and ifindex (`ip link add … index N`), its peer elsewhere.
+		target := leftover(t, "vreuse", "rbr0")
+		netnstest.IP(t, "link", "del", "vreuse")
+		netnstest.NamedNetns(t, "ns-other")
+		netnstest.IP(t, "link", "add", "vreuse", "index", itoa(target.Index), "type", "veth", "peer", "name", "eth0", "netns", "ns-other")
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged {
+			t.Errorf("remove(%+v) = %+v; want changed", target, got)
+		}
+		if !exists("vreuse") {
+			t.Error("the new vreuse was deleted")
+		}
+	})
+	t.Run("peer moved to a live namespace", func(t *testing.T) {
+		target := leftover(t, "vmoved", "rbr0")
+		netnstest.NamedNetns(t, "ns-live")
+		netnstest.IP(t, "-n", "ns-vmoved", "link", "set", "eth0", "netns", "ns-live")
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged {
+			t.Errorf("remove(%+v) = %+v; want changed", target, got)
+		}
+		if !exists("vmoved") {
+			t.Error("vmoved was deleted although its peer moved")
+		}
+	})
+}
+
+// TestRemoveFinalRecheck: a process that entered a leftover's namespace
+// after the inventory approved it stops its deletion, alone or in a group.
+func TestRemoveFinalRecheck(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "fbr0")
+	rm := newRemover(testHandle(t), inventory.DefaultPaths)
+	t.Run("alone", func(t *testing.T) {
+		target := leftover(t, "vfone", "fbr0")
+		enter(t, "/run/netns/ns-vfone")
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged || !strings.Contains(got.Err.Error(), "entered") {
+			t.Errorf("remove(%s) = %+v; want changed: a process entered", target.Device, got)
+		}
+		if !exists("vfone") {
+			t.Error("vfone was deleted while in use")
+		}
+	})
+	t.Run("in a group", func(t *testing.T) {
+		targets := []Target{leftover(t, "vfa", "fbr0"), leftover(t, "vfb", "fbr0"), leftover(t, "vfc", "fbr0")}
+		enter(t, "/run/netns/ns-vfb")
+		got := rm.remove(targets)
+		want := []Outcome{OutcomeDeleted, OutcomeChanged, OutcomeDeleted}
+		for i := range targets {
+			if got[i].Outcome != want[i] {
+				t.Errorf("%s: %+v, want %s", targets[i].Device, got[i], want[i])
+			}
+		}
+		if !got[0].Batch || !got[2].Batch {
+			t.Errorf("vfa and vfc not deleted as a group: %+v", got)
+		}
+		if exists("vfa") || exists("vfc") || !exists("vfb") {
+			t.Error("wrong interfaces deleted")
+		}
+		if g := linkGroup(t, "vfb"); g != 0 {
+			t.Errorf("vfb left in group %d, want its group 0 back", g)
+		}
+	})
+	t.Run("the holder of a kept veth is not a newcomer", func(t *testing.T) {
+		// owner_exited: the inventory saw a stray in the namespace.
+		target := leftover(t, "vfstray", "fbr0")
+		target.PIDs = []int{enter(t, "/run/netns/ns-vfstray")}
+		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeDeleted {
+			t.Errorf("remove(%s) = %+v; want deleted: its stray was known", target.Device, got)
+		}
+	})
+}
+
+func linkGroup(t *testing.T, name string) uint32 {
+	t.Helper()
+	refs, err := inventory.DumpLinkRefs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range refs {
+		if l.Name == name {
+			return l.Group
+		}
+	}
+	t.Fatalf("%s not found", name)
+	return 0
+}
+
+// TestRemoveGroupSurprise: a link that joins the chosen group behind the
+// exporter's back makes it untag its own and fall back to one by one;
+// the stranger is never deleted.
+func TestRemoveGroupSurprise(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "sbr0")
+	h := testHandle(t)
+	targets := []Target{leftover(t, "vsa", "sbr0"), leftover(t, "vsb", "sbr0")}
+	netnstest.HostPair(t, "vstranger", "vstrangerp")
+	rm := newRemover(h, inventory.DefaultPaths)
+	const group = 77777
+	rm.pickGroup = func() uint32 { return group }
+	dumps := 0
+	rm.dump = func() ([]inventory.LinkRef, error) {
+		if dumps++; dumps == 2 { // the verification after tagging
+			netnstest.IP(t, "link", "set", "vstranger", "group", "77777")
+		}
+		return inventory.DumpLinkRefs()
+	}
+	got := rm.remove(targets)
+	for i := range targets {
+		if got[i].Outcome != OutcomeDeleted || got[i].Batch {
+			t.Errorf("%s: %+v, want deleted one by one", targets[i].Device, got[i])
+		}
+	}
+	if !exists("vstranger") {
+		t.Fatal("the stranger in the group was deleted")
+	}
+	if g := linkGroup(t, "vstranger"); g != group {
+		t.Errorf("the stranger's group is %d, want %d: not ours to change", g, group)
+	}
+}
+
+// TestRemoveGroupMany deletes a hundred leftovers in one transaction and
+// leaves everything else alone.
+func TestRemoveGroupMany(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "mbr0")
+	netnstest.HostPair(t, "vmkeepA", "vmkeepB")
+	var targets []Target
+	for i := range 100 {
+		targets = append(targets, leftover(t, "vm"+itoa(i), "mbr0"))
+	}
+	start := time.Now()
+	got := newRemover(testHandle(t), inventory.DefaultPaths).remove(targets)
+	t.Logf("100 leftovers removed in %s", time.Since(start))
+	for i, r := range got {
+		if r.Outcome != OutcomeDeleted || !r.Batch {
+			t.Fatalf("%s: %+v, want deleted in the group", targets[i].Device, r)
+		}
+		if exists(targets[i].Device) {
+			t.Errorf("%s still exists", targets[i].Device)
+		}
+	}
+	if !exists("mbr0") || !exists("vmkeepA") || !exists("vmkeepB") {
+		t.Error("an interface outside the group disappeared")
+	}
 }
 
 // TestReleaseNetns deletes a leftover through the gates in enforce mode
@@ -100,30 +282,32 @@ func TestRemoveVeth(t *testing.T) {
 // empty namespace; a mount outside the known directories stays.
 func TestReleaseNetns(t *testing.T) {
 	netnstest.Require(t)
-	netnstest.NamedNetns(t, "relns")
-	netnstest.Veth(t, "vrel", "relns", "")
-	var st unix.Stat_t
-	if err := unix.Stat("/run/netns/relns", &st); err != nil {
-		t.Fatal(err)
-	}
-	snap := &inventory.Snapshot{Veths: []inventory.Veth{{
-		Name: "vrel", Index: ifindex(t, "vrel"), Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
+	target := leftover(t, "vrel", "")
+	snap := &inventory.Snapshot{Taken: time.Now(), HistoryObserved: time.Now().Add(-time.Minute), Veths: []inventory.Veth{{
+		Name: "vrel", Index: target.Index, Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
 		OrphanedSince: time.Now().Add(-time.Hour),
-		PeerNetns:     &inventory.Namespace{Inode: st.Ino, Mounts: []string{"/run/netns/relns", "/elsewhere/relns"}},
+		PeerNetns:     &inventory.Namespace{Inode: target.Netns, Mounts: []string{"/run/netns/ns-vrel", "/elsewhere/relns"}},
 	}}}
 	cfg := testConfig()
-	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs, cfg.Rootfs = ModeEnforce, true, DefaultNetnsDirs, "/"
+	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs = ModeEnforce, true, DefaultNetnsDirs
 	cfg.MaxOrphanRatio = 1 // the only veth of the fixture
 	cfg.MasterInclude = nil
+	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := New(cfg, &fakeInventory{snap: snap}, nil, slog.New(slog.DiscardHandler))
 	a := mustHandle(t, r, []Request{{Device: "vrel"}}, nil, false)[0]
-	if a.Result != ResultDeleted || a.Detail != "released /run/netns/relns" {
-		t.Fatalf("answer %+v, want deleted and /run/netns/relns released", a)
+	if a.Result != ResultDeleted || a.Detail != "released /run/netns/ns-vrel" {
+		t.Fatalf("answer %+v, want deleted and /run/netns/ns-vrel released", a)
 	}
 	if exists("vrel") {
 		t.Error("vrel still exists")
 	}
-	if _, err := os.Stat("/run/netns/relns"); err == nil {
-		t.Error("/run/netns/relns is still there")
+	if _, err := os.Stat("/run/netns/ns-vrel"); err == nil {
+		t.Error("/run/netns/ns-vrel is still there")
+	}
+	// The intent was written before the result.
+	b, _ := os.ReadFile(cfg.AuditFile)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"phase":"intent"`) || !strings.Contains(lines[1], `"phase":"result"`) || !strings.Contains(lines[1], `"result":"deleted"`) {
+		t.Errorf("audit file:\n%s\nwant an intent line, then the deleted result", b)
 	}
 }

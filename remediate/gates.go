@@ -2,7 +2,6 @@ package remediate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,26 +36,37 @@ type Result string
 const (
 	ResultDeleted     Result = "deleted"
 	ResultWouldDelete Result = "would_delete"
-	ResultGone        Result = "gone"
-	ResultRefused     Result = "refused"
-	ResultSkipped     Result = "skipped"
-	ResultFailed      Result = "failed"
+	// ResultGone: the veth the exporter recorded no longer exists;
+	// someone else was first.
+	ResultGone Result = "gone"
+	// ResultNotFound: no such interface, and the exporter never recorded
+	// one of that name (a typo, or another node's device).
+	ResultNotFound Result = "not_found"
+	ResultRefused  Result = "refused"
+	ResultSkipped  Result = "skipped"
+	ResultFailed   Result = "failed"
 )
+
+// Results lists every result, for metrics that show them all from the start.
+var Results = []Result{ResultDeleted, ResultWouldDelete, ResultGone, ResultNotFound, ResultRefused, ResultSkipped, ResultFailed}
 
 // Refusal reasons: stable strings used in the response, the log, the
 // audit record and veth_remediation_refusals_total{reason}.
 const (
 	ReasonResolved         = "resolved"
+	ReasonInvalidAlert     = "invalid_alert"
 	ReasonInvalidDevice    = "invalid_device"
 	ReasonInvalidIfindex   = "invalid_ifindex"
 	ReasonOtherNode        = "other_node"
 	ReasonStartsInFuture   = "starts_in_future"
 	ReasonAlertTooYoung    = "alert_too_young"
 	ReasonInventoryFailed  = "inventory_failed"
+	ReasonStaleState       = "stale_state"
 	ReasonNotVeth          = "not_a_veth"
 	ReasonIfindexMismatch  = "ifindex_mismatch"
 	ReasonNotOrphaned      = "not_orphaned"
 	ReasonReasonNotAllowed = "reason_not_allowed"
+	ReasonNotRecorded      = "not_recorded"
 	ReasonOrphanTooYoung   = "orphan_too_young"
 	ReasonMasterNotAllowed = "master_not_allowed"
 	ReasonDeviceExcluded   = "device_excluded"
@@ -64,12 +74,21 @@ const (
 	ReasonHourlyLimit      = "hourly_limit"
 	ReasonTooManyOrphans   = "too_many_orphans"
 	ReasonNoPermission     = "no_permission"
+	ReasonAuditFailed      = "audit_failed"
 	ReasonChanged          = "changed"
 	// ReasonDelete: the kernel refused the deletion, or the link stayed.
 	ReasonDelete = "delete"
 	// Failures worth a retry: nothing was decided.
 	ReasonDeadline = "deadline"
 	ReasonNetlink  = "netlink"
+)
+
+// Bounds on what an alert may carry. Alertmanager's fingerprints are 16
+// hex digits and interface names at most 15 bytes: anything much longer
+// is not an alert of ours, and is not worth remembering.
+const (
+	maxFingerprint = 64
+	maxLabel       = 256
 )
 
 // Transient reports whether a failed answer is worth a retry: nothing was
@@ -96,14 +115,23 @@ type Config struct {
 	MaxPerRequest  int
 	MaxPerHour     int
 	MaxOrphanRatio float64
-	// AuditFile receives one JSON line per action or refusal; "" logs only.
+	// MaxStateGap: the history behind orphaned-since times must have been
+	// refreshed by an observation at most this long before the request;
+	// 0 does not check (tests).
+	MaxStateGap time.Duration
+	// AuditFile receives one JSON line per intent, action or refusal; ""
+	// logs only.
 	AuditFile string
+	// AnswerLogLevel is the level answers are logged at (the clean
+	// command prints a table and logs them at debug only).
+	AnswerLogLevel slog.Level
 	// ReleaseNetns: after deleting a veth whose peer namespace no process
 	// is in, unmount and remove the mounts that pinned it, when they are in
-	// one of NetnsDirs (host paths, opened under Rootfs).
+	// one of NetnsDirs (host paths, opened under Paths.Rootfs).
 	ReleaseNetns bool
 	NetnsDirs    []string
-	Rootfs       string
+	// Paths are where the host's /proc and / are seen.
+	Paths inventory.Paths
 }
 
 // minVethsForRatio is how many veths a node needs before the orphan ratio
@@ -114,7 +142,8 @@ const minVethsForRatio = 5
 // namespaces; release-netns touches nothing elsewhere.
 var DefaultNetnsDirs = []string{"/run/netns", "/run/docker/netns"}
 
-// Snapshotter takes a fresh inventory.
+// Snapshotter takes a fresh inventory: one whose build starts after the
+// call.
 type Snapshotter interface {
 	Snapshot(ctx context.Context) (*inventory.Snapshot, error)
 }
@@ -146,7 +175,7 @@ type Answer struct {
 }
 
 // Remediator applies the safety gates and, when all pass, removes the
-// veth through the one deletion path. Requests are handled one at a time:
+// veths through the one deletion path. Requests are handled one at a time:
 // no two can race on one device, and limits are counted exactly.
 type Remediator struct {
 	cfg    Config
@@ -155,27 +184,26 @@ type Remediator struct {
 	now    func() time.Time
 	// capable reports whether the process may delete interfaces.
 	capable func() bool
+	// remover returns the deletion path over a netlink handle.
+	remover func(h *netlink.Handle) *remover
 
 	// turn admits one request at a time (a channel, unlike a mutex,
 	// lets a request give up waiting when its deadline passes).
 	turn      chan struct{}
 	deletions []time.Time // within the last hour
-	done      map[doneKey]Answer
+	answers   *answerCache
 	metrics   *Metrics
-}
-
-type doneKey struct {
-	fingerprint string
-	startsAt    time.Time
-	device      string
-	index       int
 }
 
 // New returns a Remediator over the inventory inv.
 func New(cfg Config, inv Snapshotter, metrics *Metrics, logger *slog.Logger) *Remediator {
+	if cfg.Paths == (inventory.Paths{}) {
+		cfg.Paths = inventory.DefaultPaths
+	}
 	return &Remediator{
 		cfg: cfg, inv: inv, logger: logger, now: time.Now, capable: CanAdminNetwork,
-		done: map[doneKey]Answer{}, metrics: metrics, turn: make(chan struct{}, 1),
+		remover: func(h *netlink.Handle) *remover { return newRemover(h, cfg.Paths) },
+		answers: newAnswerCache(time.Hour, 10000), metrics: metrics, turn: make(chan struct{}, 1),
 	}
 }
 
@@ -209,8 +237,14 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 	var pending []int
 	now := r.now()
 	for i, q := range reqs {
+		if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel {
+			// Not an alert of ours; neither remembered nor echoed whole.
+			q.Device, q.Fingerprint = truncate(q.Device, 32), truncate(q.Fingerprint, 32)
+			answers[i] = r.refuse(q, ReasonInvalidAlert, fmt.Sprintf("a label or the fingerprint is longer than %d bytes", maxFingerprint))
+			continue
+		}
 		if fromAlert && q.Fingerprint != "" {
-			if a, ok := r.done[doneKey{q.Fingerprint, q.StartsAt, q.Device, q.Index}]; ok {
+			if a, ok := r.answers.get(keyOf(q), now); ok {
 				// Alertmanager re-sends and HA peers: answered already.
 				answers[i] = a
 				continue
@@ -248,19 +282,31 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 		r.decide(ctx, reqs, pending, answers)
 	}
 	for i, q := range reqs {
-		if fromAlert && q.Fingerprint != "" && final(answers[i]) {
-			r.done[doneKey{q.Fingerprint, q.StartsAt, q.Device, q.Index}] = answers[i]
+		if fromAlert && q.Fingerprint != "" && len(q.Fingerprint) <= maxFingerprint && final(answers[i]) {
+			r.answers.put(keyOf(q), answers[i], now)
 		}
 	}
-	r.forgetOldAnswers(now)
 	return answers, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // ErrBusy: the request's deadline passed while other requests were handled.
 var ErrBusy = errors.New("remediation busy: the request's deadline passed while others were handled")
 
-// decide takes the fresh inventory and runs the remaining gates on each
-// pending request; the caller holds r.mu.
+// resolverFailureReasons are the orphan reasons a failing resolver
+// produces en masse: only they count towards the orphan ratio guard. A
+// pair left on the host is structural, whatever a resolver says.
+var resolverFailureReasons = []inventory.Reason{inventory.ReasonNetnsEmpty, inventory.ReasonOwnerExited}
+
+// decide takes the fresh inventory, runs the remaining gates on each
+// pending request, and removes what passes them all; the caller holds the
+// turn.
 func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, answers []Answer) {
 	snap, err := r.inv.Snapshot(ctx)
 	if err != nil {
@@ -269,97 +315,156 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 		}
 		return
 	}
+	if gap := r.cfg.MaxStateGap; gap > 0 && (snap.HistoryObserved.IsZero() || snap.Taken.Sub(snap.HistoryObserved) > gap) {
+		detail := "no running exporter has recorded this node's veths (is it running with this --state.path?)"
+		if !snap.HistoryObserved.IsZero() {
+			detail = fmt.Sprintf("the exporter's record was last refreshed %s ago, more than %s: its orphan times prove nothing",
+				snap.Taken.Sub(snap.HistoryObserved).Round(time.Second), gap)
+		}
+		for _, i := range pending {
+			answers[i] = r.refuse(reqs[i], ReasonStaleState, detail)
+		}
+		return
+	}
 	orphans := 0
 	for i := range snap.Veths {
-		if snap.Veths[i].Verdict == inventory.Orphaned {
+		if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned && slices.Contains(resolverFailureReasons, v.Reason) {
 			orphans++
 		}
 	}
 	// A node drained of workloads may hold nothing but a few leftovers:
 	// the ratio says something from a handful of veths on.
 	tooMany := len(snap.Veths) >= minVethsForRatio && float64(orphans)/float64(len(snap.Veths)) > r.cfg.MaxOrphanRatio
-	var h *netlink.Handle
-	deletedNow := 0
+	now := r.now()
+	hourly := r.deletedInLastHour(now)
+	var approved []int
+	vethOf := map[int]*inventory.Veth{}
 	for _, i := range pending {
 		q := reqs[i]
 		v := snap.Veth(q.Device)
-		now := r.now()
+		if v == nil {
+			answers[i] = r.missing(snap, q)
+			continue
+		}
+		vethOf[i] = v
+		refuse := func(reason, format string, args ...any) {
+			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: reason, Detail: fmt.Sprintf(format, args...)})
+		}
 		switch {
-		case v == nil && linkExists(q.Device):
-			answers[i] = r.refuse(q, ReasonNotVeth, fmt.Sprintf("%s exists but is not a host-side veth", q.Device))
-			continue
-		case v == nil:
-			answers[i] = r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultGone})
-			continue
 		case q.Index != 0 && v.Index != q.Index:
-			answers[i] = r.refuse(q, ReasonIfindexMismatch, fmt.Sprintf("%s has ifindex %d now, the alert names %d", q.Device, v.Index, q.Index))
-			continue
+			refuse(ReasonIfindexMismatch, "%s has ifindex %d now, the alert names %d", q.Device, v.Index, q.Index)
 		case v.Verdict != inventory.Orphaned:
-			answers[i] = r.refuse(q, ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s)", q.Device, v.Verdict, v.Reason))
-			continue
+			refuse(ReasonNotOrphaned, "%s is %s (%s)", q.Device, v.Verdict, v.Reason)
 		case !slices.Contains(r.cfg.Reasons, v.Reason):
-			answers[i] = r.refuse(q, ReasonReasonNotAllowed, fmt.Sprintf("%s is orphaned for %s, not an allowed reason", q.Device, v.Reason))
-			continue
-		case v.OrphanedSince.IsZero():
-			// Whatever the min-age: an orphan the exporter never recorded
-			// was seen once, by this request, and one look is not proof.
-			answers[i] = r.refuse(q, ReasonOrphanTooYoung, fmt.Sprintf("the exporter has no record of %s as orphaned (is it running with this --state.path?)", q.Device))
-			continue
+			refuse(ReasonReasonNotAllowed, "%s is orphaned for %s, not an allowed reason", q.Device, v.Reason)
+		case v.OrphanedSince.IsZero() || !v.OrphanedSince.Before(snap.Taken):
+			// Whatever the min-age: the orphan must have been recorded by
+			// an observation before this request's; one look is not proof.
+			refuse(ReasonNotRecorded, "no observation before this request recorded %s as orphaned", q.Device)
 		case now.Sub(v.OrphanedSince) < r.cfg.MinAge:
-			answers[i] = r.refuse(q, ReasonOrphanTooYoung, fmt.Sprintf("%s orphaned for %s here, less than %s", q.Device, now.Sub(v.OrphanedSince).Round(time.Second), r.cfg.MinAge))
-			continue
+			refuse(ReasonOrphanTooYoung, "%s orphaned for %s here, less than %s", q.Device, now.Sub(v.OrphanedSince).Round(time.Second), r.cfg.MinAge)
 		case r.cfg.MasterInclude != nil && !r.cfg.MasterInclude.MatchString(v.Master):
-			answers[i] = r.refuse(q, ReasonMasterNotAllowed, fmt.Sprintf("master %q of %s is not allowed", v.Master, q.Device))
-			continue
+			refuse(ReasonMasterNotAllowed, "master %q of %s is not allowed", v.Master, q.Device)
 		case r.cfg.DeviceExclude != nil && r.cfg.DeviceExclude.MatchString(v.Name):
-			answers[i] = r.refuse(q, ReasonDeviceExcluded, fmt.Sprintf("%s is excluded", q.Device))
-			continue
+			refuse(ReasonDeviceExcluded, "%s is excluded", q.Device)
 		case tooMany:
-			answers[i] = r.refuse(q, ReasonTooManyOrphans, fmt.Sprintf("%d of %d veths look orphaned, more than %.0f%%: a resolver failure, not a leak", orphans, len(snap.Veths), 100*r.cfg.MaxOrphanRatio))
-			continue
-		case r.cfg.MaxPerRequest > 0 && deletedNow >= r.cfg.MaxPerRequest:
-			answers[i] = r.refuse(q, ReasonRequestLimit, fmt.Sprintf("at most %d deletions per request", r.cfg.MaxPerRequest))
-			continue
-		case r.cfg.MaxPerHour > 0 && r.deletedInLastHour(now) >= r.cfg.MaxPerHour:
-			answers[i] = r.refuse(q, ReasonHourlyLimit, fmt.Sprintf("at most %d deletions per hour", r.cfg.MaxPerHour))
-			continue
+			refuse(ReasonTooManyOrphans, "%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
+				orphans, len(snap.Veths), 100*r.cfg.MaxOrphanRatio)
+		case r.cfg.MaxPerRequest > 0 && len(approved) >= r.cfg.MaxPerRequest:
+			refuse(ReasonRequestLimit, "at most %d deletions per request", r.cfg.MaxPerRequest)
+		case r.cfg.MaxPerHour > 0 && hourly+len(approved) >= r.cfg.MaxPerHour:
+			refuse(ReasonHourlyLimit, "at most %d deletions per hour", r.cfg.MaxPerHour)
 		case r.cfg.Mode == ModeEnforce && !r.capable():
-			answers[i] = r.refuse(q, ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN")
-			continue
-		}
-		if r.cfg.Mode != ModeEnforce {
+			refuse(ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN")
+		case r.cfg.Mode != ModeEnforce:
 			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultWouldDelete, Reason: string(v.Reason)})
-			deletedNow++
-			continue
+			approved = append(approved, i)
+		default:
+			approved = append(approved, i)
 		}
-		if err := ctx.Err(); err != nil {
-			answers[i] = r.fail(q, ReasonDeadline, "the request's deadline passed before this deletion")
-			continue
+	}
+	if r.cfg.Mode == ModeEnforce && len(approved) > 0 {
+		r.remove(ctx, reqs, approved, vethOf, answers)
+	}
+}
+
+// missing answers a request for a device the fresh inventory has no veth
+// of: not a veth, gone since the exporter recorded it, or never heard of.
+func (r *Remediator) missing(snap *inventory.Snapshot, q Request) Answer {
+	if linkExists(q.Device) {
+		return r.refuse(q, ReasonNotVeth, fmt.Sprintf("%s exists but is not a host-side veth", q.Device))
+	}
+	for _, g := range snap.Gone {
+		if g.Device == q.Device && (q.Index == 0 || q.Index == g.Index) {
+			return r.record(q, Answer{Device: q.Device, Ifindex: g.Index, Result: ResultGone})
 		}
-		if h == nil {
-			if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
-				answers[i] = r.fail(q, ReasonNetlink, err.Error())
+	}
+	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultNotFound,
+		Detail: fmt.Sprintf("no interface %s, and the exporter never recorded one", q.Device)})
+}
+
+// remove writes the audit intents of the approved requests and deletes
+// their veths through the one deletion path.
+func (r *Remediator) remove(ctx context.Context, reqs []Request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) {
+	if err := ctx.Err(); err != nil {
+		for _, i := range approved {
+			answers[i] = r.fail(reqs[i], ReasonDeadline, "the request's deadline passed before the deletion")
+		}
+		return
+	}
+	var proceed []int
+	for _, i := range approved {
+		v := vethOf[i]
+		intent := Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)}
+		if r.cfg.AuditFile != "" {
+			if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditIntent, reqs[i], intent); err != nil {
+				// A deletion nobody could account for afterwards does not
+				// happen.
+				answers[i] = r.record(reqs[i], Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: ReasonAuditFailed,
+					Detail: fmt.Sprintf("cannot write the audit intent: %v", err)})
 				continue
 			}
-			defer h.Close()
 		}
-		switch outcome, err := removeVeth(h, Target{Device: v.Name, Index: v.Index}); outcome {
+		proceed = append(proceed, i)
+	}
+	if len(proceed) == 0 {
+		return
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		for _, i := range proceed {
+			answers[i] = r.fail(reqs[i], ReasonNetlink, err.Error())
+		}
+		return
+	}
+	defer h.Close()
+	targets := make([]Target, len(proceed))
+	for k, i := range proceed {
+		targets[k] = targetOf(vethOf[i], r.cfg.Paths)
+	}
+	start := time.Now()
+	results := r.remover(h).remove(targets)
+	r.logger.Debug("remediation deletions", "veths", len(targets), "took", time.Since(start))
+	for k, i := range proceed {
+		v, q, res := vethOf[i], reqs[i], results[k]
+		a := Answer{Device: v.Name, Ifindex: v.Index}
+		switch res.Outcome {
 		case OutcomeDeleted:
-			deletedNow++
+			now := r.now()
 			r.deletions = append(r.deletions, now)
 			r.metrics.lastDeletion(now)
-			a := Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)}
+			a.Result, a.Reason = ResultDeleted, string(v.Reason)
 			if r.cfg.ReleaseNetns {
 				a.Detail = r.releaseNetns(v)
 			}
-			answers[i] = r.record(q, a)
 		case OutcomeGone:
-			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultGone})
+			a.Result = ResultGone
 		case OutcomeChanged:
-			answers[i] = r.refuse(q, ReasonChanged, err.Error())
+			a.Result, a.Reason, a.Detail = ResultRefused, ReasonChanged, res.Err.Error()
 		default:
-			answers[i] = r.fail(q, ReasonDelete, err.Error())
+			a.Result, a.Reason, a.Detail = ResultFailed, ReasonDelete, res.Err.Error()
 		}
+		answers[i] = r.record(q, a)
 	}
 }
 
@@ -376,7 +481,7 @@ func (r *Remediator) releaseNetns(v *inventory.Veth) string {
 		if !slices.Contains(r.cfg.NetnsDirs, filepath.Dir(m)) {
 			continue
 		}
-		p := filepath.Join(r.cfg.Rootfs, m)
+		p := filepath.Join(r.cfg.Paths.Rootfs, m)
 		// The path must still pin the very namespace the inventory saw.
 		var st unix.Stat_t
 		if err := unix.Stat(p, &st); err != nil || st.Ino != n.Inode {
@@ -424,24 +529,6 @@ func final(a Answer) bool {
 	return false
 }
 
-// forgetOldAnswers bounds the idempotency cache: Alertmanager re-sends a
-// firing alert at its repeat interval, hours at most.
-func (r *Remediator) forgetOldAnswers(now time.Time) {
-	if len(r.done) < 10000 {
-		return
-	}
-	for k := range r.done {
-		if age := now.Sub(k.startsAt); age > 24*time.Hour || age < 0 {
-			delete(r.done, k)
-		}
-	}
-	if len(r.done) >= 10000 {
-		// Still full: a flood of distinct alerts. Forgetting only costs a
-		// second decision, which is safe.
-		clear(r.done)
-	}
-}
-
 func (r *Remediator) refuse(q Request, reason, detail string) Answer {
 	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultRefused, Reason: reason, Detail: detail})
 }
@@ -453,40 +540,16 @@ func (r *Remediator) fail(q Request, reason, detail string) Answer {
 // record counts, logs and audits an answer.
 func (r *Remediator) record(q Request, a Answer) Answer {
 	r.metrics.action(a)
-	level := slog.LevelInfo
-	if a.Result == ResultFailed {
+	level := r.cfg.AnswerLogLevel
+	if a.Result == ResultFailed && level >= slog.LevelInfo {
 		level = slog.LevelError
 	}
 	r.logger.Log(context.Background(), level, "remediation", "device", a.Device, "ifindex", a.Ifindex,
 		"result", a.Result, "reason", a.Reason, "detail", a.Detail, "fingerprint", q.Fingerprint)
 	if r.cfg.AuditFile != "" {
-		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, q, a); err != nil {
+		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditResult, q, a); err != nil {
 			r.logger.Error("cannot write the remediation audit record", "file", r.cfg.AuditFile, "err", err)
 		}
 	}
 	return a
-}
-
-// appendAudit writes one JSON line; each line is one write(2) on a file
-// opened with O_APPEND, so lines from concurrent writers never mix.
-func appendAudit(path string, now time.Time, mode Mode, q Request, a Answer) error {
-	line, err := json.Marshal(struct {
-		Time        time.Time `json:"time"`
-		Mode        Mode      `json:"mode"`
-		Fingerprint string    `json:"fingerprint,omitempty"`
-		StartsAt    time.Time `json:"starts_at,omitzero"`
-		Answer
-	}{now.UTC(), mode, q.Fingerprint, q.StartsAt, a})
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(append(line, '\n'))
-	if err := f.Close(); werr == nil {
-		werr = err
-	}
-	return werr
 }

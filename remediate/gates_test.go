@@ -3,12 +3,16 @@ package remediate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
@@ -31,7 +35,7 @@ func orphan(name string, index int, master string, reason inventory.Reason, sinc
 }
 
 func testNode() *inventory.Snapshot {
-	return &inventory.Snapshot{Veths: []inventory.Veth{
+	return &inventory.Snapshot{Taken: now, HistoryObserved: now.Add(-time.Minute), Gone: []inventory.GoneVeth{{Device: "vgone", Index: 31, Since: now.Add(-time.Minute)}}, Veths: []inventory.Veth{
 		orphan("vleak", 10, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
 		orphan("vleak2", 11, "cni0", inventory.ReasonNetnsEmpty, time.Hour),
 		orphan("vyoung", 12, "docker0", inventory.ReasonNetnsEmpty, time.Minute),
@@ -57,6 +61,7 @@ func testConfig() Config {
 		MaxPerRequest:  10,
 		MaxPerHour:     60,
 		MaxOrphanRatio: 0.6,
+		MaxStateGap:    5 * time.Minute,
 	}
 }
 
@@ -93,7 +98,10 @@ func TestGates(t *testing.T) {
 		{"alert from the future", alert("vleak", 10, -time.Minute), false, ResultRefused, ReasonStartsInFuture, true, nil},
 		{"alert too young", alert("vleak", 10, 5*time.Minute), false, ResultRefused, ReasonAlertTooYoung, true, nil},
 		{"no startsAt", Request{Device: "vleak", Index: 10}, false, ResultRefused, ReasonAlertTooYoung, true, nil},
-		{"gone already", alert("vnothere", 30, old), false, ResultGone, "", true, nil},
+		{"gone since recorded", alert("vgone", 31, old), false, ResultGone, "", true, nil},
+		{"never recorded, not there", alert("vnothere", 30, old), false, ResultNotFound, "", true, nil},
+		{"fingerprint of 1 MB", Request{Device: "vleak", Index: 10, StartsAt: now.Add(-old), Fingerprint: strings.Repeat("f", 1<<20)}, false, ResultRefused, ReasonInvalidAlert, true, nil},
+		{"device label of 1 MB", alert(strings.Repeat("v", 1<<20), 0, old), false, ResultRefused, ReasonInvalidAlert, true, nil},
 		// lo is not in the snapshot's veths but exists: never "gone".
 		{"not a veth", alert("lo", 1, old), false, ResultRefused, ReasonNotVeth, true, nil},
 		{"ifindex reused", alert("vleak", 99, old), false, ResultRefused, ReasonIfindexMismatch, true, nil},
@@ -230,16 +238,105 @@ func TestGatesHourlyLimit(t *testing.T) {
 	}
 }
 
-// TestGatesNeedARecordedOrphan: even with min-age 0, an orphan the
-// exporter never recorded is not proof.
+// TestGatesNeedARecordedOrphan: even with min-age 0, an orphan that no
+// observation before the request recorded is not proof: neither one the
+// history never saw, nor one the request's own snapshot saw first.
 func TestGatesNeedARecordedOrphan(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		since time.Time
+	}{
+		{"never recorded", time.Time{}},
+		{"first seen by the request's snapshot", now},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.MinAge = 0
+			snap := testNode()
+			snap.Veths[0].OrphanedSince = tt.since
+			r := newTestRemediator(cfg, &fakeInventory{snap: snap})
+			if a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]; a.Reason != ReasonNotRecorded || a.Ifindex != 10 {
+				t.Errorf("Handle(vleak) = %+v, want refused/%s with ifindex 10", a, ReasonNotRecorded)
+			}
+		})
+	}
+}
+
+// TestGatesStaleState: orphan times from a history no observation has
+// refreshed lately prove nothing (the exporter was stopped meanwhile, and
+// anything may have lived in the namespace).
+func TestGatesStaleState(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		observed time.Time
+		want     Result
+	}{
+		{"refreshed a minute ago", now.Add(-time.Minute), ResultWouldDelete},
+		{"refreshed 6 minutes ago", now.Add(-6 * time.Minute), ResultRefused},
+		{"never refreshed", time.Time{}, ResultRefused},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := testNode()
+			snap.HistoryObserved = tt.observed
+			r := newTestRemediator(testConfig(), &fakeInventory{snap: snap})
+			a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]
+			if a.Result != tt.want || (tt.want == ResultRefused && a.Reason != ReasonStaleState) {
+				t.Errorf("Handle(vleak) = %+v, want %s (%s when refused)", a, tt.want, ReasonStaleState)
+			}
+		})
+	}
+}
+
+// TestGatesRatioCountsResolverFailures: a pair left on the host is
+// structural; only the orphans a failing resolver produces count towards
+// the guard.
+func TestGatesRatioCountsResolverFailures(t *testing.T) {
+	snap := &inventory.Snapshot{Taken: now, HistoryObserved: now.Add(-time.Minute), Veths: []inventory.Veth{
+		orphan("vhostA", 40, "", inventory.ReasonPeerOnHost, time.Hour),
+		orphan("vhostB", 41, "", inventory.ReasonPeerOnHost, time.Hour),
+		orphan("vleak", 10, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
+		orphan("vleak2", 11, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
+		{Name: "vlive", Index: 20, Master: "docker0", Verdict: inventory.Owned, Reason: inventory.ReasonContainer},
+	}}
 	cfg := testConfig()
-	cfg.MinAge = 0
-	snap := testNode()
-	snap.Veths[0].OrphanedSince = time.Time{}
+	cfg.MaxOrphanRatio = 0.5 // 2 of 5 count, 4 of 5 look orphaned
 	r := newTestRemediator(cfg, &fakeInventory{snap: snap})
-	if a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]; a.Reason != ReasonOrphanTooYoung {
-		t.Errorf("unrecorded orphan with min-age 0: %+v, want %s", a, ReasonOrphanTooYoung)
+	for _, a := range mustHandle(t, r, []Request{{Device: "vleak"}, {Device: "vleak2"}}, nil, false) {
+		if a.Result != ResultWouldDelete {
+			t.Errorf("%s: %+v, want would_delete: the host pair does not count", a.Device, a)
+		}
+	}
+	snap.Veths[4].Verdict, snap.Veths[4].Reason = inventory.Orphaned, inventory.ReasonOwnerExited
+	snap.Veths[4].OrphanedSince = now.Add(-time.Hour)
+	if a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]; a.Reason != ReasonTooManyOrphans {
+		t.Errorf("3 of 5 orphaned by netns_empty/owner_exited: %+v, want %s", a, ReasonTooManyOrphans)
+	}
+}
+
+// TestGatesAnswerCacheBounded: hostile alerts cannot grow the memory of
+// answers: oversized ones are not kept, and kept ones expire.
+func TestGatesAnswerCacheBounded(t *testing.T) {
+	r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
+	big := strings.Repeat("f", 1<<20)
+	for i := range 50 {
+		q := Request{Device: "vleak", StartsAt: now.Add(-time.Hour - time.Duration(i)), Fingerprint: big}
+		mustHandle(t, r, []Request{q}, nil, true)
+	}
+	if n := r.answers.len(); n != 0 {
+		t.Errorf("%d answers kept for oversized alerts, want 0", n)
+	}
+	for i := range 20000 {
+		q := Request{Device: "vnope", StartsAt: now.Add(-time.Hour), Fingerprint: fmt.Sprintf("%016x", i), Resolved: true}
+		mustHandle(t, r, []Request{q}, nil, true)
+	}
+	if n := r.answers.len(); n > 10000 {
+		t.Errorf("%d answers kept, want at most 10000", n)
+	}
+	now = now.Add(2 * time.Hour)
+	defer func() { now = now.Add(-2 * time.Hour) }()
+	mustHandle(t, r, []Request{{Device: "vnope", StartsAt: now.Add(-time.Hour), Fingerprint: "x", Resolved: true}}, nil, true)
+	if n := r.answers.len(); n != 1 {
+		t.Errorf("two hours later %d answers kept, want 1 (the newest)", n)
 	}
 }
 
@@ -252,5 +349,63 @@ func TestGatesBusy(t *testing.T) {
 	defer cancel()
 	if _, err := r.Handle(ctx, []Request{alert("vleak", 10, time.Hour)}, nil, true); !errors.Is(err, ErrBusy) {
 		t.Errorf("Handle while busy = %v, want ErrBusy", err)
+	}
+}
+
+// TestAuditFailClosed: the audit file is opened without following a
+// symbolic link and without blocking; a deletion whose intent cannot be
+// written does not happen.
+func TestAuditFailClosed(t *testing.T) {
+	dir := t.TempDir()
+	victim := dir + "/victim"
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := dir + "/audit-link"
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := dir + "/audit-fifo"
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{link, fifo, dir + "/missing-dir/audit"} {
+		t.Run(path, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Mode, cfg.AuditFile = ModeEnforce, path
+			r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
+			deleted := false
+			r.remover = func(*netlink.Handle) *remover {
+				deleted = true
+				return nil
+			}
+			done := make(chan Answer)
+			go func() { done <- mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0] }()
+			select {
+			case a := <-done:
+				if a.Result != ResultRefused || a.Reason != ReasonAuditFailed || deleted {
+					t.Errorf("answer %+v (deletion attempted: %v), want refused/%s and no deletion", a, deleted, ReasonAuditFailed)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Handle hangs on the audit file")
+			}
+		})
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the symlink's target was written: %q", b)
+	}
+}
+
+func TestAuditFileMode(t *testing.T) {
+	cfg := testConfig()
+	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
+	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
+	mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)
+	st, err := os.Stat(cfg.AuditFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := st.Mode().Perm(); perm != 0o600 {
+		t.Errorf("audit file mode %v, want 0600", perm)
 	}
 }

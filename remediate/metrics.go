@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 		}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veth_remediation_actions_total",
-			Help: "Remediation answers by result: deleted, would_delete, gone, refused, skipped, failed.",
+			Help: "Remediation answers by result: deleted, would_delete, gone, not_found, refused, skipped, failed.",
 		}, []string{"result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veth_remediation_refusals_total",
@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 		return 0
 	})
 	// Every result shows from the start, so a rate over it is never absent.
-	for _, r := range []Result{ResultDeleted, ResultWouldDelete, ResultGone, ResultRefused, ResultSkipped, ResultFailed} {
+	for _, r := range Results {
 		m.actions.WithLabelValues(string(r))
 	}
 	reg.MustRegister(m.requests, m.actions, m.refusals, m.lastDeleted, capableGauge)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -30,12 +31,13 @@ type cleanCommand struct {
 func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanCommand {
 	c := &cleanCommand{inv: inv}
 	c.cmd = app.Command("clean", "Remove leftover veths, through the same safety gates as the webhook (minus the alert's): "+
-		"each must still be orphaned, for an allowed reason, for --remediation.min-age as the exporter's state file records it. "+
-		"Exit 0 when everything asked for is deleted or gone, 1 when anything was refused or failed, 2 on usage errors.")
+		"each must still be orphaned, for an allowed reason, for --remediation.min-age as the state file of a running exporter records it "+
+		"(a state file no exporter refreshed within --state.max-gap is refused: stale_state). Several veths go in one kernel transaction. "+
+		"Exit 0 when everything asked for is deleted or gone, 1 when anything was refused, failed or not found, 2 on usage errors.")
 	c.cmd.Flag("dry-run", "Say what would be deleted; delete nothing.").BoolVar(&c.dryRun)
 	c.cmd.Flag("all-orphans", "Every orphaned veth, instead of the DEVICEs named.").BoolVar(&c.all)
 	c.cmd.Flag("min-age", "Short for --remediation.min-age.").IsSetByUser(&c.minAgeSet).DurationVar(&c.minAge)
-	c.gates.register(c.cmd)
+	c.gates.registerFor(c.cmd, false)
 	c.cmd.Arg("device", "Veths to remove.").StringsVar(&c.devices)
 	return c
 }
@@ -57,6 +59,9 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 2
 	}
+	cfg.Paths = c.inv.paths // TODO(max-gap)
+	// The table is the answer; the log repeats it only at debug.
+	cfg.AnswerLogLevel = slog.LevelDebug
 	// The state file is the exporter's: clean reads its orphaned-since
 	// times and writes nothing.
 	inv, _, err := c.inv.open(true, 0, logger)
@@ -84,12 +89,24 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 			reqs = append(reqs, remediate.Request{Device: d})
 		}
 	}
+	start := time.Now()
 	answers, err := remediate.New(cfg, inv, nil, logger).Handle(context.Background(), reqs, nil, false)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 1
 	}
 	writeAnswers(os.Stdout, answers)
+	counts := map[remediate.Result]int{}
+	for _, a := range answers {
+		counts[a.Result]++
+	}
+	var summary []string
+	for _, r := range remediate.Results {
+		if counts[r] > 0 {
+			summary = append(summary, fmt.Sprintf("%d %s", counts[r], r))
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%s clean: %d veths: %s in %s\n", name, len(answers), strings.Join(summary, ", "), time.Since(start).Round(time.Millisecond))
 	for _, a := range answers {
 		switch a.Result {
 		case remediate.ResultDeleted, remediate.ResultGone, remediate.ResultWouldDelete:

@@ -30,9 +30,16 @@ type flagGroup interface {
 	Flag(name, help string) *kingpin.FlagClause
 }
 
-func (g *gateFlags) register(c flagGroup) {
-	c.Flag("remediation.min-age", "An orphan is removed only when its alert has fired, and the exporter has seen it orphaned, at least this long.").
-		Default("15m").DurationVar(&g.minAge)
+func (g *gateFlags) register(c flagGroup) { g.registerFor(c, true) }
+
+// registerFor registers the gates' flags; forAlerts says whether they
+// guard the webhook (alerts) or the clean command.
+func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
+	minAge := "An orphan is removed only when its alert has fired, and the exporter has seen it orphaned, at least this long."
+	if !forAlerts {
+		minAge = "An orphan is removed only when the exporter's state file has recorded it orphaned at least this long."
+	}
+	c.Flag("remediation.min-age", minAge).Default("15m").DurationVar(&g.minAge)
 	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated (netns_empty, owner_exited, peer_on_host).").
 		Default(string(inventory.ReasonNetnsEmpty)).StringsVar(&g.reasons)
 	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master.").
@@ -56,7 +63,8 @@ func (g *gateFlags) config(mode remediate.Mode, rootfs string) (remediate.Config
 	cfg := remediate.Config{
 		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
-		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs, Rootfs: rootfs,
+		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs,
+		Paths: inventory.Paths{Procfs: inventory.DefaultPaths.Procfs, Sysfs: inventory.DefaultPaths.Sysfs, Rootfs: rootfs},
 	}
 	allowed := map[string]bool{
 		string(inventory.ReasonNetnsEmpty): true, string(inventory.ReasonOwnerExited): true, string(inventory.ReasonPeerOnHost): true,

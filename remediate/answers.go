@@ -1,0 +1,84 @@
+package remediate
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"time"
+)
+
+// answerKey identifies one alert firing for one device: Alertmanager
+// re-sends a firing alert at its repeat interval and HA peers send it
+// twice. It is a digest, so a key costs the same whatever the alert's
+// labels weigh.
+type answerKey [sha256.Size]byte
+
+func keyOf(q Request) answerKey {
+	h := sha256.New()
+	var b [8]byte
+	for _, s := range []string{q.Fingerprint, q.Device} {
+		binary.BigEndian.PutUint64(b[:], uint64(len(s)))
+		h.Write(b[:])
+		h.Write([]byte(s))
+	}
+	binary.BigEndian.PutUint64(b[:], uint64(q.StartsAt.UnixNano()))
+	h.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(q.Index))
+	h.Write(b[:])
+	var k answerKey
+	h.Sum(k[:0])
+	return k
+}
+
+// answerCache remembers final answers for a while, in insertion order,
+// which is also expiry order: forgetting an answer only costs a second
+// decision, which is safe (a deleted veth is then gone).
+type answerCache struct {
+	ttl     time.Duration
+	max     int
+	entries map[answerKey]Answer
+	order   []cachedAt // oldest first, from head
+	head    int
+}
+
+type cachedAt struct {
+	key answerKey
+	at  time.Time
+}
+
+func newAnswerCache(ttl time.Duration, max int) *answerCache {
+	return &answerCache{ttl: ttl, max: max, entries: map[answerKey]Answer{}}
+}
+
+func (c *answerCache) get(k answerKey, now time.Time) (Answer, bool) {
+	c.expire(now)
+	a, ok := c.entries[k]
+	return a, ok
+}
+
+func (c *answerCache) put(k answerKey, a Answer, now time.Time) {
+	if _, ok := c.entries[k]; !ok {
+		c.order = append(c.order, cachedAt{k, now})
+	}
+	c.entries[k] = a
+	c.expire(now)
+}
+
+func (c *answerCache) len() int { return len(c.entries) }
+
+// expire forgets answers older than the time to live, and the oldest ones
+// beyond the size bound.
+func (c *answerCache) expire(now time.Time) {
+	for c.head < len(c.order) {
+		e := c.order[c.head]
+		if now.Sub(e.at) < c.ttl && now.Sub(e.at) >= 0 && len(c.entries) <= c.max {
+			break
+		}
+		delete(c.entries, e.key)
+		c.order[c.head] = cachedAt{}
+		c.head++
+	}
+	if c.head > 1024 && c.head > len(c.order)/2 {
+		c.order = append([]cachedAt(nil), c.order[c.head:]...)
+		c.head = 0
+	}
+}
