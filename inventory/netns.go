@@ -111,35 +111,46 @@ func (ns *namespaces) resolveOwners(procfs string) {
 	}
 }
 
-// attach links each veth to its peer's namespace and that namespace's
-// owner. The scan ran beside the link dump, and a namespace that got its
-// first nsid from the dump itself had none when scanned: if a peer nsid
-// is missing, the namespaces without one are asked again.
-func (ns *namespaces) attach(veths []Veth, p Paths) {
-	missing := false
-	for i := range veths {
-		if v := &veths[i]; v.PeerNetNSID >= 0 && ns.byNSID[v.PeerNetNSID] == nil {
-			missing = true
-			break
-		}
+// attach turns a link dump into veths linked to their peers' namespaces
+// and those namespaces' owners.
+//
+// The scan ran, and pinned what it found, before the dump, so an nsid of
+// the dump that the scan knows names the namespace the scan found. One it
+// does not know may belong to a namespace that got its first nsid from the
+// dump itself (a veth created meanwhile), which lookupLate finds, or to a
+// namespace the scan never saw (being destroyed, its last process just
+// gone). The kernel frees such a namespace's nsid when it is cleaned up
+// and hands the lowest free id to the next namespace that needs one: the
+// late lookup can find the dump's nsid on another namespace than the one
+// the dump meant. So the dump is not trusted after a late lookup: the
+// links are dumped again by redump, when every scanned namespace is
+// pinned with a fixed id, and the veths of that second dump are returned;
+// an nsid it shows that no scanned namespace has stays unresolved
+// (netns_not_found). All of this only when some nsid was missing.
+//
+// If the late lookup or the second dump fails, the veths of the first dump
+// are returned, attached only where the scan knew the nsid, with the
+// error.
+func (ns *namespaces) attach(links []link, lookupLate func() error, redump func() ([]link, error)) ([]Veth, error) {
+	veths := vethsFromLinks(links)
+	if !ns.link(veths) {
+		return veths, nil
 	}
-	if missing {
-		var fresh []*Namespace
-		err := ns.lookupNSIDs(p, func(n *Namespace) bool {
-			if n.NSID >= 0 {
-				return false
-			}
-			fresh = append(fresh, n)
-			return true
-		})
-		if err == nil {
-			for _, n := range fresh {
-				if n.NSID >= 0 {
-					n.Owner = resolveOwner(p.Procfs, n)
-				}
-			}
-		}
+	if err := lookupLate(); err != nil {
+		return veths, fmt.Errorf("look up late nsids: %w", err)
 	}
+	again, err := redump()
+	if err != nil {
+		return veths, err
+	}
+	veths = vethsFromLinks(again)
+	ns.link(veths)
+	return veths, nil
+}
+
+// link sets the peer namespace and owner of every veth whose peer nsid is
+// known, and reports whether some peer nsid is not.
+func (ns *namespaces) link(veths []Veth) (missing bool) {
 	for i := range veths {
 		v := &veths[i]
 		if v.PeerNetNSID < 0 {
@@ -148,8 +159,33 @@ func (ns *namespaces) attach(veths []Veth, p Paths) {
 		if n := ns.byNSID[v.PeerNetNSID]; n != nil {
 			v.PeerNetns = n
 			v.Owner = n.Owner
+		} else {
+			missing = true
 		}
 	}
+	return missing
+}
+
+// lookupLate asks again for the nsids of the namespaces that had none when
+// scanned, pins them, and finds the owners of those that have one now.
+func (ns *namespaces) lookupLate(p Paths) error {
+	var fresh []*Namespace
+	err := ns.lookupNSIDs(p, func(n *Namespace) bool {
+		if n.NSID >= 0 {
+			return false
+		}
+		fresh = append(fresh, n)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range fresh {
+		if n.NSID >= 0 {
+			n.Owner = resolveOwner(p.Procfs, n)
+		}
+	}
+	return nil
 }
 
 // leaked returns the namespaces held only by mounts: no process in them

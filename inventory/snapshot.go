@@ -132,15 +132,16 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return s, err
 	}
-	s.Veths = vethsFromLinks(links)
-
 	if nsErr != nil {
 		// Without namespaces every peer is unknown, which is the truth.
 		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", nsErr))
 		ns = &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}}
 	}
 	s.Warnings = append(s.Warnings, ns.partial...)
-	ns.attach(s.Veths, inv.cfg.Paths)
+	s.Veths, err = ns.attach(links, func() error { return ns.lookupLate(inv.cfg.Paths) }, dumpLinks)
+	if err != nil {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("peers whose namespace got its nsid during the scan are not resolved: %v", err))
+	}
 	if len(ns.partial) == 0 {
 		// On a partial view "no process" is not proved: no count at all
 		// rather than a wrong one.

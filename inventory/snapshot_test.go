@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -229,33 +230,131 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ns.close()
 	links, err := dumpLinks()
 	if err != nil {
 		t.Fatal(err)
 	}
-	veths := vethsFromLinks(links)
+	var n *Namespace
+	for _, l := range links {
+		if l.name == "vlate" {
+			n = ns.byNSID[l.peerNetNSID]
+		}
+	}
+	if n == nil {
+		t.Fatal("vlate missing from the dump, or its peer nsid not found by the scan")
+	}
+	// As if the scan had run before the kernel assigned the id.
+	id := n.NSID
+	delete(ns.byNSID, id)
+	n.NSID = -1
+
+	dumps := 0
+	veths, err := ns.attach(links, func() error { return ns.lookupLate(DefaultPaths) }, func() ([]link, error) {
+		dumps++
+		return dumpLinks()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var v *Veth
 	for i := range veths {
 		if veths[i].Name == "vlate" {
 			v = &veths[i]
 		}
 	}
-	if v == nil {
-		t.Fatal("vlate missing from the dump")
+	if v == nil || v.PeerNetns != n || n.NSID != id || v.PeerNetNSID != id {
+		t.Errorf("vlate = %+v, want the namespace of /run/netns/late with nsid %d", v, id)
 	}
-	n := ns.byNSID[v.PeerNetNSID]
-	if n == nil {
-		t.Fatalf("peer nsid %d not found by the scan", v.PeerNetNSID)
+	if dumps != 1 {
+		t.Errorf("%d second dumps, want 1", dumps)
 	}
-	// As if the scan had run before the kernel assigned the id.
-	delete(ns.byNSID, n.NSID)
-	n.NSID = -1
+}
 
-	defer ns.close()
-	ns.attach(veths, DefaultPaths)
-	if v.PeerNetns != n || n.NSID != v.PeerNetNSID {
-		t.Errorf("vlate peer netns = %+v, want the namespace of /run/netns/late with nsid %d", v.PeerNetns, v.PeerNetNSID)
+// TestAttachReusedNSID replays the race behind a false orphan under churn:
+// the dump shows nsid 3 for vlive, whose namespace (never scanned: its
+// last process had just exited) is being destroyed. Its cleanup frees
+// nsid 3, and the kernel gives the lowest free id to the leaked namespace
+// of a veth created meanwhile, which the scan found without an nsid. The
+// late lookup then finds nsid 3 on the leaked namespace: vlive must not be
+// attached to it (it would be orphaned, netns_empty, while its own
+// namespace was alive a moment ago). The veths come from a second dump.
+func TestAttachReusedNSID(t *testing.T) {
+	veth := func(index int, name string, nsid int) link {
+		return link{index: index, name: name, veth: true, peerIndex: 2, peerNetNSID: nsid, peerElsewhere: true}
 	}
+	owned := &Namespace{Inode: 100, NSID: 1, PIDs: []int{42}, Owner: &Owner{Kind: OwnerContainer, ID: containerA}}
+	newScan := func() (*namespaces, *Namespace) {
+		leak := &Namespace{Inode: 200, NSID: -1, Mounts: []string{"/run/netns/leak"}}
+		return &namespaces{
+			byInode: map[uint64]*Namespace{100: owned, 200: leak},
+			byNSID:  map[int]*Namespace{1: owned},
+		}, leak
+	}
+	first := []link{veth(10, "vowned", 1), veth(11, "vlive", 3)}
+	second := []link{veth(10, "vowned", 1), veth(12, "vleak", 3)}
+
+	t.Run("reused nsid", func(t *testing.T) {
+		ns, leak := newScan()
+		lookupLate := func() error {
+			leak.NSID = 3
+			ns.byNSID[3] = leak
+			return nil
+		}
+		veths, err := ns.attach(first, lookupLate, func() ([]link, error) { return second, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]*Namespace{}
+		for _, v := range veths {
+			got[v.Name] = v.PeerNetns
+		}
+		if len(veths) != 2 || got["vowned"] != owned || got["vleak"] != leak {
+			t.Errorf("attach = %+v, want vowned in its namespace and vleak in the leaked one, from the second dump", veths)
+		}
+		if p, ok := got["vlive"]; ok {
+			t.Errorf("vlive attached to %+v: the first dump's nsid was trusted after the late lookup", p)
+		}
+	})
+	t.Run("unknown nsid in the second dump", func(t *testing.T) {
+		ns, _ := newScan()
+		veths, err := ns.attach(first, func() error { return nil }, func() ([]link, error) { return first, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(veths) != 2 || veths[0].PeerNetns != owned || veths[1].PeerNetns != nil || veths[1].PeerNetNSID != 3 {
+			t.Errorf("attach = %+v, want vowned attached and vlive (nsid 3) not", veths)
+		}
+	})
+	t.Run("second dump fails", func(t *testing.T) {
+		ns, leak := newScan()
+		lookupLate := func() error {
+			leak.NSID = 3
+			ns.byNSID[3] = leak
+			return nil
+		}
+		veths, err := ns.attach(first, lookupLate, func() ([]link, error) { return nil, errors.New("dump failed") })
+		if err == nil {
+			t.Error("attach hid the failed second dump")
+		}
+		// Only what the scan knew before the late lookup is attached.
+		if len(veths) != 2 || veths[0].PeerNetns != owned || veths[1].PeerNetns != nil {
+			t.Errorf("attach = %+v, want vowned attached and vlive not", veths)
+		}
+	})
+	t.Run("nothing missing: one dump", func(t *testing.T) {
+		ns, _ := newScan()
+		veths, err := ns.attach([]link{veth(10, "vowned", 1)}, func() error {
+			t.Error("late lookup without a missing nsid")
+			return nil
+		}, func() ([]link, error) {
+			t.Error("second dump without a missing nsid")
+			return nil, nil
+		})
+		if err != nil || len(veths) != 1 || veths[0].PeerNetns != owned || veths[0].Owner != owned.Owner {
+			t.Errorf("attach = %+v, %v; want vowned attached", veths, err)
+		}
+	})
 }
 
 // TestConcurrentSnapshots takes snapshots from several goroutines at once,
