@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,7 +36,7 @@ func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanComman
 		"(a state file no exporter refreshed within --state.max-gap is refused: stale_state). Several veths go in one kernel transaction. "+
 		"Exit 0 when everything asked for is deleted or gone, 1 when anything was refused, failed or not found, 2 on usage errors.")
 	c.cmd.Flag("dry-run", "Say what would be deleted; delete nothing.").BoolVar(&c.dryRun)
-	c.cmd.Flag("all-orphans", "Every orphaned veth, instead of the DEVICEs named.").BoolVar(&c.all)
+	c.cmd.Flag("all-orphans", "Every orphan with an allowed reason (--remediation.reasons), instead of the DEVICEs named.").BoolVar(&c.all)
 	c.cmd.Flag("min-age", "Short for --remediation.min-age.").IsSetByUser(&c.minAgeSet).DurationVar(&c.minAge)
 	c.gates.registerFor(c.cmd, false)
 	c.cmd.Arg("device", "Veths to remove.").StringsVar(&c.devices)
@@ -77,7 +78,7 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 			return 1
 		}
 		for i := range snap.Veths {
-			if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned {
+			if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned && slices.Contains(cfg.Reasons, v.Reason) {
 				reqs = append(reqs, remediate.Request{Device: v.Name, Index: v.Index})
 			}
 		}

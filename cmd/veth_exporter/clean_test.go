@@ -18,22 +18,39 @@ import (
 // error) and exit code.
 func clean(t testing.TB, args ...string) (string, int) {
 	t.Helper()
+	stdout, stderr, code := cleanOutputs(t, args...)
+	if code == 2 {
+		return stderr, code
+	}
+	return stdout, code
+}
+
+// cleanOutputs runs `veth_exporter clean` and returns both its outputs.
+func cleanOutputs(t testing.TB, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(exporterBinary(t), append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return stdout.String(), 0
-	case errors.As(err, &exit) && exit.ExitCode() == 2:
-		return stderr.String(), 2
 	case errors.As(err, &exit):
-		return stdout.String(), exit.ExitCode()
+		code = exit.ExitCode()
 	default:
 		t.Fatalf("clean: %v", err)
-		return "", -1
 	}
+	return out.String(), errOut.String(), code
+}
+
+// row returns the table row of device in clean's output, its columns split.
+func row(out, device string) []string {
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == device {
+			return f
+		}
+	}
+	return nil
 }
 
 func TestClean(t *testing.T) {
@@ -46,15 +63,18 @@ func TestClean(t *testing.T) {
 	if out, code := clean(t, state); code != 2 || !strings.Contains(out, "--all-orphans") {
 		t.Errorf("clean without devices: exit %d, %q; want 2 and a usage message", code, out)
 	}
-	// Without the exporter's record of them, not even min-age 0 removes
-	// orphans: one look is not proof.
-	if out, code := clean(t, append(gates, "vc1")...); code != 1 || !strings.Contains(out, "no record") {
-		t.Errorf("clean vc1 with no history: exit %d\n%s\nwant 1 and orphan_too_young (no record)", code, out)
+	// Without a running exporter's record of them, not even min-age 0
+	// removes orphans: one look is not proof.
+	if out, code := clean(t, append(gates, "vc1")...); code != 1 || row(out, "vc1") == nil || row(out, "vc1")[3] != "stale_state" {
+		t.Errorf("clean vc1 with no history: exit %d\n%s\nwant 1 and stale_state", code, out)
 	}
 	recordOrphans(t, statePath)
 	out, code := clean(t, append(gates, "--dry-run", "vc1", "vclive")...)
 	if code != 1 || !strings.Contains(out, "would_delete") || !strings.Contains(out, "not_orphaned") {
 		t.Errorf("clean --dry-run vc1 vclive: exit %d\n%s\nwant 1, would_delete for vc1, not_orphaned for vclive", code, out)
+	}
+	if r := row(out, "vclive"); r == nil || r[1] != ifindexOf(t, "vclive") {
+		t.Errorf("row of the refused vclive %q, want its ifindex %s", r, ifindexOf(t, "vclive"))
 	}
 	if _, err := os.Stat("/sys/class/net/vc1"); err != nil {
 		t.Error("--dry-run deleted vc1")
@@ -63,11 +83,21 @@ func TestClean(t *testing.T) {
 	if out, code := clean(t, state, "--remediation.max-orphan-ratio=1", "vc1"); code != 1 || !strings.Contains(out, "orphan_too_young") {
 		t.Errorf("clean vc1 with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
 	}
-	if out, code := clean(t, state, "--remediation.max-orphan-ratio=1", "--min-age=0s", "vc1"); code != 0 || !strings.Contains(out, "deleted") {
-		t.Errorf("clean --min-age=0s vc1: exit %d\n%s\nwant 0 and deleted", code, out)
+	// A typo is not a success.
+	if out, code := clean(t, append(gates, "vethnope")...); code != 1 || row(out, "vethnope") == nil || row(out, "vethnope")[2] != "not_found" {
+		t.Errorf("clean vethnope: exit %d\n%s\nwant 1 and not_found", code, out)
 	}
-	if out, code := clean(t, append(gates, "vc1")...); code != 0 || !strings.Contains(out, "gone") {
-		t.Errorf("clean vc1 again: exit %d\n%s\nwant 0 and gone", code, out)
+	vc1 := ifindexOf(t, "vc1")
+	stdout, stderr, code := cleanOutputs(t, state, "--remediation.max-orphan-ratio=1", "--min-age=0s", "vc1")
+	if code != 0 || !strings.Contains(stdout, "deleted") {
+		t.Errorf("clean --min-age=0s vc1: exit %d\n%s\nwant 0 and deleted", code, stdout)
+	}
+	// Each result once: in the table, not in a log line too.
+	if strings.Contains(stderr, "level=") || strings.Contains(stderr, "vc1") || !strings.Contains(stderr, "1 deleted") {
+		t.Errorf("clean's standard error:\n%s\nwant only the summary line", stderr)
+	}
+	if out, code := clean(t, append(gates, "vc1")...); code != 0 || row(out, "vc1") == nil || row(out, "vc1")[2] != "gone" || row(out, "vc1")[1] != vc1 {
+		t.Errorf("clean vc1 again: exit %d\n%s\nwant 0 and gone with its old ifindex %s", code, out, vc1)
 	}
 	if out, code := clean(t, append(gates, "--all-orphans")...); code != 0 || strings.Count(out, "deleted") != 2 {
 		t.Errorf("clean --all-orphans: exit %d\n%s\nwant 0 and vc2, vc3 deleted", code, out)
@@ -80,6 +110,47 @@ func TestClean(t *testing.T) {
 	if _, err := os.Stat("/sys/class/net/vclive"); err != nil {
 		t.Error("clean --all-orphans deleted the live vclive")
 	}
+}
+
+// TestCleanStaleState: a state file that no running exporter refreshed
+// within --state.max-gap proves nothing about the time in between.
+func TestCleanStaleState(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vslive", "vs1")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	time.Sleep(1500 * time.Millisecond)
+	out, code := clean(t, "--state.path="+statePath, "--state.max-gap=1s", "--min-age=0s", "--remediation.max-orphan-ratio=1", "vs1")
+	if code != 1 || row(out, "vs1") == nil || row(out, "vs1")[3] != "stale_state" {
+		t.Errorf("clean of a state file 1.5 s old with --state.max-gap=1s: exit %d\n%s\nwant 1 and stale_state", code, out)
+	}
+	if _, err := os.Stat("/sys/class/net/vs1"); err != nil {
+		t.Error("vs1 was deleted on a stale record")
+	}
+}
+
+// TestCleanHostPairIsNotAResolverFailure: both ends of a pair left on the
+// host look orphaned, but are not what a failing resolver produces; they
+// do not make the ratio guard refuse the real leftovers.
+func TestCleanHostPairIsNotAResolverFailure(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vhlive", "vh1", "vh2")
+	netnstest.HostPair(t, "vhpairA", "vhpairB")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	out, code := clean(t, "--state.path="+statePath, "--min-age=0s", "--all-orphans")
+	if code != 0 || strings.Count(out, " deleted ") != 2 || strings.Contains(out, "too_many_orphans") {
+		t.Errorf("clean --all-orphans on 2 leftovers, a host pair (not allowed by default) and a live veth: exit %d\n%s\nwant the 2 leftovers deleted", code, out)
+	}
+}
+
+func ifindexOf(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // BenchmarkClean measures decision and deletion by `clean` against

@@ -112,13 +112,6 @@ func TestRemediateWebhook(t *testing.T) {
 	netnstest.Veth(t, "vyoung", "ns-vyoung", "docker0")
 	e.scrape(t)
 
-	ifindexOf := func(name string) string {
-		b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
 	old := time.Now().Add(-time.Hour)
 	post := func(body []byte, contentType, scheme, token, method string) (int, webhookAnswer, string) {
 		req, _ := http.NewRequest(method, e.url+"/remediate", bytes.NewReader(body))
@@ -160,8 +153,8 @@ func TestRemediateWebhook(t *testing.T) {
 		{name: "device ../x", body: payloadOf("4", alertSpec{device: "../x", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "invalid_device"}}},
 		{name: "16-byte device", body: payloadOf("4", alertSpec{device: "vleakvleakvleakv", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "invalid_device"}}},
 		{name: "missing device", body: payloadOf("4", alertSpec{device: "-", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "invalid_device"}}},
-		{name: "live veth", body: payloadOf("4", alertSpec{device: "vlive", ifindex: ifindexOf("vlive"), instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "not_orphaned"}}},
-		{name: "orphan, wrong ifindex", body: payloadOf("4", alertSpec{device: "vleak", ifindex: ifindexOf("vlive"), instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "ifindex_mismatch"}}},
+		{name: "live veth", body: payloadOf("4", alertSpec{device: "vlive", ifindex: ifindexOf(t, "vlive"), instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "not_orphaned"}}},
+		{name: "orphan, wrong ifindex", body: payloadOf("4", alertSpec{device: "vleak", ifindex: ifindexOf(t, "vlive"), instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "ifindex_mismatch"}}},
 		{name: "alert younger than min-age", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: time.Now()}), status: 200, results: []want{{"refused", "alert_too_young"}}},
 		{name: "orphan young here", body: payloadOf("4", alertSpec{device: "vyoung", instance: "node1", startsAt: old}), status: 200, results: []want{{"refused", "orphan_too_young"}}},
 		{name: "resolved alert", body: payloadOf("4", alertSpec{device: "vleak", instance: "node1", startsAt: old, status: "resolved"}), status: 200, results: []want{{"skipped", "resolved"}}},
@@ -233,8 +226,8 @@ func TestRemediateWebhook(t *testing.T) {
 			t.Fatalf("status %d, %d results: %.300s", status, len(answer.Results), raw)
 		}
 		for _, r := range answer.Results {
-			if r.Result != "gone" {
-				t.Fatalf("result %+v, want gone for a device that does not exist", r)
+			if r.Result != "not_found" {
+				t.Fatalf("result %+v, want not_found for a device that never existed", r)
 			}
 		}
 		if after := links(t); len(after) != len(before) {
@@ -244,7 +237,7 @@ func TestRemediateWebhook(t *testing.T) {
 
 	t.Run("the same payload 50 times at once", func(t *testing.T) {
 		before := links(t)
-		body := payloadOf("4", alertSpec{device: "vleak", ifindex: ifindexOf("vleak"), instance: "node1", startsAt: old, fingerprint: "same"})
+		body := payloadOf("4", alertSpec{device: "vleak", ifindex: ifindexOf(t, "vleak"), instance: "node1", startsAt: old, fingerprint: "same"})
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		results := map[string]int{}
@@ -343,4 +336,93 @@ func remediationFixture(t *testing.T, live string, leaks ...string) {
 	}
 	holder := netnstest.Holder(t, "/docker/"+goldenContainer)
 	netnstest.Veth(t, live, strconv.Itoa(holder), "docker0")
+}
+
+// postAlert sends one firing alert for device to the exporter's webhook
+// with the test token and returns the answer for it.
+func postAlert(t *testing.T, e *exporter, device, fingerprint string) (result, reason string) {
+	t.Helper()
+	body := payloadOf("4", alertSpec{device: device, instance: "node1", startsAt: time.Now().Add(-time.Hour), fingerprint: fingerprint})
+	req, _ := http.NewRequest("POST", e.url+"/remediate", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+webhookToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a webhookAnswer
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || len(a.Results) != 1 {
+		t.Fatalf("status %d, answer %+v (%v)", resp.StatusCode, a, err)
+	}
+	return a.Results[0].Result, a.Results[0].Reason
+}
+
+// startWebhook starts the exporter in enforce mode with a bearer token and
+// the given extra flags.
+func startWebhook(t *testing.T, statePath string, args ...string) *exporter {
+	t.Helper()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(webhookToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startExporter(t, append([]string{"--state.path=" + statePath, "--remediation.mode=enforce",
+		"--remediation.bearer-token-file=" + tokenFile, "--remediation.instance=node1", "--remediation.max-orphan-ratio=1"}, args...)...)
+}
+
+// TestRemediateNeedsEarlierObservation: with min-age and settle time 0, an
+// orphan that appeared after start-up is not deleted by the first request
+// that sees it: its orphaned-since must come from an observation before
+// the request.
+func TestRemediateNeedsEarlierObservation(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "docker0")
+	e := startWebhook(t, filepath.Join(t.TempDir(), "state.json"), "--remediation.min-age=0s")
+	netnstest.NamedNetns(t, "ns-vlate")
+	netnstest.Veth(t, "vlate", "ns-vlate", "docker0")
+	if result, reason := postAlert(t, e, "vlate", "late1"); result != "refused" || reason != "not_recorded" {
+		t.Errorf("first request for an orphan nobody recorded: %s/%s, want refused/not_recorded", result, reason)
+	}
+	if _, err := os.Stat("/sys/class/net/vlate"); err != nil {
+		t.Fatal("vlate was deleted on the request's own observation")
+	}
+	e.scrape(t) // an observation before the next request
+	if result, reason := postAlert(t, e, "vlate", "late1"); result != "deleted" {
+		t.Errorf("after a scrape recorded it: %s/%s, want deleted", result, reason)
+	}
+}
+
+// TestRemediateClockRestartsAfterDowntime: while the exporter was stopped
+// anything may have lived in a leftover's namespace and left; after a gap
+// longer than --state.max-gap the orphan clock starts again.
+func TestRemediateClockRestartsAfterDowntime(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "docker0")
+	netnstest.NamedNetns(t, "ns-vdown")
+	netnstest.Veth(t, "vdown", "ns-vdown", "docker0")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	flags := []string{"--remediation.min-age=2s", "--state.max-gap=1s"}
+	first := startWebhook(t, statePath, flags...)
+	first.scrape(t)
+	first.stop(t)
+	// Down for longer than the gap and than min-age; meanwhile a process
+	// lived in the namespace and left.
+	visitor := exec.Command("nsenter", "--net=/run/netns/ns-vdown", "sleep", "1")
+	if err := visitor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	visitor.Wait()
+	second := startWebhook(t, statePath, flags...)
+	if result, reason := postAlert(t, second, "vdown", "down1"); result == "deleted" || reason != "orphan_too_young" {
+		t.Errorf("right after the restart: %s/%s, want refused/orphan_too_young (the clock restarted)", result, reason)
+	}
+	if _, err := os.Stat("/sys/class/net/vdown"); err != nil {
+		t.Fatal("vdown was deleted on a clock that ran while nobody looked")
+	}
+	time.Sleep(2100 * time.Millisecond)
+	second.scrape(t)
+	if result, reason := postAlert(t, second, "vdown", "down1"); result != "deleted" {
+		t.Errorf("2 s of observed orphanhood later: %s/%s, want deleted", result, reason)
+	}
 }
