@@ -1,5 +1,6 @@
 // Package collector exposes inventory snapshots as Prometheus metrics: one
-// fresh snapshot per scrape, turned into metric families.
+// snapshot per scrape, shared with the scrapes that run at the same time,
+// turned into metric families.
 //
 // A node can hold ten thousand veths and each has a dozen series, so the
 // families are built directly as a prometheus.Gatherer, with label pairs
@@ -30,9 +31,12 @@ import (
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
-// Snapshotter takes a fresh inventory snapshot.
+// Snapshotter takes inventory snapshots. Concurrent scrapes share one
+// build rather than queueing for one each, which would make a scrape
+// wait for the builds of all those before it (see
+// [inventory.Inventory.SharedSnapshot]).
 type Snapshotter interface {
-	Snapshot(ctx context.Context) (*inventory.Snapshot, error)
+	SharedSnapshot(ctx context.Context) (*inventory.Snapshot, error)
 }
 
 // Config chooses which per-device series a scrape exposes. Aggregates and
@@ -80,13 +84,16 @@ func New(src Snapshotter, cfg Config, logger *slog.Logger) *Collector {
 	return &Collector{src: src, cfg: cfg, logger: logger}
 }
 
-// Gather implements prometheus.Gatherer: one fresh snapshot, its families
+// Gather implements prometheus.Gatherer: one snapshot, its families
 // sorted by name and their series by device. It never returns an error: a
 // failed stage is reported by veth_scrape_collector_success.
 func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
-	snap, err := c.src.Snapshot(context.Background())
+	snap, err := c.src.SharedSnapshot(context.Background())
 	if err != nil {
 		c.logger.Error("inventory failed", "err", err)
+	}
+	if snap == nil {
+		snap = &inventory.Snapshot{}
 	}
 	for _, w := range snap.Warnings {
 		c.logger.Debug("inventory is partial", "warning", w)

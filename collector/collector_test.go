@@ -21,7 +21,7 @@ type fakeInventory struct {
 	err  error
 }
 
-func (f fakeInventory) Snapshot(context.Context) (*inventory.Snapshot, error) {
+func (f fakeInventory) SharedSnapshot(context.Context) (*inventory.Snapshot, error) {
 	return f.snap, f.err
 }
 
@@ -300,5 +300,15 @@ veth_scrape_collector_success{collector="netns"} 1
 `
 	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_scrape_collector_success", "veth_bridge_info", "veth_docker_container_info"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestGatherWithoutSnapshot: a source that answers with an error and no
+// snapshot at all (a waiter whose context ended) still gives a scrape.
+func TestGatherWithoutSnapshot(t *testing.T) {
+	c := New(fakeInventory{err: context.DeadlineExceeded}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	mfs, err := c.Gather()
+	if err != nil || len(mfs) != 0 {
+		t.Errorf("Gather() = %v, %v; want no families and no error", mfs, err)
 	}
 }

@@ -30,11 +30,34 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Inventory builds snapshots. It is safe for concurrent use: concurrent
-// callers are served one at a time, each with a fresh snapshot.
+// Inventory builds snapshots. It is safe for concurrent use. At most one
+// snapshot is built at a time, and callers share builds: a scrape joins
+// the build in flight ([Inventory.SharedSnapshot]); a caller that must
+// see the node as it is now waits for a build that starts after its call
+// ([Inventory.Snapshot]). A build runs detached from the context of the
+// caller that started it, within its own bounds (such as the Docker
+// timeout), and every caller waits only until its own context ends.
 type Inventory struct {
 	cfg Config
-	mu  sync.Mutex
+	// build takes one snapshot: take, or a fake in tests.
+	build func(ctx context.Context) (*Snapshot, error)
+
+	mu sync.Mutex
+	// inflight is the build running now, nil when none runs.
+	inflight *build
+	// started counts the builds started so far; a build's seq is the
+	// value after its start.
+	started uint64
+	// waiting counts the callers waiting for a build, for tests.
+	waiting int
+}
+
+// build is one snapshot being taken, shared by everyone who waits for it.
+type build struct {
+	seq  uint64
+	done chan struct{} // closed when snap and err are set
+	snap *Snapshot
+	err  error
 }
 
 // New returns an Inventory for cfg.
@@ -51,7 +74,9 @@ func New(cfg Config) *Inventory {
 	if cfg.Paths == (Paths{}) {
 		cfg.Paths = DefaultPaths
 	}
-	return &Inventory{cfg: cfg}
+	inv := &Inventory{cfg: cfg}
+	inv.build = inv.take
+	return inv
 }
 
 // The stages of a snapshot, as reported in [Snapshot.Steps] and in the
@@ -64,13 +89,81 @@ const (
 	StepDocker = "docker"
 )
 
-// Snapshot takes a fresh inventory. It returns an error only when the link
-// dump itself fails, and even then a snapshot with its steps; every other
-// failure makes the snapshot partial, with warnings, never wrong.
+// Snapshot returns a fresh inventory: one whose build started after this
+// call, as a decision to delete something needs. If a build is in flight
+// that started earlier, Snapshot waits for its end and then starts (or
+// joins) a new one. It returns ctx.Err() as soon as ctx ends, whatever
+// the build does; the build goes on for whoever else waits.
+//
+// Otherwise it returns an error only when the link dump itself fails, and
+// even then a snapshot with its steps; every other failure makes the
+// snapshot partial, with warnings, never wrong. The snapshot may be shared
+// with other callers: it must not be modified.
 func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
-	inv.mu.Lock()
-	defer inv.mu.Unlock()
+	return inv.snapshot(ctx, true)
+}
 
+// SharedSnapshot returns the inventory of the build in flight, or of a
+// new one if none is: concurrent scrapes share one build instead of
+// queueing for one each. It waits at most until ctx ends, and returns
+// what [Inventory.Snapshot] returns.
+func (inv *Inventory) SharedSnapshot(ctx context.Context) (*Snapshot, error) {
+	return inv.snapshot(ctx, false)
+}
+
+func (inv *Inventory) snapshot(ctx context.Context, fresh bool) (*Snapshot, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	inv.mu.Lock()
+	// Builds numbered after this one start after this call.
+	after := inv.started
+	for {
+		b := inv.inflight
+		if b == nil {
+			b = inv.start(ctx)
+		}
+		inv.waiting++
+		inv.mu.Unlock()
+		var err error
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		inv.mu.Lock()
+		inv.waiting--
+		if err != nil {
+			inv.mu.Unlock()
+			return nil, err
+		}
+		if !fresh || b.seq > after {
+			inv.mu.Unlock()
+			return b.snap, b.err
+		}
+		// That build started before the call: take the next one.
+	}
+}
+
+// start starts a build; the caller holds inv.mu. The build is detached
+// from ctx: callers that give up do not cancel it for the others, and
+// its steps carry their own time limits.
+func (inv *Inventory) start(ctx context.Context) *build {
+	inv.started++
+	b := &build{seq: inv.started, done: make(chan struct{})}
+	inv.inflight = b
+	go func() {
+		b.snap, b.err = inv.build(context.WithoutCancel(ctx))
+		inv.mu.Lock()
+		inv.inflight = nil
+		inv.mu.Unlock()
+		close(b.done)
+	}()
+	return b
+}
+
+// take builds one snapshot.
+func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	s := &Snapshot{Taken: inv.cfg.Now()}
 
 	// Namespaces first: the scan holds every namespace it finds open, so
@@ -127,9 +220,6 @@ func (inv *Inventory) Snapshot(ctx context.Context) (*Snapshot, error) {
 		s.DockerRequests = inv.cfg.Docker.Requests()
 	}
 	if err != nil {
-		return s, err
-	}
-	if err := ctx.Err(); err != nil {
 		return s, err
 	}
 	if nsErr != nil {
