@@ -87,7 +87,7 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("veths=%d/snapshot", size), func(b *testing.B) {
-			inv := New(Config{TrustPIDNamespace: true, State: OpenState(filepath.Join(b.TempDir(), "state.json"), false, nil)})
+			inv := New(Config{TrustPIDNamespace: true, State: OpenState(filepath.Join(b.TempDir(), "state.json"), StateOptions{})})
 			steps := map[string]time.Duration{}
 			for b.Loop() {
 				s, err := inv.Snapshot(context.Background())

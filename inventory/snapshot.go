@@ -69,7 +69,7 @@ func New(cfg Config) *Inventory {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.State == nil {
-		cfg.State = OpenState("", false, cfg.Logger)
+		cfg.State = OpenState("", StateOptions{Logger: cfg.Logger})
 	}
 	if cfg.Paths == (Paths{}) {
 		cfg.Paths = DefaultPaths
@@ -244,7 +244,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	}
 	start = time.Now()
 	e := evidence{partialView: len(ns.partial) > 0}
-	err = inv.cfg.State.observe(s.Taken, s.Veths, inv.cfg.SettleTime, func(v *Veth) {
+	obs, err := inv.cfg.State.observe(s.Taken, s.Veths, inv.cfg.SettleTime, func(v *Veth) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
 		e.runtime = RuntimeSilent
 		if claims != nil {
@@ -252,6 +252,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		}
 		v.Verdict, v.Reason = decide(v, e)
 	})
+	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
 	s.step(StepState, time.Since(start), err)
 	if err != nil {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))

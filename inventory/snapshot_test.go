@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -42,7 +41,7 @@ func newTestInventory(t *testing.T) *Inventory {
 		Infrastructure: infra,
 		// The fixture's processes all live in the test's PID namespace.
 		TrustPIDNamespace: true,
-		State:             OpenState(filepath.Join(t.TempDir(), "state.json"), false, slog.New(slog.DiscardHandler)),
+		State:             OpenState(filepath.Join(t.TempDir(), "state.json"), StateOptions{}),
 	})
 }
 

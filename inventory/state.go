@@ -16,13 +16,24 @@ import (
 )
 
 // stateVersion is the format of the state file; a file of another version
-// is treated as unreadable and replaced.
+// is treated as unreadable and replaced. Fields added since version 1 was
+// first written (last_observed, peer, gone) are optional: a file without
+// them is still version 1.
 const stateVersion = 1
 
-// lastSeenWriteInterval bounds how often the state file is rewritten only
-// to move last-owner-seen times forward; structural changes (a new veth, a
-// new orphan, a new owner, a pruned veth) are written at once.
-const lastSeenWriteInterval = time.Minute
+// refreshInterval bounds how long the state file goes unwritten while an
+// exporter observes: at least this often it is rewritten, if only to move
+// last_observed (and last-owner-seen times) forward, so that its
+// last_observed is never much older than the last observation. Structural
+// changes (a new veth, a new orphan, a new owner, a veth gone) are written
+// at once.
+const refreshInterval = time.Minute
+
+// DefaultMaxGap is the default [StateOptions.MaxGap].
+const DefaultMaxGap = 5 * time.Minute
+
+// goneRetention is how long a veth that disappeared is remembered as gone.
+const goneRetention = time.Hour
 
 // stateKey identifies a veth across snapshots. Names are reused (a CNI may
 // recreate the same name for a new pod), so the ifindex is part of the key:
@@ -43,6 +54,39 @@ type deviceState struct {
 	// LastOwnerNetns is the inode of the namespace LastOwner owned: the
 	// owner is evidence about that namespace only.
 	LastOwnerNetns uint64 `json:"last_owner_netns,omitempty"`
+	// Peer is the other end of the pair as first recorded; nil while it
+	// was never found. An ifindex can be given again to a new veth of the
+	// same name (ip link add … index N) between two observations: a
+	// different peer means a different pair, whose history starts anew.
+	Peer *peerIdentity `json:"peer,omitempty"`
+}
+
+// peerIdentity identifies the peer of a veth.
+type peerIdentity struct {
+	// Netns is the inode of the peer's namespace; 0 for a peer on the host.
+	Netns uint64 `json:"netns,omitempty"`
+	// Index is the peer's ifindex in that namespace (a host ifindex for a
+	// peer on the host).
+	Index int `json:"ifindex"`
+}
+
+// peerOf returns the identity of v's peer, nil when it is not known (its
+// namespace was not found).
+func peerOf(v *Veth) *peerIdentity {
+	switch {
+	case v.PeerOnHost:
+		return &peerIdentity{Index: v.PeerIndex}
+	case v.PeerNetns != nil:
+		return &peerIdentity{Netns: v.PeerNetns.Inode, Index: v.PeerIndex}
+	}
+	return nil
+}
+
+// goneState is a tombstone: a recorded veth that disappeared.
+type goneState struct {
+	Device    string    `json:"device"`
+	Index     int       `json:"ifindex"`
+	GoneSince time.Time `json:"gone_since"`
 }
 
 type stateFile struct {
@@ -51,8 +95,13 @@ type stateFile struct {
 	// Interfaces do not survive a reboot, while names, ifindexes and
 	// namespace inodes are handed out again from the start: a history
 	// from an earlier boot describes other interfaces.
-	BootID  string         `json:"boot_id,omitempty"`
-	Devices []*deviceState `json:"devices"`
+	BootID string `json:"boot_id,omitempty"`
+	// LastObserved is when a writing exporter last observed the node's
+	// veths. The file is rewritten at least every refreshInterval while
+	// one does, so an old value means that none has since.
+	LastObserved time.Time      `json:"last_observed,omitzero"`
+	Devices      []*deviceState `json:"devices"`
+	Gone         []*goneState   `json:"gone,omitempty"`
 }
 
 // bootIDPath holds the random id the kernel draws at each boot.
@@ -66,18 +115,46 @@ func currentBootID() string {
 	return strings.TrimSpace(string(b))
 }
 
+// StateOptions configure a [State].
+type StateOptions struct {
+	// ReadOnly: the file is never written; the state only lends the
+	// history it holds (the inspect and clean commands read the
+	// exporter's history without changing it).
+	ReadOnly bool
+	// MaxGap is the longest gap between two observations over which an
+	// orphan clock keeps running: after a longer one (the exporter was
+	// stopped, or nobody scraped) nobody watched the veths meanwhile, and
+	// every orphaned-since restarts at the next observation. Zero means
+	// [DefaultMaxGap].
+	MaxGap time.Duration
+	// Logger logs what happens to the file; nil discards.
+	Logger *slog.Logger
+}
+
 // State is the remembered history of the node's veths, kept in memory and
 // in a state file so it survives restarts. It is safe for concurrent use.
+//
+// The state file (JSON, mode 0600) holds the kernel's boot_id, when a
+// writing exporter last observed (last_observed), and for each veth its
+// name and ifindex, its peer, first-seen and orphaned-since times and last
+// known owner; veths that disappeared stay an hour as gone. A file of
+// another boot, without a boot_id, or read when the current boot_id
+// cannot be read, counts as empty.
 type State struct {
 	path     string
 	readOnly bool
+	maxGap   time.Duration
 	bootID   string
 	logger   *slog.Logger
 
-	mu        sync.Mutex
-	devices   map[stateKey]*deviceState
-	dirty     bool
-	lastWrite time.Time
+	mu      sync.Mutex
+	devices map[stateKey]*deviceState
+	gone    map[stateKey]time.Time
+	// lastObserved is the last observation: the file's at load, then
+	// (writable) each observe's.
+	lastObserved time.Time
+	dirty        bool
+	lastWrite    time.Time
 	// writeErr is the last failure to persist; while set the state lives
 	// in memory only.
 	writeErr error
@@ -85,68 +162,105 @@ type State struct {
 
 // OpenState loads the state file at path. It never fails: a missing file
 // starts an empty history, an unreadable or corrupt one is logged and
-// replaced at the next write. With readOnly the file is never written (the
-// inspect command reads the exporter's history without changing it). An
-// empty path keeps the state in memory only. A nil logger discards logs.
-func OpenState(path string, readOnly bool, logger *slog.Logger) *State {
+// replaced at the next write. An empty path keeps the state in memory only.
+func OpenState(path string, opts StateOptions) *State {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &State{path: path, readOnly: readOnly, logger: logger, bootID: currentBootID(), devices: map[stateKey]*deviceState{}}
+	maxGap := opts.MaxGap
+	if maxGap <= 0 {
+		maxGap = DefaultMaxGap
+	}
+	s := &State{
+		path: path, readOnly: opts.ReadOnly, maxGap: maxGap, logger: logger, bootID: currentBootID(),
+		devices: map[stateKey]*deviceState{}, gone: map[stateKey]time.Time{},
+	}
 	if path == "" {
 		return s
 	}
-	devices, bootID, err := readStateFile(path)
+	f, err := readStateFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		logger.Debug("no state file yet, starting an empty history", "path", path)
-	case err != nil && readOnly:
+		return s
+	case err != nil && s.readOnly:
 		logger.Warn("cannot read state file, showing no history", "path", path, "err", err)
+		return s
 	case err != nil:
 		logger.Error("cannot read state file, starting an empty history; it will be replaced", "path", path, "err", err)
-		// Replace it at the next observe even if that snapshot holds no
-		// veth: a corrupt file left in place is read again at every restart.
-		s.dirty = true
-	case bootID != "" && s.bootID != "" && bootID != s.bootID:
+	case s.bootID == "":
+		logger.Warn("cannot read the kernel's boot_id: the state file cannot be tied to this boot; starting an empty history", "path", path, "boot_id_path", bootIDPath)
+	case f.BootID == "":
+		logger.Info("state file records no boot_id, so it may be from an earlier boot; starting an empty history", "path", path)
+	case f.BootID != s.bootID:
 		logger.Info("state file is from an earlier boot, whose interfaces are gone; starting an empty history", "path", path)
-		s.dirty = true
 	default:
-		for _, d := range devices {
+		for _, d := range f.Devices {
 			s.devices[stateKey{d.Device, d.Index}] = d
 		}
-		logger.Debug("loaded state file", "path", path, "devices", len(devices))
+		for _, g := range f.Gone {
+			s.gone[stateKey{g.Device, g.Index}] = g.GoneSince
+		}
+		s.lastObserved = f.LastObserved
+		logger.Debug("loaded state file", "path", path, "devices", len(f.Devices), "gone", len(f.Gone), "last_observed", f.LastObserved)
+		return s
 	}
+	// Replace it at the next observe even if that snapshot holds no veth:
+	// a file left in place is read again, and rejected again, at every
+	// restart.
+	s.dirty = true
 	return s
 }
 
-func readStateFile(path string) (devices []*deviceState, bootID string, err error) {
+func readStateFile(path string) (*stateFile, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	var f stateFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, "", fmt.Errorf("corrupt state file: %w", err)
+		return nil, fmt.Errorf("corrupt state file: %w", err)
 	}
 	if f.Version != stateVersion {
-		return nil, "", fmt.Errorf("state file version %d, want %d", f.Version, stateVersion)
+		return nil, fmt.Errorf("state file version %d, want %d", f.Version, stateVersion)
 	}
 	for _, d := range f.Devices {
 		if d == nil || d.Device == "" || d.Index <= 0 {
-			return nil, "", fmt.Errorf("corrupt state file: invalid device entry")
+			return nil, fmt.Errorf("corrupt state file: invalid device entry")
 		}
 	}
-	return f.Devices, f.BootID, nil
+	for _, g := range f.Gone {
+		if g == nil || g.Device == "" || g.Index <= 0 {
+			return nil, fmt.Errorf("corrupt state file: invalid gone entry")
+		}
+	}
+	return &f, nil
 }
 
-// observe merges one snapshot's veths into the history. For each veth it
-// fills in the last known owner before judge decides the verdict (a
-// leftover is recognised by the owner it had), then records first-seen,
-// orphaned-since and the owner, and copies those times into the veth.
-// Veths that are gone are forgotten. It returns the error of persisting
-// the state, if any; the history in memory is updated regardless. A
-// read-only state only lends its history: a veth it does not know gets no
-// first-seen or orphaned-since time, rather than a made-up "now".
+// observation is what observe tells the snapshot besides its veths.
+type observation struct {
+	// historyObserved: see [Snapshot.HistoryObserved].
+	historyObserved time.Time
+	// gone: see [Snapshot.Gone].
+	gone []GoneVeth
+}
+
+// observe merges one snapshot's veths, taken at now, into the history.
+// For each veth it fills in the last known owner before judge decides the
+// verdict (a leftover is recognised by the owner it had), then records
+// first-seen, orphaned-since and the owner, and copies those times into
+// the veth. Veths that are gone are remembered as gone for goneRetention.
+// It returns the error of persisting the state, if any; the history in
+// memory is updated regardless.
+//
+// Orphaned-since equals now exactly when this observation is the first to
+// see the veth orphaned: after an orphan verdict, or after a gap longer
+// than MaxGap since the previous observation, when every orphan clock
+// restarts (nobody watched meanwhile: a process may have come and gone).
+//
+// A read-only state only lends its history: a veth it does not know gets
+// no first-seen or orphaned-since time, rather than a made-up "now".
 //
 // An orphan verdict must also have held for settle: runtimes build and
 // tear down a container's network in steps (Docker creates the pair on the
@@ -155,24 +269,61 @@ func readStateFile(path string) (devices []*deviceState, bootID string, err erro
 // looks like a leftover for a moment. Until then the verdict is unknown,
 // reason settling, while orphaned-since already counts from the first
 // sight.
-func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge func(*Veth)) error {
+func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge func(*Veth)) (observation, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
+	prev := s.lastObserved
+	obs := observation{historyObserved: prev}
+	if !s.readOnly && (prev.IsZero() || now.Sub(prev) > s.maxGap) {
+		restarted := 0
+		for _, d := range s.devices {
+			if !d.OrphanedSince.IsZero() {
+				d.OrphanedSince = time.Time{}
+				restarted++
+			}
+		}
+		if restarted > 0 {
+			s.dirty = true
+			last := "never"
+			if !prev.IsZero() {
+				last = now.Sub(prev).Round(time.Second).String() + " ago"
+			}
+			s.logger.Info("no observation for longer than the maximum gap: orphan clocks restart now",
+				"last_observed", last, "max_gap", s.maxGap, "orphans", restarted)
+		}
+	}
+
 	seen := make(map[stateKey]bool, len(veths))
-	lastSeenMoved := false
 	for i := range veths {
 		v := &veths[i]
 		k := stateKey{v.Name, v.Index}
 		seen[k] = true
+		peer := peerOf(v)
 		d := s.devices[k]
+		if d != nil && d.Peer != nil && peer != nil && *d.Peer != *peer {
+			// The same name and ifindex with another peer: another pair
+			// (the ifindex was given again), or this one's peer moved.
+			// Either way the recorded history is not about it.
+			if !s.readOnly {
+				s.logger.Info("veth has another peer than recorded: its history starts anew",
+					"device", v.Name, "ifindex", v.Index, "recorded_peer_netns", d.Peer.Netns, "recorded_peer_ifindex", d.Peer.Index,
+					"peer_netns", peer.Netns, "peer_ifindex", peer.Index)
+			}
+			d = nil
+		}
 		if d == nil {
 			d = &deviceState{Device: v.Name, Index: v.Index}
 			if !s.readOnly {
 				d.FirstSeen = now
 				s.devices[k] = d
+				delete(s.gone, k)
 				s.dirty = true
 			}
+		}
+		if !s.readOnly && d.Peer == nil && peer != nil {
+			d.Peer = peer
+			s.dirty = true
 		}
 		v.LastOwner = nil
 		if d.LastOwner != nil && (v.PeerNetns == nil || d.LastOwnerNetns == 0 || d.LastOwnerNetns == v.PeerNetns.Inode) {
@@ -209,37 +360,75 @@ func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge
 				s.dirty = true
 			}
 			d.LastOwnerSeen = now
-			lastSeenMoved = true
 			v.LastOwner = d.LastOwner
 			v.LastOwnerSeen = d.LastOwnerSeen
 		}
 		v.OrphanedSince = d.OrphanedSince
 	}
+
 	if s.readOnly {
-		return nil
+		// Whatever the file holds that the dump does not show is gone;
+		// a device it still held as present went after last_observed.
+		for k := range s.devices {
+			if !seen[k] {
+				obs.gone = append(obs.gone, GoneVeth{Device: k.Device, Index: k.Index})
+			}
+		}
+		for k, since := range s.gone {
+			if !seen[k] {
+				obs.gone = append(obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+			}
+		}
+		sortGone(obs.gone)
+		return obs, nil
 	}
 	for k := range s.devices {
 		if !seen[k] {
 			delete(s.devices, k)
+			s.gone[k] = now
 			s.dirty = true
 		}
 	}
+	for k, since := range s.gone {
+		if now.Sub(since) >= goneRetention {
+			delete(s.gone, k)
+			s.dirty = true
+		} else {
+			obs.gone = append(obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+		}
+	}
+	sortGone(obs.gone)
+	if now.After(s.lastObserved) {
+		s.lastObserved = now
+	}
 	if s.path == "" {
-		return nil
+		return obs, nil
 	}
-	if !s.dirty && !(lastSeenMoved && now.Sub(s.lastWrite) >= lastSeenWriteInterval) {
-		return s.writeErr
+	if !s.dirty && now.Sub(s.lastWrite) < refreshInterval {
+		return obs, s.writeErr
 	}
-	return s.persist(now)
+	return obs, s.persist(now)
+}
+
+func sortGone(gone []GoneVeth) {
+	slices.SortFunc(gone, func(a, b GoneVeth) int {
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
+	})
 }
 
 // persist writes the history; the caller holds s.mu.
 func (s *State) persist(now time.Time) error {
-	f := stateFile{Version: stateVersion, BootID: s.bootID, Devices: make([]*deviceState, 0, len(s.devices))}
+	f := stateFile{Version: stateVersion, BootID: s.bootID, LastObserved: s.lastObserved, Devices: make([]*deviceState, 0, len(s.devices))}
 	for _, d := range s.devices {
 		f.Devices = append(f.Devices, d)
 	}
 	slices.SortFunc(f.Devices, func(a, b *deviceState) int {
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
+	})
+	for k, since := range s.gone {
+		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: since})
+	}
+	slices.SortFunc(f.Gone, func(a, b *goneState) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
 	})
 	b, err := json.MarshalIndent(f, "", "  ")
@@ -278,7 +467,8 @@ func writeFileAtomic(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	// The history names the node's containers and pods: for root only.
+	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
 		return err
 	}

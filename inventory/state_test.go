@@ -99,12 +99,12 @@ func find(t *testing.T, veths []Veth, name string) *Veth {
 // fails the test when it does not parse.
 func readState(t *testing.T, path string) map[stateKey]*deviceState {
 	t.Helper()
-	devices, _, err := readStateFile(path)
+	f, err := readStateFile(path)
 	if err != nil {
 		t.Fatalf("readStateFile(%s): %v", path, err)
 	}
 	m := map[stateKey]*deviceState{}
-	for _, d := range devices {
+	for _, d := range f.Devices {
 		m[stateKey{d.Device, d.Index}] = d
 	}
 	return m
@@ -157,7 +157,7 @@ func writeFile(t *testing.T, path, data string) {
 func TestOpenStateMissingFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lib", "veth_exporter", "state.json")
 	logger, logs := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	if len(s.devices) != 0 {
 		t.Fatalf("OpenState(%s) of a missing file has %d devices, want 0", path, len(s.devices))
 	}
@@ -169,7 +169,7 @@ func TestOpenStateMissingFile(t *testing.T) {
 	}
 
 	veths := []Veth{veth("veth1", 7, nil)}
-	if err := s.observe(t0, veths, 0, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
+	if _, err := s.observe(t0, veths, 0, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
@@ -205,7 +205,7 @@ func TestOpenStateBadFile(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.json")
 			writeFile(t, path, tc.data)
 			logger, logs := testLogger()
-			s := OpenState(path, false, logger)
+			s := OpenState(path, StateOptions{Logger: logger})
 			if got := logs.lines(msgReadFailed); len(got) != 1 || !strings.Contains(got[0], "level=ERROR") || !strings.Contains(got[0], path) {
 				t.Errorf("OpenState(%q) logged %q, want one error %q naming the path", tc.data, logs.String(), msgReadFailed)
 			}
@@ -214,7 +214,7 @@ func TestOpenStateBadFile(t *testing.T) {
 			}
 
 			// Even a snapshot without veths replaces the bad file.
-			if err := s.observe(t0, nil, 0, judgeBy(nil)); err != nil {
+			if _, err := s.observe(t0, nil, 0, judgeBy(nil)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			if got := readState(t, path); len(got) != 0 {
@@ -222,7 +222,7 @@ func TestOpenStateBadFile(t *testing.T) {
 			}
 
 			veths := []Veth{veth("veth1", 7, nil)}
-			if err := s.observe(t0.Add(time.Second), veths, 0, judgeBy(nil)); err != nil {
+			if _, err := s.observe(t0.Add(time.Second), veths, 0, judgeBy(nil)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			checkTime(t, "FirstSeen", veths[0].FirstSeen, t0.Add(time.Second))
@@ -247,7 +247,7 @@ func TestOpenStateUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger, logs := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	if got := logs.lines(msgReadFailed); len(got) != 1 || !strings.Contains(got[0], "level=ERROR") {
 		t.Errorf("OpenState(%s) on a directory logged %q, want one error %q", path, logs.String(), msgReadFailed)
 	}
@@ -255,7 +255,7 @@ func TestOpenStateUnreadable(t *testing.T) {
 		t.Errorf("OpenState(%s) on a directory has %d devices, want 0", path, len(s.devices))
 	}
 	veths := []Veth{veth("veth1", 7, nil)}
-	if err := s.observe(t0, veths, 0, judgeBy(nil)); err == nil {
+	if _, err := s.observe(t0, veths, 0, judgeBy(nil)); err == nil {
 		t.Errorf("observe with a directory at %s = nil, want an error", path)
 	}
 	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
@@ -316,7 +316,7 @@ func TestStateUnwritable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path, dir := tc.setup(t)
 			logger, logs := testLogger()
-			s := OpenState(path, false, logger)
+			s := OpenState(path, StateOptions{Logger: logger})
 			judge := judgeBy(map[string]Verdict{"veth1": Orphaned, "veth2": Owned})
 
 			steps := []struct {
@@ -329,7 +329,7 @@ func TestStateUnwritable(t *testing.T) {
 				{t0.Add(3 * time.Minute), []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}},
 			}
 			for i, st := range steps {
-				if err := s.observe(st.now, st.veths, 0, judge); err == nil {
+				if _, err := s.observe(st.now, st.veths, 0, judge); err == nil {
 					t.Errorf("step %d: observe with %s unwritable = nil, want an error", i, path)
 				}
 			}
@@ -361,7 +361,7 @@ func TestStateUnwritable(t *testing.T) {
 
 			tc.fix(t, path)
 			veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}
-			if err := s.observe(t0.Add(4*time.Minute), veths, 0, judge); err != nil {
+			if _, err := s.observe(t0.Add(4*time.Minute), veths, 0, judge); err != nil {
 				t.Fatalf("observe after %s became writable: %v", path, err)
 			}
 			if got := logs.lines(msgWritable); len(got) != 1 {
@@ -383,20 +383,31 @@ func TestStateReadOnly(t *testing.T) {
 	judge := judgeBy(map[string]Verdict{"veth1": Orphaned, "veth2": Owned})
 
 	t.Run("existing file", func(t *testing.T) {
+		setBootID(t, "boot-a")
 		path := filepath.Join(t.TempDir(), "state.json")
-		data := `{"version": 1, "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "2020-01-01T00:00:00Z"}, {"device": "gone", "ifindex": 9, "first_seen": "2020-01-01T00:00:00Z"}]}` + "\n"
+		data := `{"version": 1, "boot_id": "boot-a", "last_observed": "2020-01-01T00:10:00Z", "devices": [{"device": "veth1", "ifindex": 7, "first_seen": "2020-01-01T00:00:00Z"}, {"device": "gone", "ifindex": 9, "first_seen": "2020-01-01T00:00:00Z"}], ` +
+			`"gone": [{"device": "tomb", "ifindex": 10, "gone_since": "2020-01-01T00:05:00Z"}]}` + "\n"
 		writeFile(t, path, data)
 		before, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		logger, logs := testLogger()
-		s := OpenState(path, true, logger)
+		s := OpenState(path, StateOptions{ReadOnly: true, Logger: logger})
 		veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, ownerDocker)}
-		if err := s.observe(t0, veths, 0, judge); err != nil {
+		obs, err := s.observe(t0, veths, 0, judge)
+		if err != nil {
 			t.Fatalf("observe: %v", err)
 		}
 		checkTime(t, "veth1 FirstSeen", veths[0].FirstSeen, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+		// The history is as old as the file's last observation.
+		checkTime(t, "HistoryObserved", obs.historyObserved, time.Date(2020, 1, 1, 0, 10, 0, 0, time.UTC))
+		// Every device of the file missing from the dump is gone: a
+		// tombstone since its time, a record since an unknown moment.
+		wantGone := []GoneVeth{{Device: "gone", Index: 9}, {Device: "tomb", Index: 10, Since: time.Date(2020, 1, 1, 0, 5, 0, 0, time.UTC)}}
+		if fmt.Sprint(obs.gone) != fmt.Sprint(wantGone) {
+			t.Errorf("gone = %v, want %v", obs.gone, wantGone)
+		}
 		// A read-only state lends the history it has and makes up none:
 		// the file never saw veth1 orphaned, nor veth2 at all.
 		checkTime(t, "veth1 OrphanedSince", veths[0].OrphanedSince, time.Time{})
@@ -422,10 +433,10 @@ func TestStateReadOnly(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "state.json")
 		logger, _ := testLogger()
-		s := OpenState(path, true, logger)
+		s := OpenState(path, StateOptions{ReadOnly: true, Logger: logger})
 		for i := range 3 {
 			veths := []Veth{veth("veth1", 7, nil), veth(fmt.Sprintf("new%d", i), 10+i, ownerDocker)}
-			if err := s.observe(t0.Add(time.Duration(i)*time.Hour), veths, 0, judge); err != nil {
+			if _, err := s.observe(t0.Add(time.Duration(i)*time.Hour), veths, 0, judge); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 		}
@@ -445,7 +456,7 @@ func TestStateConcurrentObserve(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.json")
 	logger, logs := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	judge := judgeBy(map[string]Verdict{"veth0": Orphaned, "veth2": Owned})
 
 	stop := make(chan struct{})
@@ -457,7 +468,7 @@ func TestStateConcurrentObserve(t *testing.T) {
 			for i := range 40 {
 				// Changing sets of veths keep every observe writing.
 				veths := []Veth{veth("veth0", 100, nil), veth(fmt.Sprintf("veth%d", 1+(g+i)%4), 200+(g+i)%4, ownerDocker)}
-				if err := s.observe(t0.Add(time.Duration(g*100+i)*time.Second), veths, 0, judge); err != nil {
+				if _, err := s.observe(t0.Add(time.Duration(g*100+i)*time.Second), veths, 0, judge); err != nil {
 					t.Errorf("observe: %v", err)
 					return
 				}
@@ -488,7 +499,7 @@ func TestStateConcurrentProcesses(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.json")
 	logger, _ := testLogger()
-	states := []*State{OpenState(path, false, logger), OpenState(path, false, logger)}
+	states := []*State{OpenState(path, StateOptions{Logger: logger}), OpenState(path, StateOptions{Logger: logger})}
 
 	stop := make(chan struct{})
 	readerDone := checkFileAlwaysParses(t, path, stop)
@@ -498,7 +509,7 @@ func TestStateConcurrentProcesses(t *testing.T) {
 		wg.Go(func() {
 			for i := range 100 {
 				veths := []Veth{veth(fmt.Sprintf("s%d-%d", n, i%5), 10+i%5, nil)}
-				if err := s.observe(t0.Add(time.Duration(i)*time.Second), veths, 0, judgeBy(nil)); err != nil {
+				if _, err := s.observe(t0.Add(time.Duration(i)*time.Second), veths, 0, judgeBy(nil)); err != nil {
 					t.Errorf("state %d: observe: %v", n, err)
 					return
 				}
@@ -525,7 +536,7 @@ func checkFileAlwaysParses(t *testing.T, path string, stop <-chan struct{}) <-ch
 	go func() {
 		defer close(done)
 		for {
-			_, _, err := readStateFile(path)
+			_, err := readStateFile(path)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("readStateFile(%s) during concurrent writes: %v", path, err)
 				return
@@ -545,22 +556,23 @@ func TestStateRestart(t *testing.T) {
 	judge := judgeBy(map[string]Verdict{"owned": Owned, "leftover": Orphaned})
 
 	logger, _ := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	veths := []Veth{veth("owned", 7, ownerPod), veth("leftover", 8, nil)}
-	if err := s.observe(t0, veths, 0, judge); err != nil {
+	if _, err := s.observe(t0, veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 
 	// A new process: the owner of "owned" is gone meanwhile.
 	logger, logs := testLogger()
-	s = OpenState(path, false, logger)
+	s = OpenState(path, StateOptions{Logger: logger})
 	if got := logs.lines("level=ERROR"); len(got) != 0 {
 		t.Errorf("reopening %s logged %q", path, got)
 	}
 	var judgedWith *Owner
-	later := t0.Add(time.Hour)
+	// Within the maximum gap: the orphan clocks go on.
+	later := t0.Add(DefaultMaxGap - time.Second)
 	veths = []Veth{veth("owned", 7, nil), veth("leftover", 8, nil)}
-	err := s.observe(later, veths, 0, func(v *Veth) {
+	_, err := s.observe(later, veths, 0, func(v *Veth) {
 		if v.Name == "owned" {
 			judgedWith = v.LastOwner
 		}
@@ -586,7 +598,7 @@ func TestStateRestart(t *testing.T) {
 func TestStateOrphanedSince(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	logger, _ := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	for i, step := range []struct {
 		verdict Verdict
 		want    time.Time // zero: not orphaned
@@ -601,7 +613,7 @@ func TestStateOrphanedSince(t *testing.T) {
 	} {
 		now := t0.Add(time.Duration(i) * time.Minute)
 		veths := []Veth{veth("veth1", 7, nil)}
-		if err := s.observe(now, veths, 0, judgeBy(map[string]Verdict{"veth1": step.verdict})); err != nil {
+		if _, err := s.observe(now, veths, 0, judgeBy(map[string]Verdict{"veth1": step.verdict})); err != nil {
 			t.Fatalf("step %d: observe: %v", i, err)
 		}
 		checkTime(t, fmt.Sprintf("step %d (%s): OrphanedSince", i, step.verdict), veths[0].OrphanedSince, step.want)
@@ -617,7 +629,7 @@ func TestStateOrphanedSince(t *testing.T) {
 func TestStateLastOwner(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	logger, _ := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	for i, step := range []struct {
 		name      string
 		owner     *Owner
@@ -636,7 +648,7 @@ func TestStateLastOwner(t *testing.T) {
 		now := t0.Add(time.Duration(i) * time.Minute)
 		veths := []Veth{veth("veth1", 7, step.owner)}
 		var judged *Owner
-		err := s.observe(now, veths, 0, func(v *Veth) {
+		_, err := s.observe(now, veths, 0, func(v *Veth) {
 			judged = v.LastOwner
 			judgeBy(map[string]Verdict{"veth1": step.verdict})(v)
 		})
@@ -665,16 +677,16 @@ func TestStateLastOwner(t *testing.T) {
 func TestStateNameReused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	logger, _ := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	judge := judgeBy(map[string]Verdict{"cali1": Orphaned})
 
 	veths := []Veth{veth("cali1", 10, ownerPod)}
-	if err := s.observe(t0, veths, 0, judge); err != nil {
+	if _, err := s.observe(t0, veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	later := t0.Add(time.Hour)
 	veths = []Veth{veth("cali1", 11, nil)}
-	if err := s.observe(later, veths, 0, judge); err != nil {
+	if _, err := s.observe(later, veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	v := veths[0]
@@ -693,17 +705,17 @@ func TestStateNameReused(t *testing.T) {
 func TestStatePrune(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	logger, _ := testLogger()
-	s := OpenState(path, false, logger)
+	s := OpenState(path, StateOptions{Logger: logger})
 	judge := judgeBy(nil)
 
 	all := []Veth{veth("a", 1, nil), veth("b", 2, ownerDocker), veth("c", 3, nil)}
-	if err := s.observe(t0, all, 0, judge); err != nil {
+	if _, err := s.observe(t0, all, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	if got := readState(t, path); len(got) != 3 {
 		t.Fatalf("state file = %v, want a, b and c", got)
 	}
-	if err := s.observe(t0.Add(time.Second), []Veth{veth("a", 1, nil)}, 0, judge); err != nil {
+	if _, err := s.observe(t0.Add(time.Second), []Veth{veth("a", 1, nil)}, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	if got := readState(t, path); len(got) != 1 || got[stateKey{"a", 1}] == nil {
@@ -711,7 +723,7 @@ func TestStatePrune(t *testing.T) {
 	}
 	// A veth that comes back with the same name and index was forgotten.
 	veths := []Veth{veth("a", 1, nil), veth("b", 2, nil)}
-	if err := s.observe(t0.Add(2*time.Second), veths, 0, judge); err != nil {
+	if _, err := s.observe(t0.Add(2*time.Second), veths, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	checkTime(t, "a FirstSeen", veths[0].FirstSeen, t0)
@@ -720,7 +732,7 @@ func TestStatePrune(t *testing.T) {
 		t.Errorf("b LastOwner = %s, want none", ownerString(veths[1].LastOwner))
 	}
 	// An empty snapshot forgets everything.
-	if err := s.observe(t0.Add(3*time.Second), nil, 0, judge); err != nil {
+	if _, err := s.observe(t0.Add(3*time.Second), nil, 0, judge); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	if got := readState(t, path); len(got) != 0 {
@@ -730,7 +742,7 @@ func TestStatePrune(t *testing.T) {
 
 // TestStateRewrite checks when the file is written: at once on a
 // structural change, for an unchanged snapshot not at all, and to move
-// last-owner-seen forward at most once per lastSeenWriteInterval.
+// last-owner-seen forward at most once per refreshInterval.
 func TestStateRewrite(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -742,22 +754,29 @@ func TestStateRewrite(t *testing.T) {
 		wantRewritten bool
 	}{
 		{
-			name:  "unchanged, no owner, an hour later",
+			name:  "unchanged, no owner, within the interval",
 			first: []Veth{veth("a", 1, nil)}, next: []Veth{veth("a", 1, nil)},
 			verdicts: map[string]Verdict{"a": Orphaned}, nextVerdicts: map[string]Verdict{"a": Orphaned},
-			after: time.Hour,
+			after: refreshInterval - time.Second,
+		},
+		{
+			// Only last_observed moves.
+			name:  "unchanged, no owner, after the interval",
+			first: []Veth{veth("a", 1, nil)}, next: []Veth{veth("a", 1, nil)},
+			verdicts: map[string]Verdict{"a": Orphaned}, nextVerdicts: map[string]Verdict{"a": Orphaned},
+			after: refreshInterval, wantRewritten: true,
 		},
 		{
 			name:  "unchanged, owned, within the interval",
 			first: []Veth{veth("a", 1, ownerDocker)}, next: []Veth{veth("a", 1, ownerDocker)},
 			verdicts: map[string]Verdict{"a": Owned}, nextVerdicts: map[string]Verdict{"a": Owned},
-			after: lastSeenWriteInterval - time.Second,
+			after: refreshInterval - time.Second,
 		},
 		{
 			name:  "unchanged, owned, after the interval",
 			first: []Veth{veth("a", 1, ownerDocker)}, next: []Veth{veth("a", 1, ownerDocker)},
 			verdicts: map[string]Verdict{"a": Owned}, nextVerdicts: map[string]Verdict{"a": Owned},
-			after: lastSeenWriteInterval, wantRewritten: true,
+			after: refreshInterval, wantRewritten: true,
 		},
 		{
 			name:  "new veth",
@@ -784,8 +803,8 @@ func TestStateRewrite(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.json")
 			logger, _ := testLogger()
-			s := OpenState(path, false, logger)
-			if err := s.observe(t0, tc.first, 0, judgeBy(tc.verdicts)); err != nil {
+			s := OpenState(path, StateOptions{Logger: logger})
+			if _, err := s.observe(t0, tc.first, 0, judgeBy(tc.verdicts)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			before, err := os.Stat(path)
@@ -797,7 +816,7 @@ func TestStateRewrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			now := t0.Add(tc.after)
-			if err := s.observe(now, tc.next, 0, judgeBy(tc.nextVerdicts)); err != nil {
+			if _, err := s.observe(now, tc.next, 0, judgeBy(tc.nextVerdicts)); err != nil {
 				t.Fatalf("observe: %v", err)
 			}
 			after, err := os.Stat(path)
@@ -815,6 +834,9 @@ func TestStateRewrite(t *testing.T) {
 				}
 				return
 			}
+			if f, err := readStateFile(path); err != nil || !f.LastObserved.Equal(now) {
+				t.Errorf("state file last_observed = %v (%v), want %v", f, err, now)
+			}
 			if tc.next[0].Owner != nil {
 				d := readState(t, path)[stateKey{"a", 1}]
 				if d == nil {
@@ -828,13 +850,13 @@ func TestStateRewrite(t *testing.T) {
 
 func TestStateInMemory(t *testing.T) {
 	logger, logs := testLogger()
-	s := OpenState("", false, logger)
+	s := OpenState("", StateOptions{Logger: logger})
 	veths := []Veth{veth("veth1", 7, ownerDocker)}
-	if err := s.observe(t0, veths, 0, judgeBy(nil)); err != nil {
+	if _, err := s.observe(t0, veths, 0, judgeBy(nil)); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	veths = []Veth{veth("veth1", 7, nil)}
-	if err := s.observe(t0.Add(time.Hour), veths, 0, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
+	if _, err := s.observe(t0.Add(time.Hour), veths, 0, judgeBy(map[string]Verdict{"veth1": Orphaned})); err != nil {
 		t.Fatalf("observe: %v", err)
 	}
 	checkTime(t, "FirstSeen", veths[0].FirstSeen, t0)
@@ -862,7 +884,8 @@ func TestStateWriteFileAtomic(t *testing.T) {
 		}, false},
 		{"replaces a file", func(t *testing.T, dir string) string {
 			path := filepath.Join(dir, "state.json")
-			if err := os.WriteFile(path, []byte("old contents, longer than the new ones\n"+strings.Repeat("x", 4096)), 0o600); err != nil {
+			// Written by an earlier version, readable by all.
+			if err := os.WriteFile(path, []byte("old contents, longer than the new ones\n"+strings.Repeat("x", 4096)), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			return path
@@ -906,8 +929,8 @@ func TestStateWriteFileAtomic(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if mode := fi.Mode(); mode != 0o644 {
-				t.Errorf("%s mode = %v, want %v", path, mode, fs.FileMode(0o644))
+			if mode := fi.Mode(); mode != 0o600 {
+				t.Errorf("%s mode = %v, want %v", path, mode, fs.FileMode(0o600))
 			}
 		})
 	}
@@ -931,14 +954,14 @@ func TestStateEarlierBoot(t *testing.T) {
 	judge := judgeBy(map[string]Verdict{"veth1": Owned})
 
 	setBootID(t, "boot-a")
-	s := OpenState(path, false, nil)
-	if err := s.observe(t0, []Veth{veth("veth1", 7, ownerDocker)}, 0, judge); err != nil {
+	s := OpenState(path, StateOptions{})
+	if _, err := s.observe(t0, []Veth{veth("veth1", 7, ownerDocker)}, 0, judge); err != nil {
 		t.Fatal(err)
 	}
 
 	setBootID(t, "boot-a")
 	veths := []Veth{veth("veth1", 7, nil)}
-	if err := OpenState(path, false, nil).observe(t0.Add(time.Hour), veths, 0, judge); err != nil {
+	if _, err := OpenState(path, StateOptions{}).observe(t0.Add(time.Hour), veths, 0, judge); err != nil {
 		t.Fatal(err)
 	}
 	checkTime(t, "same boot: FirstSeen", veths[0].FirstSeen, t0)
@@ -949,7 +972,7 @@ func TestStateEarlierBoot(t *testing.T) {
 	setBootID(t, "boot-b")
 	logger, logs := testLogger()
 	veths = []Veth{veth("veth1", 7, nil)}
-	if err := OpenState(path, false, logger).observe(t0.Add(2*time.Hour), veths, 0, judge); err != nil {
+	if _, err := OpenState(path, StateOptions{Logger: logger}).observe(t0.Add(2*time.Hour), veths, 0, judge); err != nil {
 		t.Fatal(err)
 	}
 	checkTime(t, "after a reboot: FirstSeen", veths[0].FirstSeen, t0.Add(2*time.Hour))
@@ -969,7 +992,7 @@ func TestStateEarlierBoot(t *testing.T) {
 // namespace it owned; a veth whose peer is now in another namespace does
 // not inherit it (and so cannot become owner_exited through it).
 func TestStateLastOwnerOfAnotherNamespace(t *testing.T) {
-	s := OpenState("", false, nil)
+	s := OpenState("", StateOptions{})
 	var judged *Owner
 	judge := func(v *Veth) { judged = v.LastOwner; v.Verdict, v.Reason = Unknown, ReasonNoKnownOwner }
 
@@ -996,12 +1019,12 @@ func TestStateLastOwnerOfAnotherNamespace(t *testing.T) {
 // the settle time; orphaned-since counts from the first sight, and a veth
 // that recovers in between never was an orphan.
 func TestStateSettle(t *testing.T) {
-	s := OpenState("", false, nil)
+	s := OpenState("", StateOptions{})
 	orphan := judgeBy(map[string]Verdict{"veth1": Orphaned})
 	owned := judgeBy(map[string]Verdict{"veth1": Owned})
 	step := func(at time.Duration, judge func(*Veth)) Veth {
 		veths := []Veth{veth("veth1", 7, nil)}
-		if err := s.observe(t0.Add(at), veths, 30*time.Second, judge); err != nil {
+		if _, err := s.observe(t0.Add(at), veths, 30*time.Second, judge); err != nil {
 			t.Fatal(err)
 		}
 		return veths[0]
@@ -1030,5 +1053,326 @@ func TestStateSettle(t *testing.T) {
 			want = t0.Add(tt.since)
 		}
 		checkTime(t, fmt.Sprintf("at %v: OrphanedSince", tt.at), v.OrphanedSince, want)
+	}
+}
+
+// observeAt observes veths at t0+at and fails the test on a write error.
+func observeAt(t *testing.T, s *State, at time.Duration, veths []Veth, judge func(*Veth)) observation {
+	t.Helper()
+	obs, err := s.observe(t0.Add(at), veths, 0, judge)
+	if err != nil {
+		t.Fatalf("observe at %v: %v", at, err)
+	}
+	return obs
+}
+
+// TestStateGap: after a gap between two observations longer than MaxGap
+// nobody watched the veths (the exporter was stopped, or nobody scraped),
+// so every orphan clock restarts at the next observation.
+func TestStateGap(t *testing.T) {
+	judge := judgeBy(map[string]Verdict{"leftover": Orphaned, "owned": Owned})
+	veths := func() []Veth { return []Veth{veth("leftover", 7, nil), veth("owned", 8, ownerDocker)} }
+	for _, tc := range []struct {
+		name   string
+		maxGap time.Duration // 0: the default
+		second time.Duration // when the second observation comes
+		want   time.Duration // leftover's orphaned-since after it
+	}{
+		{"default, within", 0, DefaultMaxGap, 0},
+		{"default, beyond", 0, DefaultMaxGap + time.Second, DefaultMaxGap + time.Second},
+		{"one minute, within", time.Minute, time.Minute, 0},
+		{"one minute, beyond", time.Minute, 2 * time.Minute, 2 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			s := OpenState(path, StateOptions{MaxGap: tc.maxGap})
+			first := veths()
+			obs := observeAt(t, s, 0, first, judge)
+			checkTime(t, "first observation: OrphanedSince", first[0].OrphanedSince, t0)
+			checkTime(t, "first observation: HistoryObserved", obs.historyObserved, time.Time{})
+
+			second := veths()
+			obs = observeAt(t, s, tc.second, second, judge)
+			checkTime(t, "second observation: OrphanedSince", second[0].OrphanedSince, t0.Add(tc.want))
+			checkTime(t, "second observation: FirstSeen", second[0].FirstSeen, t0)
+			checkTime(t, "second observation: HistoryObserved", obs.historyObserved, t0)
+			checkTime(t, "owned OrphanedSince", second[1].OrphanedSince, time.Time{})
+			if d := readState(t, path)[stateKey{"leftover", 7}]; d == nil || !d.OrphanedSince.Equal(t0.Add(tc.want)) {
+				t.Errorf("state file leftover = %+v, want orphaned since %v", d, t0.Add(tc.want))
+			}
+		})
+	}
+}
+
+// TestStateGapAcrossRestart: the gap counts from the state file's
+// last_observed, and a file without one is a gap.
+func TestStateGapAcrossRestart(t *testing.T) {
+	setBootID(t, "boot-a")
+	judge := judgeBy(map[string]Verdict{"leftover": Orphaned})
+	for _, tc := range []struct {
+		name         string
+		lastObserved string // "" leaves it out
+		want         time.Time
+	}{
+		{"refreshed a minute ago", `"last_observed": "2025-03-01T11:59:00Z", `, t0.Add(-time.Hour)},
+		{"refreshed ten minutes ago", `"last_observed": "2025-03-01T11:50:00Z", `, t0},
+		{"never refreshed", "", t0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			writeFile(t, path, `{"version": 1, "boot_id": "boot-a", `+tc.lastObserved+
+				`"devices": [{"device": "leftover", "ifindex": 7, "first_seen": "2025-03-01T10:00:00Z", "orphaned_since": "2025-03-01T11:00:00Z"}]}`)
+			veths := []Veth{veth("leftover", 7, nil)}
+			observeAt(t, OpenState(path, StateOptions{}), 0, veths, judge)
+			checkTime(t, "OrphanedSince", veths[0].OrphanedSince, tc.want)
+			checkTime(t, "FirstSeen", veths[0].FirstSeen, t0.Add(-2*time.Hour))
+		})
+	}
+}
+
+// TestStateLastObservedRefreshed: while an exporter observes, the state
+// file's last_observed is never more than refreshInterval old, even when
+// nothing else changes.
+func TestStateLastObservedRefreshed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	s := OpenState(path, StateOptions{})
+	judge := judgeBy(map[string]Verdict{"leftover": Orphaned})
+	for at := time.Duration(0); at <= 10*time.Minute; at += 15 * time.Second {
+		observeAt(t, s, at, []Veth{veth("leftover", 7, nil)}, judge)
+		f, err := readStateFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if age := t0.Add(at).Sub(f.LastObserved); age >= refreshInterval || age < 0 {
+			t.Fatalf("at %v: last_observed %v is %v old, want less than %v", at, f.LastObserved, age, refreshInterval)
+		}
+	}
+}
+
+// TestStateHistoryObserved: with a writable state, the previous
+// observation; with a read-only one, the file's last_observed.
+func TestStateHistoryObserved(t *testing.T) {
+	setBootID(t, "boot-a")
+	path := filepath.Join(t.TempDir(), "state.json")
+	s := OpenState(path, StateOptions{})
+	judge := judgeBy(nil)
+	for i, want := range []time.Time{{}, t0, t0.Add(10 * time.Second)} {
+		obs := observeAt(t, s, time.Duration(i)*10*time.Second, []Veth{veth("a", 1, nil)}, judge)
+		checkTime(t, fmt.Sprintf("observation %d: HistoryObserved", i), obs.historyObserved, want)
+	}
+	// Nothing changed after the first observation, so the file was last
+	// written then: it is refreshed once per refreshInterval.
+	ro := OpenState(path, StateOptions{ReadOnly: true})
+	for i := range 2 {
+		obs := observeAt(t, ro, time.Hour+time.Duration(i)*time.Minute, []Veth{veth("a", 1, nil)}, judge)
+		checkTime(t, fmt.Sprintf("read-only observation %d: HistoryObserved", i), obs.historyObserved, t0)
+	}
+	observeAt(t, s, refreshInterval, []Veth{veth("a", 1, nil)}, judge)
+	obs := observeAt(t, OpenState(path, StateOptions{ReadOnly: true}), time.Hour, []Veth{veth("a", 1, nil)}, judge)
+	checkTime(t, "read-only after a refresh: HistoryObserved", obs.historyObserved, t0.Add(refreshInterval))
+	obs = observeAt(t, OpenState(filepath.Join(t.TempDir(), "none.json"), StateOptions{ReadOnly: true}), 0, []Veth{veth("a", 1, nil)}, judge)
+	checkTime(t, "read-only, no file: HistoryObserved", obs.historyObserved, time.Time{})
+}
+
+// TestStateBootID: only a file of this boot is history; one without a
+// boot_id, of another boot, or read when this boot's id is unreadable
+// counts as empty.
+func TestStateBootID(t *testing.T) {
+	const device = `"devices": [{"device": "veth1", "ifindex": 7, "first_seen": "2020-01-01T00:00:00Z", "orphaned_since": "2020-01-01T00:00:00Z"}]`
+	for _, tc := range []struct {
+		name, bootID, file string
+		loaded             bool
+	}{
+		{"same boot", "boot-a", `{"version": 1, "boot_id": "boot-a", ` + device + `}`, true},
+		{"another boot", "boot-b", `{"version": 1, "boot_id": "boot-a", ` + device + `}`, false},
+		{"no boot_id in the file", "boot-a", `{"version": 1, ` + device + `}`, false},
+		{"empty boot_id in the file", "boot-a", `{"version": 1, "boot_id": "", ` + device + `}`, false},
+		{"current boot_id unreadable", "", `{"version": 1, "boot_id": "boot-a", ` + device + `}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.bootID == "" {
+				old := bootIDPath
+				bootIDPath = filepath.Join(t.TempDir(), "no-boot-id")
+				t.Cleanup(func() { bootIDPath = old })
+			} else {
+				setBootID(t, tc.bootID)
+			}
+			for _, readOnly := range []bool{false, true} {
+				path := filepath.Join(t.TempDir(), "state.json")
+				writeFile(t, path, tc.file)
+				s := OpenState(path, StateOptions{ReadOnly: readOnly})
+				if loaded := len(s.devices) == 1; loaded != tc.loaded {
+					t.Errorf("read-only %v: loaded %v, want %v", readOnly, loaded, tc.loaded)
+				}
+				if readOnly {
+					continue
+				}
+				// A rejected file is replaced at the next observation.
+				veths := []Veth{veth("veth1", 7, nil)}
+				observeAt(t, s, 0, veths, judgeBy(nil))
+				f, err := readStateFile(path)
+				if err != nil || f.BootID != tc.bootID {
+					t.Errorf("state file after an observation: %+v, %v; want boot_id %q", f, err, tc.bootID)
+				}
+			}
+		})
+	}
+}
+
+// withPeer returns veth name/index whose peer is ifindex peer in the
+// namespace inode netns (0: on the host).
+func withPeer(name string, index int, owner *Owner, netns uint64, peer int) Veth {
+	v := veth(name, index, owner)
+	v.PeerIndex = peer
+	if netns == 0 {
+		v.PeerOnHost = true
+	} else {
+		v.PeerNetns = &Namespace{Inode: netns}
+	}
+	return v
+}
+
+// TestStatePeerChanged: a new veth created with the ifindex and name of
+// a recorded one (ip link add … index N) between two observations has
+// another peer; it must not inherit the record's orphaned-since, first
+// seen or last owner.
+func TestStatePeerChanged(t *testing.T) {
+	orphan := judgeBy(map[string]Verdict{"veth1": Orphaned})
+	for _, tc := range []struct {
+		name        string
+		first, next Veth
+		reset       bool
+	}{
+		{"same peer", withPeer("veth1", 7, ownerDocker, 100, 2), withPeer("veth1", 7, nil, 100, 2), false},
+		{"peer in another namespace", withPeer("veth1", 7, ownerDocker, 100, 2), withPeer("veth1", 7, nil, 200, 2), true},
+		{"peer with another ifindex", withPeer("veth1", 7, ownerDocker, 100, 2), withPeer("veth1", 7, nil, 100, 3), true},
+		{"peer moved to the host", withPeer("veth1", 7, ownerDocker, 100, 2), withPeer("veth1", 7, nil, 0, 8), true},
+		{"another host peer", withPeer("veth1", 7, nil, 0, 8), withPeer("veth1", 7, nil, 0, 9), true},
+		{"peer not found now", withPeer("veth1", 7, ownerDocker, 100, 2), veth("veth1", 7, nil), false},
+		{"peer not found before", veth("veth1", 7, ownerDocker), withPeer("veth1", 7, nil, 200, 2), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			s := OpenState(path, StateOptions{})
+			// Owned first, then orphaned: a last owner and an orphan clock.
+			observeAt(t, s, 0, []Veth{tc.first}, judgeBy(map[string]Verdict{"veth1": Owned}))
+			orphaned := tc.first
+			orphaned.Owner = nil
+			observeAt(t, s, time.Minute, []Veth{orphaned}, orphan)
+			saved, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			for _, restart := range []bool{false, true} {
+				s := s
+				if restart {
+					// The same through the file, in a new process, and as
+					// a read-only reader (clean) sees it.
+					path2 := filepath.Join(t.TempDir(), "state.json")
+					writeFile(t, path2, string(saved))
+					s = OpenState(path2, StateOptions{})
+					ro := []Veth{tc.next}
+					observeAt(t, OpenState(path2, StateOptions{ReadOnly: true}), 2*time.Minute, ro, orphan)
+					wantSince := t0.Add(time.Minute)
+					if tc.reset {
+						wantSince = time.Time{}
+					}
+					checkTime(t, "read-only OrphanedSince", ro[0].OrphanedSince, wantSince)
+				}
+				next := []Veth{tc.next}
+				now := 2 * time.Minute
+				observeAt(t, s, now, next, orphan)
+				v := next[0]
+				wantFirst, wantSince, wantOwner := t0, t0.Add(time.Minute), ownerDocker
+				if tc.reset {
+					wantFirst, wantSince, wantOwner = t0.Add(now), t0.Add(now), nil
+				}
+				if tc.first.Owner == nil {
+					wantOwner = nil
+				}
+				checkTime(t, fmt.Sprintf("restart %v: FirstSeen", restart), v.FirstSeen, wantFirst)
+				checkTime(t, fmt.Sprintf("restart %v: OrphanedSince", restart), v.OrphanedSince, wantSince)
+				if !sameOwner(v.LastOwner, wantOwner) {
+					t.Errorf("restart %v: LastOwner = %s, want %s", restart, ownerString(v.LastOwner), ownerString(wantOwner))
+				}
+			}
+		})
+	}
+}
+
+// TestStatePeerNotForgotten: a peer not found for a while does not erase
+// the recorded one, so a later change is still seen.
+func TestStatePeerNotForgotten(t *testing.T) {
+	s := OpenState("", StateOptions{})
+	orphan := judgeBy(map[string]Verdict{"veth1": Orphaned})
+	observeAt(t, s, 0, []Veth{withPeer("veth1", 7, nil, 100, 2)}, orphan)
+	observeAt(t, s, time.Minute, []Veth{veth("veth1", 7, nil)}, orphan)
+	v := []Veth{withPeer("veth1", 7, nil, 200, 2)}
+	observeAt(t, s, 2*time.Minute, v, orphan)
+	checkTime(t, "OrphanedSince", v[0].OrphanedSince, t0.Add(2*time.Minute))
+}
+
+// TestStateGone: a veth that disappears is remembered as gone for an hour,
+// in memory and in the file; a new veth with its name and ifindex starts a
+// fresh record.
+func TestStateGone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	s := OpenState(path, StateOptions{})
+	orphan := judgeBy(map[string]Verdict{"a": Orphaned, "b": Orphaned})
+	observeAt(t, s, 0, []Veth{veth("a", 1, ownerDocker), veth("b", 2, nil)}, orphan)
+	obs := observeAt(t, s, time.Minute, []Veth{veth("a", 1, nil)}, orphan)
+	wantGone := []GoneVeth{{Device: "b", Index: 2, Since: t0.Add(time.Minute)}}
+	if fmt.Sprint(obs.gone) != fmt.Sprint(wantGone) {
+		t.Errorf("gone = %v, want %v", obs.gone, wantGone)
+	}
+	f, err := readStateFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Gone) != 1 || f.Gone[0].Device != "b" || f.Gone[0].Index != 2 || !f.Gone[0].GoneSince.Equal(t0.Add(time.Minute)) {
+		t.Errorf("state file gone = %+v, want b/2 since %v", f.Gone, t0.Add(time.Minute))
+	}
+	// A reader of the file sees it gone too, and so does a restart.
+	obs = observeAt(t, OpenState(path, StateOptions{ReadOnly: true}), 2*time.Minute, []Veth{veth("a", 1, nil)}, orphan)
+	if fmt.Sprint(obs.gone) != fmt.Sprint(wantGone) {
+		t.Errorf("read-only gone = %v, want %v", obs.gone, wantGone)
+	}
+	s = OpenState(path, StateOptions{})
+
+	// a goes too; b comes back with the same ifindex: a new veth.
+	back := []Veth{veth("b", 2, nil)}
+	obs = observeAt(t, s, 3*time.Minute, back, orphan)
+	checkTime(t, "b FirstSeen", back[0].FirstSeen, t0.Add(3*time.Minute))
+	checkTime(t, "b OrphanedSince", back[0].OrphanedSince, t0.Add(3*time.Minute))
+	wantGone = []GoneVeth{{Device: "a", Index: 1, Since: t0.Add(3 * time.Minute)}}
+	if fmt.Sprint(obs.gone) != fmt.Sprint(wantGone) {
+		t.Errorf("gone = %v, want %v (b is back)", obs.gone, wantGone)
+	}
+	// A read-only reader whose dump shows a veth with a tombstone's name
+	// and ifindex lends it nothing.
+	ro := OpenState(path, StateOptions{ReadOnly: true})
+	again := []Veth{veth("a", 1, nil)}
+	obs = observeAt(t, ro, 4*time.Minute, again, orphan)
+	checkTime(t, "read-only a FirstSeen", again[0].FirstSeen, time.Time{})
+	if again[0].LastOwner != nil {
+		t.Errorf("read-only a LastOwner = %s, want none", ownerString(again[0].LastOwner))
+	}
+	wantGone = []GoneVeth{{Device: "b", Index: 2}}
+	if fmt.Sprint(obs.gone) != fmt.Sprint(wantGone) {
+		t.Errorf("read-only gone = %v, want %v", obs.gone, wantGone)
+	}
+
+	// After an hour the tombstone is dropped.
+	obs = observeAt(t, s, 3*time.Minute+goneRetention-time.Second, back, orphan)
+	if len(obs.gone) != 1 {
+		t.Errorf("gone just before an hour = %v, want a", obs.gone)
+	}
+	obs = observeAt(t, s, 3*time.Minute+goneRetention, back, orphan)
+	if len(obs.gone) != 0 {
+		t.Errorf("gone after an hour = %v, want none", obs.gone)
+	}
+	if f, err := readStateFile(path); err != nil || len(f.Gone) != 0 {
+		t.Errorf("state file gone after an hour = %+v, %v; want none", f, err)
 	}
 }

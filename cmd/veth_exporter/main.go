@@ -26,6 +26,7 @@ type inventoryFlags struct {
 	paths          inventory.Paths
 	trustPIDNS     bool
 	statePath      string
+	maxGap         time.Duration
 	infrastructure []string
 	docker         bool
 	dockerSet      bool // --[no-]collector.docker was given
@@ -46,6 +47,9 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		BoolVar(&f.trustPIDNS)
 	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
 		Default("/var/lib/veth_exporter/state.json").StringVar(&f.statePath)
+	app.Flag("state.max-gap", "After a gap this long between two observations (the exporter stopped, or nobody scraped), "+
+		"orphan clocks restart at the next observation; clean refuses a state file not refreshed within it.").
+		Default(inventory.DefaultMaxGap.String()).DurationVar(&f.maxGap)
 	app.Flag("collector.docker", "Resolve owners through the Docker Engine API (container names, exited containers, Docker networks). "+
 		"On by default when Docker's socket exists at start-up; --no-collector.docker turns it off.").
 		IsSetByUser(&f.dockerSet).BoolVar(&f.docker)
@@ -67,6 +71,9 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 // loaded but never written. The Docker resolver it returns, if on, is the
 // caller's to Start and Close.
 func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, *inventory.Docker, error) {
+	if f.maxGap <= 0 {
+		return nil, nil, fmt.Errorf("--state.max-gap must be positive, not %s", f.maxGap)
+	}
 	infra, err := inventory.NewInfrastructure(append(append([]string{}, inventory.DefaultInfrastructurePatterns...), f.infrastructure...))
 	if err != nil {
 		return nil, nil, err
@@ -81,7 +88,7 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 		SettleTime:        settle,
 		Infrastructure:    infra,
 		Docker:            docker,
-		State:             inventory.OpenState(f.statePath, readOnlyState, logger),
+		State:             inventory.OpenState(f.statePath, inventory.StateOptions{ReadOnly: readOnlyState, MaxGap: f.maxGap, Logger: logger}),
 		Logger:            logger,
 	}), docker, nil
 }
