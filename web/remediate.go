@@ -2,13 +2,10 @@ package web
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/remediate"
@@ -17,21 +14,22 @@ import (
 // RemediateConfig is what the Alertmanager webhook needs.
 type RemediateConfig struct {
 	Remediator *remediate.Remediator
-	// BearerToken, when set, must be presented as "Authorization: Bearer
-	// <token>"; it is compared in constant time.
-	BearerToken []byte
-	// Authenticated, when set, re-checks at each request that the web
-	// config (re-read by exporter-toolkit at each request) still makes
-	// clients authenticate.
-	Authenticated func() bool
-	// InstanceLabel names the alert label that says which node an alert
-	// is for; Instance must match its whole value for this node.
-	InstanceLabel string
-	Instance      *regexp.Regexp
+	// Auth decides who may call the webhook (see [remediate.Auth]); it
+	// is required: the webhook is never open.
+	Auth Authorizer
+	// Instance says which alerts are for this node.
+	Instance remediate.Instance
 	// BodyLimit bounds the request body (413 beyond it).
 	BodyLimit int64
 	// Timeout bounds one request, well under Alertmanager's own.
 	Timeout time.Duration
+}
+
+// Authorizer decides whether a request may call the webhook: nil, or an
+// error; a [*remediate.AuthError] carries the status to answer, any other
+// error is answered 403.
+type Authorizer interface {
+	Authorize(r *http.Request) error
 }
 
 // remediateResponse is the body of every processed request.
@@ -42,8 +40,10 @@ type remediateResponse struct {
 // NewRemediateHandler returns the handler of POST /remediate. A processed
 // request answers 200 with one result per alert, refusals included, so
 // that Alertmanager does not retry what was refused on purpose; 4xx is for
-// requests that cannot be processed, 5xx only for a transient failure
-// (the inventory could not be taken).
+// requests that cannot be processed or may not be (401, 403: see
+// [RemediateConfig.Auth]), 5xx only for a transient failure (the
+// inventory could not be taken, the bearer token file is unusable until
+// fixed).
 func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -51,23 +51,17 @@ func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 			http.Error(w, "POST an Alertmanager webhook payload (version 4)", http.StatusMethodNotAllowed)
 			return
 		}
-		if cfg.Authenticated != nil && !cfg.Authenticated() {
-			// The web config was edited since start-up and no longer
-			// makes clients authenticate: refuse rather than open up.
-			http.Error(w, "remediation refused: --web.config.file no longer requires authentication", http.StatusForbidden)
+		if err := authorize(cfg.Auth, r); err != nil {
+			status := http.StatusForbidden
+			var ae *remediate.AuthError
+			if errors.As(err, &ae) {
+				status = ae.Status
+				if ae.Challenge != "" {
+					w.Header().Set("WWW-Authenticate", ae.Challenge)
+				}
+			}
+			http.Error(w, err.Error(), status)
 			return
-		}
-		if cfg.BearerToken != nil {
-			scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="veth_exporter remediation"`)
-				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
-				return
-			}
-			if subtle.ConstantTimeCompare([]byte(token), cfg.BearerToken) != 1 {
-				http.Error(w, "wrong bearer token", http.StatusForbidden)
-				return
-			}
 		}
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 			http.Error(w, "Content-Type must be application/json", http.StatusUnsupportedMediaType)
@@ -99,10 +93,7 @@ func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 				}
 			}
 		}
-		thisNode := func(i int) bool {
-			v, ok := payload.Alerts[i].Labels[cfg.InstanceLabel]
-			return ok && cfg.Instance.MatchString(v)
-		}
+		thisNode := func(i int) bool { return cfg.Instance.Matches(payload.Alerts[i].Labels) }
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 		defer cancel()
 		answers, err := cfg.Remediator.Handle(ctx, reqs, thisNode, true)
@@ -121,4 +112,13 @@ func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 		w.WriteHeader(status)
 		json.NewEncoder(w).Encode(remediateResponse{Results: answers})
 	})
+}
+
+// authorize fails closed: a handler built without an Authorizer refuses
+// every request.
+func authorize(a Authorizer, r *http.Request) error {
+	if a == nil {
+		return errors.New("remediation refused: no authentication configured")
+	}
+	return a.Authorize(r)
 }
