@@ -352,6 +352,72 @@ func TestRestartKeepsHistory(t *testing.T) {
 	}
 }
 
+// TestRestartAfterGap: an exporter that was stopped for longer than
+// --state.max-gap did not watch the leftover meanwhile (a process may have
+// lived in its namespace and left): the orphan clock restarts at the first
+// observation after the gap. Within the gap it goes on.
+func TestRestartAfterGap(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "gap")
+	netnstest.Veth(t, "vgap", "gap", "")
+	state := filepath.Join(t.TempDir(), "state.json")
+	const since = `veth_orphaned_since_timestamp_seconds{device="vgap"}`
+	const firstSeen = `veth_first_seen_timestamp_seconds{device="vgap"}`
+
+	first := startExporter(t, "--state.path="+state)
+	m := first.scrape(t)
+	first.stop(t)
+	before, ok := sample(m, since)
+	seen, ok2 := sample(m, firstSeen)
+	if !ok || !ok2 {
+		t.Fatalf("vgap has no orphaned-since or first-seen time:\n%s", m)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file: %v, %v; want mode 0600", fi.Mode(), err)
+	}
+
+	// As if the exporter had been stopped for ten minutes.
+	ageState := func() {
+		t.Helper()
+		b, err := os.ReadFile(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f map[string]any
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := f["last_observed"]; !ok {
+			t.Fatalf("state file has no last_observed:\n%s", b)
+		}
+		f["last_observed"] = time.Now().Add(-10 * time.Minute).Format(time.RFC3339Nano)
+		if b, err = json.Marshal(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(state, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ageState()
+	time.Sleep(1100 * time.Millisecond) // a restarted clock would show it
+	tolerant := startExporter(t, "--state.path="+state, "--state.max-gap=1h")
+	m = tolerant.scrape(t)
+	tolerant.stop(t)
+	if got, ok := sample(m, since); !ok || got != before {
+		t.Errorf("with --state.max-gap=1h: orphaned since %v (present %v), want %v as before the restart", got, ok, before)
+	}
+
+	ageState()
+	second := startExporter(t, "--state.path="+state)
+	m = second.scrape(t)
+	if got, ok := sample(m, since); !ok || got <= before {
+		t.Errorf("after a 10 minute gap: orphaned since %v (present %v), want it restarted, later than %v", got, ok, before)
+	}
+	if got, ok := sample(m, firstSeen); !ok || got != seen {
+		t.Errorf("after a 10 minute gap: first seen %v (present %v), want %v as before", got, ok, seen)
+	}
+}
+
 // TestChurn scrapes while veths and namespaces come and go, as on a node
 // starting and stopping pods: no scrape may fail, no stage may report an
 // error, and no veth whose namespace holds a process may ever be called
@@ -529,6 +595,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--remediation.reasons=owned"}, "not an orphan reason"},
 		{[]string{"--remediation.max-orphan-ratio=2"}, "max-orphan-ratio"},
 		{[]string{"clean", "--all-orphans", "veth0"}, "not both"},
+		{[]string{"--state.max-gap=0s"}, "state.max-gap"},
+		{[]string{"inspect", "--state.max-gap=-1m"}, "state.max-gap"},
 	} {
 		out, err := exec.Command(exporterBinary(t), tt.args...).CombinedOutput()
 		var exit *exec.ExitError
