@@ -2,10 +2,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,92 +27,391 @@ import (
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
-func TestWebConfigAuthenticates(t *testing.T) {
-	dir := t.TempDir()
-	for _, tt := range []struct {
-		config string
-		want   bool
-	}{
-		{"basic_auth_users:\n  alertmanager: $2y$10$abcdefghijklmnopqrstuu\n", true},
-		{"tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n", true},
-		// Without a client CA any certificate a public CA issued would do.
-		{"tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n", false},
-		{"tls_server_config:\n  cert_file: a\n  key_file: b\n", false},
-		{"tls_server_config:\n  client_auth_type: RequestClientCert\n", false},
-		{"", false},
-	} {
-		path := filepath.Join(dir, "web.yml")
-		if err := os.WriteFile(path, []byte(tt.config), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := webConfigAuthenticates(path); err != nil || got != tt.want {
-			t.Errorf("webConfigAuthenticates(%q) = %v, %v; want %v", tt.config, got, err, tt.want)
-		}
-	}
-	if _, err := webConfigAuthenticates(filepath.Join(dir, "missing.yml")); err == nil {
-		t.Error("a missing web config was accepted")
-	}
-}
+// Who may call the webhook, against the real binary: the credential
+// Prometheus scrapes with must not delete (basic auth, client
+// certificates), the bearer token is re-read when rotated and refused when
+// others can read it, and the credential in clear text is warned about.
 
-// TestRemediateBasicAuth authenticates through exporter-toolkit's web
-// config instead of a bearer token, and refuses once the config no longer
-// requires authentication (the toolkit re-reads it at each request).
-func TestRemediateBasicAuth(t *testing.T) {
-	netnstest.Require(t)
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webConfig := filepath.Join(t.TempDir(), "web.yml")
-	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  am: "+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := &exporter{}
-	port := freePort(t)
-	cmd := exec.Command(exporterBinary(t), "--web.listen-address=127.0.0.1:"+port, "--web.config.file="+webConfig,
-		"--inventory.trust-pid-namespace", "--state.path="+filepath.Join(t.TempDir(), "state.json"),
-		"--remediation.mode=dry-run", "--remediation.instance=node1")
-	e.log = &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = e.log, e.log
+// startAuthExporter runs the binary in dry-run on a free loopback port
+// with remediation for node1, and waits until client, with auth applied to
+// each request, gets 200 from /-/ready over scheme.
+func startAuthExporter(t *testing.T, client *http.Client, scheme string, auth func(*http.Request), args ...string) *exporter {
+	t.Helper()
+	addr := "127.0.0.1:" + freePort(t)
+	log := &syncBuffer{}
+	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr,
+		"--inventory.trust-pid-namespace", "--inventory.settle-time=0s",
+		"--state.path=" + filepath.Join(t.TempDir(), "state.json"),
+		"--remediation.mode=dry-run", "--remediation.instance=node1"}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	e.cmd, e.url = cmd, "http://127.0.0.1:"+port
+	e := &exporter{url: scheme + "://" + addr, cmd: cmd, log: log}
 	t.Cleanup(func() { e.stop(t) })
-
-	post := func(user, password string) int {
-		body := payloadOf("4", alertSpec{device: "vnothere", instance: "node1", startsAt: time.Now().Add(-time.Hour)})
-		req, _ := http.NewRequest("POST", e.url+"/remediate", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if user != "" {
-			req.SetBasicAuth(user, password)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	deadline := time.Now().Add(10 * time.Second)
-	for post("am", "pw") != 200 {
+	for {
+		code, _ := request(t, client, "GET", e.url+"/-/ready", nil, auth)
+		if code == http.StatusOK {
+			return e
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("never answered 200 with basic auth:\n%s", e.log)
+			t.Fatalf("exporter at %s not ready after 10s (last status %d)\n%s", e.url, code, log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := post("", ""); got != 401 {
-		t.Errorf("no credentials: %d, want 401", got)
-	}
-	if got := post("am", "wrong"); got != 401 {
-		t.Errorf("wrong password: %d, want 401", got)
-	}
-	// Someone edits the web config and drops authentication.
-	if err := os.WriteFile(webConfig, []byte("{}\n"), 0o600); err != nil {
+}
+
+// request sends one request and returns its status (0 when the request
+// failed) and body, or the error's text.
+func request(t *testing.T, client *http.Client, method, url string, body []byte, auth func(*http.Request)) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := post("", ""); got != 403 {
-		t.Errorf("after authentication was removed from the web config: %d, want 403", got)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if auth != nil {
+		auth(req)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// alertBody is a firing alert for node1 about a device that does not
+// exist: a dry run answers 200 and changes nothing.
+func alertBody() []byte {
+	return payloadOf("4", alertSpec{device: "vnothere", instance: "node1", startsAt: time.Now().Add(-time.Hour)})
+}
+
+func withBasicAuth(user, password string) func(*http.Request) {
+	return func(r *http.Request) { r.SetBasicAuth(user, password) }
+}
+
+func withBearer(token string) func(*http.Request) {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }
+}
+
+// exitOf runs the binary with args and returns its exit code and output;
+// an exporter still running after 10 s is killed: exit code -1.
+func exitOf(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=127.0.0.1:" + freePort(t),
+		"--inventory.trust-pid-namespace", "--state.path=" + filepath.Join(t.TempDir(), "state.json")}, args...)...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode(), out.String()
+		}
+		return 0, out.String()
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		return -1, out.String() + "\n(still running after 10s: killed)"
+	}
+}
+
+// logShows waits up to 2 s for the exporter's log to show text: the log
+// comes through a pipe, and may arrive after the response.
+func logShows(e *exporter, text string) bool {
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(e.log.String(), text) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+func writeSecret(t *testing.T, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func basicAuthUsers(t *testing.T, users ...string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("basic_auth_users:\n")
+	for _, u := range users {
+		hash, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString("  " + u + ": " + string(hash) + "\n")
+	}
+	return b.String()
+}
+
+// TestRemediateBasicAuth is hole 4 with basic auth: prom scrapes, only am
+// remediates; authentication removed from the web config refuses all.
+func TestRemediateBasicAuth(t *testing.T) {
+	netnstest.Require(t)
+	webConfig := filepath.Join(t.TempDir(), "web.yml")
+	writeSecret(t, webConfig, basicAuthUsers(t, "prom", "am"), 0o600)
+
+	code, out := exitOf(t, "--web.config.file="+webConfig, "--remediation.mode=enforce", "--remediation.instance=node1")
+	if code != 2 || !strings.Contains(out, "--remediation.users is required") {
+		t.Errorf("basic auth without --remediation.users: exit %d, want 2 and a message naming --remediation.users\n%s", code, out)
+	}
+	code, out = exitOf(t, "--web.config.file="+webConfig, "--remediation.mode=dry-run", "--remediation.instance=node1", "--remediation.users=alertmanager")
+	if code != 2 || !strings.Contains(out, `\"alertmanager\" is not in basic_auth_users`) {
+		t.Errorf("--remediation.users naming no basic-auth user: exit %d, want 2 and a message naming the user\n%s", code, out)
+	}
+
+	client := http.DefaultClient
+	prom, am := withBasicAuth("prom", "prom-pw"), withBasicAuth("am", "am-pw")
+	e := startAuthExporter(t, client, "http", prom, "--web.config.file="+webConfig, "--remediation.users=am")
+	for _, tt := range []struct {
+		name, method, path string
+		auth               func(*http.Request)
+		want               int
+	}{
+		{"prom scrapes", "GET", "/metrics", prom, 200},
+		{"prom remediates", "POST", "/remediate", prom, 403},
+		{"am remediates", "POST", "/remediate", am, 200},
+		{"am scrapes", "GET", "/metrics", am, 200},
+		{"no credentials", "POST", "/remediate", nil, 401},
+		{"am, wrong password", "POST", "/remediate", withBasicAuth("am", "prom-pw"), 401},
+		{"unknown user", "POST", "/remediate", withBasicAuth("alertmanager", "am-pw"), 401},
+	} {
+		var body []byte
+		if tt.method == "POST" {
+			body = alertBody()
+		}
+		if got, text := request(t, client, tt.method, e.url+tt.path, body, tt.auth); got != tt.want {
+			t.Errorf("%s: %s %s = %d %q, want %d", tt.name, tt.method, tt.path, got, text, tt.want)
+		}
+	}
+	if !logShows(e, "remediation credentials travel in clear text") {
+		t.Errorf("remediation over plain HTTP: no warning at start-up\n%s", e.log)
+	}
+
+	// Someone edits the web config and drops authentication.
+	writeSecret(t, webConfig, "{}\n", 0o600)
+	if got, text := request(t, client, "POST", e.url+"/remediate", alertBody(), nil); got != 403 {
+		t.Errorf("after authentication was removed from the web config: %d %q, want 403", got, text)
+	}
+	if got, text := request(t, client, "POST", e.url+"/remediate", alertBody(), am); got != 403 {
+		t.Errorf("am, after authentication was removed from the web config: %d %q, want 403", got, text)
+	}
+}
+
+// testPKI is a CA with a server certificate for 127.0.0.1 and client
+// certificates, written as PEM files in dir.
+type testPKI struct {
+	dir    string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	caPool *x509.CertPool
+	serial int64
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: t.TempDir()}
+	var err error
+	if p.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "veth_exporter test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.caKey.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ca, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	p.caPool = x509.NewCertPool()
+	p.caPool.AddCert(p.ca)
+	p.write(t, "ca.pem", "CERTIFICATE", der)
+	p.serial = 1
+	return p
+}
+
+func (p *testPKI) write(t *testing.T, name, kind string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// issue writes name.pem and name.key, a certificate for cn signed by the
+// CA, and returns it for a TLS client or server.
+func (p *testPKI) issue(t *testing.T, name, cn string, server bool) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	p.write(t, name+".pem", "CERTIFICATE", der)
+	p.write(t, name+".key", "EC PRIVATE KEY", keyDER)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// client is an HTTPS client trusting the CA, presenting cert if given.
+func (p *testPKI) client(cert *tls.Certificate) *http.Client {
+	cfg := &tls.Config{RootCAs: p.caPool, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+}
+
+// TestRemediateClientCertificates is hole 4 with mTLS: every certificate
+// of the CA scrapes, only the alertmanager CN remediates.
+func TestRemediateClientCertificates(t *testing.T) {
+	netnstest.Require(t)
+	pki := newTestPKI(t)
+	pki.issue(t, "server", "127.0.0.1", true)
+	promCert := pki.issue(t, "prometheus", "prometheus", false)
+	amCert := pki.issue(t, "alertmanager", "alertmanager", false)
+	webConfig := filepath.Join(pki.dir, "web.yml")
+	writeSecret(t, webConfig, "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"+
+		"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n", 0o600)
+
+	code, out := exitOf(t, "--web.config.file="+webConfig, "--remediation.mode=dry-run", "--remediation.instance=node1")
+	if code != 2 || !strings.Contains(out, "--remediation.users is required") {
+		t.Errorf("client certificates without --remediation.users: exit %d, want 2 and a message naming --remediation.users\n%s", code, out)
+	}
+
+	prom, am := pki.client(&promCert), pki.client(&amCert)
+	e := startAuthExporter(t, prom, "https", nil, "--web.config.file="+webConfig, "--remediation.users=alertmanager")
+	for _, tt := range []struct {
+		name, method, path string
+		client             *http.Client
+		want               int
+	}{
+		{"prometheus scrapes", "GET", "/metrics", prom, 200},
+		{"prometheus remediates", "POST", "/remediate", prom, 403},
+		{"alertmanager remediates", "POST", "/remediate", am, 200},
+		// No certificate: the handshake fails (status 0).
+		{"no certificate", "POST", "/remediate", pki.client(nil), 0},
+	} {
+		var body []byte
+		if tt.method == "POST" {
+			body = alertBody()
+		}
+		if got, text := request(t, tt.client, tt.method, e.url+tt.path, body, nil); got != tt.want {
+			t.Errorf("%s: %s %s = %d %q, want %d", tt.name, tt.method, tt.path, got, text, tt.want)
+		}
+	}
+	if strings.Contains(e.log.String(), "clear text") {
+		t.Errorf("a warning about clear text although TLS is served:\n%s", e.log)
+	}
+}
+
+// TestTokenRotation is hole 10: the bearer token guards the webhook alone,
+// is re-read when the file changes, fails closed when the file becomes
+// readable by others, and is compared whatever the length presented.
+func TestTokenRotation(t *testing.T) {
+	netnstest.Require(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeSecret(t, tokenFile, "first-token\n", 0o600)
+	client := http.DefaultClient
+	e := startAuthExporter(t, client, "http", nil, "--remediation.bearer-token-file="+tokenFile)
+	post := func(token string) int {
+		code, _ := request(t, client, "POST", e.url+"/remediate", alertBody(), withBearer(token))
+		return code
+	}
+	if got, _ := request(t, client, "GET", e.url+"/metrics", nil, nil); got != 200 {
+		t.Errorf("scrape without the token: %d, want 200 (the token guards /remediate only)", got)
+	}
+	if got := post("first-token"); got != 200 {
+		t.Errorf("first token: %d, want 200", got)
+	}
+	for _, wrong := range []string{"first-toke", "first-token-", "f", "x", strings.Repeat("first-token", 300), "FIRST-TOKEN"} {
+		if got := post(wrong); got != 403 {
+			t.Errorf("token %.20q (%d bytes): %d, want 403", wrong, len(wrong), got)
+		}
+	}
+
+	// Rotated in place, as `echo new > file` does.
+	writeSecret(t, tokenFile, "second-token-longer\n", 0o600)
+	if got := post("first-token"); got != 403 {
+		t.Errorf("old token after rotation: %d, want 403", got)
+	}
+	if got := post("second-token-longer"); got != 200 {
+		t.Errorf("new token after rotation: %d, want 200", got)
+	}
+
+	// Made world-readable: nothing is authorised until it is fixed.
+	if err := os.Chmod(tokenFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := post("second-token-longer"); got == 200 {
+		t.Errorf("token file world-readable: %d, want a refusal", got)
+	}
+	if !logShows(e, "bearer token file unusable") {
+		t.Errorf("token file world-readable: no error logged\n%s", e.log)
+	}
+	if err := os.Chmod(tokenFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := post("second-token-longer"); got != 200 {
+		t.Errorf("token file fixed: %d, want 200", got)
+	}
+}
+
+// TestTokenFileReadableByOthers: a token others can read is refused at
+// start-up.
+func TestTokenFileReadableByOthers(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeSecret(t, tokenFile, "s3cret\n", 0o644)
+	code, out := exitOf(t, "--remediation.mode=dry-run", "--remediation.instance=node1", "--remediation.bearer-token-file="+tokenFile)
+	if code != 2 || !strings.Contains(out, "--remediation.bearer-token-file") || !strings.Contains(out, "accessible by group or others") {
+		t.Errorf("world-readable token file: exit %d, want 2 and a message naming --remediation.bearer-token-file\n%s", code, out)
 	}
 }

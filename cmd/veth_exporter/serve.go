@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/collector"
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate"
 	"github.com/veth-exporter/veth_exporter/web"
 )
 
@@ -31,7 +33,44 @@ type serveCommand struct {
 	include       string
 	exclude       string
 	settle        time.Duration
+	timeouts      serverTimeouts
 	remediation   webhookFlags
+}
+
+// serverTimeouts bound how long a connection may hold the exporter: a
+// client that sends slowly, reads slowly or keeps an idle connection open
+// would otherwise hold a goroutine and a file descriptor for ever, and
+// enough of them starve scrapes and the webhook of file descriptors. A cap
+// on connections is no remedy: idle clients would fill it.
+type serverTimeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+func (t *serverTimeouts) register(c *kingpin.CmdClause) {
+	c.Flag("web.read-header-timeout", "Time a client has to send a request's headers.").
+		Default("10s").DurationVar(&t.readHeader)
+	c.Flag("web.read-timeout", "Time a client has to send a whole request, body included.").
+		Default("30s").DurationVar(&t.read)
+	c.Flag("web.write-timeout", "Time from the end of a request's headers to the end of its response: the longest scrape "+
+		"(and a remediation request, which gives up after "+remediationTimeout.String()+") must fit in it.").
+		Default("1m").DurationVar(&t.write)
+	c.Flag("web.idle-timeout", "How long a keep-alive connection may wait idle for its next request before the exporter closes it.").
+		Default("1m").DurationVar(&t.idle)
+}
+
+func (t *serverTimeouts) check(remediation bool) error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"web.read-header-timeout", t.readHeader}, {"web.read-timeout", t.read}, {"web.write-timeout", t.write}, {"web.idle-timeout", t.idle}} {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s: %v is not a positive duration", d.flag, d.v)
+		}
+	}
+	if remediation && t.write <= remediationTimeout {
+		return fmt.Errorf("--web.write-timeout: %v leaves a remediation request (up to %v) no time to answer", t.write, remediationTimeout)
+	}
+	return nil
 }
 
 func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveCommand {
@@ -47,6 +86,7 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 	c.cmd.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
 		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment.").
 		Default("30s").DurationVar(&c.settle)
+	c.timeouts.register(c.cmd)
 	c.remediation.register(c.cmd)
 	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
 		StringVar(&c.include)
@@ -63,6 +103,10 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 	}
 	exclude, err := compileOptional("collector.veth.device-exclude", c.exclude)
 	if err != nil {
+		logger.Error("invalid flag", "err", err)
+		return 2
+	}
+	if err := c.timeouts.check(remediate.Mode(c.remediation.mode) != remediate.ModeOff); err != nil {
 		logger.Error("invalid flag", "err", err)
 		return 2
 	}
@@ -126,7 +170,13 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		logger.Error("cannot build HTTP handler", "err", err)
 		return 1
 	}
-	server := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	server := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: c.timeouts.readHeader,
+		ReadTimeout:       c.timeouts.read,
+		WriteTimeout:      c.timeouts.write,
+		IdleTimeout:       c.timeouts.idle,
+	}
 	if err := toolkit.ListenAndServe(server, c.web, logger); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		logger.Error("server failed", "err", err)
 		return 1
