@@ -5,7 +5,8 @@
 // A snapshot is built from one netlink link dump, one pass over /proc and one
 // read of mountinfo; it never forks, never enters a namespace and never
 // changes the system. The only thing it writes is the exporter's own state
-// file (first-seen times, orphaned-since times, last known owners).
+// file (when it last observed; per veth its peer, first-seen and
+// orphaned-since times and last known owner; veths gone within the hour).
 package inventory
 
 import (

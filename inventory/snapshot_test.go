@@ -486,3 +486,65 @@ func TestDumpLinkRefs(t *testing.T) {
 		t.Errorf("refA = %+v, want a veth in group 0, peer on the host", refA)
 	}
 }
+
+// TestSnapshotHistory: a veth's orphaned-since equals Taken only in the
+// first snapshot that sees it orphaned; each snapshot says when the
+// history behind it was last refreshed; a deleted veth is listed as gone.
+func TestSnapshotHistory(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "hist")
+	netnstest.Veth(t, "vhist", "hist", "")
+	netnstest.NamedNetns(t, "histgone")
+	netnstest.Veth(t, "vhistgone", "histgone", "")
+	inv := newTestInventory(t)
+
+	first := snapshot(t, inv)
+	if v := mustVeth(t, first, "vhist"); !v.OrphanedSince.Equal(first.Taken) {
+		t.Errorf("first snapshot: vhist orphaned since %v, want its Taken %v", v.OrphanedSince, first.Taken)
+	}
+	if !first.HistoryObserved.IsZero() {
+		t.Errorf("first snapshot: HistoryObserved = %v, want zero", first.HistoryObserved)
+	}
+	index := mustVeth(t, first, "vhistgone").Index
+	netnstest.IP(t, "link", "del", "vhistgone")
+
+	second := snapshot(t, inv)
+	if v := mustVeth(t, second, "vhist"); !v.OrphanedSince.Equal(first.Taken) || !v.OrphanedSince.Before(second.Taken) {
+		t.Errorf("second snapshot: vhist orphaned since %v, want the first snapshot's Taken %v", v.OrphanedSince, first.Taken)
+	}
+	if !second.HistoryObserved.Equal(first.Taken) {
+		t.Errorf("second snapshot: HistoryObserved = %v, want the first's Taken %v", second.HistoryObserved, first.Taken)
+	}
+	want := []GoneVeth{{Device: "vhistgone", Index: index, Since: second.Taken}}
+	if fmt.Sprint(second.Gone) != fmt.Sprint(want) {
+		t.Errorf("second snapshot: Gone = %v, want %v", second.Gone, want)
+	}
+}
+
+// TestSnapshotReusedIfindex: a leftover is deleted and a new veth made
+// with its name and ifindex (ip link add … index N), its peer in another
+// namespace, between two snapshots. The new veth must not inherit the
+// old one's orphaned-since.
+func TestSnapshotReusedIfindex(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "reuse1")
+	netnstest.NamedNetns(t, "reuse2")
+	netnstest.IP(t, "link", "add", "vreuse", "index", "4000", "type", "veth", "peer", "name", "eth0", "netns", "reuse1")
+	inv := newTestInventory(t)
+	first := snapshot(t, inv)
+	if v := mustVeth(t, first, "vreuse"); v.Index != 4000 || v.Verdict != Orphaned {
+		t.Fatalf("vreuse = %+v, want ifindex 4000, orphaned", v)
+	}
+	netnstest.IP(t, "link", "del", "vreuse")
+	netnstest.IP(t, "link", "add", "vreuse", "index", "4000", "type", "veth", "peer", "name", "eth0", "netns", "reuse2")
+
+	second := snapshot(t, inv)
+	v := mustVeth(t, second, "vreuse")
+	if v.Index != 4000 || v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.Mounts) != "[/run/netns/reuse2]" {
+		t.Fatalf("vreuse = %+v, want ifindex 4000 with its peer in reuse2", v)
+	}
+	if !v.OrphanedSince.Equal(second.Taken) || !v.FirstSeen.Equal(second.Taken) {
+		t.Errorf("new vreuse: first seen %v, orphaned since %v; want both %v (a new veth), not the old one's %v",
+			v.FirstSeen, v.OrphanedSince, second.Taken, first.Taken)
+	}
+}
