@@ -291,3 +291,23 @@ func TestSnapshotDeadlineWithHangingDocker(t *testing.T) {
 	}
 	t.Logf("Snapshot: %v after %v", err, took)
 }
+
+// TestSnapshotBuildPanics: a build that panics fails its waiters with an
+// error instead of ending the process, and the next call builds again.
+func TestSnapshotBuildPanics(t *testing.T) {
+	inv := New(Config{})
+	builds := 0
+	inv.build = func(context.Context) (*Snapshot, error) {
+		builds++
+		if builds == 1 {
+			panic("boom")
+		}
+		return &Snapshot{Taken: t0}, nil
+	}
+	if s, err := inv.SharedSnapshot(context.Background()); err == nil || s != nil {
+		t.Errorf("SharedSnapshot after a panic = %v, %v; want an error", s, err)
+	}
+	if s, err := inv.Snapshot(context.Background()); err != nil || s == nil {
+		t.Errorf("Snapshot after a panicked build = %v, %v; want a snapshot", s, err)
+	}
+}

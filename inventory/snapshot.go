@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -153,11 +154,20 @@ func (inv *Inventory) start(ctx context.Context) *build {
 	b := &build{seq: inv.started, done: make(chan struct{})}
 	inv.inflight = b
 	go func() {
+		defer func() {
+			// A build used to run in the scrape's own handler, where
+			// net/http contained a panic to that one request; detached,
+			// it would end the exporter.
+			if r := recover(); r != nil {
+				inv.cfg.Logger.Error("inventory panicked", "panic", r, "stack", string(debug.Stack()))
+				b.snap, b.err = nil, fmt.Errorf("inventory panicked: %v", r)
+			}
+			inv.mu.Lock()
+			inv.inflight = nil
+			inv.mu.Unlock()
+			close(b.done)
+		}()
 		b.snap, b.err = inv.build(context.WithoutCancel(ctx))
-		inv.mu.Lock()
-		inv.inflight = nil
-		inv.mu.Unlock()
-		close(b.done)
 	}()
 	return b
 }
