@@ -181,6 +181,13 @@ func TestRemediateBasicAuth(t *testing.T) {
 		t.Errorf("--remediation.users naming no basic-auth user: exit %d, want 2 and a message naming the user\n%s", code, out)
 	}
 
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeSecret(t, tokenFile, "s3cret\n", 0o600)
+	code, out = exitOf(t, "--web.config.file="+webConfig, "--remediation.mode=dry-run", "--remediation.instance=node1", "--remediation.bearer-token-file="+tokenFile)
+	if code != 2 || !strings.Contains(out, "cannot be combined with basic_auth_users") {
+		t.Errorf("bearer token and basic auth: exit %d, want 2 and a message naming both\n%s", code, out)
+	}
+
 	client := http.DefaultClient
 	prom, am := withBasicAuth("prom", "prom-pw"), withBasicAuth("am", "am-pw")
 	e := startAuthExporter(t, client, "http", prom, "--web.config.file="+webConfig, "--remediation.users=am")
