@@ -417,6 +417,9 @@ type amExample struct {
 					Username     string `yaml:"username"`
 					PasswordFile string `yaml:"password_file"`
 				} `yaml:"basic_auth"`
+				TLSConfig struct {
+					CAFile string `yaml:"ca_file"`
+				} `yaml:"tls_config"`
 			} `yaml:"http_config"`
 		} `yaml:"webhook_configs"`
 	} `yaml:"receivers"`
@@ -460,8 +463,12 @@ func TestAlertmanagerExample(t *testing.T) {
 			t.Fatalf("receiver %s: %d webhook_configs, want 1", rc.Name, len(rc.WebhookConfigs))
 		}
 		w := rc.WebhookConfigs[0]
-		if want := "http://" + amURLTemplate + "/remediate"; w.URL != want {
+		// The credential must not cross the network in clear text.
+		if want := "https://" + amURLTemplate + "/remediate"; w.URL != want {
 			t.Errorf("receiver %s: url = %q, want %q", rc.Name, w.URL, want)
+		}
+		if w.HTTPConfig.TLSConfig.CAFile == "" {
+			t.Errorf("receiver %s: no tls_config.ca_file to verify the exporters' certificates", rc.Name)
 		}
 		if w.SendResolved == nil || *w.SendResolved {
 			t.Errorf("receiver %s: send_resolved must be false", rc.Name)
