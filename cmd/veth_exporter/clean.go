@@ -55,12 +55,11 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 	if c.minAgeSet {
 		c.gates.minAge = c.minAge
 	}
-	cfg, err := c.gates.config(mode, c.inv.paths.Rootfs)
+	cfg, err := c.gates.config(mode, c.inv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 2
 	}
-	cfg.Paths = c.inv.paths // TODO(max-gap)
 	// The table is the answer; the log repeats it only at debug.
 	cfg.AnswerLogLevel = slog.LevelDebug
 	// The state file is the exporter's: clean reads its orphaned-since

@@ -59,12 +59,14 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 		BoolVar(&g.releaseNetns)
 }
 
-func (g *gateFlags) config(mode remediate.Mode, rootfs string) (remediate.Config, error) {
+// config returns the gates' settings; inv says where the host's
+// filesystems are and how fresh the exporter's history must be.
+func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.Config, error) {
 	cfg := remediate.Config{
 		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
 		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs,
-		Paths: inventory.Paths{Procfs: inventory.DefaultPaths.Procfs, Sysfs: inventory.DefaultPaths.Sysfs, Rootfs: rootfs},
+		Paths: inv.paths, MaxStateGap: inv.maxGap,
 	}
 	allowed := map[string]bool{
 		string(inventory.ReasonNetnsEmpty): true, string(inventory.ReasonOwnerExited): true, string(inventory.ReasonPeerOnHost): true,

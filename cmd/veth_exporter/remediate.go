@@ -50,14 +50,14 @@ func (f *webhookFlags) register(c *kingpin.CmdClause) {
 
 // build returns the webhook handler's configuration, or nil when
 // remediation is off.
-func (f *webhookFlags) build(inv *inventory.Inventory, rootfs, webConfigFile string, listen []string, reg prometheus.Registerer, logger *slog.Logger) (*remediate.Remediator, *web.RemediateConfig, error) {
+func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags, webConfigFile string, listen []string, reg prometheus.Registerer, logger *slog.Logger) (*remediate.Remediator, *web.RemediateConfig, error) {
 	mode := remediate.Mode(f.mode)
 	switch mode {
 	case remediate.ModeOff, remediate.ModeDryRun, remediate.ModeEnforce:
 	default:
 		return nil, nil, fmt.Errorf("--remediation.mode: %q is not off, dry-run or enforce", f.mode)
 	}
-	cfg, err := f.gates.config(mode, rootfs)
+	cfg, err := f.gates.config(mode, invFlags)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -147,7 +147,7 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		DeviceInclude: include,
 		DeviceExclude: exclude,
 	}, logger)
-	_, webhook, err := c.remediation.build(inv, c.inv.paths.Rootfs, *c.web.WebConfigFile, *c.web.WebListenAddresses, reg, logger)
+	_, webhook, err := c.remediation.build(inv, c.inv, *c.web.WebConfigFile, *c.web.WebListenAddresses, reg, logger)
 	if err != nil {
 		logger.Error("invalid remediation flags", "err", err)
 		return 2
