@@ -51,6 +51,9 @@ const (
 	ReasonPeerOnHost Reason = "peer_on_host"
 )
 
+// OrphanReasons are the reasons an [Orphaned] verdict can have.
+var OrphanReasons = []Reason{ReasonNetnsEmpty, ReasonOwnerExited, ReasonPeerOnHost}
+
 // Reasons for [Unknown].
 const (
 	// ReasonNetnsNotFound: the peer's namespace is held by something the

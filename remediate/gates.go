@@ -134,6 +134,33 @@ type Config struct {
 	Paths inventory.Paths
 }
 
+// ParseReasons turns lists of orphan reasons, each comma-separated, into
+// the reasons remediation may act on; anything but an orphan reason is
+// an error.
+func ParseReasons(lists []string) ([]inventory.Reason, error) {
+	var reasons []inventory.Reason
+	for _, list := range lists {
+		for _, s := range strings.Split(list, ",") {
+			r := inventory.Reason(strings.TrimSpace(s))
+			if !slices.Contains(inventory.OrphanReasons, r) {
+				return nil, fmt.Errorf("%q is not an orphan reason (%s)", s, joinReasons(inventory.OrphanReasons))
+			}
+			if !slices.Contains(reasons, r) {
+				reasons = append(reasons, r)
+			}
+		}
+	}
+	return reasons, nil
+}
+
+func joinReasons(rs []inventory.Reason) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = string(r)
+	}
+	return strings.Join(s, ", ")
+}
+
 // minVethsForRatio is how many veths a node needs before the orphan ratio
 // guard applies.
 const minVethsForRatio = 5

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -407,5 +408,24 @@ func TestAuditFileMode(t *testing.T) {
 	}
 	if perm := st.Mode().Perm(); perm != 0o600 {
 		t.Errorf("audit file mode %v, want 0600", perm)
+	}
+}
+
+func TestParseReasons(t *testing.T) {
+	for _, tt := range []struct {
+		in      []string
+		want    []inventory.Reason
+		wantErr bool
+	}{
+		{[]string{"netns_empty"}, []inventory.Reason{inventory.ReasonNetnsEmpty}, false},
+		{[]string{"netns_empty, owner_exited", "peer_on_host", "netns_empty"}, inventory.OrphanReasons, false},
+		{[]string{"settling"}, nil, true}, // an unknown verdict's reason is never remediated
+		{[]string{"netns_empty,"}, nil, true},
+		{[]string{"container"}, nil, true},
+	} {
+		got, err := ParseReasons(tt.in)
+		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseReasons(%q) = %v, %v; want %v (error %v)", tt.in, got, err, tt.want, tt.wantErr)
+		}
 	}
 }

@@ -40,7 +40,7 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 		minAge = "An orphan is removed only when the exporter's state file has recorded it orphaned at least this long."
 	}
 	c.Flag("remediation.min-age", minAge).Default("15m").DurationVar(&g.minAge)
-	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated (netns_empty, owner_exited, peer_on_host).").
+	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated or repeated ("+strings.Trim(fmt.Sprint(inventory.OrphanReasons), "[]")+").").
 		Default(string(inventory.ReasonNetnsEmpty)).StringsVar(&g.reasons)
 	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master.").
 		Default(`docker0|br-[0-9a-f]{12}|cni0|cbr0`).StringVar(&g.masterInclude)
@@ -68,19 +68,10 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs,
 		Paths: inv.paths, MaxStateGap: inv.maxGap,
 	}
-	allowed := map[string]bool{
-		string(inventory.ReasonNetnsEmpty): true, string(inventory.ReasonOwnerExited): true, string(inventory.ReasonPeerOnHost): true,
-	}
-	for _, list := range g.reasons {
-		for _, r := range strings.Split(list, ",") {
-			r = strings.TrimSpace(r)
-			if !allowed[r] {
-				return cfg, fmt.Errorf("--remediation.reasons: %q is not an orphan reason (netns_empty, owner_exited, peer_on_host)", r)
-			}
-			cfg.Reasons = append(cfg.Reasons, inventory.Reason(r))
-		}
-	}
 	var err error
+	if cfg.Reasons, err = remediate.ParseReasons(g.reasons); err != nil {
+		return cfg, fmt.Errorf("--remediation.reasons: %w", err)
+	}
 	if cfg.MasterInclude, err = regexp.Compile("^(?:" + g.masterInclude + ")$"); err != nil {
 		return cfg, fmt.Errorf("--remediation.master-include: %w", err)
 	}
