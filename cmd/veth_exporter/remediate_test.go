@@ -428,3 +428,31 @@ func TestRemediateClockRestartsAfterDowntime(t *testing.T) {
 		t.Errorf("2 s of observed orphanhood later: %s/%s, want deleted", result, reason)
 	}
 }
+
+// TestRemediateReusedIfindex: a new veth created under the name and the
+// ifindex of a recorded orphan (`ip link add … index N`) is a new veth: it
+// inherits no orphan time.
+func TestRemediateReusedIfindex(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "docker0")
+	netnstest.NamedNetns(t, "ns-vreuse")
+	netnstest.Veth(t, "vreuse", "ns-vreuse", "docker0")
+	index := ifindexOf(t, "vreuse")
+	e := startWebhook(t, filepath.Join(t.TempDir(), "state.json"), "--remediation.min-age=1s")
+	e.scrape(t)
+	time.Sleep(1200 * time.Millisecond)
+	e.scrape(t)
+	// Between two scrapes the old veth goes and a new one takes its name
+	// and ifindex, its peer in another namespace.
+	netnstest.IP(t, "link", "del", "vreuse")
+	netnstest.NamedNetns(t, "ns-vreuse2")
+	netnstest.IP(t, "link", "add", "vreuse", "index", index, "type", "veth", "peer", "name", "eth0", "netns", "ns-vreuse2")
+	netnstest.IP(t, "link", "set", "vreuse", "master", "docker0", "up")
+	e.scrape(t)
+	if result, reason := postAlert(t, e, "vreuse", "reuse1"); result == "deleted" || reason != "orphan_too_young" {
+		t.Errorf("new veth under a recorded orphan's name and ifindex: %s/%s, want refused/orphan_too_young", result, reason)
+	}
+	if _, err := os.Stat("/sys/class/net/vreuse"); err != nil {
+		t.Error("the new vreuse was deleted on the old one's history")
+	}
+}
