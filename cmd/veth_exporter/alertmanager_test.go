@@ -267,10 +267,20 @@ receivers:
 	}
 	deleted := 0
 	var summary []string
+	intents := 0
 	for _, r := range auditLines(t, audit) {
 		summary = append(summary, fmt.Sprintf("%s %s/%s (alert age %s)", r.Device, r.Result, r.Reason, r.Time.Sub(r.StartsAt).Round(100*time.Millisecond)))
 		switch {
+		case r.Phase == "intent":
+			// Written before the deletion it announces.
+			if r.Device != "vleaked" || deleted != 0 {
+				t.Errorf("audit: intent %s, want one for vleaked, before its deletion", r.line)
+			}
+			intents++
 		case r.Device == "vleaked" && r.Result == "deleted":
+			if intents != 1 {
+				t.Errorf("audit: %s without an intent record before it", r.line)
+			}
 			deleted++
 			if r.Ifindex != leakedIndex || r.Reason != "netns_empty" || r.Mode != "enforce" {
 				t.Errorf("audit: %s, want vleaked (ifindex %d) deleted for netns_empty in enforce mode", r.line, leakedIndex)
@@ -439,6 +449,7 @@ func httpBody(url string) string {
 type auditLine struct {
 	Time     time.Time `json:"time"`
 	Mode     string    `json:"mode"`
+	Phase    string    `json:"phase"`
 	StartsAt time.Time `json:"starts_at"`
 	Device   string    `json:"device"`
 	Ifindex  int       `json:"ifindex"`
