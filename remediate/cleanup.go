@@ -145,6 +145,17 @@ func (rm *remover) removeOne(t Target) removal {
 	if err := rm.recheck([]Target{t})[0]; err != nil {
 		return removal{Outcome: OutcomeChanged, Err: err}
 	}
+	// The peer may have moved while the processes were read: look once
+	// more, as late as possible.
+	link, err = rm.h.LinkByIndex(t.Index)
+	switch {
+	case isNotFound(err):
+		return removal{Outcome: OutcomeGone}
+	case err != nil:
+		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("read link %d (%s): %w", t.Index, t.Device, err)}
+	case link.Attrs().Name != t.Device || !pin.holds(link.Attrs().NetNsID):
+		return changed("%s (ifindex %d) changed during the final re-check: nothing done", t.Device, t.Index)
+	}
 	if err := rm.h.LinkDel(link); err != nil {
 		if isNotFound(err) {
 			return removal{Outcome: OutcomeGone}
@@ -171,7 +182,21 @@ func changed(format string, args ...any) removal {
 // peerPin holds the peer's namespace open from the check to the deletion:
 // a namespace held open cannot die, so its nsid cannot pass to another
 // namespace in between.
-type peerPin struct{ fd int }
+type peerPin struct {
+	fd int
+	// nsid is the id the host knows the pinned namespace by; -1 for a
+	// peer on the host.
+	nsid int
+}
+
+// holds reports whether a link whose IFLA_LINK_NETNSID is linkNSID has its
+// peer in the pinned namespace (or, for a pin of a host peer, on the host).
+func (p peerPin) holds(linkNSID int) bool {
+	if p.nsid < 0 {
+		return linkNSID < 0
+	}
+	return linkNSID == p.nsid
+}
 
 func (p peerPin) close() {
 	if p.fd > 0 {
@@ -186,9 +211,9 @@ func (p peerPin) close() {
 func (rm *remover) pinPeer(t Target, linkNSID int) (peerPin, error) {
 	if t.Netns == 0 {
 		if linkNSID >= 0 {
-			return peerPin{}, fmt.Errorf("the peer of %s (ifindex %d) left the host for namespace id %d: nothing done", t.Device, t.Index, linkNSID)
+			return peerPin{nsid: -1}, fmt.Errorf("the peer of %s (ifindex %d) left the host for namespace id %d: nothing done", t.Device, t.Index, linkNSID)
 		}
-		return peerPin{}, nil
+		return peerPin{nsid: -1}, nil
 	}
 	for _, path := range t.NetnsPaths {
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -205,7 +230,7 @@ func (rm *remover) pinPeer(t Target, linkNSID int) (peerPin, error) {
 			unix.Close(fd)
 			return peerPin{}, fmt.Errorf("the peer of %s (ifindex %d) is no longer in namespace net:[%d]: nothing done", t.Device, t.Index, t.Netns)
 		}
-		return peerPin{fd: fd}, nil
+		return peerPin{fd: fd, nsid: id}, nil
 	}
 	return peerPin{}, fmt.Errorf("namespace net:[%d] of the peer of %s (ifindex %d) cannot be opened any more: nothing done", t.Netns, t.Device, t.Index)
 }
@@ -310,7 +335,7 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 		fallBack()
 		return
 	}
-	var pins []peerPin
+	pins := map[int]peerPin{}
 	defer func() {
 		for _, p := range pins {
 			p.close()
@@ -323,7 +348,7 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 			res[i] = removal{Outcome: OutcomeChanged, Err: err}
 			continue
 		}
-		pins = append(pins, pin)
+		pins[i] = pin
 	}
 	order := slices.Clone(tagged)
 	checked := make([]Target, len(order))
@@ -337,14 +362,15 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 			res[i] = removal{Outcome: OutcomeChanged, Err: err}
 		}
 	}
-	if len(tagged) < len(checked) {
-		// Some were untagged: the group must hold exactly the rest.
-		if _, ok := rm.groupMembers(group, ts, tagged); !ok {
-			fallBack()
-			return
-		}
-	}
 	if len(tagged) == 0 {
+		return
+	}
+	// The last look before the deletion: the group holds exactly the
+	// targets still tagged, each with its peer in the namespace pinned
+	// for it (a peer may have moved while the processes were read).
+	members, ok = rm.groupMembers(group, ts, tagged)
+	if !ok || slices.ContainsFunc(tagged, func(i int) bool { return !pins[i].holds(members[ts[i].Index].PeerNetNSID) }) {
+		fallBack()
 		return
 	}
 	if err := rm.deleteGroup(group); err != nil {

@@ -311,3 +311,43 @@ func TestReleaseNetns(t *testing.T) {
 		t.Errorf("audit file:\n%s\nwant an intent line, then the deleted result", b)
 	}
 }
+
+// TestRemovePeerMovesDuringRecheck: a peer moved into another namespace
+// while the final re-check reads the processes is seen by the last look
+// before the deletion, alone or in a group.
+func TestRemovePeerMovesDuringRecheck(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "pbr0")
+	netnstest.NamedNetns(t, "ns-elsewhere")
+	for _, n := range []int{1, 3} {
+		t.Run(itoa(n)+" targets", func(t *testing.T) {
+			var targets []Target
+			for i := range n {
+				targets = append(targets, leftover(t, "vpm"+itoa(n)+"x"+itoa(i), "pbr0"))
+			}
+			mover := targets[0].Device
+			rm := newRemover(testHandle(t), inventory.DefaultPaths)
+			moved := false
+			rm.occupants = func(inodes map[uint64]bool) (map[uint64][]int, error) {
+				if !moved {
+					moved = true
+					netnstest.IP(t, "-n", "ns-"+mover, "link", "set", "eth0", "netns", "ns-elsewhere")
+				}
+				return inventory.Occupants(inventory.DefaultPaths, inodes)
+			}
+			got := rm.remove(targets)
+			if got[0].Outcome != OutcomeChanged {
+				t.Errorf("%s, its peer moved: %+v, want changed", mover, got[0])
+			}
+			if !exists(mover) {
+				t.Errorf("%s was deleted with its peer in another namespace", mover)
+			}
+			for i := 1; i < n; i++ {
+				if got[i].Outcome != OutcomeDeleted {
+					t.Errorf("%s: %+v, want deleted", targets[i].Device, got[i])
+				}
+			}
+			netnstest.IP(t, "-n", "ns-elsewhere", "link", "del", "eth0")
+		})
+	}
+}
