@@ -16,7 +16,7 @@ LDFLAGS = -s -w -extldflags=-static \
 	-X $(VERSION_PKG).BuildUser=$(shell id -un)@$(shell hostname) \
 	-X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build test test-unit bench bench-compare docker lint clean
+.PHONY: all build test test-unit bench bench-compare docker kubernetes lint clean
 
 all: build test
 
@@ -29,6 +29,7 @@ test:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) test -race -count=1 ./...
+	cd deploy/kubernetes/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## test-unit: the tests that need neither root nor anything installed
 test-unit:
@@ -44,6 +45,10 @@ bench-compare: build
 
 docker: build
 	docker build -t $(DOCKER_IMAGE) .
+
+## kubernetes: regenerate deploy/kubernetes/base/prometheusrule.yaml from alerts/ (a test fails while they differ)
+kubernetes:
+	cd deploy/kubernetes/validate && $(GO) run ./cmd/prometheusrule -rules ../../../alerts/veth_exporter.rules.yml -out ../base/prometheusrule.yaml
 
 clean:
 	rm -f $(BINARY)
