@@ -47,6 +47,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
@@ -120,19 +122,19 @@ type Runtime struct {
 	env        []string
 	image      []byte // the pause image, a docker-archive tar
 
-	mu        sync.Mutex
-	cmd       *exec.Cmd
-	exited    chan struct{} // closed once cmd is reaped
-	conn      *grpc.ClientConn
-	client    runtimeapi.RuntimeServiceClient
-	pods      map[string]*Pod  // by sandbox ID: pods made through RunPod
-	uids      map[string]bool  // pod UIDs whose cgroups to remove
-	links     map[string]bool  // interfaces that existed before Start
-	netnsWas  map[string]bool  // entries of NetnsDir before Start
-	runDirs   []string         // of runtimeDirs, those missing before Start
-	undo      []func() error   // mounts to undo at the end, in order
-	stopReap  chan struct{}
-	reapDone  chan struct{}
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed once cmd is reaped
+	conn     *grpc.ClientConn
+	client   runtimeapi.RuntimeServiceClient
+	pods     map[string]*Pod // by sandbox ID: pods made through RunPod
+	uids     map[string]bool // pod UIDs whose cgroups to remove
+	links    map[string]bool // interfaces that existed before Start
+	netnsWas map[string]bool // entries of NetnsDir before Start
+	runDirs  []string        // of runtimeDirs, those missing before Start
+	undo     []func() error  // mounts to undo at the end, in order
+	stopReap chan struct{}
+	reapDone chan struct{}
 }
 
 // active is the running Runtime of this test binary, if any.
@@ -174,8 +176,8 @@ func Start(t testing.TB) *Runtime {
 	t.Helper()
 	netnstest.Require(t)
 	r := &Runtime{
-		pods:      map[string]*Pod{},
-		uids:      map[string]bool{},
+		pods: map[string]*Pod{},
+		uids: map[string]bool{},
 	}
 	r.containerd, r.ctr = findBinaries(t)
 	// The pause image is built before anything is started or mounted:
@@ -249,8 +251,9 @@ func (r *Runtime) config() string {
 	// drop CAP_SYS_RESOURCE even for root, and runc then fails with
 	// "can't get final child's PID from pipe: EOF" when asked to lower a
 	// score. disable_apparmor: profiles are loaded into the machine's
-	// kernel, which a test must not change. The snapshotters and
-	// runtimes left out are not used and would only probe the machine.
+	// kernel, which a test must not change. The snapshotters left out
+	// are not used and would only probe the machine. (The v1 runtime
+	// stays: containerd 1.6's tasks service, and with it CRI, needs it.)
 	return fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -259,7 +262,6 @@ disabled_plugins = [
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.runtime.v1.linux",
   "io.containerd.tracing.processor.v1.otlp",
   "io.containerd.internal.v1.tracing",
 ]
@@ -441,6 +443,11 @@ func (r *Runtime) start(t testing.TB) {
 		if err == nil {
 			return
 		}
+		if status.Code(err) == codes.Unimplemented {
+			// containerd serves, without the CRI plugin: it failed to
+			// load, and will not on its own.
+			t.Fatalf("critest: containerd %d runs without its CRI plugin: %v\n%s", cmd.Process.Pid, err, r.logTail(40))
+		}
 		select {
 		case <-exited:
 			r.markDown()
@@ -538,14 +545,16 @@ func (r *Runtime) stop() error {
 	return err
 }
 
-// Restart starts containerd again with the same root, state and
-// configuration after [Runtime.Stop] or [Runtime.KillRuntime], and waits
+// Restart stops containerd cleanly if it runs (as [Runtime.Stop]), then
+// starts it again with the same root, state and configuration and waits
 // until CRI reports ready. CRI recovers its sandboxes from containerd's
-// records: one whose task is gone is listed NOTREADY.
+// records: one whose task is gone (see [Runtime.KillSandbox]) is listed
+// NOTREADY, one whose record is gone (see [Runtime.RemoveSandboxRecord])
+// is forgotten.
 func (r *Runtime) Restart(t testing.TB) {
 	t.Helper()
 	if cmd, _ := r.running(); cmd != nil {
-		t.Fatalf("critest: restart containerd: %d still runs (Stop or KillRuntime it first)", cmd.Process.Pid)
+		r.Stop(t)
 	}
 	r.start(t)
 }

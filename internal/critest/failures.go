@@ -69,8 +69,8 @@ func (r *Runtime) RemoveSandboxRecord(t testing.TB, id string) {
 
 // LoseSandbox makes the pods the leftover of a runtime that lost its
 // state: it kills containerd, then each pod's shim and pause process,
-// restarts containerd (CRI now lists the pods NOTREADY), removes their
-// sandbox records and restarts it again. CRI then lists none of them, yet
+// starts containerd again (CRI now lists the pods NOTREADY), removes their
+// sandbox records and restarts it. CRI then lists none of them, yet
 // each pod's veth stays on cni0, up, its /var/run/netns/cni-* mount pins
 // the namespace with no process in it, and the libcni cache entries, the
 // host-local lease and the empty pod<UID> cgroups remain. Start's cleanup

@@ -62,7 +62,8 @@ func pauseImage() (tag string, archive []byte, err error) {
 	}
 	_, werr := f.Write(archive)
 	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
+	merr := os.Chmod(f.Name(), 0o644)
+	if err := errors.Join(werr, cerr, merr); err != nil {
 		os.Remove(f.Name())
 		return "", nil, err
 	}
