@@ -1,15 +1,17 @@
 // Package alerts holds no Go code: it is the home of veth_exporter's
 // Prometheus alerting rules (veth_exporter.rules.yml) and of their promtool
 // unit tests (tests/*.yml). These tests run promtool and amtool over them and
-// over the Alertmanager example in deploy/alertmanager, so that `go test ./...`
+// over the Alertmanager examples in deploy/alertmanager, so that `go test ./...`
 // checks them like the code. They never touch the network or the system.
 package alerts
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -27,6 +29,10 @@ const (
 	testsDir  = "tests"
 	amConfig  = "../deploy/alertmanager/alertmanager.yml"
 	readme    = "../README.md"
+
+	// amPerNodeConfig is the example for Alertmanagers before 0.31: one
+	// route and receiver per node.
+	amPerNodeConfig = "../deploy/alertmanager/alertmanager-per-node.yml"
 
 	// runbookBase is where every runbook_url points: a section of the README.
 	runbookBase = "https://github.com/veth-exporter/veth_exporter#"
@@ -399,30 +405,32 @@ func layout(t *testing.T, rules string) string {
 	return dir
 }
 
-// amExample is the part of the Alertmanager example these tests read.
+// amExample is the part of an Alertmanager example these tests read.
 type amExample struct {
-	Route     amRoute `yaml:"route"`
-	Receivers []struct {
-		Name           string `yaml:"name"`
-		WebhookConfigs []struct {
-			URL          string `yaml:"url"`
-			SendResolved *bool  `yaml:"send_resolved"`
-			MaxAlerts    int    `yaml:"max_alerts"`
-			HTTPConfig   struct {
-				Authorization *struct {
-					Type            string `yaml:"type"`
-					CredentialsFile string `yaml:"credentials_file"`
-				} `yaml:"authorization"`
-				BasicAuth *struct {
-					Username     string `yaml:"username"`
-					PasswordFile string `yaml:"password_file"`
-				} `yaml:"basic_auth"`
-				TLSConfig struct {
-					CAFile string `yaml:"ca_file"`
-				} `yaml:"tls_config"`
-			} `yaml:"http_config"`
-		} `yaml:"webhook_configs"`
-	} `yaml:"receivers"`
+	Route     amRoute      `yaml:"route"`
+	Receivers []amReceiver `yaml:"receivers"`
+}
+
+type amReceiver struct {
+	Name           string `yaml:"name"`
+	WebhookConfigs []struct {
+		URL          string `yaml:"url"`
+		SendResolved *bool  `yaml:"send_resolved"`
+		MaxAlerts    int    `yaml:"max_alerts"`
+		HTTPConfig   struct {
+			Authorization *struct {
+				Type            string `yaml:"type"`
+				CredentialsFile string `yaml:"credentials_file"`
+			} `yaml:"authorization"`
+			BasicAuth *struct {
+				Username     string `yaml:"username"`
+				PasswordFile string `yaml:"password_file"`
+			} `yaml:"basic_auth"`
+			TLSConfig struct {
+				CAFile string `yaml:"ca_file"`
+			} `yaml:"tls_config"`
+		} `yaml:"http_config"`
+	} `yaml:"webhook_configs"`
 }
 
 type amRoute struct {
@@ -430,58 +438,215 @@ type amRoute struct {
 	Matchers       []string  `yaml:"matchers"`
 	GroupBy        []string  `yaml:"group_by"`
 	GroupWait      string    `yaml:"group_wait"`
+	GroupInterval  string    `yaml:"group_interval"`
 	RepeatInterval string    `yaml:"repeat_interval"`
 	Routes         []amRoute `yaml:"routes"`
 }
 
-// TestAlertmanagerExample checks what the webhook relies on: VethOrphaned
-// routed to it one device at a time, resolved alerts never sent, a cap on
-// alerts per request, authentication, and a URL per node.
-func TestAlertmanagerExample(t *testing.T) {
-	var c amExample
-	readYAML(t, amConfig, &c)
-	var route *amRoute
-	for i, r := range c.Route.Routes {
+// amExamples are the Alertmanager examples: one webhook URL templated
+// from the alert's instance (Alertmanager 0.31 and later), and one route
+// and receiver per node with a literal URL each (older ones).
+var amExamples = []struct {
+	path      string
+	templated bool
+}{
+	{amConfig, true},
+	{amPerNodeConfig, false},
+}
+
+// instanceMatcherRE is a route's matcher on the instance label.
+var instanceMatcherRE = regexp.MustCompile(`^instance\s*(=~|!~|!=|=)\s*"?([^"]*)"?$`)
+
+// vethOrphanedRoutes returns the routes that send VethOrphaned somewhere.
+func vethOrphanedRoutes(c *amExample) []amRoute {
+	var routes []amRoute
+	for _, r := range c.Route.Routes {
 		if slices.Contains(r.Matchers, "alertname = VethOrphaned") {
-			route = &c.Route.Routes[i]
-			break
+			routes = append(routes, r)
 		}
 	}
-	if route == nil {
-		t.Fatalf("%s: no route matching alertname = VethOrphaned", amConfig)
+	return routes
+}
+
+// checkAlertmanagerExample returns what the webhook would miss in an
+// Alertmanager example: VethOrphaned routed to it one device at a time,
+// each node's alerts to that node's exporter (the templated URL, or a
+// route matching exactly one instance whose receiver's URL is that
+// instance), resolved alerts never sent, a cap on alerts per request,
+// authentication, and TLS.
+func checkAlertmanagerExample(config []byte, templated bool) []string {
+	var c amExample
+	if err := yaml.Unmarshal(config, &c); err != nil {
+		return []string{err.Error()}
 	}
-	if !slices.Equal(route.GroupBy, []string{"instance", "device"}) {
-		t.Errorf("VethOrphaned route: group_by = %q, want [instance device]", route.GroupBy)
+	var problems []string
+	fail := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	routes := vethOrphanedRoutes(&c)
+	switch {
+	case len(routes) == 0:
+		return []string{"no route matching alertname = VethOrphaned"}
+	case templated && len(routes) != 1:
+		fail("%d VethOrphaned routes, want the one with the templated URL", len(routes))
 	}
-	found := false
+	receivers := map[string]amReceiver{}
 	for _, rc := range c.Receivers {
-		if rc.Name != route.Receiver {
+		receivers[rc.Name] = rc
+	}
+	instances := map[string]bool{}
+	for i, route := range routes {
+		name := fmt.Sprintf("VethOrphaned route %d (receiver %s)", i+1, route.Receiver)
+		if !slices.Equal(route.GroupBy, []string{"instance", "device"}) {
+			fail("%s: group_by = %q, want [instance device]", name, route.GroupBy)
+		}
+		// The credential must not cross the network in clear text.
+		wantURL := "https://" + amURLTemplate + "/remediate"
+		if !templated {
+			var instance []string
+			for _, m := range route.Matchers {
+				if sm := instanceMatcherRE.FindStringSubmatch(m); sm != nil {
+					instance = sm
+				} else if strings.HasPrefix(m, "instance") {
+					fail("%s: matcher %q: want instance = \"host:port\"", name, m)
+				}
+			}
+			switch {
+			case instance == nil || instance[1] != "=" || instance[2] == "":
+				fail("%s: matchers %q: want exactly one node, instance = \"host:port\"", name, route.Matchers)
+				continue
+			case instances[instance[2]]:
+				fail("%s: a second route for instance %s: it never matches", name, instance[2])
+			}
+			instances[instance[2]] = true
+			wantURL = "https://" + instance[2] + "/remediate"
+		}
+		rc, ok := receivers[route.Receiver]
+		if !ok {
+			fail("%s: no receiver %q", name, route.Receiver)
 			continue
 		}
-		found = true
 		if len(rc.WebhookConfigs) != 1 {
-			t.Fatalf("receiver %s: %d webhook_configs, want 1", rc.Name, len(rc.WebhookConfigs))
+			fail("receiver %s: %d webhook_configs, want 1", rc.Name, len(rc.WebhookConfigs))
+			continue
 		}
 		w := rc.WebhookConfigs[0]
-		// The credential must not cross the network in clear text.
-		if want := "https://" + amURLTemplate + "/remediate"; w.URL != want {
-			t.Errorf("receiver %s: url = %q, want %q", rc.Name, w.URL, want)
+		if w.URL != wantURL {
+			fail("receiver %s: url = %q, want %q", rc.Name, w.URL, wantURL)
 		}
 		if w.HTTPConfig.TLSConfig.CAFile == "" {
-			t.Errorf("receiver %s: no tls_config.ca_file to verify the exporters' certificates", rc.Name)
+			fail("receiver %s: no tls_config.ca_file to verify the exporters' certificates", rc.Name)
 		}
 		if w.SendResolved == nil || *w.SendResolved {
-			t.Errorf("receiver %s: send_resolved must be false", rc.Name)
+			fail("receiver %s: send_resolved must be false", rc.Name)
 		}
 		if w.MaxAlerts <= 0 {
-			t.Errorf("receiver %s: max_alerts = %d, want a limit", rc.Name, w.MaxAlerts)
+			fail("receiver %s: max_alerts = %d, want a limit", rc.Name, w.MaxAlerts)
 		}
 		if a := w.HTTPConfig.Authorization; (a == nil || a.CredentialsFile == "") && w.HTTPConfig.BasicAuth == nil {
-			t.Errorf("receiver %s: no authorization credentials_file nor basic_auth", rc.Name)
+			fail("receiver %s: no authorization credentials_file nor basic_auth", rc.Name)
 		}
 	}
-	if !found {
-		t.Errorf("%s: no receiver %q", amConfig, route.Receiver)
+	return problems
+}
+
+// TestAlertmanagerExample checks both Alertmanager examples.
+func TestAlertmanagerExample(t *testing.T) {
+	for _, ex := range amExamples {
+		b, err := os.ReadFile(ex.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range checkAlertmanagerExample(b, ex.templated) {
+			t.Errorf("%s: %s", ex.path, p)
+		}
+	}
+}
+
+// TestAlertmanagerExamplesAgree wants the per-node example to route and
+// deliver exactly as the templated one, node by node.
+func TestAlertmanagerExamplesAgree(t *testing.T) {
+	var templated, perNode amExample
+	readYAML(t, amConfig, &templated)
+	readYAML(t, amPerNodeConfig, &perNode)
+	want := vethOrphanedRoutes(&templated)
+	if len(want) != 1 {
+		t.Fatalf("%s: %d VethOrphaned routes, want 1", amConfig, len(want))
+	}
+	routes := vethOrphanedRoutes(&perNode)
+	if len(routes) < 2 {
+		t.Errorf("%s: %d VethOrphaned routes, want one per node for at least two", amPerNodeConfig, len(routes))
+	}
+	receiverOf := func(c *amExample, name string) amReceiver {
+		for _, rc := range c.Receivers {
+			if rc.Name == name {
+				return rc
+			}
+		}
+		return amReceiver{}
+	}
+	wantReceiver := receiverOf(&templated, want[0].Receiver)
+	for _, r := range routes {
+		if r.GroupWait != want[0].GroupWait || r.GroupInterval != want[0].GroupInterval || r.RepeatInterval != want[0].RepeatInterval {
+			t.Errorf("%s: route to %s: group_wait/group_interval/repeat_interval %s/%s/%s, want %s/%s/%s as in %s", amPerNodeConfig, r.Receiver,
+				r.GroupWait, r.GroupInterval, r.RepeatInterval, want[0].GroupWait, want[0].GroupInterval, want[0].RepeatInterval, amConfig)
+		}
+		rc := receiverOf(&perNode, r.Receiver)
+		if len(rc.WebhookConfigs) != 1 || len(wantReceiver.WebhookConfigs) != 1 {
+			continue // TestAlertmanagerExample reports it
+		}
+		got, w := rc.WebhookConfigs[0], wantReceiver.WebhookConfigs[0]
+		got.URL, w.URL = "", ""
+		if !reflect.DeepEqual(got, w) {
+			t.Errorf("%s: receiver %s: %+v, want the settings of %s: %+v", amPerNodeConfig, rc.Name, got, amConfig, w)
+		}
+	}
+}
+
+// TestAlertmanagerExampleCatchesMistakes breaks each example in ways that
+// would send an alert to the wrong node, in clear text, or in bulk, and
+// wants checkAlertmanagerExample to say so.
+func TestAlertmanagerExampleCatchesMistakes(t *testing.T) {
+	mutants := []struct {
+		path, old, new string
+	}{
+		{amConfig, "url: 'https://{{ .GroupLabels.instance }}/remediate'", "url: 'http://{{ .GroupLabels.instance }}/remediate'"},
+		{amConfig, "url: 'https://{{ .GroupLabels.instance }}/remediate'", "url: 'https://node1.example:9750/remediate'"},
+		{amConfig, "      group_by: [instance, device]", "      group_by: [instance]"},
+		{amConfig, "        send_resolved: false", "        send_resolved: true"},
+		{amConfig, "            ca_file: /etc/alertmanager/veth-exporter-ca.pem", ""},
+		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: https://node1.example:9750/remediate"},
+		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: http://node2.example:9750/remediate"},
+		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: 'https://{{ .GroupLabels.instance }}/remediate'"},
+		{amPerNodeConfig, "        - instance = \"node2.example:9750\"\n", ""},
+		{amPerNodeConfig, "instance = \"node2.example:9750\"", "instance =~ \"node2.*\""},
+		{amPerNodeConfig, "instance = \"node2.example:9750\"", "instance = \"node1.example:9750\""},
+		{amPerNodeConfig, "    - receiver: veth-remediate-node2", "    - receiver: veth-remediate-node3"},
+		{amPerNodeConfig, "remediate\n        send_resolved: false\n        max_alerts: 50\n        http_config:\n          authorization:\n            type: Bearer\n            credentials_file: /etc/alertmanager/veth-remediate.token\n          tls_config:\n            ca_file: /etc/alertmanager/veth-exporter-ca.pem\n",
+			"remediate\n        send_resolved: false\n        max_alerts: 50\n"},
+	}
+	for _, m := range mutants {
+		old, _, _ := strings.Cut(strings.TrimSpace(m.old), "\n")
+		t.Run(filepath.Base(m.path)+"/"+old, func(t *testing.T) {
+			b, err := os.ReadFile(m.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := bytes.Count(b, []byte(m.old)); n < 1 {
+				t.Fatalf("%s holds no %q", m.path, m.old)
+			}
+			// The last occurrence: node2's part of the per-node example.
+			i := bytes.LastIndex(b, []byte(m.old))
+			broken := append(append(append([]byte{}, b[:i]...), m.new...), b[i+len(m.old):]...)
+			// Still an Alertmanager configuration: the check, not the
+			// parser, must refuse it.
+			var c amExample
+			if err := yaml.Unmarshal(broken, &c); err != nil {
+				t.Fatalf("the broken copy does not parse, so it proves nothing: %v", err)
+			}
+			templated := m.path == amConfig
+			if problems := checkAlertmanagerExample(broken, templated); len(problems) == 0 {
+				t.Errorf("%s with %q changed to %q passes", m.path, m.old, m.new)
+			}
+		})
 	}
 }
 
@@ -514,5 +679,22 @@ receivers: [{name: r, webhook_configs: [{url: 'http://`+amURLTemplate+`/x'}]}]
 	}
 	if out, err := run(t, amtool, "check-config", path); err != nil {
 		t.Fatalf("amtool check-config %s: %v\n%s", path, err, out)
+	}
+}
+
+// TestAmtoolCheckConfigPerNode validates the per-node example with amtool
+// as it is: it is for the Alertmanagers that template no URL, so any
+// amtool must take it.
+func TestAmtoolCheckConfigPerNode(t *testing.T) {
+	amtool := tool(t, "amtool", "prometheus-alertmanager")
+	config, err := os.ReadFile(amPerNodeConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(config, []byte("{{")) {
+		t.Errorf("%s: a template, which Alertmanager before 0.31 does not expand in a webhook URL", amPerNodeConfig)
+	}
+	if out, err := run(t, amtool, "check-config", amPerNodeConfig); err != nil {
+		t.Fatalf("amtool check-config %s: %v\n%s", amPerNodeConfig, err, out)
 	}
 }
