@@ -40,6 +40,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -660,7 +661,7 @@ func reapOrphans() {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	self := os.Getpid()
 	for _, p := range procs {
-		pid, err := atoi(filepath.Base(p))
+		pid, err := strconv.Atoi(filepath.Base(p))
 		if err != nil {
 			continue
 		}
@@ -750,7 +751,7 @@ func (r *Runtime) killLeftovers() error {
 	var victims []int
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		pid, err := atoi(filepath.Base(p))
+		pid, err := strconv.Atoi(filepath.Base(p))
 		if err != nil || pid <= 1 || pid == os.Getpid() {
 			continue
 		}

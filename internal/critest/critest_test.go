@@ -385,12 +385,18 @@ func podCgroups(uid string) []string {
 
 // TestStopPodDeletesVeth checks that a normal StopPodSandbox deletes the
 // veth (CNI DEL) even while a process pins the namespace, and that
-// RemovePodSandbox then removes the sandbox and its mount.
+// RemovePodSandbox then removes the sandbox and its mount, even after an
+// `ip netns add` (which must not hide containerd's mounts: Start made
+// /run/netns a shared mount point).
 func TestStopPodDeletesVeth(t *testing.T) {
 	r := startChecked(t)
 	p := runPod(t, r, "default", "stopped")
 	joined, stop := JoinNetns(t, p.Netns)
 	defer stop()
+	netnstest.NamedNetns(t, "critest-named")
+	if !mounted(t, p.Netns) {
+		t.Fatalf("after ip netns add: %s is not a mount point any more", p.Netns)
+	}
 	t0 := time.Now()
 	r.StopPod(t, p.ID)
 	t.Logf("StopPod: %v", time.Since(t0))
@@ -500,6 +506,23 @@ func TestRuntimeDownAndNotReady(t *testing.T) {
 	}
 	if pids := processesIn(t, b.Netns); len(pids) != 0 {
 		t.Errorf("NOTREADY b: processes %v in its namespace, want none", pids)
+	}
+}
+
+// TestCleanupAfterKill ends with containerd killed and its pods running
+// without it: Start's cleanup must kill the shims and pause processes,
+// unmount the namespaces, delete the veths and cni0 and remove the
+// cgroups (checked by startChecked).
+func TestCleanupAfterKill(t *testing.T) {
+	r := startChecked(t)
+	p := runPod(t, r, "default", "orphan-to-be")
+	runPod(t, r, "other", "running")
+	r.KillRuntime(t)
+	if r.PID() != 0 {
+		t.Errorf("after KillRuntime: PID %d, want 0", r.PID())
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err != nil {
+		t.Errorf("after KillRuntime: pause %d: %v, want it running", p.PID, err)
 	}
 }
 

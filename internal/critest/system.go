@@ -472,8 +472,6 @@ func readStat(pid int) (procStat, error) {
 	return procStat{comm: string(b[open+1 : i]), state: f[0][0], ppid: ppid}, nil
 }
 
-func atoi(s string) (int, error) { return strconv.Atoi(s) }
-
 // cmdlineContains reports whether the command line of pid contains s.
 func cmdlineContains(pid int, s string) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
