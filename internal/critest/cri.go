@@ -158,16 +158,12 @@ func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	if err != nil {
 		t.Fatalf("critest: pod %s/%s (%s): %v", namespace, name, id, err)
 	}
-	pod := &Pod{
+	return &Pod{
 		ID: id, Namespace: namespace, Name: name, UID: uid,
 		PID: info.PID, Netns: info.Netns, NetnsName: filepath.Base(info.Netns),
 		Veth: veth, VethIndex: index,
 		Cgroup: cgroupParent + "/" + id,
 	}
-	r.mu.Lock()
-	r.pods[id] = pod
-	r.mu.Unlock()
-	return pod
 }
 
 // PodStatus returns PodSandboxStatus(verbose) of the sandbox id and what

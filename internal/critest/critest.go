@@ -128,7 +128,6 @@ type Runtime struct {
 	exited   chan struct{} // closed once cmd is reaped
 	conn     *grpc.ClientConn
 	client   runtimeapi.RuntimeServiceClient
-	pods     map[string]*Pod // by sandbox ID: pods made through RunPod
 	uids     map[string]bool // pod UIDs whose cgroups to remove
 	links    map[string]bool // interfaces that existed before Start
 	netnsWas map[string]bool // entries of NetnsDir before Start
@@ -176,10 +175,7 @@ var active struct {
 func Start(t testing.TB) *Runtime {
 	t.Helper()
 	netnstest.Require(t)
-	r := &Runtime{
-		pods: map[string]*Pod{},
-		uids: map[string]bool{},
-	}
+	r := &Runtime{uids: map[string]bool{}}
 	r.containerd, r.ctr = findBinaries(t)
 	// The pause image is built before anything is started or mounted:
 	// a cold build takes seconds, and a failure leaves nothing to undo.
