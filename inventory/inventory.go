@@ -71,6 +71,10 @@ const (
 	// settle time; runtimes build and tear down networks in steps that
 	// each look like a leftover for a moment.
 	ReasonSettling Reason = "settling"
+	// ReasonOtherLinks: no process is in the peer namespace, but it holds
+	// interfaces other than loopback and the peers of host veths (see
+	// [Namespace.OtherLinks]): it may route for live containers.
+	ReasonOtherLinks Reason = "other_links"
 	// ReasonResolverDown: the namespace belongs to a runtime (Docker) that
 	// cannot be asked: a namespace a crashed daemon left looks empty until
 	// it restarts and cleans up.
@@ -120,6 +124,11 @@ type Namespace struct {
 	// Containers are the names of the running containers a runtime says
 	// share the namespace, its owner (the sandbox) first.
 	Containers []string `json:"containers,omitempty"`
+	// OtherLinks are the interfaces of a namespace with no process in it
+	// other than loopback and the peers of host veths: a namespace that
+	// routes for others (a veth to a live container, a tunnel) is in use
+	// without a process. "?" when its links could not be listed.
+	OtherLinks []string `json:"other_links,omitempty"`
 }
 
 // Veth is one host-side veth interface and everything known about it.

@@ -40,11 +40,16 @@ type link struct {
 // else dumps links. Messages are parsed as they arrive and only the few
 // attributes the inventory uses are kept: holding the fully decoded dump of
 // ten thousand links costs tens of megabytes.
-func dumpLinks() ([]link, error) {
+func dumpLinks() ([]link, error) { return dumpLinksIn(-1) }
+
+// dumpLinksIn dumps the links of the namespace the host knows by nsid
+// (IFLA_TARGET_NETNSID, Linux 4.20), without entering it; a negative nsid
+// is the host's own namespace.
+func dumpLinksIn(nsid int) ([]link, error) {
 	var err error
 	for range dumpAttempts {
 		var links []link
-		links, err = dumpLinksOnce()
+		links, err = dumpLinksOnce(nsid)
 		if err == nil {
 			return links, nil
 		}
@@ -72,8 +77,13 @@ type LinkRef struct {
 
 // DumpLinkRefs lists every link of the host namespace with one netlink
 // dump, through the same wrapper as the inventory.
-func DumpLinkRefs() ([]LinkRef, error) {
-	links, err := dumpLinks()
+func DumpLinkRefs() ([]LinkRef, error) { return DumpLinkRefsIn(-1) }
+
+// DumpLinkRefsIn lists every link of the namespace the host knows by nsid,
+// without entering it; a negative nsid is the host's namespace. Peer
+// nsids are as the host knows them.
+func DumpLinkRefsIn(nsid int) ([]LinkRef, error) {
+	links, err := dumpLinksIn(nsid)
 	if err != nil {
 		return nil, err
 	}
@@ -84,10 +94,13 @@ func DumpLinkRefs() ([]LinkRef, error) {
 	return refs, nil
 }
 
-func dumpLinksOnce() ([]link, error) {
+func dumpLinksOnce(nsid int) ([]link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	if nsid >= 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
+	}
 	var (
 		links    []link
 		parseErr error

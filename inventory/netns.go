@@ -584,3 +584,43 @@ func nsidOf(h *netlink.Handle, path string, inode uint64) (int, int, error) {
 	}
 	return id, fd, nil
 }
+
+// findOtherLinks lists, for each peer namespace no process is in, the
+// interfaces it holds besides loopback and the peers of host veths, with
+// one link dump per such namespace (IFLA_TARGET_NETNSID: it is not
+// entered). A leaked pod namespace holds loopback and its eth0; one that
+// holds more (a veth to a live container, a tunnel, a bridge) may route
+// for others although no process lives in it. It returns warnings for the
+// namespaces it could not list, which count as holding other links.
+func (ns *namespaces) findOtherLinks(veths []Veth) []string {
+	peers := map[*Namespace]map[int]bool{}
+	for i := range veths {
+		v := &veths[i]
+		if n := v.PeerNetns; n != nil && len(n.PIDs) == 0 && n.NSID >= 0 {
+			if peers[n] == nil {
+				peers[n] = map[int]bool{}
+			}
+			peers[n][v.PeerIndex] = true
+		}
+	}
+	var warnings []string
+	for n, allowed := range peers {
+		links, err := dumpLinksIn(n.NSID)
+		if err != nil {
+			n.OtherLinks = []string{"?"}
+			warnings = append(warnings, fmt.Sprintf("cannot list the interfaces of namespace net:[%d]: %v", n.Inode, err))
+			continue
+		}
+		for _, l := range links {
+			if l.index == loopbackIndex || (l.veth && allowed[l.index]) {
+				continue
+			}
+			n.OtherLinks = append(n.OtherLinks, l.name)
+		}
+		sort.Strings(n.OtherLinks)
+	}
+	return warnings
+}
+
+// loopbackIndex is the ifindex of loopback in every namespace.
+const loopbackIndex = 1

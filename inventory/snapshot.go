@@ -242,6 +242,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	if err != nil {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("peers whose namespace got its nsid during the scan are not resolved: %v", err))
 	}
+	s.Warnings = append(s.Warnings, ns.findOtherLinks(s.Veths)...)
 	if len(ns.partial) == 0 {
 		// On a partial view "no process" is not proved: no count at all
 		// rather than a wrong one.

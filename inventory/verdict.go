@@ -100,6 +100,10 @@ func decide(v *Veth, e evidence) (Verdict, Reason) {
 		// A crashed runtime leaves its namespaces looking empty until it
 		// restarts and cleans them up: only the runtime can tell.
 		return Unknown, ReasonResolverDown
+	case len(v.PeerNetns.PIDs) == 0 && len(v.PeerNetns.OtherLinks) > 0:
+		// No process, but interfaces that may carry live traffic (a
+		// router namespace): not a plain leftover.
+		return Unknown, ReasonOtherLinks
 	case len(v.PeerNetns.PIDs) == 0:
 		return Orphaned, ReasonNetnsEmpty
 	case v.LastOwner != nil && v.LastOwner.Kind != OwnerProcess:
