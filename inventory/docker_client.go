@@ -1,0 +1,540 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The Docker resolver asks the Docker Engine API who owns the namespaces
+// that Docker made. It needs five endpoints (ping, container list and
+// inspect, networks, events), stable since API 1.24, so it speaks them
+// itself rather than through the official client, whose module brings
+// OpenTelemetry and image-spec packages along for them.
+const (
+	// dockerMaxAPIVersion is the newest API version this resolver asks
+	// for; an older daemon (Debian's 20.10 speaks 1.41) is asked in its own.
+	dockerMaxAPIVersion = "1.47"
+	// dockerMinAPIVersion is the oldest the endpoints used here exist in.
+	dockerMinAPIVersion = "1.24"
+	// dockerCallTimeout bounds each API call: a hung daemon makes veths
+	// unknown, not scrapes slow.
+	dockerCallTimeout = 3 * time.Second
+	// dockerViewTTL bounds how long a view is reused without a fresh list
+	// when the events stream is connected and quiet.
+	dockerViewTTL = 5 * time.Minute
+)
+
+// dockerDefaultNetnsDirs are where Docker pins its sandboxes' namespaces
+// with the default exec root; others are learned from SandboxKeys.
+var dockerDefaultNetnsDirs = []string{"/run/docker/netns"}
+
+// DockerContainer is Docker's record of one container.
+type DockerContainer struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Image          string `json:"image"`
+	State          string `json:"state"`
+	ComposeProject string `json:"compose_project,omitempty"`
+	ComposeService string `json:"compose_service,omitempty"`
+	// NetworkMode is host, none, default, a network name, or
+	// container:<id> for a container that joins another's namespace.
+	NetworkMode string `json:"network_mode"`
+	// Pid is the container's init process while it runs.
+	Pid int `json:"pid,omitempty"`
+	// SandboxKey is the nsfs mount pinning the container's namespace.
+	SandboxKey string `json:"sandbox_key,omitempty"`
+	// FinishedAt is when a stopped container last stopped running.
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// sandboxID names the sandbox; Docker pins its namespace at
+	// <netns dir>/<first 12 hex of it>.
+	sandboxID string
+	// inspected: Pid, SandboxKey and sandboxID are known.
+	inspected bool
+}
+
+// running: the container's namespace is in use. A paused container is
+// frozen, not gone, and a restarting one comes back in the same sandbox.
+func (c *DockerContainer) running() bool {
+	return c.State == "running" || c.State == "paused" || c.State == "restarting"
+}
+
+// stopped: Docker's record says the container is gone. A created
+// container has not started yet, a removing one is being cleaned up:
+// neither says anything about a namespace.
+func (c *DockerContainer) stopped() bool { return c.State == "exited" || c.State == "dead" }
+
+// sharesNamespace: the container joins another container's namespace and
+// so is never the owner of a veth.
+func (c *DockerContainer) sharesNamespace() bool {
+	return strings.HasPrefix(c.NetworkMode, "container:")
+}
+
+// DockerView is what Docker said: listed for one snapshot and reused by the
+// next ones while the events stream reports no change.
+type DockerView struct {
+	// Up: the daemon answered.
+	Up  bool  `json:"up"`
+	Err error `json:"-"`
+	// Containers are all containers, exited and created ones included.
+	Containers []*DockerContainer `json:"-"`
+	// Bridges maps the kernel name of each Docker bridge (docker0,
+	// br-<12 hex>) to its Docker network's name.
+	Bridges map[string]string `json:"bridges,omitempty"`
+	// NetnsDirs are the directories where Docker pins namespaces.
+	NetnsDirs []string `json:"netns_dirs"`
+	// Listed is when Docker listed these containers; a view is reused
+	// while the events stream reports no change.
+	Listed time.Time `json:"listed"`
+}
+
+// Docker resolves owners through the Docker Engine API. It caches what it
+// learns between snapshots and follows the events stream to know when the
+// cache is stale, so that a quiet node costs no API call per scrape. It is
+// safe for concurrent use.
+type Docker struct {
+	host    string
+	timeout time.Duration
+	client  *http.Client
+	base    string
+	logger  *slog.Logger
+
+	requests atomic.Uint64
+
+	mu         sync.Mutex
+	version    string // negotiated, "" until the first ping
+	view       *DockerView
+	viewAt     time.Time
+	inspected  map[string]*DockerContainer
+	netnsDirs  map[string]bool
+	eventsUp   bool
+	changedGen uint64 // bumped by every event
+	viewGen    uint64 // changedGen the cached view was built at
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// NewDocker returns a resolver for the daemon at host: unix:///path or
+// tcp://host:port (the DOCKER_HOST forms). It does not contact the daemon;
+// a daemon that is not there is an answer ("down"), not an error.
+//
+// timeout bounds what one snapshot may spend asking the daemon: a daemon
+// that does not answer in time is down for that snapshot.
+func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker, error) {
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil, fmt.Errorf("docker host %q: %w", host, err)
+	}
+	if timeout <= 0 {
+		timeout = dockerCallTimeout
+	}
+	d := &Docker{
+		host:      host,
+		timeout:   timeout,
+		logger:    logger,
+		inspected: map[string]*DockerContainer{},
+		netnsDirs: map[string]bool{},
+	}
+	for _, dir := range dockerDefaultNetnsDirs {
+		d.netnsDirs[dir] = true
+	}
+	transport := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
+	switch u.Scheme {
+	case "unix":
+		socket := u.Path
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dialer net.Dialer
+			return dialer.DialContext(ctx, "unix", socket)
+		}
+		d.base = "http://docker"
+	case "tcp", "http":
+		d.base = "http://" + u.Host
+	default:
+		return nil, fmt.Errorf("docker host %q: scheme %q not supported (unix:// or tcp://)", host, u.Scheme)
+	}
+	d.client = &http.Client{Transport: transport}
+	return d, nil
+}
+
+// Start follows the daemon's events until Close, reconnecting when the
+// daemon goes away and comes back.
+func (d *Docker) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stop = cancel
+	d.done = make(chan struct{})
+	go d.followEvents(ctx)
+}
+
+// Close stops following events.
+func (d *Docker) Close() {
+	if d.stop != nil {
+		d.stop()
+		<-d.done
+	}
+}
+
+// Requests is the number of API requests made so far.
+func (d *Docker) Requests() uint64 { return d.requests.Load() }
+
+// View returns Docker's view for a snapshot: the cached one while the
+// events stream is connected, quiet and the view young; otherwise a fresh
+// list (one call), the inspection of containers not seen running before,
+// and the networks (one call).
+func (d *Docker) View(ctx context.Context) *DockerView {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.view != nil && d.view.Up && d.eventsUp && d.viewGen == d.changedGen && time.Since(d.viewAt) < dockerViewTTL {
+		return d.view
+	}
+	gen := d.changedGen
+	v, err := d.fetch(ctx)
+	if err != nil {
+		if d.view == nil || d.view.Up {
+			d.logger.Warn("Docker API unreachable: veths Docker must decide are unknown until it answers", "host", d.host, "err", err)
+		}
+		v = &DockerView{Err: err}
+		d.version = "" // negotiate again: the daemon may come back upgraded
+	} else if d.view != nil && !d.view.Up {
+		d.logger.Info("Docker API reachable again", "host", d.host)
+	}
+	for dir := range d.netnsDirs {
+		v.NetnsDirs = append(v.NetnsDirs, dir)
+	}
+	d.view, d.viewAt, d.viewGen = v, time.Now(), gen
+	return v
+}
+
+// fetch builds a fresh view; the caller holds d.mu.
+func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
+	if d.version == "" {
+		if err := d.negotiate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var list []struct {
+		ID     string `json:"Id"`
+		Names  []string
+		Image  string
+		State  string
+		Labels map[string]string
+		// HostConfig.NetworkMode in the list is all a container in
+		// another's namespace needs to be recognised.
+		HostConfig struct{ NetworkMode string }
+	}
+	if err := d.get(ctx, "/containers/json", url.Values{"all": {"1"}}, &list); err != nil {
+		return nil, err
+	}
+	v := &DockerView{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
+	seen := map[string]bool{}
+	for _, c := range list {
+		seen[c.ID] = true
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		dc := &DockerContainer{
+			ID: c.ID, Name: name, Image: c.Image, State: c.State,
+			ComposeProject: c.Labels["com.docker.compose.project"],
+			ComposeService: c.Labels["com.docker.compose.service"],
+			NetworkMode:    c.HostConfig.NetworkMode,
+		}
+		// Pid and SandboxKey only come from inspect: asked once per run
+		// of a container, and again only after it started, died or was
+		// destroyed (the events that change them).
+		if !d.reuseInspect(dc) && dc.running() {
+			if err := d.inspect(ctx, dc); err != nil {
+				if isNotFound(err) {
+					continue // removed since the list
+				}
+				return nil, err
+			}
+		}
+		v.Containers = append(v.Containers, dc)
+	}
+	for id := range d.inspected {
+		if !seen[id] {
+			delete(d.inspected, id)
+		}
+	}
+	var networks []struct {
+		ID      string `json:"Id"`
+		Name    string
+		Driver  string
+		Options map[string]string
+	}
+	if err := d.get(ctx, "/networks", nil, &networks); err != nil {
+		return nil, err
+	}
+	for _, n := range networks {
+		if n.Driver != "bridge" {
+			continue
+		}
+		bridge := n.Options["com.docker.network.bridge.name"]
+		if bridge == "" && len(n.ID) >= 12 {
+			bridge = "br-" + n.ID[:12]
+		}
+		v.Bridges[bridge] = n.Name
+	}
+	return v, nil
+}
+
+// inspect fills in the container's Pid and SandboxKey; the caller holds d.mu.
+func (d *Docker) inspect(ctx context.Context, c *DockerContainer) error {
+	var r struct {
+		State struct {
+			Pid        int
+			FinishedAt time.Time
+		}
+		NetworkSettings struct{ SandboxKey, SandboxID string }
+	}
+	if err := d.get(ctx, "/containers/"+c.ID+"/json", nil, &r); err != nil {
+		return err
+	}
+	c.Pid, c.SandboxKey, c.sandboxID, c.inspected = r.State.Pid, hostRunPath(r.NetworkSettings.SandboxKey), r.NetworkSettings.SandboxID, true
+	if r.State.FinishedAt.Year() > 1 {
+		c.FinishedAt = r.State.FinishedAt
+	}
+	d.inspected[c.ID] = c
+	if c.SandboxKey != "" {
+		d.netnsDirs[filepath.Dir(c.SandboxKey)] = true
+	}
+	return nil
+}
+
+// reuseInspect copies what an earlier inspect of the same container in
+// the same state learned; the caller holds d.mu.
+func (d *Docker) reuseInspect(c *DockerContainer) bool {
+	old := d.inspected[c.ID]
+	if old == nil || old.State != c.State {
+		return false
+	}
+	c.Pid, c.SandboxKey, c.sandboxID, c.FinishedAt, c.inspected = old.Pid, old.SandboxKey, old.sandboxID, old.FinishedAt, true
+	return true
+}
+
+// hostRunPath writes /var/run paths as /run paths, as mountinfo shows them
+// on every distribution where /var/run links to /run.
+func hostRunPath(p string) string {
+	if rest, ok := strings.CutPrefix(p, "/var/run/"); ok {
+		return "/run/" + rest
+	}
+	return p
+}
+
+// negotiate asks /_ping for the daemon's API version and settles on the
+// newer of what both speak.
+func (d *Docker) negotiate(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/_ping", nil)
+	if err != nil {
+		return err
+	}
+	d.requests.Add(1)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("docker ping: %w", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("docker ping: %s", resp.Status)
+	}
+	version := resp.Header.Get("Api-Version")
+	switch {
+	case version == "":
+		version = dockerMinAPIVersion
+	case versionLess(dockerMaxAPIVersion, version):
+		version = dockerMaxAPIVersion
+	case versionLess(version, dockerMinAPIVersion):
+		return fmt.Errorf("docker API %s is older than %s", version, dockerMinAPIVersion)
+	}
+	d.version = version
+	return nil
+}
+
+// versionLess compares API versions such as 1.41 and 1.9 numerically.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) || i < len(bs); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+type dockerError struct {
+	status  int
+	message string
+}
+
+func (e *dockerError) Error() string { return fmt.Sprintf("docker API: %d %s", e.status, e.message) }
+
+func isNotFound(err error) bool {
+	var de *dockerError
+	return errors.As(err, &de) && de.status == http.StatusNotFound
+}
+
+// get calls one endpoint of the negotiated API version and decodes its
+// JSON answer into out.
+func (d *Docker) get(ctx context.Context, p string, query url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	defer cancel()
+	u := d.base + "/v" + d.version + p
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	d.requests.Add(1)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("docker %s: %w", p, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var body struct{ Message string }
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
+		return &dockerError{status: resp.StatusCode, message: body.Message}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("docker %s: %w", p, err)
+	}
+	return nil
+}
+
+// followEvents keeps a stream of container and network events open and
+// marks the cached view stale at each event. While it is down, every
+// snapshot asks the daemon afresh.
+func (d *Docker) followEvents(ctx context.Context) {
+	defer close(d.done)
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := d.streamEvents(ctx)
+		d.mu.Lock()
+		d.eventsUp = false
+		d.changedGen++
+		d.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		d.logger.Debug("Docker events stream ended, reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		if err == nil {
+			backoff = time.Second
+		}
+	}
+}
+
+func (d *Docker) streamEvents(ctx context.Context) error {
+	d.mu.Lock()
+	if d.version == "" {
+		if err := d.negotiate(ctx); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+	}
+	version := d.version
+	d.mu.Unlock()
+	// Only events that change what a view holds: health checks and
+	// execs emit exec_* events all the time and must not cost a list.
+	filters := `{"type":["container","network"],"event":["create","start","restart","die","kill","stop","pause","unpause","destroy","rename","connect","disconnect"]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		d.base+"/v"+version+"/events?filters="+url.QueryEscape(filters), nil)
+	if err != nil {
+		return err
+	}
+	d.requests.Add(1)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("docker events: %s", resp.Status)
+	}
+	d.mu.Lock()
+	d.eventsUp = true
+	// Events before the stream opened were missed: start from a fresh list.
+	d.changedGen++
+	d.mu.Unlock()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev struct {
+			Type   string
+			Action string
+			Actor  struct{ ID string }
+		}
+		if err := dec.Decode(&ev); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.changedGen++
+		if ev.Type == "container" && (ev.Action == "start" || ev.Action == "die" || ev.Action == "destroy" || ev.Action == "restart") {
+			// The container's init process changed or ended.
+			delete(d.inspected, ev.Actor.ID)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// SandboxRecord returns Docker's record of the stopped container whose
+// sandbox a namespace pinned at mount was: what a leftover that the
+// exporter never saw running came from. Stopped containers are inspected
+// once (their record no longer changes) and only when a namespace held by
+// a mount is left unexplained by running containers and known owners.
+func (d *Docker) SandboxRecord(ctx context.Context, v *DockerView, mount string) *DockerContainer {
+	if !v.Up {
+		return nil
+	}
+	base := path.Base(mount)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, dc := range v.Containers {
+		if !dc.stopped() {
+			continue
+		}
+		if !dc.inspected && !d.reuseInspect(dc) {
+			if err := d.inspect(ctx, dc); isNotFound(err) {
+				continue // removed since the list
+			} else if err != nil {
+				// A daemon that stops answering now would make every
+				// further inspect wait for its timeout.
+				return nil
+			}
+		}
+		if dc.SandboxKey == mount || (len(dc.sandboxID) >= len(base) && len(base) >= 12 && strings.HasPrefix(dc.sandboxID, base)) {
+			return dc
+		}
+	}
+	return nil
+}
