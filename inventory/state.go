@@ -26,7 +26,9 @@ const stateVersion = 1
 // last_observed (and last-owner-seen times) forward, so that its
 // last_observed is never much older than the last observation. Structural
 // changes (a new veth, a new orphan, a new owner, a veth gone) are written
-// at once.
+// at once. With a max-gap shorter than four intervals the file is
+// rewritten at a quarter of it, so that a reader of the file (clean) does
+// not find it stale while the exporter observes.
 const refreshInterval = time.Minute
 
 // DefaultMaxGap is the default [StateOptions.MaxGap].
@@ -404,7 +406,7 @@ func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge
 	if s.path == "" {
 		return obs, nil
 	}
-	if !s.dirty && now.Sub(s.lastWrite) < refreshInterval {
+	if !s.dirty && now.Sub(s.lastWrite) < min(refreshInterval, s.maxGap/4) {
 		return obs, s.writeErr
 	}
 	return obs, s.persist(now)

@@ -1134,17 +1134,26 @@ func TestStateGapAcrossRestart(t *testing.T) {
 // file's last_observed is never more than refreshInterval old, even when
 // nothing else changes.
 func TestStateLastObservedRefreshed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.json")
-	s := OpenState(path, StateOptions{})
-	judge := judgeBy(map[string]Verdict{"leftover": Orphaned})
-	for at := time.Duration(0); at <= 10*time.Minute; at += 15 * time.Second {
-		observeAt(t, s, at, []Veth{veth("leftover", 7, nil)}, judge)
-		f, err := readStateFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if age := t0.Add(at).Sub(f.LastObserved); age >= refreshInterval || age < 0 {
-			t.Fatalf("at %v: last_observed %v is %v old, want less than %v", at, f.LastObserved, age, refreshInterval)
+	for _, tt := range []struct {
+		maxGap, every, within time.Duration
+	}{
+		{DefaultMaxGap, 15 * time.Second, refreshInterval},
+		// A max-gap under four intervals: a quarter of it, so that
+		// clean never finds the file of a running exporter stale.
+		{20 * time.Second, 2 * time.Second, 5 * time.Second},
+	} {
+		path := filepath.Join(t.TempDir(), "state.json")
+		s := OpenState(path, StateOptions{MaxGap: tt.maxGap})
+		judge := judgeBy(map[string]Verdict{"leftover": Orphaned})
+		for at := time.Duration(0); at <= 10*time.Minute; at += tt.every {
+			observeAt(t, s, at, []Veth{veth("leftover", 7, nil)}, judge)
+			f, err := readStateFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if age := t0.Add(at).Sub(f.LastObserved); age >= tt.within || age < 0 {
+				t.Fatalf("max-gap %v, at %v: last_observed %v is %v old, want less than %v", tt.maxGap, at, f.LastObserved, age, tt.within)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -34,14 +35,23 @@ type Target struct {
 	// for owner_exited, none for netns_empty): any other one that turns
 	// up at the last moment stops the deletion.
 	PIDs []int
+	// NetnsPeers are the ifindexes, in that namespace, of the peers of
+	// every host veth leading into it: besides loopback the namespace may
+	// hold nothing else, or it may route for someone.
+	NetnsPeers []int
 }
 
-// targetOf returns the Target of an approved veth.
-func targetOf(v *inventory.Veth, p inventory.Paths) Target {
+// targetOf returns the Target of an approved veth of snap.
+func targetOf(snap *inventory.Snapshot, v *inventory.Veth, p inventory.Paths) Target {
 	t := Target{Device: v.Name, Index: v.Index}
 	if n := v.PeerNetns; n != nil {
 		t.Netns = n.Inode
 		t.PIDs = n.PIDs
+		for i := range snap.Veths {
+			if snap.Veths[i].PeerNetns == n {
+				t.NetnsPeers = append(t.NetnsPeers, snap.Veths[i].PeerIndex)
+			}
+		}
 		for _, m := range n.Mounts {
 			t.NetnsPaths = append(t.NetnsPaths, filepath.Join(p.Rootfs, m))
 		}
@@ -84,8 +94,10 @@ type remover struct {
 	// occupants is the final re-check: one pass over every process and
 	// thread, for exactly the namespaces about to lose their veth.
 	occupants func(inodes map[uint64]bool) (map[uint64][]int, error)
-	// dump lists the host's links (inventory.DumpLinkRefs).
-	dump func() ([]inventory.LinkRef, error)
+	// dump lists the host's links (inventory.DumpLinkRefs), dumpIn
+	// those of the namespace the host knows by an nsid.
+	dump   func() ([]inventory.LinkRef, error)
+	dumpIn func(nsid int) ([]inventory.LinkRef, error)
 	// deleteGroup deletes every link of an interface group.
 	deleteGroup func(group uint32) error
 	// pickGroup draws candidate group numbers.
@@ -97,6 +109,7 @@ func newRemover(h *netlink.Handle, p inventory.Paths) *remover {
 		h:           h,
 		occupants:   func(inodes map[uint64]bool) (map[uint64][]int, error) { return inventory.Occupants(p, inodes) },
 		dump:        inventory.DumpLinkRefs,
+		dumpIn:      inventory.DumpLinkRefsIn,
 		deleteGroup: deleteLinkGroup,
 		pickGroup:   func() uint32 { return 1<<24 + rand.Uint32N(1<<30) },
 	}
@@ -106,15 +119,24 @@ func newRemover(h *netlink.Handle, p inventory.Paths) *remover {
 // RTM_DELLINK, one unregister_netdevice_many, the RTNL lock taken once
 // instead of once per veth), one by one when there is only one or when
 // anything about the group surprises it.
-func (rm *remover) remove(ts []Target) []removal {
+//
+// One by one, each deletion waits for the one before it (about 20 ms of
+// kernel time each); once ctx ends the rest are left alone, failed with
+// ctx's error.
+func (rm *remover) remove(ctx context.Context, ts []Target) []removal {
 	res := make([]removal, len(ts))
 	if len(ts) > 1 {
 		rm.removeGroup(ts, res)
 	}
 	for i := range ts {
-		if res[i].Outcome == "" {
-			res[i] = rm.removeOne(ts[i])
+		if res[i].Outcome != "" {
+			continue
 		}
+		if err := ctx.Err(); err != nil {
+			res[i] = removal{Outcome: OutcomeFailed, Err: fmt.Errorf("%s not deleted: %w", ts[i].Device, err)}
+			continue
+		}
+		res[i] = rm.removeOne(ts[i])
 	}
 	return res
 }
@@ -142,7 +164,7 @@ func (rm *remover) removeOne(t Target) removal {
 		return removal{Outcome: OutcomeChanged, Err: err}
 	}
 	defer pin.close()
-	if err := rm.recheck([]Target{t})[0]; err != nil {
+	if err := rm.recheck([]Target{t}, []peerPin{pin})[0]; err != nil {
 		return removal{Outcome: OutcomeChanged, Err: err}
 	}
 	// The peer may have moved while the processes were read: look once
@@ -153,7 +175,7 @@ func (rm *remover) removeOne(t Target) removal {
 		return removal{Outcome: OutcomeGone}
 	case err != nil:
 		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("read link %d (%s): %w", t.Index, t.Device, err)}
-	case link.Attrs().Name != t.Device || !pin.holds(link.Attrs().NetNsID):
+	case link.Attrs().Name != t.Device || link.Type() != "veth" || !pin.holds(link.Attrs().NetNsID):
 		return changed("%s (ifindex %d) changed during the final re-check: nothing done", t.Device, t.Index)
 	}
 	if err := rm.h.LinkDel(link); err != nil {
@@ -236,11 +258,14 @@ func (rm *remover) pinPeer(t Target, linkNSID int) (peerPin, error) {
 }
 
 // recheck is the last look before a deletion: one pass over every process
-// and thread for exactly the namespaces of ts. A namespace that gained a
-// process since the inventory (an `ip netns exec`, an nsenter) is in use
-// again; a pass that could not read every process proves nothing. It
-// returns one error per target, nil for those that may go.
-func (rm *remover) recheck(ts []Target) []error {
+// and thread for exactly the namespaces of ts, and a list of each
+// namespace's interfaces (pins[i] holds the namespace of ts[i]). A
+// namespace that gained a process since the inventory (an `ip netns exec`,
+// an nsenter) is in use again, and so is one that gained an interface (it
+// may route for someone now); a pass that could not read every process
+// proves nothing. It returns one error per target, nil for those that may
+// go.
+func (rm *remover) recheck(ts []Target, pins []peerPin) []error {
 	errs := make([]error, len(ts))
 	inodes := map[uint64]bool{}
 	for _, t := range ts {
@@ -252,6 +277,7 @@ func (rm *remover) recheck(ts []Target) []error {
 		return errs
 	}
 	occ, err := rm.occupants(inodes)
+	links := map[int][]inventory.LinkRef{}
 	for i, t := range ts {
 		if t.Netns == 0 {
 			continue
@@ -269,10 +295,33 @@ func (rm *remover) recheck(ts []Target) []error {
 		if len(newcomers) > 0 {
 			errs[i] = fmt.Errorf("process %s entered namespace net:[%d] of %s since the inventory: in use, nothing done",
 				strings.Join(newcomers, ","), t.Netns, t.Device)
+			continue
+		}
+		nsid := pins[i].nsid
+		if _, ok := links[nsid]; !ok {
+			l, err := rm.dumpIn(nsid)
+			if err != nil {
+				errs[i] = fmt.Errorf("cannot list the interfaces of namespace net:[%d] of %s, nothing done: %w", t.Netns, t.Device, err)
+				continue
+			}
+			links[nsid] = l
+		}
+		var others []string
+		for _, l := range links[nsid] {
+			if l.Index != loopbackIndex && !(l.Veth && slices.Contains(t.NetnsPeers, l.Index)) {
+				others = append(others, l.Name)
+			}
+		}
+		if len(others) > 0 {
+			errs[i] = fmt.Errorf("namespace net:[%d] of %s holds other interfaces (%s): it may route for someone, nothing done",
+				t.Netns, t.Device, strings.Join(others, ","))
 		}
 	}
 	return errs
 }
+
+// loopbackIndex is the ifindex of loopback in every namespace.
+const loopbackIndex = 1
 
 // removeGroup deletes the targets as one interface group: pick a group no
 // link uses, tag exactly the targets' ifindexes, verify the group holds
@@ -352,10 +401,11 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 	}
 	order := slices.Clone(tagged)
 	checked := make([]Target, len(order))
+	checkedPins := make([]peerPin, len(order))
 	for k, i := range order {
-		checked[k] = ts[i]
+		checked[k], checkedPins[k] = ts[i], pins[i]
 	}
-	for k, err := range rm.recheck(checked) {
+	for k, err := range rm.recheck(checked, checkedPins) {
 		if err != nil {
 			i := order[k]
 			untag(i)
@@ -373,11 +423,25 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 		fallBack()
 		return
 	}
-	if err := rm.deleteGroup(group); err != nil {
+	delErr := rm.deleteGroup(group)
+	after, err := rm.dump()
+	if delErr != nil {
+		// The kernel may have acted and its answer been lost: what is
+		// gone went with the group; the rest goes one by one.
+		if err != nil {
+			fallBack()
+			return
+		}
+		for _, i := range slices.Clone(tagged) {
+			t := ts[i]
+			if !slices.ContainsFunc(after, func(l inventory.LinkRef) bool { return l.Index == t.Index && l.Name == t.Device }) {
+				res[i] = removal{Outcome: OutcomeDeleted, Batch: true}
+				tagged = slices.DeleteFunc(tagged, func(j int) bool { return j == i })
+			}
+		}
 		fallBack()
 		return
 	}
-	after, err := rm.dump()
 	for _, i := range tagged {
 		t := ts[i]
 		switch {

@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -55,7 +56,22 @@ func leftover(t *testing.T, name, master string) Target {
 	if err := unix.Stat("/run/netns/ns-"+name, &st); err != nil {
 		t.Fatal(err)
 	}
-	return Target{Device: name, Index: ifindex(t, name), Netns: st.Ino, NetnsPaths: []string{"/run/netns/ns-" + name}, PIDs: []int{}}
+	return Target{Device: name, Index: ifindex(t, name), Netns: st.Ino, NetnsPaths: []string{"/run/netns/ns-" + name}, PIDs: []int{},
+		NetnsPeers: []int{peerIndex(t, name)}}
+}
+
+// peerIndex is the ifindex of name's peer, in the peer's namespace.
+func peerIndex(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/sys/class/net/" + name + "/iflink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
 }
 
 // enter starts a process in the namespace at path, as `ip netns exec`
@@ -89,7 +105,7 @@ func TestRemoveOne(t *testing.T) {
 	rm := newRemover(testHandle(t), inventory.DefaultPaths)
 	t.Run("a leftover on a bridge", func(t *testing.T) {
 		target := leftover(t, "vrleak", "rbr0")
-		got := rm.remove([]Target{target})[0]
+		got := rm.remove(context.Background(), []Target{target})[0]
 		if got.Outcome != OutcomeDeleted || got.Err != nil || got.Batch {
 			t.Fatalf("remove(%s) = %+v; want deleted, alone", target.Device, got)
 		}
@@ -97,14 +113,14 @@ func TestRemoveOne(t *testing.T) {
 			t.Error("vrleak still exists, or the bridge went with it")
 		}
 		// Again: someone was first, which is success.
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeGone {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeGone {
 			t.Errorf("second remove(%s) = %+v; want gone", target.Device, got)
 		}
 	})
 	t.Run("the ifindex names another link", func(t *testing.T) {
 		netnstest.HostPair(t, "vkeepA", "vkeepB")
 		target := Target{Device: "vrleak-old", Index: ifindex(t, "vkeepA")}
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged || got.Err == nil {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeChanged || got.Err == nil {
 			t.Errorf("remove(%+v) = %+v; want changed with an error", target, got)
 		}
 		if !exists("vkeepA") {
@@ -113,7 +129,7 @@ func TestRemoveOne(t *testing.T) {
 	})
 	t.Run("not a veth", func(t *testing.T) {
 		target := Target{Device: "rbr0", Index: ifindex(t, "rbr0")}
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeChanged {
 			t.Errorf("remove(%+v) = %+v; want changed", target, got)
 		}
 		if !exists("rbr0") {
@@ -123,7 +139,7 @@ func TestRemoveOne(t *testing.T) {
 	t.Run("a pair on the host", func(t *testing.T) {
 		netnstest.HostPair(t, "vpairA", "vpairB")
 		target := Target{Device: "vpairB", Index: ifindex(t, "vpairB")}
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeDeleted {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeDeleted {
 			t.Fatalf("remove(%+v) = %+v; want deleted", target, got)
 		}
 		if exists("vpairA") || exists("vpairB") {
@@ -137,7 +153,7 @@ func TestRemoveOne(t *testing.T) {
 		netnstest.IP(t, "link", "del", "vreuse")
 		netnstest.NamedNetns(t, "ns-other")
 		netnstest.IP(t, "link", "add", "vreuse", "index", itoa(target.Index), "type", "veth", "peer", "name", "eth0", "netns", "ns-other")
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeChanged {
 			t.Errorf("remove(%+v) = %+v; want changed", target, got)
 		}
 		if !exists("vreuse") {
@@ -148,7 +164,7 @@ func TestRemoveOne(t *testing.T) {
 		target := leftover(t, "vmoved", "rbr0")
 		netnstest.NamedNetns(t, "ns-live")
 		netnstest.IP(t, "-n", "ns-vmoved", "link", "set", "eth0", "netns", "ns-live")
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeChanged {
 			t.Errorf("remove(%+v) = %+v; want changed", target, got)
 		}
 		if !exists("vmoved") {
@@ -166,7 +182,7 @@ func TestRemoveFinalRecheck(t *testing.T) {
 	t.Run("alone", func(t *testing.T) {
 		target := leftover(t, "vfone", "fbr0")
 		enter(t, "/run/netns/ns-vfone")
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeChanged || !strings.Contains(got.Err.Error(), "entered") {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeChanged || !strings.Contains(got.Err.Error(), "entered") {
 			t.Errorf("remove(%s) = %+v; want changed: a process entered", target.Device, got)
 		}
 		if !exists("vfone") {
@@ -176,7 +192,7 @@ func TestRemoveFinalRecheck(t *testing.T) {
 	t.Run("in a group", func(t *testing.T) {
 		targets := []Target{leftover(t, "vfa", "fbr0"), leftover(t, "vfb", "fbr0"), leftover(t, "vfc", "fbr0")}
 		enter(t, "/run/netns/ns-vfb")
-		got := rm.remove(targets)
+		got := rm.remove(context.Background(), targets)
 		want := []Outcome{OutcomeDeleted, OutcomeChanged, OutcomeDeleted}
 		for i := range targets {
 			if got[i].Outcome != want[i] {
@@ -193,11 +209,29 @@ func TestRemoveFinalRecheck(t *testing.T) {
 			t.Errorf("vfb left in group %d, want its group 0 back", g)
 		}
 	})
+	t.Run("a namespace that gained an interface", func(t *testing.T) {
+		// It may route for someone now (a veth to a live container, a
+		// tunnel): alone and in a group.
+		one := leftover(t, "vfif", "fbr0")
+		netnstest.IP(t, "-n", "ns-vfif", "link", "add", "rt0", "type", "veth", "peer", "name", "rt1")
+		if got := rm.remove(context.Background(), []Target{one})[0]; got.Outcome != OutcomeChanged || !strings.Contains(got.Err.Error(), "rt0") {
+			t.Errorf("remove(%s) = %+v; want changed: its namespace holds rt0", one.Device, got)
+		}
+		group := []Target{leftover(t, "vfig1", "fbr0"), leftover(t, "vfig2", "fbr0")}
+		netnstest.IP(t, "-n", "ns-vfig2", "link", "add", "rt0", "type", "veth", "peer", "name", "rt1")
+		got := rm.remove(context.Background(), group)
+		if got[0].Outcome != OutcomeDeleted || got[1].Outcome != OutcomeChanged {
+			t.Errorf("remove(vfig1, vfig2) = %+v; want vfig1 deleted, vfig2 changed", got)
+		}
+		if !exists("vfif") || !exists("vfig2") || exists("vfig1") {
+			t.Error("wrong interfaces deleted")
+		}
+	})
 	t.Run("the holder of a kept veth is not a newcomer", func(t *testing.T) {
 		// owner_exited: the inventory saw a stray in the namespace.
 		target := leftover(t, "vfstray", "fbr0")
 		target.PIDs = []int{enter(t, "/run/netns/ns-vfstray")}
-		if got := rm.remove([]Target{target})[0]; got.Outcome != OutcomeDeleted {
+		if got := rm.remove(context.Background(), []Target{target})[0]; got.Outcome != OutcomeDeleted {
 			t.Errorf("remove(%s) = %+v; want deleted: its stray was known", target.Device, got)
 		}
 	})
@@ -237,7 +271,7 @@ func TestRemoveGroupSurprise(t *testing.T) {
 		}
 		return inventory.DumpLinkRefs()
 	}
-	got := rm.remove(targets)
+	got := rm.remove(context.Background(), targets)
 	for i := range targets {
 		if got[i].Outcome != OutcomeDeleted || got[i].Batch {
 			t.Errorf("%s: %+v, want deleted one by one", targets[i].Device, got[i])
@@ -262,7 +296,7 @@ func TestRemoveGroupMany(t *testing.T) {
 		targets = append(targets, leftover(t, "vm"+itoa(i), "mbr0"))
 	}
 	start := time.Now()
-	got := newRemover(testHandle(t), inventory.DefaultPaths).remove(targets)
+	got := newRemover(testHandle(t), inventory.DefaultPaths).remove(context.Background(), targets)
 	t.Logf("100 leftovers removed in %s", time.Since(start))
 	for i, r := range got {
 		if r.Outcome != OutcomeDeleted || !r.Batch {
@@ -284,7 +318,7 @@ func TestReleaseNetns(t *testing.T) {
 	netnstest.Require(t)
 	target := leftover(t, "vrel", "")
 	snap := &inventory.Snapshot{Taken: time.Now(), HistoryObserved: time.Now().Add(-time.Minute), Veths: []inventory.Veth{{
-		Name: "vrel", Index: target.Index, Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
+		Name: "vrel", Index: target.Index, PeerIndex: target.NetnsPeers[0], Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
 		OrphanedSince: time.Now().Add(-time.Hour),
 		PeerNetns:     &inventory.Namespace{Inode: target.Netns, Mounts: []string{"/run/netns/ns-vrel", "/elsewhere/relns"}},
 	}}}
@@ -335,7 +369,7 @@ func TestRemovePeerMovesDuringRecheck(t *testing.T) {
 				}
 				return inventory.Occupants(inventory.DefaultPaths, inodes)
 			}
-			got := rm.remove(targets)
+			got := rm.remove(context.Background(), targets)
 			if got[0].Outcome != OutcomeChanged {
 				t.Errorf("%s, its peer moved: %+v, want changed", mover, got[0])
 			}

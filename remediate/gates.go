@@ -267,7 +267,7 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 		if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel {
 			// Not an alert of ours; neither remembered nor echoed whole.
 			q.Device, q.Fingerprint = truncate(q.Device, 32), truncate(q.Fingerprint, 32)
-			answers[i] = r.refuse(q, ReasonInvalidAlert, fmt.Sprintf("a label or the fingerprint is longer than %d bytes", maxFingerprint))
+			answers[i] = r.refuse(q, ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label longer than %d", maxFingerprint, maxLabel))
 			continue
 		}
 		if fromAlert && q.Fingerprint != "" {
@@ -349,7 +349,11 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 				snap.Taken.Sub(snap.HistoryObserved).Round(time.Second), gap)
 		}
 		for _, i := range pending {
-			answers[i] = r.refuse(reqs[i], ReasonStaleState, detail)
+			q := reqs[i]
+			if v := snap.Veth(q.Device); v != nil {
+				q.Index = v.Index
+			}
+			answers[i] = r.refuse(q, ReasonStaleState, detail)
 		}
 		return
 	}
@@ -365,7 +369,19 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 	now := r.now()
 	hourly := r.deletedInLastHour(now)
 	var approved []int
+	// interfaces counts what the approved requests remove: a pair left on
+	// the host goes with both its ends. claimed maps each of those
+	// ifindexes to the request that removes it.
+	interfaces := 0
+	claimed := map[int]int{}
+	var duplicates [][2]int // {request, request removing the same veth}
 	vethOf := map[int]*inventory.Veth{}
+	masterOK := func(v *inventory.Veth) bool {
+		return r.cfg.MasterInclude == nil || r.cfg.MasterInclude.MatchString(v.Master)
+	}
+	excluded := func(v *inventory.Veth) bool {
+		return r.cfg.DeviceExclude != nil && r.cfg.DeviceExclude.MatchString(v.Name)
+	}
 	for _, i := range pending {
 		q := reqs[i]
 		v := snap.Veth(q.Device)
@@ -376,6 +392,17 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 		vethOf[i] = v
 		refuse := func(reason, format string, args ...any) {
 			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: reason, Detail: fmt.Sprintf(format, args...)})
+		}
+		// Deleting one end of a pair left on the host deletes the other:
+		// both must pass the gates on interfaces.
+		var peer *inventory.Veth
+		weight := 1
+		if v.PeerOnHost {
+			peer, weight = snap.Veth(v.PeerName), 2
+		}
+		if first, ok := claimed[v.Index]; ok && q.Index == 0 || ok && q.Index == v.Index {
+			duplicates = append(duplicates, [2]int{i, first})
+			continue
 		}
 		switch {
 		case q.Index != 0 && v.Index != q.Index:
@@ -390,28 +417,50 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			refuse(ReasonNotRecorded, "no observation before this request recorded %s as orphaned", q.Device)
 		case now.Sub(v.OrphanedSince) < r.cfg.MinAge:
 			refuse(ReasonOrphanTooYoung, "%s orphaned for %s here, less than %s", q.Device, now.Sub(v.OrphanedSince).Round(time.Second), r.cfg.MinAge)
-		case r.cfg.MasterInclude != nil && !r.cfg.MasterInclude.MatchString(v.Master):
+		case v.PeerOnHost && peer == nil:
+			refuse(ReasonChanged, "the peer %s of %s is not in the inventory", v.PeerName, q.Device)
+		case !masterOK(v):
 			refuse(ReasonMasterNotAllowed, "master %q of %s is not allowed", v.Master, q.Device)
-		case r.cfg.DeviceExclude != nil && r.cfg.DeviceExclude.MatchString(v.Name):
+		case peer != nil && !masterOK(peer):
+			refuse(ReasonMasterNotAllowed, "master %q of %s, the peer %s deletes too, is not allowed", peer.Master, peer.Name, q.Device)
+		case excluded(v):
 			refuse(ReasonDeviceExcluded, "%s is excluded", q.Device)
+		case peer != nil && excluded(peer):
+			refuse(ReasonDeviceExcluded, "%s, the peer %s deletes too, is excluded", peer.Name, q.Device)
 		case tooMany:
 			refuse(ReasonTooManyOrphans, "%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
 				orphans, len(snap.Veths), 100*r.cfg.MaxOrphanRatio)
-		case r.cfg.MaxPerRequest > 0 && len(approved) >= r.cfg.MaxPerRequest:
+		case r.cfg.MaxPerRequest > 0 && interfaces+weight > r.cfg.MaxPerRequest:
 			refuse(ReasonRequestLimit, "at most %d deletions per request", r.cfg.MaxPerRequest)
-		case r.cfg.MaxPerHour > 0 && hourly+len(approved) >= r.cfg.MaxPerHour:
+		case r.cfg.MaxPerHour > 0 && hourly+interfaces+weight > r.cfg.MaxPerHour:
 			refuse(ReasonHourlyLimit, "at most %d deletions per hour", r.cfg.MaxPerHour)
 		case r.cfg.Mode == ModeEnforce && !r.capable():
 			refuse(ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN")
-		case r.cfg.Mode != ModeEnforce:
-			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultWouldDelete, Reason: string(v.Reason)})
-			approved = append(approved, i)
 		default:
+			if r.cfg.Mode != ModeEnforce {
+				answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultWouldDelete, Reason: string(v.Reason)})
+			}
 			approved = append(approved, i)
+			interfaces += weight
+			claimed[v.Index] = i
+			if peer != nil {
+				claimed[peer.Index] = i
+			}
 		}
 	}
 	if r.cfg.Mode == ModeEnforce && len(approved) > 0 {
-		r.remove(ctx, reqs, approved, vethOf, answers)
+		r.remove(ctx, snap, reqs, approved, vethOf, answers)
+	}
+	for _, d := range duplicates {
+		// Another request of this one removes (or would remove) that
+		// veth: the same answer, said of this device.
+		i, first := d[0], d[1]
+		v, a := vethOf[i], answers[first]
+		if a.Result == ResultDeleted || a.Result == ResultWouldDelete {
+			a.Detail = fmt.Sprintf("with %s, in this request", a.Device)
+		}
+		a.Device, a.Ifindex = v.Name, v.Index
+		answers[i] = r.record(reqs[i], a)
 	}
 }
 
@@ -432,7 +481,7 @@ func (r *Remediator) missing(snap *inventory.Snapshot, q Request) Answer {
 
 // remove writes the audit intents of the approved requests and deletes
 // their veths through the one deletion path.
-func (r *Remediator) remove(ctx context.Context, reqs []Request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) {
+func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs []Request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) {
 	if err := ctx.Err(); err != nil {
 		for _, i := range approved {
 			answers[i] = r.fail(reqs[i], ReasonDeadline, "the request's deadline passed before the deletion")
@@ -467,10 +516,10 @@ func (r *Remediator) remove(ctx context.Context, reqs []Request, approved []int,
 	defer h.Close()
 	targets := make([]Target, len(proceed))
 	for k, i := range proceed {
-		targets[k] = targetOf(vethOf[i], r.cfg.Paths)
+		targets[k] = targetOf(snap, vethOf[i], r.cfg.Paths)
 	}
 	start := time.Now()
-	results := r.remover(h).remove(targets)
+	results := r.remover(h).remove(ctx, targets)
 	r.logger.Debug("remediation deletions", "veths", len(targets), "took", time.Since(start))
 	for k, i := range proceed {
 		v, q, res := vethOf[i], reqs[i], results[k]
@@ -479,6 +528,9 @@ func (r *Remediator) remove(ctx context.Context, reqs []Request, approved []int,
 		case OutcomeDeleted:
 			now := r.now()
 			r.deletions = append(r.deletions, now)
+			if v.PeerOnHost {
+				r.deletions = append(r.deletions, now) // its peer went too
+			}
 			r.metrics.lastDeletion(now)
 			a.Result, a.Reason = ResultDeleted, string(v.Reason)
 			if r.cfg.ReleaseNetns {
@@ -490,6 +542,9 @@ func (r *Remediator) remove(ctx context.Context, reqs []Request, approved []int,
 			a.Result, a.Reason, a.Detail = ResultRefused, ReasonChanged, res.Err.Error()
 		default:
 			a.Result, a.Reason, a.Detail = ResultFailed, ReasonDelete, res.Err.Error()
+			if errors.Is(res.Err, context.DeadlineExceeded) || errors.Is(res.Err, context.Canceled) {
+				a.Reason = ReasonDeadline // nothing done: worth a retry
+			}
 		}
 		answers[i] = r.record(q, a)
 	}

@@ -429,3 +429,56 @@ func TestParseReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestGatesPairOnTheHost: deleting one end of a pair left on the host
+// deletes the other: both ends pass the gates on interfaces, and both
+// count towards the limits.
+func TestGatesPairOnTheHost(t *testing.T) {
+	pair := func() *inventory.Snapshot {
+		a := orphan("vA", 50, "docker0", inventory.ReasonPeerOnHost, time.Hour)
+		b := orphan("keepB", 51, "br-infra", inventory.ReasonPeerOnHost, time.Hour)
+		a.PeerOnHost, a.PeerName, b.PeerOnHost, b.PeerName = true, "keepB", true, "vA"
+		snap := testNode()
+		snap.Veths = append(snap.Veths, a, b)
+		return snap
+	}
+	cfg := testConfig()
+	cfg.Reasons = []inventory.Reason{inventory.ReasonPeerOnHost}
+	cfg.MasterInclude = regexp.MustCompile(`^(?:docker0)$`)
+	cfg.DeviceExclude = nil
+	r := newTestRemediator(cfg, &fakeInventory{snap: pair()})
+	if a := mustHandle(t, r, []Request{{Device: "vA"}}, nil, false)[0]; a.Reason != ReasonMasterNotAllowed || !strings.Contains(a.Detail, "keepB") {
+		t.Errorf("vA, whose peer keepB is on br-infra: %+v, want %s naming keepB", a, ReasonMasterNotAllowed)
+	}
+	cfg.MasterInclude = nil
+	cfg.DeviceExclude = regexp.MustCompile(`^(?:keep.*)$`)
+	r = newTestRemediator(cfg, &fakeInventory{snap: pair()})
+	if a := mustHandle(t, r, []Request{{Device: "vA"}}, nil, false)[0]; a.Reason != ReasonDeviceExcluded {
+		t.Errorf("vA, whose peer keepB is excluded: %+v, want %s", a, ReasonDeviceExcluded)
+	}
+	cfg.DeviceExclude, cfg.MaxPerRequest = nil, 1
+	r = newTestRemediator(cfg, &fakeInventory{snap: pair()})
+	if a := mustHandle(t, r, []Request{{Device: "vA"}}, nil, false)[0]; a.Reason != ReasonRequestLimit {
+		t.Errorf("a pair with at most 1 deletion per request: %+v, want %s", a, ReasonRequestLimit)
+	}
+	cfg.MaxPerRequest = 2
+	r = newTestRemediator(cfg, &fakeInventory{snap: pair()})
+	answers := mustHandle(t, r, []Request{{Device: "vA"}, {Device: "keepB"}}, nil, false)
+	if answers[0].Result != ResultWouldDelete || answers[1].Result != ResultWouldDelete || !strings.Contains(answers[1].Detail, "with vA") {
+		t.Errorf("both ends asked for, limit 2: %+v, want both would_delete, keepB with vA", answers)
+	}
+}
+
+// TestGatesDuplicateDevice: a device named twice in one request is one
+// deletion, not two.
+func TestGatesDuplicateDevice(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxPerRequest = 1
+	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
+	answers := mustHandle(t, r, []Request{{Device: "vleak"}, {Device: "vleak"}}, nil, false)
+	for _, a := range answers {
+		if a.Result != ResultWouldDelete {
+			t.Errorf("vleak twice, limit 1: %+v, want would_delete for both", answers)
+		}
+	}
+}

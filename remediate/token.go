@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxTokenFileSize bounds what [TokenFile] reads: a bearer token is a
@@ -138,13 +140,17 @@ func (t *TokenFile) failed(stamp fileStamp, err error) {
 
 // readToken reads the token in path and returns the stamp of the very
 // version it read (from the open file, not the path, which may be replaced
-// in between).
+// in between). It opens without blocking: a FIFO put in the file's place
+// must not hang every request behind the one that opened it. The file must
+// belong to the exporter's user: whoever owns it may rewrite the token. (A
+// symbolic link is followed: Kubernetes mounts secrets as links.)
 func readToken(path string) (fileStamp, [sha256.Size]byte, error) {
 	var zero [sha256.Size]byte
-	f, err := os.Open(path)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fileStamp{}, zero, err
+		return fileStamp{}, zero, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
@@ -153,6 +159,9 @@ func readToken(path string) (fileStamp, [sha256.Size]byte, error) {
 	stamp := stampOf(fi)
 	if !fi.Mode().IsRegular() {
 		return stamp, zero, fmt.Errorf("%s is not a regular file", path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return stamp, zero, fmt.Errorf("%s belongs to uid %d, not to the exporter's user (uid %d), who alone may be able to change it", path, st.Uid, os.Geteuid())
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return stamp, zero, fmt.Errorf("%s is accessible by group or others (mode %04o): chmod 600 (or 400) it", path, perm)

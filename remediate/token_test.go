@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func writeToken(t *testing.T, path, token string, mode os.FileMode) {
@@ -141,4 +144,46 @@ func TestTokenFileRotation(t *testing.T) {
 	writeToken(t, path, "back-token\n", 0o600)
 	check("written again", "renamed-token-longer", ErrWrongToken)
 	check("written again", "back-token", nil)
+}
+
+// TestTokenFileFIFOAndOwner: a FIFO in the token file's place does not
+// hang requests, and a token file another user owns (and may rewrite) is
+// refused.
+func TestTokenFileFIFOAndOwner(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	if err := os.WriteFile(path, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := OpenTokenFile(path, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tf.Check("s3cret") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrTokenUnavailable) {
+			t.Errorf("Check with a FIFO as the token file = %v, want ErrTokenUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Check hangs on a FIFO")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("changing a file's owner needs root")
+	}
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(other, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenTokenFile(other, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "uid 65534") {
+		t.Errorf("OpenTokenFile of a file nobody owns = %v, want an error naming its owner", err)
+	}
 }
