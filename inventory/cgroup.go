@@ -10,7 +10,7 @@ import (
 // the container ID, and the kubelet names pod cgroups after the pod UID.
 type cgroupOwner struct {
 	ContainerID string
-	Runtime     string
+	Runtime     Runtime
 	PodUID      string
 }
 
@@ -22,12 +22,15 @@ type cgroupOwner struct {
 // CRI-O and podman ("crio-conmon-<id>", "libpod-conmon-<id>.scope") hold
 // the monitor, not the container, and do not match: "conmon-<id>" is not
 // an ID.
-var runtimePrefixes = []struct{ prefix, runtime string }{
-	{"docker-", "docker"},
-	{"cri-containerd-", "containerd"},
-	{"nerdctl-", "containerd"},
-	{"crio-", "crio"},
-	{"libpod-", "podman"},
+var runtimePrefixes = []struct {
+	prefix  string
+	runtime Runtime
+}{
+	{"docker-", RuntimeDocker},
+	{"cri-containerd-", RuntimeContainerd},
+	{"nerdctl-", RuntimeContainerd},
+	{"crio-", RuntimeCRIO},
+	{"libpod-", RuntimePodman},
 }
 
 var (
@@ -84,7 +87,7 @@ func parseCgroupPath(path string) cgroupOwner {
 		if containerIDPattern.MatchString(seg) && i > 0 {
 			switch parent := segments[i-1]; {
 			case parent == "docker":
-				o.ContainerID, o.Runtime = seg, "docker"
+				o.ContainerID, o.Runtime = seg, RuntimeDocker
 			case strings.HasPrefix(parent, "pod") || strings.Contains(path, "kubepods"):
 				// The cgroupfs driver of the kubelet does not name the runtime.
 				o.ContainerID, o.Runtime = seg, ""
@@ -97,7 +100,7 @@ func parseCgroupPath(path string) cgroupOwner {
 // runtimeContainerID returns the container ID and runtime a cgroup named
 // after a container by its runtime ("<prefix><id>.scope" or
 // "<prefix><id>") stands for.
-func runtimeContainerID(seg string) (id, runtime string, ok bool) {
+func runtimeContainerID(seg string) (id string, runtime Runtime, ok bool) {
 	name := strings.TrimSuffix(seg, ".scope")
 	for _, s := range runtimePrefixes {
 		if id, ok := strings.CutPrefix(name, s.prefix); ok && containerIDPattern.MatchString(id) {

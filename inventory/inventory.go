@@ -101,9 +101,9 @@ type Owner struct {
 	PodNamespace string `json:"pod_namespace,omitempty"`
 	PodName      string `json:"pod_name,omitempty"`
 	PodUID       string `json:"pod_uid,omitempty"`
-	// Runtime is the container runtime the cgroup path names: docker,
-	// containerd, crio or podman.
-	Runtime string `json:"runtime,omitempty"`
+	// Runtime is the container runtime the cgroup path or a runtime
+	// resolver names.
+	Runtime Runtime `json:"runtime,omitempty"`
 }
 
 // Namespace is one network namespace other than the host's.

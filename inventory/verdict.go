@@ -3,7 +3,9 @@ package inventory
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultInfrastructurePatterns name veth pairs that live on the host by
@@ -47,7 +49,12 @@ func (i *Infrastructure) Matches(v *Veth) bool {
 }
 
 // RuntimeClaim is what a container runtime's API says about the namespace
-// of a veth's peer.
+// of a veth's peer. Of several resolvers' claims about one namespace the
+// strongest wins: running, then exited, then down, then silent. A
+// runtime that runs something in the namespace knows more than one that
+// only remembers it, and one that remembers it knows more than one that
+// cannot be asked: a namespace another runtime answers for is not
+// waiting for the one that is down.
 type RuntimeClaim int
 
 // The runtime claims.
@@ -63,6 +70,81 @@ const (
 	// cgroups, its last owner), but the runtime cannot be asked.
 	RuntimeDown
 )
+
+func (c RuntimeClaim) String() string {
+	switch c {
+	case RuntimeSilent:
+		return "silent"
+	case RuntimeRunning:
+		return "running"
+	case RuntimeExited:
+		return "exited"
+	case RuntimeDown:
+		return "down"
+	}
+	return "RuntimeClaim(" + strconv.Itoa(int(c)) + ")"
+}
+
+// strength orders claims for [weigh]; the declaration order of the
+// constants is not their strength.
+func (c RuntimeClaim) strength() int {
+	switch c {
+	case RuntimeRunning:
+		return 3
+	case RuntimeExited:
+		return 2
+	case RuntimeDown:
+		return 1
+	}
+	return 0
+}
+
+// Claim is what one runtime resolver says about a veth's peer namespace,
+// with what it knows of the namespace's owners.
+type Claim struct {
+	State RuntimeClaim
+	// Owner is who runs in the namespace, for [RuntimeRunning]: it
+	// replaces the owner the cgroups named (or names one where no
+	// process of the owner has been seen yet).
+	Owner *Owner
+	// Containers are the running containers that share the namespace,
+	// its owner (the sandbox) first, for [RuntimeRunning].
+	Containers []string
+	// LastOwner is the runtime's record of the owner that exited, for
+	// [RuntimeExited], and LastOwnerSeen when it last ran: they name the
+	// last owner of a leftover the exporter never saw owned.
+	LastOwner     *Owner
+	LastOwnerSeen time.Time
+}
+
+// weigh combines the claims of several resolvers about v's peer
+// namespace: the strongest wins, the first of equal ones (resolvers are
+// asked in the order of [Config.Resolvers]), and what it knows of the
+// owners is written into v. A remembered last owner is kept: the
+// history saw it, the runtime's record only fills in for a history that
+// has none. It returns the winning claim, silent when there is none.
+func weigh(v *Veth, claims []Claim) RuntimeClaim {
+	var best Claim
+	for _, c := range claims {
+		if c.State.strength() > best.State.strength() {
+			best = c
+		}
+	}
+	switch best.State {
+	case RuntimeRunning:
+		if best.Owner != nil {
+			v.Owner = best.Owner
+		}
+		if best.Containers != nil && v.PeerNetns != nil {
+			v.PeerNetns.Containers = best.Containers
+		}
+	case RuntimeExited:
+		if v.LastOwner == nil && best.LastOwner != nil {
+			v.LastOwner, v.LastOwnerSeen = best.LastOwner, best.LastOwnerSeen
+		}
+	}
+	return best.State
+}
 
 // evidence is what a verdict may rest on besides the veth itself.
 type evidence struct {

@@ -1,6 +1,10 @@
 package inventory
 
-import "testing"
+import (
+	"slices"
+	"testing"
+	"time"
+)
 
 func TestDecide(t *testing.T) {
 	empty := &Namespace{Inode: 1, NSID: 0, Mounts: []string{"/run/netns/leak"}}
@@ -52,6 +56,74 @@ func TestDecide(t *testing.T) {
 			v, r := decide(&tt.veth, tt.e)
 			if v != tt.wantVerdict || r != tt.wantReason {
 				t.Errorf("decide() = %s/%s, want %s/%s", v, r, tt.wantVerdict, tt.wantReason)
+			}
+		})
+	}
+}
+
+// TestWeighClaims combines what several runtime resolvers (Docker, a CRI
+// runtime) say about one namespace: the strongest claim wins (running >
+// exited > down > silent, the first of equals), its owner facts are
+// written into the veth, and the verdict follows from it.
+func TestWeighClaims(t *testing.T) {
+	empty := func() *Namespace { return &Namespace{Inode: 1, Mounts: []string{"/run/netns/cni-1"}} }
+	web := &Owner{Kind: OwnerContainer, ID: "c1", Name: "web", Runtime: RuntimeDocker}
+	api := &Owner{Kind: OwnerContainer, ID: "c2", Name: "api", Runtime: RuntimeDocker}
+	pod := &Owner{Kind: OwnerPod, ID: "s1", Name: "nginx", PodNamespace: "default", PodName: "nginx", PodUID: "u1", Runtime: RuntimeContainerd}
+	remembered := &Owner{Kind: OwnerPod, ID: "s0", PodUID: "u0"}
+	finished := t0.Add(-time.Hour)
+
+	running := func(o *Owner, containers ...string) Claim {
+		return Claim{State: RuntimeRunning, Owner: o, Containers: containers}
+	}
+	exited := func(o *Owner) Claim { return Claim{State: RuntimeExited, LastOwner: o, LastOwnerSeen: finished} }
+	down, silent := Claim{State: RuntimeDown}, Claim{State: RuntimeSilent}
+
+	tests := []struct {
+		name          string
+		lastOwner     *Owner
+		claims        []Claim
+		want          RuntimeClaim
+		wantOwner     *Owner
+		wantLastOwner *Owner
+		wantContainer []string
+		wantVerdict   Verdict
+		wantReason    Reason
+	}{
+		{"no resolver", nil, nil, RuntimeSilent, nil, nil, nil, Orphaned, ReasonNetnsEmpty},
+		{"all silent", nil, []Claim{silent, silent}, RuntimeSilent, nil, nil, nil, Orphaned, ReasonNetnsEmpty},
+		{"running beats down", nil, []Claim{down, running(pod, "nginx")}, RuntimeRunning, pod, nil, []string{"nginx"}, Owned, ReasonPod},
+		{"running beats exited", nil, []Claim{exited(api), running(web, "web", "sidecar")}, RuntimeRunning, web, nil, []string{"web", "sidecar"}, Owned, ReasonContainer},
+		{"running beats silent", nil, []Claim{running(web, "web"), silent}, RuntimeRunning, web, nil, []string{"web"}, Owned, ReasonContainer},
+		{"exited beats down", nil, []Claim{down, exited(api)}, RuntimeExited, nil, api, nil, Orphaned, ReasonNetnsEmpty},
+		{"exited beats silent", nil, []Claim{silent, exited(api)}, RuntimeExited, nil, api, nil, Orphaned, ReasonNetnsEmpty},
+		{"exited keeps the remembered last owner", remembered, []Claim{exited(api)}, RuntimeExited, nil, remembered, nil, Orphaned, ReasonNetnsEmpty},
+		{"down beats silent", nil, []Claim{silent, down}, RuntimeDown, nil, nil, nil, Unknown, ReasonResolverDown},
+		{"down keeps the remembered last owner", remembered, []Claim{down, silent}, RuntimeDown, nil, remembered, nil, Unknown, ReasonResolverDown},
+		{"first of two running", nil, []Claim{running(web, "web"), running(pod, "nginx")}, RuntimeRunning, web, nil, []string{"web"}, Owned, ReasonContainer},
+		{"first of two exited", nil, []Claim{exited(api), exited(web)}, RuntimeExited, nil, api, nil, Orphaned, ReasonNetnsEmpty},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := &Veth{PeerNetNSID: 0, PeerNetns: empty(), LastOwner: tt.lastOwner}
+			got := weigh(v, tt.claims)
+			if got != tt.want {
+				t.Errorf("weigh(%v) = %v, want %v", tt.claims, got, tt.want)
+			}
+			if v.Owner != tt.wantOwner {
+				t.Errorf("weigh(%v): owner %+v, want %+v", tt.claims, v.Owner, tt.wantOwner)
+			}
+			if v.LastOwner != tt.wantLastOwner {
+				t.Errorf("weigh(%v): last owner %+v, want %+v", tt.claims, v.LastOwner, tt.wantLastOwner)
+			}
+			if tt.wantLastOwner != nil && tt.wantLastOwner != tt.lastOwner && !v.LastOwnerSeen.Equal(finished) {
+				t.Errorf("weigh(%v): last owner seen %v, want %v", tt.claims, v.LastOwnerSeen, finished)
+			}
+			if !slices.Equal(v.PeerNetns.Containers, tt.wantContainer) {
+				t.Errorf("weigh(%v): containers %q, want %q", tt.claims, v.PeerNetns.Containers, tt.wantContainer)
+			}
+			if verdict, reason := decide(v, evidence{runtime: got}); verdict != tt.wantVerdict || reason != tt.wantReason {
+				t.Errorf("decide() after weigh(%v) = %s/%s, want %s/%s", tt.claims, verdict, reason, tt.wantVerdict, tt.wantReason)
 			}
 		})
 	}

@@ -1,0 +1,107 @@
+package inventory
+
+import (
+	"context"
+	"path"
+	"time"
+)
+
+// Runtime names a container runtime, as cgroup paths name it and as
+// [Owner.Runtime] and the metrics carry it.
+type Runtime string
+
+// The runtimes the exporter recognises.
+const (
+	RuntimeDocker     Runtime = "docker"
+	RuntimeContainerd Runtime = "containerd"
+	RuntimeCRIO       Runtime = "crio"
+	RuntimePodman     Runtime = "podman"
+)
+
+// NetnsDirs are directories where a runtime pins the namespaces it makes
+// with nsfs bind mounts, written as mountinfo shows them (/run, not
+// /var/run: see [hostRunPath]). A namespace pinned there is the runtime's
+// to decide: while the runtime cannot be asked, one that looks empty may
+// be a sandbox the runtime will clean up or reuse.
+type NetnsDirs []string
+
+// Holds reports whether mount is directly in one of the directories.
+func (d NetnsDirs) Holds(mount string) bool {
+	dir := path.Dir(mount)
+	for _, x := range d {
+		if dir == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Resolver is a container runtime's API, asked who owns the namespaces
+// the runtime made. Every resolver is optional: one that does not answer
+// makes the veths it must decide unknown, never a snapshot fail. Several
+// resolvers' claims about one namespace are weighed by strength (see
+// [RuntimeClaim]).
+type Resolver interface {
+	// Step names the resolver in [Snapshot.Steps], and so in
+	// veth_scrape_collector_*{collector}.
+	Step() string
+	// Timeout bounds what one snapshot may spend asking the runtime: it
+	// is the deadline of the context that Observe and every Claim of the
+	// snapshot get. A runtime slower than that is down for the snapshot.
+	Timeout() time.Duration
+	// Start follows the runtime between snapshots (an events stream that
+	// tells a cached view is stale) until Close. A resolver never started
+	// asks the runtime afresh for every snapshot.
+	Start()
+	// Close stops what Start started.
+	Close()
+	// Observe asks the runtime once for a snapshot whose namespace scan
+	// began at scanned, and returns what the resolver saw and the step's
+	// error. It returns an Observation even when the runtime does not
+	// answer: that one claims down the namespaces that are the runtime's.
+	Observe(ctx context.Context, p Paths, scanned time.Time) (Observation, error)
+}
+
+// Observation is what one [Resolver] saw for one snapshot.
+type Observation interface {
+	// Claim says what the runtime says about v's peer namespace and what
+	// it knows of its owners; ctx carries the resolver's deadline for the
+	// snapshot. It must not change v: the strongest claim of all
+	// resolvers is written into v.
+	Claim(ctx context.Context, v *Veth) Claim
+	// Record keeps what the resolver saw in s for the snapshot's readers:
+	// the JSON of inspect and the resolver's metric families (see
+	// [Snapshot.RuntimeViews]).
+	Record(s *Snapshot)
+}
+
+// RuntimeView is a resolver's record in a [Snapshot].
+type RuntimeView interface {
+	// Families are the resolver's own metric families for s: what only
+	// it knows, such as Docker's networks and container records.
+	Families(s *Snapshot) []Family
+}
+
+// Family is a metric family a [RuntimeView] exposes. The collector turns
+// it into Prometheus exposition; nothing here depends on Prometheus.
+type Family struct {
+	// Name is the whole metric name, veth_ prefix included.
+	Name string
+	Help string
+	// Counter: the family is a counter; otherwise a gauge.
+	Counter bool
+	// Series in the order they are exposed.
+	Series []Series
+}
+
+// Series is one series of a [Family].
+type Series struct {
+	// Labels are sorted by name.
+	Labels []Label
+	Value  float64
+}
+
+// Label is one label of a [Series].
+type Label struct {
+	Name, Value string
+}
