@@ -1,14 +1,144 @@
 package inventory
 
 import (
+	"context"
+	"maps"
 	"os"
-	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// Docker's claims: which namespaces Docker's containers run in, and its
+// record of the containers whose namespaces they were. What Docker
+// records, and how it is asked, is in docker_client.go.
+
+// StepDocker is the Docker resolver's stage in [Snapshot.Steps]:
+// veth_scrape_collector_*{collector="docker"}.
+const StepDocker = string(RuntimeDocker)
+
+// DockerNetnsDirs are where Docker pins its sandboxes' namespaces with the
+// default exec root; others are learned from SandboxKeys.
+var DockerNetnsDirs = NetnsDirs{"/run/docker/netns"}
+
+// Step implements [Resolver].
+func (d *Docker) Step() string { return StepDocker }
+
+// Timeout implements [Resolver]: what one snapshot may spend asking the
+// daemon.
+func (d *Docker) Timeout() time.Duration { return d.timeout }
+
+// Observe implements [Resolver]: Docker's view for the snapshot (see
+// [Docker.View]) and the namespaces its running containers use.
+func (d *Docker) Observe(ctx context.Context, p Paths, scanned time.Time) (Observation, error) {
+	v := d.View(ctx)
+	return &dockerObservation{docker: d, claims: newDockerClaims(v, p, scanned)}, v.Err
+}
+
+// dockerObservation is what Docker said for one snapshot.
+type dockerObservation struct {
+	docker *Docker
+	claims *dockerClaims
+}
+
+// Claim implements [Observation]. A namespace no running container uses
+// is claimed exited when Docker has a record of the container it was
+// (the owner the cgroups or the history name, or the stopped container
+// whose sandbox a mount of it is).
+func (o *dockerObservation) Claim(ctx context.Context, v *Veth) Claim {
+	view := o.claims.view
+	claim, dc := o.claims.claim(v)
+	if claim == RuntimeSilent && view.Up && v.PeerNetns != nil && (v.Owner == nil || v.Owner.Kind == OwnerProcess) {
+		// A namespace that a mount holds and no container process owns
+		// may be the sandbox of a stopped container, in whatever exec root
+		// that daemon runs: ask its record, which costs one inspect per
+		// stopped container, once.
+		for _, m := range v.PeerNetns.Mounts {
+			if rec := o.docker.SandboxRecord(ctx, view, m); rec != nil {
+				claim, dc = RuntimeExited, rec
+				break
+			}
+		}
+	}
+	c := Claim{State: claim}
+	switch claim {
+	case RuntimeRunning:
+		if v.Owner != nil && v.Owner.Kind == OwnerPod {
+			// A pod's container that Docker runs (cri-dockerd): the
+			// cgroups know the pod, Docker its name.
+			named := *v.Owner
+			named.Name = dc.Name
+			c.Owner = &named
+		} else {
+			c.Owner = dockerOwner(dc)
+		}
+		for _, shared := range o.claims.running[v.PeerNetns.Inode] {
+			c.Containers = append(c.Containers, shared.Name)
+		}
+	case RuntimeExited:
+		c.LastOwner, c.LastOwnerSeen = dockerOwner(dc), dc.FinishedAt
+	}
+	return c
+}
+
+// Record implements [Observation]: the snapshot's docker key and
+// Docker's metric families.
+func (o *dockerObservation) Record(s *Snapshot) {
+	s.Docker = o.claims.view
+	s.DockerRequests = o.docker.Requests()
+}
+
+// Help texts of Docker's families; the names and labels are a contract
+// with dashboards and alerts.
+const (
+	helpDockerBridge = "Docker network of a bridge that is a veth master (docker0, br-<id>)."
+	helpDockerInfo   = "Docker container that owns or last owned a veth, for joins on id."
+	helpDockerAPI    = "Docker Engine API requests made by the exporter."
+)
+
+// Families implements [RuntimeView]: the API requests made so far and,
+// while Docker answers, the Docker networks of the masters in use and
+// Docker's record of every container that owns or last owned a veth. A
+// daemon that is down gives no Docker facts at all rather than stale ones.
+func (v *DockerView) Families(s *Snapshot) []Family {
+	families := []Family{{Name: "veth_docker_api_requests_total", Help: helpDockerAPI, Counter: true,
+		Series: []Series{{Value: float64(s.DockerRequests)}}}}
+	if !v.Up {
+		return families
+	}
+	containers := make(map[string]*DockerContainer, len(v.Containers))
+	for _, c := range v.Containers {
+		containers[c.ID] = c
+	}
+	masters := map[string]bool{}
+	owners := map[string]*DockerContainer{}
+	for i := range s.Veths {
+		veth := &s.Veths[i]
+		if veth.Master != "" && v.Bridges[veth.Master] != "" {
+			masters[veth.Master] = true
+		}
+		for _, o := range []*Owner{veth.Owner, veth.LastOwner} {
+			if o != nil && o.Kind != OwnerProcess && containers[o.ID] != nil {
+				owners[o.ID] = containers[o.ID]
+			}
+		}
+	}
+	bridges := Family{Name: "veth_bridge_info", Help: helpDockerBridge}
+	for _, m := range slices.Sorted(maps.Keys(masters)) {
+		bridges.Series = append(bridges.Series, Series{Value: 1, Labels: []Label{{"master", m}, {"network", v.Bridges[m]}}})
+	}
+	info := Family{Name: "veth_docker_container_info", Help: helpDockerInfo}
+	for _, id := range slices.Sorted(maps.Keys(owners)) {
+		c := owners[id]
+		info.Series = append(info.Series, Series{Value: 1, Labels: []Label{
+			{"compose_project", c.ComposeProject}, {"compose_service", c.ComposeService},
+			{"id", c.ID}, {"image", c.Image}, {"name", c.Name}, {"state", c.State}}})
+	}
+	return append(families, bridges, info)
+}
 
 // dockerClaims says, for one snapshot, what Docker claims about each
 // namespace: the running containers in it, or its record of the
@@ -68,16 +198,6 @@ func netnsInodeOf(p Paths, c *DockerContainer) uint64 {
 	return 0
 }
 
-// inDockerNetnsDir reports whether a mount path is one of Docker's.
-func (c *dockerClaims) inDockerNetnsDir(mount string) bool {
-	for _, dir := range c.view.NetnsDirs {
-		if path.Dir(mount) == dir {
-			return true
-		}
-	}
-	return false
-}
-
 // claim returns what Docker says about v's peer namespace, and the
 // container it says it about, if any.
 func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
@@ -95,10 +215,6 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		return RuntimeSilent, nil
 	}
 	if cs := c.running[n.Inode]; len(cs) > 0 {
-		n.Containers = n.Containers[:0]
-		for _, dc := range cs {
-			n.Containers = append(n.Containers, dc.Name)
-		}
 		return RuntimeRunning, cs[0]
 	}
 	// Docker's record of the container whose namespace this was: by the
@@ -127,12 +243,12 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 // Docker container.
 func (c *dockerClaims) dockerNamespace(v *Veth) bool {
 	for _, m := range v.PeerNetns.Mounts {
-		if c.inDockerNetnsDir(m) {
+		if c.view.NetnsDirs.Holds(m) {
 			return true
 		}
 	}
 	for _, o := range []*Owner{v.Owner, v.LastOwner} {
-		if o != nil && o.Runtime == "docker" {
+		if o != nil && o.Runtime == RuntimeDocker {
 			return true
 		}
 	}
@@ -141,5 +257,5 @@ func (c *dockerClaims) dockerNamespace(v *Veth) bool {
 
 // dockerOwner is the owner a Docker container makes.
 func dockerOwner(dc *DockerContainer) *Owner {
-	return &Owner{Kind: OwnerContainer, ID: dc.ID, Name: dc.Name, Runtime: "docker"}
+	return &Owner{Kind: OwnerContainer, ID: dc.ID, Name: dc.Name, Runtime: RuntimeDocker}
 }

@@ -19,10 +19,12 @@ import (
 	"time"
 )
 
-// The Docker resolver asks the Docker Engine API who owns the namespaces
-// that Docker made. It needs five endpoints (ping, container list and
-// inspect, networks, events), stable since API 1.24, so it speaks them
-// itself rather than through the official client, whose module brings
+// The Docker resolver's client of the Docker Engine API: what Docker
+// records of its containers and networks, cached between snapshots and
+// kept fresh by the events stream. Its claims about namespaces are in
+// docker.go. It needs five endpoints (ping, container list and inspect,
+// networks, events), stable since API 1.24, so it speaks them itself
+// rather than through the official client, whose module brings
 // OpenTelemetry and image-spec packages along for them.
 const (
 	// dockerMaxAPIVersion is the newest API version this resolver asks
@@ -37,10 +39,6 @@ const (
 	// when the events stream is connected and quiet.
 	dockerViewTTL = 5 * time.Minute
 )
-
-// dockerDefaultNetnsDirs are where Docker pins its sandboxes' namespaces
-// with the default exec root; others are learned from SandboxKeys.
-var dockerDefaultNetnsDirs = []string{"/run/docker/netns"}
 
 // DockerContainer is Docker's record of one container.
 type DockerContainer struct {
@@ -94,17 +92,19 @@ type DockerView struct {
 	// Bridges maps the kernel name of each Docker bridge (docker0,
 	// br-<12 hex>) to its Docker network's name.
 	Bridges map[string]string `json:"bridges,omitempty"`
-	// NetnsDirs are the directories where Docker pins namespaces.
-	NetnsDirs []string `json:"netns_dirs"`
+	// NetnsDirs are the directories where Docker pins namespaces:
+	// [DockerNetnsDirs] and those its containers' SandboxKeys showed.
+	NetnsDirs NetnsDirs `json:"netns_dirs"`
 	// Listed is when Docker listed these containers; a view is reused
 	// while the events stream reports no change.
 	Listed time.Time `json:"listed"`
 }
 
-// Docker resolves owners through the Docker Engine API. It caches what it
-// learns between snapshots and follows the events stream to know when the
-// cache is stale, so that a quiet node costs no API call per scrape. It is
-// safe for concurrent use.
+// Docker resolves owners through the Docker Engine API: it is the
+// [Resolver] of Docker's containers. It caches what it learns between
+// snapshots and follows the events stream to know when the cache is
+// stale, so that a quiet node costs no API call per scrape. It is safe
+// for concurrent use.
 type Docker struct {
 	host    string
 	timeout time.Duration
@@ -149,7 +149,7 @@ func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker
 		inspected: map[string]*DockerContainer{},
 		netnsDirs: map[string]bool{},
 	}
-	for _, dir := range dockerDefaultNetnsDirs {
+	for _, dir := range DockerNetnsDirs {
 		d.netnsDirs[dir] = true
 	}
 	transport := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
@@ -324,15 +324,6 @@ func (d *Docker) reuseInspect(c *DockerContainer) bool {
 	}
 	c.Pid, c.SandboxKey, c.sandboxID, c.FinishedAt, c.inspected = old.Pid, old.SandboxKey, old.sandboxID, old.FinishedAt, true
 	return true
-}
-
-// hostRunPath writes /var/run paths as /run paths, as mountinfo shows them
-// on every distribution where /var/run links to /run.
-func hostRunPath(p string) string {
-	if rest, ok := strings.CutPrefix(p, "/var/run/"); ok {
-		return "/run/" + rest
-	}
-	return p
 }
 
 // negotiate asks /_ping for the daemon's API version and settles on the

@@ -209,6 +209,18 @@ type Snapshot struct {
 	DockerRequests uint64 `json:"-"`
 }
 
+// RuntimeViews are the records of the runtime resolvers that took part in
+// the snapshot, for readers such as the collector that ask each for its
+// own metric families. Each resolver keeps its record in a field of its
+// own, under its own JSON key.
+func (s *Snapshot) RuntimeViews() []RuntimeView {
+	var views []RuntimeView
+	if s.Docker != nil {
+		views = append(views, s.Docker)
+	}
+	return views
+}
+
 // GoneVeth is a recorded veth that no longer exists.
 type GoneVeth struct {
 	Device string `json:"device"`

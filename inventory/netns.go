@@ -592,6 +592,11 @@ func nsidOf(h *netlink.Handle, path string, inode uint64) (int, int, error) {
 // holds more (a veth to a live container, a tunnel, a bridge) may route
 // for others although no process lives in it. It returns warnings for the
 // namespaces it could not list, which count as holding other links.
+//
+// Listing another namespace's links takes CAP_NET_ADMIN. An exporter that
+// only monitors may lack it: then no namespace is listed and a namespace
+// that routes for others reads netns_empty; remediation, which holds
+// CAP_NET_ADMIN, lists the interfaces again right before deleting.
 func (ns *namespaces) findOtherLinks(veths []Veth) []string {
 	peers := map[*Namespace]map[int]bool{}
 	for i := range veths {
@@ -606,6 +611,9 @@ func (ns *namespaces) findOtherLinks(veths []Veth) []string {
 	var warnings []string
 	for n, allowed := range peers {
 		links, err := dumpLinksIn(n.NSID)
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return nil
+		}
 		if err != nil {
 			n.OtherLinks = []string{"?"}
 			warnings = append(warnings, fmt.Sprintf("cannot list the interfaces of namespace net:[%d]: %v", n.Inode, err))

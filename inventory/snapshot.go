@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -22,7 +23,12 @@ type Config struct {
 	// SettleTime is how long an orphan verdict must hold before it is
 	// given; until then the veth is unknown, reason settling.
 	SettleTime time.Duration
-	// Docker resolves owners through the Docker Engine API; nil is off.
+	// Resolvers are the container runtimes' APIs asked about each
+	// snapshot's namespaces; the first of equally strong claims wins.
+	// They are the caller's to Start and Close.
+	Resolvers []Resolver
+	// Docker is one more resolver, asked before Resolvers; nil is none.
+	// Prefer Resolvers: this field stays for the callers that set it.
 	Docker *Docker
 	// State is the remembered history; nil keeps none.
 	State  *State
@@ -36,7 +42,7 @@ type Config struct {
 // the build in flight ([Inventory.SharedSnapshot]); a caller that must
 // see the node as it is now waits for a build that starts after its call
 // ([Inventory.Snapshot]). A build runs detached from the context of the
-// caller that started it, within its own bounds (such as the Docker
+// caller that started it, within its own bounds (such as each resolver's
 // timeout), and every caller waits only until its own context ends.
 type Inventory struct {
 	cfg Config
@@ -75,19 +81,23 @@ func New(cfg Config) *Inventory {
 	if cfg.Paths == (Paths{}) {
 		cfg.Paths = DefaultPaths
 	}
+	if cfg.Docker != nil && !slices.Contains(cfg.Resolvers, Resolver(cfg.Docker)) {
+		cfg.Resolvers = append([]Resolver{cfg.Docker}, cfg.Resolvers...)
+	}
+	cfg.Docker = nil
 	inv := &Inventory{cfg: cfg}
 	inv.build = inv.take
 	return inv
 }
 
 // The stages of a snapshot, as reported in [Snapshot.Steps] and in the
-// veth_scrape_collector_* metrics.
+// veth_scrape_collector_* metrics; each resolver adds its own
+// ([Resolver.Step]).
 const (
 	StepLinks  = "links"
 	StepNetns  = "netns"
 	StepCgroup = "cgroup"
 	StepState  = "state"
-	StepDocker = "docker"
 )
 
 // Snapshot returns a fresh inventory: one whose build started after this
@@ -189,45 +199,50 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	if ns != nil {
 		defer ns.close()
 	}
-	// Everything this snapshot asks Docker shares one deadline.
-	dockerCtx := ctx
-	if inv.cfg.Docker != nil {
-		var cancel context.CancelFunc
-		dockerCtx, cancel = context.WithTimeout(ctx, inv.cfg.Docker.timeout)
-		defer cancel()
-	}
+	// The runtimes are asked beside the cgroups and the dump, each on its
+	// own: a runtime that hangs delays no other. Everything this snapshot
+	// asks one runtime shares one deadline, that runtime's timeout.
+	runtimes := make([]asked, len(inv.cfg.Resolvers))
 	var (
-		cgroupsTook, dockerTook time.Duration
-		docker                  *DockerView
-		resolved                = make(chan struct{})
+		cgroupsTook time.Duration
+		resolved    sync.WaitGroup
 	)
-	go func() {
-		defer close(resolved)
+	resolved.Go(func() {
 		if nsErr == nil {
 			start := time.Now()
 			ns.resolveOwners(inv.cfg.Paths.Procfs)
 			cgroupsTook = time.Since(start)
 		}
-		if inv.cfg.Docker != nil {
-			start := time.Now()
-			docker = inv.cfg.Docker.View(dockerCtx)
-			dockerTook = time.Since(start)
+	})
+	for i, r := range inv.cfg.Resolvers {
+		a := &runtimes[i]
+		a.resolver, a.ctx = r, ctx
+		if t := r.Timeout(); t > 0 {
+			var cancel context.CancelFunc
+			a.ctx, cancel = context.WithTimeout(ctx, t)
+			defer cancel()
 		}
-	}()
+		resolved.Go(func() {
+			start := time.Now()
+			a.observation, a.err = r.Observe(a.ctx, inv.cfg.Paths, scanStart)
+			a.took = time.Since(start)
+		})
+	}
 	start = time.Now()
 	links, err := dumpLinks()
 	linksTook := time.Since(start)
-	<-resolved
+	resolved.Wait()
 	var cgroupErr error
 	if nsErr != nil {
 		cgroupErr = errors.New("not run: no namespaces to find owners in")
 	}
 	s.step(StepLinks, linksTook, err)
 	s.step(StepCgroup, cgroupsTook, cgroupErr)
-	if docker != nil {
-		s.step(StepDocker, dockerTook, docker.Err)
-		s.Docker = docker
-		s.DockerRequests = inv.cfg.Docker.Requests()
+	for _, a := range runtimes {
+		s.step(a.resolver.Step(), a.took, a.err)
+		if a.observation != nil {
+			a.observation.Record(s)
+		}
 	}
 	if err != nil {
 		return s, err
@@ -249,18 +264,19 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		s.LeakedNetns = ns.leaked(s.Veths)
 	}
 
-	var claims *dockerClaims
-	if docker != nil {
-		claims = newDockerClaims(docker, inv.cfg.Paths, scanStart)
-	}
 	start = time.Now()
 	e := evidence{partialView: len(ns.partial) > 0}
+	claims := make([]Claim, 0, len(runtimes))
 	obs, err := inv.cfg.State.observe(s.Taken, s.Veths, inv.cfg.SettleTime, func(v *Veth) {
 		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
-		e.runtime = RuntimeSilent
-		if claims != nil {
-			e.runtime = inv.dockerEvidence(dockerCtx, claims, v)
+		// Every runtime is asked before any answer is written into v.
+		claims = claims[:0]
+		for _, a := range runtimes {
+			if a.observation != nil {
+				claims = append(claims, a.observation.Claim(a.ctx, v))
+			}
 		}
+		e.runtime = weigh(v, claims)
 		v.Verdict, v.Reason = decide(v, e)
 	})
 	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
@@ -279,32 +295,12 @@ func (s *Snapshot) step(name string, took time.Duration, err error) {
 	s.Steps = append(s.Steps, st)
 }
 
-// dockerEvidence asks Docker's view about v, names v's owner after the
-// container Docker runs in its namespace, and falls back on Docker's
-// record for the last owner of a leftover the exporter never saw running.
-func (inv *Inventory) dockerEvidence(ctx context.Context, claims *dockerClaims, v *Veth) RuntimeClaim {
-	claim, dc := claims.claim(v)
-	if claim == RuntimeSilent && claims.view.Up && v.PeerNetns != nil && (v.Owner == nil || v.Owner.Kind == OwnerProcess) {
-		// A namespace that a mount holds and no container process owns
-		// may be the sandbox of a stopped container, in whatever exec root
-		// that daemon runs: ask its record, which costs one inspect per
-		// stopped container, once.
-		for _, m := range v.PeerNetns.Mounts {
-			if rec := inv.cfg.Docker.SandboxRecord(ctx, claims.view, m); rec != nil {
-				claim, dc = RuntimeExited, rec
-				break
-			}
-		}
-	}
-	switch {
-	case claim == RuntimeRunning && v.Owner != nil && v.Owner.Kind == OwnerPod:
-		named := *v.Owner
-		named.Name = dc.Name
-		v.Owner = &named
-	case claim == RuntimeRunning:
-		v.Owner = dockerOwner(dc)
-	case claim == RuntimeExited && v.LastOwner == nil:
-		v.LastOwner, v.LastOwnerSeen = dockerOwner(dc), dc.FinishedAt
-	}
-	return claim
+// asked is one resolver's part in a snapshot.
+type asked struct {
+	resolver Resolver
+	// ctx carries the resolver's deadline for the snapshot.
+	ctx         context.Context
+	observation Observation
+	err         error
+	took        time.Duration
 }

@@ -1,0 +1,100 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeResolver is a runtime resolver that answers what it is told.
+type fakeResolver struct {
+	step    string
+	timeout time.Duration
+	err     error
+
+	mu        sync.Mutex
+	deadlines []time.Time // of the contexts Observe got
+	claimed   int         // Claim calls
+}
+
+func (r *fakeResolver) Step() string           { return r.step }
+func (r *fakeResolver) Timeout() time.Duration { return r.timeout }
+func (r *fakeResolver) Start()                 {}
+func (r *fakeResolver) Close()                 {}
+
+func (r *fakeResolver) Observe(ctx context.Context, _ Paths, _ time.Time) (Observation, error) {
+	d, _ := ctx.Deadline()
+	r.mu.Lock()
+	r.deadlines = append(r.deadlines, d)
+	r.mu.Unlock()
+	return fakeObservation{r}, r.err
+}
+
+type fakeObservation struct{ r *fakeResolver }
+
+func (o fakeObservation) Claim(context.Context, *Veth) Claim {
+	o.r.mu.Lock()
+	o.r.claimed++
+	o.r.mu.Unlock()
+	return Claim{}
+}
+
+func (o fakeObservation) Record(s *Snapshot) {
+	s.Warnings = append(s.Warnings, "recorded by "+o.r.step)
+}
+
+// TestResolversInSnapshot: every resolver of the config is observed once
+// per snapshot, under its own deadline, reports its step with its error
+// and records itself in the snapshot; a Docker set in Config.Docker is
+// one of them, asked first and once.
+func TestResolversInSnapshot(t *testing.T) {
+	up := &fakeResolver{step: "up", timeout: time.Hour}
+	down := &fakeResolver{step: "down", timeout: time.Minute, err: errors.New("connection refused")}
+	inv := New(Config{TrustPIDNamespace: true, Resolvers: []Resolver{up, down}})
+	before := time.Now()
+	s, err := inv.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := map[string]Step{}
+	for _, st := range s.Steps {
+		steps[st.Name] = st
+	}
+	if st, ok := steps["up"]; !ok || st.Err != nil {
+		t.Errorf("step up = %+v, %v; want a step without error", st, ok)
+	}
+	if st, ok := steps["down"]; !ok || st.Error != "connection refused" {
+		t.Errorf("step down = %+v, %v; want a step with its error", st, ok)
+	}
+	for _, r := range []*fakeResolver{up, down} {
+		if len(r.deadlines) != 1 {
+			t.Fatalf("%s observed %d times, want once", r.step, len(r.deadlines))
+		}
+		if d := r.deadlines[0]; d.Before(before.Add(r.timeout)) || d.After(time.Now().Add(r.timeout)) {
+			t.Errorf("%s observed with deadline %v, want its own timeout %v from the snapshot", r.step, d, r.timeout)
+		}
+		if !slices.Contains(s.Warnings, "recorded by "+r.step) {
+			t.Errorf("%s did not record itself: warnings %q", r.step, s.Warnings)
+		}
+		if r.claimed != len(s.Veths) {
+			t.Errorf("%s asked %d claims for %d veths, want one each", r.step, r.claimed, len(s.Veths))
+		}
+	}
+
+	d, err := NewDocker("unix:///nonexistent/docker.sock", time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv = New(Config{Docker: d, Resolvers: []Resolver{up}})
+	if want := []Resolver{d, up}; !slices.Equal(inv.cfg.Resolvers, want) {
+		t.Errorf("Config{Docker, Resolvers: [up]} resolvers = %v, want %v", inv.cfg.Resolvers, want)
+	}
+	inv = New(Config{Docker: d, Resolvers: []Resolver{up, d}})
+	if want := []Resolver{up, d}; !slices.Equal(inv.cfg.Resolvers, want) {
+		t.Errorf("Config{Docker, Resolvers: [up, Docker]} resolvers = %v, want %v", inv.cfg.Resolvers, want)
+	}
+}
