@@ -16,7 +16,6 @@ package collector
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -67,9 +66,6 @@ const (
 	helpStageDuration = "Duration of each stage of the inventory in this scrape."
 	helpStageSuccess  = "Whether each stage of the inventory succeeded in this scrape."
 	helpLeakedNetns   = "Network namespaces held only by a mount: no process in them and no host veth leading into them."
-	helpBridge        = "Docker network of a bridge that is a veth master (docker0, br-<id>)."
-	helpDockerInfo    = "Docker container that owns or last owned a veth, for joins on id."
-	helpDockerAPI     = "Docker Engine API requests made by the exporter."
 )
 
 // Collector is a prometheus.Gatherer over inventory snapshots.
@@ -110,17 +106,19 @@ func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
 		b.gauge(duration, st.Duration.Seconds(), stage)
 		b.gauge(success, boolValue(st.Err == nil), stage)
 	}
-	if snap.DockerRequests > 0 || snap.Docker != nil {
-		api := b.family("veth_docker_api_requests_total", helpDockerAPI, 1)
-		api.dto.Type = dto.MetricType_COUNTER.Enum()
-		api.dto.Metric = append(api.dto.Metric, &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(float64(snap.DockerRequests))}})
+	// Each runtime resolver exposes what only it knows. Its request
+	// counters are there even when the snapshot failed; a failed snapshot
+	// has no veths for its other families to describe.
+	for _, view := range snap.RuntimeViews() {
+		for _, f := range view.Families(snap) {
+			b.runtimeFamily(f)
+		}
 	}
 	if err == nil {
 		b.counts(snap.Veths)
 		if snap.LeakedNetns != nil {
 			b.gauge(b.family("veth_leaked_netns", helpLeakedNetns, 1), float64(len(snap.LeakedNetns)))
 		}
-		b.docker(snap)
 		if c.cfg.PerDevice {
 			veths := make([]*inventory.Veth, 0, len(snap.Veths))
 			for i := range snap.Veths {
@@ -260,39 +258,27 @@ func (b *builder) counts(veths []inventory.Veth) {
 	}
 }
 
-// docker exposes the Docker networks of the masters in use, and Docker's
-// record of every container that owns or last owned a veth.
-func (b *builder) docker(snap *inventory.Snapshot) {
-	if snap.Docker == nil || !snap.Docker.Up {
-		return
+// runtimeFamily adds a family a runtime resolver exposes.
+func (b *builder) runtimeFamily(rf inventory.Family) {
+	f := b.family(rf.Name, rf.Help, len(rf.Series))
+	if rf.Counter {
+		f.dto.Type = dto.MetricType_COUNTER.Enum()
 	}
-	containers := make(map[string]*inventory.DockerContainer, len(snap.Docker.Containers))
-	for _, c := range snap.Docker.Containers {
-		containers[c.ID] = c
-	}
-	masters := map[string]bool{}
-	owners := map[string]*inventory.DockerContainer{}
-	for i := range snap.Veths {
-		v := &snap.Veths[i]
-		if v.Master != "" && snap.Docker.Bridges[v.Master] != "" {
-			masters[v.Master] = true
-		}
-		for _, o := range []*inventory.Owner{v.Owner, v.LastOwner} {
-			if o != nil && o.Kind != inventory.OwnerProcess && containers[o.ID] != nil {
-				owners[o.ID] = containers[o.ID]
+	for _, s := range rf.Series {
+		var labels []*dto.LabelPair
+		if len(s.Labels) > 0 {
+			labels = make([]*dto.LabelPair, len(s.Labels))
+			for i, l := range s.Labels {
+				labels[i] = b.label(l.Name, l.Value)
 			}
+			// As client_golang sorts them, whatever the resolver did.
+			slices.SortFunc(labels, func(x, y *dto.LabelPair) int { return strings.Compare(x.GetName(), y.GetName()) })
 		}
-	}
-	bridges := b.family("veth_bridge_info", helpBridge, len(masters))
-	for _, m := range slices.Sorted(maps.Keys(masters)) {
-		b.gauge(bridges, 1, b.label("master", m), b.label("network", snap.Docker.Bridges[m]))
-	}
-	info := b.family("veth_docker_container_info", helpDockerInfo, len(owners))
-	for _, id := range slices.Sorted(maps.Keys(owners)) {
-		c := owners[id]
-		b.gauge(info, 1,
-			b.label("compose_project", c.ComposeProject), b.label("compose_service", c.ComposeService),
-			b.label(lID, c.ID), b.label("image", c.Image), b.label(lName, c.Name), b.label("state", c.State))
+		if rf.Counter {
+			f.dto.Metric = append(f.dto.Metric, &dto.Metric{Label: labels, Counter: &dto.Counter{Value: proto.Float64(s.Value)}})
+			continue
+		}
+		b.gauge(f, s.Value, labels...)
 	}
 }
 
