@@ -68,9 +68,9 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 }
 
 // open builds the inventory these flags describe. A read-only state is
-// loaded but never written. The Docker resolver it returns, if on, is the
+// loaded but never written. The runtime resolvers it returns are the
 // caller's to Start and Close.
-func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, *inventory.Docker, error) {
+func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, []inventory.Resolver, error) {
 	if f.maxGap <= 0 {
 		return nil, nil, fmt.Errorf("--state.max-gap must be positive, not %s", f.maxGap)
 	}
@@ -78,7 +78,7 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 	if err != nil {
 		return nil, nil, err
 	}
-	docker, err := f.openDocker(logger)
+	resolvers, err := f.resolvers(logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -87,10 +87,24 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 		TrustPIDNamespace: f.trustPIDNS,
 		SettleTime:        settle,
 		Infrastructure:    infra,
-		Docker:            docker,
+		Resolvers:         resolvers,
 		State:             inventory.OpenState(f.statePath, inventory.StateOptions{ReadOnly: readOnlyState, MaxGap: f.maxGap, Logger: logger}),
 		Logger:            logger,
-	}), docker, nil
+	}), resolvers, nil
+}
+
+// resolvers returns the runtime resolvers these flags turn on, in the
+// order their claims are weighed: the first of equally strong claims wins.
+func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, error) {
+	var resolvers []inventory.Resolver
+	docker, err := f.openDocker(logger)
+	if err != nil {
+		return nil, err
+	}
+	if docker != nil {
+		resolvers = append(resolvers, docker)
+	}
+	return resolvers, nil
 }
 
 // openDocker returns the Docker resolver: on when forced, off when

@@ -110,14 +110,14 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		logger.Error("invalid flag", "err", err)
 		return 2
 	}
-	inv, docker, err := c.inv.open(false, c.settle, logger)
+	inv, resolvers, err := c.inv.open(false, c.settle, logger)
 	if err != nil {
 		logger.Error("invalid flag", "err", err)
 		return 2
 	}
-	if docker != nil {
-		docker.Start()
-		defer docker.Close()
+	for _, r := range resolvers {
+		r.Start()
+		defer r.Close()
 	}
 	logger.Info("Starting "+name, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
