@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Runtime names a container runtime, as cgroup paths name it and as
-// [Owner.Runtime] and the metrics carry it.
+// Runtime names a container runtime, as cgroup paths and runtime
+// resolvers name it in [Owner.Runtime].
 type Runtime string
 
 // The runtimes the exporter recognises.
@@ -20,7 +20,7 @@ const (
 
 // NetnsDirs are directories where a runtime pins the namespaces it makes
 // with nsfs bind mounts, written as mountinfo shows them (/run, not
-// /var/run: see [hostRunPath]). A namespace pinned there is the runtime's
+// /var/run, which links to it). A namespace pinned there is the runtime's
 // to decide: while the runtime cannot be asked, one that looks empty may
 // be a sandbox the runtime will clean up or reuse.
 type NetnsDirs []string
