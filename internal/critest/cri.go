@@ -154,6 +154,18 @@ func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	if info.PID <= 0 || info.Netns == "" {
 		t.Fatalf("critest: pod %s/%s (%s): pause PID %d, netns %q in PodSandboxStatus", namespace, name, id, info.PID, info.Netns)
 	}
+	// runc has started the sandbox's init, which may not have executed
+	// the pause binary yet ("runc:[2:INIT]"): a pod is running once it
+	// has, which the failure helpers check before they kill it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st, err := readStat(info.PID)
+		if err == nil && st.comm == "pause" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("critest: pod %s/%s (%s): process %d never became the pause process (%q, %v)", namespace, name, id, info.PID, st.comm, err)
+		}
+	}
 	veth, index, err := hostVeth(info.Netns)
 	if err != nil {
 		t.Fatalf("critest: pod %s/%s (%s): %v", namespace, name, id, err)

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -615,7 +616,13 @@ func mkdirCgroup(root, leaf string) (bool, error) {
 func removeCgroups(root, cgroupPath string, leafCreated bool) error {
 	leaf := filepath.Join(root, cgroupPath)
 	if leafCreated {
-		if err := unix.Rmdir(leaf); err != nil && err != unix.ENOENT {
+		// A process killed and reaped a moment ago can still count in
+		// its cgroup for a little while: EBUSY until the kernel lets go.
+		err := unix.Rmdir(leaf)
+		for deadline := time.Now().Add(3 * time.Second); err == unix.EBUSY && time.Now().Before(deadline); err = unix.Rmdir(leaf) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil && err != unix.ENOENT {
 			return fmt.Errorf("remove cgroup %s: %w", cgroupPath, err)
 		}
 	}
