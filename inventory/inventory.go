@@ -207,6 +207,9 @@ type Snapshot struct {
 	Docker *DockerView `json:"docker,omitempty"`
 	// DockerRequests counts the Docker API requests made since start.
 	DockerRequests uint64 `json:"-"`
+
+	// CRI is what the CRI resolver saw; nil when it is off.
+	CRI *CRIView `json:"cri,omitempty"`
 }
 
 // RuntimeViews are the records of the runtime resolvers that took part in
@@ -217,6 +220,9 @@ func (s *Snapshot) RuntimeViews() []RuntimeView {
 	var views []RuntimeView
 	if s.Docker != nil {
 		views = append(views, s.Docker)
+	}
+	if s.CRI != nil {
+		views = append(views, s.CRI)
 	}
 	return views
 }

@@ -1,0 +1,195 @@
+package inventory
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The CRI resolver's claims: which namespaces the pod sandboxes of a
+// Kubernetes runtime use, matched by namespace inode, never by a name.
+// What the runtime records, and how it is asked, is in cri_client.go.
+
+// StepCRI is the CRI resolver's stage in [Snapshot.Steps]:
+// veth_scrape_collector_*{collector="cri"}.
+const StepCRI = "cri"
+
+// CRINetnsDirs are where CRI runtimes pin pod namespaces: containerd's
+// /var/run/netns/cni-<uuid> and CRI-O's /var/run/netns/<uuid>, as
+// mountinfo shows them. Others are learned from the sandboxes' statuses.
+var CRINetnsDirs = NetnsDirs{"/run/netns"}
+
+// Step implements [Resolver].
+func (c *CRI) Step() string { return StepCRI }
+
+// Timeout implements [Resolver]: what one snapshot may spend asking the
+// runtime.
+func (c *CRI) Timeout() time.Duration { return c.timeout }
+
+// Observe implements [Resolver]: the runtime's sandboxes for the snapshot
+// (see [CRI.View]) and the namespaces they use.
+func (c *CRI) Observe(ctx context.Context, p Paths, _ time.Time) (Observation, error) {
+	v := c.View(ctx)
+	// Claims make no call: the count is the snapshot's.
+	v.Requests = c.Requests()
+	return newCRIObservation(v, p), v.Err
+}
+
+// criObservation is what the CRI runtime said for one snapshot.
+type criObservation struct {
+	view *CRIView
+	// byInode: the sandbox whose namespace each inode is. A NOTREADY
+	// sandbox whose namespace still exists is there too: the kubelet
+	// will stop it, and its network is the runtime's to tear down.
+	byInode map[uint64]*CRISandbox
+}
+
+func newCRIObservation(v *CRIView, p Paths) *criObservation {
+	o := &criObservation{view: v, byInode: map[uint64]*CRISandbox{}}
+	for _, sb := range v.Sandboxes {
+		if sb.HostNetwork {
+			continue
+		}
+		inode := criNetnsInode(p, sb)
+		if inode == 0 {
+			continue
+		}
+		// Two sandboxes in one namespace cannot be, but a ready one is
+		// the better answer.
+		if old := o.byInode[inode]; old == nil || (old.State != CRIReady && sb.State == CRIReady) {
+			o.byInode[inode] = sb
+		}
+	}
+	return o
+}
+
+// criNetnsInode finds the namespace of a sandbox: through the mount that
+// pins it, which names it for as long as the runtime keeps it, else
+// through the pause process, whose PID a cached status may hold after it
+// died: the process must still be in the sandbox's cgroup.
+func criNetnsInode(p Paths, sb *CRISandbox) uint64 {
+	var st unix.Stat_t
+	if sb.Netns != "" {
+		// A mount point the runtime unmounted stays a plain file for a
+		// moment: only an nsfs inode is a namespace.
+		path := filepath.Join(p.Rootfs, sb.Netns)
+		var fs unix.Statfs_t
+		if unix.Statfs(path, &fs) == nil && fs.Type == unix.NSFS_MAGIC && unix.Stat(path, &st) == nil {
+			return st.Ino
+		}
+	}
+	if sb.Pid <= 0 {
+		return 0
+	}
+	dir := p.Procfs + "/" + strconv.Itoa(sb.Pid)
+	if cg, err := os.ReadFile(dir + "/cgroup"); err != nil || parseCgroup(string(cg)).ContainerID != sb.ID {
+		return 0
+	}
+	if unix.Stat(dir+"/ns/net", &st) == nil {
+		return st.Ino
+	}
+	return 0
+}
+
+// Claim implements [Observation]. A sandbox the runtime lists, ready or
+// not, runs in its namespace. A namespace the runtime no longer lists is
+// left to the evidence (silent): a mount alone makes it netns_empty, a
+// stray process in a namespace a pod owned last makes it owner_exited.
+// While the runtime cannot be asked, the namespaces in its netns
+// directories and those of pods are its to decide (down).
+func (o *criObservation) Claim(_ context.Context, v *Veth) Claim {
+	n := v.PeerNetns
+	if n == nil {
+		return Claim{}
+	}
+	if !o.view.Up {
+		if !o.view.NoCRI && o.podNamespace(v) {
+			return Claim{State: RuntimeDown}
+		}
+		return Claim{}
+	}
+	sb := o.byInode[n.Inode]
+	if sb == nil {
+		return Claim{}
+	}
+	return Claim{State: RuntimeRunning, Owner: o.owner(sb)}
+}
+
+// podNamespace reports whether v's peer namespace is a CRI runtime's to
+// decide: pinned in its netns directory, or owned (now or last) by a pod.
+func (o *criObservation) podNamespace(v *Veth) bool {
+	for _, m := range v.PeerNetns.Mounts {
+		if o.view.NetnsDirs.Holds(m) {
+			return true
+		}
+	}
+	for _, ow := range []*Owner{v.Owner, v.LastOwner} {
+		if ow != nil && ow.Kind == OwnerPod {
+			return true
+		}
+	}
+	return false
+}
+
+// owner is the owner a sandbox makes.
+func (o *criObservation) owner(sb *CRISandbox) *Owner {
+	return &Owner{Kind: OwnerPod, ID: sb.ID, Name: sb.Name, PodNamespace: sb.Namespace, PodName: sb.Name, PodUID: sb.UID, Runtime: o.view.Runtime}
+}
+
+// Record implements [Observation]: the snapshot's cri key and the CRI
+// resolver's metric families.
+func (o *criObservation) Record(s *Snapshot) {
+	s.CRI = o.view
+}
+
+// Help texts of the CRI resolver's families; the names and labels are a
+// contract with dashboards and alerts.
+const (
+	helpCRIAPI  = "Kubernetes CRI API calls made by the exporter."
+	helpPodInfo = "Kubernetes pod that owns or last owned a veth, as its CRI runtime lists it (state gone: listed no more), for joins on pod_uid or sandbox_id."
+)
+
+// Families implements [RuntimeView]: the calls made so far and, while the
+// runtime answers, every pod that owns or last owned a veth. A runtime
+// that is down gives no pod facts at all rather than stale ones.
+func (v *CRIView) Families(s *Snapshot) []Family {
+	families := []Family{{Name: "veth_cri_api_requests_total", Help: helpCRIAPI, Counter: true,
+		Series: []Series{{Value: float64(v.Requests)}}}}
+	if !v.Up {
+		return families
+	}
+	byID := make(map[string]*CRISandbox, len(v.Sandboxes))
+	for _, sb := range v.Sandboxes {
+		byID[sb.ID] = sb
+	}
+	type pod struct{ namespace, name, uid, state string }
+	pods := map[string]pod{}
+	for i := range s.Veths {
+		veth := &s.Veths[i]
+		for _, o := range []*Owner{veth.Owner, veth.LastOwner} {
+			if o == nil || o.Kind != OwnerPod || o.ID == "" {
+				continue
+			}
+			if sb := byID[o.ID]; sb != nil {
+				pods[o.ID] = pod{sb.Namespace, sb.Name, sb.UID, sb.State}
+			} else if _, seen := pods[o.ID]; !seen && o.PodName != "" && (o.Runtime == v.Runtime || o.Runtime == "") {
+				// The runtime named it once and lists it no more.
+				pods[o.ID] = pod{o.PodNamespace, o.PodName, o.PodUID, CRIGone}
+			}
+		}
+	}
+	info := Family{Name: "veth_pod_info", Help: helpPodInfo}
+	for _, id := range slices.Sorted(maps.Keys(pods)) {
+		p := pods[id]
+		info.Series = append(info.Series, Series{Value: 1, Labels: []Label{
+			{"pod_name", p.name}, {"pod_namespace", p.namespace}, {"pod_uid", p.uid},
+			{"runtime", string(v.Runtime)}, {"sandbox_id", id}, {"state", p.state}}})
+	}
+	return append(families, info)
+}
