@@ -32,6 +32,11 @@ type inventoryFlags struct {
 	dockerSet      bool // --[no-]collector.docker was given
 	dockerHost     string
 	dockerTimeout  time.Duration
+
+	cri         bool
+	criSet      bool // --[no-]collector.cri was given
+	criEndpoint string
+	criTimeout  time.Duration
 }
 
 func (f *inventoryFlags) register(app *kingpin.Application) {
@@ -61,6 +66,13 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		Default(dockerHost).StringVar(&f.dockerHost)
 	app.Flag("docker.timeout", "What one inventory may spend asking Docker; a daemon slower than that counts as down for that scrape.").
 		Default("5s").DurationVar(&f.dockerTimeout)
+	app.Flag("collector.cri", "Resolve owners through the Kubernetes CRI API (pod namespace, name and UID of each sandbox, ready or not). "+
+		"On by default when the CRI socket exists at start-up; --no-collector.cri turns it off.").
+		IsSetByUser(&f.criSet).BoolVar(&f.cri)
+	app.Flag("cri.endpoint", "CRI runtime socket, unix:///path (default: the first existing of "+strings.Join(criEndpoints, ", ")+").").
+		Default(defaultCRIEndpoint()).StringVar(&f.criEndpoint)
+	app.Flag("cri.timeout", "What one inventory may spend asking the CRI runtime; a runtime slower than that counts as down for that scrape.").
+		Default("5s").DurationVar(&f.criTimeout)
 	app.Flag("inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
@@ -104,7 +116,54 @@ func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, e
 	if docker != nil {
 		resolvers = append(resolvers, docker)
 	}
+	cri, err := f.openCRI(logger)
+	if err != nil {
+		return nil, err
+	}
+	if cri != nil {
+		resolvers = append(resolvers, cri)
+	}
 	return resolvers, nil
+}
+
+// criEndpoints are the sockets of the CRI runtimes, in the order the
+// default --cri.endpoint is chosen: containerd, CRI-O, cri-dockerd.
+var criEndpoints = []string{
+	"unix:///run/containerd/containerd.sock",
+	"unix:///run/crio/crio.sock",
+	"unix:///var/run/cri-dockerd.sock",
+}
+
+// defaultCRIEndpoint is the first of criEndpoints whose socket exists,
+// else the first.
+func defaultCRIEndpoint() string {
+	for _, e := range criEndpoints {
+		if _, err := os.Stat(strings.TrimPrefix(e, "unix://")); err == nil {
+			return e
+		}
+	}
+	return criEndpoints[0]
+}
+
+// openCRI returns the CRI resolver: on when forced, off when refused, and
+// otherwise on when the endpoint's socket exists now. A node without a CRI
+// runtime is not an error.
+func (f *inventoryFlags) openCRI(logger *slog.Logger) (*inventory.CRI, error) {
+	on := f.cri
+	if !f.criSet {
+		_, err := os.Stat(strings.TrimPrefix(f.criEndpoint, "unix://"))
+		on = err == nil
+	}
+	if !on {
+		logger.Debug("CRI resolver off", "endpoint", f.criEndpoint)
+		return nil, nil
+	}
+	logger.Info("CRI resolver on", "endpoint", f.criEndpoint)
+	c, err := inventory.NewCRI(f.criEndpoint, f.criTimeout, logger)
+	if err != nil {
+		return nil, fmt.Errorf("--cri.endpoint: %w", err)
+	}
+	return c, nil
 }
 
 // openDocker returns the Docker resolver: on when forced, off when
