@@ -400,7 +400,7 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 		if v.PeerOnHost {
 			peer, weight = snap.Veth(v.PeerName), 2
 		}
-		if first, ok := claimed[v.Index]; ok && q.Index == 0 || ok && q.Index == v.Index {
+		if first, ok := claimed[v.Index]; ok && (q.Index == 0 || q.Index == v.Index) {
 			duplicates = append(duplicates, [2]int{i, first})
 			continue
 		}
