@@ -22,7 +22,9 @@
 # whose harness starts a dockerd in private namespaces of its own. Exit
 # status there: 0 when the benchmark passed (its own assertions included),
 # 1 on a setup error, 3 when it failed; the report is printed in both of
-# the last two cases.
+# the last two cases. With --cri (or CRI=1) the same for the CRI resolver
+# on a node of VETH_BENCH_PODS (100) pod sandboxes of a private containerd
+# (BenchmarkCRIScrape in cmd/veth_exporter/cri_bench_test.go).
 set -euo pipefail
 
 VETHS=${VETHS:-10000}
@@ -323,26 +325,42 @@ finish() {
 	fi
 }
 
-# docker_mode runs BenchmarkDockerScrape and prints its report: the Go
-# harness (internal/dockertest) makes the dockerd, the containers and both
-# exporters inside the private namespaces of netnstest, and removes them.
-docker_mode() {
-	local containers=${VETH_BENCH_CONTAINERS:-200}
-	[[ $containers =~ ^[1-9][0-9]*$ ]] || die "VETH_BENCH_CONTAINERS must be a positive integer, not '$containers'"
+# resolver_mode RUNTIME runs the runtime resolver's scrape benchmark
+# (BenchmarkDockerScrape or BenchmarkCRIScrape) and prints its report: the
+# Go harness (internal/dockertest, internal/critest) makes the runtime,
+# its containers or pods and both exporters inside the private namespaces
+# of netnstest, and removes them.
+resolver_mode() {
+	local bench env default unit limit node churn
+	local -a setups
+	case $1 in
+	docker)
+		bench=BenchmarkDockerScrape env=VETH_BENCH_CONTAINERS default=200 unit="Docker API" limit=3
+		node="running containers (busybox, one veth each on docker0), dockerd 20.10 in private namespaces"
+		churn="1 restart per scrape" setups=('dockerd up' 'started [0-9]+ containers' 'removed [0-9]+ containers')
+		;;
+	cri)
+		bench=BenchmarkCRIScrape env=VETH_BENCH_PODS default=100 unit="CRI" limit=1
+		node="pod sandboxes in 5 namespaces (one veth each on cni0), containerd 1.6 CRI in private namespaces"
+		churn="1 pod replaced per scrape" setups=('containerd up' 'ran [0-9]+ pods')
+		;;
+	esac
+	local containers=${!env:-$default}
+	[[ $containers =~ ^[1-9][0-9]*$ ]] || die "$env must be a positive integer, not '$containers'"
 	[[ $SCRAPES =~ ^[1-9][0-9]*$ ]] || die "SCRAPES must be a positive integer, not '$SCRAPES'"
-	((EUID == 0)) || die "must run as root (the harness creates namespaces and starts dockerd)"
+	((EUID == 0)) || die "must run as root (the harness creates namespaces and starts the runtime)"
 	command -v go >/dev/null || die "go not found"
 
 	work=$(mktemp -d /tmp/veth-bench.XXXXXX)
 	trap finish EXIT
-	local out=$work/docker-bench.txt load rc=0
+	local out=$work/$1-bench.txt load rc=0
 	read -r load _ </proc/loadavg
-	log "BenchmarkDockerScrape: $containers containers, $SCRAPES timed scrapes per subject (setup takes about a minute at 200)"
+	log "$bench: $containers $node, $SCRAPES timed scrapes per subject (setup takes about a minute)"
 	# -v: a benchmark's log (setup times) is shown only with it.
-	# VETH_EXPORTER_REQUIRE_PRIVILEGED=1: a missing Docker installation
+	# VETH_EXPORTER_REQUIRE_PRIVILEGED=1: a missing runtime installation
 	# fails the run instead of skipping the benchmark in silence.
-	(cd "$repo" && VETH_BENCH_CONTAINERS=$containers VETH_EXPORTER_REQUIRE_PRIVILEGED=1 \
-		go test -v -count=1 -run '^$' -bench '^BenchmarkDockerScrape$' -benchtime "${SCRAPES}x" \
+	(cd "$repo" && env "$env=$containers" VETH_EXPORTER_REQUIRE_PRIVILEGED=1 \
+		go test -v -count=1 -run '^$' -bench "^$bench\$" -benchtime "${SCRAPES}x" \
 		-timeout 30m ./cmd/veth_exporter/) 2>&1 | tee "$out" | sed -u 's/^/    /' >&2 || rc=$?
 
 	# One line per sub-benchmark: name mean_ms median_ms calls veths.
@@ -350,10 +368,9 @@ docker_mode() {
 	local name a b c d
 	while read -r name a b c d; do
 		mean[$name]=$a median[$name]=$b calls[$name]=$c veths[$name]=$d
-	done < <(awk '
-		$1 ~ /^BenchmarkDockerScrape\// && $2 ~ /^[0-9]+$/ {
-			name = $1
-			sub(/^BenchmarkDockerScrape\//, "", name)
+	done < <(awk -v b="$bench" '
+		index($1, b "/") == 1 && $2 ~ /^[0-9]+$/ {
+			name = substr($1, length(b) + 2)
 			sub(/-[0-9]+$/, "", name)
 			delete m
 			for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
@@ -364,7 +381,7 @@ docker_mode() {
 		grep -m1 -E "$1" "$out" | sed -E 's/^ *[a-z_]+\.go:[0-9]+: //' || true
 	}
 	sublog() { # sublog NAME [PATTERN]: the first log line of the sub-benchmark NAME (that matches), without its file:line
-		awk -v n="BenchmarkDockerScrape/$1" -v p="${2:-}" '
+		awk -v n="$bench/$1" -v p="${2:-}" '
 			$0 == n { f = 1; next }
 			f && /^ *[a-z_]+\.go:[0-9]+: / && $0 ~ p { sub(/^ *[a-z_]+\.go:[0-9]+: /, ""); print; exit }
 			f && /^(Benchmark|--- |PASS|FAIL)/ { exit }' "$out"
@@ -375,26 +392,30 @@ docker_mode() {
 		echo "${why:-the benchmark failed before it ran, see $out}"
 	}
 	echo
-	echo "Docker node: $containers running containers (busybox, one veth each on docker0), dockerd 20.10 in private namespaces"
-	echo "setup: $(setup 'dockerd up'); $(setup 'started [0-9]+ containers'); $(setup 'removed [0-9]+ containers')"
+	echo "node: $containers $node"
+	local line=setup: p
+	for p in "${setups[@]}"; do
+		line+=" $(setup "$p");"
+	done
+	echo "${line%;}"
 	echo "warm-up: $(setup 'exporters ready')"
 	echo "median and mean of $SCRAPES scrapes (GET /metrics) per subject, after warm-up"
 	echo "1-minute load average when measuring started: $load"
 	echo
-	printf '%-34s %12s %12s %18s %7s\n' subject "median (ms)" "mean (ms)" "API calls/scrape" veths
+	printf '%-40s %12s %12s %18s %7s\n' subject "median (ms)" "mean (ms)" "$unit calls/scrape" veths
 	local -A label=([resolver=off]="resolver off" [resolver=on]="resolver on, steady state"
-		["resolver=on,churn"]="resolver on, 1 restart per scrape")
+		["resolver=on,churn"]="resolver on, $churn")
 	for name in resolver=off resolver=on resolver=on,churn; do
 		if [[ -n ${mean[$name]:-} ]]; then
-			printf '%-34s %12.2f %12.2f %18.2f %7d\n' "${label[$name]}" "${median[$name]}" "${mean[$name]}" "${calls[$name]}" "${veths[$name]}"
+			printf '%-40s %12.2f %12.2f %18.2f %7d\n' "${label[$name]}" "${median[$name]}" "${mean[$name]}" "${calls[$name]}" "${veths[$name]}"
 		else
-			printf '%-34s %s\n' "${label[$name]}" "no result: $(failure "$name")"
+			printf '%-40s %s\n' "${label[$name]}" "no result: $(failure "$name")"
 		fi
 	done
 	echo "stages of the last scrape (veth_scrape_collector_duration_seconds):"
 	for name in resolver=off resolver=on resolver=on,churn; do
 		if [[ -n ${mean[$name]:-} ]]; then
-			printf '  %-34s %s\n' "${label[$name]}" "$(sublog "$name" '^ *[a-z_]+\.go:[0-9]+: stages ' | sed 's/^stages of the last scrape: //')"
+			printf '  %-40s %s\n' "${label[$name]}" "$(sublog "$name" '^ *[a-z_]+\.go:[0-9]+: stages ' | sed 's/^stages of the last scrape: //')"
 		fi
 	done
 	if [[ -n ${median[resolver=on]:-} && -n ${median[resolver=off]:-} ]]; then
@@ -403,9 +424,9 @@ docker_mode() {
 	fi
 	echo
 
-	local what="Docker API calls per scrape in steady state O(1) (<= 3 with $containers containers)"
+	local what="$unit calls per scrape in steady state O(1) (<= $limit with $containers)"
 	if [[ -n ${calls[resolver=on]:-} ]]; then
-		if awk -v c="${calls[resolver=on]}" 'BEGIN { exit !(c <= 3) }'; then
+		if awk -v c="${calls[resolver=on]}" -v l="$limit" 'BEGIN { exit !(c <= l) }'; then
 			printf 'PASS  %s: %s\n' "$what" "${calls[resolver=on]}"
 		else
 			printf 'FAIL  %s: %s\n' "$what" "${calls[resolver=on]}"
@@ -421,14 +442,18 @@ docker_mode() {
 	fi
 }
 
-if [[ ${1:-} == --docker ]]; then
-	DOCKER=1
-fi
+case ${1:-} in
+--docker) DOCKER=1 ;;
+--cri) CRI=1 ;;
+esac
 if [[ ${DOCKER:-0} == 1 ]]; then
-	docker_mode
+	resolver_mode docker
 	exit
 fi
-
+if [[ ${CRI:-0} == 1 ]]; then
+	resolver_mode cri
+	exit
+fi
 for v in VETHS NAMESPACES SCRAPES; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done

@@ -249,7 +249,14 @@ func warmUp(b *testing.B, e *exporter, cs []benchContainer) string {
 // between (untimed) before each. It returns the time of each scrape, the
 // Docker API requests per scrape and the last scrape.
 func timeScrapes(b *testing.B, e *exporter, between func()) (times []time.Duration, calls float64, last string) {
-	before := apiRequests(e.scrape(b))
+	return timeScrapesCounting(b, e, "veth_docker_api_requests_total", between)
+}
+
+// timeScrapesCounting times scrapes of e, running between (untimed)
+// before each, and returns the growth of the counter per scrape.
+func timeScrapesCounting(b *testing.B, e *exporter, counter string, between func()) (times []time.Duration, calls float64, last string) {
+	value := func(m string) float64 { v, _ := sample(m, counter); return v }
+	before := value(e.scrape(b))
 	for b.Loop() {
 		if between != nil {
 			b.StopTimer()
@@ -260,7 +267,7 @@ func timeScrapes(b *testing.B, e *exporter, between func()) (times []time.Durati
 		last = e.scrape(b)
 		times = append(times, time.Since(t0))
 	}
-	return times, (apiRequests(last) - before) / float64(len(times)), last
+	return times, (value(last) - before) / float64(len(times)), last
 }
 
 // report adds median-ms, api-calls/scrape and veths to the result.
