@@ -210,6 +210,10 @@ type Snapshot struct {
 
 	// CRI is what the CRI resolver saw; nil when it is off.
 	CRI *CRIView `json:"cri,omitempty"`
+
+	// CNI is what the CNI's configuration and libcni result cache said;
+	// nil when neither is read.
+	CNI *CNIView `json:"cni,omitempty"`
 }
 
 // RuntimeViews are the records of the runtime resolvers that took part in
@@ -223,6 +227,9 @@ func (s *Snapshot) RuntimeViews() []RuntimeView {
 	}
 	if s.CRI != nil {
 		views = append(views, s.CRI)
+	}
+	if s.CNI != nil {
+		views = append(views, s.CNI)
 	}
 	return views
 }

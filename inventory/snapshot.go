@@ -30,6 +30,9 @@ type Config struct {
 	// Docker is one more resolver, asked before Resolvers; nil is none.
 	// Prefer Resolvers: this field stays for the callers that set it.
 	Docker *Docker
+	// CNI reads the node's CNI configuration and libcni result cache;
+	// nil is none.
+	CNI *CNI
 	// State is the remembered history; nil keeps none.
 	State  *State
 	Logger *slog.Logger
@@ -228,6 +231,19 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 			a.took = time.Since(start)
 		})
 	}
+	// The CNI's files, beside the dump like a runtime.
+	var (
+		cniObs  *cniObservation
+		cniErr  error
+		cniTook time.Duration
+	)
+	if inv.cfg.CNI != nil {
+		resolved.Go(func() {
+			start := time.Now()
+			cniObs, cniErr = inv.cfg.CNI.observe(inv.cfg.Paths)
+			cniTook = time.Since(start)
+		})
+	}
 	start = time.Now()
 	links, err := dumpLinks()
 	linksTook := time.Since(start)
@@ -243,6 +259,10 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		if a.observation != nil {
 			a.observation.Record(s)
 		}
+	}
+	if inv.cfg.CNI != nil {
+		s.step(StepCNI, cniTook, cniErr)
+		s.CNI = cniObs.view
 	}
 	if err != nil {
 		return s, err
@@ -277,9 +297,15 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 			}
 		}
 		e.runtime = weigh(v, claims)
+		if cniObs != nil {
+			cniObs.judge(v, e.runtime)
+		}
 		v.Verdict, v.Reason = decide(v, e)
 	})
 	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
+	if cniObs != nil {
+		cniObs.finish()
+	}
 	s.step(StepState, time.Since(start), err)
 	if err != nil {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))

@@ -1,0 +1,381 @@
+package inventory
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// The libcni result cache: for every attachment a CNI ADD made, libcni
+// (run by containerd, CRI-O, cnitool) writes <network>-<container>-<ifname>
+// under /var/lib/cni/results and removes it on CNI DEL. An entry names the
+// sandbox (containerId), the pod (cniArgs K8S_POD_*), the namespace (netns,
+// or the sandbox of the container-side interface: containerd 1.6's libcni
+// records no top-level netns) and the host veth (result.interfaces). It
+// names the pod of a leftover the exporter never saw owned, and an entry
+// whose veth outlived its pod is a CNI DEL that never ran.
+//
+// Names are reused (Calico's cali<hash> comes back for a new pod of the
+// same name), so an entry is evidence about a veth only when its
+// namespace path still pins the veth's peer namespace, or, that path
+// gone, when the host veth's name and both ends' MAC addresses as
+// recorded match the pair the kernel has now.
+
+// cniCacheEntry is what the exporter reads of one libcni cache entry.
+type cniCacheEntry struct {
+	file        string
+	containerID string
+	ifName      string
+	network     string
+	// netns is the namespace path as the runtime gave it.
+	netns string
+	args  map[string]string
+	// host are the interfaces without a sandbox (the host veth, a
+	// bridge); container is the interface ifName in the sandbox.
+	host      []cniInterface
+	container *cniInterface
+}
+
+type cniInterface struct {
+	Name    string `json:"name"`
+	Mac     string `json:"mac"`
+	Sandbox string `json:"sandbox"`
+}
+
+// parseCNICacheEntry decodes a libcni cache entry (kind cniCacheV1).
+func parseCNICacheEntry(file string, b []byte) (*cniCacheEntry, error) {
+	var raw struct {
+		ContainerID string     `json:"containerId"`
+		IfName      string     `json:"ifName"`
+		NetworkName string     `json:"networkName"`
+		Netns       string     `json:"netns"`
+		CNIArgs     [][]string `json:"cniArgs"`
+		Result      struct {
+			Interfaces []cniInterface `json:"interfaces"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("libcni cache entry %s: %w", file, err)
+	}
+	if raw.ContainerID == "" {
+		return nil, fmt.Errorf("libcni cache entry %s: no containerId", file)
+	}
+	e := &cniCacheEntry{file: file, containerID: raw.ContainerID, ifName: raw.IfName, network: raw.NetworkName,
+		netns: raw.Netns, args: map[string]string{}}
+	for _, kv := range raw.CNIArgs {
+		if len(kv) == 2 {
+			e.args[kv[0]] = kv[1]
+		}
+	}
+	for i := range raw.Result.Interfaces {
+		iface := raw.Result.Interfaces[i]
+		switch {
+		case iface.Sandbox == "":
+			e.host = append(e.host, iface)
+		case iface.Name == e.ifName && e.container == nil:
+			e.container = &iface
+		}
+	}
+	if e.netns == "" && e.container != nil {
+		e.netns = e.container.Sandbox
+	}
+	return e, nil
+}
+
+// owner is the pod (or, without Kubernetes arguments, the container)
+// the entry's sandbox belonged to.
+func (e *cniCacheEntry) owner() *Owner {
+	name, ns, uid := e.args["K8S_POD_NAME"], e.args["K8S_POD_NAMESPACE"], e.args["K8S_POD_UID"]
+	if name == "" && uid == "" {
+		return &Owner{Kind: OwnerContainer, ID: e.containerID}
+	}
+	return &Owner{Kind: OwnerPod, ID: e.containerID, Name: name, PodNamespace: ns, PodName: name, PodUID: uid}
+}
+
+// hostInterface returns the recorded host interface of that name.
+func (e *cniCacheEntry) hostInterface(name string) *cniInterface {
+	for i := range e.host {
+		if e.host[i].Name == name {
+			return &e.host[i]
+		}
+	}
+	return nil
+}
+
+// CNIAttachment is a libcni cache entry whose host veth still exists
+// while nothing runs in its namespace any more: a CNI DEL that never ran.
+type CNIAttachment struct {
+	// File is the entry's file name in the cache directory.
+	File         string `json:"file"`
+	ContainerID  string `json:"container_id"`
+	Network      string `json:"network"`
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
+	PodUID       string `json:"pod_uid,omitempty"`
+	Device       string `json:"device"`
+	Ifindex      int    `json:"ifindex"`
+}
+
+// resultCache is the cache directory as last read: parsed entries by file
+// name, re-read only when the directory's mtime changed.
+type resultCache struct {
+	read     bool
+	readAt   time.Time
+	dirMtime time.Time
+	// retry: an entry could not be parsed (libcni writes in place, so a
+	// read can see it half-written): list the directory again next time.
+	retry   bool
+	files   map[string]cachedEntry
+	entries []*cniCacheEntry
+}
+
+type cachedEntry struct {
+	mtime time.Time
+	size  int64
+	entry *cniCacheEntry
+}
+
+// entries returns the cache directory's entries, listing it again only
+// when its mtime changed, and parsing only the files that changed. A
+// missing directory holds no entry.
+func (c *CNI) entries(rootfs string) ([]*cniCacheEntry, error) {
+	dir := filepath.Join(rootfs, c.cacheDir)
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		c.cache = resultCache{}
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("libcni cache directory %s: %w", c.cacheDir, err)
+	}
+	mtime := time.Unix(st.Mtim.Unix())
+	rc := &c.cache
+	if rc.read && !rc.retry && rc.dirMtime.Equal(mtime) && rc.readAt.Sub(mtime) > racyWindow {
+		return rc.entries, nil
+	}
+	list, err := os.ReadDir(dir)
+	if err != nil {
+		c.cache = resultCache{}
+		return nil, fmt.Errorf("libcni cache directory %s: %w", c.cacheDir, err)
+	}
+	next := resultCache{read: true, readAt: time.Now(), dirMtime: mtime, files: make(map[string]cachedEntry, len(list))}
+	for _, de := range list {
+		if !de.Type().IsRegular() {
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		name := de.Name()
+		if old, ok := rc.files[name]; ok && old.mtime.Equal(info.ModTime()) && old.size == info.Size() && next.readAt.Sub(old.mtime) > racyWindow {
+			next.files[name] = old
+			next.entries = append(next.entries, old.entry)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			next.retry = true
+			continue
+		}
+		e, err := parseCNICacheEntry(name, b)
+		if err != nil {
+			next.retry = true
+			continue
+		}
+		next.files[name] = cachedEntry{mtime: info.ModTime(), size: info.Size(), entry: e}
+		next.entries = append(next.entries, e)
+	}
+	*rc = next
+	return rc.entries, nil
+}
+
+// cniObservation is what the CNI's files said for one snapshot.
+type cniObservation struct {
+	view *CNIView
+	// byInode are the entries whose namespace path pins a namespace now.
+	byInode map[uint64][]*cniCacheEntry
+	// byHost are the entries whose namespace path pins nothing (or is a
+	// /proc path, whose PID may be another process's by now), by
+	// recorded host interface name.
+	byHost map[string][]*cniCacheEntry
+}
+
+// observe reads the CNI's configuration, agent and result cache for one
+// snapshot and resolves each cache entry's namespace path.
+func (c *CNI) observe(p Paths) (*cniObservation, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := &cniObservation{view: &CNIView{}, byInode: map[uint64][]*cniCacheEntry{}, byHost: map[string][]*cniCacheEntry{}}
+	var errs []error
+	n, err := c.network(p.Rootfs)
+	errs = append(errs, err)
+	if n != nil {
+		if len(n.Agents) > 0 {
+			n.AgentPID, n.DaemonRunning = c.agentRunning(p.Procfs, n.Agents)
+		}
+		o.view.Network = n
+	}
+	if c.cacheDir == "" {
+		return o, errors.Join(errs...)
+	}
+	entries, err := c.entries(p.Rootfs)
+	if err != nil {
+		return o, errors.Join(append(errs, err)...)
+	}
+	o.view.CacheRead, o.view.CacheEntries = true, len(entries)
+	for _, e := range entries {
+		if inode := netnsInodeAt(p.Rootfs, e.netns); inode != 0 {
+			o.byInode[inode] = append(o.byInode[inode], e)
+			continue
+		}
+		for _, h := range e.host {
+			o.byHost[h.Name] = append(o.byHost[h.Name], e)
+		}
+	}
+	return o, errors.Join(errs...)
+}
+
+// netnsInodeAt returns the inode of the namespace the nsfs mount at path
+// (a host path, opened under rootfs) pins, 0 when it pins none now. A
+// /proc/PID/ns/net path is never trusted: the PID may be reused.
+func netnsInodeAt(rootfs, path string) uint64 {
+	if path == "" || strings.HasPrefix(path, "/proc/") {
+		return 0
+	}
+	full := filepath.Join(rootfs, hostRunPath(path))
+	var fs unix.Statfs_t
+	if unix.Statfs(full, &fs) != nil || fs.Type != unix.NSFS_MAGIC {
+		return 0
+	}
+	var st unix.Stat_t
+	if unix.Stat(full, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// judge is the cache's part in v's verdict, after the runtimes' claims
+// were weighed: an entry that applies to v names its last owner when
+// the history and the runtimes name none, and counts as stale when no
+// runtime claims the namespace running, no container or pod process is
+// in it, and no runtime that might know is down.
+func (o *cniObservation) judge(v *Veth, claim RuntimeClaim) {
+	e := o.entryFor(v)
+	if e == nil {
+		return
+	}
+	if v.LastOwner == nil {
+		v.LastOwner = e.owner()
+	}
+	running := claim == RuntimeRunning || (v.Owner != nil && v.Owner.Kind != OwnerProcess)
+	if e.hostInterface(v.Name) != nil && !running && claim != RuntimeDown {
+		owner := e.owner()
+		o.view.Stale = append(o.view.Stale, CNIAttachment{File: e.file, ContainerID: e.containerID, Network: e.network,
+			PodNamespace: owner.PodNamespace, PodName: owner.PodName, PodUID: owner.PodUID, Device: v.Name, Ifindex: v.Index})
+	}
+}
+
+// entryFor returns the cache entry that applies to v, nil when none is
+// proved to: the one whose namespace path pins v's peer namespace (of
+// several, the one recording v as its host interface), else one whose
+// path pins nothing and whose recorded pair matches v's (see
+// [cniObservation.samePair]). Entries about one namespace that name
+// different sandboxes prove nothing.
+func (o *cniObservation) entryFor(v *Veth) *cniCacheEntry {
+	if v.PeerNetns != nil {
+		if es := o.byInode[v.PeerNetns.Inode]; len(es) > 0 {
+			best := es[0]
+			for _, e := range es {
+				if e.containerID != best.containerID {
+					return nil
+				}
+				if e.hostInterface(v.Name) != nil {
+					best = e
+				}
+			}
+			return best
+		}
+	}
+	for _, e := range o.byHost[v.Name] {
+		if samePair(v, e) {
+			return e
+		}
+	}
+	return nil
+}
+
+// samePair reports whether the pair e recorded is v's: a host interface
+// of v's name whose recorded MAC (if any) is v's, and a container-side
+// interface, whose MAC must be recorded, that is v's peer: the link at
+// v's peer index in the peer namespace has the entry's ifName and that
+// MAC. Reading another namespace's link takes CAP_NET_ADMIN: without it
+// nothing is proved.
+func samePair(v *Veth, e *cniCacheEntry) bool {
+	h := e.hostInterface(v.Name)
+	if h == nil || e.container == nil || e.container.Mac == "" || v.PeerOnHost || v.PeerNetNSID < 0 {
+		return false
+	}
+	if h.Mac != "" {
+		name, mac, err := linkAddress(-1, v.Index)
+		if err != nil || name != v.Name || !sameMAC(mac, h.Mac) {
+			return false
+		}
+	}
+	name, mac, err := linkAddress(v.PeerNetNSID, v.PeerIndex)
+	return err == nil && name == e.ifName && sameMAC(mac, e.container.Mac)
+}
+
+func sameMAC(have net.HardwareAddr, recorded string) bool {
+	want, err := net.ParseMAC(recorded)
+	return err == nil && len(have) > 0 && bytes.Equal(have, want)
+}
+
+// linkAddress asks the kernel for one link by index, in the namespace the
+// host knows by nsid (IFLA_TARGET_NETNSID) or, with a negative nsid, the
+// host's: its name and hardware address. One RTM_GETLINK, no dump.
+func linkAddress(nsid, index int) (string, net.HardwareAddr, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	if nsid >= 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
+	}
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %w", index, nsid, err)
+	}
+	if len(msgs) != 1 {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %d answers", index, nsid, len(msgs))
+	}
+	l, err := parseLink(msgs[0])
+	if err != nil || l.index != index {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %v", index, nsid, err)
+	}
+	var mac net.HardwareAddr
+	walkAttrs(msgs[0][unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
+		if typ == unix.IFLA_ADDRESS {
+			mac = slices.Clone(data)
+		}
+	})
+	return l.name, mac, nil
+}
+
+// finish orders the stale attachments once every veth was judged; a
+// namespace with several host veths of one entry counts it once.
+func (o *cniObservation) finish() {
+	slices.SortFunc(o.view.Stale, func(a, b CNIAttachment) int { return strings.Compare(a.File, b.File) })
+	o.view.Stale = slices.CompactFunc(o.view.Stale, func(a, b CNIAttachment) bool { return a.File == b.File })
+}
