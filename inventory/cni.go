@@ -86,8 +86,8 @@ type CNIView struct {
 	// Network is the node's CNI; nil when the configuration directory
 	// holds none (a Docker node) or detection is off.
 	Network *CNINetwork `json:"network,omitempty"`
-	// CacheRead: the libcni result cache was read (it is configured and
-	// readable, or absent: no attachment).
+	// CacheRead: the libcni result cache was read: it is configured,
+	// exists and is readable.
 	CacheRead bool `json:"cache_read"`
 	// CacheEntries counts the libcni cache entries read.
 	CacheEntries int `json:"cache_entries"`

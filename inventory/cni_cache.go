@@ -146,27 +146,27 @@ type cachedEntry struct {
 }
 
 // entries returns the cache directory's entries, listing it again only
-// when its mtime changed, and parsing only the files that changed. A
-// missing directory holds no entry.
-func (c *CNI) entries(rootfs string) ([]*cniCacheEntry, error) {
+// when its mtime changed, and parsing only the files that changed; exists
+// is false when there is no such directory (no libcni on this node).
+func (c *CNI) entries(rootfs string) (entries []*cniCacheEntry, exists bool, err error) {
 	dir := filepath.Join(rootfs, c.cacheDir)
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
 		c.cache = resultCache{}
 		if errors.Is(err, unix.ENOENT) {
-			return nil, nil
+			return nil, false, nil
 		}
-		return nil, fmt.Errorf("libcni cache directory %s: %w", c.cacheDir, err)
+		return nil, true, fmt.Errorf("libcni cache directory %s: %w", c.cacheDir, err)
 	}
 	mtime := time.Unix(st.Mtim.Unix())
 	rc := &c.cache
 	if rc.read && !rc.retry && rc.dirMtime.Equal(mtime) && rc.readAt.Sub(mtime) > racyWindow {
-		return rc.entries, nil
+		return rc.entries, true, nil
 	}
 	list, err := os.ReadDir(dir)
 	if err != nil {
 		c.cache = resultCache{}
-		return nil, fmt.Errorf("libcni cache directory %s: %w", c.cacheDir, err)
+		return nil, true, fmt.Errorf("libcni cache directory %s: %w", c.cacheDir, err)
 	}
 	next := resultCache{read: true, readAt: time.Now(), dirMtime: mtime, files: make(map[string]cachedEntry, len(list))}
 	for _, de := range list {
@@ -197,7 +197,7 @@ func (c *CNI) entries(rootfs string) ([]*cniCacheEntry, error) {
 		next.entries = append(next.entries, e)
 	}
 	*rc = next
-	return rc.entries, nil
+	return rc.entries, true, nil
 }
 
 // cniObservation is what the CNI's files said for one snapshot.
@@ -229,8 +229,8 @@ func (c *CNI) observe(p Paths) (*cniObservation, error) {
 	if c.cacheDir == "" {
 		return o, errors.Join(errs...)
 	}
-	entries, err := c.entries(p.Rootfs)
-	if err != nil {
+	entries, exists, err := c.entries(p.Rootfs)
+	if err != nil || !exists {
 		return o, errors.Join(append(errs, err)...)
 	}
 	o.view.CacheRead, o.view.CacheEntries = true, len(entries)

@@ -83,6 +83,10 @@ const (
 	ReasonNetlink  = "netlink"
 )
 
+// ReasonCNINotReady: the node's CNI has a node agent and it does not run;
+// a restarting agent cleans up its own interfaces.
+const ReasonCNINotReady = "cni_not_ready"
+
 // Bounds on what an alert may carry. Alertmanager's fingerprints are 16
 // hex digits and interface names at most 15 bytes: anything much longer
 // is not an alert of ours, and is not worth remembering.
@@ -427,6 +431,9 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			refuse(ReasonDeviceExcluded, "%s is excluded", q.Device)
 		case peer != nil && excluded(peer):
 			refuse(ReasonDeviceExcluded, "%s, the peer %s deletes too, is excluded", peer.Name, q.Device)
+		case snap.CNI.AgentDown():
+			refuse(ReasonCNINotReady, "the node agent of the CNI %s (%s) is not running: it cleans up itself when it restarts",
+				snap.CNI.Network.Type, strings.Join(snap.CNI.Network.Agents, ", "))
 		case tooMany:
 			refuse(ReasonTooManyOrphans, "%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
 				orphans, len(snap.Veths), 100*r.cfg.MaxOrphanRatio)

@@ -482,3 +482,45 @@ func TestGatesDuplicateDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestGatesCNI: a routed CNI's veths have no master. The default master
+// patterns refuse them; an operator who adds the empty alternative opts
+// them in, and then they are refused only while the CNI's node agent is
+// down (it cleans up itself when it restarts).
+func TestGatesCNI(t *testing.T) {
+	node := func(running bool) *inventory.Snapshot {
+		s := testNode()
+		s.Veths = append(s.Veths, orphan("cali0123456789a", 40, "", inventory.ReasonNetnsEmpty, time.Hour))
+		s.CNI = &inventory.CNIView{Network: &inventory.CNINetwork{Name: "k8s-pod-network", Type: "calico", Known: true,
+			Agents: []string{"calico-node"}, DaemonRunning: running}}
+		return s
+	}
+	optIn := regexp.MustCompile(`^(?:docker0|br-[0-9a-f]{12}|cni0|cbr0|)$`)
+	tests := []struct {
+		name          string
+		masterInclude *regexp.Regexp
+		device        string
+		index         int
+		agentRunning  bool
+		wantResult    Result
+		wantReason    string
+	}{
+		{"default patterns refuse no master", nil, "cali0123456789a", 40, true, ResultRefused, ReasonMasterNotAllowed},
+		{"opted in, agent running", optIn, "cali0123456789a", 40, true, ResultWouldDelete, "netns_empty"},
+		{"opted in, agent down", optIn, "cali0123456789a", 40, false, ResultRefused, ReasonCNINotReady},
+		{"bridged veth, agent down", nil, "vleak", 10, false, ResultRefused, ReasonCNINotReady},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			if tt.masterInclude != nil {
+				cfg.MasterInclude = tt.masterInclude
+			}
+			r := newTestRemediator(cfg, &fakeInventory{snap: node(tt.agentRunning)})
+			a := mustHandle(t, r, []Request{alert(tt.device, tt.index, time.Hour)}, nil, true)[0]
+			if a.Result != tt.wantResult || a.Reason != tt.wantReason {
+				t.Errorf("Handle(%s) = %s/%s (%s), want %s/%s", tt.device, a.Result, a.Reason, a.Detail, tt.wantResult, tt.wantReason)
+			}
+		})
+	}
+}

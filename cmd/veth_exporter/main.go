@@ -37,6 +37,9 @@ type inventoryFlags struct {
 	criSet      bool // --[no-]collector.cri was given
 	criEndpoint string
 	criTimeout  time.Duration
+
+	cniConfDir  string
+	cniCacheDir string
 }
 
 func (f *inventoryFlags) register(app *kingpin.Application) {
@@ -73,6 +76,12 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		Default(defaultCRIEndpoint()).StringVar(&f.criEndpoint)
 	app.Flag("cri.timeout", "What one inventory may spend asking the CRI runtime; a runtime slower than that counts as down for that scrape.").
 		Default("5s").DurationVar(&f.criTimeout)
+	app.Flag("cni.conf-dir", "CNI configuration directory (read under --path.rootfs): the node's CNI is its first configuration by file name, "+
+		"as libcni picks it; veth_cni_info says which and whether its node agent runs. \"\" turns detection off.").
+		Default(inventory.DefaultCNIConfDir).StringVar(&f.cniConfDir)
+	app.Flag("cni.cache-dir", "libcni result cache (read under --path.rootfs): names the pod of a leftover the exporter never saw owned, "+
+		"and counts attachments whose CNI DEL never ran (veth_cni_stale_attachments). \"\" turns it off.").
+		Default(inventory.DefaultCNICacheDir).StringVar(&f.cniCacheDir)
 	app.Flag("inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
@@ -100,9 +109,18 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 		SettleTime:        settle,
 		Infrastructure:    infra,
 		Resolvers:         resolvers,
+		CNI:               f.cni(),
 		State:             inventory.OpenState(f.statePath, inventory.StateOptions{ReadOnly: readOnlyState, MaxGap: f.maxGap, Logger: logger}),
 		Logger:            logger,
 	}), resolvers, nil
+}
+
+// cni returns the reader of the CNI's files, nil when both are off.
+func (f *inventoryFlags) cni() *inventory.CNI {
+	if f.cniConfDir == "" && f.cniCacheDir == "" {
+		return nil
+	}
+	return inventory.NewCNI(f.cniConfDir, f.cniCacheDir)
 }
 
 // resolvers returns the runtime resolvers these flags turn on, in the
