@@ -355,6 +355,15 @@ func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge
 			if v.PeerNetns != nil {
 				netns = v.PeerNetns.Inode
 			}
+			if o.Name == "" && o.PodName == "" && o.ID != "" && d.LastOwner != nil &&
+				d.LastOwner.Kind == o.Kind && d.LastOwner.ID == o.ID && d.LastOwnerNetns == netns {
+				// The cgroups name the container or pod a runtime resolver
+				// named before, while that resolver cannot be asked: an ID
+				// keeps its names, and a leftover made now must still name
+				// its pod.
+				named := *d.LastOwner
+				o, v.Owner = &named, &named
+			}
 			if d.LastOwner == nil || *d.LastOwner != *o || d.LastOwnerNetns != netns {
 				owner := *o
 				d.LastOwner = &owner

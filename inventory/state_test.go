@@ -672,6 +672,36 @@ func TestStateLastOwner(t *testing.T) {
 	}
 }
 
+// TestStateKeepsOwnerNames: while the resolver that named an owner cannot
+// be asked, the cgroups still name its ID; the remembered names stay with
+// that ID (in the owner and the last owner), not with another one.
+func TestStateKeepsOwnerNames(t *testing.T) {
+	s := OpenState("", StateOptions{})
+	named := &Owner{Kind: OwnerPod, ID: ctrB, Name: "web", PodNamespace: "default", PodName: "web", PodUID: podUID, Runtime: "containerd"}
+	ns := func(o *Owner) Veth {
+		v := veth("veth1", 7, o)
+		v.PeerNetns = &Namespace{Inode: 100}
+		return v
+	}
+	owned := judgeBy(map[string]Verdict{"veth1": Owned})
+	for i, step := range []struct {
+		name  string
+		owner *Owner
+		want  *Owner
+	}{
+		{"named by the runtime", named, named},
+		{"the cgroups alone, same ID", ownerPod, named},
+		{"another pod", &Owner{Kind: OwnerPod, ID: ctrA, PodUID: "other"}, &Owner{Kind: OwnerPod, ID: ctrA, PodUID: "other"}},
+	} {
+		veths := []Veth{ns(step.owner)}
+		s.observe(t0.Add(time.Duration(i)*time.Minute), veths, 0, owned)
+		if !sameOwner(veths[0].Owner, step.want) || !sameOwner(veths[0].LastOwner, step.want) {
+			t.Errorf("step %d (%s): owner %s, last owner %s; want both %s", i, step.name,
+				ownerString(veths[0].Owner), ownerString(veths[0].LastOwner), ownerString(step.want))
+		}
+	}
+}
+
 // TestStateNameReused: a CNI that names veths after the pod (Calico) gives
 // a new pod's veth the old name; it must not inherit the old history.
 func TestStateNameReused(t *testing.T) {

@@ -208,8 +208,10 @@ func TestCRIRuntimeDownAndNotReady(t *testing.T) {
 	r.Stop(t)
 	for range 3 {
 		m = e.scrapeUntil(t, "CRI down", criUp(0))
-		// a's pause runs on: its cgroup names the pod.
+		// a's pause runs on: its cgroup names the pod, by the ID whose
+		// names the exporter remembers.
 		wantSample(t, m, verdictSeries(a.Veth, "owned", "pod"), 1)
+		wantSample(t, m, podOwnerSeries("veth_owner_info", a.Veth, a), 1)
 		// b has no process left: only the runtime can tell.
 		wantSample(t, m, verdictSeries(b.Veth, "unknown", "resolver_down"), 1)
 		if n := orphans(m); n != 0 {
