@@ -38,6 +38,9 @@ func (c *CRI) Observe(ctx context.Context, p Paths, _ time.Time) (Observation, e
 	v := c.View(ctx)
 	// Claims make no call: the count is the snapshot's.
 	v.Requests = c.Requests()
+	if v.NoCRI && c.quietWithoutCRI {
+		return newCRIObservation(v, p), nil
+	}
 	return newCRIObservation(v, p), v.Err
 }
 

@@ -114,6 +114,8 @@ type CRI struct {
 	netnsDirs map[string]bool
 	// wasUp is whether the last view was up, for logging transitions.
 	wasUp, logged bool
+	// quietWithoutCRI: see [CRI.QuietWithoutCRI].
+	quietWithoutCRI bool
 }
 
 // NewCRI returns a resolver for the CRI runtime at endpoint, unix:///path
@@ -173,6 +175,14 @@ func criSocket(endpoint string) (string, error) {
 	return socket, nil
 }
 
+// QuietWithoutCRI makes an endpoint that answers without a CRI runtime
+// service a resolver with nothing to say (its step succeeds, its claims
+// are silent) rather than a failing one. It is for a resolver turned on
+// only because a socket exists: Docker's containerd has the socket of a
+// CRI runtime and its CRI plugin disabled. Call it before the first
+// snapshot.
+func (c *CRI) QuietWithoutCRI() { c.quietWithoutCRI = true }
+
 // Endpoint is the runtime's socket, unix:///path.
 func (c *CRI) Endpoint() string { return c.endpoint }
 
@@ -197,7 +207,7 @@ func (c *CRI) View(ctx context.Context) *CRIView {
 		c.runtime = ""
 		if c.wasUp || !c.logged {
 			if v.NoCRI {
-				c.logger.Warn("CRI endpoint serves no CRI runtime service: no pod names; --no-collector.cri or --cri.endpoint", "endpoint", c.endpoint, "err", err)
+				c.logger.Warn("CRI endpoint serves no CRI runtime service (a containerd without its CRI plugin): no pod names from it", "endpoint", c.endpoint, "err", err)
 			} else {
 				c.logger.Warn("CRI runtime unreachable: veths of pods are unknown until it answers", "endpoint", c.endpoint, "err", err)
 			}

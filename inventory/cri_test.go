@@ -261,6 +261,16 @@ func TestCRINoRuntimeService(t *testing.T) {
 	if got := o.Claim(context.Background(), veth); got.State != RuntimeSilent {
 		t.Errorf("no CRI service: claim %v, want silent", got.State)
 	}
+	// Turned on only because the socket exists: nothing to say, no failure.
+	c.QuietWithoutCRI()
+	if _, err := c.Observe(context.Background(), DefaultPaths, time.Now()); err != nil {
+		t.Errorf("QuietWithoutCRI: Observe of an endpoint without the runtime service: %v, want no error", err)
+	}
+	// A runtime that is down is down all the same.
+	f.stop()
+	if _, err := c.Observe(context.Background(), DefaultPaths, time.Now()); err == nil {
+		t.Error("QuietWithoutCRI: Observe of a stopped endpoint: no error")
+	}
 }
 
 // TestCRIClaims: what the CRI resolver claims about a namespace, and the

@@ -181,6 +181,11 @@ func (f *inventoryFlags) openCRI(logger *slog.Logger) (*inventory.CRI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--cri.endpoint: %w", err)
 	}
+	if !f.criSet {
+		// On because a socket exists: Docker's containerd has one and no
+		// CRI plugin, which is no failure of a Docker node.
+		c.QuietWithoutCRI()
+	}
 	return c, nil
 }
 
