@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
+	"github.com/veth-exporter/veth_exporter/internal/dockertest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -250,4 +251,32 @@ func waitNotReady(t *testing.T, r *critest.Runtime, p *critest.Pod) {
 			t.Fatalf("10 s after its pause died: %s/%s not listed NOTREADY", p.Namespace, p.Name)
 		}
 	}
+}
+
+// TestCRIDockersContainerd: on a Docker node the containerd socket exists
+// and serves no CRI runtime service (dockerd's containerd runs without its
+// CRI plugin). A resolver on because of the socket says nothing and does
+// not fail; one forced with --collector.cri fails its stage. Docker's
+// containers stay owned by Docker either way.
+func TestCRIDockersContainerd(t *testing.T) {
+	netnstest.Require(t)
+	d := dockertest.Start(t)
+	web := d.Run(t, "web")
+	dev := vethOf(t, d, web)
+	endpoint := "--cri.endpoint=unix://" + filepath.Join(d.ExecRoot, "containerd", "containerd.sock")
+	auto := dockerExporter(t, d, endpoint)
+	m := auto.scrape(t)
+	wantSample(t, m, `veth_scrape_collector_success{collector="cri"}`, 1)
+	wantSample(t, m, ownerSeries("veth_owner_info", dev, web, "web"), 1)
+	if strings.Contains(m, "veth_pod_info{") {
+		t.Error("pods reported from Docker's containerd")
+	}
+	if calls, _ := sample(m, "veth_cri_api_requests_total"); calls < 1 {
+		t.Errorf("veth_cri_api_requests_total = %v, want the calls that found no CRI service", calls)
+	}
+	forced := dockerExporter(t, d, endpoint, "--collector.cri")
+	m = forced.scrape(t)
+	wantSample(t, m, `veth_scrape_collector_success{collector="cri"}`, 0)
+	wantSample(t, m, ownerSeries("veth_owner_info", dev, web, "web"), 1)
+	wantSample(t, m, verdictSeries(dev, "owned", "container"), 1)
 }
