@@ -16,6 +16,9 @@ import (
 // VPC's eni*): the host veth has no master. Verdicts rest on the peer's
 // namespace alone, so each routed veth must be judged exactly as its
 // bridged twin.
+//
+// The file sorts after snapshot_test.go on purpose: TestSnapshotVerdicts
+// needs the first ifindexes of the test's network namespace.
 
 const (
 	routedPod       = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
