@@ -42,7 +42,8 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 	c.Flag("remediation.min-age", minAge).Default("15m").DurationVar(&g.minAge)
 	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated or repeated ("+strings.Trim(fmt.Sprint(inventory.OrphanReasons), "[]")+").").
 		Default(string(inventory.ReasonNetnsEmpty)).StringsVar(&g.reasons)
-	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master.").
+	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master. "+
+		"Routed CNIs (Calico cali*, Cilium lxc*, AWS VPC eni*) give their veths none: add an empty alternative to opt them in ('docker0|…|').").
 		Default(`docker0|br-[0-9a-f]{12}|cni0|cbr0`).StringVar(&g.masterInclude)
 	c.Flag("remediation.device-exclude", "Regexp (whole name) of veths never removed.").
 		StringVar(&g.deviceExclude)
