@@ -265,11 +265,14 @@ func netnsInodeAt(rootfs, path string) uint64 {
 	return st.Ino
 }
 
-// judge is the cache's part in v's verdict, after the runtimes' claims
-// were weighed: an entry that applies to v names its last owner when
-// the history and the runtimes name none, and counts as stale when no
-// runtime claims the namespace running, no container or pod process is
-// in it, and no runtime that might know is down.
+// judge is the cache's part in v's record, once the runtimes' claims
+// were weighed and the verdict given: an entry that applies to v names
+// its last owner when the history and the runtimes name none, and counts
+// as stale when no runtime claims the namespace running, no container or
+// pod process is in it, and no runtime that might know is down. The cache
+// never changes a verdict: an entry is there for live pods too, and a
+// live pod whose processes' cgroups the exporter does not recognise must
+// not turn into owner_exited for it.
 func (o *cniObservation) judge(v *Veth, claim RuntimeClaim) {
 	e := o.entryFor(v)
 	if e == nil {

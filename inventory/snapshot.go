@@ -297,10 +297,10 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 			}
 		}
 		e.runtime = weigh(v, claims)
+		v.Verdict, v.Reason = decide(v, e)
 		if cniObs != nil {
 			cniObs.judge(v, e.runtime)
 		}
-		v.Verdict, v.Reason = decide(v, e)
 	})
 	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
 	if cniObs != nil {
