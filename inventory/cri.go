@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -194,5 +195,14 @@ func (v *CRIView) Families(s *Snapshot) []Family {
 			{"pod_name", p.name}, {"pod_namespace", p.namespace}, {"pod_uid", p.uid},
 			{"runtime", string(v.Runtime)}, {"sandbox_id", id}, {"state", p.state}}})
 	}
+	// As client_golang orders series: by the values of the sorted labels.
+	slices.SortStableFunc(info.Series, func(a, b Series) int {
+		for i := range a.Labels {
+			if c := strings.Compare(a.Labels[i].Value, b.Labels[i].Value); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
 	return append(families, info)
 }

@@ -399,8 +399,8 @@ func TestCRIFamilies(t *testing.T) {
 		lines = append(lines, fmt.Sprint(se.Labels))
 	}
 	want := []string{
-		"[{pod_name web} {pod_namespace default} {pod_uid u1} {runtime containerd} {sandbox_id s1} {state ready}]",
 		"[{pod_name cart} {pod_namespace shop} {pod_uid u9} {runtime containerd} {sandbox_id s9} {state gone}]",
+		"[{pod_name web} {pod_namespace default} {pod_uid u1} {runtime containerd} {sandbox_id s1} {state ready}]",
 	}
 	if !slices.Equal(lines, want) {
 		t.Errorf("veth_pod_info = %q, want %q", lines, want)
