@@ -52,14 +52,17 @@ type criObservation struct {
 	// sandbox whose namespace still exists is there too: the kubelet
 	// will stop it, and its network is the runtime's to tear down.
 	byInode map[uint64]*CRISandbox
+	// byID: the sandboxes not in the node's namespace, by ID.
+	byID map[string]*CRISandbox
 }
 
 func newCRIObservation(v *CRIView, p Paths) *criObservation {
-	o := &criObservation{view: v, byInode: map[uint64]*CRISandbox{}}
+	o := &criObservation{view: v, byInode: map[uint64]*CRISandbox{}, byID: map[string]*CRISandbox{}}
 	for _, sb := range v.Sandboxes {
 		if sb.HostNetwork {
 			continue
 		}
+		o.byID[sb.ID] = sb
 		inode := criNetnsInode(p, sb)
 		if inode == 0 {
 			continue
@@ -119,6 +122,12 @@ func (o *criObservation) Claim(_ context.Context, v *Veth) Claim {
 		return Claim{}
 	}
 	sb := o.byInode[n.Inode]
+	if sb == nil && v.Owner != nil && v.Owner.Kind == OwnerPod && v.Owner.ID != "" && len(n.PIDs) > 0 {
+		// A status without the namespace's path or pause PID (cri-dockerd
+		// gives neither): the oldest process in the namespace runs in the
+		// cgroup of a listed sandbox, the pause container's.
+		sb = o.byID[v.Owner.ID]
+	}
 	if sb == nil {
 		return Claim{}
 	}

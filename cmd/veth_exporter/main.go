@@ -127,19 +127,22 @@ func (f *inventoryFlags) cni() *inventory.CNI {
 // order their claims are weighed: the first of equally strong claims wins.
 func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, error) {
 	var resolvers []inventory.Resolver
-	docker, err := f.openDocker(logger)
-	if err != nil {
-		return nil, err
-	}
-	if docker != nil {
-		resolvers = append(resolvers, docker)
-	}
+	// CRI first: where Docker runs the pods (cri-dockerd) both claim a
+	// pod's namespace running, and only CRI knows the pod's name and
+	// namespace. Everywhere else at most one of them claims it.
 	cri, err := f.openCRI(logger)
 	if err != nil {
 		return nil, err
 	}
 	if cri != nil {
 		resolvers = append(resolvers, cri)
+	}
+	docker, err := f.openDocker(logger)
+	if err != nil {
+		return nil, err
+	}
+	if docker != nil {
+		resolvers = append(resolvers, docker)
 	}
 	return resolvers, nil
 }
