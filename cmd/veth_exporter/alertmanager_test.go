@@ -83,9 +83,6 @@ const (
 // more live ones, and the guard has its own tests.
 func TestRemediationEndToEnd(t *testing.T) {
 	netnstest.Require(t)
-	prometheus := requireCommand(t, "prometheus", "prometheus")
-	promtool := requireCommand(t, "prometheus", "promtool")
-	alertmanager := requireCommand(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 	begin := time.Now()
 	since := func() string { return time.Since(begin).Round(100 * time.Millisecond).String() }
 	dir := t.TempDir()
@@ -115,71 +112,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 		"--remediation.audit-file="+audit)
 	showOnFailure(t, "exporter", e.log)
 
-	// Prometheus, with the shipped rules but a short `for`.
-	rules := filepath.Join(dir, "veth_exporter.rules.yml")
-	writeConfig(t, rules, shortenedRules(t))
-	amAddr := "127.0.0.1:" + freePort(t)
-	promConfig := filepath.Join(dir, "prometheus.yml")
-	writeConfig(t, promConfig, fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - %q
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: [%q]
-scrape_configs:
-  - job_name: veth
-    static_configs:
-      - targets: [%q]
-`, rules, amAddr, instance))
-	if out, err := exec.Command(promtool, "check", "config", promConfig).CombinedOutput(); err != nil {
-		t.Fatalf("promtool check config: %v\n%s", err, out)
-	}
-
-	// Alertmanager: the example route of deploy/alertmanager, with a
-	// literal URL (0.25 templates none) and timings in seconds.
-	amConfig := filepath.Join(dir, "alertmanager.yml")
-	writeConfig(t, amConfig, fmt.Sprintf(`route:
-  receiver: default
-  group_by: [alertname, instance]
-  routes:
-    - receiver: veth-remediate
-      matchers:
-        - alertname = VethOrphaned
-      group_by: [instance, device]
-      group_wait: %[1]s
-      group_interval: %[1]s
-      repeat_interval: %[1]s
-receivers:
-  - name: default
-  - name: veth-remediate
-    webhook_configs:
-      - url: %[2]q
-        send_resolved: false
-        max_alerts: 50
-        http_config:
-          authorization:
-            type: Bearer
-            credentials_file: %[3]q
-`, e2eGroupWait, "http://"+instance+"/remediate", token))
-	if amtool, err := exec.LookPath("amtool"); err == nil {
-		if out, err := exec.Command(amtool, "check-config", amConfig).CombinedOutput(); err != nil {
-			t.Fatalf("amtool check-config: %v\n%s", err, out)
-		}
-	}
-
-	am := startMonitor(t, "alertmanager", alertmanager,
-		"--config.file="+amConfig, "--storage.path="+filepath.Join(dir, "alertmanager"),
-		"--web.listen-address="+amAddr, "--cluster.listen-address=", "--log.level=debug")
-	promAddr := "127.0.0.1:" + freePort(t)
-	prom := startMonitor(t, "prometheus", prometheus,
-		"--config.file="+promConfig, "--storage.tsdb.path="+filepath.Join(dir, "prometheus"),
-		"--web.listen-address="+promAddr)
-	am.waitReady(t, "http://"+amAddr)
-	prom.waitReady(t, "http://"+promAddr)
+	promAddr, amAddr := startAlertChain(t, dir, instance, token)
 	t.Logf("%s: exporter, Alertmanager and Prometheus ready", since())
 
 	// About 20 s in practice (Prometheus applies new targets every 5 s).
@@ -519,4 +452,82 @@ func sysIfindex(t *testing.T, device string) int {
 func linkExists(device string) bool {
 	_, err := os.Stat("/sys/class/net/" + device)
 	return err == nil
+}
+
+// startAlertChain starts Prometheus, scraping the exporter at instance
+// every second with the shipped rules (VethOrphaned's `for` shortened), and
+// Alertmanager, routing VethOrphaned to the exporter's /remediate with the
+// bearer token in the file token, as deploy/alertmanager does; it returns
+// their addresses once both are ready.
+func startAlertChain(t *testing.T, dir, instance, token string) (promAddr, amAddr string) {
+	t.Helper()
+	prometheus := requireCommand(t, "prometheus", "prometheus")
+	promtool := requireCommand(t, "prometheus", "promtool")
+	alertmanager := requireCommand(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
+	// Prometheus, with the shipped rules but a short `for`.
+	rules := filepath.Join(dir, "veth_exporter.rules.yml")
+	writeConfig(t, rules, shortenedRules(t))
+	amAddr = "127.0.0.1:" + freePort(t)
+	promConfig := filepath.Join(dir, "prometheus.yml")
+	writeConfig(t, promConfig, fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - %q
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: [%q]
+scrape_configs:
+  - job_name: veth
+    static_configs:
+      - targets: [%q]
+`, rules, amAddr, instance))
+	if out, err := exec.Command(promtool, "check", "config", promConfig).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+
+	// Alertmanager: the example route of deploy/alertmanager, with a
+	// literal URL (0.25 templates none) and timings in seconds.
+	amConfig := filepath.Join(dir, "alertmanager.yml")
+	writeConfig(t, amConfig, fmt.Sprintf(`route:
+  receiver: default
+  group_by: [alertname, instance]
+  routes:
+    - receiver: veth-remediate
+      matchers:
+        - alertname = VethOrphaned
+      group_by: [instance, device]
+      group_wait: %[1]s
+      group_interval: %[1]s
+      repeat_interval: %[1]s
+receivers:
+  - name: default
+  - name: veth-remediate
+    webhook_configs:
+      - url: %[2]q
+        send_resolved: false
+        max_alerts: 50
+        http_config:
+          authorization:
+            type: Bearer
+            credentials_file: %[3]q
+`, e2eGroupWait, "http://"+instance+"/remediate", token))
+	if amtool, err := exec.LookPath("amtool"); err == nil {
+		if out, err := exec.Command(amtool, "check-config", amConfig).CombinedOutput(); err != nil {
+			t.Fatalf("amtool check-config: %v\n%s", err, out)
+		}
+	}
+
+	am := startMonitor(t, "alertmanager", alertmanager,
+		"--config.file="+amConfig, "--storage.path="+filepath.Join(dir, "alertmanager"),
+		"--web.listen-address="+amAddr, "--cluster.listen-address=", "--log.level=debug")
+	promAddr = "127.0.0.1:" + freePort(t)
+	prom := startMonitor(t, "prometheus", prometheus,
+		"--config.file="+promConfig, "--storage.tsdb.path="+filepath.Join(dir, "prometheus"),
+		"--web.listen-address="+promAddr)
+	am.waitReady(t, "http://"+amAddr)
+	prom.waitReady(t, "http://"+promAddr)
+	return promAddr, amAddr
 }
