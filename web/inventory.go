@@ -1,0 +1,160 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+)
+
+// Snapshotter takes a fresh inventory: [*inventory.Inventory], or a fake in
+// tests.
+type Snapshotter interface {
+	Snapshot(ctx context.Context) (*inventory.Snapshot, error)
+}
+
+// WriteInventoryJSON writes the snapshot as the inventory document: the
+// body of GET /api/v1/veths and the output of `inspect --output=json`, one
+// encoder for both so they never drift apart. A node without veths has
+// "veths": [], not null, so that readers can iterate without a check.
+// leaked_netns keeps its null: it means "not proved" (a partial view),
+// which [] would hide.
+func WriteInventoryJSON(w io.Writer, snap *inventory.Snapshot) error {
+	doc := *snap
+	if doc.Veths == nil {
+		doc.Veths = []inventory.Veth{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(&doc)
+}
+
+// The functions below describe a veth the way both the inspect table and
+// the /veths page show it.
+
+// Dash is s, or "-" when it is empty.
+func Dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// PeerNetns says where the veth's peer is: its namespace's inode, the host
+// (with the peer's name), or that it was not found.
+func PeerNetns(v *inventory.Veth) string {
+	switch {
+	case v.PeerOnHost:
+		return "host (" + Dash(v.PeerName) + ")"
+	case v.PeerNetNSID < 0:
+		return "not found"
+	case v.PeerNetns == nil:
+		return fmt.Sprintf("nsid %d (not found)", v.PeerNetNSID)
+	default:
+		return fmt.Sprintf("net:[%d]", v.PeerNetns.Inode)
+	}
+}
+
+// Procs is the number of processes in the peer namespace, "-" when it is
+// not known.
+func Procs(v *inventory.Veth) string {
+	if v.PeerNetns == nil {
+		return "-"
+	}
+	return strconv.Itoa(len(v.PeerNetns.PIDs))
+}
+
+// HeldBy is what keeps the peer namespace alive: its mounts and its first
+// process (with how many more).
+func HeldBy(v *inventory.Veth) string {
+	n := v.PeerNetns
+	if n == nil {
+		return "-"
+	}
+	held := append([]string{}, n.Mounts...)
+	if len(n.PIDs) > 0 {
+		p := "pid " + strconv.Itoa(n.PIDs[0])
+		if len(n.PIDs) > 1 {
+			p += fmt.Sprintf(" +%d", len(n.PIDs)-1)
+		}
+		held = append(held, p)
+	}
+	if len(held) == 0 {
+		return "-"
+	}
+	return strings.Join(held, ",")
+}
+
+// OwnerText is the veth's owner, or its last owner ("was …"), or "-".
+func OwnerText(v *inventory.Veth) string {
+	if o := v.Owner; o != nil {
+		return DescribeOwner(o)
+	}
+	if o := v.LastOwner; o != nil {
+		if !v.LastOwnerSeen.IsZero() {
+			return "was " + DescribeOwner(o) + ", seen " + v.LastOwnerSeen.UTC().Format(time.DateTime)
+		}
+		return "was " + DescribeOwner(o)
+	}
+	return "-"
+}
+
+// DescribeOwner names an owner the way an operator looks it up: a pod by
+// namespace/name (or UID), a container by short ID and name, a process by
+// PID and command.
+func DescribeOwner(o *inventory.Owner) string {
+	switch o.Kind {
+	case inventory.OwnerPod:
+		if o.PodName != "" {
+			return "pod " + o.PodNamespace + "/" + o.PodName
+		}
+		return "pod " + o.PodUID
+	case inventory.OwnerContainer:
+		id := o.ID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		if o.Name != "" {
+			return "container " + id + " (" + o.Name + ")"
+		}
+		return "container " + id
+	default:
+		return "process " + o.ID + " (" + o.Name + ")"
+	}
+}
+
+// Age is how long the exporter has known the veth. A veth missing from the
+// state file falls back to sysfs, marked so: kernfs only stamps an inode
+// when it is first looked at, so that is a lower bound, not a creation time.
+func Age(v *inventory.Veth, now time.Time, sysfs string) string {
+	if !v.FirstSeen.IsZero() && v.FirstSeen.Before(now) {
+		return ShortDuration(now.Sub(v.FirstSeen))
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(sysfs, "class/net", v.Name), &st); err == nil {
+		return ">=" + ShortDuration(now.Sub(time.Unix(st.Ctim.Unix()))) + " (sysfs)"
+	}
+	return "new"
+}
+
+// ShortDuration rounds d down to what a table needs: 42s, 5m, 3h7m, 12d.
+func ShortDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m"
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return strconv.Itoa(int(d.Hours()/24)) + "d"
+	}
+}
