@@ -250,6 +250,12 @@ func (b *builder) counts(veths []inventory.Veth) {
 		counts[key{m, veths[i].Verdict}]++
 	}
 	slices.Sort(masters)
+	if len(masters) == 0 {
+		// A node without veths still says 0 of each verdict (under "no
+		// master"): an absent series would read as "no data" on a dashboard
+		// and keep a sum() alert from evaluating at all.
+		masters = []string{""}
+	}
 	f := b.family("veth_interfaces", helpInterfaces, len(masters)*len(verdicts))
 	for _, m := range masters {
 		for _, v := range verdicts {

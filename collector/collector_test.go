@@ -312,3 +312,23 @@ func TestGatherWithoutSnapshot(t *testing.T) {
 		t.Errorf("Gather() = %v, %v; want no families and no error", mfs, err)
 	}
 }
+
+// TestCollectNoVeths: a node without veths says 0 of each verdict rather
+// than nothing, so dashboards show 0 and sum() alerts evaluate.
+func TestCollectNoVeths(t *testing.T) {
+	snap := &inventory.Snapshot{Steps: []inventory.Step{{Name: "links"}, {Name: "netns"}}, LeakedNetns: []*inventory.Namespace{}}
+	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	want := `
+# HELP veth_interfaces Number of host-side veths by master bridge and verdict.
+# TYPE veth_interfaces gauge
+veth_interfaces{master="",verdict="orphaned"} 0
+veth_interfaces{master="",verdict="owned"} 0
+veth_interfaces{master="",verdict="unknown"} 0
+# HELP veth_leaked_netns Network namespaces held only by a mount: no process in them and no host veth leading into them.
+# TYPE veth_leaked_netns gauge
+veth_leaked_netns 0
+`
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_interfaces", "veth_leaked_netns", "veth_info"); err != nil {
+		t.Error(err)
+	}
+}
