@@ -369,8 +369,17 @@ func setLoopbackUp() error {
 
 // Require skips t unless it runs inside the private namespace made by [Main].
 // With VETH_EXPORTER_REQUIRE_PRIVILEGED=1 (CI) it fails t instead.
+//
+// Under -short (`make test-unit`, which promises the tests that need no root)
+// it skips every test that would build a fixture, even as root and even with
+// VETH_EXPORTER_REQUIRE_PRIVILEGED=1: -short asks for the quick tests, not a
+// weaker CI run. Benchmarks are not skipped: -short only shrinks them (the
+// CI benchmark smoke runs the 1,000-veth size alone).
 func Require(t testing.TB) {
 	t.Helper()
+	if _, bench := t.(*testing.B); testing.Short() && !bench {
+		t.Skip("needs root and a private network namespace; skipped under -short")
+	}
 	if inPrivate {
 		return
 	}
