@@ -1,5 +1,6 @@
 // Package web serves the exporter over HTTP: the landing page, the metrics
-// endpoint and the health endpoints, on a chi router.
+// endpoint, the health endpoints and the inventory (a page and its JSON),
+// on a chi router.
 //
 // Handlers here only read; the one endpoint that may change the node is the
 // remediation webhook, mounted only when remediation is enabled.
@@ -29,8 +30,18 @@ type Config struct {
 	// Remediate, when set, is mounted at /remediate; nil (remediation
 	// off) leaves the route out: 404.
 	Remediate http.Handler
-	Version   string
-	Logger    *slog.Logger
+	// Inventory, when set, serves the inventory: GET /veths (a page for
+	// people) and GET /api/v1/veths (the document of `inspect
+	// --output=json`), each from one fresh snapshot.
+	Inventory Snapshotter
+	// Remediation says remediation is on: /veths shows the clean command
+	// of each orphan.
+	Remediation bool
+	// Sysfs is --path.sysfs, for the age of a veth the state file does
+	// not know.
+	Sysfs   string
+	Version string
+	Logger  *slog.Logger
 }
 
 // NewRouter returns the exporter's HTTP handler.
@@ -58,16 +69,26 @@ func NewRouter(cfg Config) (http.Handler, error) {
 	if cfg.Remediate != nil {
 		r.Handle("/remediate", cfg.Remediate)
 	}
+	links := []toolkit.LandingLinks{
+		{Address: cfg.TelemetryPath, Text: "Metrics"},
+	}
+	if cfg.Inventory != nil {
+		cfg.Logger = discardLogger(cfg.Logger)
+		r.Get("/veths", newVethsHandler(cfg))
+		r.Get("/api/v1/veths", newVethsAPIHandler(cfg))
+		links = append(links,
+			toolkit.LandingLinks{Address: "/veths", Text: "Veths", Description: "every veth of this node, its owner and verdict"},
+			toolkit.LandingLinks{Address: "/api/v1/veths", Text: "Veths (JSON)", Description: "the same inventory as inspect --output=json"})
+	}
+	links = append(links,
+		toolkit.LandingLinks{Address: "/-/healthy", Text: "Health"},
+		toolkit.LandingLinks{Address: "/-/ready", Text: "Readiness"})
 	if cfg.TelemetryPath != "/" {
 		landing, err := toolkit.NewLandingPage(toolkit.LandingConfig{
 			Name:        "veth exporter",
 			Description: "Host-side veth interfaces of this node: who owns each, and which are leftovers",
 			Version:     cfg.Version,
-			Links: []toolkit.LandingLinks{
-				{Address: cfg.TelemetryPath, Text: "Metrics"},
-				{Address: "/-/healthy", Text: "Health"},
-				{Address: "/-/ready", Text: "Readiness"},
-			},
+			Links:       links,
 		})
 		if err != nil {
 			return nil, err

@@ -158,6 +158,9 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 	}
 	handler, err := web.NewRouter(web.Config{
 		Remediate:     remediateHandler,
+		Inventory:     inv,
+		Remediation:   webhook != nil,
+		Sysfs:         c.inv.paths.Sysfs,
 		TelemetryPath: c.telemetryPath,
 		Gatherer:      collector.Gatherers{reg, veths},
 		Registerer:    reg,

@@ -1,0 +1,288 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+)
+
+// fakeInventory hands out a fixed snapshot and counts the requests.
+type fakeInventory struct {
+	snap  *inventory.Snapshot
+	err   error
+	calls int
+}
+
+func (f *fakeInventory) Snapshot(context.Context) (*inventory.Snapshot, error) {
+	f.calls++
+	return f.snap, f.err
+}
+
+func testSnapshot() *inventory.Snapshot {
+	taken := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	return &inventory.Snapshot{
+		Taken: taken,
+		Veths: []inventory.Veth{
+			{
+				Name: "vethowned", Index: 5, Master: "docker0", OperState: "up", PeerNetNSID: 0,
+				PeerNetns: &inventory.Namespace{Inode: 4026532000, PIDs: []int{42}, Mounts: []string{"/run/docker/netns/abc"}},
+				Owner:     &inventory.Owner{Kind: inventory.OwnerContainer, ID: "c0ffee00c0ffee00c0ffee", Name: "<script>alert(1)</script>"},
+				Verdict:   inventory.Owned, Reason: inventory.ReasonContainer, FirstSeen: taken.Add(-time.Hour),
+			},
+			{
+				Name: "vethleak", Index: 6, Master: "cni0", OperState: "lowerlayerdown", PeerNetNSID: 1,
+				PeerNetns:     &inventory.Namespace{Inode: 4026532001, Mounts: []string{"/run/netns/cni-<b>leak</b>"}},
+				LastOwner:     &inventory.Owner{Kind: inventory.OwnerPod, PodNamespace: "default", PodName: "web-0"},
+				LastOwnerSeen: taken.Add(-3 * time.Minute),
+				Verdict:       inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
+				FirstSeen: taken.Add(-2 * time.Hour), OrphanedSince: taken.Add(-2 * time.Minute),
+			},
+			{
+				Name: "host$(id)", Index: 7, OperState: "down", PeerNetNSID: -1, PeerOnHost: true, PeerName: "hostB",
+				Verdict: inventory.Orphaned, Reason: inventory.ReasonPeerOnHost, FirstSeen: taken.Add(-time.Minute),
+			},
+			{
+				Name: "vethstray", Index: 8, Master: "docker0", OperState: "up", PeerNetNSID: 2,
+				PeerNetns: &inventory.Namespace{Inode: 4026532002, PIDs: []int{77, 78}},
+				Owner:     &inventory.Owner{Kind: inventory.OwnerProcess, ID: "77", Name: "sleep"},
+				Verdict:   inventory.Unknown, Reason: inventory.ReasonNoKnownOwner, FirstSeen: taken.Add(-time.Minute),
+			},
+		},
+		LeakedNetns: []*inventory.Namespace{{Inode: 4026532009, Mounts: []string{"/run/netns/cni-nothing-left"}}},
+	}
+}
+
+func newTestServer(t *testing.T, inv Snapshotter, remediation bool) *httptest.Server {
+	t.Helper()
+	h, err := NewRouter(Config{
+		TelemetryPath: "/metrics",
+		Gatherer:      prometheusRegistry(),
+		Inventory:     inv,
+		Remediation:   remediation,
+		Sysfs:         t.TempDir(),
+		Version:       "1.2.3",
+		Logger:        slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// rows returns the devices of the table's rows, in order.
+func rows(body string) []string {
+	var devices []string
+	for _, part := range strings.Split(body, `<tr class="veth" data-device="`)[1:] {
+		devices = append(devices, part[:strings.IndexByte(part, '"')])
+	}
+	return devices
+}
+
+func TestVethsPage(t *testing.T) {
+	inv := &fakeInventory{snap: testSnapshot()}
+	srv := newTestServer(t, inv, false)
+
+	code, hdr, body := get(t, srv.URL+"/veths")
+	if code != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /veths = %d %s\n%s", code, hdr.Get("Content-Type"), body)
+	}
+	if inv.calls != 1 {
+		t.Errorf("GET /veths took %d snapshots, want 1", inv.calls)
+	}
+	for _, want := range []string{
+		`<span class="verdict verdict-owned">owned</span>`,
+		`<span class="verdict verdict-orphaned">orphaned</span>`,
+		`<span class="verdict verdict-unknown">unknown</span>`,
+		`1h0m`,    // age from the state file
+		`4 veths`, // the counts
+		`container c0ffee00c0ff (&lt;script&gt;alert(1)&lt;/script&gt;)`, // escaped, as text
+		`<code>/run/netns/cni-&lt;b&gt;leak&lt;/b&gt;</code>`,            // evidence: the mount
+		`pod default/web-0, last seen 2026-11-27 11:57:00 UTC`,           // evidence: last owner
+		`2026-11-27 11:58:00 UTC (2m ago)`,                               // evidence: orphaned since
+		`pid 77 &#43;1`,                                                  // held by, in the table
+		`/run/netns/cni-nothing-left`,                                    // leaked namespaces
+		`host (hostB)`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET /veths lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"<script>", "<b>leak", "veth_exporter clean", "<script src", "http://", "https://"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("GET /veths contains %q (unescaped markup, a clean command with remediation off, or an external asset)", bad)
+		}
+	}
+	if got, want := rows(body), []string{"vethowned", "vethleak", "host$(id)", "vethstray"}; !slices.Equal(got, want) {
+		t.Errorf("GET /veths rows = %q, want %q", got, want)
+	}
+	if n := strings.Count(body, `<tr class="evidence"`); n != 2 {
+		t.Errorf("GET /veths has %d evidence rows, want 2 (one per orphan)", n)
+	}
+}
+
+func TestVethsPageFilters(t *testing.T) {
+	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, false)
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{"vethowned", "vethleak", "host$(id)", "vethstray"}},
+		{"?verdict=orphaned", []string{"vethleak", "host$(id)"}},
+		{"?verdict=owned", []string{"vethowned"}},
+		{"?master=docker0", []string{"vethowned", "vethstray"}},
+		{"?verdict=orphaned&master=docker0", nil},
+		{"?verdict=unknown&master=docker0", []string{"vethstray"}},
+		{"?master=-", []string{"host$(id)"}},
+		{"?verdict=&master=", []string{"vethowned", "vethleak", "host$(id)", "vethstray"}},
+	} {
+		code, _, body := get(t, srv.URL+"/veths"+tt.query)
+		if code != http.StatusOK {
+			t.Errorf("GET /veths%s = %d", tt.query, code)
+			continue
+		}
+		if got := rows(body); !slices.Equal(got, tt.want) {
+			t.Errorf("GET /veths%s rows = %q, want %q", tt.query, got, tt.want)
+		}
+		if tt.want == nil && !strings.Contains(body, "No veth matches the filter.") {
+			t.Errorf("GET /veths%s does not say that nothing matches", tt.query)
+		}
+	}
+	// The form keeps the filter it shows.
+	_, _, body := get(t, srv.URL+"/veths?verdict=orphaned&master=cni0")
+	for _, want := range []string{`<option value="orphaned" selected>`, `<option value="cni0" selected>`, `<option value="-">none</option>`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET /veths?verdict=orphaned&master=cni0 lacks %q", want)
+		}
+	}
+	if code, _, _ := get(t, srv.URL+"/veths?verdict=bogus"); code != http.StatusBadRequest {
+		t.Errorf("GET /veths?verdict=bogus = %d, want 400", code)
+	}
+}
+
+func TestVethsPageCleanCommand(t *testing.T) {
+	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, true)
+	_, _, body := get(t, srv.URL+"/veths")
+	for _, want := range []string{
+		`<code class="clean">veth_exporter clean vethleak</code>`,
+		// A name a shell would expand is quoted.
+		`<code class="clean">veth_exporter clean &#39;host$(id)&#39;</code>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET /veths with remediation on lacks %q", want)
+		}
+	}
+	if n := strings.Count(body, "veth_exporter clean"); n != 2 {
+		t.Errorf("GET /veths shows %d clean commands, want 2 (orphans only)", n)
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"veth1a2b":  "veth1a2b",
+		"host$(id)": "'host$(id)'",
+		"a'b":       `'a'\''b'`,
+		"x;rm":      "'x;rm'",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestVethsAPI(t *testing.T) {
+	snap := testSnapshot()
+	inv := &fakeInventory{snap: snap}
+	srv := newTestServer(t, inv, false)
+	code, hdr, body := get(t, srv.URL+"/api/v1/veths")
+	if code != http.StatusOK || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /api/v1/veths = %d %s\n%s", code, hdr.Get("Content-Type"), body)
+	}
+	var want bytes.Buffer
+	if err := WriteInventoryJSON(&want, snap); err != nil {
+		t.Fatal(err)
+	}
+	if body != want.String() {
+		t.Errorf("GET /api/v1/veths differs from the inventory document:\n%s\nwant\n%s", body, want.String())
+	}
+	var doc struct {
+		Veths []struct {
+			Device  string `json:"device"`
+			Verdict string `json:"verdict"`
+		} `json:"veths"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || len(doc.Veths) != 4 || doc.Veths[0].Device != "vethowned" {
+		t.Errorf("GET /api/v1/veths = %+v, %v; want the 4 veths", doc, err)
+	}
+
+	// A failed inventory is a 503, never a half document.
+	srv = newTestServer(t, &fakeInventory{err: errors.New("netlink dump interrupted")}, false)
+	for _, path := range []string{"/api/v1/veths", "/veths"} {
+		if code, _, body := get(t, srv.URL+path); code != http.StatusServiceUnavailable || !strings.Contains(body, "netlink dump interrupted") {
+			t.Errorf("GET %s with a failing inventory = %d %q, want 503 with the error", path, code, body)
+		}
+	}
+}
+
+func TestWriteInventoryJSONEmpty(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteInventoryJSON(&b, &inventory.Snapshot{LeakedNetns: []*inventory.Namespace{}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"veths": []`) {
+		t.Errorf("WriteInventoryJSON of a node without veths = %s, want \"veths\": []", b.String())
+	}
+}
+
+func TestLandingLinksInventory(t *testing.T) {
+	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, false)
+	_, _, body := get(t, srv.URL+"/")
+	for _, want := range []string{`href="/veths"`, `href="/api/v1/veths"`, `href="/metrics"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET / lacks %s", want)
+		}
+	}
+	// Without an inventory, neither route nor link.
+	h, err := NewRouter(Config{TelemetryPath: "/metrics", Gatherer: prometheusRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := httptest.NewServer(h)
+	defer plain.Close()
+	if code, _, _ := get(t, plain.URL+"/veths"); code != http.StatusNotFound {
+		t.Errorf("GET /veths without an inventory = %d, want 404", code)
+	}
+	if _, _, body := get(t, plain.URL+"/"); strings.Contains(body, "/veths") {
+		t.Errorf("GET / without an inventory links /veths")
+	}
+}
+
+func prometheusRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
