@@ -30,6 +30,7 @@ test:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) test -race -count=1 ./...
 	cd deploy/kubernetes/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd dashboards/gen && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## test-unit: the tests that need neither root nor anything installed
 test-unit:
@@ -49,6 +50,11 @@ docker: build
 ## kubernetes: regenerate deploy/kubernetes/base/prometheusrule.yaml from alerts/ (a test fails while they differ)
 kubernetes:
 	cd deploy/kubernetes/validate && $(GO) run ./cmd/prometheusrule -rules ../../../alerts/veth_exporter.rules.yml -out ../base/prometheusrule.yaml
+
+## dashboards: regenerate dashboards/veth-exporter.json from dashboards/gen (a test fails while they differ)
+.PHONY: dashboards
+dashboards:
+	cd dashboards/gen && $(GO) run . -out ../veth-exporter.json
 
 clean:
 	rm -f $(BINARY)
