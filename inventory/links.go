@@ -127,6 +127,10 @@ func parseLink(msg []byte) (link, error) {
 	}
 	native := nl.NativeEndian()
 	l := link{index: int(int32(native.Uint32(msg[4:8]))), peerNetNSID: -1}
+	// A malformed IFLA_LINKINFO hides the link's kind: a veth read as
+	// "not a veth" would silently drop out of the inventory, so it fails
+	// the link as a malformed top-level attribute does.
+	var nestedErr error
 	err := walkAttrs(msg[unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
 		switch typ {
 		case unix.IFLA_IFNAME:
@@ -153,13 +157,18 @@ func parseLink(msg []byte) (link, error) {
 				l.peerElsewhere = true
 			}
 		case unix.IFLA_LINKINFO:
-			walkAttrs(data, func(typ uint16, data []byte) {
+			if err := walkAttrs(data, func(typ uint16, data []byte) {
 				if typ == unix.IFLA_INFO_KIND && cString(data) == "veth" {
 					l.veth = true
 				}
-			})
+			}); err != nil && nestedErr == nil {
+				nestedErr = fmt.Errorf("IFLA_LINKINFO: %w", err)
+			}
 		}
 	})
+	if err == nil {
+		err = nestedErr
+	}
 	if err != nil {
 		return link{}, fmt.Errorf("link %d: %w", l.index, err)
 	}

@@ -173,6 +173,8 @@ func TestParseLinkMalformed(t *testing.T) {
 		{"attribute length beyond the message", encodeLinkMsg(7, badLength(uint16(len(name)+1)))},
 		{"attribute length far beyond the message", encodeLinkMsg(7, name, badLength(0xffff))},
 		{"trailing zero header", encodeLinkMsg(7, name, make([]byte, unix.SizeofRtAttr))},
+		// The kind of the link is unreadable: it may be a veth.
+		{"malformed IFLA_LINKINFO", encodeLinkMsg(7, name, encodeAttr(unix.IFLA_LINKINFO, badLength(0xffff)))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseLink(tc.msg)
