@@ -368,11 +368,13 @@ func linkAddress(nsid, index int) (string, net.HardwareAddr, error) {
 		return "", nil, fmt.Errorf("link %d in nsid %d: %v", index, nsid, err)
 	}
 	var mac net.HardwareAddr
-	walkAttrs(msgs[0][unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
+	if err := walkAttrs(msgs[0][unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
 		if typ == unix.IFLA_ADDRESS {
 			mac = slices.Clone(data)
 		}
-	})
+	}); err != nil {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %w", index, nsid, err)
+	}
 	return l.name, mac, nil
 }
 

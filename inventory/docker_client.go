@@ -340,8 +340,9 @@ func (d *Docker) negotiate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("docker ping: %w", err)
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	// Drained so that the connection is reused; a failed drain only costs that.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("docker ping: %s", resp.Status)
 	}
@@ -409,7 +410,8 @@ func (d *Docker) get(ctx context.Context, p string, query url.Values, out any) e
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var body struct{ Message string }
-		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
+		// Best effort: the status alone is the error when the body says nothing.
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
 		return &dockerError{status: resp.StatusCode, message: body.Message}
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {

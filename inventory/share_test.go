@@ -85,7 +85,7 @@ type result struct {
 	err  error
 }
 
-func call(f func(context.Context) (*Snapshot, error), ctx context.Context) <-chan result {
+func call(ctx context.Context, f func(context.Context) (*Snapshot, error)) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
 		s, err := f(ctx)
@@ -110,7 +110,7 @@ func TestSharedSnapshotSharesOneBuild(t *testing.T) {
 	inv, f := newFakeBuilds(t)
 	var answers []<-chan result
 	for range 6 {
-		answers = append(answers, call(inv.SharedSnapshot, context.Background()))
+		answers = append(answers, call(context.Background(), inv.SharedSnapshot))
 	}
 	f.waitStarted(t, 1)
 	waitWaiting(t, inv, 6)
@@ -137,10 +137,10 @@ func TestSharedSnapshotSharesOneBuild(t *testing.T) {
 // before the call; fresh callers waiting together share the next build.
 func TestSnapshotIsFresh(t *testing.T) {
 	inv, f := newFakeBuilds(t)
-	scrape := call(inv.SharedSnapshot, context.Background())
+	scrape := call(context.Background(), inv.SharedSnapshot)
 	f.waitStarted(t, 1)
-	fresh1 := call(inv.Snapshot, context.Background())
-	fresh2 := call(inv.Snapshot, context.Background())
+	fresh1 := call(context.Background(), inv.Snapshot)
+	fresh2 := call(context.Background(), inv.Snapshot)
 	waitWaiting(t, inv, 3)
 	f.release <- struct{}{}
 	if r := receive(t, scrape); r.err != nil || !r.snap.Taken.Equal(t0.Add(time.Second)) {
@@ -148,7 +148,7 @@ func TestSnapshotIsFresh(t *testing.T) {
 	}
 	f.waitStarted(t, 2)
 	// A scrape arriving now joins the fresh build.
-	late := call(inv.SharedSnapshot, context.Background())
+	late := call(context.Background(), inv.SharedSnapshot)
 	waitWaiting(t, inv, 3)
 	f.release <- struct{}{}
 	for name, ch := range map[string]<-chan result{"fresh 1": fresh1, "fresh 2": fresh2, "late scrape": late} {
@@ -166,9 +166,9 @@ func TestSnapshotIsFresh(t *testing.T) {
 func TestSnapshotDeadline(t *testing.T) {
 	inv, f := newFakeBuilds(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	starter := call(inv.SharedSnapshot, ctx)
+	starter := call(ctx, inv.SharedSnapshot)
 	f.waitStarted(t, 1)
-	other := call(inv.SharedSnapshot, context.Background())
+	other := call(context.Background(), inv.SharedSnapshot)
 	waitWaiting(t, inv, 2)
 	cancel()
 	if r := receive(t, starter); !errors.Is(r.err, context.Canceled) || r.snap != nil {
@@ -178,14 +178,14 @@ func TestSnapshotDeadline(t *testing.T) {
 	start := time.Now()
 	deadline, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel2()
-	r := receive(t, call(inv.Snapshot, deadline))
+	r := receive(t, call(deadline, inv.Snapshot))
 	if took := time.Since(start); !errors.Is(r.err, context.DeadlineExceeded) || took > time.Second {
 		t.Errorf("Snapshot with a 100ms deadline: %+v after %v, want DeadlineExceeded after about 100ms", r, took)
 	}
 
 	done, cancel3 := context.WithCancel(context.Background())
 	cancel3()
-	if r := receive(t, call(inv.Snapshot, done)); !errors.Is(r.err, context.Canceled) {
+	if r := receive(t, call(done, inv.Snapshot)); !errors.Is(r.err, context.Canceled) {
 		t.Errorf("Snapshot with a cancelled context: %+v, want context.Canceled", r)
 	}
 

@@ -31,10 +31,10 @@ func TestRoutedCNIVerdicts(t *testing.T) {
 	type twin struct{ bridged, routed string }
 	var exits []func()
 	// Each case makes the same fixture twice: on br0, and without a master.
-	build := func(name string, make func(device, master string)) twin {
+	build := func(name string, mk func(device, master string)) twin {
 		tw := twin{"vb" + name, "cali" + name}
-		make(tw.bridged, "br0")
-		make(tw.routed, "")
+		mk(tw.bridged, "br0")
+		mk(tw.routed, "")
 		return tw
 	}
 	pod := build("pod", func(device, master string) {

@@ -45,8 +45,8 @@ type cachedAt struct {
 	at  time.Time
 }
 
-func newAnswerCache(ttl time.Duration, max int) *answerCache {
-	return &answerCache{ttl: ttl, max: max, entries: map[answerKey]Answer{}}
+func newAnswerCache(ttl time.Duration, limit int) *answerCache {
+	return &answerCache{ttl: ttl, max: limit, entries: map[answerKey]Answer{}}
 }
 
 func (c *answerCache) get(k answerKey, now time.Time) (Answer, bool) {

@@ -347,7 +347,10 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 	var tagged []int // indexes into ts
 	restore := map[int]uint32{}
 	untag := func(i int) {
-		rm.h.LinkSetGroup(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ts[i].Index}}, int(restore[i]))
+		// A failed untag leaves the veth in the group: the last look
+		// before the deletion then finds a member not in tagged and
+		// falls back to one by one, so it is never deleted with the group.
+		_ = rm.h.LinkSetGroup(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: ts[i].Index}}, int(restore[i]))
 		tagged = slices.DeleteFunc(tagged, func(j int) bool { return j == i })
 	}
 	fallBack := func() {

@@ -9,9 +9,9 @@ import (
 	"strings"
 )
 
-// Rewrite replaces old by new, which must occur exactly once, within the
+// Rewrite replaces old by repl, which must occur exactly once, within the
 // rule of the named alert in file.
-func Rewrite(file, alert, old, new string) (string, error) {
+func Rewrite(file, alert, old, repl string) (string, error) {
 	start := strings.Index(file, "- alert: "+alert+"\n")
 	if start < 0 {
 		return "", fmt.Errorf("no rule %s", alert)
@@ -26,5 +26,5 @@ func Rewrite(file, alert, old, new string) (string, error) {
 	if n := strings.Count(block, old); n != 1 {
 		return "", fmt.Errorf("%q occurs %d times in %s, want once", old, n, alert)
 	}
-	return file[:start] + strings.Replace(block, old, new, 1) + file[end:], nil
+	return file[:start] + strings.Replace(block, old, repl, 1) + file[end:], nil
 }

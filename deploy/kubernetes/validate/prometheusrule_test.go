@@ -90,10 +90,10 @@ func TestGenerator(t *testing.T) {
 	}
 }
 
-func replaceOnce(t *testing.T, b []byte, old, new string) []byte {
+func replaceOnce(t *testing.T, b []byte, old, repl string) []byte {
 	t.Helper()
 	if n := bytes.Count(b, []byte(old)); n != 1 {
 		t.Fatalf("%q occurs %d times, want once", old, n)
 	}
-	return bytes.Replace(b, []byte(old), []byte(new), 1)
+	return bytes.Replace(b, []byte(old), []byte(repl), 1)
 }
