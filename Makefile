@@ -1,7 +1,12 @@
-# Build, test and benchmark veth_exporter. `make test` is what CI runs
-# (through .ci/run, which first installs and starts what the tests need).
+# Build, test and benchmark veth_exporter. CI runs .ci/run, which installs
+# the Debian packages and Go tools the tests need, then runs `make lint`,
+# `make test`, brief fuzzing and a benchmark smoke. It starts no service:
+# the tests start the dockerd, containerd, Prometheus and Alertmanager they
+# use, in private namespaces of their own.
 
 GO        ?= go
+# .ci/run installs this version with `go install` into $(go env GOPATH)/bin.
+GOLANGCI_LINT ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
 BINARY    ?= veth_exporter
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -32,7 +37,8 @@ test:
 	cd deploy/kubernetes/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd dashboards/gen && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-## test-unit: the tests that need neither root nor anything installed
+## test-unit: the quick tests, which need neither root nor anything installed;
+## privileged ones skip under -short even as root (seconds, not minutes)
 test-unit:
 	$(GO) test -short -count=1 ./...
 
@@ -58,3 +64,8 @@ dashboards:
 
 clean:
 	rm -f $(BINARY)
+
+## lint: golangci-lint v2 with .golangci.yml (os/exec is forbidden outside tests)
+lint:
+	$(GOLANGCI_LINT) run ./...
+	cd deploy/kubernetes/validate && $(GOLANGCI_LINT) run --config ../../../.golangci.yml ./...
