@@ -53,6 +53,8 @@ type vethRow struct {
 // evidence is why an orphan is one: what holds its namespace, who owned it
 // last, since when it is orphaned, and the command that removes it.
 type evidence struct {
+	// PeerOnHost names the peer of a pair with both ends on the host.
+	PeerOnHost    string
 	PIDs          []int
 	Mounts        []string
 	LastOwner     string
@@ -124,6 +126,9 @@ func newVethRow(v *inventory.Veth, now time.Time, cfg Config) vethRow {
 	e := &evidence{LastOwner: "-", OrphanedSince: "-"}
 	if n := v.PeerNetns; n != nil {
 		e.PIDs, e.Mounts = n.PIDs, n.Mounts
+	}
+	if v.PeerOnHost {
+		e.PeerOnHost = Dash(v.PeerName)
 	}
 	if v.LastOwner != nil {
 		e.LastOwner = DescribeOwner(v.LastOwner)

@@ -131,6 +131,7 @@ func TestVethsPage(t *testing.T) {
 		`pid 77 &#43;1`,                                                  // held by, in the table
 		`/run/netns/cni-nothing-left`,                                    // leaked namespaces
 		`host (hostB)`,
+		`nothing: its peer <code>hostB</code> is in the host namespace too`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("GET /veths lacks %q", want)

@@ -69,6 +69,11 @@ func NewRouter(cfg Config) (http.Handler, error) {
 	if cfg.Remediate != nil {
 		r.Handle("/remediate", cfg.Remediate)
 	}
+	// Browsers ask for a favicon on every page, the landing page's
+	// included; there is none, and a 404 is an error in their console.
+	r.Get("/favicon.ico", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
 	links := []toolkit.LandingLinks{
 		{Address: cfg.TelemetryPath, Text: "Metrics"},
 	}
