@@ -62,6 +62,11 @@ kubernetes:
 dashboards:
 	cd dashboards/gen && $(GO) run . -out ../veth-exporter.json
 
+## screenshot: docs/veths.png, /veths on the test fixture, taken by the browser test (root, Debian chromium)
+.PHONY: screenshot
+screenshot:
+	VETH_SCREENSHOT=$(CURDIR)/docs/veths.png VETH_EXPORTER_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -run '^TestVethsPageInBrowser$$' ./cmd/veth_exporter
+
 clean:
 	rm -f $(BINARY)
 
