@@ -64,6 +64,14 @@ func single(title, description, unit string, span uint32, target *prometheus.Dat
 		ReduceOptions(common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}))
 }
 
+// grid is a table panel of instant queries.
+func grid(title, description, unit string, height uint32) *table.PanelBuilder {
+	// Grafana expects a list of reducers, even with the footer hidden.
+	return table.NewPanelBuilder().Title(title).Description(description).Unit(unit).
+		Datasource(datasource).Height(height).Span(24).
+		Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{}))
+}
+
 // valueText maps values to texts in a stat panel.
 func valueText(texts map[string]string) []dashboard.ValueMapping {
 	options := map[string]dashboard.ValueMappingResult{}
@@ -116,21 +124,21 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query(`count by (reason) (veth_verdict_info{`+node+`, verdict="orphaned"}`+withMaster+`)`, "{{reason}}"))).
 		WithPanel(graph("Leaked namespaces", "Network namespaces held only by a mount: no process and no host veth leading into them (a missed CNI DEL).", "short", 6,
 			query(`sum by (instance) (veth_leaked_netns{`+node+`})`, "{{instance}}"))).
-		WithPanel(table.NewPanelBuilder().Title("Nodes whose resolvers are down").
-			Description("Inventory stages that failed in the last scrape (docker, cri: the runtime cannot be asked, and its namespaces are left unknown). Runbook: VethExporterResolverDown.").
-			Datasource(datasource).Height(6).Span(24).Unit("none").
+		WithPanel(grid("Nodes whose resolvers are down",
+			"Inventory stages that failed in the last scrape (docker, cri: the runtime cannot be asked, and its namespaces are left unknown). Runbook: VethExporterResolverDown.",
+			"none", 6).
 			WithTarget(tableQuery(`min by (instance, collector) (veth_scrape_collector_success{`+node+`}) == 0`, "A")).
 			Links(runbookLinks("VethExporterResolverDown")).
 			WithTransformation(organize(map[string]bool{"Time": true, "Value": true}, nil, nil)))
 
 	// 2. The orphans, one row each, oldest first.
 	b.WithRow(dashboard.NewRowBuilder("Orphans")).
-		WithPanel(table.NewPanelBuilder().Title("Orphaned veths").
-			Description("One row per orphan, oldest first: its node, device, master, reason, since when it has been orphaned and the container or pod that owned it last (when the exporter saw one).").
-			Datasource(datasource).Height(10).Span(24).Unit("dateTimeAsIso").
+		WithPanel(grid("Orphaned veths",
+			"One row per orphan, oldest first: its node, device, master, reason, since when it has been orphaned and the container or pod that owned it last (when the exporter saw one).",
+			"dateTimeAsIso", 10).
 			WithTarget(tableQuery(`max by (instance, device, master, reason) (veth_orphaned_since_timestamp_seconds{`+node+`} * 1000`+withMaster+
 				` * on (job, instance, device) group_left (reason) veth_verdict_info{`+node+`, verdict="orphaned"})`, "A")).
-			WithTarget(tableQuery(`max by (instance, device, kind, name, pod_namespace, pod_name, id) (veth_last_owner_info{`+node+`})`, "B")).
+			WithTarget(tableQuery(`max by (instance, device, kind, name, pod_namespace, pod_name, id) (veth_last_owner_info{`+node+`}`+withMaster+`)`, "B")).
 			Links(runbookLinks("VethOrphaned")).
 			WithTransformation(dashboard.DataTransformerConfig{Id: "merge", Options: map[string]any{}}).
 			WithTransformation(organize(
