@@ -208,8 +208,8 @@ func TestVethsPageInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatalf("load /veths from the landing page: %v\n%s", err, e.log)
 	}
-	rows := evaluate[[]pageRow](t, ctx, readRows)
-	scripts := evaluate[int](t, ctx, `document.scripts.length`)
+	rows := evaluate[[]pageRow](ctx, t, readRows)
+	scripts := evaluate[int](ctx, t, `document.scripts.length`)
 	got := map[string]string{}
 	for _, r := range rows {
 		got[r.Device] = r.Verdict
@@ -231,7 +231,7 @@ func TestVethsPageInBrowser(t *testing.T) {
 		}
 	}
 	if os.Getenv("VETH_SCREENSHOT") != "" {
-		screenshot(t, ctx, os.Getenv("VETH_SCREENSHOT"))
+		screenshot(ctx, t, os.Getenv("VETH_SCREENSHOT"))
 	}
 
 	// The form filters, without JavaScript: a GET with query parameters.
@@ -249,9 +249,9 @@ func TestVethsPageInBrowser(t *testing.T) {
 		}
 		break
 	}
-	location := evaluate[string](t, ctx, `document.location.toString()`)
-	rows = evaluate[[]pageRow](t, ctx, readRows)
-	evidence := evaluate[string](t, ctx, `(document.querySelector('tr.evidence[data-device="vethleak"]') || {}).textContent || ""`)
+	location := evaluate[string](ctx, t, `document.location.toString()`)
+	rows = evaluate[[]pageRow](ctx, t, readRows)
+	evidence := evaluate[string](ctx, t, `(document.querySelector('tr.evidence[data-device="vethleak"]') || {}).textContent || ""`)
 	if !strings.HasSuffix(location, "/veths?verdict=orphaned&master=cni0") {
 		t.Errorf("the filter form led to %s, want /veths?verdict=orphaned&master=cni0", location)
 	}
@@ -279,7 +279,7 @@ func TestVethsPageInBrowser(t *testing.T) {
 		); err != nil {
 			t.Fatalf("load /veths%s: %v", tt.query, err)
 		}
-		rows = evaluate[[]pageRow](t, ctx, readRows)
+		rows = evaluate[[]pageRow](ctx, t, readRows)
 		if d := devices(rows); !slices.Equal(d, tt.want) {
 			t.Errorf("/veths%s shows %q, want %q", tt.query, d, tt.want)
 		}
@@ -378,7 +378,7 @@ func ownerPID(t *testing.T, id string) int {
 
 // evaluate runs a JavaScript expression in the loaded page (from the test,
 // not the page: it has none) and decodes its value.
-func evaluate[T any](t *testing.T, ctx context.Context, expression string) T {
+func evaluate[T any](ctx context.Context, t *testing.T, expression string) T {
 	t.Helper()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expression))
 	if err != nil {
@@ -388,7 +388,7 @@ func evaluate[T any](t *testing.T, ctx context.Context, expression string) T {
 }
 
 // screenshot saves the whole loaded page as a PNG.
-func screenshot(t *testing.T, ctx context.Context, path string) {
+func screenshot(ctx context.Context, t *testing.T, path string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
@@ -398,4 +398,27 @@ func screenshot(t *testing.T, ctx context.Context, path string) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot of /veths saved to %s", path)
+}
+
+// TestVethsWebConfig: the inventory is as protected as /metrics by
+// --web.config.file: no credential, no page and no document.
+func TestVethsWebConfig(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "webcfg")
+	netnstest.Veth(t, "vwebcfg", "webcfg", "")
+	config := filepath.Join(t.TempDir(), "web.yml")
+	writeSecret(t, config, basicAuthUsers(t, "prom", "am"), 0o600)
+	prom := withBasicAuth("prom", "prom-pw")
+	e := startAuthExporter(t, http.DefaultClient, "http", prom, "--web.config.file="+config, "--remediation.users=am")
+	for _, path := range []string{"/metrics", "/veths", "/api/v1/veths"} {
+		if code, _ := request(t, http.DefaultClient, "GET", e.url+path, nil, nil); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without credentials = %d, want 401", path, code)
+		}
+		if code, _ := request(t, http.DefaultClient, "GET", e.url+path, nil, withBasicAuth("prom", "wrong")); code != http.StatusUnauthorized {
+			t.Errorf("GET %s with a wrong password = %d, want 401", path, code)
+		}
+		if code, body := request(t, http.DefaultClient, "GET", e.url+path, nil, prom); code != http.StatusOK || !strings.Contains(body, "vwebcfg") {
+			t.Errorf("GET %s as prom = %d, want 200 naming vwebcfg\n%s", path, code, body)
+		}
+	}
 }
