@@ -65,10 +65,36 @@ func dashboardPanels(t *testing.T) []dashboardPanel {
 		t.Fatal(err)
 	}
 	var d struct {
-		Panels []dashboardPanel `json:"panels"`
+		Panels     []dashboardPanel `json:"panels"`
+		Templating struct {
+			List []struct {
+				Name  string `json:"name"`
+				Type  string `json:"type"`
+				Query any    `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
 	}
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatalf("%s: %v", dashboardFile, err)
+	}
+	// A query variable is label_values(selector, label): a panel of its
+	// own here, whose series must carry the label.
+	labelValues := regexp.MustCompile(`^label_values\((.+), (\w+)\)$`)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		q, _ := v.Query.(string)
+		m := labelValues.FindStringSubmatch(q)
+		if m == nil {
+			t.Errorf("variable %s: query %q is not label_values(selector, label)", v.Name, q)
+			continue
+		}
+		p := dashboardPanel{Title: "variable $" + v.Name, Type: "variable"}
+		p.Targets = append(p.Targets, struct {
+			Expr string `json:"expr"`
+		}{fmt.Sprintf("count by (%s) (%s)", m[2], m[1])})
+		d.Panels = append(d.Panels, p)
 	}
 	var panels []dashboardPanel
 	for _, p := range d.Panels {

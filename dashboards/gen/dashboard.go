@@ -87,7 +87,7 @@ func valueText(texts map[string]string) []dashboard.ValueMapping {
 func variable(name, label, selector string) *dashboard.QueryVariableBuilder {
 	q := fmt.Sprintf("label_values(veth_interfaces%s, %s)", selector, name)
 	return dashboard.NewQueryVariableBuilder(name).Label(label).
-		Query(dashboard.StringOrMap{Map: map[string]any{"query": q, "refId": "PrometheusVariableQueryEditor-VariableQuery"}}).
+		Query(dashboard.StringOrMap{String: &q}).
 		Definition(q).Datasource(datasource).
 		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc).
 		Multi(true).IncludeAll(true).AllValue(".*")

@@ -83,8 +83,7 @@ func dashboardExpressions(t *testing.T) []expression {
 		if v.Type != "query" {
 			continue
 		}
-		q, _ := v.Query.(map[string]any)
-		s, _ := q["query"].(string)
+		s, _ := v.Query.(string)
 		// label_values(selector, label) is Grafana's, not PromQL: its
 		// selector is.
 		sel, ok := strings.CutPrefix(s, "label_values(")
