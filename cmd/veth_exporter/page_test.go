@@ -422,3 +422,23 @@ func TestVethsWebConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectJSONNoVeths: on a node without veths the document lists
+// "veths": [], not null, as /api/v1/veths does.
+func TestInspectJSONNoVeths(t *testing.T) {
+	netnstest.Require(t)
+	// A network namespace of its own, inside the test's private one: no
+	// veth of another test can show.
+	out, err := exec.Command("unshare", "--net", "--", exporterBinary(t), "inspect", "--output=json",
+		"--inventory.trust-pid-namespace", "--state.path="+filepath.Join(t.TempDir(), "state.json")).Output()
+	if err != nil {
+		t.Fatalf("inspect --output=json: %v\n%s", err, out)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("inspect --output=json: %v\n%s", err, out)
+	}
+	if got := string(doc["veths"]); got != "[]" {
+		t.Errorf("inspect --output=json on a node without veths gives \"veths\": %s, want []\n%s", got, out)
+	}
+}
