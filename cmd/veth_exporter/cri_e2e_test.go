@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -67,6 +68,13 @@ func TestCRIRemediationEndToEnd(t *testing.T) {
 	}
 	if !linkExists(live.Veth) || !linkExists(critest.Bridge) {
 		t.Fatalf("the live pod's veth %s or %s went too", live.Veth, critest.Bridge)
+	}
+	// The result is audited after the deletion it reports: wait for it.
+	for !slices.ContainsFunc(auditLines(t, audit), func(r auditLine) bool { return r.Phase == "result" && r.Result == "deleted" }) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is gone but its deletion was never audited:\n%s", lost.Veth, fileText(audit))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	deleted := 0
 	for _, r := range auditLines(t, audit) {
