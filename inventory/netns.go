@@ -105,10 +105,22 @@ func (ns *namespaces) lookupNSIDs(p Paths, want func(*Namespace) bool) error {
 // resolveOwners finds the owner of every namespace that has an nsid: only
 // those can hold the peer of a host veth, since the kernel gives a
 // namespace an id when a link crosses into it.
-func (ns *namespaces) resolveOwners(procfs string) {
+func (ns *namespaces) resolveOwners(procfs string, cache *ownerCache) {
 	for _, n := range ns.byNSID {
-		n.Owner = resolveOwner(procfs, n)
+		n.Owner = resolveOwner(procfs, n, cache)
 	}
+}
+
+// evict drops from cache the processes this scan did not find in any
+// namespace: gone, or no longer where an owner is looked for.
+func (ns *namespaces) evict(cache *ownerCache) {
+	live := map[int]bool{}
+	for _, n := range ns.byInode {
+		for _, pid := range n.PIDs {
+			live[pid] = true
+		}
+	}
+	cache.keep(func(pid int) bool { return live[pid] })
 }
 
 // attach turns a link dump into veths linked to their peers' namespaces
@@ -168,7 +180,7 @@ func (ns *namespaces) link(veths []Veth) (missing bool) {
 
 // lookupLate asks again for the nsids of the namespaces that had none when
 // scanned, pins them, and finds the owners of those that have one now.
-func (ns *namespaces) lookupLate(p Paths) error {
+func (ns *namespaces) lookupLate(p Paths, cache *ownerCache) error {
 	var fresh []*Namespace
 	err := ns.lookupNSIDs(p, func(n *Namespace) bool {
 		if n.NSID >= 0 {
@@ -182,7 +194,7 @@ func (ns *namespaces) lookupLate(p Paths) error {
 	}
 	for _, n := range fresh {
 		if n.NSID >= 0 {
-			n.Owner = resolveOwner(p.Procfs, n)
+			n.Owner = resolveOwner(p.Procfs, n, cache)
 		}
 	}
 	return nil

@@ -2,18 +2,89 @@ package inventory
 
 import (
 	"os"
-
-	"golang.org/x/sys/unix"
 	"strconv"
 	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
+
+// ownerCache remembers the container or pod a process runs in, by PID and
+// start time (a reused PID is a new process with another start time), so
+// that a process's cgroup is read once and not on every scrape.
+//
+// It holds only positive answers. A runtime forks a process and moves it
+// into the container's cgroup a moment later: a cached "no container"
+// would keep calling that process a plain one, and a live container's
+// veth could then look owner_exited. A cached container owner can at
+// worst keep a veth owned, the safe side. A process's namespace is never
+// cached: a process can setns at any moment, and a cached "not in N"
+// would prove a false emptiness.
+type ownerCache struct {
+	mu    sync.Mutex
+	byPID map[int]cachedOwner
+}
+
+type cachedOwner struct {
+	start uint64
+	owner cgroupOwner
+}
+
+func newOwnerCache() *ownerCache {
+	return &ownerCache{byPID: map[int]cachedOwner{}}
+}
+
+// get returns the cached owner of the process pid that started at start.
+func (c *ownerCache) get(pid int, start uint64) (cgroupOwner, bool) {
+	if c == nil {
+		return cgroupOwner{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byPID[pid]
+	if !ok || e.start != start {
+		return cgroupOwner{}, false
+	}
+	return e.owner, true
+}
+
+// put caches o for pid when it names a container or a pod.
+func (c *ownerCache) put(pid int, start uint64, o cgroupOwner) {
+	if c == nil || (o.ContainerID == "" && o.PodUID == "") {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byPID[pid] = cachedOwner{start: start, owner: o}
+}
+
+// keep evicts the processes that live is false for: those gone since.
+func (c *ownerCache) keep(live func(pid int) bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pid := range c.byPID {
+		if !live(pid) {
+			delete(c.byPID, pid)
+		}
+	}
+}
+
+// len returns the number of cached processes, for tests.
+func (c *ownerCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.byPID)
+}
 
 // resolveOwner decides who owns a namespace from the cgroups of the
 // processes in it. The container of the oldest process wins: in a pod that
 // is the sandbox (pause), for `--network container:X` the first container.
 // Processes outside any container make the owner a plain process, which is
-// never evidence that a veth is in use by a workload.
-func resolveOwner(procfs string, n *Namespace) *Owner {
+// never evidence that a veth is in use by a workload. cache may be nil.
+func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
 	var (
 		best      *Owner
 		bestStart uint64
@@ -26,13 +97,23 @@ func resolveOwner(procfs string, n *Namespace) *Owner {
 		if !ok {
 			continue // exited during the scan
 		}
-		cg, err := os.ReadFile(dir + "/cgroup")
-		if err != nil || !inNamespace(dir, n.Inode) {
+		c, cached := cache.get(pid, start)
+		if !cached {
+			cg, err := os.ReadFile(dir + "/cgroup")
+			if err != nil {
+				continue // exited
+			}
+			c = parseCgroup(string(cg))
+		}
+		if !inNamespace(dir, n.Inode) {
 			// Exited, or exited and its PID reused by a process elsewhere
 			// since the scan: its cgroup says nothing about n.
 			continue
 		}
-		if c := parseCgroup(string(cg)); c.ContainerID != "" || c.PodUID != "" {
+		if !cached {
+			cache.put(pid, start, c)
+		}
+		if c.ContainerID != "" || c.PodUID != "" {
 			if best == nil || start < bestStart {
 				kind := OwnerContainer
 				if c.PodUID != "" {

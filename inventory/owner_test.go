@@ -2,7 +2,10 @@ package inventory
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // procStat is a /proc/PID/stat line of a process started 5678901 ticks
@@ -52,5 +55,62 @@ func TestProcessStartTime(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "4321")
 	if got, found := processStartTime(missing); found {
 		t.Errorf("processStartTime(%s) = %d, %v, want 0, false for an exited process", missing, got, found)
+	}
+}
+
+// TestOwnerCache follows one PID over scrapes with a fake procfs whose
+// ns/net is a plain file standing for the namespace.
+func TestOwnerCache(t *testing.T) {
+	procfs := t.TempDir()
+	dir := filepath.Join(procfs, "100")
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	writeProcFile(t, dir, "stat", procStat("100", "sh"))
+	writeProcFile(t, dir, "comm", "sh\n")
+	writeProcFile(t, dir, "cgroup", "0::/user.slice\n")
+	writeProcFile(t, dir, "ns/net", "")
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, "ns/net"), &st); err != nil {
+		t.Fatal(err)
+	}
+	n := &Namespace{Inode: st.Ino, PIDs: []int{100}}
+	cache := newOwnerCache()
+
+	// Forked by a runtime, not yet moved into the container's cgroup: a
+	// plain process, and nothing cached.
+	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerProcess {
+		t.Fatalf("before the move: owner = %+v, want a process", o)
+	}
+	if cache.len() != 0 {
+		t.Errorf("before the move: %d cached, want none: a negative answer is never cached", cache.len())
+	}
+	// Moved into the container's cgroup: the next scrape sees it.
+	writeProcFile(t, dir, "cgroup", "0::/system.slice/docker-"+id+".scope\n")
+	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerContainer || o.ID != id {
+		t.Fatalf("after the move: owner = %+v, want container %s", o, id)
+	}
+	if cache.len() != 1 {
+		t.Errorf("after the move: %d cached, want 1", cache.len())
+	}
+	// The cache answers without the cgroup file for the same process.
+	writeProcFile(t, dir, "cgroup", "")
+	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerContainer || o.ID != id {
+		t.Fatalf("cached: owner = %+v, want container %s", o, id)
+	}
+	// The PID reused by a new process (another start time) in another
+	// cgroup: not the old owner.
+	writeProcFile(t, dir, "stat", strings.Replace(procStat("100", "sh"), " 5678901 ", " 5679999 ", 1))
+	writeProcFile(t, dir, "cgroup", "0::/user.slice\n")
+	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerProcess {
+		t.Fatalf("reused PID: owner = %+v, want a process", o)
+	}
+	// A process that left the namespace is not counted, cached or not.
+	other := &Namespace{Inode: st.Ino + 1, PIDs: []int{100}}
+	if o := resolveOwner(procfs, other, cache); o != nil {
+		t.Errorf("process elsewhere: owner = %+v, want none", o)
+	}
+	// Gone processes are evicted.
+	cache.keep(func(int) bool { return false })
+	if cache.len() != 0 {
+		t.Errorf("after eviction: %d cached, want none", cache.len())
 	}
 }

@@ -60,6 +60,12 @@ type Inventory struct {
 	started uint64
 	// waiting counts the callers waiting for a build, for tests.
 	waiting int
+
+	// owners caches the container owners of processes across builds.
+	owners *ownerCache
+	// uncached turns the owner cache off, for the benchmark that
+	// compares with the code before it.
+	uncached bool
 }
 
 // build is one snapshot being taken, shared by everyone who waits for it.
@@ -88,7 +94,7 @@ func New(cfg Config) *Inventory {
 		cfg.Resolvers = append([]Resolver{cfg.Docker}, cfg.Resolvers...)
 	}
 	cfg.Docker = nil
-	inv := &Inventory{cfg: cfg}
+	inv := &Inventory{cfg: cfg, owners: newOwnerCache()}
 	inv.build = inv.take
 	return inv
 }
@@ -213,7 +219,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	resolved.Go(func() {
 		if nsErr == nil {
 			start := time.Now()
-			ns.resolveOwners(inv.cfg.Paths.Procfs)
+			ns.resolveOwners(inv.cfg.Paths.Procfs, inv.ownerCache())
 			cgroupsTook = time.Since(start)
 		}
 	})
@@ -273,7 +279,10 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		ns = &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}}
 	}
 	s.Warnings = append(s.Warnings, ns.partial...)
-	s.Veths, err = ns.attach(links, func() error { return ns.lookupLate(inv.cfg.Paths) }, dumpLinks)
+	s.Veths, err = ns.attach(links, func() error { return ns.lookupLate(inv.cfg.Paths, inv.ownerCache()) }, dumpLinks)
+	if nsErr == nil {
+		ns.evict(inv.ownerCache())
+	}
 	if err != nil {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("peers whose namespace got its nsid during the scan are not resolved: %v", err))
 	}
@@ -311,6 +320,14 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))
 	}
 	return s, nil
+}
+
+// ownerCache returns the cache of process owners, nil when turned off.
+func (inv *Inventory) ownerCache() *ownerCache {
+	if inv.uncached {
+		return nil
+	}
+	return inv.owners
 }
 
 func (s *Snapshot) step(name string, took time.Duration, err error) {

@@ -250,7 +250,7 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	n.NSID = -1
 
 	dumps := 0
-	veths, err := ns.attach(links, func() error { return ns.lookupLate(DefaultPaths) }, func() ([]link, error) {
+	veths, err := ns.attach(links, func() error { return ns.lookupLate(DefaultPaths, nil) }, func() ([]link, error) {
 		dumps++
 		return dumpLinks()
 	})
