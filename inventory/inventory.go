@@ -180,6 +180,9 @@ type Snapshot struct {
 	// Steps reports each stage of the build (links, netns, cgroup, state):
 	// its duration and its error, for the scrape_collector metrics.
 	Steps []Step `json:"steps"`
+	// threadsRead says the threads of every process were read, not only
+	// each process's own namespace, for tests.
+	threadsRead bool
 	// Warnings say what the snapshot could not see, e.g. processes whose
 	// namespace is unreadable without root. A snapshot with warnings is
 	// still correct in what it says; veths it cannot decide are unknown.

@@ -19,6 +19,8 @@ import (
 // network namespace other than the host's that a process or an nsfs mount
 // holds, by inode and by nsid.
 type namespaces struct {
+	// host is the inode of the exporter's own namespace.
+	host    uint64
 	byInode map[uint64]*Namespace
 	byNSID  map[int]*Namespace
 	// mountPaths are the nsfs mount points as this process opens them,
@@ -33,6 +35,12 @@ type namespaces struct {
 	// scan has finished: without them a new pod's veth could be matched to
 	// the record of a leaked namespace deleted in between.
 	pins []int
+	// threadsRead says every thread of every process has been seen, not
+	// only each process's own namespace.
+	threadsRead bool
+	// denied says the partial view already counts processes whose
+	// namespace may not be read.
+	denied bool
 }
 
 // close releases the pins once the snapshot no longer maps nsids.
@@ -46,17 +54,25 @@ func (ns *namespaces) close() {
 // scanNamespaces finds every network namespace held by a process or an nsfs
 // mount, without entering any of them, and asks the kernel once per
 // namespace for the nsid the host knows it by.
-func scanNamespaces(p Paths, trustPIDNamespace bool) (*namespaces, error) {
+//
+// It reads each process's namespace, not its threads' unless every
+// thread is true or the process's leader has exited: a namespace that
+// holds a process is not empty whatever its threads do. The threads are
+// read later, by addThreads, only when some namespace could look empty
+// or ownerless without them.
+func scanNamespaces(p Paths, trustPIDNamespace, everyThread bool) (*namespaces, error) {
 	host, err := hostNetnsInode(p)
 	if err != nil {
 		return nil, err
 	}
 	ns := &namespaces{
-		byInode:    map[uint64]*Namespace{},
-		byNSID:     map[int]*Namespace{},
-		mountPaths: map[uint64][]string{},
+		host:        host,
+		byInode:     map[uint64]*Namespace{},
+		byNSID:      map[int]*Namespace{},
+		mountPaths:  map[uint64][]string{},
+		threadsRead: everyThread,
 	}
-	if err := ns.addProcesses(p.Procfs, host); err != nil {
+	if err := ns.addProcesses(p.Procfs, host, everyThread); err != nil {
 		return nil, err
 	}
 	if os.Geteuid() != 0 {
@@ -242,8 +258,8 @@ func (ns *namespaces) get(inode uint64) *Namespace {
 	return n
 }
 
-func (ns *namespaces) addProcesses(procfs string, host uint64) error {
-	w, err := walkProcesses(procfs, func(pid int, inode uint64) {
+func (ns *namespaces) addProcesses(procfs string, host uint64, threads bool) error {
+	w, err := walkProcesses(procfs, threads, func(pid int, inode uint64) {
 		if inode != host {
 			ns.get(inode).addPID(pid)
 		}
@@ -251,12 +267,91 @@ func (ns *namespaces) addProcesses(procfs string, host uint64) error {
 	if err != nil {
 		return err
 	}
-	if w.denied > 0 {
+	ns.addWalk(w)
+	return nil
+}
+
+// addWalk records in the partial view what a walk could not see.
+func (ns *namespaces) addWalk(w processWalk) {
+	if w.denied > 0 && !ns.denied {
+		ns.denied = true
 		ns.partial = append(ns.partial, fmt.Sprintf(
 			"cannot read the network namespace of %d processes outside the host namespace (permission denied; CAP_SYS_PTRACE missing, or a security module)", w.denied))
 	}
 	if len(w.failed) > 0 {
 		ns.partial = append(ns.partial, w.failedMessage())
+	}
+}
+
+// needThreads reports whether the threads of every process must be read
+// before the veths of links can be judged: some peer namespace was not
+// found by the process pass (a thread alone may hold it), or holds no
+// process of a container (a thread of one may be in it), or some
+// namespace holds no process at all (a leaked namespace is only leaked if
+// no thread is in it either).
+func (ns *namespaces) needThreads(links []link) bool {
+	if ns.threadsRead {
+		return false
+	}
+	for _, n := range ns.byInode {
+		if len(n.PIDs) == 0 {
+			return true
+		}
+	}
+	for _, l := range links {
+		if !l.veth || l.peerNetNSID < 0 {
+			continue
+		}
+		n := ns.byNSID[l.peerNetNSID]
+		if n == nil || n.Owner == nil || n.Owner.Kind == OwnerProcess {
+			return true
+		}
+	}
+	return false
+}
+
+// addThreads reads the namespace of every thread of every process and
+// adds the processes it finds to the namespaces their threads are in,
+// new namespaces included (their nsids are looked up late, as for any
+// namespace the scan did not pin). The owners of the namespaces that
+// gained a process and have an nsid are resolved again. Threads that
+// cannot be read make the view partial, never a namespace empty.
+func (ns *namespaces) addThreads(p Paths, cache *ownerCache) error {
+	if ns.threadsRead {
+		return nil
+	}
+	ns.threadsRead = true
+	known := map[*Namespace]map[int]bool{}
+	w, err := walkProcesses(p.Procfs, true, func(pid int, inode uint64) {
+		if inode == ns.host {
+			return
+		}
+		n := ns.get(inode)
+		pids := known[n]
+		if pids == nil {
+			pids = make(map[int]bool, len(n.PIDs))
+			for _, pid := range n.PIDs {
+				pids[pid] = true
+			}
+			known[n] = pids
+		}
+		if !pids[pid] {
+			pids[pid] = true
+			n.PIDs = append(n.PIDs, pid)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	ns.addWalk(w)
+	for n, pids := range known {
+		if len(pids) == len(n.PIDs) {
+			continue
+		}
+		sort.Ints(n.PIDs)
+		if n.NSID >= 0 {
+			n.Owner = resolveOwner(p.Procfs, n, cache)
+		}
 	}
 	return nil
 }
@@ -299,12 +394,13 @@ func vanished(err error) bool {
 }
 
 // walkProcesses calls visit with the network namespace inode of every
-// process in procfs and of each of its threads that is in another
-// namespace than the process, in one pass: visit may see one PID several
-// times. A process or thread that exits meanwhile is skipped; any other
-// failure is counted in the result, never silently taken for "no
-// namespace".
-func walkProcesses(procfs string, visit func(pid int, inode uint64)) (processWalk, error) {
+// process in procfs and, when threads is true, of each of its threads
+// that is in another namespace than the process, in one pass: visit may
+// see one PID several times. The threads of a process whose leader has
+// exited are read in any case: the leader shows no namespace. A process
+// or thread that exits meanwhile is skipped; any other failure is counted
+// in the result, never silently taken for "no namespace".
+func walkProcesses(procfs string, threads bool, visit func(pid int, inode uint64)) (processWalk, error) {
 	var w processWalk
 	d, err := os.Open(procfs)
 	if err != nil {
@@ -328,6 +424,9 @@ func walkProcesses(procfs string, visit func(pid int, inode uint64)) (processWal
 		case err == nil:
 			leader = st.Ino
 			visit(pid, leader)
+			if !threads {
+				continue
+			}
 		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
 			// procfs registers its net entries once per namespace, and
 			// they are readable without ptrace access: a process whose
@@ -426,7 +525,7 @@ func readDirNames(dir string) ([]string, error) {
 // namespace is the host's, which holds no peer).
 func Occupants(p Paths, inodes map[uint64]bool) (map[uint64][]int, error) {
 	occupants := make(map[uint64][]int, len(inodes))
-	w, err := walkProcesses(p.Procfs, func(pid int, inode uint64) {
+	w, err := walkProcesses(p.Procfs, true, func(pid int, inode uint64) {
 		if !inodes[inode] {
 			return
 		}
@@ -570,6 +669,20 @@ func (ns *namespaces) lookupNSID(h *netlink.Handle, p Paths, n *Namespace) (id, 
 		id, fd, err := nsidOf(h, path, n.Inode)
 		if err == nil {
 			return id, fd, true
+		}
+	}
+	// A namespace that only a thread holds opens through that thread.
+	for _, pid := range n.PIDs {
+		dir := filepath.Join(p.Procfs, strconv.Itoa(pid), "task")
+		tids, err := readDirNames(dir)
+		if err != nil {
+			continue
+		}
+		for _, tid := range tids {
+			id, fd, err := nsidOf(h, filepath.Join(dir, tid, "ns/net"), n.Inode)
+			if err == nil {
+				return id, fd, true
+			}
 		}
 	}
 	return -1, -1, false

@@ -143,7 +143,7 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 
 			// The regular scan says the same as a partial view.
 			ns := &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}, mountPaths: map[uint64][]string{}}
-			if err := ns.addProcesses(f.dir, 0); err != nil {
+			if err := ns.addProcesses(f.dir, 0, true); err != nil {
 				t.Fatal(err)
 			}
 			if len(ns.partial) != 1 || !strings.Contains(ns.partial[0], tc.want) {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -226,7 +227,7 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.NamedNetns(t, "late")
 	netnstest.Veth(t, "vlate", "late", "")
-	ns, err := scanNamespaces(DefaultPaths, true)
+	ns, err := scanNamespaces(DefaultPaths, true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,6 +418,90 @@ func TestThreadHoldsNamespace(t *testing.T) {
 	}
 }
 
+// TestThreadAloneHoldsNamespace: one thread of a process that lives in
+// the host namespace is the only thing in a namespace (no mount, no
+// process): the process pass alone does not find it at all, so the
+// threads must be read, the namespace's nsid looked up late, and the veth
+// still found held by that process, never orphaned.
+func TestThreadAloneHoldsNamespace(t *testing.T) {
+	netnstest.Require(t)
+	tids := make(chan int)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			t.Error(err)
+			close(tids)
+			return
+		}
+		tids <- unix.Gettid()
+		<-release
+	}()
+	tid, ok := <-tids
+	if !ok {
+		t.FailNow()
+	}
+	defer close(release)
+	netnstest.IP(t, "netns", "attach", "lonethread", strconv.Itoa(tid))
+	netnstest.Veth(t, "vlonethread", "lonethread", "")
+	// Only the thread holds it now.
+	netnstest.IP(t, "netns", "del", "lonethread")
+
+	s := snapshot(t, newTestInventory(t))
+	v := mustVeth(t, s, "vlonethread")
+	wantVerdict(t, v, Unknown, ReasonNoKnownOwner)
+	if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.PIDs) != fmt.Sprint([]int{os.Getpid()}) {
+		t.Errorf("peer netns = %+v, want held by this process (%d) through its thread", v.PeerNetns, os.Getpid())
+	}
+	if !s.threadsRead {
+		t.Error("threads not read, want them read")
+	}
+}
+
+// TestContainerWithStrayProcess: a container's namespace that also holds a
+// stray process (an nsenter left behind) is still the container's, and
+// since a process of a container holds it, no thread needs reading.
+func TestContainerWithStrayProcess(t *testing.T) {
+	netnstest.Require(t)
+	holder := netnstest.Holder(t, "/docker/"+containerA)
+	netnstest.Veth(t, "vstrayed", strconv.Itoa(holder), "")
+	stray := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(holder)+"/ns/net", "sleep", "infinity")
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = stray.Process.Kill()
+		_ = stray.Wait()
+	})
+	want := []int{holder, stray.Process.Pid}
+	slices.Sort(want)
+	// nsenter enters the namespace before it execs sleep, and the
+	// namespaces of earlier tests die a moment after them (their veths,
+	// whose peers no scan finds, would call for the threads).
+	threads := func(s *Snapshot) bool { return s.threadsRead }
+	deadline := time.Now().Add(5 * time.Second)
+	var v *Veth
+	var s *Snapshot
+	for {
+		s = snapshot(t, newTestInventory(t))
+		v = mustVeth(t, s, "vstrayed")
+		if v.PeerNetns != nil && fmt.Sprint(v.PeerNetns.PIDs) == fmt.Sprint(want) && !threads(s) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantVerdict(t, v, Owned, ReasonContainer)
+	if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.PIDs) != fmt.Sprint(want) {
+		t.Errorf("peer netns = %+v, want PIDs %v", v.PeerNetns, want)
+	}
+	if v.Owner == nil || v.Owner.ID != containerA {
+		t.Errorf("owner = %+v, want container %s", v.Owner, containerA)
+	}
+	if threads(s) {
+		t.Error("threads read, want only the process pass")
+	}
+}
+
 // TestPinnedNSIDsAreNotReused: while a scan holds its namespaces open, a
 // namespace deleted meanwhile keeps its nsid, so a new namespace cannot
 // take it over and be mistaken for the deleted one by the dump that runs
@@ -425,7 +510,7 @@ func TestPinnedNSIDsAreNotReused(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.IP(t, "netns", "add", "doomed")
 	netnstest.Veth(t, "vdoomed", "doomed", "")
-	ns, err := scanNamespaces(DefaultPaths, true)
+	ns, err := scanNamespaces(DefaultPaths, true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
