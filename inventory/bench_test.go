@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -8,10 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
@@ -107,4 +110,163 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		})
 	}
+}
+
+// threadedHelper is a program that starts argv[1] idle threads, says "ok"
+// and then idles: a JVM or a Go runtime as far as /proc is concerned.
+const threadedHelper = `#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void *idle(void *arg) { for (;;) pause(); return arg; }
+int main(int argc, char **argv) {
+	int n = argc > 1 ? atoi(argv[1]) : 0;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 65536);
+	for (int i = 0; i < n; i++) {
+		pthread_t t;
+		if (pthread_create(&t, &attr, idle, 0)) return 1;
+	}
+	if (write(1, "ok\n", 3) != 3) return 1;
+	for (;;) pause();
+}
+`
+
+// busyNode builds the node of issue 11: 250 veths whose peers sit in 25
+// namespaces, each held by a process in a container's cgroup, and 2,000
+// processes with 20,000 threads in all (100 processes of 181 threads, the
+// rest single-threaded), every one in a peer namespace and its container's
+// cgroup. Nothing is orphaned.
+func busyNode(b *testing.B) {
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		b.Skip("no C compiler for the threaded helper")
+	}
+	dir := b.TempDir()
+	src := filepath.Join(dir, "threads.c")
+	bin := filepath.Join(dir, "threads")
+	if err := os.WriteFile(src, []byte(threadedHelper), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+		b.Fatalf("cc: %v\n%s", err, out)
+	}
+	root := netnstest.CgroupRoot(b)
+	const (
+		namespaces = 25
+		veths      = 250
+		processes  = 2000
+		threaded   = 100
+		threads    = 180 // besides the main thread
+	)
+	holders := make([]int, namespaces)
+	cgroups := make([]string, namespaces)
+	var batch strings.Builder
+	batch.WriteString("link add bbusy type bridge\nlink set bbusy up\n")
+	for i := range holders {
+		cgroups[i] = fmt.Sprintf("/docker/%064x", 0xb0b0000+i)
+		holders[i] = netnstest.Holder(b, cgroups[i])
+		for k := 0; k < veths/namespaces; k++ {
+			fmt.Fprintf(&batch, "link add vbusy%dx%d type veth peer name eth%d netns %d\n", i, k, k, holders[i])
+			fmt.Fprintf(&batch, "link set vbusy%dx%d master bbusy up\n", i, k)
+		}
+	}
+	path := filepath.Join(dir, "batch")
+	if err := os.WriteFile(path, []byte(batch.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "-force", "-batch", path).CombinedOutput(); err != nil {
+		b.Fatalf("ip -batch: %v\n%s", err, out)
+	}
+	// The holders are processes too.
+	for i := 0; i < processes-namespaces; i++ {
+		ns := i % namespaces
+		args := []string{"sleep", "infinity"}
+		if i < threaded {
+			args = []string{bin, strconv.Itoa(threads)}
+		}
+		// The shell joins the container's cgroup, then becomes the
+		// program in the container's namespace (nsenter execs it).
+		script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec nsenter --net=/proc/%d/ns/net %s",
+			filepath.Join(root, cgroups[ns]), holders[ns], strings.Join(args, " "))
+		cmd := exec.Command("sh", "-c", script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			// Our own child, killed and reaped by PID before the
+			// holders' cleanups remove the cgroups.
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+		if i < threaded {
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil || line != "ok\n" {
+				b.Fatalf("threaded helper: %q, %v", line, err)
+			}
+		}
+	}
+}
+
+// BenchmarkBusyNode compares, on the node of issue 11 and in one run, a
+// snapshot taken as before (every thread read, every cgroup read on every
+// scrape) with one taken now, and both with one bare pass over
+// /proc/*/ns/net; then again with one leftover, which makes the threads
+// count.
+func BenchmarkBusyNode(b *testing.B) {
+	netnstest.Require(b)
+	busyNode(b)
+	run := func(name string, everyThread bool, orphans int) {
+		b.Run(name, func(b *testing.B) {
+			inv := New(Config{TrustPIDNamespace: true, State: OpenState(filepath.Join(b.TempDir(), "state.json"), StateOptions{})})
+			inv.everyThread = everyThread
+			steps := map[string]time.Duration{}
+			for b.Loop() {
+				s, err := inv.Snapshot(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				orphaned := 0
+				for _, v := range s.Veths {
+					if v.Verdict == Orphaned || v.Reason == ReasonSettling {
+						orphaned++
+					}
+				}
+				if orphaned != orphans || len(s.Warnings) > 0 {
+					b.Fatalf("%d orphaned (or settling) veths, want %d; warnings %q", orphaned, orphans, s.Warnings)
+				}
+				for _, st := range s.Steps {
+					steps[st.Name] += st.Duration
+				}
+			}
+			for name, d := range steps {
+				b.ReportMetric(float64(d.Microseconds())/1000/float64(b.N), name+"-ms/op")
+			}
+		})
+	}
+	b.Run("bare-proc-pass", func(b *testing.B) {
+		for b.Loop() {
+			names, err := readDirNames("/proc")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var st unix.Stat_t
+			for _, name := range names {
+				if name[0] >= '0' && name[0] <= '9' {
+					_ = unix.Stat("/proc/"+name+"/ns/net", &st)
+				}
+			}
+		}
+	})
+	run("before", true, 0)
+	run("now", false, 0)
+	netnstest.IP(b, "netns", "add", "busyleft")
+	netnstest.Veth(b, "vbusyleft", "busyleft", "bbusy")
+	run("leftover/before", true, 1)
+	run("leftover/now", false, 1)
 }
