@@ -105,7 +105,11 @@ func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
 			}
 			c = parseCgroup(string(cg))
 		}
-		if !inNamespace(dir, n.Inode) {
+		// A cached process ran before this scan and still runs (same PID,
+		// same start time), so it is the process the scan just found in
+		// n: only one read now needs checking, since its PID may have gone
+		// to another process, elsewhere, after the scan.
+		if !cached && !inNamespace(dir, n.Inode) {
 			// Exited, or exited and its PID reused by a process elsewhere
 			// since the scan: its cgroup says nothing about n.
 			continue

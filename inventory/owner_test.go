@@ -103,7 +103,8 @@ func TestOwnerCache(t *testing.T) {
 	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerProcess {
 		t.Fatalf("reused PID: owner = %+v, want a process", o)
 	}
-	// A process that left the namespace is not counted, cached or not.
+	// A process read now that is not in the namespace (its PID taken by
+	// another process since the scan) is not counted.
 	other := &Namespace{Inode: st.Ino + 1, PIDs: []int{100}}
 	if o := resolveOwner(procfs, other, cache); o != nil {
 		t.Errorf("process elsewhere: owner = %+v, want none", o)
