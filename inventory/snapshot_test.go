@@ -664,3 +664,64 @@ func TestSnapshotOtherLinks(t *testing.T) {
 	netnstest.IP(t, "-n", "router", "link", "del", "r1")
 	wantVerdict(t, mustVeth(t, snapshot(t, newTestInventory(t)), "vrouter"), Orphaned, ReasonNetnsEmpty)
 }
+
+// TestReusedPIDIsNotTheOldContainer: a process of a container is cached as
+// the container's; once it exits, a new process that gets its PID (forced
+// through ns_last_pid in the test's PID namespace) in no container is a
+// plain process, whatever the cache held for that PID.
+func TestReusedPIDIsNotTheOldContainer(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "reuse")
+	netnstest.Veth(t, "vreuse", "reuse", "")
+	inv := newTestInventory(t)
+	start := func() *exec.Cmd {
+		cmd := exec.Command("nsenter", "--net=/run/netns/reuse", "sleep", "infinity")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+		return cmd
+	}
+	waitOwner := func(pid int, kind OwnerKind) *Veth {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			v := mustVeth(t, snapshot(t, inv), "vreuse")
+			if v.PeerNetns != nil && slices.Contains(v.PeerNetns.PIDs, pid) && v.Owner != nil && v.Owner.Kind == kind || time.Now().After(deadline) {
+				return v
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	old := start()
+	pid := old.Process.Pid
+	netnstest.MoveToCgroup(t, pid, "/docker/"+containerA)
+	if v := waitOwner(pid, OwnerContainer); v.Owner == nil || v.Owner.ID != containerA {
+		t.Fatalf("first process: owner = %+v, want container %s", v.Owner, containerA)
+	}
+	if inv.owners.len() != 1 {
+		t.Fatalf("%d processes cached, want the container's", inv.owners.len())
+	}
+	_ = old.Process.Kill()
+	_ = old.Wait()
+	// A later start time: the clock ticks at least every 10 ms.
+	time.Sleep(30 * time.Millisecond)
+	var reused *exec.Cmd
+	for try := 0; try < 20 && reused == nil; try++ {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			t.Skipf("cannot choose the next PID: %v", err)
+		}
+		if c := start(); c.Process.Pid == pid {
+			reused = c
+		}
+	}
+	if reused == nil {
+		t.Skipf("PID %d was not given again", pid)
+	}
+	if v := waitOwner(pid, OwnerProcess); v.Owner == nil || v.Owner.Kind != OwnerProcess {
+		t.Errorf("reused PID %d: owner = %+v, want a plain process", pid, v.Owner)
+	}
+}
