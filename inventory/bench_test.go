@@ -220,6 +220,9 @@ func busyNode(b *testing.B) {
 // count.
 func BenchmarkBusyNode(b *testing.B) {
 	netnstest.Require(b)
+	if testing.Short() {
+		b.Skip("2,000 processes and 20,000 threads are no smoke test: run without -short (make bench)")
+	}
 	busyNode(b)
 	run := func(name string, everyThread bool, orphans int) {
 		b.Run(name, func(b *testing.B) {
