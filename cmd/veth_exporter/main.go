@@ -170,12 +170,7 @@ func defaultCRIEndpoint() string {
 // otherwise on when the endpoint's socket exists now. A node without a CRI
 // runtime is not an error.
 func (f *inventoryFlags) openCRI(logger *slog.Logger) (*inventory.CRI, error) {
-	on := f.cri
-	if !f.criSet {
-		_, err := os.Stat(strings.TrimPrefix(f.criEndpoint, "unix://"))
-		on = err == nil
-	}
-	if !on {
+	if !resolverOn(f.cri, f.criSet, f.criEndpoint) {
 		logger.Debug("CRI resolver off", "endpoint", f.criEndpoint)
 		return nil, nil
 	}
@@ -196,15 +191,7 @@ func (f *inventoryFlags) openCRI(logger *slog.Logger) (*inventory.CRI, error) {
 // refused, and otherwise on when Docker's socket exists now. A host
 // without Docker is not an error.
 func (f *inventoryFlags) openDocker(logger *slog.Logger) (*inventory.Docker, error) {
-	on := f.docker
-	if !f.dockerSet {
-		on = false
-		if socket, ok := strings.CutPrefix(f.dockerHost, "unix://"); ok {
-			_, err := os.Stat(socket)
-			on = err == nil
-		}
-	}
-	if !on {
+	if !resolverOn(f.docker, f.dockerSet, f.dockerHost) {
 		logger.Debug("Docker resolver off", "host", f.dockerHost)
 		return nil, nil
 	}
@@ -214,6 +201,21 @@ func (f *inventoryFlags) openDocker(logger *slog.Logger) (*inventory.Docker, err
 		return nil, fmt.Errorf("--docker.host: %w", err)
 	}
 	return d, nil
+}
+
+// resolverOn says whether a runtime resolver runs: as its flag says when
+// the flag was given, otherwise when address is a unix socket that exists
+// at start-up.
+func resolverOn(flag, set bool, address string) bool {
+	if set {
+		return flag
+	}
+	socket, ok := strings.CutPrefix(address, "unix://")
+	if !ok {
+		return false
+	}
+	_, err := os.Stat(socket)
+	return err == nil
 }
 
 func compileOptional(flag, expr string) (*regexp.Regexp, error) {
