@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,9 +21,18 @@ import (
 // worst keep a veth owned, the safe side. A process's namespace is never
 // cached: a process can setns at any moment, and a cached "not in N"
 // would prove a false emptiness.
+//
+// It also remembers, per namespace, the process whose container owns it:
+// while that process (same PID, same start time) is among the processes
+// the scan found in the namespace, the namespace keeps its owner, at the
+// cost of one read of that process's stat instead of one per process in
+// the namespace. The owner was the container of the oldest process when
+// first resolved; a process that joins later is younger, except one that
+// enters with setns, which does not take the namespace over.
 type ownerCache struct {
-	mu    sync.Mutex
-	byPID map[int]cachedOwner
+	mu      sync.Mutex
+	byPID   map[int]cachedOwner
+	byNetns map[uint64]netnsOwner
 }
 
 type cachedOwner struct {
@@ -30,8 +40,50 @@ type cachedOwner struct {
 	owner cgroupOwner
 }
 
+// netnsOwner is the container owner of a namespace and its process.
+type netnsOwner struct {
+	pid   int
+	start uint64
+	owner Owner
+}
+
 func newOwnerCache() *ownerCache {
-	return &ownerCache{byPID: map[int]cachedOwner{}}
+	return &ownerCache{byPID: map[int]cachedOwner{}, byNetns: map[uint64]netnsOwner{}}
+}
+
+// namespaceOwner returns the container owner cached for n when its
+// process is still one of n's (the scan found it there) and has the same
+// start time: the same process, so still in the container's cgroup.
+func (c *ownerCache) namespaceOwner(procfs string, n *Namespace) (*Owner, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	e, ok := c.byNetns[n.Inode]
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	if _, found := slices.BinarySearch(n.PIDs, e.pid); !found {
+		return nil, false
+	}
+	start, ok := processStartTime(procfs + "/" + strconv.Itoa(e.pid))
+	if !ok || start != e.start {
+		return nil, false
+	}
+	o := e.owner
+	return &o, true
+}
+
+// putNamespace caches the container owner of n and the process it was
+// found by.
+func (c *ownerCache) putNamespace(n *Namespace, pid int, start uint64, o *Owner) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byNetns[n.Inode] = netnsOwner{pid: pid, start: start, owner: *o}
 }
 
 // get returns the cached owner of the process pid that started at start.
@@ -58,7 +110,8 @@ func (c *ownerCache) put(pid int, start uint64, o cgroupOwner) {
 	c.byPID[pid] = cachedOwner{start: start, owner: o}
 }
 
-// keep evicts the processes that live is false for: those gone since.
+// keep evicts the processes that live is false for (those gone since)
+// and the namespaces whose owner's process is one of them.
 func (c *ownerCache) keep(live func(pid int) bool) {
 	if c == nil {
 		return
@@ -68,6 +121,11 @@ func (c *ownerCache) keep(live func(pid int) bool) {
 	for pid := range c.byPID {
 		if !live(pid) {
 			delete(c.byPID, pid)
+		}
+	}
+	for inode, e := range c.byNetns {
+		if !live(e.pid) {
+			delete(c.byNetns, inode)
 		}
 	}
 }
@@ -85,8 +143,12 @@ func (c *ownerCache) len() int {
 // Processes outside any container make the owner a plain process, which is
 // never evidence that a veth is in use by a workload. cache may be nil.
 func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
+	if o, ok := cache.namespaceOwner(procfs, n); ok {
+		return o
+	}
 	var (
 		best      *Owner
+		bestPID   int
 		bestStart uint64
 		oldest    *Owner
 		oldStart  uint64
@@ -124,7 +186,7 @@ func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
 					kind = OwnerPod
 				}
 				best = &Owner{Kind: kind, ID: c.ContainerID, PodUID: c.PodUID, Runtime: c.Runtime}
-				bestStart = start
+				bestPID, bestStart = pid, start
 			}
 			continue
 		}
@@ -134,6 +196,7 @@ func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
 		}
 	}
 	if best != nil {
+		cache.putNamespace(n, bestPID, bestStart, best)
 		return best
 	}
 	return oldest

@@ -1,7 +1,9 @@
 package inventory
 
 import (
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -113,5 +115,96 @@ func TestOwnerCache(t *testing.T) {
 	cache.keep(func(int) bool { return false })
 	if cache.len() != 0 {
 		t.Errorf("after eviction: %d cached, want none", cache.len())
+	}
+}
+
+// TestNamespaceOwnerCache: a namespace keeps the container owner it was
+// resolved to while that owner's process is among the processes the scan
+// found in it, with one stat read; it is resolved again from every
+// process once that process left the namespace or its PID was reused.
+func TestNamespaceOwnerCache(t *testing.T) {
+	procfs := t.TempDir()
+	const (
+		sandbox = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		sidecar = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+	)
+	// PID 100, the oldest, runs in the sandbox; 101 and 102 in a sidecar
+	// sharing the namespace.
+	nsFile := ""
+	for i, pid := range []string{"100", "101", "102"} {
+		dir := filepath.Join(procfs, pid)
+		writeProcFile(t, dir, "stat", strings.Replace(procStat(pid, "app"), " 5678901 ", " 567890"+strconv.Itoa(i)+" ", 1))
+		id := sidecar
+		if pid == "100" {
+			id = sandbox
+		}
+		writeProcFile(t, dir, "cgroup", "0::/system.slice/docker-"+id+".scope\n")
+		if nsFile == "" {
+			writeProcFile(t, dir, "ns/net", "")
+			nsFile = filepath.Join(dir, "ns/net")
+		} else if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
+			t.Fatal(err)
+		} else if err := os.Link(nsFile, filepath.Join(dir, "ns/net")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(nsFile, &st); err != nil {
+		t.Fatal(err)
+	}
+	n := &Namespace{Inode: st.Ino, PIDs: []int{100, 101, 102}}
+	cache := newOwnerCache()
+	if o := resolveOwner(procfs, n, cache); o == nil || o.ID != sandbox {
+		t.Fatalf("first scrape: owner = %+v, want the sandbox %s", o, sandbox)
+	}
+	// The sidecar's processes are not read again: shown older than the
+	// sandbox process now (as processes that entered with setns can be),
+	// they would win a resolution from every process; the namespace
+	// keeps its owner, standing on the sandbox process alone.
+	for _, pid := range []string{"101", "102"} {
+		writeProcFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(procStat(pid, "app"), " 5678901 ", " 1000 ", 1))
+	}
+	if o := resolveOwner(procfs, &Namespace{Inode: st.Ino, PIDs: []int{100, 101, 102}}, newOwnerCache()); o == nil || o.ID != sidecar {
+		t.Fatalf("uncached: owner = %+v, want the oldest process's sidecar %s", o, sidecar)
+	}
+	if o := resolveOwner(procfs, n, cache); o == nil || o.ID != sandbox {
+		t.Fatalf("cached: owner = %+v, want the sandbox %s", o, sandbox)
+	}
+	// The answer is a copy: a reader that changes it changes no cache.
+	o := resolveOwner(procfs, n, cache)
+	o.Name = "changed"
+	if o := resolveOwner(procfs, n, cache); o.Name != "" {
+		t.Errorf("cached owner changed through a returned copy: %+v", o)
+	}
+	// The sandbox process no longer in the namespace (the scan did not
+	// find it there): every process is read again.
+	restore := func(pid string) {
+		writeProcFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(procStat(pid, "app"), " 5678901 ", " 5678902 ", 1))
+		writeProcFile(t, filepath.Join(procfs, pid), "cgroup", "0::/system.slice/docker-"+sidecar+".scope\n")
+	}
+	restore("101")
+	restore("102")
+	moved := &Namespace{Inode: st.Ino, PIDs: []int{101, 102}}
+	if o := resolveOwner(procfs, moved, cache); o == nil || o.ID != sidecar {
+		t.Fatalf("owner's process gone from the namespace: owner = %+v, want the sidecar %s", o, sidecar)
+	}
+	// The PID reused (another start time) by a plain process: not the
+	// sandbox, whatever the cache held for the namespace.
+	fresh := newOwnerCache()
+	if o := resolveOwner(procfs, n, fresh); o == nil || o.ID != sandbox {
+		t.Fatalf("owner = %+v, want the sandbox %s", o, sandbox)
+	}
+	writeProcFile(t, filepath.Join(procfs, "100"), "stat", strings.Replace(procStat("100", "sh"), " 5678901 ", " 5999999 ", 1))
+	writeProcFile(t, filepath.Join(procfs, "100"), "cgroup", "0::/user.slice\n")
+	if o := resolveOwner(procfs, n, fresh); o == nil || o.ID != sidecar {
+		t.Fatalf("owner's PID reused: owner = %+v, want the sidecar %s", o, sidecar)
+	}
+	// Eviction follows the owner's process.
+	fresh.keep(func(pid int) bool { return pid != 101 })
+	fresh.mu.Lock()
+	left := len(fresh.byNetns)
+	fresh.mu.Unlock()
+	if left != 0 {
+		t.Errorf("after the owner's process went: %d namespaces cached, want none", left)
 	}
 }
