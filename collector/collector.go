@@ -54,8 +54,8 @@ type Config struct {
 const (
 	helpInfo          = "Host-side veth interface; peer_ifindex is an index in the peer's namespace, peer_netnsid is empty when the peer is on the host (or its namespace has no id)."
 	helpUp            = "Whether the veth's operstate is up."
-	helpPeerAlive     = "Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found)."
-	helpPeerProcesses = "Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found)."
+	helpPeerAlive     = "Whether the peer's network namespace holds at least one process, or a container runtime runs a container in it (absent when the peer is on the host or its namespace was not found)."
+	helpPeerProcesses = "Number of processes in the peer's network namespace (absent when the peer is on the host, its namespace was not found, or a container runtime runs a container in it and they were not counted)."
 	helpOwner         = "Current owner of the veth's peer namespace."
 	helpLastOwner     = "Owner an orphaned veth had when the exporter last saw it owned."
 	helpOrphaned      = "Whether the veth is orphaned: nothing live owns it."
@@ -318,8 +318,11 @@ func (b *builder) veths(veths []*inventory.Veth) {
 			pair(&lPeerIfindex, strconv.Itoa(v.PeerIndex)), b.label(lPeerNetnsid, nsid))
 		b.gauge(up, boolValue(v.OperState == "up"), device...)
 		if ns := v.PeerNetns; ns != nil {
-			b.gauge(peerAlive, boolValue(len(ns.PIDs) > 0), device...)
-			b.gauge(peerProcesses, float64(len(ns.PIDs)), device...)
+			b.gauge(peerAlive, boolValue(!ns.Empty()), device...)
+			if !ns.Uncounted {
+				// A count not taken is absent, not zero.
+				b.gauge(peerProcesses, float64(len(ns.PIDs)), device...)
+			}
 		}
 		if o := v.Owner; o != nil {
 			b.gauge(owner, 1, b.ownerLabels(device[0], o)...)

@@ -83,11 +83,11 @@ veth_orphaned_since_timestamp_seconds{device="vleak"} 1.7000018e+09
 # HELP veth_owner_info Current owner of the veth's peer namespace.
 # TYPE veth_owner_info gauge
 veth_owner_info{device="vlive",id="abc",kind="container",name="api",pod_name="",pod_namespace="",pod_uid=""} 1
-# HELP veth_peer_netns_alive Whether the peer's network namespace holds at least one process (absent when the peer is on the host or its namespace was not found).
+# HELP veth_peer_netns_alive Whether the peer's network namespace holds at least one process, or a container runtime runs a container in it (absent when the peer is on the host or its namespace was not found).
 # TYPE veth_peer_netns_alive gauge
 veth_peer_netns_alive{device="vleak"} 0
 veth_peer_netns_alive{device="vlive"} 1
-# HELP veth_peer_netns_processes Number of processes in the peer's network namespace (absent when the peer is on the host or its namespace was not found).
+# HELP veth_peer_netns_processes Number of processes in the peer's network namespace (absent when the peer is on the host, its namespace was not found, or a container runtime runs a container in it and they were not counted).
 # TYPE veth_peer_netns_processes gauge
 veth_peer_netns_processes{device="vleak"} 0
 veth_peer_netns_processes{device="vlive"} 2
@@ -329,6 +329,34 @@ veth_interfaces{master="",verdict="unknown"} 0
 veth_leaked_netns 0
 `
 	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_interfaces", "veth_leaked_netns", "veth_info"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestUncountedProcesses: a peer namespace whose processes were not
+// counted (a runtime runs a container in it) is alive, and has no
+// process count rather than a count of zero.
+func TestUncountedProcesses(t *testing.T) {
+	snap := testSnapshot()
+	counted := snap.Veths[1]
+	counted.Name, counted.Index = "vcounted", 9
+	pod := &inventory.Namespace{Inode: 13, NSID: 2, Uncounted: true}
+	snap.Veths = []inventory.Veth{counted, {
+		Name: "vpod", Index: 10, Master: "cni0", OperState: "up", PeerIndex: 2, PeerNetNSID: 2,
+		PeerNetns: pod, Verdict: inventory.Owned, Reason: inventory.ReasonPod,
+		Owner: &inventory.Owner{Kind: inventory.OwnerPod, ID: "sb", PodName: "web", PodNamespace: "default", PodUID: "u"},
+	}}
+	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	want := `
+# HELP veth_peer_netns_alive Whether the peer's network namespace holds at least one process, or a container runtime runs a container in it (absent when the peer is on the host or its namespace was not found).
+# TYPE veth_peer_netns_alive gauge
+veth_peer_netns_alive{device="vcounted"} 1
+veth_peer_netns_alive{device="vpod"} 1
+# HELP veth_peer_netns_processes Number of processes in the peer's network namespace (absent when the peer is on the host, its namespace was not found, or a container runtime runs a container in it and they were not counted).
+# TYPE veth_peer_netns_processes gauge
+veth_peer_netns_processes{device="vcounted"} 2
+`
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_peer_netns_alive", "veth_peer_netns_processes"); err != nil {
 		t.Error(err)
 	}
 }

@@ -136,8 +136,9 @@ int main(int argc, char **argv) {
 // namespaces, each held by a process in a container's cgroup, and 2,000
 // processes with 20,000 threads in all (100 processes of 181 threads, the
 // rest single-threaded), every one in a peer namespace and its container's
-// cgroup. Nothing is orphaned.
-func busyNode(b *testing.B) {
+// cgroup. Nothing is orphaned. It returns the holders, the processes a
+// runtime would name for the namespaces.
+func busyNode(b *testing.B) []int {
 	cc, err := exec.LookPath("cc")
 	if err != nil {
 		b.Skip("no C compiler for the threaded helper")
@@ -211,25 +212,43 @@ func busyNode(b *testing.B) {
 			}
 		}
 	}
+	return holders
 }
 
 // BenchmarkBusyNode compares, on the node of issue 11 and in one run, a
 // snapshot taken as before (every thread read, every cgroup read on every
-// scrape) with one taken now, and both with one bare pass over
-// /proc/*/ns/net; then again with one leftover, which makes the threads
-// count.
+// scrape, a scan whatever the runtimes say) with one taken now, and both
+// with one bare pass over /proc/*/ns/net: without a runtime resolver, and
+// with one that runs a container in every peer namespace (its answers
+// made up front: what a resolver itself costs is BenchmarkDockerScrape's
+// and BenchmarkCRIScrape's to measure); then again with one leftover
+// held by a mount, which makes every process and thread count. Each
+// inventory takes one scrape before the timed ones (reported as
+// cold-ms): a scrape's steady cost is what a node pays.
 func BenchmarkBusyNode(b *testing.B) {
 	netnstest.Require(b)
 	if testing.Short() {
 		b.Skip("2,000 processes and 20,000 threads are no smoke test: run without -short (make bench)")
 	}
-	busyNode(b)
-	run := func(name string, everyThread bool, orphans int) {
+	holders := busyNode(b)
+	runtime := &fakeResolver{step: "runtime", quiet: true}
+	for _, pid := range holders {
+		path := "/proc/" + strconv.Itoa(pid) + "/ns/net"
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			b.Fatal(err)
+		}
+		runtime.running = append(runtime.running, RunningNetns{Inode: st.Ino, Path: path, PID: pid})
+	}
+	run := func(name string, noShortcuts, withRuntime bool, orphans int) {
 		b.Run(name, func(b *testing.B) {
-			inv := New(Config{TrustPIDNamespace: true, State: OpenState(filepath.Join(b.TempDir(), "state.json"), StateOptions{})})
-			inv.everyThread = everyThread
-			steps := map[string]time.Duration{}
-			for b.Loop() {
+			cfg := Config{TrustPIDNamespace: true, State: OpenState(filepath.Join(b.TempDir(), "state.json"), StateOptions{})}
+			if withRuntime {
+				cfg.Resolvers = []Resolver{runtime}
+			}
+			inv := New(cfg)
+			inv.noShortcuts = noShortcuts
+			scrape := func() *Snapshot {
 				s, err := inv.Snapshot(context.Background())
 				if err != nil {
 					b.Fatal(err)
@@ -243,13 +262,21 @@ func BenchmarkBusyNode(b *testing.B) {
 				if orphaned != orphans || len(s.Warnings) > 0 {
 					b.Fatalf("%d orphaned (or settling) veths, want %d; warnings %q", orphaned, orphans, s.Warnings)
 				}
-				for _, st := range s.Steps {
+				return s
+			}
+			start := time.Now()
+			scrape()
+			cold := time.Since(start)
+			steps := map[string]time.Duration{}
+			for b.Loop() {
+				for _, st := range scrape().Steps {
 					steps[st.Name] += st.Duration
 				}
 			}
 			for name, d := range steps {
 				b.ReportMetric(float64(d.Microseconds())/1000/float64(b.N), name+"-ms/op")
 			}
+			b.ReportMetric(float64(cold.Microseconds())/1000, "cold-ms")
 		})
 	}
 	b.Run("bare-proc-pass", func(b *testing.B) {
@@ -266,10 +293,13 @@ func BenchmarkBusyNode(b *testing.B) {
 			}
 		}
 	})
-	run("before", true, 0)
-	run("now", false, 0)
+	run("before", true, false, 0)
+	run("now", false, false, 0)
+	run("runtime/before", true, true, 0)
+	run("runtime/now", false, true, 0)
 	netnstest.IP(b, "netns", "add", "busyleft")
 	netnstest.Veth(b, "vbusyleft", "busyleft", "bbusy")
-	run("leftover/before", true, 1)
-	run("leftover/now", false, 1)
+	run("leftover/before", true, false, 1)
+	run("leftover/now", false, false, 1)
+	run("leftover/runtime/now", false, true, 1)
 }

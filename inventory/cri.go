@@ -35,7 +35,7 @@ func (c *CRI) Timeout() time.Duration { return c.timeout }
 
 // Observe implements [Resolver]: the runtime's sandboxes for the snapshot
 // (see [CRI.View]) and the namespaces they use.
-func (c *CRI) Observe(ctx context.Context, p Paths, _ time.Time) (Observation, error) {
+func (c *CRI) Observe(ctx context.Context, p Paths) (Observation, error) {
 	v := c.View(ctx)
 	// Claims make no call: the count is the snapshot's.
 	v.Requests = c.Requests()
@@ -54,16 +54,18 @@ type criObservation struct {
 	byInode map[uint64]*CRISandbox
 	// byID: the sandboxes not in the node's namespace, by ID.
 	byID map[string]*CRISandbox
+	// paths open the namespaces of byInode, by inode.
+	paths map[uint64]string
 }
 
 func newCRIObservation(v *CRIView, p Paths) *criObservation {
-	o := &criObservation{view: v, byInode: map[uint64]*CRISandbox{}, byID: map[string]*CRISandbox{}}
+	o := &criObservation{view: v, byInode: map[uint64]*CRISandbox{}, byID: map[string]*CRISandbox{}, paths: map[uint64]string{}}
 	for _, sb := range v.Sandboxes {
 		if sb.HostNetwork {
 			continue
 		}
 		o.byID[sb.ID] = sb
-		inode := criNetnsInode(p, sb)
+		inode, path := criNetnsOf(p, sb)
 		if inode == 0 {
 			continue
 		}
@@ -71,16 +73,17 @@ func newCRIObservation(v *CRIView, p Paths) *criObservation {
 		// the better answer.
 		if old := o.byInode[inode]; old == nil || (old.State != CRIReady && sb.State == CRIReady) {
 			o.byInode[inode] = sb
+			o.paths[inode] = path
 		}
 	}
 	return o
 }
 
-// criNetnsInode finds the namespace of a sandbox: through the mount that
-// pins it, which names it for as long as the runtime keeps it, else
-// through the pause process, whose PID a cached status may hold after it
+// criNetnsOf finds the namespace of a sandbox, and a path that opens it:
+// the mount that pins it, which names it for as long as the runtime keeps
+// it, else the pause process, whose PID a cached status may hold after it
 // died: the process must still be in the sandbox's cgroup.
-func criNetnsInode(p Paths, sb *CRISandbox) uint64 {
+func criNetnsOf(p Paths, sb *CRISandbox) (uint64, string) {
 	var st unix.Stat_t
 	if sb.Netns != "" {
 		// A mount point the runtime unmounted stays a plain file for a
@@ -88,20 +91,20 @@ func criNetnsInode(p Paths, sb *CRISandbox) uint64 {
 		path := filepath.Join(p.Rootfs, sb.Netns)
 		var fs unix.Statfs_t
 		if unix.Statfs(path, &fs) == nil && fs.Type == unix.NSFS_MAGIC && unix.Stat(path, &st) == nil {
-			return st.Ino
+			return st.Ino, path
 		}
 	}
 	if sb.Pid <= 0 {
-		return 0
+		return 0, ""
 	}
 	dir := p.Procfs + "/" + strconv.Itoa(sb.Pid)
 	if cg, err := os.ReadFile(dir + "/cgroup"); err != nil || parseCgroup(string(cg)).ContainerID != sb.ID {
-		return 0
+		return 0, ""
 	}
 	if unix.Stat(dir+"/ns/net", &st) == nil {
-		return st.Ino
+		return st.Ino, dir + "/ns/net"
 	}
-	return 0
+	return 0, ""
 }
 
 // Claim implements [Observation]. A sandbox the runtime lists, ready or
@@ -153,6 +156,23 @@ func (o *criObservation) podNamespace(v *Veth) bool {
 // owner is the owner a sandbox makes.
 func (o *criObservation) owner(sb *CRISandbox) *Owner {
 	return &Owner{Kind: OwnerPod, ID: sb.ID, Name: sb.Name, PodNamespace: sb.Namespace, PodName: sb.Name, PodUID: sb.UID, Runtime: o.view.Runtime}
+}
+
+// Running implements [Observation]: the namespaces of the ready
+// sandboxes. A NOTREADY one is claimed running too (see Claim), but its
+// pause process is gone: its namespace's processes are counted, as the
+// evidence of a pod the kubelet is about to stop.
+func (o *criObservation) Running() []RunningNetns {
+	if !o.view.Up {
+		return nil
+	}
+	running := make([]RunningNetns, 0, len(o.byInode))
+	for inode, sb := range o.byInode {
+		if sb.State == CRIReady {
+			running = append(running, RunningNetns{Inode: inode, Path: o.paths[inode], PID: sb.Pid})
+		}
+	}
+	return running
 }
 
 // Record implements [Observation]: the snapshot's cri key and the CRI

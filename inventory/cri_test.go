@@ -250,7 +250,7 @@ func TestCRINoRuntimeService(t *testing.T) {
 	f.stop()
 	f.start(t, false)
 	c := newTestCRI(t, f)
-	o, err := c.Observe(context.Background(), DefaultPaths, time.Now())
+	o, err := c.Observe(context.Background(), DefaultPaths)
 	if err == nil {
 		t.Fatal("Observe of an endpoint without the runtime service: no error")
 	}
@@ -263,12 +263,12 @@ func TestCRINoRuntimeService(t *testing.T) {
 	}
 	// Turned on only because the socket exists: nothing to say, no failure.
 	c.QuietWithoutCRI()
-	if _, err := c.Observe(context.Background(), DefaultPaths, time.Now()); err != nil {
+	if _, err := c.Observe(context.Background(), DefaultPaths); err != nil {
 		t.Errorf("QuietWithoutCRI: Observe of an endpoint without the runtime service: %v, want no error", err)
 	}
 	// A runtime that is down is down all the same.
 	f.stop()
-	if _, err := c.Observe(context.Background(), DefaultPaths, time.Now()); err == nil {
+	if _, err := c.Observe(context.Background(), DefaultPaths); err == nil {
 		t.Error("QuietWithoutCRI: Observe of a stopped endpoint: no error")
 	}
 }
@@ -280,11 +280,11 @@ func TestCRIClaims(t *testing.T) {
 	// This process's namespace stands for a pod's: its ns file is an nsfs
 	// inode, as a /run/netns/cni-* mount is.
 	nsFile := fmt.Sprintf("/proc/%d/ns/net", self)
-	inode := criNetnsInode(DefaultPaths, &CRISandbox{Netns: nsFile})
+	inode, _ := criNetnsOf(DefaultPaths, &CRISandbox{Netns: nsFile})
 	if inode == 0 {
 		t.Fatal("cannot stat this process's network namespace")
 	}
-	if got := criNetnsInode(DefaultPaths, &CRISandbox{Netns: "/etc/hostname"}); got != 0 {
+	if got, _ := criNetnsOf(DefaultPaths, &CRISandbox{Netns: "/etc/hostname"}); got != 0 {
 		t.Errorf("a plain file as netns path: inode %d, want 0 (not a namespace)", got)
 	}
 	ready := &CRISandbox{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: CRIReady, Netns: nsFile}
@@ -358,14 +358,14 @@ func TestCRIClaims(t *testing.T) {
 func TestCRIObserveMatchesByInode(t *testing.T) {
 	self := os.Getpid()
 	nsFile := fmt.Sprintf("/proc/%d/ns/net", self)
-	inode := criNetnsInode(DefaultPaths, &CRISandbox{Netns: nsFile})
+	inode, _ := criNetnsOf(DefaultPaths, &CRISandbox{Netns: nsFile})
 	// Statuses give /proc paths for namespaces not pinned by a mount:
 	// only the PID finds those, and this one's PID is not a pause.
 	f := newFakeCRI(t,
 		fakeSandbox{id: "s1", namespace: "default", name: "web", uid: "u1", ready: true, netns: "/var/run/netns/cni-x"},
 		fakeSandbox{id: "s2", namespace: "default", name: "procpath", uid: "u2", ready: true, netns: nsFile, pid: self})
 	c := newTestCRI(t, f)
-	o, err := c.Observe(context.Background(), Paths{Procfs: "/proc", Sysfs: "/sys", Rootfs: "/"}, time.Now())
+	o, err := c.Observe(context.Background(), Paths{Procfs: "/proc", Sysfs: "/sys", Rootfs: "/"})
 	if err != nil {
 		t.Fatal(err)
 	}

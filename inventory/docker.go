@@ -33,9 +33,9 @@ func (d *Docker) Timeout() time.Duration { return d.timeout }
 
 // Observe implements [Resolver]: Docker's view for the snapshot (see
 // [Docker.View]) and the namespaces its running containers use.
-func (d *Docker) Observe(ctx context.Context, p Paths, scanned time.Time) (Observation, error) {
+func (d *Docker) Observe(ctx context.Context, p Paths) (Observation, error) {
 	v := d.View(ctx)
-	return &dockerObservation{docker: d, claims: newDockerClaims(v, p, scanned)}, v.Err
+	return &dockerObservation{docker: d, claims: newDockerClaims(v, p)}, v.Err
 }
 
 // dockerObservation is what Docker said for one snapshot.
@@ -82,6 +82,19 @@ func (o *dockerObservation) Claim(ctx context.Context, v *Veth) Claim {
 		c.LastOwner, c.LastOwnerSeen = dockerOwner(dc), dc.FinishedAt
 	}
 	return c
+}
+
+// Running implements [Observation]: the namespaces of the running
+// containers, each found through the namespace's owner (the sandbox).
+func (o *dockerObservation) Running() []RunningNetns {
+	if !o.claims.view.Up {
+		return nil
+	}
+	running := make([]RunningNetns, 0, len(o.claims.running))
+	for inode, cs := range o.claims.running {
+		running = append(running, RunningNetns{Inode: inode, Path: o.claims.paths[inode], PID: cs[0].Pid})
+	}
+	return running
 }
 
 // Record implements [Observation]: the snapshot's docker key and
@@ -145,25 +158,28 @@ func (v *DockerView) Families(s *Snapshot) []Family {
 // container whose sandbox it was.
 type dockerClaims struct {
 	view *DockerView
-	// since is when the snapshot's namespace scan began.
-	since time.Time
 	// running: containers running in each namespace, by inode, the
 	// namespace's owner (the sandbox) first.
 	running map[uint64][]*DockerContainer
+	// paths open the namespaces of running, by inode.
+	paths map[uint64]string
 	// byID: every container Docker knows.
 	byID map[string]*DockerContainer
 }
 
-func newDockerClaims(v *DockerView, p Paths, since time.Time) *dockerClaims {
-	c := &dockerClaims{view: v, since: since, running: map[uint64][]*DockerContainer{}, byID: map[string]*DockerContainer{}}
+func newDockerClaims(v *DockerView, p Paths) *dockerClaims {
+	c := &dockerClaims{view: v, running: map[uint64][]*DockerContainer{}, paths: map[uint64]string{}, byID: map[string]*DockerContainer{}}
 	for _, dc := range v.Containers {
 		c.byID[dc.ID] = dc
 		if !dc.running() || dc.NetworkMode == "host" || dc.NetworkMode == "none" {
 			continue
 		}
-		inode := netnsInodeOf(p, dc)
+		inode, path := netnsOf(p, dc)
 		if inode == 0 {
 			continue
+		}
+		if _, ok := c.paths[inode]; !ok || !dc.sharesNamespace() {
+			c.paths[inode] = path
 		}
 		if dc.sharesNamespace() {
 			c.running[inode] = append(c.running[inode], dc)
@@ -174,28 +190,31 @@ func newDockerClaims(v *DockerView, p Paths, since time.Time) *dockerClaims {
 	return c
 }
 
-// netnsInodeOf finds the namespace of a running container: through its
-// sandbox mount, which names that namespace for as long as the container
-// runs, else (a container in another's namespace has none) through its
-// init process, whose PID a cached inspect may hold after a restart the
-// events stream missed: the process must still be in a Docker cgroup of
-// this container.
-func netnsInodeOf(p Paths, c *DockerContainer) uint64 {
+// netnsOf finds the namespace of a running container, and a path that
+// opens it: its sandbox mount, which names that namespace for as long as
+// the container runs, else (a container in another's namespace has none)
+// its init process, whose PID a cached inspect may hold after a restart
+// the events stream missed: the process must still be in a Docker cgroup
+// of this container.
+func netnsOf(p Paths, c *DockerContainer) (uint64, string) {
 	var st unix.Stat_t
-	if c.SandboxKey != "" && unix.Stat(filepath.Join(p.Rootfs, c.SandboxKey), &st) == nil {
-		return st.Ino
+	if c.SandboxKey != "" {
+		path := filepath.Join(p.Rootfs, c.SandboxKey)
+		if unix.Stat(path, &st) == nil {
+			return st.Ino, path
+		}
 	}
 	if c.Pid <= 0 {
-		return 0
+		return 0, ""
 	}
 	dir := p.Procfs + "/" + strconv.Itoa(c.Pid)
 	if cg, err := os.ReadFile(dir + "/cgroup"); err != nil || parseCgroup(string(cg)).ContainerID != c.ID {
-		return 0
+		return 0, ""
 	}
 	if unix.Stat(dir+"/ns/net", &st) == nil {
-		return st.Ino
+		return st.Ino, dir + "/ns/net"
 	}
-	return 0
+	return 0, ""
 }
 
 // claim returns what Docker says about v's peer namespace, and the
@@ -209,7 +228,7 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		// A namespace only a mount holds could be a sandbox of this
 		// daemon in an exec root not learned yet (an exporter started
 		// while Docker was down): Docker decides those too.
-		if c.dockerNamespace(v) || len(n.PIDs) == 0 {
+		if c.dockerNamespace(v) || n.Empty() {
 			return RuntimeDown, nil
 		}
 		return RuntimeSilent, nil
@@ -227,10 +246,11 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		if dc == nil || !dc.stopped() {
 			continue
 		}
-		// A process in the container's cgroup against a record listed
-		// before the scan: the container may have started since, and its
-		// start event not have reached the cache yet. The process wins.
-		if v.Owner != nil && v.Owner.ID == dc.ID && c.view.Listed.Before(c.since) {
+		// A process in the container's cgroup against the record, which
+		// was listed before any process was read (every runtime is asked
+		// first): the container may have started since, and its start
+		// event not have reached the cache yet. The process wins.
+		if v.Owner != nil && v.Owner.ID == dc.ID {
 			continue
 		}
 		return RuntimeExited, dc

@@ -274,14 +274,14 @@ func TestDockerClaims(t *testing.T) {
 	// This process's namespace stands for a sandbox: its ns file is what
 	// a SandboxKey mount shows.
 	key := fmt.Sprintf("/proc/%d/ns/net", self)
-	inode := netnsInodeOf(DefaultPaths, &DockerContainer{SandboxKey: key})
+	inode, _ := netnsOf(DefaultPaths, &DockerContainer{SandboxKey: key})
 	if inode == 0 {
 		t.Fatal("cannot stat this process's network namespace")
 	}
 	sandbox := &DockerContainer{ID: "s", Name: "web", State: "running", NetworkMode: "default", SandboxKey: key}
 	sidecar := &DockerContainer{ID: "c", Name: "sidecar", State: "running", NetworkMode: "container:s", Pid: self}
 	gone := &DockerContainer{ID: "g", Name: "api", State: "exited", NetworkMode: "default", SandboxKey: "/run/docker/netns/abc"}
-	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths, time.Time{})
+	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
 
 	ns := &Namespace{Inode: inode, PIDs: []int{self}}
 	if claim, dc := up.claim(&Veth{PeerNetns: ns}); claim != RuntimeRunning || dc != sandbox {
@@ -295,22 +295,19 @@ func TestDockerClaims(t *testing.T) {
 	// A paused container is frozen, not gone.
 	paused := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{
 		{ID: "p", Name: "frozen", State: "paused", NetworkMode: "default", SandboxKey: key},
-	}}, DefaultPaths, time.Time{})
+	}}, DefaultPaths)
 	if claim, _ := paused.claim(&Veth{PeerNetns: ns, Owner: &Owner{Kind: OwnerContainer, ID: "p"}}); claim != RuntimeRunning {
 		t.Errorf("paused container: claim %v, want running", claim)
 	}
-	// A record listed before the scan against a live process of the
-	// container: the container may have started again since.
+	// The record against a live process of the container: the record
+	// was listed before any process was read, and the container may have
+	// started again since. The process wins.
 	restarted := &DockerContainer{ID: "r", Name: "again", State: "exited", NetworkMode: "default"}
-	stale := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restarted}}, DefaultPaths, time.Now().Add(time.Second))
+	stale := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restarted}}, DefaultPaths)
 	if claim, _ := stale.claim(&Veth{PeerNetns: byHistory, Owner: &Owner{Kind: OwnerContainer, ID: "r"}}); claim != RuntimeSilent {
-		t.Errorf("stale exited record against a live process: claim %v, want silent", claim)
+		t.Errorf("exited record against a live process: claim %v, want silent", claim)
 	}
-	fresh := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restarted}}, DefaultPaths, time.Now().Add(-time.Second))
-	if claim, _ := fresh.claim(&Veth{PeerNetns: byHistory, Owner: &Owner{Kind: OwnerContainer, ID: "r"}}); claim != RuntimeExited {
-		t.Errorf("fresh exited record against a lingering process: claim %v, want exited", claim)
-	}
-	created := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{{ID: "n", State: "created"}}}, DefaultPaths, time.Time{})
+	created := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{{ID: "n", State: "created"}}}, DefaultPaths)
 	if claim, _ := created.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "n"}}); claim != RuntimeSilent {
 		t.Errorf("created container: claim %v, want silent", claim)
 	}
@@ -319,7 +316,7 @@ func TestDockerClaims(t *testing.T) {
 		t.Errorf("a namespace Docker does not know: claim %v, want silent", claim)
 	}
 
-	down := newDockerClaims(&DockerView{NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths, time.Time{})
+	down := newDockerClaims(&DockerView{NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
 	if claim, _ := down.claim(&Veth{PeerNetns: leak}); claim != RuntimeDown {
 		t.Errorf("Docker's namespace while Docker is down: claim %v, want down", claim)
 	}
@@ -336,9 +333,9 @@ func TestDockerClaims(t *testing.T) {
 		t.Errorf("a pod's namespace while Docker is down: claim %v, want silent", claim)
 	}
 	// The same container as current and last owner: the live process wins
-	// over a record listed before the scan, whichever owner names it.
+	// over the record, whichever owner names it.
 	restartedToo := &DockerContainer{ID: "r2", State: "exited", NetworkMode: "default"}
-	staleToo := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restartedToo}}, DefaultPaths, time.Now().Add(time.Second))
+	staleToo := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restartedToo}}, DefaultPaths)
 	both := &Owner{Kind: OwnerContainer, ID: "r2"}
 	if claim, _ := staleToo.claim(&Veth{PeerNetns: byHistory, Owner: both, LastOwner: &Owner{Kind: OwnerContainer, ID: "r2"}}); claim != RuntimeSilent {
 		t.Errorf("stale exited record, same container as owner and last owner: claim %v, want silent", claim)

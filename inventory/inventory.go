@@ -2,8 +2,9 @@
 // node: which veths exist, which network namespace holds each peer, who owns
 // that namespace, and whether the veth is a leftover.
 //
-// A snapshot is built from one netlink link dump, one pass over /proc and one
-// read of mountinfo; it never forks, never enters a namespace and never
+// A snapshot is built from one netlink link dump, one read of mountinfo and
+// one pass over /proc, which it skips when the container runtimes account
+// for every namespace; it never forks, never enters a namespace and never
 // changes the system. The only thing it writes is the exporter's own state
 // file (when it last observed; per veth its peer, first-seen and
 // orphaned-since times and last known owner; veths gone within the hour).
@@ -113,8 +114,14 @@ type Namespace struct {
 	// NSID is the id the host namespace knows it by, or -1 when none is
 	// assigned (a namespace that holds no peer of a host veth).
 	NSID int `json:"nsid"`
-	// PIDs are the processes in the namespace, as seen in --path.procfs.
+	// PIDs are the processes in the namespace, as seen in --path.procfs;
+	// empty when they were not counted (Uncounted).
 	PIDs []int `json:"pids"`
+	// Uncounted: the processes in the namespace were not counted. A
+	// runtime resolver runs a container or a pod sandbox in it, which
+	// settles the verdicts of its veths without a pass over /proc (see
+	// [Observation.Running]); a count not taken is not zero.
+	Uncounted bool `json:"uncounted,omitempty"`
 	// Mounts are the nsfs bind mounts that hold the namespace, such as
 	// /run/netns/NAME or /run/docker/netns/ID.
 	Mounts []string `json:"mounts"`
@@ -129,6 +136,12 @@ type Namespace struct {
 	// routes for others (a veth to a live container, a tunnel) is in use
 	// without a process. "?" when its links could not be listed.
 	OtherLinks []string `json:"other_links,omitempty"`
+}
+
+// Empty reports whether no process is in the namespace: the processes
+// were counted, and none was found.
+func (n *Namespace) Empty() bool {
+	return !n.Uncounted && len(n.PIDs) == 0
 }
 
 // Veth is one host-side veth interface and everything known about it.

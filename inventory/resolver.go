@@ -55,11 +55,13 @@ type Resolver interface {
 	Start()
 	// Close stops what Start started.
 	Close()
-	// Observe asks the runtime once for a snapshot whose namespace scan
-	// began at scanned, and returns what the resolver saw and the step's
-	// error. It returns an Observation even when the runtime does not
-	// answer: that one claims down the namespaces that are the runtime's.
-	Observe(ctx context.Context, p Paths, scanned time.Time) (Observation, error)
+	// Observe asks the runtime once for a snapshot, and returns what the
+	// resolver saw and the step's error. It returns an Observation even
+	// when the runtime does not answer: that one claims down the
+	// namespaces that are the runtime's. Every resolver is observed
+	// before the snapshot reads a process: what a runtime said was said
+	// before any process the snapshot finds was seen.
+	Observe(ctx context.Context, p Paths) (Observation, error)
 }
 
 // Observation is what one [Resolver] saw for one snapshot.
@@ -73,6 +75,24 @@ type Observation interface {
 	// the JSON of inspect and the resolver's metric families (see
 	// [Snapshot.RuntimeViews]).
 	Record(s *Snapshot)
+	// Running returns the namespaces that Claim claims running: those in
+	// which the runtime runs a container or sandbox now, found when the
+	// observation was made. A snapshot in which every veth's peer
+	// namespace is one of them (and every namespace a mount holds too)
+	// needs no pass over /proc: their verdicts are settled.
+	Running() []RunningNetns
+}
+
+// RunningNetns is a namespace in which a runtime runs a container or a
+// pod sandbox.
+type RunningNetns struct {
+	// Inode identifies the namespace.
+	Inode uint64
+	// Path opens it, as this process sees it: the mount that pins it or
+	// the ns/net of the container's process. It must still open to Inode.
+	Path string
+	// PID is the container's (the sandbox's) process, 0 when unknown.
+	PID int
 }
 
 // RuntimeView is a resolver's record in a [Snapshot].

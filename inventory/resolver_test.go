@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -16,6 +17,12 @@ type fakeResolver struct {
 	timeout time.Duration
 	err     error
 
+	// running are the namespaces the runtime runs containers in: it
+	// claims them running, owned by a container named after the inode.
+	running []RunningNetns
+	// quiet records nothing.
+	quiet bool
+
 	mu        sync.Mutex
 	deadlines []time.Time // of the contexts Observe got
 	claimed   int         // Claim calls
@@ -26,7 +33,7 @@ func (r *fakeResolver) Timeout() time.Duration { return r.timeout }
 func (r *fakeResolver) Start()                 {}
 func (r *fakeResolver) Close()                 {}
 
-func (r *fakeResolver) Observe(ctx context.Context, _ Paths, _ time.Time) (Observation, error) {
+func (r *fakeResolver) Observe(ctx context.Context, _ Paths) (Observation, error) {
 	d, _ := ctx.Deadline()
 	r.mu.Lock()
 	r.deadlines = append(r.deadlines, d)
@@ -36,14 +43,24 @@ func (r *fakeResolver) Observe(ctx context.Context, _ Paths, _ time.Time) (Obser
 
 type fakeObservation struct{ r *fakeResolver }
 
-func (o fakeObservation) Claim(context.Context, *Veth) Claim {
+func (o fakeObservation) Claim(_ context.Context, v *Veth) Claim {
 	o.r.mu.Lock()
 	o.r.claimed++
 	o.r.mu.Unlock()
+	for _, r := range o.r.running {
+		if v.PeerNetns != nil && v.PeerNetns.Inode == r.Inode {
+			return Claim{State: RuntimeRunning, Owner: &Owner{Kind: OwnerContainer, ID: fmt.Sprint(r.Inode), Name: "fake"}}
+		}
+	}
 	return Claim{}
 }
 
+func (o fakeObservation) Running() []RunningNetns { return o.r.running }
+
 func (o fakeObservation) Record(s *Snapshot) {
+	if o.r.quiet {
+		return
+	}
 	s.Warnings = append(s.Warnings, "recorded by "+o.r.step)
 }
 

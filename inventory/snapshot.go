@@ -63,10 +63,14 @@ type Inventory struct {
 
 	// owners caches the container owners of processes across builds.
 	owners *ownerCache
-	// everyThread reads every thread on every scrape and turns the owner
-	// cache off: the code before both shortcuts, for the benchmark that
-	// compares with it.
-	everyThread bool
+	// noShortcuts is the code before the shortcuts of busy nodes: every
+	// thread read and every process's cgroup on every scrape, no owner
+	// cache, a scan even where the runtimes account for every namespace.
+	// For the benchmark that compares with it.
+	noShortcuts bool
+	// betweenDumpAndScan, when set, runs after the link dump of a scan
+	// and before the scan itself, for the test of what dies between them.
+	betweenDumpAndScan func()
 }
 
 // build is one snapshot being taken, shared by everyone who waits for it.
@@ -193,109 +197,74 @@ func (inv *Inventory) start(ctx context.Context) *build {
 }
 
 // take builds one snapshot.
+//
+// The runtimes are asked first, each on its own: a runtime that hangs
+// delays no other, and everything this snapshot asks one runtime shares
+// one deadline, that runtime's timeout. When they account for every
+// namespace that matters, the verdicts are settled without reading a
+// process (see [Inventory.accounted]); otherwise every process's
+// namespace is read ([Inventory.scan]).
 func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	s := &Snapshot{Taken: inv.cfg.Now()}
-
-	// Namespaces first: the scan holds every namespace it finds open, so
-	// none of them can die and hand its nsid to a new namespace before the
-	// dump has reported the peers' nsids. A dump taken before the scan
-	// could show a dying namespace's nsid that the scan then finds on a
-	// newcomer. The owners' cgroups, mostly /proc reads, are then resolved
-	// beside the dump, which is mostly kernel time.
-	start := time.Now()
-	scanStart := start
-	ns, nsErr := scanNamespaces(inv.cfg.Paths, inv.cfg.TrustPIDNamespace, inv.everyThread)
-	s.step(StepNetns, time.Since(start), nsErr)
-	if ns != nil {
-		defer ns.close()
-	}
-	// The runtimes are asked beside the cgroups and the dump, each on its
-	// own: a runtime that hangs delays no other. Everything this snapshot
-	// asks one runtime shares one deadline, that runtime's timeout.
-	runtimes := make([]asked, len(inv.cfg.Resolvers))
-	var (
-		cgroupsTook time.Duration
-		resolved    sync.WaitGroup
-	)
-	resolved.Go(func() {
-		if nsErr == nil {
-			start := time.Now()
-			ns.resolveOwners(inv.cfg.Paths.Procfs, inv.ownerCache())
-			cgroupsTook = time.Since(start)
-		}
-	})
-	for i, r := range inv.cfg.Resolvers {
-		a := &runtimes[i]
-		a.resolver, a.ctx = r, ctx
-		if t := r.Timeout(); t > 0 {
-			var cancel context.CancelFunc
-			a.ctx, cancel = context.WithTimeout(ctx, t)
-			defer cancel()
-		}
-		resolved.Go(func() {
-			start := time.Now()
-			a.observation, a.err = r.Observe(a.ctx, inv.cfg.Paths, scanStart)
-			a.took = time.Since(start)
-		})
-	}
-	// The CNI's files, beside the dump like a runtime.
+	// The CNI's files, beside everything else.
 	var (
 		cniObs  *cniObservation
 		cniErr  error
 		cniTook time.Duration
+		cniRead sync.WaitGroup
 	)
 	if inv.cfg.CNI != nil {
-		resolved.Go(func() {
+		cniRead.Go(func() {
 			start := time.Now()
 			cniObs, cniErr = inv.cfg.CNI.observe(inv.cfg.Paths)
 			cniTook = time.Since(start)
 		})
 	}
-	start = time.Now()
-	links, err := dumpLinks()
-	linksTook := time.Since(start)
-	resolved.Wait()
+	runtimes, cancel := inv.askRuntimes(ctx)
+	defer cancel()
+	f, ok := found{}, false
+	if !inv.noShortcuts {
+		f, ok = inv.accounted(runtimes)
+	}
+	if !ok {
+		f = inv.scan()
+	}
+	ns := f.ns
+	if ns != nil {
+		defer ns.close()
+	}
+	s.threadsRead = f.threadsRead
+	s.step(StepNetns, f.netnsTook, f.nsErr)
+	s.step(StepLinks, f.linksTook, f.linksErr)
 	var cgroupErr error
-	if nsErr != nil {
+	if f.nsErr != nil {
 		cgroupErr = errors.New("not run: no namespaces to find owners in")
 	}
-	// The threads of every process, only when a namespace could look
-	// empty or ownerless without them. After the dump: the namespaces it
-	// finds that the scan did not pin get their nsids late, and attach
-	// then dumps the links again, as for any namespace the scan missed.
-	if err == nil && nsErr == nil && ns.needThreads(links) {
-		// Counted in the netns step: a step that only some scrapes have
-		// would make its series come and go.
-		start := time.Now()
-		if terr := ns.addThreads(inv.cfg.Paths, inv.ownerCache()); terr != nil {
-			ns.partial = append(ns.partial, fmt.Sprintf("threads not read: %v", terr))
-		}
-		s.Steps[0].Duration += time.Since(start)
-		s.threadsRead = true
-	}
-	s.step(StepLinks, linksTook, err)
-	s.step(StepCgroup, cgroupsTook, cgroupErr)
+	s.step(StepCgroup, f.cgroupsTook, cgroupErr)
 	for _, a := range runtimes {
 		s.step(a.resolver.Step(), a.took, a.err)
 		if a.observation != nil {
 			a.observation.Record(s)
 		}
 	}
+	cniRead.Wait()
 	if inv.cfg.CNI != nil {
 		s.step(StepCNI, cniTook, cniErr)
 		s.CNI = cniObs.view
 	}
-	if err != nil {
-		return s, err
+	if f.linksErr != nil {
+		return s, f.linksErr
 	}
-	if nsErr != nil {
+	if f.nsErr != nil {
 		// Without namespaces every peer is unknown, which is the truth.
-		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", nsErr))
+		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", f.nsErr))
 		ns = &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}}
 	}
 	s.Warnings = append(s.Warnings, ns.partial...)
-	s.Veths, err = ns.attach(links, func() error { return ns.lookupLate(inv.cfg.Paths, inv.ownerCache()) }, dumpLinks)
-	if nsErr == nil {
+	var err error
+	s.Veths, err = ns.attach(f.links, func() error { return ns.lookupLate(inv.cfg.Paths, inv.ownerCache()) }, dumpLinks)
+	if f.nsErr == nil && !ok {
+		// Only a scan sees which processes are gone.
 		ns.evict(inv.ownerCache())
 	}
 	if err != nil {
@@ -308,7 +277,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		s.LeakedNetns = ns.leaked(s.Veths)
 	}
 
-	start = time.Now()
+	start := time.Now()
 	e := evidence{partialView: len(ns.partial) > 0}
 	claims := make([]Claim, 0, len(runtimes))
 	obs, err := inv.cfg.State.observe(s.Taken, s.Veths, inv.cfg.SettleTime, func(v *Veth) {
@@ -337,9 +306,119 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	return s, nil
 }
 
+// askRuntimes observes every resolver at once, each under its own
+// deadline, and returns when all have answered or given up. The
+// deadlines hold for the claims asked later too, until cancel.
+func (inv *Inventory) askRuntimes(ctx context.Context) (runtimes []asked, cancel func()) {
+	runtimes = make([]asked, len(inv.cfg.Resolvers))
+	var (
+		cancels  []context.CancelFunc
+		answered sync.WaitGroup
+	)
+	for i, r := range inv.cfg.Resolvers {
+		a := &runtimes[i]
+		a.resolver, a.ctx = r, ctx
+		if t := r.Timeout(); t > 0 {
+			var cancel context.CancelFunc
+			a.ctx, cancel = context.WithTimeout(ctx, t)
+			cancels = append(cancels, cancel)
+		}
+		answered.Go(func() {
+			start := time.Now()
+			a.observation, a.err = r.Observe(a.ctx, inv.cfg.Paths)
+			a.took = time.Since(start)
+		})
+	}
+	answered.Wait()
+	return runtimes, func() {
+		for _, c := range cancels {
+			c()
+		}
+	}
+}
+
+// found is what the namespace stages of a snapshot found: the namespaces
+// and the link dump whose peers they resolve, with the time each stage
+// took and its error.
+type found struct {
+	ns          *namespaces
+	nsErr       error
+	links       []link
+	linksErr    error
+	threadsRead bool
+
+	netnsTook, linksTook, cgroupsTook time.Duration
+}
+
+// scan reads the namespace of every process, and of every thread when
+// some namespace could look empty or ownerless without them.
+//
+// The scan holds every namespace it finds open, so none of them can die
+// and hand its nsid to a new namespace before the dump has reported the
+// peers' nsids. The dump runs beside the scan, under an nsid watch: a
+// namespace that died meanwhile may have handed its nsid to a newcomer
+// the scan found, and the dump could then show the dying namespace's
+// nsid for the newcomer's; if the watch saw an nsid freed, the links are
+// dumped again once the scan holds its namespaces. Without a watch the
+// dump waits for the scan. The owners' cgroups, mostly /proc reads, are
+// resolved after the scan, beside what is left of the dump.
+func (inv *Inventory) scan() found {
+	var f found
+	dump := func() {
+		start := time.Now()
+		f.links, f.linksErr = dumpLinks()
+		f.linksTook += time.Since(start)
+	}
+	var dumped sync.WaitGroup
+	watch, err := watchNSIDs()
+	if err == nil {
+		defer watch.close()
+		dumped.Go(dump)
+		if inv.betweenDumpAndScan != nil {
+			dumped.Wait()
+			inv.betweenDumpAndScan()
+		}
+	}
+	start := time.Now()
+	f.ns, f.nsErr = scanNamespaces(inv.cfg.Paths, inv.cfg.TrustPIDNamespace, inv.noShortcuts)
+	f.netnsTook = time.Since(start)
+	var owners sync.WaitGroup
+	if f.nsErr == nil {
+		owners.Go(func() {
+			start := time.Now()
+			f.ns.resolveOwners(inv.cfg.Paths.Procfs, inv.ownerCache())
+			f.cgroupsTook = time.Since(start)
+		})
+	}
+	if watch == nil {
+		dump()
+	} else {
+		dumped.Wait()
+		if watch.freed() {
+			dump()
+		}
+	}
+	owners.Wait()
+	// The threads of every process, only when a namespace could look
+	// empty or ownerless without them. After the dump: the namespaces it
+	// finds that the scan did not pin get their nsids late, and attach
+	// then dumps the links again, as for any namespace the scan missed.
+	if f.linksErr == nil && f.nsErr == nil && f.ns.needThreads(f.links) {
+		// Counted in the netns step: a step that only some scrapes have
+		// would make its series come and go.
+		start := time.Now()
+		if err := f.ns.addThreads(inv.cfg.Paths, inv.ownerCache()); err != nil {
+			f.ns.partial = append(f.ns.partial, fmt.Sprintf("threads not read: %v", err))
+		}
+		f.netnsTook += time.Since(start)
+		f.threadsRead = true
+	}
+	return f
+}
+
 // ownerCache returns the cache of process owners, nil when turned off.
 func (inv *Inventory) ownerCache() *ownerCache {
-	if inv.everyThread {
+	if inv.noShortcuts {
 		return nil
 	}
 	return inv.owners

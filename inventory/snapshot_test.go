@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -723,5 +724,84 @@ func TestReusedPIDIsNotTheOldContainer(t *testing.T) {
 	}
 	if v := waitOwner(pid, OwnerProcess); v.Owner == nil || v.Owner.Kind != OwnerProcess {
 		t.Errorf("reused PID %d: owner = %+v, want a plain process", pid, v.Owner)
+	}
+}
+
+// TestDumpBesideScanFreedNSID: the link dump that runs beside the scan
+// shows a namespace's nsid; that namespace dies before the scan reaches
+// it and a new namespace, which the scan finds, gets the same nsid. The
+// nsid watch saw it freed: the links are dumped again, and the dead
+// namespace's veth is not judged by the newcomer's evidence.
+func TestDumpBesideScanFreedNSID(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.IP(t, "netns", "add", "churnx")
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", "churnx").Run() })
+	netnstest.Veth(t, "vchurnx", "churnx", "")
+	nsid := func(name string) int {
+		out, err := exec.Command("ip", "netns", "list-id").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip netns list-id: %v\n%s", err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			// nsid 3 (iproute2 netns name: churnx)
+			if f := strings.Fields(line); len(f) >= 2 && strings.Contains(line, "name: "+name+")") {
+				id, _ := strconv.Atoi(f[1])
+				return id
+			}
+		}
+		return -1
+	}
+	old := nsid("churnx")
+	inv := newTestInventory(t)
+	inv.betweenDumpAndScan = func() {
+		netnstest.IP(t, "netns", "del", "churnx")
+		deadline := time.Now().Add(5 * time.Second)
+		for exec.Command("ip", "link", "show", "vchurnx").Run() == nil && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		netnstest.NamedNetns(t, "churny")
+		// The kernel hands out the lowest free nsid: the freed one, or
+		// a lower one freed by an earlier test. Given explicitly, as a
+		// runtime may too.
+		netnstest.IP(t, "netns", "set", "churny", strconv.Itoa(old))
+		netnstest.Veth(t, "vchurny", "churny", "")
+	}
+	s := snapshot(t, inv)
+	if got := nsid("churny"); got != old {
+		t.Fatalf("the new namespace has nsid %d, not the freed %d", got, old)
+	}
+	if v := s.Veth("vchurnx"); v != nil {
+		t.Errorf("vchurnx (deleted with its namespace) in the snapshot: %+v, peer %+v", v, v.PeerNetns)
+	}
+	v := mustVeth(t, s, "vchurny")
+	if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.Mounts) != "[/run/netns/churny]" {
+		t.Errorf("vchurny: peer netns = %+v, want the namespace of /run/netns/churny", v.PeerNetns)
+	}
+}
+
+// TestNSIDWatch: the watch says nothing for an nsid given, and sees one
+// freed when a namespace that had one dies.
+func TestNSIDWatch(t *testing.T) {
+	netnstest.Require(t)
+	w, err := watchNSIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	netnstest.IP(t, "netns", "add", "watched")
+	netnstest.Veth(t, "vwatched", "watched", "")
+	if w.freed() {
+		t.Fatal("freed after an nsid was given, want not")
+	}
+	netnstest.IP(t, "netns", "del", "watched")
+	deadline := time.Now().Add(5 * time.Second)
+	for !w.freed() {
+		if time.Now().After(deadline) {
+			t.Fatal("no nsid freed 5 s after the namespace was deleted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if deletesNSID([]byte{1, 2, 3}) != true {
+		t.Error("a truncated message: not counted as freed")
 	}
 }

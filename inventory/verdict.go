@@ -169,6 +169,10 @@ func decide(v *Veth, e evidence) (Verdict, Reason) {
 		return Unknown, ReasonNetnsNotFound
 	case e.runtime == RuntimeRunning:
 		return Owned, ownedReason(v)
+	case v.PeerNetns.Uncounted:
+		// Counted only where a runtime runs a container: without that
+		// claim, no process evidence was gathered to decide on.
+		return Unknown, ReasonPartialView
 	case e.runtime == RuntimeExited && len(v.PeerNetns.PIDs) > 0 && !e.partialView:
 		// The runtime says its container is gone, yet something (a
 		// zombie, a stray nsenter) keeps the namespace alive.
@@ -182,11 +186,11 @@ func decide(v *Veth, e evidence) (Verdict, Reason) {
 		// A crashed runtime leaves its namespaces looking empty until it
 		// restarts and cleans them up: only the runtime can tell.
 		return Unknown, ReasonResolverDown
-	case len(v.PeerNetns.PIDs) == 0 && len(v.PeerNetns.OtherLinks) > 0:
+	case v.PeerNetns.Empty() && len(v.PeerNetns.OtherLinks) > 0:
 		// No process, but interfaces that may carry live traffic (a
 		// router namespace): not a plain leftover.
 		return Unknown, ReasonOtherLinks
-	case len(v.PeerNetns.PIDs) == 0:
+	case v.PeerNetns.Empty():
 		return Orphaned, ReasonNetnsEmpty
 	case v.LastOwner != nil && v.LastOwner.Kind != OwnerProcess:
 		// The container or pod that owned this namespace has no process

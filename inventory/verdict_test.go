@@ -9,6 +9,7 @@ import (
 func TestDecide(t *testing.T) {
 	empty := &Namespace{Inode: 1, NSID: 0, Mounts: []string{"/run/netns/leak"}}
 	withProcess := &Namespace{Inode: 2, NSID: 1, PIDs: []int{42}}
+	uncounted := &Namespace{Inode: 3, NSID: 2, Uncounted: true}
 	container := &Owner{Kind: OwnerContainer, ID: "c1", Runtime: "docker"}
 	pod := &Owner{Kind: OwnerPod, ID: "c2", PodUID: "u1"}
 	process := &Owner{Kind: OwnerProcess, ID: "42", Name: "sleep"}
@@ -50,6 +51,11 @@ func TestDecide(t *testing.T) {
 		{"runtime down, container still running", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: container}, evidence{runtime: RuntimeDown}, Owned, ReasonContainer},
 		{"runtime down, stray process after the container", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process, LastOwner: container}, evidence{runtime: RuntimeDown}, Unknown, ReasonResolverDown},
 		{"runtime down, pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true}, evidence{runtime: RuntimeDown}, Orphaned, ReasonPeerOnHost},
+
+		// Processes not counted: only a running claim decides.
+		{"uncounted, runtime running", Veth{PeerNetNSID: 2, PeerNetns: uncounted}, evidence{runtime: RuntimeRunning}, Owned, ReasonContainer},
+		{"uncounted without a running claim", Veth{PeerNetNSID: 2, PeerNetns: uncounted, LastOwner: container}, evidence{runtime: RuntimeExited}, Unknown, ReasonPartialView},
+		{"uncounted, no claim", Veth{PeerNetNSID: 2, PeerNetns: uncounted}, evidence{}, Unknown, ReasonPartialView},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

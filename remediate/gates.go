@@ -562,7 +562,7 @@ func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs 
 // Only mounts in the configured netns directories are touched.
 func (r *Remediator) releaseNetns(v *inventory.Veth) string {
 	n := v.PeerNetns
-	if n == nil || len(n.PIDs) > 0 {
+	if n == nil || !n.Empty() {
 		return "namespace not released: it holds processes"
 	}
 	var released []string

@@ -66,7 +66,7 @@ func PeerNetns(v *inventory.Veth) string {
 // Procs is the number of processes in the peer namespace, "-" when it is
 // not known.
 func Procs(v *inventory.Veth) string {
-	if v.PeerNetns == nil {
+	if v.PeerNetns == nil || v.PeerNetns.Uncounted {
 		return "-"
 	}
 	return strconv.Itoa(len(v.PeerNetns.PIDs))
@@ -86,6 +86,9 @@ func HeldBy(v *inventory.Veth) string {
 			p += fmt.Sprintf(" +%d", len(n.PIDs)-1)
 		}
 		held = append(held, p)
+	}
+	if n.Uncounted {
+		held = append(held, "a running container")
 	}
 	if len(held) == 0 {
 		return "-"

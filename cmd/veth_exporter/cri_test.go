@@ -192,7 +192,16 @@ func TestCRIRuntimeDownAndNotReady(t *testing.T) {
 	a := r.RunPod(t, "default", "a", "")
 	b := r.RunPod(t, "batch", "b", "")
 	e := criExporter(t, r)
-	m := e.scrape(t)
+	// Both pods ready: the runtime accounts for every peer namespace, so
+	// no process is counted and the counts are absent (once the
+	// namespaces of earlier tests, which no runtime accounts for, are
+	// gone).
+	m := e.scrapeUntil(t, "every namespace accounted for", func(m string) bool {
+		_, counted := sample(m, fmt.Sprintf(`veth_peer_netns_processes{device=%q}`, a.Veth))
+		return !counted
+	})
+	wantSample(t, m, fmt.Sprintf(`veth_peer_netns_alive{device=%q}`, a.Veth), 1)
+	wantSample(t, m, verdictSeries(a.Veth, "owned", "pod"), 1)
 	wantSample(t, m, podInfoSeries(b, "ready"), 1)
 
 	// b's pause process dies: CRI lists the sandbox NOTREADY and leaves

@@ -111,6 +111,11 @@ func startExporter(t testing.TB, args ...string) *exporter {
 		// Orphans are given at once unless a test asks for a settle time.
 		flags = append(flags, "--inventory.settle-time=0s")
 	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--cni.conf-dir=") }) {
+		// The machine's own CNI configuration (Debian's podman package
+		// installs one) is no part of the fixture.
+		flags = append(flags, "--cni.conf-dir="+filepath.Join(t.TempDir(), "none"))
+	}
 	cmd := exec.Command(exporterBinary(t), append(flags, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
