@@ -3,19 +3,15 @@ package inventory
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -108,11 +104,8 @@ type DockerView struct {
 type Docker struct {
 	host    string
 	timeout time.Duration
-	client  *http.Client
-	base    string
+	api     *engineAPI
 	logger  *slog.Logger
-
-	requests atomic.Uint64
 
 	mu         sync.Mutex
 	version    string // negotiated, "" until the first ping
@@ -135,9 +128,9 @@ type Docker struct {
 // timeout bounds what one snapshot may spend asking the daemon: a daemon
 // that does not answer in time is down for that snapshot.
 func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker, error) {
-	u, err := url.Parse(host)
+	api, err := newEngineAPI("docker", host)
 	if err != nil {
-		return nil, fmt.Errorf("docker host %q: %w", host, err)
+		return nil, err
 	}
 	if timeout <= 0 {
 		timeout = dockerCallTimeout
@@ -145,6 +138,7 @@ func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker
 	d := &Docker{
 		host:      host,
 		timeout:   timeout,
+		api:       api,
 		logger:    logger,
 		inspected: map[string]*DockerContainer{},
 		netnsDirs: map[string]bool{},
@@ -152,21 +146,6 @@ func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker
 	for _, dir := range DockerNetnsDirs {
 		d.netnsDirs[dir] = true
 	}
-	transport := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
-	switch u.Scheme {
-	case "unix":
-		socket := u.Path
-		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dialer net.Dialer
-			return dialer.DialContext(ctx, "unix", socket)
-		}
-		d.base = "http://docker"
-	case "tcp", "http":
-		d.base = "http://" + u.Host
-	default:
-		return nil, fmt.Errorf("docker host %q: scheme %q not supported (unix:// or tcp://)", host, u.Scheme)
-	}
-	d.client = &http.Client{Transport: transport}
 	return d, nil
 }
 
@@ -188,7 +167,7 @@ func (d *Docker) Close() {
 }
 
 // Requests is the number of API requests made so far.
-func (d *Docker) Requests() uint64 { return d.requests.Load() }
+func (d *Docker) Requests() uint64 { return d.api.requests.Load() }
 
 // View returns Docker's view for a snapshot: the cached one while the
 // events stream is connected, quiet and the view young; otherwise a fresh
@@ -331,21 +310,13 @@ func (d *Docker) reuseInspect(c *DockerContainer) bool {
 func (d *Docker) negotiate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/_ping", nil)
-	if err != nil {
-		return err
-	}
-	d.requests.Add(1)
-	resp, err := d.client.Do(req)
+	resp, err := d.api.open(ctx, "/_ping", nil)
 	if err != nil {
 		return fmt.Errorf("docker ping: %w", err)
 	}
 	// Drained so that the connection is reused; a failed drain only costs that.
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("docker ping: %s", resp.Status)
-	}
 	version := resp.Header.Get("Api-Version")
 	switch {
 	case version == "":
@@ -377,47 +348,10 @@ func versionLess(a, b string) bool {
 	return false
 }
 
-type dockerError struct {
-	status  int
-	message string
-}
-
-func (e *dockerError) Error() string { return fmt.Sprintf("docker API: %d %s", e.status, e.message) }
-
-func isNotFound(err error) bool {
-	var de *dockerError
-	return errors.As(err, &de) && de.status == http.StatusNotFound
-}
-
 // get calls one endpoint of the negotiated API version and decodes its
 // JSON answer into out.
 func (d *Docker) get(ctx context.Context, p string, query url.Values, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
-	defer cancel()
-	u := d.base + "/v" + d.version + p
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	d.requests.Add(1)
-	resp, err := d.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("docker %s: %w", p, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var body struct{ Message string }
-		// Best effort: the status alone is the error when the body says nothing.
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
-		return &dockerError{status: resp.StatusCode, message: body.Message}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("docker %s: %w", p, err)
-	}
-	return nil
+	return d.api.get(ctx, dockerCallTimeout, "/v"+d.version+p, query, out)
 }
 
 // followEvents keeps a stream of container and network events open and
@@ -425,27 +359,15 @@ func (d *Docker) get(ctx context.Context, p string, query url.Values, out any) e
 // snapshot asks the daemon afresh.
 func (d *Docker) followEvents(ctx context.Context) {
 	defer close(d.done)
-	backoff := time.Second
-	for ctx.Err() == nil {
-		err := d.streamEvents(ctx)
+	followEvents(ctx, d.streamEvents, func(err error) {
 		d.mu.Lock()
 		d.eventsUp = false
 		d.changedGen++
 		d.mu.Unlock()
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() == nil {
+			d.logger.Debug("Docker events stream ended, reconnecting", "err", err)
 		}
-		d.logger.Debug("Docker events stream ended, reconnecting", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-		if err == nil {
-			backoff = time.Second
-		}
-	}
+	})
 }
 
 func (d *Docker) streamEvents(ctx context.Context) error {
@@ -461,20 +383,11 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 	// Only events that change what a view holds: health checks and
 	// execs emit exec_* events all the time and must not cost a list.
 	filters := `{"type":["container","network"],"event":["create","start","restart","die","kill","stop","pause","unpause","destroy","rename","connect","disconnect"]}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		d.base+"/v"+version+"/events?filters="+url.QueryEscape(filters), nil)
-	if err != nil {
-		return err
-	}
-	d.requests.Add(1)
-	resp, err := d.client.Do(req)
+	resp, err := d.api.open(ctx, "/v"+version+"/events", url.Values{"filters": {filters}})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("docker events: %s", resp.Status)
-	}
 	d.mu.Lock()
 	d.eventsUp = true
 	// Events before the stream opened were missed: start from a fresh list.

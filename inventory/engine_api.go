@@ -1,0 +1,138 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// engineAPI is the HTTP API of a container engine, Docker's or Podman's,
+// over a unix socket or TCP: the few GET calls and the events stream the
+// resolvers of both need. It counts the requests it makes.
+type engineAPI struct {
+	// engine names the engine in errors: "docker", "podman".
+	engine   string
+	client   *http.Client
+	base     string
+	requests atomic.Uint64
+}
+
+// newEngineAPI returns a client of the engine at host: unix:///path or
+// tcp://host:port (the DOCKER_HOST and CONTAINER_HOST forms). It does not
+// contact the engine.
+func newEngineAPI(engine, host string) (*engineAPI, error) {
+	u, err := url.Parse(host)
+	if err != nil {
+		return nil, fmt.Errorf("%s host %q: %w", engine, host, err)
+	}
+	a := &engineAPI{engine: engine}
+	transport := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
+	switch u.Scheme {
+	case "unix":
+		socket := u.Path
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dialer net.Dialer
+			return dialer.DialContext(ctx, "unix", socket)
+		}
+		a.base = "http://" + engine
+	case "tcp", "http":
+		a.base = "http://" + u.Host
+	default:
+		return nil, fmt.Errorf("%s host %q: scheme %q not supported (unix:// or tcp://)", engine, host, u.Scheme)
+	}
+	a.client = &http.Client{Transport: transport}
+	return a, nil
+}
+
+// engineError is an answer of the engine other than 200 OK.
+type engineError struct {
+	engine  string
+	status  int
+	message string
+}
+
+func (e *engineError) Error() string {
+	return fmt.Sprintf("%s API: %d %s", e.engine, e.status, e.message)
+}
+
+// isNotFound reports whether err is the engine's 404: the container was
+// removed since it was listed.
+func isNotFound(err error) bool {
+	var ee *engineError
+	return errors.As(err, &ee) && ee.status == http.StatusNotFound
+}
+
+// open sends a GET of p (with its API version prefix) and returns the
+// response, 200 OK, for the caller to read and close; any other status is
+// an *engineError.
+func (a *engineAPI) open(ctx context.Context, p string, query url.Values) (*http.Response, error) {
+	u := a.base + p
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	a.requests.Add(1)
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", a.engine, p, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var body struct {
+			Message string `json:"message"`
+		}
+		// Best effort: the status alone is the error when the body says nothing.
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
+		return nil, &engineError{engine: a.engine, status: resp.StatusCode, message: body.Message}
+	}
+	return resp, nil
+}
+
+// get calls p within timeout and decodes its JSON answer into out.
+func (a *engineAPI) get(ctx context.Context, timeout time.Duration, p string, query url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := a.open(ctx, p, query)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: %w", a.engine, p, err)
+	}
+	return nil
+}
+
+// followEvents runs stream until ctx ends, again each time it returns,
+// after a backoff that doubles up to 30 s while it fails at once and
+// starts again at 1 s after a stream that ran. ended is called after each
+// stream, with its error.
+func followEvents(ctx context.Context, stream func(context.Context) error, ended func(error)) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := stream(ctx)
+		ended(err)
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		if err == nil {
+			backoff = time.Second
+		}
+	}
+}
