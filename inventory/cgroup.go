@@ -12,7 +12,15 @@ type cgroupOwner struct {
 	ContainerID string
 	Runtime     Runtime
 	PodUID      string
+	// PodmanPod is the ID of the Podman pod the container runs in:
+	// Podman names a pod's cgroup after it, "/libpod_parent/<pod ID>"
+	// with the cgroupfs manager, "machine-libpod_pod_<pod ID>.slice"
+	// with systemd. Podman pods have no Kubernetes UID.
+	PodmanPod string
 }
+
+// pod reports whether the process runs in a pod, Kubernetes' or Podman's.
+func (o cgroupOwner) pod() bool { return o.PodUID != "" || o.PodmanPod != "" }
 
 // runtimePrefixes are the names runtimes give a container's cgroup,
 // "<prefix><64 hex>.scope" with the systemd driver, and the runtime each
@@ -41,6 +49,10 @@ var (
 	// root such as kind's /kubelet makes "kubelet-kubepods-<qos>-pod….slice").
 	// Static pods have a 32-hex UID without dashes.
 	podUIDPattern = regexp.MustCompile(`(?:^|-)pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?$`)
+	// podmanPodSlice matches a Podman pod's cgroup with the systemd
+	// manager: "machine-libpod_pod_<pod ID>.slice" (under user slices
+	// for rootless Podman).
+	podmanPodSlice = regexp.MustCompile(`^(?:.*-)?libpod_pod_([0-9a-f]{64})\.slice$`)
 )
 
 // parseCgroup reads /proc/PID/cgroup (cgroup v1 or v2) and returns the
@@ -65,8 +77,31 @@ func parseCgroup(data string) cgroupOwner {
 		if o.PodUID == "" {
 			o.PodUID = p.PodUID
 		}
+		if o.PodmanPod == "" {
+			o.PodmanPod = p.PodmanPod
+		}
+	}
+	if o.Runtime != RuntimePodman {
+		// A pod's conmon, or a pod cgroup without a Podman container in
+		// it: not a process of the pod's containers.
+		o.PodmanPod = ""
 	}
 	return o
+}
+
+// owner is the owner a process in this cgroup makes its namespace's: a
+// pod (a Kubernetes pod by its container, a Podman pod by its ID), a
+// container, or nil when the cgroup names neither.
+func (o cgroupOwner) owner() *Owner {
+	switch {
+	case o.PodmanPod != "":
+		return &Owner{Kind: OwnerPod, ID: o.PodmanPod, Runtime: o.Runtime}
+	case o.PodUID != "":
+		return &Owner{Kind: OwnerPod, ID: o.ContainerID, PodUID: o.PodUID, Runtime: o.Runtime}
+	case o.ContainerID != "":
+		return &Owner{Kind: OwnerContainer, ID: o.ContainerID, Runtime: o.Runtime}
+	}
+	return nil
 }
 
 // parseCgroupPath finds the innermost container ID and the pod UID in one
@@ -78,6 +113,15 @@ func parseCgroupPath(path string) cgroupOwner {
 	for i, seg := range segments {
 		if m := podUIDPattern.FindStringSubmatch(seg); m != nil && (strings.HasPrefix(seg, "pod") || strings.Contains(seg, "kubepods-")) {
 			o.PodUID = strings.ReplaceAll(m[1], "_", "-")
+			continue
+		}
+		if m := podmanPodSlice.FindStringSubmatch(seg); m != nil {
+			o.PodmanPod = m[1]
+			continue
+		}
+		if containerIDPattern.MatchString(seg) && i > 0 && segments[i-1] == "libpod_parent" {
+			// cgroupfs: /libpod_parent/<pod ID>/libpod-<container ID>.
+			o.PodmanPod = seg
 			continue
 		}
 		if id, runtime, ok := runtimeContainerID(seg); ok {

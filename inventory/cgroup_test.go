@@ -102,6 +102,18 @@ func TestParseCgroup(t *testing.T) {
 		{"podman cgroupfs", "0::/libpod_parent/libpod-" + ctrA + "\n",
 			cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
 		{"podman cgroupfs conmon", "0::/libpod_parent/conmon\n", cgroupOwner{}},
+		// Podman pods, as Podman 4.3 writes them (v1, every hierarchy the
+		// same path; the unified one "/").
+		{"podman pod cgroupfs", "8:pids:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n1:name=systemd:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n0::/\n",
+			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
+		{"podman pod cgroupfs conmon", "8:pids:/libpod_parent/" + ctrB + "/conmon\n", cgroupOwner{}},
+		{"podman pod systemd", "0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope/container\n",
+			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
+		{"podman pod systemd conmon", "0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-conmon-" + ctrA + ".scope\n", cgroupOwner{}},
+		{"podman pod rootless", "0::/user.slice/user-1000.slice/user@1000.service/user.slice/user-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope\n",
+			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
+		{"docker under a 64-hex libpod_parent child is no podman pod", "0::/libpod_parent/" + ctrB + "/docker-" + ctrA + ".scope\n",
+			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 
 		// Nesting: the innermost container wins, the pod is kept.
 		{"docker in docker cgroupfs", "0::/docker/" + ctrA + "/docker/" + ctrB + "\n",
@@ -218,6 +230,8 @@ func FuzzParseCgroup(f *testing.F) {
 	f.Add("0::/kubepods/pod" + podUID + "/crio-" + ctrA + "\n")
 	f.Add("12:pids:/docker/" + ctrA + "/docker/" + ctrB + "\n1:name=systemd:/\n")
 	f.Add("0::/machine.slice/libpod-conmon-" + ctrA + ".scope\n\x00\xff")
+	f.Add("8:pids:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n0::/\n")
+	f.Add("0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope\n")
 	f.Fuzz(func(t *testing.T, data string) {
 		got := parseCgroup(data)
 		if got.ContainerID != "" && !wantContainerID.MatchString(got.ContainerID) {
@@ -233,6 +247,9 @@ func FuzzParseCgroup(f *testing.F) {
 		}
 		if got.PodUID != "" && !wantPodUID.MatchString(got.PodUID) {
 			t.Errorf("parseCgroup(%q) = %+v, pod UID is not canonical", data, got)
+		}
+		if got.PodmanPod != "" && (!wantContainerID.MatchString(got.PodmanPod) || got.Runtime != "podman") {
+			t.Errorf("parseCgroup(%q) = %+v, Podman pod not 64 hex or not with a Podman container", data, got)
 		}
 	})
 }

@@ -102,7 +102,7 @@ func (c *ownerCache) get(pid int, start uint64) (cgroupOwner, bool) {
 
 // put caches o for pid when it names a container or a pod.
 func (c *ownerCache) put(pid int, start uint64, o cgroupOwner) {
-	if c == nil || (o.ContainerID == "" && o.PodUID == "") {
+	if c == nil || o.owner() == nil {
 		return
 	}
 	c.mu.Lock()
@@ -179,13 +179,9 @@ func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
 		if !cached {
 			cache.put(pid, start, c)
 		}
-		if c.ContainerID != "" || c.PodUID != "" {
+		if o := c.owner(); o != nil {
 			if best == nil || start < bestStart {
-				kind := OwnerContainer
-				if c.PodUID != "" {
-					kind = OwnerPod
-				}
-				best = &Owner{Kind: kind, ID: c.ContainerID, PodUID: c.PodUID, Runtime: c.Runtime}
+				best = o
 				bestPID, bestStart = pid, start
 			}
 			continue
