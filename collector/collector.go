@@ -109,10 +109,8 @@ func (c *Collector) Gather() ([]*dto.MetricFamily, error) {
 	// Each runtime resolver exposes what only it knows. Its request
 	// counters are there even when the snapshot failed; a failed snapshot
 	// has no veths for its other families to describe.
-	for _, view := range snap.RuntimeViews() {
-		for _, f := range view.Families(snap) {
-			b.runtimeFamily(f)
-		}
+	for _, f := range runtimeFamilies(snap) {
+		b.runtimeFamily(f)
 	}
 	if err == nil {
 		b.counts(snap.Veths)
@@ -265,6 +263,38 @@ func (b *builder) counts(veths []inventory.Veth) {
 }
 
 // runtimeFamily adds a family a runtime resolver exposes.
+// runtimeFamilies are the families of every runtime view of snap, those
+// that several views expose (veth_bridge_info of Docker and Podman)
+// joined into one, a series two of them give kept once.
+func runtimeFamilies(snap *inventory.Snapshot) []inventory.Family {
+	var families []inventory.Family
+	index := map[string]int{}
+	for _, view := range snap.RuntimeViews() {
+		for _, f := range view.Families(snap) {
+			i, ok := index[f.Name]
+			if !ok {
+				index[f.Name] = len(families)
+				families = append(families, f)
+				continue
+			}
+			joined := &families[i]
+			joined.Series = slices.Concat(joined.Series, f.Series)
+			slices.SortStableFunc(joined.Series, func(x, y inventory.Series) int { return slices.Compare(labelKey(x), labelKey(y)) })
+			joined.Series = slices.CompactFunc(joined.Series, func(x, y inventory.Series) bool { return slices.Equal(labelKey(x), labelKey(y)) })
+		}
+	}
+	return families
+}
+
+// labelKey is a series' labels as one comparable list.
+func labelKey(s inventory.Series) []string {
+	key := make([]string, 0, 2*len(s.Labels))
+	for _, l := range s.Labels {
+		key = append(key, l.Name, l.Value)
+	}
+	return key
+}
+
 func (b *builder) runtimeFamily(rf inventory.Family) {
 	f := b.family(rf.Name, rf.Help, len(rf.Series))
 	if rf.Counter {

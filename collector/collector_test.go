@@ -267,7 +267,7 @@ func TestCollectDocker(t *testing.T) {
 	snap.Steps = append(snap.Steps, inventory.Step{Name: "docker"})
 	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
 	want := `
-# HELP veth_bridge_info Docker network of a bridge that is a veth master (docker0, br-<id>).
+# HELP veth_bridge_info Container network (Docker's or Podman's) of a bridge that is a veth master (docker0, br-<id>, podman0).
 # TYPE veth_bridge_info gauge
 veth_bridge_info{master="docker0",network="bridge"} 1
 # HELP veth_docker_api_requests_total Docker Engine API requests made by the exporter.
@@ -357,6 +357,28 @@ veth_peer_netns_alive{device="vpod"} 1
 veth_peer_netns_processes{device="vcounted"} 2
 `
 	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_peer_netns_alive", "veth_peer_netns_processes"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestCollectDockerAndPodman: Docker and Podman on one node each name
+// their bridges in veth_bridge_info: one family, every bridge once.
+func TestCollectDockerAndPodman(t *testing.T) {
+	snap := testSnapshot()
+	snap.Veths[0].Master = "podman0"
+	snap.Docker = &inventory.DockerView{Up: true, Bridges: map[string]string{"docker0": "bridge", "podman0": "podman"}}
+	snap.Podman = &inventory.PodmanView{Up: true, Bridges: map[string]string{"podman0": "podman", "podman1": "usernet"}, Requests: 7}
+	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
+	want := `
+# HELP veth_bridge_info Container network (Docker's or Podman's) of a bridge that is a veth master (docker0, br-<id>, podman0).
+# TYPE veth_bridge_info gauge
+veth_bridge_info{master="docker0",network="bridge"} 1
+veth_bridge_info{master="podman0",network="podman"} 1
+# HELP veth_podman_api_requests_total Podman REST API requests made by the exporter.
+# TYPE veth_podman_api_requests_total counter
+veth_podman_api_requests_total 7
+`
+	if err := testutil.GatherAndCompare(c, strings.NewReader(want), "veth_bridge_info", "veth_podman_api_requests_total"); err != nil {
 		t.Error(err)
 	}
 }

@@ -19,9 +19,6 @@ type cgroupOwner struct {
 	PodmanPod string
 }
 
-// pod reports whether the process runs in a pod, Kubernetes' or Podman's.
-func (o cgroupOwner) pod() bool { return o.PodUID != "" || o.PodmanPod != "" }
-
 // runtimePrefixes are the names runtimes give a container's cgroup,
 // "<prefix><64 hex>.scope" with the systemd driver, and the runtime each
 // means. CRI-O and podman use the same name without ".scope" with their

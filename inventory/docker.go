@@ -107,9 +107,8 @@ func (o *dockerObservation) Record(s *Snapshot) {
 // Help texts of Docker's families; the names and labels are a contract
 // with dashboards and alerts.
 const (
-	helpDockerBridge = "Docker network of a bridge that is a veth master (docker0, br-<id>)."
-	helpDockerInfo   = "Docker container that owns or last owned a veth, for joins on id."
-	helpDockerAPI    = "Docker Engine API requests made by the exporter."
+	helpDockerInfo = "Docker container that owns or last owned a veth, for joins on id."
+	helpDockerAPI  = "Docker Engine API requests made by the exporter."
 )
 
 // Families implements [RuntimeView]: the API requests made so far and,
@@ -126,22 +125,14 @@ func (v *DockerView) Families(s *Snapshot) []Family {
 	for _, c := range v.Containers {
 		containers[c.ID] = c
 	}
-	masters := map[string]bool{}
 	owners := map[string]*DockerContainer{}
 	for i := range s.Veths {
 		veth := &s.Veths[i]
-		if veth.Master != "" && v.Bridges[veth.Master] != "" {
-			masters[veth.Master] = true
-		}
 		for _, o := range []*Owner{veth.Owner, veth.LastOwner} {
 			if o != nil && o.Kind != OwnerProcess && containers[o.ID] != nil {
 				owners[o.ID] = containers[o.ID]
 			}
 		}
-	}
-	bridges := Family{Name: "veth_bridge_info", Help: helpDockerBridge}
-	for _, m := range slices.Sorted(maps.Keys(masters)) {
-		bridges.Series = append(bridges.Series, Series{Value: 1, Labels: []Label{{"master", m}, {"network", v.Bridges[m]}}})
 	}
 	info := Family{Name: "veth_docker_container_info", Help: helpDockerInfo}
 	for _, id := range slices.Sorted(maps.Keys(owners)) {
@@ -150,7 +141,7 @@ func (v *DockerView) Families(s *Snapshot) []Family {
 			{"compose_project", c.ComposeProject}, {"compose_service", c.ComposeService},
 			{"id", c.ID}, {"image", c.Image}, {"name", c.Name}, {"state", c.State}}})
 	}
-	return append(families, bridges, info)
+	return append(families, bridgeInfo(s, v.Bridges), info)
 }
 
 // dockerClaims says, for one snapshot, what Docker claims about each
@@ -267,12 +258,7 @@ func (c *dockerClaims) dockerNamespace(v *Veth) bool {
 			return true
 		}
 	}
-	for _, o := range []*Owner{v.Owner, v.LastOwner} {
-		if o != nil && o.Runtime == RuntimeDocker {
-			return true
-		}
-	}
-	return false
+	return ownedBy(v, RuntimeDocker)
 }
 
 // dockerOwner is the owner a Docker container makes.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -107,18 +106,11 @@ type Docker struct {
 	api     *engineAPI
 	logger  *slog.Logger
 
-	mu         sync.Mutex
-	version    string // negotiated, "" until the first ping
-	view       *DockerView
-	viewAt     time.Time
-	inspected  map[string]*DockerContainer
-	netnsDirs  map[string]bool
-	eventsUp   bool
-	changedGen uint64 // bumped by every event
-	viewGen    uint64 // changedGen the cached view was built at
-
-	stop context.CancelFunc
-	done chan struct{}
+	// followedView's mu guards these too.
+	followedView[*DockerView]
+	version   string // negotiated, "" until the first ping
+	inspected map[string]*DockerContainer
+	netnsDirs map[string]bool
 }
 
 // NewDocker returns a resolver for the daemon at host: unix:///path or
@@ -151,20 +143,10 @@ func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker
 
 // Start follows the daemon's events until Close, reconnecting when the
 // daemon goes away and comes back.
-func (d *Docker) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	d.stop = cancel
-	d.done = make(chan struct{})
-	go d.followEvents(ctx)
-}
+func (d *Docker) Start() { d.follow(d.streamEvents, d.logger, "Docker") }
 
 // Close stops following events.
-func (d *Docker) Close() {
-	if d.stop != nil {
-		d.stop()
-		<-d.done
-	}
-}
+func (d *Docker) Close() { d.closeEvents() }
 
 // Requests is the number of API requests made so far.
 func (d *Docker) Requests() uint64 { return d.api.requests.Load() }
@@ -176,24 +158,24 @@ func (d *Docker) Requests() uint64 { return d.api.requests.Load() }
 func (d *Docker) View(ctx context.Context) *DockerView {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.view != nil && d.view.Up && d.eventsUp && d.viewGen == d.changedGen && time.Since(d.viewAt) < dockerViewTTL {
-		return d.view
+	v, ok, gen := d.cached(dockerViewTTL)
+	if ok {
+		return v
 	}
-	gen := d.changedGen
 	v, err := d.fetch(ctx)
 	if err != nil {
-		if d.view == nil || d.view.Up {
+		if d.wasUp() {
 			d.logger.Warn("Docker API unreachable: veths Docker must decide are unknown until it answers", "host", d.host, "err", err)
 		}
 		v = &DockerView{Err: err}
 		d.version = "" // negotiate again: the daemon may come back upgraded
-	} else if d.view != nil && !d.view.Up {
+	} else if !d.wasUp() {
 		d.logger.Info("Docker API reachable again", "host", d.host)
 	}
 	for dir := range d.netnsDirs {
 		v.NetnsDirs = append(v.NetnsDirs, dir)
 	}
-	d.view, d.viewAt, d.viewGen = v, time.Now(), gen
+	d.store(v, v.Up, gen)
 	return v
 }
 
@@ -354,22 +336,9 @@ func (d *Docker) get(ctx context.Context, p string, query url.Values, out any) e
 	return d.api.get(ctx, dockerCallTimeout, "/v"+d.version+p, query, out)
 }
 
-// followEvents keeps a stream of container and network events open and
+// streamEvents keeps a stream of container and network events open and
 // marks the cached view stale at each event. While it is down, every
 // snapshot asks the daemon afresh.
-func (d *Docker) followEvents(ctx context.Context) {
-	defer close(d.done)
-	followEvents(ctx, d.streamEvents, func(err error) {
-		d.mu.Lock()
-		d.eventsUp = false
-		d.changedGen++
-		d.mu.Unlock()
-		if ctx.Err() == nil {
-			d.logger.Debug("Docker events stream ended, reconnecting", "err", err)
-		}
-	})
-}
-
 func (d *Docker) streamEvents(ctx context.Context) error {
 	d.mu.Lock()
 	if d.version == "" {
@@ -388,11 +357,7 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 		return err
 	}
 	defer resp.Body.Close()
-	d.mu.Lock()
-	d.eventsUp = true
-	// Events before the stream opened were missed: start from a fresh list.
-	d.changedGen++
-	d.mu.Unlock()
+	d.opened()
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var ev struct {

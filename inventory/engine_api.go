@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -134,5 +136,81 @@ func followEvents(ctx context.Context, stream func(context.Context) error, ended
 		if err == nil {
 			backoff = time.Second
 		}
+	}
+}
+
+// followedView is an engine's view cached between snapshots and the
+// events stream that says when it is stale: the view is reused while the
+// stream is connected and reports no change and the view is younger than
+// the resolver's TTL. Its mu guards the resolver's own caches too.
+type followedView[V any] struct {
+	mu     sync.Mutex
+	view   V
+	have   bool
+	up     bool // the cached view is of an engine that answered
+	viewAt time.Time
+	// eventsUp: the stream is connected; changedGen is bumped by every
+	// event and every (re)connection, viewGen is the changedGen the
+	// cached view was fetched at.
+	eventsUp   bool
+	changedGen uint64
+	viewGen    uint64
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// cached returns the view to reuse, if any, and the generation a new
+// fetch starts at; the caller holds mu.
+func (f *followedView[V]) cached(ttl time.Duration) (v V, ok bool, gen uint64) {
+	if f.have && f.up && f.eventsUp && f.viewGen == f.changedGen && time.Since(f.viewAt) < ttl {
+		return f.view, true, f.changedGen
+	}
+	return v, false, f.changedGen
+}
+
+// wasUp reports whether the last view was of an engine that answered,
+// or there was none; the caller holds mu.
+func (f *followedView[V]) wasUp() bool { return !f.have || f.up }
+
+// store keeps v, fetched at generation gen; the caller holds mu.
+func (f *followedView[V]) store(v V, up bool, gen uint64) {
+	f.view, f.have, f.up, f.viewAt, f.viewGen = v, true, up, time.Now(), gen
+}
+
+// opened records a connected stream: the events before it were missed,
+// so the cached view is stale. The caller does not hold mu.
+func (f *followedView[V]) opened() {
+	f.mu.Lock()
+	f.eventsUp = true
+	f.changedGen++
+	f.mu.Unlock()
+}
+
+// follow runs stream (which reads the events, calling opened once
+// connected) until closeEvents, reconnecting when it ends.
+func (f *followedView[V]) follow(stream func(context.Context) error, logger *slog.Logger, engine string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.stop = cancel
+	f.done = make(chan struct{})
+	go func() {
+		defer close(f.done)
+		followEvents(ctx, stream, func(err error) {
+			f.mu.Lock()
+			f.eventsUp = false
+			f.changedGen++
+			f.mu.Unlock()
+			if ctx.Err() == nil {
+				logger.Debug(engine+" events stream ended, reconnecting", "err", err)
+			}
+		})
+	}()
+}
+
+// closeEvents stops following the events.
+func (f *followedView[V]) closeEvents() {
+	if f.stop != nil {
+		f.stop()
+		<-f.done
 	}
 }

@@ -227,6 +227,9 @@ type Snapshot struct {
 	// CRI is what the CRI resolver saw; nil when it is off.
 	CRI *CRIView `json:"cri,omitempty"`
 
+	// Podman is what the Podman resolver saw; nil when it is off.
+	Podman *PodmanView `json:"podman,omitempty"`
+
 	// CNI is what the CNI's configuration and libcni result cache said;
 	// nil when neither is read.
 	CNI *CNIView `json:"cni,omitempty"`
@@ -243,6 +246,9 @@ func (s *Snapshot) RuntimeViews() []RuntimeView {
 	}
 	if s.CRI != nil {
 		views = append(views, s.CRI)
+	}
+	if s.Podman != nil {
+		views = append(views, s.Podman)
 	}
 	if s.CNI != nil {
 		views = append(views, s.CNI)

@@ -2,7 +2,9 @@ package inventory
 
 import (
 	"context"
+	"maps"
 	"path"
+	"slices"
 	"time"
 )
 
@@ -102,7 +104,12 @@ type RuntimeView interface {
 	Families(s *Snapshot) []Family
 }
 
-// Family is a metric family a [RuntimeView] exposes. The collector turns
+// helpBridgeInfo is the help of veth_bridge_info, which the resolvers of
+// Docker and Podman both expose: the same text, one family.
+const helpBridgeInfo = "Container network (Docker's or Podman's) of a bridge that is a veth master (docker0, br-<id>, podman0)."
+
+// Family is a metric family a [RuntimeView] exposes. Several views may
+// expose one family (the same name and help): the collector joins them. The collector turns
 // it into Prometheus exposition; nothing here depends on Prometheus.
 type Family struct {
 	// Name is the whole metric name, veth_ prefix included.
@@ -124,4 +131,31 @@ type Series struct {
 // Label is one label of a [Series].
 type Label struct {
 	Name, Value string
+}
+
+// ownedBy reports whether a container or pod of runtime owns v's peer
+// namespace now (by the cgroups) or owned it last (by the history).
+func ownedBy(v *Veth, runtime Runtime) bool {
+	for _, o := range []*Owner{v.Owner, v.LastOwner} {
+		if o != nil && o.Runtime == runtime {
+			return true
+		}
+	}
+	return false
+}
+
+// bridgeInfo is veth_bridge_info for the bridges (interface → network
+// name) that are the master of some veth of s.
+func bridgeInfo(s *Snapshot, bridges map[string]string) Family {
+	masters := map[string]bool{}
+	for i := range s.Veths {
+		if m := s.Veths[i].Master; m != "" && bridges[m] != "" {
+			masters[m] = true
+		}
+	}
+	f := Family{Name: "veth_bridge_info", Help: helpBridgeInfo}
+	for _, m := range slices.Sorted(maps.Keys(masters)) {
+		f.Series = append(f.Series, Series{Value: 1, Labels: []Label{{"master", m}, {"network", bridges[m]}}})
+	}
+	return f
 }

@@ -1,0 +1,281 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"time"
+)
+
+// The Podman resolver's client of Podman's REST API (the libpod endpoints
+// of `podman system service`): what Podman records of its containers,
+// pods and networks, cached between snapshots and kept fresh by the
+// events stream, as for Docker. Podman has no daemon of its own: the
+// service answers for the containers, but no one watches them, so a
+// container whose conmon and process were killed stays "running" in its
+// record. Its claims about namespaces, and that crash check, are in
+// podman.go.
+const (
+	// podmanAPIPrefix is the libpod API path; Podman 4 and 5 serve it.
+	podmanAPIPrefix = "/v4.0.0/libpod"
+	// podmanCallTimeout bounds each API call.
+	podmanCallTimeout = 3 * time.Second
+	// podmanViewTTL bounds how long a view is reused without a fresh
+	// list when the events stream is connected and quiet.
+	podmanViewTTL = 5 * time.Minute
+	// DefaultPodmanHost is the rootful Podman service's socket.
+	DefaultPodmanHost = "unix:///run/podman/podman.sock"
+)
+
+// PodmanContainer is Podman's record of one container.
+type PodmanContainer struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	// State is Podman's: created, initialized, running, paused,
+	// stopping, stopped, exited, removing.
+	State string `json:"state"`
+	// PodID and PodName name the container's Podman pod, if any.
+	PodID   string `json:"pod_id,omitempty"`
+	PodName string `json:"pod_name,omitempty"`
+	// IsInfra: the pod's infra container, which holds its namespaces.
+	IsInfra bool `json:"is_infra,omitempty"`
+	// Pid and ConmonPid are the container's process and its monitor
+	// while it runs, as Podman recorded them.
+	Pid       int `json:"pid,omitempty"`
+	ConmonPid int `json:"conmon_pid,omitempty"`
+	// SandboxKey is the nsfs mount pinning the container's namespace
+	// (its pod's infra container's for a container in a pod).
+	SandboxKey string `json:"sandbox_key,omitempty"`
+	// FinishedAt is when a stopped container last stopped running.
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// inspected: Pid, ConmonPid and SandboxKey are known.
+	inspected bool
+}
+
+// running: Podman's record says the container's namespace is in use.
+func (c *PodmanContainer) running() bool {
+	return c.State == "running" || c.State == "paused"
+}
+
+// stopped: Podman's record says the container is gone.
+func (c *PodmanContainer) stopped() bool { return c.State == "exited" || c.State == "stopped" }
+
+// PodmanView is what Podman said: listed for one snapshot and reused by
+// the next ones while the events stream reports no change.
+type PodmanView struct {
+	// Up: the service answered.
+	Up  bool  `json:"up"`
+	Err error `json:"-"`
+	// Containers are all containers, exited ones included.
+	Containers []*PodmanContainer `json:"-"`
+	// Bridges maps each Podman network's bridge interface (podman0,
+	// cni-podman0, podman1) to the network's name.
+	Bridges map[string]string `json:"bridges,omitempty"`
+	// Listed is when Podman listed these containers.
+	Listed time.Time `json:"listed"`
+	// Requests counts the API requests made since start, when the view
+	// was asked for.
+	Requests uint64 `json:"-"`
+}
+
+// Podman resolves owners through Podman's REST API: it is the [Resolver]
+// of Podman's containers and pods. It is safe for concurrent use.
+type Podman struct {
+	host    string
+	timeout time.Duration
+	api     *engineAPI
+	logger  *slog.Logger
+
+	// followedView's mu guards inspected too.
+	followedView[*PodmanView]
+	inspected map[string]*PodmanContainer
+}
+
+// NewPodman returns a resolver for the Podman service at host:
+// unix:///path or tcp://host:port (the CONTAINER_HOST forms). It does not
+// contact the service; one that is not there is an answer ("down"), not
+// an error. timeout bounds what one snapshot may spend asking it.
+func NewPodman(host string, timeout time.Duration, logger *slog.Logger) (*Podman, error) {
+	api, err := newEngineAPI("podman", host)
+	if err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		timeout = podmanCallTimeout
+	}
+	return &Podman{host: host, timeout: timeout, api: api, logger: logger, inspected: map[string]*PodmanContainer{}}, nil
+}
+
+// Start follows the service's events until Close.
+func (pm *Podman) Start() { pm.follow(pm.streamEvents, pm.logger, "Podman") }
+
+// Close stops following events.
+func (pm *Podman) Close() { pm.closeEvents() }
+
+// Requests is the number of API requests made so far.
+func (pm *Podman) Requests() uint64 { return pm.api.requests.Load() }
+
+// View returns Podman's view for a snapshot: the cached one while the
+// events stream is connected, quiet and the view young; otherwise a
+// fresh list of containers (one call), the inspection of containers not
+// seen in their state before, and the networks (one call).
+func (pm *Podman) View(ctx context.Context) *PodmanView {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	v, ok, gen := pm.cached(podmanViewTTL)
+	if ok {
+		return v
+	}
+	v, err := pm.fetch(ctx)
+	if err != nil {
+		if pm.wasUp() {
+			pm.logger.Warn("Podman API unreachable: veths Podman must decide are unknown until it answers", "host", pm.host, "err", err)
+		}
+		v = &PodmanView{Err: err}
+	} else if !pm.wasUp() {
+		pm.logger.Info("Podman API reachable again", "host", pm.host)
+	}
+	pm.store(v, v.Up, gen)
+	return v
+}
+
+// fetch builds a fresh view; the caller holds pm.mu.
+func (pm *Podman) fetch(ctx context.Context) (*PodmanView, error) {
+	var list []struct {
+		ID       string `json:"Id"`
+		Names    []string
+		Image    string
+		State    string
+		Pid      int
+		Pod      string
+		PodName  string
+		IsInfra  bool
+		ExitedAt int64
+	}
+	if err := pm.get(ctx, "/containers/json", url.Values{"all": {"true"}}, &list); err != nil {
+		return nil, err
+	}
+	v := &PodmanView{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
+	seen := map[string]bool{}
+	for _, c := range list {
+		seen[c.ID] = true
+		pc := &PodmanContainer{ID: c.ID, Image: c.Image, State: c.State, Pid: c.Pid, PodID: c.Pod, PodName: c.PodName, IsInfra: c.IsInfra}
+		if len(c.Names) > 0 {
+			pc.Name = c.Names[0]
+		}
+		if c.ExitedAt > 0 && pc.stopped() {
+			pc.FinishedAt = time.Unix(c.ExitedAt, 0)
+		}
+		// SandboxKey and the conmon's PID come only from inspect: asked
+		// once per state of a container, and again after an event.
+		if !pm.reuseInspect(pc) && pc.running() {
+			if err := pm.inspect(ctx, pc); err != nil {
+				if isNotFound(err) {
+					continue // removed since the list
+				}
+				return nil, err
+			}
+		}
+		v.Containers = append(v.Containers, pc)
+	}
+	for id := range pm.inspected {
+		if !seen[id] {
+			delete(pm.inspected, id)
+		}
+	}
+	var networks []struct {
+		Name             string `json:"name"`
+		Driver           string `json:"driver"`
+		NetworkInterface string `json:"network_interface"`
+	}
+	if err := pm.get(ctx, "/networks/json", nil, &networks); err != nil {
+		return nil, err
+	}
+	for _, n := range networks {
+		if n.Driver == "bridge" && n.NetworkInterface != "" {
+			v.Bridges[n.NetworkInterface] = n.Name
+		}
+	}
+	return v, nil
+}
+
+// inspect fills in the container's PIDs and SandboxKey; the caller holds
+// pm.mu.
+func (pm *Podman) inspect(ctx context.Context, c *PodmanContainer) error {
+	var r struct {
+		State struct {
+			Pid        int
+			ConmonPid  int
+			FinishedAt time.Time
+		}
+		NetworkSettings struct{ SandboxKey string }
+	}
+	if err := pm.get(ctx, "/containers/"+c.ID+"/json", nil, &r); err != nil {
+		return err
+	}
+	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = r.State.Pid, r.State.ConmonPid, hostRunPath(r.NetworkSettings.SandboxKey), true
+	if r.State.FinishedAt.Year() > 1 && c.stopped() {
+		c.FinishedAt = r.State.FinishedAt
+	}
+	pm.inspected[c.ID] = c
+	return nil
+}
+
+// reuseInspect copies what an earlier inspect of the same container in
+// the same state learned; the caller holds pm.mu.
+func (pm *Podman) reuseInspect(c *PodmanContainer) bool {
+	old := pm.inspected[c.ID]
+	if old == nil || old.State != c.State {
+		return false
+	}
+	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = old.Pid, old.ConmonPid, old.SandboxKey, true
+	if c.FinishedAt.IsZero() {
+		c.FinishedAt = old.FinishedAt
+	}
+	return true
+}
+
+// get calls one libpod endpoint and decodes its JSON answer into out.
+func (pm *Podman) get(ctx context.Context, p string, query url.Values, out any) error {
+	return pm.api.get(ctx, podmanCallTimeout, podmanAPIPrefix+p, query, out)
+}
+
+// streamEvents reads the events stream and marks the cached view stale
+// at each event.
+func (pm *Podman) streamEvents(ctx context.Context) error {
+	filters := `{"type":["container","pod","network"]}`
+	resp, err := pm.api.open(ctx, podmanAPIPrefix+"/events", url.Values{"stream": {"true"}, "filters": {filters}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	pm.opened()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev struct {
+			Type   string
+			Action string
+			Actor  struct{ ID string }
+		}
+		if err := dec.Decode(&ev); err != nil {
+			if err == io.EOF {
+				return fmt.Errorf("podman events: stream closed")
+			}
+			return err
+		}
+		if ev.Type == "container" && (ev.Action == "exec" || ev.Action == "exec_died" || ev.Action == "health_status") {
+			continue // changes nothing a view holds
+		}
+		pm.mu.Lock()
+		pm.changedGen++
+		if ev.Type == "container" {
+			// Its process, its state or its sandbox may have changed.
+			delete(pm.inspected, ev.Actor.ID)
+		}
+		pm.mu.Unlock()
+	}
+}
