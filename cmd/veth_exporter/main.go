@@ -38,6 +38,11 @@ type inventoryFlags struct {
 	criEndpoint string
 	criTimeout  time.Duration
 
+	podman        bool
+	podmanSet     bool // --[no-]collector.podman was given
+	podmanHost    string
+	podmanTimeout time.Duration
+
 	cniConfDir  string
 	cniCacheDir string
 }
@@ -74,6 +79,14 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		IsSetByUser(&f.criSet).BoolVar(&f.cri)
 	app.Flag("cri.endpoint", "CRI runtime socket, unix:///path (default: the first existing of "+strings.Join(criEndpoints, ", ")+").").
 		Default(defaultCRIEndpoint()).StringVar(&f.criEndpoint)
+	app.Flag("collector.podman", "Resolve owners through Podman's REST API (container and pod names, exited and crashed containers, Podman networks). "+
+		"Needs the API service (podman.socket, or `podman system service`); never runs podman. "+
+		"On by default when the service's socket exists at start-up; --no-collector.podman turns it off.").
+		IsSetByUser(&f.podmanSet).BoolVar(&f.podman)
+	app.Flag("podman.host", "Podman REST API address, unix:///path or tcp://host:port.").
+		Default(inventory.DefaultPodmanHost).StringVar(&f.podmanHost)
+	app.Flag("podman.timeout", "What one inventory may spend asking Podman; a service slower than that counts as down for that scrape.").
+		Default("5s").DurationVar(&f.podmanTimeout)
 	app.Flag("cri.timeout", "What one inventory may spend asking the CRI runtime; a runtime slower than that counts as down for that scrape.").
 		Default("5s").DurationVar(&f.criTimeout)
 	app.Flag("cni.conf-dir", "CNI configuration directory (read under --path.rootfs): the node's CNI is its first configuration by file name, "+
@@ -144,7 +157,29 @@ func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, e
 	if docker != nil {
 		resolvers = append(resolvers, docker)
 	}
+	podman, err := f.openPodman(logger)
+	if err != nil {
+		return nil, err
+	}
+	if podman != nil {
+		resolvers = append(resolvers, podman)
+	}
 	return resolvers, nil
+}
+
+// openPodman returns the Podman resolver: on when forced, off when
+// refused, and otherwise on when the service's socket exists now.
+func (f *inventoryFlags) openPodman(logger *slog.Logger) (*inventory.Podman, error) {
+	if !resolverOn(f.podman, f.podmanSet, f.podmanHost) {
+		logger.Debug("Podman resolver off", "host", f.podmanHost)
+		return nil, nil
+	}
+	logger.Info("Podman resolver on", "host", f.podmanHost)
+	pm, err := inventory.NewPodman(f.podmanHost, f.podmanTimeout, logger)
+	if err != nil {
+		return nil, fmt.Errorf("--podman.host: %w", err)
+	}
+	return pm, nil
 }
 
 // criEndpoints are the sockets of the CRI runtimes, in the order the

@@ -54,7 +54,7 @@ func inspect(t *testing.T, bin string, caps []string) map[string]verdict {
 	}
 	cmd := exec.Command("setpriv", "--bounding-set="+set, "--inh-caps="+set, "--ambient-caps="+set, "--",
 		bin, "inspect", "-o", "json", "--state.path="+filepath.Join(t.TempDir(), "state.json"),
-		"--inventory.trust-pid-namespace", "--no-collector.docker", "--no-collector.cri", "--cni.conf-dir=", "--cni.cache-dir=")
+		"--inventory.trust-pid-namespace", "--no-collector.docker", "--no-collector.cri", "--no-collector.podman", "--cni.conf-dir=", "--cni.cache-dir=")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("setpriv --bounding-set=%s veth_exporter inspect: %v", set, err)

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/dockertest"
+	"github.com/veth-exporter/veth_exporter/internal/podmantest"
+)
+
+// The Podman scenarios of issue 10, on a real Podman 4.3 (conmon, crun,
+// netavark or the CNI plugins) and its REST API service, in the test's
+// private namespaces (internal/podmantest).
+
+// podmanExporter starts the exporter with the Podman resolver of p.
+func podmanExporter(t *testing.T, p *podmantest.Podman, args ...string) *exporter {
+	t.Helper()
+	return startExporter(t, append([]string{"--podman.host=unix://" + p.Socket(), "--no-collector.docker", "--no-collector.cri",
+		"--state.path=" + filepath.Join(t.TempDir(), "state.json")}, args...)...)
+}
+
+// podmanVeth returns the host veth of a running container.
+func podmanVeth(t *testing.T, p *podmantest.Podman, id string) string {
+	t.Helper()
+	return dockertest.HostVeth(t, "/proc/"+strconv.Itoa(p.ContainerPID(t, id))+"/ns/net")
+}
+
+// podmanPodSeries is the owner series of a veth owned by a Podman pod:
+// its ID and name, no Kubernetes namespace or UID.
+func podmanPodSeries(family, device, id, name string) string {
+	return fmt.Sprintf(`%s{device=%q,id=%q,kind="pod",name=%q,pod_name=%q,pod_namespace="",pod_uid=""}`, family, device, id, name, name)
+}
+
+func podmanUp(up float64) func(string) bool {
+	return func(m string) bool {
+		v, ok := sample(m, `veth_scrape_collector_success{collector="podman"}`)
+		return ok && v == up
+	}
+}
+
+// TestPodmanNames: containers and a pod named through Podman's API, with
+// either network backend; the network named in veth_bridge_info.
+func TestPodmanNames(t *testing.T) {
+	for _, backend := range []string{"netavark", "cni"} {
+		t.Run(backend, func(t *testing.T) {
+			p := podmantest.Start(t, podmantest.Options{NetworkBackend: backend})
+			web := p.RunContainer(t, "web")
+			db := p.RunContainer(t, "db")
+			pod := p.CreatePod(t, "shop")
+			cart := p.RunInPod(t, pod, "cart")
+			devs := map[string]string{"web": podmanVeth(t, p, web), "db": podmanVeth(t, p, db), "shop": podmanVeth(t, p, cart)}
+
+			e := podmanExporter(t, p)
+			m := e.scrapeUntil(t, "Podman up", podmanUp(1))
+			wantSample(t, m, ownerSeries("veth_owner_info", devs["web"], web, "web"), 1)
+			wantSample(t, m, ownerSeries("veth_owner_info", devs["db"], db, "db"), 1)
+			wantSample(t, m, podmanPodSeries("veth_owner_info", devs["shop"], pod, "shop"), 1)
+			wantSample(t, m, verdictSeries(devs["shop"], "owned", "pod"), 1)
+			wantSample(t, m, verdictSeries(devs["web"], "owned", "container"), 1)
+			wantSample(t, m, fmt.Sprintf(`veth_bridge_info{master=%q,network="podman"}`, p.Bridge), 1)
+			if n := orphans(m); n != 0 {
+				t.Errorf("%v veths orphaned, want none", n)
+			}
+			// Podman runs a container in every peer namespace: no process
+			// is counted.
+			if v, ok := sample(m, fmt.Sprintf(`veth_peer_netns_processes{device=%q}`, devs["web"])); ok {
+				t.Errorf("veth_peer_netns_processes for web = %v, want it absent", v)
+			}
+			// A quiet node costs no API call per scrape (events stream).
+			before, _ := sample(m, "veth_podman_api_requests_total")
+			for range 3 {
+				m = e.scrape(t)
+			}
+			if after, _ := sample(m, "veth_podman_api_requests_total"); after != before {
+				t.Errorf("3 quiet scrapes made %v Podman API requests, want none", after-before)
+			}
+		})
+	}
+}
+
+// TestPodmanCrashLeftover: conmon and the container killed (-9): Podman
+// still says running, but the exporter sees the process gone and calls
+// the veth a leftover, naming the container (or pod) it came from, seen
+// running or not.
+func TestPodmanCrashLeftover(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{})
+	api := p.RunContainer(t, "api")
+	apiDev := podmanVeth(t, p, api)
+	pod := p.CreatePod(t, "batch")
+	job := p.RunInPod(t, pod, "job")
+	podDev := podmanVeth(t, p, job)
+	infra := p.InfraID(t, pod)
+	e := podmanExporter(t, p, "--inventory.settle-time=1s")
+	e.scrapeUntil(t, "both owned", func(m string) bool {
+		_, a := sample(m, ownerSeries("veth_owner_info", apiDev, api, "api"))
+		_, b := sample(m, podmanPodSeries("veth_owner_info", podDev, pod, "batch"))
+		return a && b
+	})
+
+	p.Crash(t, api)
+	p.Crash(t, job)
+	p.Crash(t, infra)
+	if state := p.Run(t, "container", "inspect", "-f", "{{.State.Status}}", api); state != "running" {
+		t.Fatalf("Podman says the crashed api is %q; the scenario needs Podman to miss the crash", state)
+	}
+	m := e.scrapeUntil(t, "both leftovers orphaned", func(m string) bool {
+		_, a := sample(m, verdictSeries(apiDev, "orphaned", "netns_empty"))
+		_, b := sample(m, verdictSeries(podDev, "orphaned", "netns_empty"))
+		return a && b
+	})
+	wantSample(t, m, ownerSeries("veth_last_owner_info", apiDev, api, "api"), 1)
+	wantSample(t, m, podmanPodSeries("veth_last_owner_info", podDev, pod, "batch"), 1)
+
+	// An exporter that never saw them running learns the last owners
+	// from Podman's records of the crashed containers.
+	lost := p.RunContainer(t, "lost")
+	lostDev := podmanVeth(t, p, lost)
+	p.Crash(t, lost)
+	out, err := exec.Command(exporterBinary(t), "inspect", "--output=json", "--inventory.trust-pid-namespace",
+		"--podman.host=unix://"+p.Socket(), "--no-collector.docker", "--no-collector.cri", "--cni.conf-dir=",
+		"--state.path="+filepath.Join(t.TempDir(), "state.json")).Output()
+	if err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	var snap struct {
+		Veths []struct {
+			Device, Verdict, Reason string
+			LastOwner               *struct{ Kind, ID, Name string } `json:"last_owner"`
+		} `json:"veths"`
+	}
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct{ kind, id, name string }{lostDev: {"container", lost, "lost"}, podDev: {"pod", pod, "batch"}, apiDev: {"container", api, "api"}}
+	for _, v := range snap.Veths {
+		w, ok := want[v.Device]
+		if !ok {
+			continue
+		}
+		delete(want, v.Device)
+		if v.Verdict != "orphaned" || v.Reason != "netns_empty" || v.LastOwner == nil || v.LastOwner.Kind != w.kind || v.LastOwner.ID != w.id || v.LastOwner.Name != w.name {
+			t.Errorf("fresh inspect: %s is %s/%s, last owner %+v; want orphaned/netns_empty, last owned by %s %s (%s)", v.Device, v.Verdict, v.Reason, v.LastOwner, w.kind, w.name, w.id)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("fresh inspect does not list %v:\n%s", want, out)
+	}
+
+	// `podman rm -f` cleans both the veth and the namespace mount, as the
+	// runbook says.
+	sandbox := p.SandboxKey(t, api)
+	p.Run(t, "rm", "-f", api)
+	m = e.scrape(t)
+	if s := seriesOf(m, "veth_info", apiDev); len(s) != 0 {
+		t.Errorf("after podman rm -f: series for %s: %q", apiDev, s)
+	}
+	if mounted, err := dockertest.MountedAt(sandbox); err != nil || mounted {
+		t.Errorf("after podman rm -f: %s still mounted (%v)", sandbox, err)
+	}
+}
+
+// TestPodmanNormalStop: a container stopped the normal way, scraped every
+// 0.2 s with the default settle time, is never a leftover, however its
+// teardown is caught midway.
+func TestPodmanNormalStop(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{})
+	ids := []string{p.RunContainer(t, "s1"), p.RunContainer(t, "s2")}
+	pod := p.CreatePod(t, "sp")
+	ids = append(ids, p.RunInPod(t, pod, "s3"))
+	var devs []string
+	for _, id := range ids {
+		devs = append(devs, podmanVeth(t, p, id))
+	}
+	e := podmanExporter(t, p, "--inventory.settle-time=30s")
+	e.scrapeUntil(t, "Podman up", podmanUp(1))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := p.TryRun(ctx, "stop", "-t", "1", ids[0], ids[1])
+		if err == nil {
+			_, err = p.TryRun(ctx, "pod", "stop", "-t", "1", pod)
+		}
+		stopped <- err
+	}()
+	scrapes := 0
+	for done := false; !done; {
+		select {
+		case err := <-stopped:
+			if err != nil {
+				t.Fatalf("podman stop: %v", err)
+			}
+			done = true
+		default:
+		}
+		m := e.scrape(t)
+		scrapes++
+		if n := orphans(m); n != 0 {
+			t.Fatalf("scrape %d during podman stop: %v veths orphaned, want none", scrapes, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Until every veth is gone.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := e.scrape(t)
+		scrapes++
+		if n := orphans(m); n != 0 {
+			t.Fatalf("scrape %d after podman stop: %v veths orphaned, want none", scrapes, n)
+		}
+		left := 0
+		for _, dev := range devs {
+			left += len(seriesOf(m, "veth_info", dev))
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after podman stop: %d veths left", left)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d scrapes during and after the stop, none orphaned", scrapes)
+}
+
+// TestPodmanServiceDown: with Podman's API service gone, the veths only
+// Podman can decide (a crashed container's, whose namespace Podman
+// pinned) are unknown / resolver_down, never orphaned; a live container
+// stays owned by its process's cgroup; the exporter recovers when the
+// service is back.
+func TestPodmanServiceDown(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{})
+	live := p.RunContainer(t, "live")
+	liveDev := podmanVeth(t, p, live)
+	gone := p.RunContainer(t, "gone")
+	goneDev := podmanVeth(t, p, gone)
+	e := podmanExporter(t, p, "--inventory.settle-time=1s")
+	e.scrapeUntil(t, "both owned", func(m string) bool {
+		_, a := sample(m, ownerSeries("veth_owner_info", liveDev, live, "live"))
+		_, b := sample(m, ownerSeries("veth_owner_info", goneDev, gone, "gone"))
+		return a && b
+	})
+
+	p.StopService(t)
+	p.Crash(t, gone)
+	for range 3 {
+		m := e.scrapeUntil(t, "Podman down", podmanUp(0))
+		wantSample(t, m, verdictSeries(goneDev, "unknown", "resolver_down"), 1)
+		wantSample(t, m, verdictSeries(liveDev, "owned", "container"), 1)
+		if n := orphans(m); n != 0 {
+			t.Errorf("with Podman's service down: %v veths orphaned, want none", n)
+		}
+		time.Sleep(time.Second)
+	}
+
+	p.StartService(t)
+	m := e.scrapeUntil(t, "the crash leftover orphaned", func(m string) bool {
+		_, ok := sample(m, verdictSeries(goneDev, "orphaned", "netns_empty"))
+		return ok
+	})
+	wantSample(t, m, `veth_scrape_collector_success{collector="podman"}`, 1)
+	wantSample(t, m, ownerSeries("veth_last_owner_info", goneDev, gone, "gone"), 1)
+	wantSample(t, m, ownerSeries("veth_owner_info", liveDev, live, "live"), 1)
+}
