@@ -54,6 +54,11 @@ func TestPodmanNames(t *testing.T) {
 			db := p.RunContainer(t, "db")
 			pod := p.CreatePod(t, "shop")
 			cart := p.RunInPod(t, pod, "cart")
+			// A network of the user's: its own bridge (podman1,
+			// cni-podman1), named after it.
+			p.Run(t, "network", "create", "usernet")
+			userBridge := p.Run(t, "network", "inspect", "-f", "{{.NetworkInterface}}", "usernet")
+			p.RunContainer(t, "tool", "--network", "usernet")
 			devs := map[string]string{"web": podmanVeth(t, p, web), "db": podmanVeth(t, p, db), "shop": podmanVeth(t, p, cart)}
 
 			e := podmanExporter(t, p)
@@ -64,6 +69,7 @@ func TestPodmanNames(t *testing.T) {
 			wantSample(t, m, verdictSeries(devs["shop"], "owned", "pod"), 1)
 			wantSample(t, m, verdictSeries(devs["web"], "owned", "container"), 1)
 			wantSample(t, m, fmt.Sprintf(`veth_bridge_info{master=%q,network="podman"}`, p.Bridge), 1)
+			wantSample(t, m, fmt.Sprintf(`veth_bridge_info{master=%q,network="usernet"}`, userBridge), 1)
 			if n := orphans(m); n != 0 {
 				t.Errorf("%v veths orphaned, want none", n)
 			}
