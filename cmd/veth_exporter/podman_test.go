@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,17 @@ func TestPodmanNames(t *testing.T) {
 			if v, ok := sample(m, fmt.Sprintf(`veth_peer_netns_processes{device=%q}`, devs["web"])); ok {
 				t.Errorf("veth_peer_netns_processes for web = %v, want it absent", v)
 			}
+			// On because the socket exists; off when refused, or when the
+			// socket named does not exist.
+			for _, args := range [][]string{
+				{"--no-collector.podman", "--podman.host=unix://" + p.Socket()},
+				{"--podman.host=unix://" + filepath.Join(t.TempDir(), "none.sock")},
+			} {
+				off := startExporter(t, append(args, "--no-collector.docker", "--no-collector.cri", "--state.path="+filepath.Join(t.TempDir(), "state.json"))...)
+				if m := off.scrape(t); strings.Contains(m, `collector="podman"`) || strings.Contains(m, "veth_podman_api_requests_total") {
+					t.Errorf("%v: a podman stage is reported, want the resolver off", args)
+				}
+			}
 			// A quiet node costs no API call per scrape (events stream).
 			before, _ := sample(m, "veth_podman_api_requests_total")
 			for range 3 {
@@ -95,7 +107,13 @@ func TestPodmanNames(t *testing.T) {
 // the veth a leftover, naming the container (or pod) it came from, seen
 // running or not.
 func TestPodmanCrashLeftover(t *testing.T) {
-	p := podmantest.Start(t, podmantest.Options{})
+	for _, backend := range []string{"netavark", "cni"} {
+		t.Run(backend, func(t *testing.T) { podmanCrashLeftover(t, backend) })
+	}
+}
+
+func podmanCrashLeftover(t *testing.T, backend string) {
+	p := podmantest.Start(t, podmantest.Options{NetworkBackend: backend})
 	api := p.RunContainer(t, "api")
 	apiDev := podmanVeth(t, p, api)
 	pod := p.CreatePod(t, "batch")
