@@ -480,17 +480,11 @@ func TestContainerWithStrayProcess(t *testing.T) {
 	// namespaces of earlier tests die a moment after them (their veths,
 	// whose peers no scan finds, would call for the threads).
 	threads := func(s *Snapshot) bool { return s.threadsRead }
-	deadline := time.Now().Add(5 * time.Second)
-	var v *Veth
-	var s *Snapshot
-	for {
-		s = snapshot(t, newTestInventory(t))
-		v = mustVeth(t, s, "vstrayed")
-		if v.PeerNetns != nil && fmt.Sprint(v.PeerNetns.PIDs) == fmt.Sprint(want) && !threads(s) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	s := settled(t, newTestInventory(t), func(s *Snapshot) bool {
+		v := s.Veth("vstrayed")
+		return v != nil && v.PeerNetns != nil && fmt.Sprint(v.PeerNetns.PIDs) == fmt.Sprint(want) && !threads(s)
+	})
+	v := mustVeth(t, s, "vstrayed")
 	wantVerdict(t, v, Owned, ReasonContainer)
 	if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.PIDs) != fmt.Sprint(want) {
 		t.Errorf("peer netns = %+v, want PIDs %v", v.PeerNetns, want)
@@ -788,16 +782,22 @@ func TestNSIDWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.close()
-	netnstest.IP(t, "netns", "add", "watched")
+	netnstest.NamedNetns(t, "watched")
 	netnstest.Veth(t, "vwatched", "watched", "")
-	if w.freed() {
-		t.Fatal("freed after an nsid was given, want not")
+	// Namespaces of earlier tests may still be freed meanwhile: once
+	// what the watch saw is read, it says nothing until the next one.
+	deadline := time.Now().Add(settleWait)
+	for w.freed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("nsids still being freed after %v", settleWait)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	netnstest.IP(t, "netns", "del", "watched")
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(settleWait)
 	for !w.freed() {
 		if time.Now().After(deadline) {
-			t.Fatal("no nsid freed 5 s after the namespace was deleted")
+			t.Fatalf("no nsid freed %v after the namespace was deleted", settleWait)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

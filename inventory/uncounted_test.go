@@ -3,6 +3,7 @@ package inventory
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,16 +34,40 @@ func resolverInventory(t *testing.T, r Resolver) *Inventory {
 // settled takes snapshots until ok says the node is as the test built
 // it: the namespaces of earlier tests die a moment after them, and their
 // veths, whose peers no runtime accounts for, call for a scan.
+//
+// The kernel frees a namespace in a background worker, which takes
+// seconds on a loaded machine: settled waits up to 30 s, and says what it
+// waited for when that took long.
 func settled(t *testing.T, inv *Inventory, ok func(*Snapshot) bool) *Snapshot {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	start := time.Now()
 	for {
 		s := snapshot(t, inv)
-		if ok(s) || time.Now().After(deadline) {
+		if ok(s) || time.Since(start) > settleWait {
+			if waited := time.Since(start); waited > time.Second {
+				t.Logf("waited %v for the node to settle; veths then: %s", waited.Round(time.Millisecond), vethList(s))
+			}
 			return s
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// settleWait bounds how long tests wait for the namespaces of earlier
+// tests to be freed.
+const settleWait = 30 * time.Second
+
+// vethList names the veths of s with their peers' namespaces, for logs.
+func vethList(s *Snapshot) string {
+	var b strings.Builder
+	for _, v := range s.Veths {
+		fmt.Fprintf(&b, "%s(nsid %d", v.Name, v.PeerNetNSID)
+		if n := v.PeerNetns; n != nil {
+			fmt.Fprintf(&b, ", pids %v, mounts %v, uncounted %v", n.PIDs, n.Mounts, n.Uncounted)
+		}
+		b.WriteString(") ")
+	}
+	return b.String()
 }
 
 func uncounted(s *Snapshot, names ...string) bool {

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Bridge creates a Linux bridge, up, and deletes it when the test ends.
@@ -64,5 +67,19 @@ func Join(t testing.TB, pid int) (joined int, stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return cmd.Process.Pid, stop
+	// nsenter enters the namespace a moment after it starts (longer on a
+	// loaded machine): return once it is in it, as a stray would be.
+	target := "/proc/" + strconv.Itoa(pid) + "/ns/net"
+	joinedNs := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var want, got unix.Stat_t
+		if unix.Stat(target, &want) == nil && unix.Stat(joinedNs, &got) == nil && want.Ino == got.Ino {
+			return cmd.Process.Pid, stop
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nsenter %d not in the namespace of %d after 10 s", cmd.Process.Pid, pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
