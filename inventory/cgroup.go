@@ -36,6 +36,9 @@ var runtimePrefixes = []struct {
 	{"nerdctl-", RuntimeContainerd},
 	{"crio-", RuntimeCRIO},
 	{"libpod-", RuntimePodman},
+	// Podman's --cgroups=split (Quadlet's default): the container's
+	// processes in "<unit>.service/libpod-payload-<id>".
+	{"libpod-payload-", RuntimePodman},
 }
 
 var (

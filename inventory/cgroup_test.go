@@ -106,6 +106,8 @@ func TestParseCgroup(t *testing.T) {
 		// same path; the unified one "/").
 		{"podman pod cgroupfs", "8:pids:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n1:name=systemd:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n0::/\n",
 			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
+		{"podman --cgroups=split (Quadlet)", "0::/system.slice/nginx.service/libpod-payload-" + ctrA + "\n",
+			cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
 		{"podman pod cgroupfs conmon", "8:pids:/libpod_parent/" + ctrB + "/conmon\n", cgroupOwner{}},
 		{"podman pod systemd", "0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope/container\n",
 			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},

@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -358,24 +357,19 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	d.opened()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var ev struct {
-			Type   string
-			Action string
-			Actor  struct{ ID string }
-		}
-		if err := dec.Decode(&ev); err != nil {
-			return err
-		}
+	// What changed while the stream was away is unknown: inspect afresh.
+	d.mu.Lock()
+	clear(d.inspected)
+	d.mu.Unlock()
+	return readEvents(resp.Body, func(ev engineEvent) {
 		d.mu.Lock()
+		defer d.mu.Unlock()
 		d.changedGen++
 		if ev.Type == "container" && (ev.Action == "start" || ev.Action == "die" || ev.Action == "destroy" || ev.Action == "restart") {
 			// The container's init process changed or ended.
 			delete(d.inspected, ev.Actor.ID)
 		}
-		d.mu.Unlock()
-	}
+	})
 }
 
 // SandboxRecord returns Docker's record of the stopped container whose

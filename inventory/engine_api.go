@@ -109,7 +109,7 @@ func (a *engineAPI) get(ctx context.Context, timeout time.Duration, p string, qu
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := json.NewDecoder(&boundedReader{r: resp.Body, max: maxEngineAnswer}).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: %w", a.engine, p, err)
 	}
 	return nil
@@ -213,4 +213,57 @@ func (f *followedView[V]) closeEvents() {
 		f.stop()
 		<-f.done
 	}
+}
+
+// Bounds on what an engine may send: a whole answer, one event.
+const (
+	maxEngineAnswer = 64 << 20
+	maxEngineEvent  = 1 << 20
+)
+
+// engineEvent is what both engines' events say that the resolvers use.
+type engineEvent struct {
+	Type   string
+	Action string
+	Actor  struct{ ID string }
+}
+
+// readEvents decodes the events of a stream and passes each to each,
+// until the stream ends (an error then, io.EOF included) or one event is
+// larger than maxEngineEvent.
+func readEvents(body io.Reader, each func(engineEvent)) error {
+	b := &boundedReader{r: body, max: maxEngineEvent}
+	dec := json.NewDecoder(b)
+	for {
+		var ev engineEvent
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("events stream closed")
+			}
+			return err
+		}
+		b.n = 0
+		each(ev)
+	}
+}
+
+// boundedReader fails once more than max bytes were read since n was last
+// set to 0.
+type boundedReader struct {
+	r      io.Reader
+	n, max int
+}
+
+var errTooLarge = errors.New("engine sent more than the exporter accepts")
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.n >= b.max {
+		return 0, errTooLarge
+	}
+	if len(p) > b.max-b.n {
+		p = p[:b.max-b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n += n
+	return n, err
 }

@@ -43,7 +43,11 @@ func (pm *Podman) Timeout() time.Duration { return pm.timeout }
 func (pm *Podman) Observe(ctx context.Context, p Paths) (Observation, error) {
 	v := pm.View(ctx)
 	v.Requests = pm.Requests()
-	return newPodmanClaims(v, p), v.Err
+	c := newPodmanClaims(v, p)
+	c.confirm = func(ctx context.Context, pc *PodmanContainer) (bool, error) {
+		return pm.confirmCrash(ctx, p, pc, c.boot)
+	}
+	return c, v.Err
 }
 
 // podmanClaims is what Podman said for one snapshot.
@@ -59,11 +63,19 @@ type podmanClaims struct {
 	// byID: every container; pods: the containers of each pod.
 	byID map[string]*PodmanContainer
 	pods map[string][]*PodmanContainer
+	// boot is when the node booted, to date processes; zero if unknown.
+	boot time.Time
+	// confirm asks Podman afresh whether a crashed record still is one
+	// (see [Podman.confirmCrash]); nil trusts the view. confirmed keeps
+	// its answers for the snapshot, an error as down.
+	confirm   func(context.Context, *PodmanContainer) (bool, error)
+	confirmed map[string]RuntimeClaim
 }
 
 func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
 	c := &podmanClaims{view: v, running: map[uint64][]*PodmanContainer{}, paths: map[uint64]string{},
-		crashed: map[string]bool{}, byID: map[string]*PodmanContainer{}, pods: map[string][]*PodmanContainer{}}
+		crashed: map[string]bool{}, byID: map[string]*PodmanContainer{}, pods: map[string][]*PodmanContainer{},
+		boot: bootTime(p.Procfs), confirmed: map[string]RuntimeClaim{}}
 	for _, pc := range v.Containers {
 		c.byID[pc.ID] = pc
 		if pc.PodID != "" {
@@ -72,11 +84,11 @@ func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
 		if !pc.running() {
 			continue
 		}
-		dir := p.Procfs + "/" + strconv.Itoa(pc.Pid)
-		if !podmanProcessLives(dir, pc.ID) {
+		if !podmanProcessLives(p.Procfs, pc, c.boot) {
 			c.crashed[pc.ID] = true
 			continue
 		}
+		dir := p.Procfs + "/" + strconv.Itoa(pc.Pid)
 		inode, path := podmanNetnsOf(p, pc, dir)
 		if inode == 0 {
 			continue
@@ -93,15 +105,56 @@ func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
 	return c
 }
 
-// podmanProcessLives reports whether the process at dir (the container's
-// recorded PID) is the container's: alive and in its cgroup. A PID that
-// died, or went to another process, is a crash.
-func podmanProcessLives(dir, id string) bool {
-	cg, err := os.ReadFile(dir + "/cgroup")
-	if err != nil {
+// podmanProcessLives reports whether the container's recorded process
+// still runs. It is gone when no process has its PID; a process at that
+// PID is the container's when it is in the container's cgroup, or (for
+// containers run without one of their own: --cgroups=disabled or split)
+// when it started no later than Podman recorded the container's start. A
+// process that started later is another, the PID reused. Without the
+// times to tell, a process at the PID counts as the container's: a crash
+// missed keeps a veth owned, never the other way round.
+func podmanProcessLives(procfs string, pc *PodmanContainer, boot time.Time) bool {
+	if pc.Pid <= 0 {
 		return false
 	}
-	return parseCgroup(string(cg)).ContainerID == id
+	dir := procfs + "/" + strconv.Itoa(pc.Pid)
+	ticks, ok := processStartTime(dir)
+	if !ok {
+		return false
+	}
+	if cg, err := os.ReadFile(dir + "/cgroup"); err == nil && parseCgroup(string(cg)).ContainerID == pc.ID {
+		return true
+	}
+	if boot.IsZero() || pc.StartedAt.IsZero() {
+		return true
+	}
+	started := boot.Add(time.Duration(ticks) * time.Second / clockTicks)
+	return !started.After(pc.StartedAt.Add(podmanStartSlack))
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's start time: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// podmanStartSlack absorbs the rounding of boot and start times when a
+// process is dated against Podman's record of the container's start.
+const podmanStartSlack = 2 * time.Second
+
+// bootTime returns when the node booted (btime of /proc/stat), zero if it
+// cannot be read.
+func bootTime(procfs string) time.Time {
+	b, err := os.ReadFile(procfs + "/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "btime "); ok {
+			if sec, err := strconv.ParseInt(v, 10, 64); err == nil {
+				return time.Unix(sec, 0)
+			}
+		}
+	}
+	return time.Time{}
 }
 
 // podmanNetnsOf finds the namespace of a live container and a path that
@@ -136,7 +189,7 @@ func (c *podmanClaims) Running() []RunningNetns {
 // very container still lives in it. While Podman cannot be asked, its
 // namespaces (a netns-* mount in its directory, a Podman owner now or
 // last) are down.
-func (c *podmanClaims) Claim(_ context.Context, v *Veth) Claim {
+func (c *podmanClaims) Claim(ctx context.Context, v *Veth) Claim {
 	n := v.PeerNetns
 	if n == nil {
 		return Claim{}
@@ -154,10 +207,37 @@ func (c *podmanClaims) Claim(_ context.Context, v *Veth) Claim {
 		}
 		return claim
 	}
-	if pc := c.record(v); pc != nil {
-		return Claim{State: RuntimeExited, LastOwner: podmanOwner(pc), LastOwnerSeen: pc.FinishedAt}
+	pc := c.record(v)
+	if pc == nil {
+		return Claim{}
 	}
-	return Claim{}
+	if c.crashed[pc.ID] {
+		if state := c.confirmCrash(ctx, pc); state != RuntimeExited {
+			return Claim{State: state}
+		}
+	}
+	return Claim{State: RuntimeExited, LastOwner: podmanOwner(pc), LastOwnerSeen: pc.FinishedAt}
+}
+
+// confirmCrash asks Podman once per snapshot whether a crashed record is
+// still one: exited if so, silent if not (the container runs again, or
+// was removed), down when Podman does not answer.
+func (c *podmanClaims) confirmCrash(ctx context.Context, pc *PodmanContainer) RuntimeClaim {
+	if c.confirm == nil {
+		return RuntimeExited
+	}
+	if state, ok := c.confirmed[pc.ID]; ok {
+		return state
+	}
+	state := RuntimeSilent
+	switch crashed, err := c.confirm(ctx, pc); {
+	case err != nil:
+		state = RuntimeDown
+	case crashed:
+		state = RuntimeExited
+	}
+	c.confirmed[pc.ID] = state
+	return state
 }
 
 // record returns the record of the gone container whose namespace v's
@@ -177,8 +257,9 @@ func (c *podmanClaims) record(v *Veth) *PodmanContainer {
 		}
 		// A process of the very container (or pod) in the namespace:
 		// the record was listed before it was seen, and it may have
-		// started again since. The process wins.
-		if o == v.Owner {
+		// started again since. The process wins, whichever owner names
+		// the container.
+		if v.Owner != nil && v.Owner.Kind == o.Kind && v.Owner.ID == o.ID {
 			continue
 		}
 		switch o.Kind {

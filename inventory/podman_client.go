@@ -2,9 +2,6 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"time"
@@ -50,9 +47,13 @@ type PodmanContainer struct {
 	// SandboxKey is the nsfs mount pinning the container's namespace
 	// (its pod's infra container's for a container in a pod).
 	SandboxKey string `json:"sandbox_key,omitempty"`
+	// StartedAt is when Podman last started the container: its process
+	// started at or before it, and a process at Pid that started later is
+	// another one, the PID reused.
+	StartedAt time.Time `json:"started_at,omitzero"`
 	// FinishedAt is when a stopped container last stopped running.
 	FinishedAt time.Time `json:"finished_at,omitzero"`
-	// inspected: Pid, ConmonPid and SandboxKey are known.
+	// inspected: ConmonPid, StartedAt and SandboxKey are known.
 	inspected bool
 }
 
@@ -206,10 +207,21 @@ func (pm *Podman) fetch(ctx context.Context) (*PodmanView, error) {
 // inspect fills in the container's PIDs and SandboxKey; the caller holds
 // pm.mu.
 func (pm *Podman) inspect(ctx context.Context, c *PodmanContainer) error {
+	if err := pm.inspectInto(ctx, c); err != nil {
+		return err
+	}
+	pm.inspected[c.ID] = c
+	return nil
+}
+
+// inspectInto fills in what only inspect tells of c, without caching it.
+func (pm *Podman) inspectInto(ctx context.Context, c *PodmanContainer) error {
 	var r struct {
 		State struct {
+			Status     string
 			Pid        int
 			ConmonPid  int
+			StartedAt  time.Time
 			FinishedAt time.Time
 		}
 		NetworkSettings struct{ SandboxKey string }
@@ -217,26 +229,60 @@ func (pm *Podman) inspect(ctx context.Context, c *PodmanContainer) error {
 	if err := pm.get(ctx, "/containers/"+c.ID+"/json", nil, &r); err != nil {
 		return err
 	}
+	if r.State.Status != "" {
+		c.State = r.State.Status
+	}
 	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = r.State.Pid, r.State.ConmonPid, hostRunPath(r.NetworkSettings.SandboxKey), true
+	if r.State.StartedAt.Year() > 1 {
+		c.StartedAt = r.State.StartedAt
+	}
 	if r.State.FinishedAt.Year() > 1 && c.stopped() {
 		c.FinishedAt = r.State.FinishedAt
 	}
-	pm.inspected[c.ID] = c
 	return nil
 }
 
-// reuseInspect copies what an earlier inspect of the same container in
-// the same state learned; the caller holds pm.mu.
+// reuseInspect copies what an earlier inspect of the same run of the
+// container (the same state and, from the list, the same PID) learned;
+// the caller holds pm.mu.
 func (pm *Podman) reuseInspect(c *PodmanContainer) bool {
 	old := pm.inspected[c.ID]
-	if old == nil || old.State != c.State {
+	if old == nil || old.State != c.State || old.Pid != c.Pid {
 		return false
 	}
-	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = old.Pid, old.ConmonPid, old.SandboxKey, true
+	c.ConmonPid, c.SandboxKey, c.StartedAt, c.inspected = old.ConmonPid, old.SandboxKey, old.StartedAt, true
 	if c.FinishedAt.IsZero() {
 		c.FinishedAt = old.FinishedAt
 	}
 	return true
+}
+
+// confirmCrash asks Podman afresh about a container whose recorded
+// process is gone, before its record makes a leftover: a view reused
+// from the cache (a hung service keeps the events stream quiet) may hold
+// a run of the container that has been replaced. It reports whether the
+// fresh record still says the container's process is gone (or that the
+// container stopped), and marks the cached view stale when the record
+// changed. A container removed meanwhile is no longer a record (gone
+// false, no error).
+func (pm *Podman) confirmCrash(ctx context.Context, p Paths, cached *PodmanContainer, boot time.Time) (crashed bool, err error) {
+	fresh := &PodmanContainer{ID: cached.ID}
+	if err := pm.inspectInto(ctx, fresh); err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	if fresh.State != cached.State || fresh.Pid != cached.Pid || !fresh.StartedAt.Equal(cached.StartedAt) {
+		pm.mu.Lock()
+		delete(pm.inspected, cached.ID)
+		pm.changedGen++
+		pm.mu.Unlock()
+	}
+	if fresh.stopped() {
+		return true, nil
+	}
+	return fresh.running() && !podmanProcessLives(p.Procfs, fresh, boot), nil
 }
 
 // get calls one libpod endpoint and decodes its JSON answer into out.
@@ -254,28 +300,20 @@ func (pm *Podman) streamEvents(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	pm.opened()
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var ev struct {
-			Type   string
-			Action string
-			Actor  struct{ ID string }
-		}
-		if err := dec.Decode(&ev); err != nil {
-			if err == io.EOF {
-				return fmt.Errorf("podman events: stream closed")
-			}
-			return err
-		}
+	// What changed while the stream was away is unknown: inspect afresh.
+	pm.mu.Lock()
+	clear(pm.inspected)
+	pm.mu.Unlock()
+	return readEvents(resp.Body, func(ev engineEvent) {
 		if ev.Type == "container" && (ev.Action == "exec" || ev.Action == "exec_died" || ev.Action == "health_status") {
-			continue // changes nothing a view holds
+			return // changes nothing a view holds
 		}
 		pm.mu.Lock()
+		defer pm.mu.Unlock()
 		pm.changedGen++
 		if ev.Type == "container" {
 			// Its process, its state or its sandbox may have changed.
 			delete(pm.inspected, ev.Actor.ID)
 		}
-		pm.mu.Unlock()
-	}
+	})
 }

@@ -2,8 +2,10 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,24 +25,41 @@ func TestPodmanClaims(t *testing.T) {
 		}
 		return st.Ino
 	}
-	live := &PodmanContainer{ID: ctrA, Name: "web", State: "running", Pid: 100}
-	member := &PodmanContainer{ID: ctrB, Name: "cart", State: "running", Pid: 200, PodID: podmanPodID, PodName: "shop"}
-	crashed := &PodmanContainer{ID: crashedID, Name: "api", State: "running", Pid: 300, SandboxKey: "/run/netns/netns-dead"}
+	// Booted at boot; procStat's processes started 5678901 ticks later.
+	boot := time.Unix(1_700_000_000, 0)
+	processStart := boot.Add(5678901 * time.Second / clockTicks)
+	writeProcFile(t, procfs, "stat", "cpu 1 2 3\nbtime 1700000000\nprocesses 9\n")
+	started := processStart.Add(time.Second)
+	live := &PodmanContainer{ID: ctrA, Name: "web", State: "running", Pid: 100, StartedAt: started}
+	member := &PodmanContainer{ID: ctrB, Name: "cart", State: "running", Pid: 200, PodID: podmanPodID, PodName: "shop", StartedAt: started}
+	crashed := &PodmanContainer{ID: crashedID, Name: "api", State: "running", Pid: 300, SandboxKey: "/run/netns/netns-dead", StartedAt: processStart.Add(-time.Hour)}
+	// --cgroups=disabled: its process is in no cgroup of its own.
+	nocgroup := &PodmanContainer{ID: nocgroupID, Name: "plain", State: "running", Pid: 500, StartedAt: started}
+	gone := &PodmanContainer{ID: goneID, Name: "gone", State: "running", Pid: 600, SandboxKey: "/run/netns/netns-gone", StartedAt: started}
 	for pid, id := range map[string]string{"100": ctrA, "200": ctrB} {
 		writeProcFile(t, filepath.Join(procfs, pid), "cgroup", "8:pids:/libpod_parent/libpod-"+id+"\n")
+	}
+	for _, pid := range []string{"100", "200", "300", "500"} {
+		writeProcFile(t, filepath.Join(procfs, pid), "stat", procStat(pid, "sleep"))
 		writeProcFile(t, filepath.Join(procfs, pid), "ns/net", "")
 	}
-	// PID 300 went to a process in no container.
+	// PID 300 went to a process in no container, which started an hour
+	// after the container did; 500 is in no container's cgroup but
+	// started before Podman recorded its start; 600 is gone.
 	writeProcFile(t, filepath.Join(procfs, "300"), "cgroup", "0::/user.slice\n")
-	view := &PodmanView{Up: true, Containers: []*PodmanContainer{live, member, crashed}}
+	writeProcFile(t, filepath.Join(procfs, "500"), "cgroup", "0::/user.slice\n")
+	view := &PodmanView{Up: true, Containers: []*PodmanContainer{live, member, crashed, nocgroup, gone}}
 	c := newPodmanClaims(view, Paths{Procfs: procfs, Rootfs: "/"})
 
 	running := map[uint64]int{}
 	for _, r := range c.Running() {
 		running[r.Inode] = r.PID
 	}
-	if len(running) != 2 || running[inode("100")] != 100 || running[inode("200")] != 200 {
-		t.Errorf("Running() = %v, want the namespaces of PIDs 100 and 200 only", running)
+	if len(running) != 3 || running[inode("100")] != 100 || running[inode("200")] != 200 || running[inode("500")] != 500 {
+		t.Errorf("Running() = %v, want the namespaces of PIDs 100, 200 and 500 only", running)
+	}
+	if !c.crashed[crashedID] || !c.crashed[goneID] || len(c.crashed) != 2 {
+		t.Errorf("crashed = %v, want the reused PID's and the gone one's containers only", c.crashed)
 	}
 	ctx := context.Background()
 	if cl := c.Claim(ctx, &Veth{PeerNetns: &Namespace{Inode: inode("100")}}); cl.State != RuntimeRunning || cl.Owner == nil || cl.Owner.Kind != OwnerContainer || cl.Owner.Name != "web" {
@@ -65,6 +84,35 @@ func TestPodmanClaims(t *testing.T) {
 		t.Errorf("a namespace Podman does not know: claim %+v, want silent", cl)
 	}
 
+	// A crash is asked about afresh, once a snapshot, before it makes a
+	// leftover: running again (or removed) is no record, no answer is
+	// down.
+	for _, tc := range []struct {
+		name    string
+		crashed bool
+		err     error
+		want    RuntimeClaim
+	}{
+		{"still crashed", true, nil, RuntimeExited},
+		{"running again", false, nil, RuntimeSilent},
+		{"no answer", false, errors.New("timeout"), RuntimeDown},
+	} {
+		fresh := newPodmanClaims(view, Paths{Procfs: procfs, Rootfs: "/"})
+		calls := 0
+		fresh.confirm = func(_ context.Context, pc *PodmanContainer) (bool, error) {
+			calls++
+			return tc.crashed, tc.err
+		}
+		for range 2 {
+			if cl := fresh.Claim(ctx, &Veth{PeerNetns: leftover}); cl.State != tc.want {
+				t.Errorf("crash confirmed %s: claim %v, want %v", tc.name, cl.State, tc.want)
+			}
+		}
+		if calls != 1 {
+			t.Errorf("crash confirmed %s: asked %d times in one snapshot, want once", tc.name, calls)
+		}
+	}
+
 	down := newPodmanClaims(&PodmanView{}, Paths{Procfs: procfs, Rootfs: "/"})
 	if len(down.Running()) != 0 {
 		t.Errorf("down: Running() = %v, want none", down.Running())
@@ -86,6 +134,8 @@ func TestPodmanClaims(t *testing.T) {
 }
 
 const (
+	nocgroupID  = "0000000000000000000000000000000000000000000000000000000000000a50"
+	goneID      = "0000000000000000000000000000000000000000000000000000000000000a60"
 	podmanPodID = "0000000000000000000000000000000000000000000000000000000000000ab1"
 	crashedID   = "0000000000000000000000000000000000000000000000000000000000000dea"
 )

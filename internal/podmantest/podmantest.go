@@ -633,6 +633,30 @@ func (p *Podman) stopService() error {
 	return err
 }
 
+// FreezeService stops the API service with SIGSTOP, as a hung service:
+// connections stay open, nothing answers. The returned function (and the
+// test's end) lets it run again.
+func (p *Podman) FreezeService(t testing.TB) (thaw func()) {
+	t.Helper()
+	cmd, _ := p.service()
+	if cmd == nil {
+		t.Fatal("podmantest: no service runs")
+	}
+	pid := cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("podmantest: SIGSTOP %d: %v", pid, err)
+	}
+	thawed := false
+	thaw = func() {
+		if !thawed {
+			thawed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw)
+	return thaw
+}
+
 // service returns the running service's command and exit channel, or nil.
 func (p *Podman) service() (*exec.Cmd, chan struct{}) {
 	p.mu.Lock()
