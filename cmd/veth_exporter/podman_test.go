@@ -293,3 +293,83 @@ func TestPodmanServiceDown(t *testing.T) {
 	wantSample(t, m, ownerSeries("veth_last_owner_info", goneDev, gone, "gone"), 1)
 	wantSample(t, m, ownerSeries("veth_owner_info", liveDev, live, "live"), 1)
 }
+
+// noOrphanFor scrapes every 0.2 s for d and fails at the first orphan.
+func noOrphanFor(t *testing.T, e *exporter, d time.Duration, what string) string {
+	t.Helper()
+	var m string
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		m = e.scrape(t)
+		if n := orphans(m); n != 0 {
+			t.Fatalf("%s: %v veths orphaned, want none:\n%s", what, n, m)
+		}
+	}
+	return m
+}
+
+// TestPodmanWithoutItsOwnCgroup: a container run with --cgroups=disabled
+// has no libpod-<id> cgroup: its live process is still its process (it
+// started before Podman recorded the start), never a crash; killed, it
+// is one.
+func TestPodmanWithoutItsOwnCgroup(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{})
+	id := p.RunContainer(t, "plain", "--cgroups=disabled")
+	dev := podmanVeth(t, p, id)
+	e := podmanExporter(t, p, "--inventory.settle-time=1s")
+	e.scrapeUntil(t, "Podman up", podmanUp(1))
+	m := noOrphanFor(t, e, 3*time.Second, "a live container without a cgroup of its own")
+	wantSample(t, m, fmt.Sprintf(`veth_peer_netns_alive{device=%q}`, dev), 1)
+	p.Crash(t, id)
+	m = e.scrapeUntil(t, "the crash orphaned", func(m string) bool {
+		_, ok := sample(m, verdictSeries(dev, "orphaned", "netns_empty"))
+		return ok
+	})
+	wantSample(t, m, ownerSeries("veth_last_owner_info", dev, id, "plain"), 1)
+}
+
+// TestPodmanRestartUnseen: a container restarted while Podman's service
+// was away (its events missed, its old PID dead) is running again, not a
+// crash: the record is inspected afresh when the service is back.
+func TestPodmanRestartUnseen(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{})
+	id := p.RunContainer(t, "again")
+	dev := podmanVeth(t, p, id)
+	e := podmanExporter(t, p, "--inventory.settle-time=1s")
+	e.scrapeUntil(t, "owned", func(m string) bool { _, ok := sample(m, verdictSeries(dev, "owned", "container")); return ok })
+	p.StopService(t)
+	p.Run(t, "restart", "-t", "0", id)
+	p.StartService(t)
+	dev = podmanVeth(t, p, id)
+	m := noOrphanFor(t, e, 5*time.Second, "restarted while the service was away")
+	wantSample(t, m, verdictSeries(dev, "owned", "container"), 1)
+}
+
+// TestPodmanHungService: a service that hangs keeps its events stream
+// open and silent, so the cached view lives on. A container restarted
+// meanwhile stays owned; one that crashes meanwhile is not called a
+// leftover on the cached record's word: asking Podman afresh times out,
+// and the veth is unknown / resolver_down until the service answers.
+func TestPodmanHungService(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{})
+	again := p.RunContainer(t, "again")
+	crash := p.RunContainer(t, "crash")
+	crashDev := podmanVeth(t, p, crash)
+	e := podmanExporter(t, p, "--inventory.settle-time=1s", "--podman.timeout=2s")
+	e.scrapeUntil(t, "Podman up", podmanUp(1))
+	for range 3 {
+		e.scrape(t) // the view is cached, the stream quiet
+	}
+	thaw := p.FreezeService(t)
+	p.Run(t, "restart", "-t", "0", again)
+	againDev := podmanVeth(t, p, again)
+	p.Crash(t, crash)
+	m := noOrphanFor(t, e, 5*time.Second, "with the service hung")
+	wantSample(t, m, verdictSeries(againDev, "owned", "container"), 1)
+	wantSample(t, m, verdictSeries(crashDev, "unknown", "resolver_down"), 1)
+	thaw()
+	m = e.scrapeUntil(t, "the crash orphaned once the service answers", func(m string) bool {
+		_, ok := sample(m, verdictSeries(crashDev, "orphaned", "netns_empty"))
+		return ok
+	})
+	wantSample(t, m, verdictSeries(againDev, "owned", "container"), 1)
+}
