@@ -128,6 +128,13 @@ type Namespace struct {
 	// Owner is the container or pod that the namespace's processes belong
 	// to, or a plain process; nil when no process is in it.
 	Owner *Owner `json:"owner,omitempty"`
+	// Guest: the owner joined a namespace that was a plain process's
+	// before: that process, in no container, started before every
+	// process of the owner (podman run --network ns:PATH, a runtime run
+	// under `ip netns exec`). The owner is not remembered as the
+	// namespace's last owner: when it leaves, the namespace is the plain
+	// process's again, not a leftover of the container.
+	Guest bool `json:"owner_is_guest,omitempty"`
 	// Containers are the names of the running containers a runtime says
 	// share the namespace, its owner (the sandbox) first.
 	Containers []string `json:"containers,omitempty"`

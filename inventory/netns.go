@@ -127,7 +127,7 @@ func (ns *namespaces) lookupNSIDs(p Paths, want func(*Namespace) bool) error {
 // namespace an id when a link crosses into it.
 func (ns *namespaces) resolveOwners(procfs string, cache *ownerCache) {
 	for _, n := range ns.byNSID {
-		n.Owner = resolveOwner(procfs, n, cache)
+		n.resolve(procfs, cache)
 	}
 }
 
@@ -216,7 +216,7 @@ func (ns *namespaces) lookupLate(p Paths, cache *ownerCache) error {
 	}
 	for _, n := range fresh {
 		if n.NSID >= 0 {
-			n.Owner = resolveOwner(p.Procfs, n, cache)
+			n.resolve(p.Procfs, cache)
 		}
 	}
 	return nil
@@ -356,7 +356,7 @@ func (ns *namespaces) addThreads(p Paths, cache *ownerCache) error {
 		}
 		sort.Ints(n.PIDs)
 		if n.NSID >= 0 {
-			n.Owner = resolveOwner(p.Procfs, n, cache)
+			n.resolve(p.Procfs, cache)
 		}
 	}
 	return nil

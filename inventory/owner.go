@@ -45,6 +45,7 @@ type netnsOwner struct {
 	pid   int
 	start uint64
 	owner Owner
+	guest bool
 }
 
 func newOwnerCache() *ownerCache {
@@ -54,36 +55,36 @@ func newOwnerCache() *ownerCache {
 // namespaceOwner returns the container owner cached for n when its
 // process is still one of n's (the scan found it there) and has the same
 // start time: the same process, so still in the container's cgroup.
-func (c *ownerCache) namespaceOwner(procfs string, n *Namespace) (*Owner, bool) {
+func (c *ownerCache) namespaceOwner(procfs string, n *Namespace) (o *Owner, guest, ok bool) {
 	if c == nil {
-		return nil, false
+		return nil, false, false
 	}
 	c.mu.Lock()
 	e, ok := c.byNetns[n.Inode]
 	c.mu.Unlock()
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	if _, found := slices.BinarySearch(n.PIDs, e.pid); !found {
-		return nil, false
+		return nil, false, false
 	}
 	start, ok := processStartTime(procfs + "/" + strconv.Itoa(e.pid))
 	if !ok || start != e.start {
-		return nil, false
+		return nil, false, false
 	}
-	o := e.owner
-	return &o, true
+	owner := e.owner
+	return &owner, e.guest, true
 }
 
-// putNamespace caches the container owner of n and the process it was
-// found by.
-func (c *ownerCache) putNamespace(n *Namespace, pid int, start uint64, o *Owner) {
+// putNamespace caches the container owner of n, the process it was found
+// by, and whether it is a guest there.
+func (c *ownerCache) putNamespace(n *Namespace, pid int, start uint64, o *Owner, guest bool) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byNetns[n.Inode] = netnsOwner{pid: pid, start: start, owner: *o}
+	c.byNetns[n.Inode] = netnsOwner{pid: pid, start: start, owner: *o, guest: guest}
 }
 
 // get returns the cached owner of the process pid that started at start.
@@ -143,8 +144,22 @@ func (c *ownerCache) len() int {
 // Processes outside any container make the owner a plain process, which is
 // never evidence that a veth is in use by a workload. cache may be nil.
 func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
-	if o, ok := cache.namespaceOwner(procfs, n); ok {
-		return o
+	o, _ := resolveOwnerGuest(procfs, n, cache)
+	return o
+}
+
+// resolve sets n's owner, and whether that owner is a guest in n (see
+// [Namespace.Guest]).
+func (n *Namespace) resolve(procfs string, cache *ownerCache) {
+	n.Owner, n.Guest = resolveOwnerGuest(procfs, n, cache)
+}
+
+// resolveOwnerGuest is resolveOwner, and reports whether a process in no
+// container started before every process of the owning container: the
+// namespace was that process's before the container joined it.
+func resolveOwnerGuest(procfs string, n *Namespace, cache *ownerCache) (*Owner, bool) {
+	if o, guest, ok := cache.namespaceOwner(procfs, n); ok {
+		return o, guest
 	}
 	var (
 		best      *Owner
@@ -192,10 +207,11 @@ func resolveOwner(procfs string, n *Namespace, cache *ownerCache) *Owner {
 		}
 	}
 	if best != nil {
-		cache.putNamespace(n, bestPID, bestStart, best)
-		return best
+		guest := oldest != nil && oldStart < bestStart
+		cache.putNamespace(n, bestPID, bestStart, best, guest)
+		return best, guest
 	}
-	return oldest
+	return oldest, false
 }
 
 // inNamespace reports whether the process at dir, or one of its threads, is

@@ -208,3 +208,44 @@ func TestNamespaceOwnerCache(t *testing.T) {
 		t.Errorf("after the owner's process went: %d namespaces cached, want none", left)
 	}
 }
+
+// TestGuestOwner: a container whose processes all started after a plain
+// process in the namespace is a guest there; one with the oldest
+// process is not, whatever joins later.
+func TestGuestOwner(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		plain, container string // start times
+		guest            bool
+	}{
+		{"the user's namespace, a container joined", "1000", "2000", true},
+		{"the container's namespace, a stray joined", "3000", "2000", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			procfs := t.TempDir()
+			writeProcFile(t, filepath.Join(procfs, "10"), "stat", strings.Replace(procStat("10", "sleep"), " 5678901 ", " "+tc.plain+" ", 1))
+			writeProcFile(t, filepath.Join(procfs, "10"), "cgroup", "0::/user.slice\n")
+			writeProcFile(t, filepath.Join(procfs, "20"), "stat", strings.Replace(procStat("20", "app"), " 5678901 ", " "+tc.container+" ", 1))
+			writeProcFile(t, filepath.Join(procfs, "20"), "cgroup", "8:pids:/libpod_parent/libpod-"+ctrA+"\n")
+			writeProcFile(t, filepath.Join(procfs, "10"), "ns/net", "")
+			if err := os.MkdirAll(filepath.Join(procfs, "20", "ns"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Link(filepath.Join(procfs, "10", "ns/net"), filepath.Join(procfs, "20", "ns/net")); err != nil {
+				t.Fatal(err)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(procfs, "10", "ns/net"), &st); err != nil {
+				t.Fatal(err)
+			}
+			cache := newOwnerCache()
+			for range 2 { // computed, then from the cache
+				n := &Namespace{Inode: st.Ino, PIDs: []int{10, 20}}
+				n.resolve(procfs, cache)
+				if n.Owner == nil || n.Owner.ID != ctrA || n.Guest != tc.guest {
+					t.Errorf("owner %+v, guest %v; want container %s, guest %v", n.Owner, n.Guest, ctrA, tc.guest)
+				}
+			}
+		})
+	}
+}

@@ -81,7 +81,7 @@ func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
 		if pc.PodID != "" {
 			c.pods[pc.PodID] = append(c.pods[pc.PodID], pc)
 		}
-		if !pc.running() {
+		if !pc.running() || pc.joinsOther() {
 			continue
 		}
 		if !podmanProcessLives(p.Procfs, pc, c.boot) {
@@ -245,7 +245,7 @@ func (c *podmanClaims) confirmCrash(ctx context.Context, pc *PodmanContainer) Ru
 // the cgroups or the history name (a container, or a pod with no live
 // container left).
 func (c *podmanClaims) record(v *Veth) *PodmanContainer {
-	gone := func(pc *PodmanContainer) bool { return pc.stopped() || c.crashed[pc.ID] }
+	gone := func(pc *PodmanContainer) bool { return !pc.joinsOther() && (pc.stopped() || c.crashed[pc.ID]) }
 	for _, pc := range c.view.Containers {
 		if pc.SandboxKey != "" && gone(pc) && slices.Contains(v.PeerNetns.Mounts, pc.SandboxKey) {
 			return pc

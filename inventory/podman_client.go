@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -47,6 +48,9 @@ type PodmanContainer struct {
 	// SandboxKey is the nsfs mount pinning the container's namespace
 	// (its pod's infra container's for a container in a pod).
 	SandboxKey string `json:"sandbox_key,omitempty"`
+	// NetworkMode is "bridge", "host", "container:<id>", "ns:<path>" (a
+	// namespace of someone else's that the container joins), ...
+	NetworkMode string `json:"network_mode,omitempty"`
 	// StartedAt is when Podman last started the container: its process
 	// started at or before it, and a process at Pid that started later is
 	// another one, the PID reused.
@@ -61,6 +65,11 @@ type PodmanContainer struct {
 func (c *PodmanContainer) running() bool {
 	return c.State == "running" || c.State == "paused"
 }
+
+// joinsOther: the container runs in a namespace it did not make and that
+// outlives it (--network ns:PATH): it never owns that namespace, and its
+// end leaves no leftover.
+func (c *PodmanContainer) joinsOther() bool { return strings.HasPrefix(c.NetworkMode, "ns:") }
 
 // stopped: Podman's record says the container is gone.
 func (c *PodmanContainer) stopped() bool { return c.State == "exited" || c.State == "stopped" }
@@ -225,6 +234,7 @@ func (pm *Podman) inspectInto(ctx context.Context, c *PodmanContainer) error {
 			FinishedAt time.Time
 		}
 		NetworkSettings struct{ SandboxKey string }
+		HostConfig      struct{ NetworkMode string }
 	}
 	if err := pm.get(ctx, "/containers/"+c.ID+"/json", nil, &r); err != nil {
 		return err
@@ -233,6 +243,7 @@ func (pm *Podman) inspectInto(ctx context.Context, c *PodmanContainer) error {
 		c.State = r.State.Status
 	}
 	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = r.State.Pid, r.State.ConmonPid, hostRunPath(r.NetworkSettings.SandboxKey), true
+	c.NetworkMode = r.HostConfig.NetworkMode
 	if r.State.StartedAt.Year() > 1 {
 		c.StartedAt = r.State.StartedAt
 	}
@@ -250,7 +261,7 @@ func (pm *Podman) reuseInspect(c *PodmanContainer) bool {
 	if old == nil || old.State != c.State || old.Pid != c.Pid {
 		return false
 	}
-	c.ConmonPid, c.SandboxKey, c.StartedAt, c.inspected = old.ConmonPid, old.SandboxKey, old.StartedAt, true
+	c.ConmonPid, c.SandboxKey, c.StartedAt, c.NetworkMode, c.inspected = old.ConmonPid, old.SandboxKey, old.StartedAt, old.NetworkMode, true
 	if c.FinishedAt.IsZero() {
 		c.FinishedAt = old.FinishedAt
 	}

@@ -350,7 +350,7 @@ func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge
 		if v.Verdict == Orphaned && now.Sub(d.OrphanedSince) < settle {
 			v.Verdict, v.Reason = Unknown, ReasonSettling
 		}
-		if o := v.Owner; o != nil && o.Kind != OwnerProcess {
+		if o := v.Owner; o != nil && o.Kind != OwnerProcess && (v.PeerNetns == nil || !v.PeerNetns.Guest) {
 			var netns uint64
 			if v.PeerNetns != nil {
 				netns = v.PeerNetns.Inode
