@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/dockertest"
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/internal/podmantest"
 )
 
@@ -372,4 +373,42 @@ func TestPodmanHungService(t *testing.T) {
 		return ok
 	})
 	wantSample(t, m, verdictSeries(againDev, "owned", "container"), 1)
+}
+
+// TestPodmanJoinedNamespace: a container joins a namespace of the
+// user's (--network ns:PATH) in which a process of the user's already
+// runs. While the container runs the veth is owned; once it stops or
+// crashes the namespace is the user's again: never a leftover.
+func TestPodmanJoinedNamespace(t *testing.T) {
+	for _, end := range []string{"stop", "crash"} {
+		t.Run(end, func(t *testing.T) {
+			p := podmantest.Start(t, podmantest.Options{})
+			name := "usr" + end
+			netnstest.NamedNetns(t, name)
+			netnstest.Veth(t, "v"+name, name, "")
+			user := exec.Command("ip", "netns", "exec", name, "sleep", "infinity")
+			if err := user.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = user.Process.Kill()
+				_ = user.Wait()
+			})
+			time.Sleep(100 * time.Millisecond) // the user's process is older
+			id := p.RunContainer(t, "guest"+end, "--network", "ns:/run/netns/"+name)
+			e := podmanExporter(t, p, "--inventory.settle-time=1s")
+			e.scrapeUntil(t, "the guest's veth owned", func(m string) bool {
+				_, ok := sample(m, verdictSeries("v"+name, "owned", "container"))
+				return ok
+			})
+			noOrphanFor(t, e, 2*time.Second, "while the guest runs")
+			if end == "stop" {
+				p.Run(t, "stop", "-t", "0", id)
+			} else {
+				p.Crash(t, id)
+			}
+			m := noOrphanFor(t, e, 4*time.Second, "after the guest's "+end)
+			wantSample(t, m, verdictSeries("v"+name, "unknown", "no_known_owner"), 1)
+		})
+	}
 }
