@@ -18,8 +18,9 @@ import (
 // running until something asks its runtime; a container whose conmon and
 // process were killed (a crash, an OOM kill of the whole scope) stays
 // "running" for good. So a running record counts only while the
-// container's process lives in the container's cgroup; otherwise the
-// container crashed, and its record is that of an exited container.
+// container's recorded process still runs (see podmanProcessLives);
+// otherwise the container crashed, and once Podman, asked afresh, still
+// says so, its record is that of an exited container.
 
 // StepPodman is the Podman resolver's stage in [Snapshot.Steps]:
 // veth_scrape_collector_*{collector="podman"}.
