@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/dockertest"
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -334,7 +335,7 @@ func TestDockerCrashStateIntact(t *testing.T) {
 	if n := orphans(m); n != 0 {
 		t.Errorf("%v veths orphaned after the restart, want none", n)
 	}
-	mounted, err := dockertest.MountedAt(sandboxKey)
+	mounted, err := fixturesys.MountedAt(sandboxKey)
 	if err != nil {
 		t.Fatal(err)
 	}

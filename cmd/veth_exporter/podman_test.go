@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/dockertest"
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/internal/podmantest"
 )
@@ -185,7 +186,7 @@ func podmanCrashLeftover(t *testing.T, backend string) {
 	if s := seriesOf(m, "veth_info", apiDev); len(s) != 0 {
 		t.Errorf("after podman rm -f: series for %s: %q", apiDev, s)
 	}
-	if mounted, err := dockertest.MountedAt(sandbox); err != nil || mounted {
+	if mounted, err := fixturesys.MountedAt(sandbox); err != nil || mounted {
 		t.Errorf("after podman rm -f: %s still mounted (%v)", sandbox, err)
 	}
 }

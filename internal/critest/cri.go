@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 )
 
 // sandboxID matches a full sandbox ID.
@@ -158,12 +160,12 @@ func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	// the pause binary yet ("runc:[2:INIT]"): a pod is running once it
 	// has, which the failure helpers check before they kill it.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		st, err := readStat(info.PID)
-		if err == nil && st.comm == "pause" {
+		st, err := fixturesys.ReadStat(info.PID)
+		if err == nil && st.Comm == "pause" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("critest: pod %s/%s (%s): process %d never became the pause process (%q, %v)", namespace, name, id, info.PID, st.comm, err)
+			t.Fatalf("critest: pod %s/%s (%s): process %d never became the pause process (%q, %v)", namespace, name, id, info.PID, st.Comm, err)
 		}
 	}
 	veth, index, err := hostVeth(info.Netns)

@@ -52,6 +52,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -207,7 +208,7 @@ func Start(t testing.TB) *Runtime {
 	r.configFile = filepath.Join(tmp, "config.toml")
 	r.logPath = filepath.Join(tmp, "containerd.log")
 	r.env = runtimeEnv()
-	r.links = linkNames()
+	r.links = fixturesys.LinkNames()
 	r.netnsWas = dirNames(NetnsDir)
 	for _, dir := range runtimeDirs {
 		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -661,8 +662,8 @@ func reapOrphans() {
 		if err != nil {
 			continue
 		}
-		st, err := readStat(pid)
-		if err != nil || st.state != 'Z' || st.ppid != self || (st.comm != "containerd-shim" && st.comm != "pause") {
+		st, err := fixturesys.ReadStat(pid)
+		if err != nil || st.State != 'Z' || st.PPID != self || (st.Comm != "containerd-shim" && st.Comm != "pause") {
 			continue
 		}
 		var ws syscall.WaitStatus
@@ -698,7 +699,7 @@ func (r *Runtime) cleanup(t testing.TB) {
 		reapOrphans()
 	}
 	errorf(r.removeNetns())
-	errorf(unmountUnder(r.Root, r.base))
+	errorf(fixturesys.UnmountUnder(r.Root, r.base))
 	errorf(r.deleteLinks())
 	errorf(r.removePodCgroups())
 	errorf(os.RemoveAll(r.base))
@@ -754,8 +755,8 @@ func (r *Runtime) killLeftovers() error {
 		// The containerd or a shim of this runtime: its socket is in
 		// their command line. Other commands may name that socket too
 		// (an exporter under test): the name must match as well.
-		if st, err := readStat(pid); err == nil && (st.comm == "containerd" || st.comm == "containerd-shim") &&
-			cmdlineContains(pid, r.Socket) {
+		if st, err := fixturesys.ReadStat(pid); err == nil && (st.Comm == "containerd" || st.Comm == "containerd-shim") &&
+			fixturesys.CmdlineContains(pid, r.Socket) {
 			victims = append(victims, pid)
 			continue
 		}
@@ -770,7 +771,7 @@ func (r *Runtime) killLeftovers() error {
 		}
 	}
 	for _, pid := range victims {
-		if err := waitGone(pid, 10*time.Second); err != nil {
+		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -788,7 +789,7 @@ func (r *Runtime) removeNetns() error {
 			continue
 		}
 		path := filepath.Join(NetnsDir, name)
-		if err := unmountOne(path); err != nil {
+		if err := fixturesys.UnmountUnder(path); err != nil {
 			errs = append(errs, err)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -810,9 +811,9 @@ func (r *Runtime) deleteLinks() error {
 	var errs []error
 	ports, _ := os.ReadDir(filepath.Join("/sys/class/net", Bridge, "brif"))
 	for _, p := range ports {
-		errs = append(errs, deleteLink(p.Name()))
+		errs = append(errs, fixturesys.DeleteLink(p.Name()))
 	}
-	errs = append(errs, deleteLink(Bridge))
+	errs = append(errs, fixturesys.DeleteLink(Bridge))
 	return errors.Join(errs...)
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -31,7 +32,7 @@ func startChecked(t *testing.T) *Runtime {
 	t.Helper()
 	netnstest.Require(t)
 	var r *Runtime
-	before, err := readMountinfo()
+	before, err := fixturesys.ReadMountinfo()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func processesIn(t *testing.T, path string) []int {
 // mounted reports whether path is a mount point, failing t on error.
 func mounted(t *testing.T, path string) bool {
 	t.Helper()
-	ok, err := MountedAt(path)
+	ok, err := fixturesys.MountedAt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,7 +630,7 @@ func untar(t *testing.T, b []byte) map[string][]byte {
 // interface or cgroup of the runtime remains. before lists the mounts
 // before Start: mountinfo also lists the machine's mounts that the private
 // sysfs hides, such as its /sys/fs/cgroup.
-func checkNothingLeft(t *testing.T, r *Runtime, before []mountEntry) {
+func checkNothingLeft(t *testing.T, r *Runtime, before []fixturesys.MountEntry) {
 	t.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
@@ -637,8 +638,8 @@ func checkNothingLeft(t *testing.T, r *Runtime, before []mountEntry) {
 		if pid == os.Getpid() {
 			continue
 		}
-		if st, err := readStat(pid); err == nil {
-			t.Errorf("after cleanup: process %d %s (%c, parent %d) left", pid, st.comm, st.state, st.ppid)
+		if st, err := fixturesys.ReadStat(pid); err == nil {
+			t.Errorf("after cleanup: process %d %s (%c, parent %d) left", pid, st.Comm, st.State, st.PPID)
 		}
 	}
 	// netnstest.Main made /run with netns in it; nothing else may stay.
@@ -650,11 +651,11 @@ func checkNothingLeft(t *testing.T, r *Runtime, before []mountEntry) {
 	for name := range dirNames(NetnsDir) {
 		t.Errorf("after cleanup: %s/%s left", NetnsDir, name)
 	}
-	mounts, err := readMountinfo()
+	mounts, err := fixturesys.ReadMountinfo()
 	if err != nil {
 		t.Fatal(err)
 	}
-	had := map[mountEntry]int{}
+	had := map[fixturesys.MountEntry]int{}
 	for _, m := range before {
 		had[m]++
 	}
@@ -664,19 +665,19 @@ func checkNothingLeft(t *testing.T, r *Runtime, before []mountEntry) {
 			continue
 		}
 		for _, dir := range []string{r.Root, r.base, NetnsDir, cniStateDir, "/var/lib", cgroupMountDir} {
-			if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-				t.Errorf("after cleanup: mount %s (%s) left", m.point, m.fstype)
+			if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+				t.Errorf("after cleanup: mount %s (%s) left", m.Point, m.FSType)
 			}
 		}
 	}
-	for name := range linkNames() {
+	for name := range fixturesys.LinkNames() {
 		if name != "lo" {
 			t.Errorf("after cleanup: interface %s left", name)
 		}
 	}
 	// The hierarchies are the machine's: look at them in a throwaway
 	// mount namespace.
-	hs, err := cgroupHierarchies()
+	hs, err := fixturesys.CgroupHierarchies(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -684,10 +685,10 @@ func checkNothingLeft(t *testing.T, r *Runtime, before []mountEntry) {
 	script.WriteString("set -e\nmount -n -t tmpfs tmpfs /sys/fs/cgroup\n")
 	for _, h := range hs {
 		opts := ""
-		if h.options != "" {
-			opts = "-o " + h.options
+		if h.Options != "" {
+			opts = "-o " + h.Options
 		}
-		fmt.Fprintf(&script, "mkdir -p '/sys/fs/cgroup/%s'\nmount -n -t %s %s cgroup '/sys/fs/cgroup/%s'\n", h.dir, h.fstype, opts, h.dir)
+		fmt.Fprintf(&script, "mkdir -p '/sys/fs/cgroup/%s'\nmount -n -t %s %s cgroup '/sys/fs/cgroup/%s'\n", h.Dir, h.FSType, opts, h.Dir)
 	}
 	script.WriteString("set +e\n")
 	r.mu.Lock()

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -38,21 +39,21 @@ func (r *Runtime) KillRuntime(t testing.TB) {
 // cgroup, its parent a shim of this runtime for this sandbox.
 func (r *Runtime) KillSandbox(t testing.TB, pod *Pod) {
 	t.Helper()
-	st, err := readStat(pod.PID)
-	if err != nil || st.comm != "pause" || !inPodCgroup(pod.PID, []string{pod.UID}) {
-		t.Fatalf("critest: kill sandbox %s: process %d is not its pause process (%q, %v)", pod.ID, pod.PID, st.comm, err)
+	st, err := fixturesys.ReadStat(pod.PID)
+	if err != nil || st.Comm != "pause" || !inPodCgroup(pod.PID, []string{pod.UID}) {
+		t.Fatalf("critest: kill sandbox %s: process %d is not its pause process (%q, %v)", pod.ID, pod.PID, st.Comm, err)
 	}
-	shim, err := readStat(st.ppid)
-	if err != nil || shim.comm != "containerd-shim" || !cmdlineContains(st.ppid, pod.ID) || !cmdlineContains(st.ppid, r.Socket) {
-		t.Fatalf("critest: kill sandbox %s: parent %d of pause %d is %q (%v), want its shim", pod.ID, st.ppid, pod.PID, shim.comm, err)
+	shim, err := fixturesys.ReadStat(st.PPID)
+	if err != nil || shim.Comm != "containerd-shim" || !fixturesys.CmdlineContains(st.PPID, pod.ID) || !fixturesys.CmdlineContains(st.PPID, r.Socket) {
+		t.Fatalf("critest: kill sandbox %s: parent %d of pause %d is %q (%v), want its shim", pod.ID, st.PPID, pod.PID, shim.Comm, err)
 	}
-	for _, pid := range []int{st.ppid, pod.PID} {
+	for _, pid := range []int{st.PPID, pod.PID} {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 			t.Errorf("critest: kill %d: %v", pid, err)
 		}
 	}
-	for _, pid := range []int{st.ppid, pod.PID} {
-		if err := waitGone(pid, 10*time.Second); err != nil {
+	for _, pid := range []int{st.PPID, pod.PID} {
+		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
 			t.Errorf("critest: kill sandbox %s: %v", pod.ID, err)
 		}
 	}

@@ -25,8 +25,6 @@
 package dockertest
 
 import (
-	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -53,6 +51,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -84,12 +83,6 @@ const (
 // (containerd's hard-coded /run/containerd/s) and dockerd's plugin
 // directory.
 var runtimeDirs = []string{"/run/containerd/s", "/run/containerd", "/run/docker/plugins", "/run/docker"}
-
-// busyboxApplets are the commands the image links to /bin/busybox.
-var busyboxApplets = []string{
-	"sh", "sleep", "cat", "echo", "ls", "ps", "ip", "ifconfig", "hostname",
-	"mount", "true", "false", "wget", "nc", "kill", "env", "id",
-}
 
 // fullID matches a full container, image or network ID.
 var fullID = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -202,19 +195,20 @@ func StartWith(t testing.TB, opts Options) *Daemon {
 	d.logPath = filepath.Join(tmp, "dockerd.log")
 	d.cliConfig = filepath.Join(tmp, "cli")
 	d.env = dockerEnv()
-	d.bridges = linkNames()
+	d.bridges = fixturesys.LinkNames()
 	for _, dir := range runtimeDirs {
 		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 			d.runDirs = append(d.runDirs, dir)
 		}
 	}
-	var cg *cgroupMounts
+	// The machine's cgroup hierarchies runc uses, the unified one of a
+	// hybrid host included (runc puts containers in /docker/<id> there
+	// too), mounted again under the fresh sysfs; undone at the end.
+	var cgroups []func() error
 	t.Cleanup(func() {
 		d.cleanup(t)
-		if cg != nil {
-			if err := cg.unmount(); err != nil {
-				t.Errorf("dockertest: %v", err)
-			}
+		if err := fixturesys.Undo(cgroups); err != nil {
+			t.Errorf("dockertest: %v", err)
 		}
 		active.Lock()
 		active.d = nil
@@ -234,8 +228,11 @@ func StartWith(t testing.TB, opts Options) *Daemon {
 	if err := os.WriteFile(d.configFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	if cg, err = mountCgroups(); err != nil {
+	hs, err := fixturesys.CgroupHierarchies(true)
+	if err == nil {
+		err = fixturesys.MountCgroups(hs, &cgroups)
+	}
+	if err != nil {
 		t.Fatalf("dockertest: %v", err)
 	}
 	d.stopReaper, d.reaperDone = make(chan struct{}), make(chan struct{})
@@ -275,8 +272,8 @@ func reapShims() {
 		}
 		// The kernel truncates names to 15 bytes:
 		// containerd-shim-runc-v2 shows as containerd-shim.
-		st, err := readStat(pid)
-		if err != nil || st.state != 'Z' || st.ppid != self || st.comm != "containerd-shim" {
+		st, err := fixturesys.ReadStat(pid)
+		if err != nil || st.State != 'Z' || st.PPID != self || st.Comm != "containerd-shim" {
 			continue
 		}
 		var ws unix.WaitStatus
@@ -539,7 +536,7 @@ func (d *Daemon) Image(t testing.TB) string {
 	if image != "" {
 		return image
 	}
-	rootfs, err := busyboxRootfs()
+	rootfs, err := fixturesys.BusyboxRootfs()
 	if err != nil {
 		t.Fatalf("dockertest: %v", err)
 	}
@@ -556,46 +553,6 @@ func (d *Daemon) Image(t testing.TB) string {
 	d.image = imageTag
 	d.mu.Unlock()
 	return imageTag
-}
-
-// busyboxRootfs returns a tar of a root file system with /bin/busybox and
-// its applet links.
-func busyboxRootfs() ([]byte, error) {
-	path, err := exec.LookPath("busybox")
-	if err != nil {
-		return nil, err
-	}
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, dir := range []string{"bin/", "dev/", "etc/", "proc/", "sys/", "tmp/", "root/"} {
-		mode := int64(0o755)
-		if dir == "tmp/" {
-			mode = 0o1777
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: now}); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bin)), ModTime: now}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, err
-	}
-	for _, applet := range busyboxApplets {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: now}); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // Run runs `docker run -d --name NAME [args] IMAGE sleep 3600` with the
@@ -704,16 +661,16 @@ func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 	var shims, procs []int
 	for _, id := range containerIDs {
 		pid := d.ContainerPID(t, id)
-		st, err := readStat(pid)
+		st, err := fixturesys.ReadStat(pid)
 		if err != nil {
 			t.Fatalf("dockertest: container %s: %v", id, err)
 		}
-		parent, err := readStat(st.ppid)
-		if err != nil || parent.comm != "containerd-shim" {
-			t.Fatalf("dockertest: container %s: parent %d of its process %d is %q (%v), want its shim", id, st.ppid, pid, parent.comm, err)
+		parent, err := fixturesys.ReadStat(st.PPID)
+		if err != nil || parent.Comm != "containerd-shim" {
+			t.Fatalf("dockertest: container %s: parent %d of its process %d is %q (%v), want its shim", id, st.PPID, pid, parent.Comm, err)
 		}
-		if !slices.Contains(shims, st.ppid) {
-			shims = append(shims, st.ppid)
+		if !slices.Contains(shims, st.PPID) {
+			shims = append(shims, st.PPID)
 		}
 		inCgroup, err := cgroupProcs(pid)
 		if err != nil {
@@ -726,7 +683,7 @@ func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 		}
 	}
 	containerd := readPIDFile(d.containerdPIDFile())
-	if containerd <= 0 || !cmdlineContains(containerd, d.ExecRoot) {
+	if containerd <= 0 || !fixturesys.CmdlineContains(containerd, d.ExecRoot) {
 		t.Fatalf("dockertest: no containerd of this daemon at the PID in %s (%d)", d.containerdPIDFile(), containerd)
 	}
 
@@ -743,7 +700,7 @@ func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 		}
 	}
 	for _, pid := range victims {
-		if err := waitGone(pid, 10*time.Second); err != nil {
+		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
 			t.Errorf("dockertest: crash: %v", err)
 		}
 	}
@@ -833,7 +790,7 @@ func (d *Daemon) cleanup(t testing.TB) {
 		<-d.reaperDone
 		reapShims()
 	}
-	if err := unmountUnder(d.ExecRoot, d.DataRoot); err != nil {
+	if err := fixturesys.UnmountUnder(d.ExecRoot, d.DataRoot); err != nil {
 		t.Errorf("dockertest: cleanup: %v", err)
 	}
 	if err := d.deleteLinks(); err != nil {
@@ -915,8 +872,8 @@ func (d *Daemon) killLeftovers(ids []string) error {
 		// command line, is under the exec root. Other commands may name
 		// that socket too (an exporter under test): the name must match
 		// as well.
-		if st, err := readStat(pid); err == nil && (st.comm == "containerd" || st.comm == "containerd-shim") &&
-			cmdlineContains(pid, d.ExecRoot+"/containerd/") {
+		if st, err := fixturesys.ReadStat(pid); err == nil && (st.Comm == "containerd" || st.Comm == "containerd-shim") &&
+			fixturesys.CmdlineContains(pid, d.ExecRoot+"/containerd/") {
 			victims = append(victims, pid)
 			continue
 		}
@@ -932,17 +889,11 @@ func (d *Daemon) killLeftovers(ids []string) error {
 		}
 	}
 	for _, pid := range victims {
-		if err := waitGone(pid, 10*time.Second); err != nil {
+		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// cmdlineContains reports whether the command line of pid contains s.
-func cmdlineContains(pid int, s string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && bytes.Contains(b, []byte(s))
 }
 
 // inContainerCgroup reports whether pid is in the cgroup /docker/<id> of a
@@ -994,35 +945,6 @@ func cgroupProcs(pid int) ([]int, error) {
 	return []int{pid}, nil
 }
 
-// procStat holds the fields of /proc/PID/stat that this package reads.
-type procStat struct {
-	comm  string
-	state byte
-	ppid  int
-}
-
-func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	// The command name may hold spaces and parentheses: the fields
-	// start after the last ')'.
-	open, i := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || i < open {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %q", pid, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 || len(f[0]) != 1 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %q", pid, b)
-	}
-	ppid, err := strconv.Atoi(f[1])
-	if err != nil {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %q", pid, b)
-	}
-	return procStat{comm: string(b[open+1 : i]), state: f[0][0], ppid: ppid}, nil
-}
-
 // readPIDFile returns the PID in file, or 0.
 func readPIDFile(file string) int {
 	b, err := os.ReadFile(file)
@@ -1045,162 +967,37 @@ func stopProcess(pid int, timeout time.Duration) error {
 		}
 		return fmt.Errorf("stop %d: %w", pid, err)
 	}
-	if waitGone(pid, timeout) == nil {
+	if fixturesys.WaitGone(pid, timeout) == nil {
 		return nil
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 		return fmt.Errorf("kill %d: %w", pid, err)
 	}
-	if err := waitGone(pid, 10*time.Second); err != nil {
+	if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
 		return err
 	}
 	return fmt.Errorf("%d did not exit within %v of SIGTERM: killed", pid, timeout)
 }
 
-// waitGone waits until pid has exited. A process whose parent died is
-// reparented to the test binary, PID 1 of the namespace, which does not reap
-// orphans (see [netnstest.Main]): waitGone reaps pid itself once it is a
-// zombie child of this process. Reaping that one PID cannot steal the exit
-// status of a child that os/exec waits for, and the PID cannot be reused
-// before it is reaped.
-func waitGone(pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := readStat(pid)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err == nil && st.state == 'Z' && st.ppid == os.Getpid() {
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		}
-		if time.Now().After(deadline) {
-			if err == nil {
-				return fmt.Errorf("process %d still there after %v (state %c, parent %d)", pid, timeout, st.state, st.ppid)
-			}
-			return fmt.Errorf("process %d: %w", pid, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// unmountUnder unmounts every mount at or below the given directories,
-// deepest first: the overlay and shm mounts of containers, the network
-// namespace bind mounts that a crash leaves, and the mounts dockerd makes
-// of its roots.
-func unmountUnder(dirs ...string) error {
-	mounts, err := mountPoints()
-	if err != nil {
-		return err
-	}
-	var targets []string
-	for _, m := range mounts {
-		for _, dir := range dirs {
-			if m == dir || strings.HasPrefix(m, dir+"/") {
-				targets = append(targets, m)
-				break
-			}
-		}
-	}
-	// Later mounts stack on earlier ones: undo them in reverse order.
-	slices.Reverse(targets)
-	var errs []error
-	for _, m := range targets {
-		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// mountEntry is a line of /proc/self/mountinfo.
-type mountEntry struct {
-	point  string
-	fstype string
-}
-
-// readMountinfo returns the mounts of this mount namespace in the order of
-// /proc/self/mountinfo, hidden ones included.
-func readMountinfo() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var mounts []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// ID parent major:minor root point options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		sep := slices.Index(fields, "-")
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		mounts = append(mounts, mountEntry{point: unescapeMountinfo(fields[4]), fstype: fields[sep+1]})
-	}
-	return mounts, sc.Err()
-}
-
 // mountPoints returns the mount points of this mount namespace in the order
 // of /proc/self/mountinfo.
 func mountPoints() ([]string, error) {
-	mounts, err := readMountinfo()
+	mounts, err := fixturesys.ReadMountinfo()
 	if err != nil {
 		return nil, err
 	}
 	points := make([]string, len(mounts))
 	for i, m := range mounts {
-		points[i] = m.point
+		points[i] = m.Point
 	}
 	return points, nil
-}
-
-// MountedAt reports whether path is a mount point in this mount namespace,
-// as /proc/self/mountinfo tells.
-func MountedAt(path string) (bool, error) {
-	points, err := mountPoints()
-	if err != nil {
-		return false, err
-	}
-	return slices.Contains(points, path), nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space, …) of a
-// mountinfo field.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// linkNames returns the names of the interfaces of this network namespace.
-func linkNames() map[string]bool {
-	names := map[string]bool{}
-	entries, _ := os.ReadDir("/sys/class/net")
-	for _, e := range entries {
-		names[e.Name()] = true
-	}
-	return names
 }
 
 // deleteLinks deletes the bridges Docker made since Start (docker0 and
 // br-<network>) and the veths still on them, which a crash leaves.
 func (d *Daemon) deleteLinks() error {
 	var errs []error
-	for name := range linkNames() {
+	for name := range fixturesys.LinkNames() {
 		if d.bridges[name] || (name != "docker0" && !strings.HasPrefix(name, "br-")) {
 			continue
 		}
@@ -1209,24 +1006,11 @@ func (d *Daemon) deleteLinks() error {
 		}
 		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", name, "brif"))
 		for _, p := range ports {
-			errs = append(errs, deleteLink(p.Name()))
+			errs = append(errs, fixturesys.DeleteLink(p.Name()))
 		}
-		errs = append(errs, deleteLink(name))
+		errs = append(errs, fixturesys.DeleteLink(name))
 	}
 	return errors.Join(errs...)
-}
-
-// deleteLink deletes the interface name unless it is already gone: the
-// veths of a namespace that was just unmounted go away with it.
-func deleteLink(name string) error {
-	out, err := exec.Command("ip", "link", "del", name).CombinedOutput()
-	if err != nil {
-		if _, statErr := os.Stat(filepath.Join("/sys/class/net", name)); errors.Is(statErr, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("ip link del %s: %w: %s", name, err, bytes.TrimSpace(out))
-	}
-	return nil
 }
 
 // removeContainerCgroups removes the cgroup /docker/<id> of each container
@@ -1241,7 +1025,7 @@ func removeContainerCgroups(ids []string) error {
 	var errs []error
 	for _, e := range dirs {
 		parent := filepath.Join(cgroupMountDir, e.Name(), cgroupParent)
-		if !isCgroupFS(filepath.Join(cgroupMountDir, e.Name())) {
+		if !fixturesys.IsCgroupFS(filepath.Join(cgroupMountDir, e.Name())) {
 			continue
 		}
 		for _, id := range ids {
@@ -1256,155 +1040,4 @@ func removeContainerCgroups(ids []string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// isFS reports whether path is on a file system of type magic.
-func isFS(path string, magic int64) (bool, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return false, &fs.PathError{Op: "statfs", Path: path, Err: err}
-	}
-	return int64(st.Type) == magic, nil
-}
-
-// isCgroupFS reports whether path is on a cgroup or cgroup2 file system.
-func isCgroupFS(path string) bool {
-	v1, _ := isFS(path, unix.CGROUP_SUPER_MAGIC)
-	v2, _ := isFS(path, unix.CGROUP2_SUPER_MAGIC)
-	return v1 || v2
-}
-
-// cgroupMounts records what mountCgroups mounted and created, to undo it.
-type cgroupMounts struct {
-	tmpfs   bool     // mounted the tmpfs on /sys/fs/cgroup
-	mounts  []string // hierarchies mounted, in order
-	created []string // directories and links created, in order
-}
-
-// mountCgroups mounts again, under /sys/fs/cgroup, every cgroup v1
-// hierarchy this process belongs to that holds controllers, and the named
-// hierarchy name=systemd, which runc joins too. Other named hierarchies
-// (netnstest's, other tools') are left alone.
-func mountCgroups() (*cgroupMounts, error) {
-	hierarchies, err := cgroupHierarchies()
-	if err != nil {
-		return nil, err
-	}
-	if len(hierarchies) == 0 {
-		return nil, errors.New("no cgroup v1 hierarchy on this machine: only cgroup v1 hosts are supported")
-	}
-	cg := &cgroupMounts{}
-	if ok, err := isFS(cgroupMountDir, unix.TMPFS_MAGIC); err != nil {
-		return nil, err
-	} else if !ok {
-		// Same options as netnstest.CgroupRoot, which reuses this tmpfs.
-		if err := unix.Mount("tmpfs", cgroupMountDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=755"); err != nil {
-			return nil, fmt.Errorf("mount tmpfs on %s: %w", cgroupMountDir, err)
-		}
-		cg.tmpfs = true
-	}
-	for _, h := range hierarchies {
-		dir := filepath.Join(cgroupMountDir, h.dir)
-		if err := os.Mkdir(dir, 0o755); err == nil {
-			cg.created = append(cg.created, dir)
-		} else if !errors.Is(err, fs.ErrExist) {
-			return cg, errors.Join(err, cg.unmount())
-		}
-		if isCgroupFS(dir) {
-			continue
-		}
-		if err := unix.Mount(h.fstype, dir, h.fstype, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, h.options); err != nil {
-			return cg, errors.Join(fmt.Errorf("mount -t %s -o %q on %s: %w", h.fstype, h.options, dir, err), cg.unmount())
-		}
-		cg.mounts = append(cg.mounts, dir)
-		// Co-mounted controllers (cpu,cpuacct) get a link per
-		// controller, as systemd makes them.
-		if names := strings.Split(h.dir, ","); len(names) > 1 {
-			for _, n := range names {
-				link := filepath.Join(cgroupMountDir, n)
-				if err := os.Symlink(h.dir, link); err == nil {
-					cg.created = append(cg.created, link)
-				}
-			}
-		}
-	}
-	return cg, nil
-}
-
-// unmount undoes mountCgroups. The tmpfs stays if something else was
-// mounted in it since (netnstest.CgroupRoot's hierarchy).
-func (cg *cgroupMounts) unmount() error {
-	var errs []error
-	for i := len(cg.mounts) - 1; i >= 0; i-- {
-		if err := unix.Unmount(cg.mounts[i], 0); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", cg.mounts[i], err))
-		}
-	}
-	cg.mounts = nil
-	for i := len(cg.created) - 1; i >= 0; i-- {
-		if err := os.Remove(cg.created[i]); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	cg.created = nil
-	if cg.tmpfs {
-		switch err := unix.Unmount(cgroupMountDir, 0); err {
-		case nil, unix.EBUSY:
-		default:
-			errs = append(errs, fmt.Errorf("unmount %s: %w", cgroupMountDir, err))
-		}
-		cg.tmpfs = false
-	}
-	return errors.Join(errs...)
-}
-
-// hierarchy is a cgroup hierarchy to mount under /sys/fs/cgroup.
-type hierarchy struct {
-	dir     string // directory under /sys/fs/cgroup: "cpu", "cpu,cpuacct", "systemd", "unified"
-	fstype  string // "cgroup" or, for the unified hierarchy, "cgroup2"
-	options string // mount options: "cpu", "cpu,cpuacct", "none,name=systemd", ""
-}
-
-// cgroupHierarchies returns the cgroup hierarchies to mount: the v1 ones read
-// from /proc/self/cgroup, which lists every hierarchy of the machine, and
-// the unified one if the machine mounts it beside them.
-func cgroupHierarchies() ([]hierarchy, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	var hs []hierarchy
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 || parts[0] == "0" || parts[1] == "" {
-			continue
-		}
-		switch {
-		case parts[1] == "name=systemd":
-			hs = append(hs, hierarchy{dir: "systemd", fstype: "cgroup", options: "none,name=systemd"})
-		case strings.Contains(parts[1], "name="):
-			// Another tool's named hierarchy: not Docker's business.
-		default:
-			hs = append(hs, hierarchy{dir: parts[1], fstype: "cgroup", options: parts[1]})
-		}
-	}
-	if len(hs) == 0 {
-		return nil, nil
-	}
-	// A hybrid host (systemd's default before v2) also mounts the
-	// unified hierarchy at /sys/fs/cgroup/unified, and runc then puts
-	// containers in /docker/<id> there too ("0::/docker/<id>" in
-	// /proc/PID/cgroup). The machine's own mount is still listed in this
-	// namespace's mountinfo, under the sysfs that hides it.
-	mounts, err := readMountinfo()
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range mounts {
-		if m.fstype == "cgroup2" && m.point == cgroupMountDir+"/unified" {
-			hs = append(hs, hierarchy{dir: "unified", fstype: "cgroup2"})
-			break
-		}
-	}
-	return hs, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -108,7 +109,7 @@ func processesIn(t *testing.T, path string) []int {
 // mounted reports whether path is a mount point, failing t on error.
 func mounted(t *testing.T, path string) bool {
 	t.Helper()
-	ok, err := MountedAt(path)
+	ok, err := fixturesys.MountedAt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,11 +382,11 @@ func processCount(t *testing.T) string {
 		if pid == os.Getpid() {
 			continue
 		}
-		st, err := readStat(pid)
+		st, err := fixturesys.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%d:%s(%c,ppid %d)", pid, st.comm, st.state, st.ppid))
+		out = append(out, fmt.Sprintf("%d:%s(%c,ppid %d)", pid, st.Comm, st.State, st.PPID))
 	}
 	return strings.Join(out, " ")
 }
@@ -510,7 +511,7 @@ func checkNothingLeft(t *testing.T, d *Daemon, ids []string) {
 			}
 		}
 	}
-	for name := range linkNames() {
+	for name := range fixturesys.LinkNames() {
 		if name != "lo" {
 			t.Errorf("after cleanup: interface %s left", name)
 		}
@@ -520,7 +521,7 @@ func checkNothingLeft(t *testing.T, d *Daemon, ids []string) {
 	}
 	// The hierarchies are the machine's: look at them in a throwaway
 	// mount namespace.
-	hs, err := cgroupHierarchies()
+	hs, err := fixturesys.CgroupHierarchies(true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,10 +529,10 @@ func checkNothingLeft(t *testing.T, d *Daemon, ids []string) {
 	script.WriteString("set -e\nmount -n -t tmpfs tmpfs /sys/fs/cgroup\n")
 	for _, h := range hs {
 		opts := ""
-		if h.options != "" {
-			opts = "-o " + h.options
+		if h.Options != "" {
+			opts = "-o " + h.Options
 		}
-		fmt.Fprintf(&script, "mkdir -p '/sys/fs/cgroup/%s'\nmount -n -t %s %s cgroup '/sys/fs/cgroup/%s'\n", h.dir, h.fstype, opts, h.dir)
+		fmt.Fprintf(&script, "mkdir -p '/sys/fs/cgroup/%s'\nmount -n -t %s %s cgroup '/sys/fs/cgroup/%s'\n", h.Dir, h.FSType, opts, h.Dir)
 	}
 	script.WriteString("set +e\n")
 	for _, id := range ids {

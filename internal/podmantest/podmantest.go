@@ -62,7 +62,6 @@
 package podmantest
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -86,6 +85,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -120,9 +120,6 @@ const (
 // graphroot, its lock file to /dev/shm, and the CNI plugins their leases
 // and cache under /var/lib/cni.
 var privateDirs = []string{"/var/lib/containers", "/dev/shm", "/var/lib/cni"}
-
-// busyboxApplets are the commands the image links to /bin/busybox.
-var busyboxApplets = []string{"sh", "sleep", "cat", "echo", "ls", "ps", "ip", "hostname", "true", "kill"}
 
 // fullID matches a full container or pod ID.
 var fullID = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -216,7 +213,7 @@ func Start(t testing.TB, opts Options) *Podman {
 	active.Unlock()
 	p.logPath = filepath.Join(p.Dir, "service.log")
 
-	linksBefore := linkNames()
+	linksBefore := fixturesys.LinkNames()
 	t.Cleanup(func() {
 		p.cleanup(t, linksBefore)
 		active.Lock()
@@ -390,7 +387,7 @@ func (p *Podman) Image(t testing.TB) string {
 	if image != "" {
 		return image
 	}
-	rootfs, err := busyboxRootfs()
+	rootfs, err := fixturesys.BusyboxRootfs()
 	if err != nil {
 		t.Fatalf("podmantest: %v", err)
 	}
@@ -403,46 +400,6 @@ func (p *Podman) Image(t testing.TB) string {
 	p.image = imageTag
 	p.mu.Unlock()
 	return imageTag
-}
-
-// busyboxRootfs returns a tar of a root file system with /bin/busybox and
-// its applet links.
-func busyboxRootfs() ([]byte, error) {
-	path, err := exec.LookPath("busybox")
-	if err != nil {
-		return nil, err
-	}
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, dir := range []string{"bin/", "dev/", "etc/", "proc/", "sys/", "tmp/", "root/"} {
-		mode := int64(0o755)
-		if dir == "tmp/" {
-			mode = 0o1777
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: now}); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bin)), ModTime: now}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, err
-	}
-	for _, applet := range busyboxApplets {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: now}); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // RunContainer runs `podman run -d --name NAME [args] IMAGE` with the image
@@ -527,8 +484,8 @@ func (p *Podman) SandboxKey(t testing.TB, id string) string {
 func (p *Podman) Crash(t testing.TB, id string) {
 	t.Helper()
 	conmon, pid := p.ConmonPID(t, id), p.ContainerPID(t, id)
-	if st, err := readStat(conmon); err != nil || st.comm != "conmon" || !cmdlineContains(conmon, id) {
-		t.Fatalf("podmantest: container %s: process %d is not its conmon (%q, %v)", id, conmon, st.comm, err)
+	if st, err := fixturesys.ReadStat(conmon); err != nil || st.Comm != "conmon" || !fixturesys.CmdlineContains(conmon, id) {
+		t.Fatalf("podmantest: container %s: process %d is not its conmon (%q, %v)", id, conmon, st.Comm, err)
 	}
 	for _, victim := range []int{conmon, pid} {
 		if victim <= 1 || victim == os.Getpid() {
@@ -539,7 +496,7 @@ func (p *Podman) Crash(t testing.TB, id string) {
 		}
 	}
 	for _, victim := range []int{conmon, pid} {
-		if err := waitGone(victim, 10*time.Second); err != nil {
+		if err := fixturesys.WaitGone(victim, 10*time.Second); err != nil {
 			t.Fatalf("podmantest: crash %s: %v", id, err)
 		}
 	}
@@ -812,7 +769,7 @@ func (p *Podman) cleanup(t testing.TB, linksBefore map[string]bool) {
 		<-p.reapDone
 		p.reapOnce()
 	}
-	errorf(unmountUnder(p.Dir, p.base, "/run/netns"))
+	errorf(fixturesys.UnmountUnder(p.Dir, p.base, "/run/netns"))
 	errorf(p.deleteLinks(linksBefore))
 	errorf(removeCgroups(ids))
 	for i := len(p.undo) - 1; i >= 0; i-- {
@@ -836,7 +793,7 @@ func (p *Podman) killLeftovers(ids []string) error {
 		if err != nil || pid <= 1 || pid == os.Getpid() {
 			continue
 		}
-		if st, err := readStat(pid); err == nil && st.comm == "conmon" && cmdlineContains(pid, p.Dir) {
+		if st, err := fixturesys.ReadStat(pid); err == nil && st.Comm == "conmon" && fixturesys.CmdlineContains(pid, p.Dir) {
 			victims = append(victims, pid)
 			continue
 		}
@@ -851,7 +808,7 @@ func (p *Podman) killLeftovers(ids []string) error {
 		}
 	}
 	for _, pid := range victims {
-		if err := waitGone(pid, 10*time.Second); err != nil {
+		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -883,39 +840,17 @@ func inContainerCgroup(pid int, ids []string) bool {
 // crashed container's).
 func (p *Podman) deleteLinks(before map[string]bool) error {
 	var errs []error
-	for name := range linkNames() {
+	for name := range fixturesys.LinkNames() {
 		if before[name] || (name != "podman0" && name != "cni-podman0") {
 			continue
 		}
 		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", name, "brif"))
 		for _, port := range ports {
-			errs = append(errs, deleteLink(port.Name()))
+			errs = append(errs, fixturesys.DeleteLink(port.Name()))
 		}
-		errs = append(errs, deleteLink(name))
+		errs = append(errs, fixturesys.DeleteLink(name))
 	}
 	return errors.Join(errs...)
-}
-
-// deleteLink deletes the interface name unless it is already gone.
-func deleteLink(name string) error {
-	out, err := exec.Command("ip", "link", "del", name).CombinedOutput()
-	if err != nil {
-		if _, statErr := os.Stat(filepath.Join("/sys/class/net", name)); errors.Is(statErr, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("ip link del %s: %w: %s", name, err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-// linkNames returns the names of the interfaces of this network namespace.
-func linkNames() map[string]bool {
-	names := map[string]bool{}
-	entries, _ := os.ReadDir("/sys/class/net")
-	for _, e := range entries {
-		names[e.Name()] = true
-	}
-	return names
 }
 
 // reap reaps, until stopReap closes, the zombie children of this process
@@ -950,8 +885,8 @@ func (p *Podman) reapOnce() {
 		if err != nil || p.execs[pid] {
 			continue
 		}
-		st, err := readStat(pid)
-		if err != nil || st.state != 'Z' || st.ppid != self || (st.comm != "conmon" && st.comm != "podman") {
+		st, err := fixturesys.ReadStat(pid)
+		if err != nil || st.State != 'Z' || st.PPID != self || (st.Comm != "conmon" && st.Comm != "podman") {
 			continue
 		}
 		var ws unix.WaitStatus

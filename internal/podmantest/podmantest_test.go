@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -294,12 +295,12 @@ func compact(body []byte) string {
 // mounted reports whether path is a mount point here.
 func mounted(t *testing.T, path string) bool {
 	t.Helper()
-	mounts, err := readMountinfo()
+	mounts, err := fixturesys.ReadMountinfo()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range mounts {
-		if m.point == path {
+		if m.Point == path {
 			return true
 		}
 	}
@@ -307,9 +308,9 @@ func mounted(t *testing.T, path string) bool {
 }
 
 // mountsNow returns the mounts of this namespace, hidden ones included.
-func mountsNow(t *testing.T) []mountEntry {
+func mountsNow(t *testing.T) []fixturesys.MountEntry {
 	t.Helper()
-	m, err := readMountinfo()
+	m, err := fixturesys.ReadMountinfo()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,9 +321,9 @@ func mountsNow(t *testing.T) []mountEntry {
 // test binary, no interface but lo, no mount that was not there before, no
 // network namespace mount and no cgroup named after ids (in the pids
 // hierarchy, looked at through a mount of its own) is left.
-func checkNothingLeft(t *testing.T, ids []string, before []mountEntry) {
+func checkNothingLeft(t *testing.T, ids []string, before []fixturesys.MountEntry) {
 	t.Helper()
-	had := map[mountEntry]int{}
+	had := map[fixturesys.MountEntry]int{}
 	for _, m := range before {
 		had[m]++
 	}
@@ -331,7 +332,7 @@ func checkNothingLeft(t *testing.T, ids []string, before []mountEntry) {
 			had[m]--
 			continue
 		}
-		t.Errorf("after cleanup: mount %s (%s) left", m.point, m.fstype)
+		t.Errorf("after cleanup: mount %s (%s) left", m.Point, m.FSType)
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, proc := range procs {
@@ -339,11 +340,11 @@ func checkNothingLeft(t *testing.T, ids []string, before []mountEntry) {
 		if pid == os.Getpid() {
 			continue
 		}
-		if st, err := readStat(pid); err == nil {
-			t.Errorf("after cleanup: process %d %s (%c, parent %d) left", pid, st.comm, st.state, st.ppid)
+		if st, err := fixturesys.ReadStat(pid); err == nil {
+			t.Errorf("after cleanup: process %d %s (%c, parent %d) left", pid, st.Comm, st.State, st.PPID)
 		}
 	}
-	for name := range linkNames() {
+	for name := range fixturesys.LinkNames() {
 		if name != "lo" {
 			t.Errorf("after cleanup: interface %s left", name)
 		}
