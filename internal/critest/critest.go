@@ -764,18 +764,7 @@ func (r *Runtime) killLeftovers() error {
 			victims = append(victims, pid)
 		}
 	}
-	var errs []error
-	for _, pid := range victims {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-			errs = append(errs, fmt.Errorf("kill %d: %w", pid, err))
-		}
-	}
-	for _, pid := range victims {
-		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return fixturesys.KillAll(victims)
 }
 
 // removeNetns unmounts and removes the cni-* namespace mounts that

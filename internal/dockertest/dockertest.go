@@ -694,15 +694,8 @@ func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 	victims = append(victims, procs...)
 	// The test binary is PID 1 and the parent of orphans: never a victim.
 	victims = slices.DeleteFunc(victims, func(pid int) bool { return pid <= 1 || pid == os.Getpid() })
-	for _, pid := range victims {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-			t.Errorf("dockertest: kill %d: %v", pid, err)
-		}
-	}
-	for _, pid := range victims {
-		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
-			t.Errorf("dockertest: crash: %v", err)
-		}
+	if err := fixturesys.KillAll(victims); err != nil {
+		t.Errorf("dockertest: crash: %v", err)
 	}
 }
 
@@ -881,19 +874,8 @@ func (d *Daemon) killLeftovers(ids []string) error {
 			victims = append(victims, pid)
 		}
 	}
-	var errs []error
 	victims = slices.DeleteFunc(victims, func(pid int) bool { return pid <= 1 || pid == os.Getpid() })
-	for _, pid := range victims {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-			errs = append(errs, fmt.Errorf("kill %d: %w", pid, err))
-		}
-	}
-	for _, pid := range victims {
-		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return fixturesys.KillAll(victims)
 }
 
 // inContainerCgroup reports whether pid is in the cgroup /docker/<id> of a

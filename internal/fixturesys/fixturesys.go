@@ -392,3 +392,28 @@ func BusyboxRootfs() ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// KillAll sends SIGKILL to each of pids (processes the caller started
+// or found in its own cgroups; never the test binary or PID 1, which it
+// refuses) and waits until each is gone, reaping those that are its
+// zombie children.
+func KillAll(pids []int) error {
+	var errs []error
+	for _, pid := range pids {
+		if pid <= 1 || pid == os.Getpid() {
+			errs = append(errs, fmt.Errorf("refusing to kill %d", pid))
+			continue
+		}
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+			errs = append(errs, fmt.Errorf("kill %d: %w", pid, err))
+		}
+	}
+	for _, pid := range pids {
+		if pid > 1 && pid != os.Getpid() {
+			if err := WaitGone(pid, 10*time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

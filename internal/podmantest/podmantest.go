@@ -487,18 +487,9 @@ func (p *Podman) Crash(t testing.TB, id string) {
 	if st, err := fixturesys.ReadStat(conmon); err != nil || st.Comm != "conmon" || !fixturesys.CmdlineContains(conmon, id) {
 		t.Fatalf("podmantest: container %s: process %d is not its conmon (%q, %v)", id, conmon, st.Comm, err)
 	}
-	for _, victim := range []int{conmon, pid} {
-		if victim <= 1 || victim == os.Getpid() {
-			t.Fatalf("podmantest: refusing to kill %d", victim)
-		}
-		if err := syscall.Kill(victim, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-			t.Fatalf("podmantest: kill %d: %v", victim, err)
-		}
-	}
-	for _, victim := range []int{conmon, pid} {
-		if err := fixturesys.WaitGone(victim, 10*time.Second); err != nil {
-			t.Fatalf("podmantest: crash %s: %v", id, err)
-		}
+	// conmon first: it would otherwise notice its container's death.
+	if err := fixturesys.KillAll([]int{conmon, pid}); err != nil {
+		t.Fatalf("podmantest: crash %s: %v", id, err)
 	}
 }
 
@@ -801,18 +792,7 @@ func (p *Podman) killLeftovers(ids []string) error {
 			victims = append(victims, pid)
 		}
 	}
-	var errs []error
-	for _, pid := range victims {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-			errs = append(errs, fmt.Errorf("kill %d: %w", pid, err))
-		}
-	}
-	for _, pid := range victims {
-		if err := fixturesys.WaitGone(pid, 10*time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return fixturesys.KillAll(victims)
 }
 
 // inContainerCgroup reports whether pid is in a cgroup of Podman's named
