@@ -192,8 +192,9 @@ func podmanCrashLeftover(t *testing.T, backend string) {
 }
 
 // TestPodmanNormalStop: a container stopped the normal way, scraped every
-// 0.2 s with the default settle time, is never a leftover, however its
-// teardown is caught midway.
+// 0.2 s, is never a leftover, however its teardown is caught midway: not
+// even with a settle time of 1 s (the default is 30 s), so the teardown
+// never looks like a leftover for longer than that.
 func TestPodmanNormalStop(t *testing.T) {
 	p := podmantest.Start(t, podmantest.Options{})
 	ids := []string{p.RunContainer(t, "s1"), p.RunContainer(t, "s2")}
@@ -203,7 +204,7 @@ func TestPodmanNormalStop(t *testing.T) {
 	for _, id := range ids {
 		devs = append(devs, podmanVeth(t, p, id))
 	}
-	e := podmanExporter(t, p, "--inventory.settle-time=30s")
+	e := podmanExporter(t, p, "--inventory.settle-time=1s")
 	e.scrapeUntil(t, "Podman up", podmanUp(1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
