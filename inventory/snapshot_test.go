@@ -384,30 +384,55 @@ func TestConcurrentSnapshots(t *testing.T) {
 	wg.Wait()
 }
 
-// TestThreadHoldsNamespace: one thread of a process enters a namespace
-// that is also bind-mounted. The namespace is not empty, whatever the
-// process's leader shows, so the veth must not be netns_empty.
-func TestThreadHoldsNamespace(t *testing.T) {
-	netnstest.Require(t)
+// threadInNewNetns puts one thread of this process, alone, into a new
+// network namespace and returns its TID. The test's end moves the thread
+// back into its own namespace before it is released: a locked thread
+// normally dies with its goroutine, but Go keeps the main thread (wedged)
+// instead, and it would hold the namespace, and its veths, for good.
+func threadInNewNetns(t *testing.T) int {
+	t.Helper()
 	tids := make(chan int)
-	release := make(chan struct{})
+	release, released := make(chan struct{}), make(chan struct{})
 	go func() {
-		// The thread stays locked and so dies with this goroutine: its
-		// namespace change never leaks to other goroutines.
+		defer close(released)
 		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			defer unix.Close(home)
+			err = unix.Unshare(unix.CLONE_NEWNET)
+		}
+		if err != nil {
 			t.Error(err)
 			close(tids)
 			return
 		}
 		tids <- unix.Gettid()
 		<-release
+		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+			// Locked, the thread dies (or is wedged) with the goroutine:
+			// the namespace change never leaks to other goroutines.
+			t.Errorf("back to the test's namespace: %v", err)
+			return
+		}
+		runtime.UnlockOSThread()
 	}()
 	tid, ok := <-tids
 	if !ok {
 		t.FailNow()
 	}
-	defer close(release)
+	t.Cleanup(func() {
+		close(release)
+		<-released
+	})
+	return tid
+}
+
+// TestThreadHoldsNamespace: one thread of a process enters a namespace
+// that is also bind-mounted. The namespace is not empty, whatever the
+// process's leader shows, so the veth must not be netns_empty.
+func TestThreadHoldsNamespace(t *testing.T) {
+	netnstest.Require(t)
+	tid := threadInNewNetns(t)
 	netnstest.IP(t, "netns", "attach", "thread", strconv.Itoa(tid))
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", "thread").Run() })
 	netnstest.Veth(t, "vthread", "thread", "")
@@ -426,23 +451,7 @@ func TestThreadHoldsNamespace(t *testing.T) {
 // still found held by that process, never orphaned.
 func TestThreadAloneHoldsNamespace(t *testing.T) {
 	netnstest.Require(t)
-	tids := make(chan int)
-	release := make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			t.Error(err)
-			close(tids)
-			return
-		}
-		tids <- unix.Gettid()
-		<-release
-	}()
-	tid, ok := <-tids
-	if !ok {
-		t.FailNow()
-	}
-	defer close(release)
+	tid := threadInNewNetns(t)
 	netnstest.IP(t, "netns", "attach", "lonethread", strconv.Itoa(tid))
 	netnstest.Veth(t, "vlonethread", "lonethread", "")
 	// Only the thread holds it now.
