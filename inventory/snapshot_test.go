@@ -83,9 +83,12 @@ func wantVerdict(t *testing.T, v *Veth, verdict Verdict, reason Reason) {
 
 func TestSnapshotVerdicts(t *testing.T) {
 	netnstest.Require(t)
-	// br0 is created first, so in this fresh namespace it has ifindex 2:
-	// the same index the peers' eth0 get in their namespaces.
 	netnstest.Bridge(t, "br0")
+	br0If, err := net.InterfaceByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br0 := br0If.Index
 
 	owned := netnstest.Holder(t, "/docker/"+containerA)
 	netnstest.Veth(t, "vowned", strconv.Itoa(owned), "br0")
@@ -93,8 +96,11 @@ func TestSnapshotVerdicts(t *testing.T) {
 	pod := netnstest.Holder(t, "/kubepods/besteffort/pod"+testPodUID+"/"+containerB)
 	netnstest.Veth(t, "vpod", strconv.Itoa(pod), "br0")
 
+	// The leaked namespace's eth0 gets br0's ifindex there: a peer index
+	// that is also a host link's must not be resolved on the host.
 	netnstest.NamedNetns(t, "leak")
-	netnstest.Veth(t, "vleak", "leak", "br0")
+	netnstest.IP(t, "-n", "leak", "link", "add", "eth0", "index", strconv.Itoa(br0), "type", "veth", "peer", "name", "vleak", "netns", strconv.Itoa(os.Getpid()))
+	netnstest.IP(t, "link", "set", "vleak", "master", "br0", "up")
 
 	stray := netnstest.Holder(t, "")
 	netnstest.Veth(t, "vstray", strconv.Itoa(stray), "br0")
@@ -103,11 +109,6 @@ func TestSnapshotVerdicts(t *testing.T) {
 	netnstest.HostPair(t, "cilium_host", "cilium_net")
 
 	s := snapshot(t, newTestInventory(t))
-	br0If, err := net.InterfaceByName("br0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	br0 := br0If.Index
 
 	t.Run("owned by a container", func(t *testing.T) {
 		v := mustVeth(t, s, "vowned")
@@ -179,10 +180,11 @@ func TestSnapshotVerdicts(t *testing.T) {
 // that process is gone and only a stray process holds it.
 func TestSnapshotOwnerExited(t *testing.T) {
 	netnstest.Require(t)
-	holder := netnstest.Holder(t, "")
-	container, stopContainer := netnstest.Join(t, holder)
-	netnstest.MoveToCgroup(t, container, "/system.slice/docker-"+containerA+".scope")
-	netnstest.Veth(t, "vexit", strconv.Itoa(holder), "")
+	// The container's process comes first in the namespace its runtime
+	// made; a stray enters it later and outlives the container.
+	container, stopContainer := netnstest.StoppableHolder(t, "/system.slice/docker-"+containerA+".scope")
+	netnstest.Join(t, container)
+	netnstest.Veth(t, "vexit", strconv.Itoa(container), "")
 
 	inv := newTestInventory(t)
 	v := mustVeth(t, snapshot(t, inv), "vexit")

@@ -23,6 +23,8 @@ import (
 const (
 	routedPod       = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 	routedContainer = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+	// bridgedContainer is routedContainer's twin on br0.
+	bridgedContainer = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
 )
 
 func TestRoutedCNIVerdicts(t *testing.T) {
@@ -51,10 +53,14 @@ func TestRoutedCNIVerdicts(t *testing.T) {
 		netnstest.Veth(t, device, strconv.Itoa(netnstest.Holder(t, "")), master)
 	})
 	exited := build("exit", func(device, master string) {
-		holder := netnstest.Holder(t, "")
-		c, stop := netnstest.Join(t, holder)
-		netnstest.MoveToCgroup(t, c, "/system.slice/docker-"+routedContainer+".scope")
-		netnstest.Veth(t, device, strconv.Itoa(holder), master)
+		// One container each: a container's cgroup goes when it exits.
+		id := routedContainer
+		if master != "" {
+			id = bridgedContainer
+		}
+		c, stop := netnstest.StoppableHolder(t, "/system.slice/docker-"+id+".scope")
+		netnstest.Join(t, c)
+		netnstest.Veth(t, device, strconv.Itoa(c), master)
 		exits = append(exits, stop)
 	})
 

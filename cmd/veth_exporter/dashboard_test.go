@@ -132,10 +132,9 @@ func TestDashboardQueries(t *testing.T) {
 	netnstest.Veth(t, "dpod", strconv.Itoa(pod), "cni0")
 	// owner_exited: a container's namespace that a stray process keeps
 	// once the container's own process is gone.
-	holder := netnstest.Holder(t, "")
-	container, stopContainer := netnstest.Join(t, holder)
-	netnstest.MoveToCgroup(t, container, "/system.slice/docker-"+dashContainer+".scope")
-	netnstest.Veth(t, "dexited", strconv.Itoa(holder), "cni0")
+	container, stopContainer := netnstest.StoppableHolder(t, "/system.slice/docker-"+dashContainer+".scope")
+	netnstest.Join(t, container)
+	netnstest.Veth(t, "dexited", strconv.Itoa(container), "cni0")
 	// netns_empty: a namespace only a mount holds, outside /run/netns (the
 	// CRI runtime's directory: with the runtime down, it would be the
 	// runtime's to decide, unknown).

@@ -422,6 +422,18 @@ func IP(t testing.TB, args ...string) {
 // does so loses its holders when it returns.
 func Holder(t testing.TB, cgroupPath string) int {
 	t.Helper()
+	pid, _ := StoppableHolder(t, cgroupPath)
+	return pid
+}
+
+// StoppableHolder is [Holder], and returns a stop function that kills and
+// reaps the process and removes its cgroup, as a container's exit does;
+// the test's end calls stop too. The holder is the first process in its
+// namespace, as a container's init (or a pod's sandbox) is in the
+// namespace its runtime made for it: a process that enters the namespace
+// afterwards ([Join]) is younger.
+func StoppableHolder(t testing.TB, cgroupPath string) (pid int, stop func()) {
+	t.Helper()
 	mustBePrivate(t, "Holder")
 	// Validate before starting anything, so a bad path leaks nothing.
 	var root string
@@ -443,9 +455,13 @@ func Holder(t testing.TB, cgroupPath string) int {
 	if err != nil {
 		t.Fatalf("start holder: %v", err)
 	}
-	pid := cmd.Process.Pid
-	var leafCreated bool
-	t.Cleanup(func() {
+	pid = cmd.Process.Pid
+	var leafCreated, stopped bool
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		// Killing and reaping our own child: its PID cannot have been
 		// reused before Wait returns.
 		if err := cmd.Process.Kill(); err != nil {
@@ -458,7 +474,8 @@ func Holder(t testing.TB, cgroupPath string) int {
 		if err := removeCgroups(root, cgroupPath, leafCreated); err != nil {
 			t.Errorf("holder %d: %v", pid, err)
 		}
-	})
+	}
+	t.Cleanup(stop)
 	if cgroupPath != "" {
 		// Set even on error, for the cleanup above.
 		leafCreated, err = joinCgroup(root, cgroupPath, pid)
@@ -466,7 +483,7 @@ func Holder(t testing.TB, cgroupPath string) int {
 			t.Fatalf("holder %d: %v", pid, err)
 		}
 	}
-	return pid
+	return pid, stop
 }
 
 var cgroupMount struct {
