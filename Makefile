@@ -70,8 +70,10 @@ screenshot:
 clean:
 	rm -f $(BINARY)
 
-## lint: golangci-lint v2 with .golangci.yml (os/exec is forbidden outside tests)
+## lint: golangci-lint v2 with .golangci.yml (os/exec is forbidden outside tests),
+## and the three modules tidy with their shared dependencies at one version
 lint:
+	bash .ci/check-modules
 	$(GOLANGCI_LINT) run ./...
 	cd deploy/kubernetes/validate && $(GOLANGCI_LINT) run --config ../../../.golangci.yml ./...
 	cd dashboards/gen && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...

@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
 }
 `
 
-// busyNode builds the node of issue 11: 250 veths whose peers sit in 25
+// busyNode builds a busy node: 250 veths whose peers sit in 25
 // namespaces, each held by a process in a container's cgroup, and 2,000
 // processes with 20,000 threads in all (100 processes of 181 threads, the
 // rest single-threaded), every one in a peer namespace and its container's
@@ -215,7 +215,7 @@ func busyNode(b *testing.B) []int {
 	return holders
 }
 
-// BenchmarkBusyNode compares, on the node of issue 11 and in one run, a
+// BenchmarkBusyNode compares, on the busy node and in one run, a
 // snapshot taken as before (every thread read, every cgroup read on every
 // scrape, a scan whatever the runtimes say) with one taken now, and both
 // with one bare pass over /proc/*/ns/net: without a runtime resolver, and

@@ -8,8 +8,8 @@ import (
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
-// TestCRILostStateLateExporter is the second run of scenario 2 of issue
-// 8: the runtime lost a pod's state before the exporter ever ran, so
+// TestCRILostStateLateExporter is TestCRILostState with an exporter
+// started after the loss: the runtime lost a pod's state before the exporter ever ran, so
 // neither its history nor CRI knows the pod. The libcni cache entry that
 // containerd left (its eth0's sandbox is the namespace the veth's peer is
 // in) names the pod, and counts as a stale attachment; the live pod's

@@ -17,8 +17,9 @@ import (
 
 // The CRI suite: the real binary against a real containerd 1.6 with its
 // CRI plugin (internal/critest), running in the test's private namespaces,
-// with pod sandboxes made through CRI as the kubelet makes them: scenarios
-// 1–4 of issue 8.
+// with pod sandboxes made through CRI as the kubelet makes them: named
+// pods, a runtime that loses its state, a namespace kept out of band, and
+// a runtime that is down or has NOTREADY sandboxes.
 
 // criExporter starts the exporter against r's CRI endpoint; the socket
 // exists, so the resolver turns itself on.
@@ -50,7 +51,7 @@ func criUp(up float64) func(string) bool {
 	}
 }
 
-// TestCRIPods is scenario 1: three pods in two Kubernetes namespaces; each
+// TestCRIPods: three pods in two Kubernetes namespaces; each
 // veth is owned by its pod, named with its namespace, name and UID, and a
 // scrape of a quiet node costs one ListPodSandbox.
 func TestCRIPods(t *testing.T) {
@@ -110,7 +111,7 @@ func TestCRIPods(t *testing.T) {
 		pods[0].Veth, pods[0].ID, pods[0].UID), 1)
 }
 
-// TestCRILostState is scenario 2: the runtime loses its state (kill -9 of
+// TestCRILostState: the runtime loses its state (kill -9 of
 // containerd, the sandbox's shim and pause; restart; the sandbox record
 // removed; restart). The veth and its /var/run/netns/cni-* mount remain:
 // orphaned / netns_empty once settled, its last owner the pod the
@@ -153,7 +154,7 @@ func TestCRILostState(t *testing.T) {
 	}
 }
 
-// TestCRIOutOfBand is scenario 3: a process joins the pod's namespace, the
+// TestCRIOutOfBand: a process joins the pod's namespace, the
 // namespace's name is deleted (`ip netns delete`) and the pod stopped and
 // removed: the veth stays, its namespace held by that process alone, and
 // is orphaned / owner_exited naming the pod.
@@ -181,7 +182,7 @@ func TestCRIOutOfBand(t *testing.T) {
 	}
 }
 
-// TestCRIRuntimeDownAndNotReady is scenario 4: a NOTREADY sandbox whose
+// TestCRIRuntimeDownAndNotReady: a NOTREADY sandbox whose
 // veth and namespace remain is owned; with containerd stopped the CRI
 // stage fails, the pods' veths are owned or unknown / resolver_down and
 // none is orphaned; once containerd is back the exporter recovers without

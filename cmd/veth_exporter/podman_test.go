@@ -17,7 +17,7 @@ import (
 	"github.com/veth-exporter/veth_exporter/internal/podmantest"
 )
 
-// The Podman scenarios of issue 10, on a real Podman 4.3 (conmon, crun,
+// The Podman suite: the real binary against a real Podman 4.3 (conmon, crun,
 // netavark or the CNI plugins) and its REST API service, in the test's
 // private namespaces (internal/podmantest).
 

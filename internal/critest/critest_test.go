@@ -246,8 +246,7 @@ func brPorts(t *testing.T) []string {
 	return names
 }
 
-// TestLostState makes the leftover of a runtime that lost its state
-// (scenario 2 of issue 8): CRI lists the pod no more, yet its veth stays
+// TestLostState makes the leftover of a runtime that lost its state: CRI lists the pod no more, yet its veth stays
 // on cni0, up, and its /var/run/netns/cni-* mount pins the namespace with
 // no process in it; the libcni cache entries stay too. A bystander pod is
 // untouched.
@@ -422,7 +421,7 @@ func TestStopPodDeletesVeth(t *testing.T) {
 	}
 }
 
-// TestOutOfBand makes scenario 3 of issue 8: a process joins the pod's
+// TestOutOfBand makes a namespace kept out of band: a process joins the pod's
 // namespace, the namespace's name is deleted, the pod is stopped and
 // removed: the veth stays, its namespace nameless and held by that
 // process.
@@ -454,7 +453,7 @@ func TestOutOfBand(t *testing.T) {
 	}
 }
 
-// TestRuntimeDownAndNotReady makes the fixtures of scenario 4 of issue 8:
+// TestRuntimeDownAndNotReady makes a runtime that is down and a NOTREADY sandbox:
 // containerd stopped or killed alone leaves the pods running and recovers
 // them on restart; a sandbox whose pause process died while containerd
 // ran is NOTREADY with its veth and namespace still there.
