@@ -1,13 +1,11 @@
 package inventory
 
 import (
-	"fmt"
 	"os"
 	"sort"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // accounted returns the namespace stages of a snapshot built from what
@@ -44,7 +42,7 @@ func (inv *Inventory) accounted(runtimes []asked) (f found, ok bool) {
 	}
 	f.netnsTook = time.Since(start)
 	start = time.Now()
-	f.links, f.linksErr = dumpLinks()
+	f.links, f.linksErr = kernel.DumpLinks()
 	f.linksTook = time.Since(start)
 	if f.linksErr != nil || !ns.holdsPeers(f.links) {
 		// A failed dump is the scan's to retry and report.
@@ -78,16 +76,16 @@ func pinRunning(p Paths, running []RunningNetns) (*namespaces, error) {
 		return nil, err
 	}
 	host := ns.host
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	h, err := kernel.OpenNSIDs()
 	if err != nil {
-		return nil, fmt.Errorf("open netlink socket: %w", err)
+		return nil, err
 	}
 	defer h.Close()
 	for _, r := range running {
 		if r.Inode == host || r.Path == "" || ns.byInode[r.Inode] != nil {
 			continue
 		}
-		id, fd, err := nsidOf(h, r.Path, r.Inode)
+		id, fd, err := h.Pin(r.Path, r.Inode)
 		if err != nil {
 			continue
 		}
@@ -122,9 +120,9 @@ func (ns *namespaces) allRunning() bool {
 
 // holdsPeers reports whether the peer of every veth of links that is in
 // another namespace with an nsid is in one of ns's.
-func (ns *namespaces) holdsPeers(links []link) bool {
+func (ns *namespaces) holdsPeers(links []kernel.Link) bool {
 	for _, l := range links {
-		if l.veth && l.peerNetNSID >= 0 && ns.byNSID[l.peerNetNSID] == nil {
+		if l.Veth && l.PeerNetNSID >= 0 && ns.byNSID[l.PeerNetNSID] == nil {
 			return false
 		}
 	}
@@ -138,7 +136,7 @@ func viewLimits(p Paths, trustPIDNamespace bool) []string {
 	if os.Geteuid() != 0 {
 		limits = append(limits, "not running as root: processes of other users may be hidden (hidepid) or unreadable; run as root for a full view")
 	}
-	if !trustPIDNamespace && !initialPIDNamespace(p.Procfs) {
+	if !trustPIDNamespace && !kernel.InitialPIDNamespace(p.Procfs) {
 		limits = append(limits, p.Procfs+" is not the host's PID namespace (no kernel threads listed): processes outside it are not seen; "+
 			"run with the host's PID namespace (docker run --pid=host, hostPID: true) or point --path.procfs at the host's /proc")
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // benchFixture grows a node-like fixture: veths in groups of 20 per peer
@@ -84,7 +85,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("veths=%d/dump", size), func(b *testing.B) {
 			for b.Loop() {
-				if _, err := dumpLinks(); err != nil {
+				if _, err := kernel.DumpLinks(); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -281,7 +282,7 @@ func BenchmarkBusyNode(b *testing.B) {
 	}
 	b.Run("bare-proc-pass", func(b *testing.B) {
 		for b.Loop() {
-			names, err := readDirNames("/proc")
+			names, err := kernel.ReadDirNames("/proc")
 			if err != nil {
 				b.Fatal(err)
 			}

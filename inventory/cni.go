@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -304,12 +305,12 @@ type agentCache struct {
 func (c *CNI) agentRunning(procfs string, agents []string) (int, bool) {
 	if a := c.agent; a.pid > 0 {
 		dir := procfs + "/" + strconv.Itoa(a.pid)
-		if start, ok := processStartTime(dir); ok && start == a.start && slices.Contains(agents, processName(dir)) {
+		if start, ok := kernel.ProcessStartTime(dir); ok && start == a.start && slices.Contains(agents, kernel.ProcessName(dir)) {
 			return a.pid, true
 		}
 	}
 	c.agent = agentCache{}
-	names, err := readDirNames(procfs)
+	names, err := kernel.ReadDirNames(procfs)
 	if err != nil {
 		return 0, false
 	}
@@ -319,10 +320,10 @@ func (c *CNI) agentRunning(procfs string, agents []string) (int, bool) {
 			continue
 		}
 		dir := procfs + "/" + name
-		if !slices.Contains(agents, processName(dir)) {
+		if !slices.Contains(agents, kernel.ProcessName(dir)) {
 			continue
 		}
-		if start, ok := processStartTime(dir); ok {
+		if start, ok := kernel.ProcessStartTime(dir); ok {
 			c.agent = agentCache{pid: pid, start: start}
 			return pid, true
 		}

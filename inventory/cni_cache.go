@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
+	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -253,16 +253,7 @@ func netnsInodeAt(rootfs, path string) uint64 {
 	if path == "" || strings.HasPrefix(path, "/proc/") {
 		return 0
 	}
-	full := filepath.Join(rootfs, hostRunPath(path))
-	var fs unix.Statfs_t
-	if unix.Statfs(full, &fs) != nil || fs.Type != unix.NSFS_MAGIC {
-		return 0
-	}
-	var st unix.Stat_t
-	if unix.Stat(full, &st) != nil {
-		return 0
-	}
-	return st.Ino
+	return kernel.NsfsInode(filepath.Join(rootfs, hostRunPath(path)))
 }
 
 // judge is the cache's part in v's record, once the runtimes' claims
@@ -330,52 +321,18 @@ func samePair(v *Veth, e *cniCacheEntry) bool {
 		return false
 	}
 	if h.Mac != "" {
-		name, mac, err := linkAddress(-1, v.Index)
+		name, mac, err := kernel.LinkAddress(-1, v.Index)
 		if err != nil || name != v.Name || !sameMAC(mac, h.Mac) {
 			return false
 		}
 	}
-	name, mac, err := linkAddress(v.PeerNetNSID, v.PeerIndex)
+	name, mac, err := kernel.LinkAddress(v.PeerNetNSID, v.PeerIndex)
 	return err == nil && name == e.ifName && sameMAC(mac, e.container.Mac)
 }
 
 func sameMAC(have net.HardwareAddr, recorded string) bool {
 	want, err := net.ParseMAC(recorded)
 	return err == nil && len(have) > 0 && bytes.Equal(have, want)
-}
-
-// linkAddress asks the kernel for one link by index, in the namespace the
-// host knows by nsid (IFLA_TARGET_NETNSID) or, with a negative nsid, the
-// host's: its name and hardware address. One RTM_GETLINK, no dump.
-func linkAddress(nsid, index int) (string, net.HardwareAddr, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-	if nsid >= 0 {
-		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
-	}
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
-	if err != nil {
-		return "", nil, fmt.Errorf("link %d in nsid %d: %w", index, nsid, err)
-	}
-	if len(msgs) != 1 {
-		return "", nil, fmt.Errorf("link %d in nsid %d: %d answers", index, nsid, len(msgs))
-	}
-	l, err := parseLink(msgs[0])
-	if err != nil || l.index != index {
-		return "", nil, fmt.Errorf("link %d in nsid %d: %v", index, nsid, err)
-	}
-	var mac net.HardwareAddr
-	if err := walkAttrs(msgs[0][unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
-		if typ == unix.IFLA_ADDRESS {
-			mac = slices.Clone(data)
-		}
-	}); err != nil {
-		return "", nil, fmt.Errorf("link %d in nsid %d: %w", index, nsid, err)
-	}
-	return l.name, mac, nil
 }
 
 // finish orders the stale attachments once every veth was judged; a

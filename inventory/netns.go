@@ -1,17 +1,13 @@
 package inventory
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 
-	"github.com/vishvananda/netlink"
+	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,7 +83,7 @@ func scanNamespaces(p Paths, trustPIDNamespace, everyThread bool) (*namespaces, 
 // newNamespaces returns an empty set of the namespaces other than the
 // exporter's own, which it identifies.
 func newNamespaces(p Paths) (*namespaces, error) {
-	host, err := hostNetnsInode(p)
+	host, err := kernel.HostNetnsInode(p.Procfs)
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +98,9 @@ func newNamespaces(p Paths) (*namespaces, error) {
 // lookupNSIDs asks the kernel for the nsid of each namespace that want
 // selects, over one netlink socket.
 func (ns *namespaces) lookupNSIDs(p Paths, want func(*Namespace) bool) error {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	h, err := kernel.OpenNSIDs()
 	if err != nil {
-		return fmt.Errorf("open netlink socket: %w", err)
+		return err
 	}
 	defer h.Close()
 	for _, n := range ns.byInode {
@@ -165,7 +161,7 @@ func (ns *namespaces) evict(cache *ownerCache) {
 // If the late lookup or the second dump fails, the veths of the first dump
 // are returned, attached only where the scan knew the nsid, with the
 // error.
-func (ns *namespaces) attach(links []link, lookupLate func() error, redump func() ([]link, error)) ([]Veth, error) {
+func (ns *namespaces) attach(links []kernel.Link, lookupLate func() error, redump func() ([]kernel.Link, error)) ([]Veth, error) {
 	veths := vethsFromLinks(links)
 	if !ns.link(veths) {
 		return veths, nil
@@ -241,20 +237,6 @@ func (ns *namespaces) leaked(veths []Veth) []*Namespace {
 	return leaked
 }
 
-// hostNetnsInode returns the inode of the namespace the exporter's netlink
-// socket lives in: the namespace whose link dump is the inventory.
-func hostNetnsInode(p Paths) (uint64, error) {
-	var st unix.Stat_t
-	err := unix.Stat("/proc/thread-self/ns/net", &st)
-	if err != nil {
-		err = unix.Stat(filepath.Join(p.Procfs, "self/ns/net"), &st)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("stat own network namespace: %w", err)
-	}
-	return st.Ino, nil
-}
-
 func (ns *namespaces) get(inode uint64) *Namespace {
 	n := ns.byInode[inode]
 	if n == nil {
@@ -265,7 +247,7 @@ func (ns *namespaces) get(inode uint64) *Namespace {
 }
 
 func (ns *namespaces) addProcesses(procfs string, host uint64, threads bool) error {
-	w, err := walkProcesses(procfs, threads, func(pid int, inode uint64) {
+	w, err := kernel.WalkProcesses(procfs, threads, func(pid int, inode uint64) {
 		if inode != host {
 			ns.get(inode).addPID(pid)
 		}
@@ -278,14 +260,14 @@ func (ns *namespaces) addProcesses(procfs string, host uint64, threads bool) err
 }
 
 // addWalk records in the partial view what a walk could not see.
-func (ns *namespaces) addWalk(w processWalk) {
-	if w.denied > 0 && !ns.denied {
+func (ns *namespaces) addWalk(w kernel.ProcessWalk) {
+	if w.Denied > 0 && !ns.denied {
 		ns.denied = true
 		ns.partial = append(ns.partial, fmt.Sprintf(
-			"cannot read the network namespace of %d processes outside the host namespace (permission denied; CAP_SYS_PTRACE missing, or a security module)", w.denied))
+			"cannot read the network namespace of %d processes outside the host namespace (permission denied; CAP_SYS_PTRACE missing, or a security module)", w.Denied))
 	}
-	if len(w.failed) > 0 {
-		ns.partial = append(ns.partial, w.failedMessage())
+	if len(w.Failed) > 0 {
+		ns.partial = append(ns.partial, w.FailedMessage())
 	}
 }
 
@@ -295,7 +277,7 @@ func (ns *namespaces) addWalk(w processWalk) {
 // process of a container (a thread of one may be in it), or some
 // namespace holds no process at all (a leaked namespace is only leaked if
 // no thread is in it either).
-func (ns *namespaces) needThreads(links []link) bool {
+func (ns *namespaces) needThreads(links []kernel.Link) bool {
 	if ns.threadsRead {
 		return false
 	}
@@ -305,10 +287,10 @@ func (ns *namespaces) needThreads(links []link) bool {
 		}
 	}
 	for _, l := range links {
-		if !l.veth || l.peerNetNSID < 0 {
+		if !l.Veth || l.PeerNetNSID < 0 {
 			continue
 		}
-		n := ns.byNSID[l.peerNetNSID]
+		n := ns.byNSID[l.PeerNetNSID]
 		if n == nil || n.Owner == nil || n.Owner.Kind == OwnerProcess {
 			return true
 		}
@@ -328,7 +310,7 @@ func (ns *namespaces) addThreads(p Paths, cache *ownerCache) error {
 	}
 	ns.threadsRead = true
 	known := map[*Namespace]map[int]bool{}
-	w, err := walkProcesses(p.Procfs, true, func(pid int, inode uint64) {
+	w, err := kernel.WalkProcesses(p.Procfs, true, func(pid int, inode uint64) {
 		if inode == ns.host {
 			return
 		}
@@ -362,196 +344,6 @@ func (ns *namespaces) addThreads(p Paths, cache *ownerCache) error {
 	return nil
 }
 
-// processWalk is what one pass over /proc could not see.
-type processWalk struct {
-	// denied counts processes whose namespace may not be read and that
-	// are not shown to be in the exporter's own namespace.
-	denied int
-	// failed are the other errors reading a process's or a thread's
-	// namespace or its task directory, one per process: the threads
-	// behind them were not seen.
-	failed []error
-}
-
-func (w *processWalk) failedMessage() string {
-	msg := fmt.Sprintf("cannot read the network namespace of %d processes or their threads: %v", len(w.failed), w.failed[0])
-	if len(w.failed) > 1 {
-		msg += fmt.Sprintf(" (and %d more)", len(w.failed)-1)
-	}
-	return msg
-}
-
-// err is nil when the walk saw every process and thread, else says why not.
-func (w *processWalk) err() error {
-	var errs []error
-	if w.denied > 0 {
-		errs = append(errs, fmt.Errorf("cannot read the network namespace of %d processes (permission denied)", w.denied))
-	}
-	if len(w.failed) > 0 {
-		errs = append(errs, errors.New(w.failedMessage()))
-	}
-	return errors.Join(errs...)
-}
-
-// vanished reports whether err means the process or thread exited
-// while it was being read: it holds no namespace any more.
-func vanished(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
-}
-
-// walkProcesses calls visit with the network namespace inode of every
-// process in procfs and, when threads is true, of each of its threads
-// that is in another namespace than the process, in one pass: visit may
-// see one PID several times. The threads of a process whose leader has
-// exited are read in any case: the leader shows no namespace. A process
-// or thread that exits meanwhile is skipped; any other failure is counted
-// in the result, never silently taken for "no namespace".
-func walkProcesses(procfs string, threads bool, visit func(pid int, inode uint64)) (processWalk, error) {
-	var w processWalk
-	d, err := os.Open(procfs)
-	if err != nil {
-		return w, fmt.Errorf("read processes: %w", err)
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return w, fmt.Errorf("read processes: %w", err)
-	}
-	hostDev := procNetDevInode(procfs + "/self")
-	// Paths relative to the open procfs: each stat then resolves only the
-	// process's own part, which makes the pass about a tenth cheaper.
-	procfd := int(d.Fd())
-	var st unix.Stat_t
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		dir := procfs + "/" + name
-		leader := uint64(0)
-		switch err := unix.Fstatat(procfd, name+"/ns/net", &st, 0); {
-		case err == nil:
-			leader = st.Ino
-			visit(pid, leader)
-			if !threads {
-				continue
-			}
-		case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
-			// procfs registers its net entries once per namespace, and
-			// they are readable without ptrace access: a process whose
-			// threads all show our own is in our namespace.
-			if hostDev == 0 || !threadsInNetDev(dir, hostDev) {
-				w.denied++
-			}
-			continue
-		case vanished(err):
-			// Exited, or a leader that exited before its threads: they
-			// still run, each with its own namespace.
-		default:
-			w.failed = append(w.failed, fmt.Errorf("PID %d: ns/net: %w", pid, err))
-			continue
-		}
-		// A thread can sit in another namespace than its leader (setns on
-		// one thread), and a leader that has exited leaves its threads
-		// running with no ns link of its own: either keeps a namespace
-		// alive that the leader alone does not show.
-		if err := walkThreads(dir, pid, leader, visit); err != nil {
-			w.failed = append(w.failed, fmt.Errorf("PID %d: %w", pid, err))
-		}
-	}
-	return w, nil
-}
-
-// walkThreads visits the namespaces of the threads of the process at dir
-// that are not the leader's. The leader itself is skipped when its
-// namespace was read (leader != 0).
-func walkThreads(dir string, pid int, leader uint64, visit func(pid int, inode uint64)) error {
-	tids, err := readDirNames(dir + "/task")
-	if err != nil {
-		if vanished(err) {
-			return nil
-		}
-		return fmt.Errorf("read task directory: %w", err)
-	}
-	self := strconv.Itoa(pid)
-	var st unix.Stat_t
-	for _, tid := range tids {
-		if leader != 0 && tid == self {
-			continue
-		}
-		switch err := unix.Stat(dir+"/task/"+tid+"/ns/net", &st); {
-		case err == nil:
-			if st.Ino != leader {
-				visit(pid, st.Ino)
-			}
-		case vanished(err):
-		default:
-			return fmt.Errorf("thread %s: ns/net: %w", tid, err)
-		}
-	}
-	return nil
-}
-
-// threadsInNetDev reports whether the process at dir and every thread of
-// it show the net/dev inode dev, that is, are in the namespace whose
-// net/dev that is. A thread that exits meanwhile is in none.
-func threadsInNetDev(dir string, dev uint64) bool {
-	if procNetDevInode(dir) != dev {
-		return false
-	}
-	tids, err := readDirNames(dir + "/task")
-	if err != nil {
-		return vanished(err)
-	}
-	var st unix.Stat_t
-	for _, tid := range tids {
-		err := unix.Stat(dir+"/task/"+tid+"/net/dev", &st)
-		if (err != nil && !vanished(err)) || (err == nil && st.Ino != dev) {
-			return false
-		}
-	}
-	return true
-}
-
-func readDirNames(dir string) ([]string, error) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	return d.Readdirnames(-1)
-}
-
-// Occupants returns, for each namespace inode of inodes, the processes
-// that have at least one thread in it, from one pass over every process
-// and thread of p.Procfs. It is the last check before a deletion, so it
-// reads only namespace links, no cgroups. A process or thread that exits
-// during the pass is skipped; any other failure to read one (a namespace
-// link, a task directory) makes the answer incomplete and is returned as
-// an error with what was seen, never taken for an empty namespace. A
-// process whose namespace may not be read but that /proc/PID/net/dev shows
-// in the caller's own namespace is in none of inodes (the caller's
-// namespace is the host's, which holds no peer).
-func Occupants(p Paths, inodes map[uint64]bool) (map[uint64][]int, error) {
-	occupants := make(map[uint64][]int, len(inodes))
-	w, err := walkProcesses(p.Procfs, true, func(pid int, inode uint64) {
-		if !inodes[inode] {
-			return
-		}
-		pids := occupants[inode]
-		if len(pids) == 0 || pids[len(pids)-1] != pid {
-			occupants[inode] = append(pids, pid)
-		}
-	})
-	for _, pids := range occupants {
-		sort.Ints(pids)
-	}
-	if err != nil {
-		return occupants, err
-	}
-	return occupants, w.err()
-}
-
 // addPID records pid once, whichever of its threads is in the namespace.
 func (n *Namespace) addPID(pid int) {
 	if len(n.PIDs) == 0 || n.PIDs[len(n.PIDs)-1] != pid {
@@ -559,108 +351,21 @@ func (n *Namespace) addPID(pid int) {
 	}
 }
 
-// initialPIDNamespace reports whether procfs shows the host's PID
-// namespace: only that one lists the kernel threads, kthreadd as PID 2.
-func initialPIDNamespace(procfs string) bool {
-	b, err := os.ReadFile(procfs + "/2/stat")
-	return err == nil && strings.HasPrefix(string(b), "2 (kthreadd) ")
-}
-
-// procNetDevInode returns the inode of a process's /proc/PID/net/dev, 0 if
-// unreadable. procfs registers its net entries once per network namespace,
-// so equal inodes mean the same namespace; unlike ns/net it is readable
-// without ptrace access, which tells a process we may not inspect (a
-// non-dumpable daemon) that it is in the host namespace and hides no peer.
-func procNetDevInode(dir string) uint64 {
-	var st unix.Stat_t
-	if err := unix.Stat(dir+"/net/dev", &st); err != nil {
-		return 0
-	}
-	return st.Ino
-}
-
+// addMounts adds the namespaces that nsfs mounts hold, and their mounts.
 func (ns *namespaces) addMounts(p Paths, host uint64) error {
-	f, err := os.Open(filepath.Join(p.Procfs, "self/mountinfo"))
+	mounts, err := kernel.NsfsMounts(p.Procfs)
 	if err != nil {
-		return fmt.Errorf("read mountinfo: %w", err)
+		return err
 	}
-	defer f.Close()
-	// A mount point mounted over shows the later mount: the last line for
-	// a path is the namespace that path holds now.
-	var order []string
-	byPath := map[string]uint64{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		inode, mountPoint, ok := parseNsfsMount(sc.Text())
-		if !ok {
+	for _, m := range mounts {
+		if m.Inode == host {
 			continue
 		}
-		if _, dup := byPath[mountPoint]; !dup {
-			order = append(order, mountPoint)
-		}
-		byPath[mountPoint] = inode
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read mountinfo: %w", err)
-	}
-	for _, mountPoint := range order {
-		inode := byPath[mountPoint]
-		if inode == host {
-			continue
-		}
-		n := ns.get(inode)
-		n.Mounts = append(n.Mounts, p.hostPath(mountPoint))
-		ns.mountPaths[inode] = append(ns.mountPaths[inode], mountPoint)
+		n := ns.get(m.Inode)
+		n.Mounts = append(n.Mounts, p.hostPath(m.Point))
+		ns.mountPaths[m.Inode] = append(ns.mountPaths[m.Inode], m.Point)
 	}
 	return nil
-}
-
-// parseNsfsMount returns the namespace inode and the mount point of a
-// mountinfo line that is an nsfs mount of a network namespace.
-//
-//	36 35 0:4 net:[4026532281] /run/netns/leak rw shared:9 - nsfs nsfs rw
-func parseNsfsMount(line string) (inode uint64, mountPoint string, ok bool) {
-	fields := strings.Fields(line)
-	sep := -1
-	for i, f := range fields {
-		if f == "-" {
-			sep = i
-			break
-		}
-	}
-	if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "nsfs" {
-		return 0, "", false
-	}
-	root := fields[3]
-	if !strings.HasPrefix(root, "net:[") || !strings.HasSuffix(root, "]") {
-		return 0, "", false
-	}
-	inode, err := strconv.ParseUint(root[len("net:["):len(root)-1], 10, 64)
-	if err != nil {
-		return 0, "", false
-	}
-	return inode, unescapeMountPath(fields[4]), true
-}
-
-// unescapeMountPath undoes the octal escapes (\040 for a space) that the
-// kernel writes into mountinfo paths.
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // lookupNSID asks the kernel for the nsid of n through the first handle that
@@ -668,14 +373,14 @@ func unescapeMountPath(s string) string {
 // reused between the scan and the open, so the inode is checked again. It
 // returns the open handle, which pins the namespace, for the caller to
 // close.
-func (ns *namespaces) lookupNSID(h *netlink.Handle, p Paths, n *Namespace) (id, fd int, ok bool) {
+func (ns *namespaces) lookupNSID(h *kernel.NSIDs, p Paths, n *Namespace) (id, fd int, ok bool) {
 	paths := make([]string, 0, len(n.PIDs)+len(n.Mounts))
 	for _, pid := range n.PIDs {
 		paths = append(paths, filepath.Join(p.Procfs, strconv.Itoa(pid), "ns/net"))
 	}
 	paths = append(paths, ns.mountPaths[n.Inode]...)
 	for _, path := range paths {
-		id, fd, err := nsidOf(h, path, n.Inode)
+		id, fd, err := h.Pin(path, n.Inode)
 		if err == nil {
 			return id, fd, true
 		}
@@ -683,40 +388,18 @@ func (ns *namespaces) lookupNSID(h *netlink.Handle, p Paths, n *Namespace) (id, 
 	// A namespace that only a thread holds opens through that thread.
 	for _, pid := range n.PIDs {
 		dir := filepath.Join(p.Procfs, strconv.Itoa(pid), "task")
-		tids, err := readDirNames(dir)
+		tids, err := kernel.ReadDirNames(dir)
 		if err != nil {
 			continue
 		}
 		for _, tid := range tids {
-			id, fd, err := nsidOf(h, filepath.Join(dir, tid, "ns/net"), n.Inode)
+			id, fd, err := h.Pin(filepath.Join(dir, tid, "ns/net"), n.Inode)
 			if err == nil {
 				return id, fd, true
 			}
 		}
 	}
 	return -1, -1, false
-}
-
-func nsidOf(h *netlink.Handle, path string, inode uint64) (int, int, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, -1, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return -1, -1, err
-	}
-	if st.Ino != inode {
-		unix.Close(fd)
-		return -1, -1, fs.ErrNotExist
-	}
-	id, err := h.GetNetNsIdByFd(fd)
-	if err != nil {
-		unix.Close(fd)
-		return -1, -1, err
-	}
-	return id, fd, nil
 }
 
 // findOtherLinks lists, for each peer namespace no process is in, the
@@ -744,7 +427,7 @@ func (ns *namespaces) findOtherLinks(veths []Veth) []string {
 	}
 	var warnings []string
 	for n, allowed := range peers {
-		links, err := dumpLinksIn(n.NSID)
+		links, err := kernel.DumpLinksIn(n.NSID)
 		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 			return nil
 		}
@@ -754,10 +437,10 @@ func (ns *namespaces) findOtherLinks(veths []Veth) []string {
 			continue
 		}
 		for _, l := range links {
-			if l.index == loopbackIndex || (l.veth && allowed[l.index]) {
+			if l.Index == loopbackIndex || (l.Veth && allowed[l.Index]) {
 				continue
 			}
-			n.OtherLinks = append(n.OtherLinks, l.name)
+			n.OtherLinks = append(n.OtherLinks, l.Name)
 		}
 		sort.Strings(n.OtherLinks)
 	}

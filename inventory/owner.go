@@ -4,10 +4,9 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // ownerCache remembers the container or pod a process runs in, by PID and
@@ -68,7 +67,7 @@ func (c *ownerCache) namespaceOwner(procfs string, n *Namespace) (o *Owner, gues
 	if _, found := slices.BinarySearch(n.PIDs, e.pid); !found {
 		return nil, false, false
 	}
-	start, ok := processStartTime(procfs + "/" + strconv.Itoa(e.pid))
+	start, ok := kernel.ProcessStartTime(procfs + "/" + strconv.Itoa(e.pid))
 	if !ok || start != e.start {
 		return nil, false, false
 	}
@@ -170,7 +169,7 @@ func resolveOwnerGuest(procfs string, n *Namespace, cache *ownerCache) (*Owner, 
 	)
 	for _, pid := range n.PIDs {
 		dir := procfs + "/" + strconv.Itoa(pid)
-		start, ok := processStartTime(dir)
+		start, ok := kernel.ProcessStartTime(dir)
 		if !ok {
 			continue // exited during the scan
 		}
@@ -186,7 +185,7 @@ func resolveOwnerGuest(procfs string, n *Namespace, cache *ownerCache) (*Owner, 
 		// same start time), so it is the process the scan just found in
 		// n: only one read now needs checking, since its PID may have gone
 		// to another process, elsewhere, after the scan.
-		if !cached && !inNamespace(dir, n.Inode) {
+		if !cached && !kernel.InNamespace(dir, n.Inode) {
 			// Exited, or exited and its PID reused by a process elsewhere
 			// since the scan: its cgroup says nothing about n.
 			continue
@@ -202,7 +201,7 @@ func resolveOwnerGuest(procfs string, n *Namespace, cache *ownerCache) (*Owner, 
 			continue
 		}
 		if oldest == nil || start < oldStart {
-			oldest = &Owner{Kind: OwnerProcess, ID: strconv.Itoa(pid), Name: processName(dir)}
+			oldest = &Owner{Kind: OwnerProcess, ID: strconv.Itoa(pid), Name: kernel.ProcessName(dir)}
 			oldStart = start
 		}
 	}
@@ -212,53 +211,4 @@ func resolveOwnerGuest(procfs string, n *Namespace, cache *ownerCache) (*Owner, 
 		return best, guest
 	}
 	return oldest, false
-}
-
-// inNamespace reports whether the process at dir, or one of its threads, is
-// in the network namespace inode.
-func inNamespace(dir string, inode uint64) bool {
-	var st unix.Stat_t
-	if unix.Stat(dir+"/ns/net", &st) == nil && st.Ino == inode {
-		return true
-	}
-	tids, err := os.ReadDir(dir + "/task")
-	if err != nil {
-		return false
-	}
-	for _, tid := range tids {
-		if unix.Stat(dir+"/task/"+tid.Name()+"/ns/net", &st) == nil && st.Ino == inode {
-			return true
-		}
-	}
-	return false
-}
-
-// processStartTime returns field 22 of /proc/PID/stat, the start time in
-// clock ticks since boot: the order in which processes started.
-func processStartTime(dir string) (uint64, bool) {
-	b, err := os.ReadFile(dir + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// The command name may contain spaces and parentheses: fields start
-	// after the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, false
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	const startTimeField = 22 - 3 // fields after ")" start at field 3
-	if len(fields) <= startTimeField {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(fields[startTimeField], 10, 64)
-	return v, err == nil
-}
-
-func processName(dir string) string {
-	b, err := os.ReadFile(dir + "/comm")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }

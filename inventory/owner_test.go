@@ -7,58 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/veth-exporter/veth_exporter/internal/proctest"
 	"golang.org/x/sys/unix"
 )
-
-// procStat is a /proc/PID/stat line of a process started 5678901 ticks
-// after boot. Field 21 (itrealvalue) and field 23 (vsize) differ from it,
-// so reading the neighbour of field 22 fails.
-func procStat(pid, comm string) string {
-	return pid + " (" + comm + ") S 1 " + pid + " " + pid + " 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7 5678901 8572928 224 " +
-		"18446744073709551615 94251523641344 94251523658657 140728453632336 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0\n"
-}
-
-func TestProcessStartTime(t *testing.T) {
-	const fields22 = "1234 (sleep) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7 5678901"
-	for _, tc := range []struct {
-		name  string
-		stat  string
-		want  uint64
-		found bool
-	}{
-		{"plain", procStat("1234", "sleep"), 5678901, true},
-		{"spaces and parentheses in comm", procStat("1234", "a) b) c"), 5678901, true},
-		{"comm that looks like fields", procStat("1234", "1) S 2 3 4 5 6)"), 5678901, true},
-		{"comm in parentheses", procStat("1234", "(sd-pam)"), 5678901, true},
-		{"comm with an open parenthesis", procStat("1234", "a (b"), 5678901, true},
-		{"empty comm", procStat("1234", ""), 5678901, true},
-		{"no trailing newline", fields22, 5678901, true},
-		{"largest start time", "1 (init) S 0 1 1 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 0 18446744073709551615 1", 18446744073709551615, true},
-
-		{"one field short", "1234 (sleep) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7", 0, false},
-		{"nothing after comm", "1234 (sleep)", 0, false},
-		{"no closing parenthesis", "1234 (sleep S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7 5678901 8572928", 0, false},
-		{"start time not a number", "1234 (sleep) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7 abc 8572928", 0, false},
-		{"negative start time", "1234 (sleep) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7 -5 8572928", 0, false},
-		{"start time overflows", "1234 (sleep) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 7 18446744073709551616 1", 0, false},
-		{"garbage", "\x00\xff not a stat file", 0, false},
-		{"empty", "", 0, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			writeProcFile(t, dir, "stat", tc.stat)
-			got, found := processStartTime(dir)
-			// Without a start time the value means nothing.
-			if found != tc.found || (found && got != tc.want) {
-				t.Errorf("processStartTime(%q) = %d, %v, want %d, %v", tc.stat, got, found, tc.want, tc.found)
-			}
-		})
-	}
-	missing := filepath.Join(t.TempDir(), "4321")
-	if got, found := processStartTime(missing); found {
-		t.Errorf("processStartTime(%s) = %d, %v, want 0, false for an exited process", missing, got, found)
-	}
-}
 
 // TestOwnerCache follows one PID over scrapes with a fake procfs whose
 // ns/net is a plain file standing for the namespace.
@@ -66,10 +17,10 @@ func TestOwnerCache(t *testing.T) {
 	procfs := t.TempDir()
 	dir := filepath.Join(procfs, "100")
 	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	writeProcFile(t, dir, "stat", procStat("100", "sh"))
-	writeProcFile(t, dir, "comm", "sh\n")
-	writeProcFile(t, dir, "cgroup", "0::/user.slice\n")
-	writeProcFile(t, dir, "ns/net", "")
+	proctest.WriteFile(t, dir, "stat", proctest.Stat("100", "sh"))
+	proctest.WriteFile(t, dir, "comm", "sh\n")
+	proctest.WriteFile(t, dir, "cgroup", "0::/user.slice\n")
+	proctest.WriteFile(t, dir, "ns/net", "")
 	var st unix.Stat_t
 	if err := unix.Stat(filepath.Join(dir, "ns/net"), &st); err != nil {
 		t.Fatal(err)
@@ -86,7 +37,7 @@ func TestOwnerCache(t *testing.T) {
 		t.Errorf("before the move: %d cached, want none: a negative answer is never cached", cache.len())
 	}
 	// Moved into the container's cgroup: the next scrape sees it.
-	writeProcFile(t, dir, "cgroup", "0::/system.slice/docker-"+id+".scope\n")
+	proctest.WriteFile(t, dir, "cgroup", "0::/system.slice/docker-"+id+".scope\n")
 	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerContainer || o.ID != id {
 		t.Fatalf("after the move: owner = %+v, want container %s", o, id)
 	}
@@ -94,14 +45,14 @@ func TestOwnerCache(t *testing.T) {
 		t.Errorf("after the move: %d cached, want 1", cache.len())
 	}
 	// The cache answers without the cgroup file for the same process.
-	writeProcFile(t, dir, "cgroup", "")
+	proctest.WriteFile(t, dir, "cgroup", "")
 	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerContainer || o.ID != id {
 		t.Fatalf("cached: owner = %+v, want container %s", o, id)
 	}
 	// The PID reused by a new process (another start time) in another
 	// cgroup: not the old owner.
-	writeProcFile(t, dir, "stat", strings.Replace(procStat("100", "sh"), " 5678901 ", " 5679999 ", 1))
-	writeProcFile(t, dir, "cgroup", "0::/user.slice\n")
+	proctest.WriteFile(t, dir, "stat", strings.Replace(proctest.Stat("100", "sh"), " 5678901 ", " 5679999 ", 1))
+	proctest.WriteFile(t, dir, "cgroup", "0::/user.slice\n")
 	if o := resolveOwner(procfs, n, cache); o == nil || o.Kind != OwnerProcess {
 		t.Fatalf("reused PID: owner = %+v, want a process", o)
 	}
@@ -133,14 +84,14 @@ func TestNamespaceOwnerCache(t *testing.T) {
 	nsFile := ""
 	for i, pid := range []string{"100", "101", "102"} {
 		dir := filepath.Join(procfs, pid)
-		writeProcFile(t, dir, "stat", strings.Replace(procStat(pid, "app"), " 5678901 ", " 567890"+strconv.Itoa(i)+" ", 1))
+		proctest.WriteFile(t, dir, "stat", strings.Replace(proctest.Stat(pid, "app"), " 5678901 ", " 567890"+strconv.Itoa(i)+" ", 1))
 		id := sidecar
 		if pid == "100" {
 			id = sandbox
 		}
-		writeProcFile(t, dir, "cgroup", "0::/system.slice/docker-"+id+".scope\n")
+		proctest.WriteFile(t, dir, "cgroup", "0::/system.slice/docker-"+id+".scope\n")
 		if nsFile == "" {
-			writeProcFile(t, dir, "ns/net", "")
+			proctest.WriteFile(t, dir, "ns/net", "")
 			nsFile = filepath.Join(dir, "ns/net")
 		} else if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o755); err != nil {
 			t.Fatal(err)
@@ -162,7 +113,7 @@ func TestNamespaceOwnerCache(t *testing.T) {
 	// they would win a resolution from every process; the namespace
 	// keeps its owner, standing on the sandbox process alone.
 	for _, pid := range []string{"101", "102"} {
-		writeProcFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(procStat(pid, "app"), " 5678901 ", " 1000 ", 1))
+		proctest.WriteFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(proctest.Stat(pid, "app"), " 5678901 ", " 1000 ", 1))
 	}
 	if o := resolveOwner(procfs, &Namespace{Inode: st.Ino, PIDs: []int{100, 101, 102}}, newOwnerCache()); o == nil || o.ID != sidecar {
 		t.Fatalf("uncached: owner = %+v, want the oldest process's sidecar %s", o, sidecar)
@@ -179,8 +130,8 @@ func TestNamespaceOwnerCache(t *testing.T) {
 	// The sandbox process no longer in the namespace (the scan did not
 	// find it there): every process is read again.
 	restore := func(pid string) {
-		writeProcFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(procStat(pid, "app"), " 5678901 ", " 5678902 ", 1))
-		writeProcFile(t, filepath.Join(procfs, pid), "cgroup", "0::/system.slice/docker-"+sidecar+".scope\n")
+		proctest.WriteFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(proctest.Stat(pid, "app"), " 5678901 ", " 5678902 ", 1))
+		proctest.WriteFile(t, filepath.Join(procfs, pid), "cgroup", "0::/system.slice/docker-"+sidecar+".scope\n")
 	}
 	restore("101")
 	restore("102")
@@ -194,8 +145,8 @@ func TestNamespaceOwnerCache(t *testing.T) {
 	if o := resolveOwner(procfs, n, fresh); o == nil || o.ID != sandbox {
 		t.Fatalf("owner = %+v, want the sandbox %s", o, sandbox)
 	}
-	writeProcFile(t, filepath.Join(procfs, "100"), "stat", strings.Replace(procStat("100", "sh"), " 5678901 ", " 5999999 ", 1))
-	writeProcFile(t, filepath.Join(procfs, "100"), "cgroup", "0::/user.slice\n")
+	proctest.WriteFile(t, filepath.Join(procfs, "100"), "stat", strings.Replace(proctest.Stat("100", "sh"), " 5678901 ", " 5999999 ", 1))
+	proctest.WriteFile(t, filepath.Join(procfs, "100"), "cgroup", "0::/user.slice\n")
 	if o := resolveOwner(procfs, n, fresh); o == nil || o.ID != sidecar {
 		t.Fatalf("owner's PID reused: owner = %+v, want the sidecar %s", o, sidecar)
 	}
@@ -223,11 +174,11 @@ func TestGuestOwner(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			procfs := t.TempDir()
-			writeProcFile(t, filepath.Join(procfs, "10"), "stat", strings.Replace(procStat("10", "sleep"), " 5678901 ", " "+tc.plain+" ", 1))
-			writeProcFile(t, filepath.Join(procfs, "10"), "cgroup", "0::/user.slice\n")
-			writeProcFile(t, filepath.Join(procfs, "20"), "stat", strings.Replace(procStat("20", "app"), " 5678901 ", " "+tc.container+" ", 1))
-			writeProcFile(t, filepath.Join(procfs, "20"), "cgroup", "8:pids:/libpod_parent/libpod-"+ctrA+"\n")
-			writeProcFile(t, filepath.Join(procfs, "10"), "ns/net", "")
+			proctest.WriteFile(t, filepath.Join(procfs, "10"), "stat", strings.Replace(proctest.Stat("10", "sleep"), " 5678901 ", " "+tc.plain+" ", 1))
+			proctest.WriteFile(t, filepath.Join(procfs, "10"), "cgroup", "0::/user.slice\n")
+			proctest.WriteFile(t, filepath.Join(procfs, "20"), "stat", strings.Replace(proctest.Stat("20", "app"), " 5678901 ", " "+tc.container+" ", 1))
+			proctest.WriteFile(t, filepath.Join(procfs, "20"), "cgroup", "8:pids:/libpod_parent/libpod-"+ctrA+"\n")
+			proctest.WriteFile(t, filepath.Join(procfs, "10"), "ns/net", "")
 			if err := os.MkdirAll(filepath.Join(procfs, "20", "ns"), 0o755); err != nil {
 				t.Fatal(err)
 			}

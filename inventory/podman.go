@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -119,7 +120,7 @@ func podmanProcessLives(procfs string, pc *PodmanContainer, boot time.Time) bool
 		return false
 	}
 	dir := procfs + "/" + strconv.Itoa(pc.Pid)
-	ticks, ok := processStartTime(dir)
+	ticks, ok := kernel.ProcessStartTime(dir)
 	if !ok {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/internal/proctest"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +29,7 @@ func TestPodmanClaims(t *testing.T) {
 	// Booted at boot; procStat's processes started 5678901 ticks later.
 	boot := time.Unix(1_700_000_000, 0)
 	processStart := boot.Add(5678901 * time.Second / clockTicks)
-	writeProcFile(t, procfs, "stat", "cpu 1 2 3\nbtime 1700000000\nprocesses 9\n")
+	proctest.WriteFile(t, procfs, "stat", "cpu 1 2 3\nbtime 1700000000\nprocesses 9\n")
 	started := processStart.Add(time.Second)
 	live := &PodmanContainer{ID: ctrA, Name: "web", State: "running", Pid: 100, StartedAt: started}
 	member := &PodmanContainer{ID: ctrB, Name: "cart", State: "running", Pid: 200, PodID: podmanPodID, PodName: "shop", StartedAt: started}
@@ -37,17 +38,17 @@ func TestPodmanClaims(t *testing.T) {
 	nocgroup := &PodmanContainer{ID: nocgroupID, Name: "plain", State: "running", Pid: 500, StartedAt: started}
 	gone := &PodmanContainer{ID: goneID, Name: "gone", State: "running", Pid: 600, SandboxKey: "/run/netns/netns-gone", StartedAt: started}
 	for pid, id := range map[string]string{"100": ctrA, "200": ctrB} {
-		writeProcFile(t, filepath.Join(procfs, pid), "cgroup", "8:pids:/libpod_parent/libpod-"+id+"\n")
+		proctest.WriteFile(t, filepath.Join(procfs, pid), "cgroup", "8:pids:/libpod_parent/libpod-"+id+"\n")
 	}
 	for _, pid := range []string{"100", "200", "300", "500"} {
-		writeProcFile(t, filepath.Join(procfs, pid), "stat", procStat(pid, "sleep"))
-		writeProcFile(t, filepath.Join(procfs, pid), "ns/net", "")
+		proctest.WriteFile(t, filepath.Join(procfs, pid), "stat", proctest.Stat(pid, "sleep"))
+		proctest.WriteFile(t, filepath.Join(procfs, pid), "ns/net", "")
 	}
 	// PID 300 went to a process in no container, which started an hour
 	// after the container did; 500 is in no container's cgroup but
 	// started before Podman recorded its start; 600 is gone.
-	writeProcFile(t, filepath.Join(procfs, "300"), "cgroup", "0::/user.slice\n")
-	writeProcFile(t, filepath.Join(procfs, "500"), "cgroup", "0::/user.slice\n")
+	proctest.WriteFile(t, filepath.Join(procfs, "300"), "cgroup", "0::/user.slice\n")
+	proctest.WriteFile(t, filepath.Join(procfs, "500"), "cgroup", "0::/user.slice\n")
 	view := &PodmanView{Up: true, Containers: []*PodmanContainer{live, member, crashed, nocgroup, gone}}
 	c := newPodmanClaims(view, Paths{Procfs: procfs, Rootfs: "/"})
 

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // Config is what an [Inventory] needs; nothing in this package reads flags.
@@ -262,7 +264,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	}
 	s.Warnings = append(s.Warnings, ns.partial...)
 	var err error
-	s.Veths, err = ns.attach(f.links, func() error { return ns.lookupLate(inv.cfg.Paths, inv.ownerCache()) }, dumpLinks)
+	s.Veths, err = ns.attach(f.links, func() error { return ns.lookupLate(inv.cfg.Paths, inv.ownerCache()) }, kernel.DumpLinks)
 	if f.nsErr == nil && !ok {
 		// Only a scan sees which processes are gone.
 		ns.evict(inv.ownerCache())
@@ -343,7 +345,7 @@ func (inv *Inventory) askRuntimes(ctx context.Context) (runtimes []asked, cancel
 type found struct {
 	ns          *namespaces
 	nsErr       error
-	links       []link
+	links       []kernel.Link
 	linksErr    error
 	threadsRead bool
 
@@ -366,13 +368,13 @@ func (inv *Inventory) scan() found {
 	var f found
 	dump := func() {
 		start := time.Now()
-		f.links, f.linksErr = dumpLinks()
+		f.links, f.linksErr = kernel.DumpLinks()
 		f.linksTook += time.Since(start)
 	}
 	var dumped sync.WaitGroup
-	watch, err := watchNSIDs()
+	watch, err := kernel.WatchNSIDs()
 	if err == nil {
-		defer watch.close()
+		defer watch.Close()
 		dumped.Go(dump)
 		if inv.betweenDumpAndScan != nil {
 			dumped.Wait()
@@ -394,7 +396,7 @@ func (inv *Inventory) scan() found {
 		dump()
 	} else {
 		dumped.Wait()
-		if watch.freed() {
+		if watch.Freed() {
 			dump()
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // Privileged tests in this file build real fixtures with ip(8) inside the
@@ -235,14 +236,14 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.close()
-	links, err := dumpLinks()
+	links, err := kernel.DumpLinks()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n *Namespace
 	for _, l := range links {
-		if l.name == "vlate" {
-			n = ns.byNSID[l.peerNetNSID]
+		if l.Name == "vlate" {
+			n = ns.byNSID[l.PeerNetNSID]
 		}
 	}
 	if n == nil {
@@ -254,9 +255,9 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 	n.NSID = -1
 
 	dumps := 0
-	veths, err := ns.attach(links, func() error { return ns.lookupLate(DefaultPaths, nil) }, func() ([]link, error) {
+	veths, err := ns.attach(links, func() error { return ns.lookupLate(DefaultPaths, nil) }, func() ([]kernel.Link, error) {
 		dumps++
-		return dumpLinks()
+		return kernel.DumpLinks()
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -284,8 +285,8 @@ func TestAttachLooksUpLateNSIDs(t *testing.T) {
 // attached to it (it would be orphaned, netns_empty, while its own
 // namespace was alive a moment ago). The veths come from a second dump.
 func TestAttachReusedNSID(t *testing.T) {
-	veth := func(index int, name string, nsid int) link {
-		return link{index: index, name: name, veth: true, peerIndex: 2, peerNetNSID: nsid, peerElsewhere: true}
+	veth := func(index int, name string, nsid int) kernel.Link {
+		return kernel.Link{Index: index, Name: name, Veth: true, PeerIndex: 2, PeerNetNSID: nsid, PeerElsewhere: true}
 	}
 	owned := &Namespace{Inode: 100, NSID: 1, PIDs: []int{42}, Owner: &Owner{Kind: OwnerContainer, ID: containerA}}
 	newScan := func() (*namespaces, *Namespace) {
@@ -295,8 +296,8 @@ func TestAttachReusedNSID(t *testing.T) {
 			byNSID:  map[int]*Namespace{1: owned},
 		}, leak
 	}
-	first := []link{veth(10, "vowned", 1), veth(11, "vlive", 3)}
-	second := []link{veth(10, "vowned", 1), veth(12, "vleak", 3)}
+	first := []kernel.Link{veth(10, "vowned", 1), veth(11, "vlive", 3)}
+	second := []kernel.Link{veth(10, "vowned", 1), veth(12, "vleak", 3)}
 
 	t.Run("reused nsid", func(t *testing.T) {
 		ns, leak := newScan()
@@ -305,7 +306,7 @@ func TestAttachReusedNSID(t *testing.T) {
 			ns.byNSID[3] = leak
 			return nil
 		}
-		veths, err := ns.attach(first, lookupLate, func() ([]link, error) { return second, nil })
+		veths, err := ns.attach(first, lookupLate, func() ([]kernel.Link, error) { return second, nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,7 +323,7 @@ func TestAttachReusedNSID(t *testing.T) {
 	})
 	t.Run("unknown nsid in the second dump", func(t *testing.T) {
 		ns, _ := newScan()
-		veths, err := ns.attach(first, func() error { return nil }, func() ([]link, error) { return first, nil })
+		veths, err := ns.attach(first, func() error { return nil }, func() ([]kernel.Link, error) { return first, nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,7 +338,7 @@ func TestAttachReusedNSID(t *testing.T) {
 			ns.byNSID[3] = leak
 			return nil
 		}
-		veths, err := ns.attach(first, lookupLate, func() ([]link, error) { return nil, errors.New("dump failed") })
+		veths, err := ns.attach(first, lookupLate, func() ([]kernel.Link, error) { return nil, errors.New("dump failed") })
 		if err == nil {
 			t.Error("attach hid the failed second dump")
 		}
@@ -348,10 +349,10 @@ func TestAttachReusedNSID(t *testing.T) {
 	})
 	t.Run("nothing missing: one dump", func(t *testing.T) {
 		ns, _ := newScan()
-		veths, err := ns.attach([]link{veth(10, "vowned", 1)}, func() error {
+		veths, err := ns.attach([]kernel.Link{veth(10, "vowned", 1)}, func() error {
 			t.Error("late lookup without a missing nsid")
 			return nil
-		}, func() ([]link, error) {
+		}, func() ([]kernel.Link, error) {
 			t.Error("second dump without a missing nsid")
 			return nil, nil
 		})
@@ -535,7 +536,7 @@ func TestPinnedNSIDsAreNotReused(t *testing.T) {
 	netnstest.IP(t, "netns", "del", "doomed")
 	netnstest.NamedNetns(t, "newcomer")
 	netnstest.Veth(t, "vnewcomer", "newcomer", "")
-	links, err := dumpLinks()
+	links, err := kernel.DumpLinks()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,36 +547,6 @@ func TestPinnedNSIDsAreNotReused(t *testing.T) {
 		if v.Name == "vdoomed" && v.PeerNetNSID != doomed.NSID {
 			t.Errorf("vdoomed's peer nsid = %d, want %d while pinned", v.PeerNetNSID, doomed.NSID)
 		}
-	}
-}
-
-// TestDumpLinkRefs: the links of the namespace with their groups, and for
-// a veth whether its peer is on the host. (After TestSnapshotVerdicts,
-// which needs the first ifindexes of the namespace.)
-func TestDumpLinkRefs(t *testing.T) {
-	netnstest.Require(t)
-	netnstest.NamedNetns(t, "refs")
-	netnstest.Veth(t, "vrefs", "refs", "")
-	netnstest.HostPair(t, "refA", "refB")
-	netnstest.IP(t, "link", "set", "vrefs", "group", "4242")
-
-	refs, err := DumpLinkRefs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]LinkRef{}
-	for _, r := range refs {
-		byName[r.Name] = r
-	}
-	lo, vrefs, refA := byName["lo"], byName["vrefs"], byName["refA"]
-	if lo.Index != 1 || lo.Veth || lo.Group != 0 || lo.PeerNetNSID != -1 {
-		t.Errorf("lo = %+v, want index 1, not a veth, group 0, no peer nsid", lo)
-	}
-	if !vrefs.Veth || vrefs.Group != 4242 || vrefs.PeerNetNSID < 0 || vrefs.Index <= 1 {
-		t.Errorf("vrefs = %+v, want a veth in group 4242 with a peer nsid", vrefs)
-	}
-	if !refA.Veth || refA.Group != 0 || refA.PeerNetNSID != -1 {
-		t.Errorf("refA = %+v, want a veth in group 0, peer on the host", refA)
 	}
 }
 
@@ -781,38 +752,5 @@ func TestDumpBesideScanFreedNSID(t *testing.T) {
 	v := mustVeth(t, s, "vchurny")
 	if v.PeerNetns == nil || fmt.Sprint(v.PeerNetns.Mounts) != "[/run/netns/churny]" {
 		t.Errorf("vchurny: peer netns = %+v, want the namespace of /run/netns/churny", v.PeerNetns)
-	}
-}
-
-// TestNSIDWatch: the watch says nothing for an nsid given, and sees one
-// freed when a namespace that had one dies.
-func TestNSIDWatch(t *testing.T) {
-	netnstest.Require(t)
-	w, err := watchNSIDs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
-	netnstest.NamedNetns(t, "watched")
-	netnstest.Veth(t, "vwatched", "watched", "")
-	// Namespaces of earlier tests may still be freed meanwhile: once
-	// what the watch saw is read, it says nothing until the next one.
-	deadline := time.Now().Add(settleWait)
-	for w.freed() {
-		if time.Now().After(deadline) {
-			t.Fatalf("nsids still being freed after %v", settleWait)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	netnstest.IP(t, "netns", "del", "watched")
-	deadline = time.Now().Add(settleWait)
-	for !w.freed() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no nsid freed %v after the namespace was deleted", settleWait)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if deletesNSID([]byte{1, 2, 3}) != true {
-		t.Error("a truncated message: not counted as freed")
 	}
 }

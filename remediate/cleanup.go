@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // Target is a veth every gate approved for deletion, as the fresh inventory
@@ -94,10 +95,10 @@ type remover struct {
 	// occupants is the final re-check: one pass over every process and
 	// thread, for exactly the namespaces about to lose their veth.
 	occupants func(inodes map[uint64]bool) (map[uint64][]int, error)
-	// dump lists the host's links (inventory.DumpLinkRefs), dumpIn
+	// dump lists the host's links (kernel.DumpLinks), dumpIn
 	// those of the namespace the host knows by an nsid.
-	dump   func() ([]inventory.LinkRef, error)
-	dumpIn func(nsid int) ([]inventory.LinkRef, error)
+	dump   func() ([]kernel.Link, error)
+	dumpIn func(nsid int) ([]kernel.Link, error)
 	// deleteGroup deletes every link of an interface group.
 	deleteGroup func(group uint32) error
 	// pickGroup draws candidate group numbers.
@@ -107,9 +108,9 @@ type remover struct {
 func newRemover(h *netlink.Handle, p inventory.Paths) *remover {
 	return &remover{
 		h:           h,
-		occupants:   func(inodes map[uint64]bool) (map[uint64][]int, error) { return inventory.Occupants(p, inodes) },
-		dump:        inventory.DumpLinkRefs,
-		dumpIn:      inventory.DumpLinkRefsIn,
+		occupants:   func(inodes map[uint64]bool) (map[uint64][]int, error) { return kernel.Occupants(p.Procfs, inodes) },
+		dump:        kernel.DumpLinks,
+		dumpIn:      kernel.DumpLinksIn,
 		deleteGroup: deleteLinkGroup,
 		pickGroup:   func() uint32 { return 1<<24 + rand.Uint32N(1<<30) },
 	}
@@ -277,7 +278,7 @@ func (rm *remover) recheck(ts []Target, pins []peerPin) []error {
 		return errs
 	}
 	occ, err := rm.occupants(inodes)
-	links := map[int][]inventory.LinkRef{}
+	links := map[int][]kernel.Link{}
 	for i, t := range ts {
 		if t.Netns == 0 {
 			continue
@@ -339,7 +340,7 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 	if !ok {
 		return
 	}
-	byIndex := make(map[int]inventory.LinkRef, len(refs))
+	byIndex := make(map[int]kernel.Link, len(refs))
 	for _, l := range refs {
 		byIndex[l.Index] = l
 	}
@@ -437,7 +438,7 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 		}
 		for _, i := range slices.Clone(tagged) {
 			t := ts[i]
-			if !slices.ContainsFunc(after, func(l inventory.LinkRef) bool { return l.Index == t.Index && l.Name == t.Device }) {
+			if !slices.ContainsFunc(after, func(l kernel.Link) bool { return l.Index == t.Index && l.Name == t.Device }) {
 				res[i] = removal{Outcome: OutcomeDeleted, Batch: true}
 				tagged = slices.DeleteFunc(tagged, func(j int) bool { return j == i })
 			}
@@ -450,7 +451,7 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 		switch {
 		case err != nil:
 			res[i] = removal{Outcome: OutcomeFailed, Err: fmt.Errorf("verify %s (ifindex %d) is gone: %w", t.Device, t.Index, err)}
-		case slices.ContainsFunc(after, func(l inventory.LinkRef) bool { return l.Index == t.Index && l.Name == t.Device }):
+		case slices.ContainsFunc(after, func(l kernel.Link) bool { return l.Index == t.Index && l.Name == t.Device }):
 			res[i] = removal{Outcome: OutcomeFailed, Err: fmt.Errorf("%s (ifindex %d) is still there after its group's deletion", t.Device, t.Index)}
 		default:
 			res[i] = removal{Outcome: OutcomeDeleted, Batch: true}
@@ -459,7 +460,7 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 }
 
 // unusedGroup picks an interface group number that no link has.
-func (rm *remover) unusedGroup(refs []inventory.LinkRef) (uint32, bool) {
+func (rm *remover) unusedGroup(refs []kernel.Link) (uint32, bool) {
 	used := map[uint32]bool{0: true}
 	for _, l := range refs {
 		used[l.Group] = true
@@ -474,12 +475,12 @@ func (rm *remover) unusedGroup(refs []inventory.LinkRef) (uint32, bool) {
 
 // groupMembers dumps the links and returns those of group, by ifindex,
 // if they are exactly the tagged targets, each still the named veth.
-func (rm *remover) groupMembers(group uint32, ts []Target, tagged []int) (map[int]inventory.LinkRef, bool) {
+func (rm *remover) groupMembers(group uint32, ts []Target, tagged []int) (map[int]kernel.Link, bool) {
 	refs, err := rm.dump()
 	if err != nil {
 		return nil, false
 	}
-	members := map[int]inventory.LinkRef{}
+	members := map[int]kernel.Link{}
 	for _, l := range refs {
 		if l.Group == group {
 			members[l.Index] = l

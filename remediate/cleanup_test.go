@@ -17,6 +17,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 func TestMain(m *testing.M) { netnstest.Main(m) }
@@ -239,7 +240,7 @@ func TestRemoveFinalRecheck(t *testing.T) {
 
 func linkGroup(t *testing.T, name string) uint32 {
 	t.Helper()
-	refs, err := inventory.DumpLinkRefs()
+	refs, err := kernel.DumpLinks()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,11 +266,11 @@ func TestRemoveGroupSurprise(t *testing.T) {
 	const group = 77777
 	rm.pickGroup = func() uint32 { return group }
 	dumps := 0
-	rm.dump = func() ([]inventory.LinkRef, error) {
+	rm.dump = func() ([]kernel.Link, error) {
 		if dumps++; dumps == 2 { // the verification after tagging
 			netnstest.IP(t, "link", "set", "vstranger", "group", "77777")
 		}
-		return inventory.DumpLinkRefs()
+		return kernel.DumpLinks()
 	}
 	got := rm.remove(context.Background(), targets)
 	for i := range targets {
@@ -367,7 +368,7 @@ func TestRemovePeerMovesDuringRecheck(t *testing.T) {
 					moved = true
 					netnstest.IP(t, "-n", "ns-"+mover, "link", "set", "eth0", "netns", "ns-elsewhere")
 				}
-				return inventory.Occupants(inventory.DefaultPaths, inodes)
+				return kernel.Occupants("/proc", inodes)
 			}
 			got := rm.remove(context.Background(), targets)
 			if got[0].Outcome != OutcomeChanged {

@@ -1,8 +1,10 @@
-package inventory
+package kernel
 
 import (
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -19,36 +21,45 @@ const dumpAttempts = 5
 // and they are most of every message. Older kernels ignore the bit.
 const rtextFilterSkipStats = 1 << 3
 
-// link is what the inventory needs of one RTM_NEWLINK message.
-type link struct {
-	index       int
-	name        string
-	veth        bool
-	master      int
-	operState   uint8
-	peerIndex   int    // IFLA_LINK
-	peerNetNSID int    // IFLA_LINK_NETNSID
-	group       uint32 // IFLA_GROUP
-	// peerElsewhere: IFLA_LINK_NETNSID is present, so the peer is in
+// Link is what the exporter needs of one RTM_NEWLINK message.
+type Link struct {
+	Index int
+	Name  string
+	// Veth: IFLA_INFO_KIND is "veth".
+	Veth bool
+	// Master is the ifindex of the link's master (a bridge), 0 for none.
+	Master int
+	// OperState is IFLA_OPERSTATE (see [OperStateName]).
+	OperState uint8
+	// PeerIndex is IFLA_LINK: for a veth, its peer's ifindex in the
+	// peer's namespace.
+	PeerIndex int
+	// PeerNetNSID is IFLA_LINK_NETNSID, the nsid of the namespace of the
+	// link's peer as the dumped namespace knows it; -1 when absent (the
+	// peer is in the same namespace).
+	PeerNetNSID int
+	// Group is the interface group (IFLA_GROUP); 0 is the default group.
+	Group uint32
+	// PeerElsewhere: IFLA_LINK_NETNSID is present, so the peer is in
 	// another namespace, even when its id is negative (the kernel reports
 	// -1 for a peer namespace that is being destroyed).
-	peerElsewhere bool
+	PeerElsewhere bool
 }
 
-// dumpLinks is the one place that dumps the host's links. It retries
+// DumpLinks is the one place that dumps the host's links. It retries
 // [nl.ErrDumpInterrupted], whose results may be inconsistent, and nothing
-// else dumps links. Messages are parsed as they arrive and only the few
+// else dumps links (see [DumpLinks]). Messages are parsed as they arrive and only the few
 // attributes the inventory uses are kept: holding the fully decoded dump of
 // ten thousand links costs tens of megabytes.
-func dumpLinks() ([]link, error) { return dumpLinksIn(-1) }
+func DumpLinks() ([]Link, error) { return DumpLinksIn(-1) }
 
-// dumpLinksIn dumps the links of the namespace the host knows by nsid
+// DumpLinksIn dumps the links of the namespace the host knows by nsid
 // (IFLA_TARGET_NETNSID, Linux 4.20), without entering it; a negative nsid
 // is the host's own namespace.
-func dumpLinksIn(nsid int) ([]link, error) {
+func DumpLinksIn(nsid int) ([]Link, error) {
 	var err error
 	for range dumpAttempts {
-		var links []link
+		var links []Link
 		links, err = dumpLinksOnce(nsid)
 		if err == nil {
 			return links, nil
@@ -60,41 +71,7 @@ func dumpLinksIn(nsid int) ([]link, error) {
 	return nil, fmt.Errorf("netlink link dump interrupted %d times in a row: %w", dumpAttempts, err)
 }
 
-// LinkRef is what a deletion needs to know of one link of the host
-// namespace: enough to pick an interface group no link uses and to verify
-// which links are in a group before deleting it.
-type LinkRef struct {
-	Index int
-	Name  string
-	Veth  bool
-	// Group is the interface group (IFLA_GROUP); 0 is the default group.
-	Group uint32
-	// PeerNetNSID is the nsid of the namespace of the link's peer
-	// (IFLA_LINK_NETNSID), -1 when the peer is on the host (or the kernel
-	// reports none, as for a namespace being destroyed).
-	PeerNetNSID int
-}
-
-// DumpLinkRefs lists every link of the host namespace with one netlink
-// dump, through the same wrapper as the inventory.
-func DumpLinkRefs() ([]LinkRef, error) { return DumpLinkRefsIn(-1) }
-
-// DumpLinkRefsIn lists every link of the namespace the host knows by nsid,
-// without entering it; a negative nsid is the host's namespace. Peer
-// nsids are as the host knows them.
-func DumpLinkRefsIn(nsid int) ([]LinkRef, error) {
-	links, err := dumpLinksIn(nsid)
-	if err != nil {
-		return nil, err
-	}
-	refs := make([]LinkRef, len(links))
-	for i, l := range links {
-		refs[i] = LinkRef{Index: l.index, Name: l.name, Veth: l.veth, Group: l.group, PeerNetNSID: l.peerNetNSID}
-	}
-	return refs, nil
-}
-
-func dumpLinksOnce(nsid int) ([]link, error) {
+func dumpLinksOnce(nsid int) ([]Link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
@@ -102,11 +79,11 @@ func dumpLinksOnce(nsid int) ([]link, error) {
 		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
 	}
 	var (
-		links    []link
+		links    []Link
 		parseErr error
 	)
 	err := req.ExecuteIter(unix.NETLINK_ROUTE, unix.RTM_NEWLINK, func(msg []byte) bool {
-		l, err := parseLink(msg)
+		l, err := ParseLink(msg)
 		if err != nil {
 			parseErr = err
 			return false
@@ -120,13 +97,13 @@ func dumpLinksOnce(nsid int) ([]link, error) {
 	return links, parseErr
 }
 
-// parseLink decodes an ifinfomsg and the attributes the inventory uses.
-func parseLink(msg []byte) (link, error) {
+// ParseLink decodes an ifinfomsg and the attributes the inventory uses.
+func ParseLink(msg []byte) (Link, error) {
 	if len(msg) < unix.SizeofIfInfomsg {
-		return link{}, fmt.Errorf("short link message: %d bytes", len(msg))
+		return Link{}, fmt.Errorf("short link message: %d bytes", len(msg))
 	}
 	native := nl.NativeEndian()
-	l := link{index: int(int32(native.Uint32(msg[4:8]))), peerNetNSID: -1}
+	l := Link{Index: int(int32(native.Uint32(msg[4:8]))), PeerNetNSID: -1}
 	// A malformed IFLA_LINKINFO hides the link's kind: a veth read as
 	// "not a veth" would silently drop out of the inventory, so it fails
 	// the link as a malformed top-level attribute does.
@@ -134,32 +111,32 @@ func parseLink(msg []byte) (link, error) {
 	err := walkAttrs(msg[unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
 		switch typ {
 		case unix.IFLA_IFNAME:
-			l.name = cString(data)
+			l.Name = cString(data)
 		case unix.IFLA_MASTER:
 			if len(data) >= 4 {
-				l.master = int(native.Uint32(data))
+				l.Master = int(native.Uint32(data))
 			}
 		case unix.IFLA_OPERSTATE:
 			if len(data) >= 1 {
-				l.operState = data[0]
+				l.OperState = data[0]
 			}
 		case unix.IFLA_GROUP:
 			if len(data) >= 4 {
-				l.group = native.Uint32(data)
+				l.Group = native.Uint32(data)
 			}
 		case unix.IFLA_LINK:
 			if len(data) >= 4 {
-				l.peerIndex = int(native.Uint32(data))
+				l.PeerIndex = int(native.Uint32(data))
 			}
 		case unix.IFLA_LINK_NETNSID:
 			if len(data) >= 4 {
-				l.peerNetNSID = int(int32(native.Uint32(data)))
-				l.peerElsewhere = true
+				l.PeerNetNSID = int(int32(native.Uint32(data)))
+				l.PeerElsewhere = true
 			}
 		case unix.IFLA_LINKINFO:
 			if err := walkAttrs(data, func(typ uint16, data []byte) {
 				if typ == unix.IFLA_INFO_KIND && cString(data) == "veth" {
-					l.veth = true
+					l.Veth = true
 				}
 			}); err != nil && nestedErr == nil {
 				nestedErr = fmt.Errorf("IFLA_LINKINFO: %w", err)
@@ -170,7 +147,7 @@ func parseLink(msg []byte) (link, error) {
 		err = nestedErr
 	}
 	if err != nil {
-		return link{}, fmt.Errorf("link %d: %w", l.index, err)
+		return Link{}, fmt.Errorf("link %d: %w", l.Index, err)
 	}
 	return l, nil
 }
@@ -206,49 +183,44 @@ func cString(b []byte) string {
 // /sys/class/net/X/operstate.
 var operStates = [...]string{"unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"}
 
-func operStateName(s uint8) string {
+// OperStateName names an IFLA_OPERSTATE value as /sys/class/net/X/operstate does.
+func OperStateName(s uint8) string {
 	if int(s) < len(operStates) {
 		return operStates[s]
 	}
 	return "unknown"
 }
 
-// vethsFromLinks picks the veths out of one dump and fills in what the dump
-// alone tells: names, indexes, master, operstate and peer.
-func vethsFromLinks(links []link) []Veth {
-	byIndex := make(map[int]*link, len(links))
-	for i := range links {
-		byIndex[links[i].index] = &links[i]
+// LinkAddress asks the kernel for one link by index, in the namespace the
+// host knows by nsid (IFLA_TARGET_NETNSID) or, with a negative nsid, the
+// host's: its name and hardware address. One RTM_GETLINK, no dump.
+func LinkAddress(nsid, index int) (string, net.HardwareAddr, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	if nsid >= 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
 	}
-	var veths []Veth
-	for i := range links {
-		l := &links[i]
-		if !l.veth {
-			continue
-		}
-		v := Veth{
-			Name:        l.name,
-			Index:       l.index,
-			OperState:   operStateName(l.operState),
-			PeerIndex:   l.peerIndex,
-			PeerNetNSID: l.peerNetNSID,
-		}
-		if m := byIndex[l.master]; m != nil && l.master != 0 {
-			v.Master = m.name
-		}
-		// The peer index names a host link only when the peer is in the
-		// host namespace; otherwise it is an index in the peer's namespace
-		// and often collides with a host bridge. Even then the host link
-		// must be a veth pointing back: an index can be reused between
-		// the kernel filling two messages of one dump.
-		if !l.peerElsewhere {
-			v.PeerNetNSID = -1
-			if p := byIndex[l.peerIndex]; p != nil && p.veth && !p.peerElsewhere && p.peerIndex == l.index {
-				v.PeerOnHost = true
-				v.PeerName = p.name
-			}
-		}
-		veths = append(veths, v)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %w", index, nsid, err)
 	}
-	return veths
+	if len(msgs) != 1 {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %d answers", index, nsid, len(msgs))
+	}
+	l, err := ParseLink(msgs[0])
+	if err != nil || l.Index != index {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %v", index, nsid, err)
+	}
+	var mac net.HardwareAddr
+	if err := walkAttrs(msgs[0][unix.SizeofIfInfomsg:], func(typ uint16, data []byte) {
+		if typ == unix.IFLA_ADDRESS {
+			mac = slices.Clone(data)
+		}
+	}); err != nil {
+		return "", nil, fmt.Errorf("link %d in nsid %d: %w", index, nsid, err)
+	}
+	return l.Name, mac, nil
 }

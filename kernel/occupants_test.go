@@ -1,4 +1,4 @@
-package inventory
+package kernel
 
 import (
 	"fmt"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"github.com/veth-exporter/veth_exporter/internal/proctest"
 )
 
 // fakeProcfs is a synthetic procfs: each "ns/net" is a regular file whose
@@ -33,7 +34,7 @@ func newFakeProcfs(t *testing.T) *fakeProcfs {
 // file creates name and returns its inode.
 func (f *fakeProcfs) file(name string) uint64 {
 	f.t.Helper()
-	writeProcFile(f.t, f.dir, name, "")
+	proctest.WriteFile(f.t, f.dir, name, "")
 	var st unix.Stat_t
 	if err := unix.Stat(filepath.Join(f.dir, name), &st); err != nil {
 		f.t.Fatal(err)
@@ -101,7 +102,7 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 	f.file("sys/kernel/random/boot_id")
 
 	inodes := map[uint64]bool{nsA: true, nsB: true}
-	got, err := Occupants(Paths{Procfs: f.dir}, inodes)
+	got, err := Occupants(f.dir, inodes)
 	if err != nil {
 		t.Fatalf("Occupants: %v", err)
 	}
@@ -132,7 +133,7 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 			f.file("ns-other")
 			f.link("10/ns/net", "ns-a")
 			tc.setup(f)
-			got, err := Occupants(Paths{Procfs: f.dir}, map[uint64]bool{nsA: true})
+			got, err := Occupants(f.dir, map[uint64]bool{nsA: true})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Occupants = %v, %v; want an error naming %q", got, err, tc.want)
 			}
@@ -141,19 +142,19 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 				t.Errorf("Occupants[A] = %v, want [10] beside the error", got[nsA])
 			}
 
-			// The regular scan says the same as a partial view.
-			ns := &namespaces{byInode: map[uint64]*Namespace{}, byNSID: map[int]*Namespace{}, mountPaths: map[uint64][]string{}}
-			if err := ns.addProcesses(f.dir, 0, true); err != nil {
+			// The walk behind a snapshot's scan says the same.
+			w, err := WalkProcesses(f.dir, true, func(int, uint64) {})
+			if err != nil {
 				t.Fatal(err)
 			}
-			if len(ns.partial) != 1 || !strings.Contains(ns.partial[0], tc.want) {
-				t.Errorf("addProcesses partial = %q, want one warning naming %q", ns.partial, tc.want)
+			if werr := w.Err(); werr == nil || !strings.Contains(werr.Error(), tc.want) {
+				t.Errorf("WalkProcesses = %v, want an error naming %q", werr, tc.want)
 			}
 		})
 	}
 
 	t.Run("missing procfs", func(t *testing.T) {
-		if got, err := Occupants(Paths{Procfs: filepath.Join(t.TempDir(), "nothing")}, inodes); err == nil {
+		if got, err := Occupants(filepath.Join(t.TempDir(), "nothing"), inodes); err == nil {
 			t.Errorf("Occupants of a missing procfs = %v, nil; want an error", got)
 		}
 	})
@@ -199,7 +200,7 @@ func TestOccupants(t *testing.T) {
 	held := inode("/proc/" + strconv.Itoa(holder) + "/ns/net")
 	thread := inode("/run/netns/occthread")
 	empty := inode("/run/netns/occempty")
-	got, err := Occupants(DefaultPaths, map[uint64]bool{held: true, thread: true, empty: true})
+	got, err := Occupants("/proc", map[uint64]bool{held: true, thread: true, empty: true})
 	if err != nil {
 		t.Fatalf("Occupants: %v", err)
 	}

@@ -1,4 +1,4 @@
-package inventory
+package kernel
 
 import (
 	"errors"
@@ -7,19 +7,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nsidWatch follows the host namespace's nsid table (RTNLGRP_NSID) from
+// NSIDWatch follows the host namespace's nsid table (RTNLGRP_NSID) from
 // the moment it is opened: it tells whether an nsid was freed since. An
 // nsid names one namespace until the kernel frees it, when that
 // namespace dies, and only then can it go to another. So while no nsid
 // was freed, an nsid that a link dump reported still names the
 // namespace the dump meant, and the dump may run beside the scan instead
 // of after the scan's pins.
-type nsidWatch struct {
+type NSIDWatch struct {
 	fd int
 }
 
-// watchNSIDs subscribes to the host namespace's nsid notifications.
-func watchNSIDs() (*nsidWatch, error) {
+// WatchNSIDs subscribes to the host namespace's nsid notifications.
+func WatchNSIDs() (*NSIDWatch, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
@@ -28,13 +28,13 @@ func watchNSIDs() (*nsidWatch, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &nsidWatch{fd: fd}, nil
+	return &NSIDWatch{fd: fd}, nil
 }
 
-// freed reports whether an nsid was freed since the watch was opened,
+// Freed reports whether an nsid was freed since the watch was opened,
 // as far as the notifications queued so far tell; a lost notification
 // (the socket overflowed) or an error counts as freed.
-func (w *nsidWatch) freed() bool {
+func (w *NSIDWatch) Freed() bool {
 	buf := make([]byte, 16*1024)
 	for {
 		n, _, err := unix.Recvfrom(w.fd, buf, unix.MSG_DONTWAIT)
@@ -77,4 +77,5 @@ func deletesNSID(b []byte) bool {
 	return false
 }
 
-func (w *nsidWatch) close() { unix.Close(w.fd) }
+// Close ends the watch.
+func (w *NSIDWatch) Close() { unix.Close(w.fd) }

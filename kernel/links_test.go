@@ -1,7 +1,8 @@
-package inventory
+package kernel
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,85 +72,85 @@ func TestParseLink(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		msg  []byte
-		want link
+		want Link
 	}{
-		{"no attributes", encodeLinkMsg(7), link{index: 7, peerNetNSID: -1}},
+		{"no attributes", encodeLinkMsg(7), Link{Index: 7, PeerNetNSID: -1}},
 		{"veth with its peer on the host", hostVeth,
-			link{index: 12, name: "veth1a2b3c4", veth: true, master: 3, operState: 6, peerIndex: 13, peerNetNSID: -1}},
+			Link{Index: 12, Name: "veth1a2b3c4", Veth: true, Master: 3, OperState: 6, PeerIndex: 13, PeerNetNSID: -1}},
 		{"veth with its peer in nsid 3", encodeLinkMsg(40,
 			encodeAttr(unix.IFLA_IFNAME, attrString("vethc0ffee")),
 			encodeAttr(unix.IFLA_OPERSTATE, []byte{2}),
 			encodeAttr(unix.IFLA_LINK, attrU32(2)),
 			encodeAttr(unix.IFLA_LINK_NETNSID, attrS32(3)),
 			linkInfo(unix.IFLA_LINKINFO, "veth")),
-			link{index: 40, name: "vethc0ffee", veth: true, operState: 2, peerIndex: 2, peerNetNSID: 3, peerElsewhere: true}},
+			Link{Index: 40, Name: "vethc0ffee", Veth: true, OperState: 2, PeerIndex: 2, PeerNetNSID: 3, PeerElsewhere: true}},
 		{"veth with its peer in nsid 0", encodeLinkMsg(41,
 			encodeAttr(unix.IFLA_LINK_NETNSID, attrS32(0)),
 			linkInfo(unix.IFLA_LINKINFO, "veth")),
-			link{index: 41, veth: true, peerNetNSID: 0, peerElsewhere: true}},
+			Link{Index: 41, Veth: true, PeerNetNSID: 0, PeerElsewhere: true}},
 		// The kernel reports -1 for a peer namespace that is being
 		// destroyed: the peer is still elsewhere.
 		{"veth with its peer in a dying namespace", encodeLinkMsg(42,
 			encodeAttr(unix.IFLA_LINK, attrU32(5)),
 			encodeAttr(unix.IFLA_LINK_NETNSID, attrS32(-1)),
 			linkInfo(unix.IFLA_LINKINFO, "veth")),
-			link{index: 42, veth: true, peerIndex: 5, peerNetNSID: -1, peerElsewhere: true}},
+			Link{Index: 42, Veth: true, PeerIndex: 5, PeerNetNSID: -1, PeerElsewhere: true}},
 		{"veth in interface group 7", encodeLinkMsg(43,
 			encodeAttr(unix.IFLA_IFNAME, attrString("vgroup")),
 			encodeAttr(unix.IFLA_GROUP, attrU32(7)),
 			linkInfo(unix.IFLA_LINKINFO, "veth")),
-			link{index: 43, name: "vgroup", veth: true, group: 7, peerNetNSID: -1}},
+			Link{Index: 43, Name: "vgroup", Veth: true, Group: 7, PeerNetNSID: -1}},
 		{"group too short", encodeLinkMsg(44, encodeAttr(unix.IFLA_GROUP, []byte{7, 0})),
-			link{index: 44, peerNetNSID: -1}},
+			Link{Index: 44, PeerNetNSID: -1}},
 		{"bridge", encodeLinkMsg(3,
 			encodeAttr(unix.IFLA_IFNAME, attrString("docker0")),
 			encodeAttr(unix.IFLA_OPERSTATE, []byte{6}),
 			linkInfo(unix.IFLA_LINKINFO, "bridge")),
-			link{index: 3, name: "docker0", operState: 6, peerNetNSID: -1}},
+			Link{Index: 3, Name: "docker0", OperState: 6, PeerNetNSID: -1}},
 		{"kind with veth as a prefix", encodeLinkMsg(4, linkInfo(unix.IFLA_LINKINFO, "vethx")),
-			link{index: 4, peerNetNSID: -1}},
+			Link{Index: 4, PeerNetNSID: -1}},
 		{"loopback without link info", encodeLinkMsg(1,
 			encodeAttr(unix.IFLA_IFNAME, attrString("lo")),
 			encodeAttr(unix.IFLA_OPERSTATE, []byte{0})),
-			link{index: 1, name: "lo", peerNetNSID: -1}},
+			Link{Index: 1, Name: "lo", PeerNetNSID: -1}},
 		{"nested bit on IFLA_LINKINFO", encodeLinkMsg(12, linkInfo(unix.IFLA_LINKINFO|unix.NLA_F_NESTED, "veth")),
-			link{index: 12, veth: true, peerNetNSID: -1}},
+			Link{Index: 12, Veth: true, PeerNetNSID: -1}},
 		{"nested bit on IFLA_INFO_KIND", encodeLinkMsg(12,
 			encodeAttr(unix.IFLA_LINKINFO, encodeAttr(unix.IFLA_INFO_KIND|unix.NLA_F_NESTED, attrString("veth")))),
-			link{index: 12, veth: true, peerNetNSID: -1}},
+			Link{Index: 12, Veth: true, PeerNetNSID: -1}},
 		{"byte order bit on IFLA_IFNAME", encodeLinkMsg(12,
 			encodeAttr(unix.IFLA_IFNAME|unix.NLA_F_NET_BYTEORDER, attrString("eth0"))),
-			link{index: 12, name: "eth0", peerNetNSID: -1}},
+			Link{Index: 12, Name: "eth0", PeerNetNSID: -1}},
 		{"name without a NUL", encodeLinkMsg(12, encodeAttr(unix.IFLA_IFNAME, []byte("eth0"))),
-			link{index: 12, name: "eth0", peerNetNSID: -1}},
+			Link{Index: 12, Name: "eth0", PeerNetNSID: -1}},
 		{"name with bytes after its NUL", encodeLinkMsg(12, encodeAttr(unix.IFLA_IFNAME, []byte("eth0\x00junk"))),
-			link{index: 12, name: "eth0", peerNetNSID: -1}},
+			Link{Index: 12, Name: "eth0", PeerNetNSID: -1}},
 		{"kind without a NUL", encodeLinkMsg(12, encodeAttr(unix.IFLA_LINKINFO, encodeAttr(unix.IFLA_INFO_KIND, []byte("veth")))),
-			link{index: 12, veth: true, peerNetNSID: -1}},
+			Link{Index: 12, Veth: true, PeerNetNSID: -1}},
 		{"unknown attributes", encodeLinkMsg(12,
 			encodeAttr(0x7ffe, []byte("whatever the kernel adds next")),
 			encodeAttr(unix.IFLA_IFNAME, attrString("eth0")),
 			encodeAttr(0x7fff|unix.NLA_F_NESTED, encodeAttr(1, attrU32(1))),
 			encodeAttr(unix.IFLA_LINKINFO, encodeAttr(0x7fff, attrString("veth")))),
-			link{index: 12, name: "eth0", peerNetNSID: -1}},
+			Link{Index: 12, Name: "eth0", PeerNetNSID: -1}},
 		{"empty attribute", encodeLinkMsg(12, encodeAttr(unix.IFLA_IFNAME, nil)),
-			link{index: 12, peerNetNSID: -1}},
+			Link{Index: 12, PeerNetNSID: -1}},
 		{"integer attributes too short", encodeLinkMsg(12,
 			encodeAttr(unix.IFLA_MASTER, []byte{3, 0}),
 			encodeAttr(unix.IFLA_LINK, []byte{13}),
 			encodeAttr(unix.IFLA_OPERSTATE, nil),
 			encodeAttr(unix.IFLA_LINK_NETNSID, []byte{3, 0, 0})),
-			link{index: 12, peerNetNSID: -1}},
+			Link{Index: 12, PeerNetNSID: -1}},
 		{"last attribute not padded", append(encodeLinkMsg(12, encodeAttr(unix.IFLA_IFNAME, attrString("eth0"))),
 			encodeAttr(unix.IFLA_OPERSTATE, []byte{6})[:5]...),
-			link{index: 12, name: "eth0", operState: 6, peerNetNSID: -1}},
+			Link{Index: 12, Name: "eth0", OperState: 6, PeerNetNSID: -1}},
 		{"trailing bytes shorter than a header", append(bytes.Clone(hostVeth), 0xff, 0xff, 0xff),
-			link{index: 12, name: "veth1a2b3c4", veth: true, master: 3, operState: 6, peerIndex: 13, peerNetNSID: -1}},
+			Link{Index: 12, Name: "veth1a2b3c4", Veth: true, Master: 3, OperState: 6, PeerIndex: 13, PeerNetNSID: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseLink(tc.msg)
+			got, err := ParseLink(tc.msg)
 			if err != nil || got != tc.want {
-				t.Errorf("parseLink(%q) = %+v, %v, want %+v, <nil>", tc.msg, got, err, tc.want)
+				t.Errorf("ParseLink(%q) = %+v, %v, want %+v, <nil>", tc.msg, got, err, tc.want)
 			}
 		})
 	}
@@ -177,102 +178,18 @@ func TestParseLinkMalformed(t *testing.T) {
 		{"malformed IFLA_LINKINFO", encodeLinkMsg(7, name, encodeAttr(unix.IFLA_LINKINFO, badLength(0xffff)))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseLink(tc.msg)
-			if err == nil || got != (link{}) {
-				t.Errorf("parseLink(%q) = %+v, %v, want %+v and an error", tc.msg, got, err, link{})
+			got, err := ParseLink(tc.msg)
+			if err == nil || got != (Link{}) {
+				t.Errorf("ParseLink(%q) = %+v, %v, want %+v and an error", tc.msg, got, err, Link{})
 			}
 			// Errors carry the ifindex once the header is there.
 			if err != nil && len(tc.msg) >= unix.SizeofIfInfomsg && !strings.Contains(err.Error(), "link 7") {
-				t.Errorf("parseLink(%q) error %q does not name link 7", tc.msg, err)
+				t.Errorf("ParseLink(%q) error %q does not name link 7", tc.msg, err)
 			}
 		})
 	}
 }
 
-// TestVethsFromLinks runs on dumps as the kernel would send them; the
-// indexes of peers in other namespaces are deliberately those of host
-// links, as they often are (every namespace numbers its links from 1).
-func TestVethsFromLinks(t *testing.T) {
-	lo := link{index: 1, name: "lo", operState: 0, peerNetNSID: -1}
-	eth0 := link{index: 2, name: "eth0", operState: 6, peerNetNSID: -1}
-	docker0 := link{index: 3, name: "docker0", operState: 6, peerNetNSID: -1}
-	for _, tc := range []struct {
-		name  string
-		links []link
-		want  []Veth
-	}{
-		{"no veths", []link{lo, eth0, docker0,
-			{index: 4, name: "vxlan.calico", operState: 0, peerIndex: 2, peerNetNSID: -1}}, nil},
-		{"container veth on a bridge", []link{lo, eth0, docker0,
-			{index: 10, name: "veth9f1c2a1", veth: true, master: 3, operState: 6, peerIndex: 2, peerNetNSID: 0, peerElsewhere: true}},
-			[]Veth{{Name: "veth9f1c2a1", Index: 10, Master: "docker0", OperState: "up", PeerIndex: 2, PeerNetNSID: 0}}},
-		{"master after the veth in the dump", []link{
-			{index: 10, name: "veth9f1c2a1", veth: true, master: 30, operState: 6, peerIndex: 2, peerNetNSID: 1, peerElsewhere: true},
-			{index: 30, name: "br-5d7e", operState: 6, peerNetNSID: -1}},
-			[]Veth{{Name: "veth9f1c2a1", Index: 10, Master: "br-5d7e", OperState: "up", PeerIndex: 2, PeerNetNSID: 1}}},
-		{"master missing from the dump", []link{lo,
-			{index: 10, name: "veth9f1c2a1", veth: true, master: 99, operState: 6, peerIndex: 2, peerNetNSID: 0, peerElsewhere: true}},
-			[]Veth{{Name: "veth9f1c2a1", Index: 10, OperState: "up", PeerIndex: 2, PeerNetNSID: 0}}},
-		{"pair on the host", []link{lo,
-			{index: 20, name: "cilium_host", veth: true, operState: 6, peerIndex: 21, peerNetNSID: -1},
-			{index: 21, name: "cilium_net", veth: true, operState: 6, peerIndex: 20, peerNetNSID: -1}},
-			[]Veth{
-				{Name: "cilium_host", Index: 20, OperState: "up", PeerIndex: 21, PeerNetNSID: -1, PeerOnHost: true, PeerName: "cilium_net"},
-				{Name: "cilium_net", Index: 21, OperState: "up", PeerIndex: 20, PeerNetNSID: -1, PeerOnHost: true, PeerName: "cilium_host"},
-			}},
-		{"host peer index at a bridge", []link{lo, docker0,
-			{index: 30, name: "vethbad", veth: true, operState: 7, peerIndex: 3, peerNetNSID: -1}},
-			[]Veth{{Name: "vethbad", Index: 30, OperState: "unknown", PeerIndex: 3, PeerNetNSID: -1}}},
-		{"host peer index at a veth that does not point back", []link{
-			{index: 40, name: "vethstale", veth: true, operState: 6, peerIndex: 41, peerNetNSID: -1},
-			{index: 41, name: "vethnewA", veth: true, operState: 6, peerIndex: 42, peerNetNSID: -1},
-			{index: 42, name: "vethnewB", veth: true, operState: 6, peerIndex: 41, peerNetNSID: -1}},
-			[]Veth{
-				{Name: "vethstale", Index: 40, OperState: "up", PeerIndex: 41, PeerNetNSID: -1},
-				{Name: "vethnewA", Index: 41, OperState: "up", PeerIndex: 42, PeerNetNSID: -1, PeerOnHost: true, PeerName: "vethnewB"},
-				{Name: "vethnewB", Index: 42, OperState: "up", PeerIndex: 41, PeerNetNSID: -1, PeerOnHost: true, PeerName: "vethnewA"},
-			}},
-		{"host peer index missing from the dump", []link{lo,
-			{index: 50, name: "vethgone", veth: true, operState: 5, peerIndex: 51, peerNetNSID: -1}},
-			[]Veth{{Name: "vethgone", Index: 50, OperState: "dormant", PeerIndex: 51, PeerNetNSID: -1}}},
-		// The peer index is an index in the peer's namespace: that it
-		// names a host bridge means nothing.
-		{"peer elsewhere at the index of a host bridge", []link{lo, eth0, docker0,
-			{index: 60, name: "veth3e0a", veth: true, master: 3, operState: 6, peerIndex: 3, peerNetNSID: 3, peerElsewhere: true}},
-			[]Veth{{Name: "veth3e0a", Index: 60, Master: "docker0", OperState: "up", PeerIndex: 3, PeerNetNSID: 3}}},
-		// Nor does it when the host link there is a veth pointing back,
-		// from either side, nor when the peer's namespace is dying (-1).
-		{"peer elsewhere at the index of a host veth pointing back", []link{
-			{index: 70, name: "vethA", veth: true, operState: 6, peerIndex: 71, peerNetNSID: 3, peerElsewhere: true},
-			{index: 71, name: "vethB", veth: true, operState: 6, peerIndex: 70, peerNetNSID: -1}},
-			[]Veth{
-				{Name: "vethA", Index: 70, OperState: "up", PeerIndex: 71, PeerNetNSID: 3},
-				{Name: "vethB", Index: 71, OperState: "up", PeerIndex: 70, PeerNetNSID: -1},
-			}},
-		{"peer in a dying namespace at the index of a host veth pointing back", []link{
-			{index: 80, name: "vethA", veth: true, operState: 3, peerIndex: 81, peerNetNSID: -1, peerElsewhere: true},
-			{index: 81, name: "vethB", veth: true, operState: 6, peerIndex: 80, peerNetNSID: -1, peerElsewhere: true}},
-			[]Veth{
-				{Name: "vethA", Index: 80, OperState: "lowerlayerdown", PeerIndex: 81, PeerNetNSID: -1},
-				{Name: "vethB", Index: 81, OperState: "up", PeerIndex: 80, PeerNetNSID: -1},
-			}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := vethsFromLinks(tc.links)
-			if len(got) != len(tc.want) {
-				t.Fatalf("vethsFromLinks(%+v) = %+v, want %+v", tc.links, got, tc.want)
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Errorf("vethsFromLinks(%+v)[%d] = %+v, want %+v", tc.links, i, got[i], tc.want[i])
-				}
-			}
-		})
-	}
-}
-
-// TestLinkOperStateName checks the names against the kernel's operstates[]
-// in net/core/net-sysfs.c, which /sys/class/net/X/operstate prints.
 func TestLinkOperStateName(t *testing.T) {
 	for _, tc := range []struct {
 		state uint8
@@ -291,15 +208,16 @@ func TestLinkOperStateName(t *testing.T) {
 		{255, "unknown"},
 	} {
 		t.Run(strconv.Itoa(int(tc.state)), func(t *testing.T) {
-			if got := operStateName(tc.state); got != tc.want {
-				t.Errorf("operStateName(%d) = %q, want %q", tc.state, got, tc.want)
+			if got := OperStateName(tc.state); got != tc.want {
+				t.Errorf("OperStateName(%d) = %q, want %q", tc.state, got, tc.want)
 			}
 		})
 	}
 }
 
-// TestVethsFromParsedLinks runs both halves together on one dump.
-func TestVethsFromParsedLinks(t *testing.T) {
+// TestParseLinkDump parses one dump as the kernel sends it: a veth whose
+// peer is on the host (IFLA_LINK_NETNSID -1) on a bridge.
+func TestParseLinkDump(t *testing.T) {
 	msgs := [][]byte{
 		encodeLinkMsg(1, encodeAttr(unix.IFLA_IFNAME, attrString("lo"))),
 		encodeLinkMsg(3,
@@ -314,18 +232,21 @@ func TestVethsFromParsedLinks(t *testing.T) {
 			encodeAttr(unix.IFLA_LINK_NETNSID, attrS32(-1)),
 			linkInfo(unix.IFLA_LINKINFO|unix.NLA_F_NESTED, "veth")),
 	}
-	var links []link
+	var links []Link
 	for _, msg := range msgs {
-		l, err := parseLink(msg)
+		l, err := ParseLink(msg)
 		if err != nil {
-			t.Fatalf("parseLink(%q): %v", msg, err)
+			t.Fatalf("ParseLink(%q): %v", msg, err)
 		}
 		links = append(links, l)
 	}
-	want := []Veth{{Name: "veth5c1d", Index: 9, Master: "docker0", OperState: "lowerlayerdown", PeerIndex: 3, PeerNetNSID: -1}}
-	got := vethsFromLinks(links)
-	if len(got) != 1 || got[0] != want[0] {
-		t.Errorf("vethsFromLinks(%+v) = %+v, want %+v", links, got, want)
+	want := []Link{
+		{Index: 1, Name: "lo", PeerNetNSID: -1},
+		{Index: 3, Name: "docker0", OperState: 6, PeerNetNSID: -1},
+		{Index: 9, Name: "veth5c1d", Veth: true, Master: 3, OperState: 3, PeerIndex: 3, PeerNetNSID: -1, PeerElsewhere: true},
+	}
+	if !slices.Equal(links, want) {
+		t.Errorf("ParseLink of the dump = %+v, want %+v", links, want)
 	}
 }
 
@@ -343,24 +264,24 @@ func FuzzParseLink(f *testing.F) {
 	f.Add(encodeLinkMsg(7, []byte{3, 0, 3, 0}))
 	f.Add([]byte("short"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		got, err := parseLink(msg)
+		got, err := ParseLink(msg)
 		if err != nil {
-			if got != (link{}) {
-				t.Errorf("parseLink(%q) = %+v, %v, want the zero link with an error", msg, got, err)
+			if got != (Link{}) {
+				t.Errorf("ParseLink(%q) = %+v, %v, want the zero link with an error", msg, got, err)
 			}
 			return
 		}
 		if len(msg) < unix.SizeofIfInfomsg {
-			t.Fatalf("parseLink(%q) = %+v, want an error for a message shorter than ifinfomsg", msg, got)
+			t.Fatalf("ParseLink(%q) = %+v, want an error for a message shorter than ifinfomsg", msg, got)
 		}
-		if want := int(int32(nl.NativeEndian().Uint32(msg[4:8]))); got.index != want {
-			t.Errorf("parseLink(%q).index = %d, want %d", msg, got.index, want)
+		if want := int(int32(nl.NativeEndian().Uint32(msg[4:8]))); got.Index != want {
+			t.Errorf("ParseLink(%q).Index = %d, want %d", msg, got.Index, want)
 		}
-		if strings.ContainsRune(got.name, 0) {
-			t.Errorf("parseLink(%q).name = %q, contains a NUL", msg, got.name)
+		if strings.ContainsRune(got.Name, 0) {
+			t.Errorf("ParseLink(%q).Name = %q, contains a NUL", msg, got.Name)
 		}
-		if !got.peerElsewhere && got.peerNetNSID != -1 {
-			t.Errorf("parseLink(%q) = %+v, peerNetNSID without IFLA_LINK_NETNSID", msg, got)
+		if !got.PeerElsewhere && got.PeerNetNSID != -1 {
+			t.Errorf("ParseLink(%q) = %+v, peerNetNSID without IFLA_LINK_NETNSID", msg, got)
 		}
 	})
 }
