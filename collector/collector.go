@@ -269,8 +269,8 @@ func (b *builder) counts(veths []inventory.Veth) {
 func runtimeFamilies(snap *inventory.Snapshot) []inventory.Family {
 	var families []inventory.Family
 	index := map[string]int{}
-	for _, view := range snap.RuntimeViews() {
-		for _, f := range view.Families(snap) {
+	for _, view := range snap.Views {
+		for _, f := range view.View.Families(snap) {
 			i, ok := index[f.Name]
 			if !ok {
 				index[f.Name] = len(families)

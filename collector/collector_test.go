@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/docker"
+	"github.com/veth-exporter/veth_exporter/resolver/podman"
 )
 
 type fakeInventory struct {
@@ -255,15 +257,15 @@ func TestCollectDocker(t *testing.T) {
 	snap := testSnapshot()
 	snap.Veths[1].Owner = &inventory.Owner{Kind: inventory.OwnerContainer, ID: "abc", Name: "api", Runtime: "docker"}
 	snap.LeakedNetns = []*inventory.Namespace{{Inode: 99, Mounts: []string{"/run/docker/netns/0123456789ab"}}}
-	snap.Docker = &inventory.DockerView{
+	snap.Views = []inventory.NamedView{{Name: "docker", View: &docker.View{
 		Up:      true,
 		Bridges: map[string]string{"docker0": "bridge", "br-0123456789ab": "appnet"},
-		Containers: []*inventory.DockerContainer{
+		Containers: []*docker.Container{
 			{ID: "abc", Name: "api", Image: "bb:local", State: "running", ComposeProject: "shop", ComposeService: "api"},
 			{ID: "zzz", Name: "unrelated", Image: "bb:local", State: "exited"},
 		},
-	}
-	snap.DockerRequests = 42
+		Requests: 42,
+	}}}
 	snap.Steps = append(snap.Steps, inventory.Step{Name: "docker"})
 	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
 	want := `
@@ -289,8 +291,9 @@ veth_leaked_netns 1
 	}
 
 	// Docker down: no Docker facts at all, rather than stale ones.
-	snap.Docker = &inventory.DockerView{Err: errors.New("connection refused")}
-	snap.Steps[len(snap.Steps)-1].Err = snap.Docker.Err
+	down := &docker.View{Err: errors.New("connection refused"), Requests: 42}
+	snap.Views = []inventory.NamedView{{Name: "docker", View: down}}
+	snap.Steps[len(snap.Steps)-1].Err = down.Err
 	want = `
 # HELP veth_scrape_collector_success Whether each stage of the inventory succeeded in this scrape.
 # TYPE veth_scrape_collector_success gauge
@@ -366,8 +369,10 @@ veth_peer_netns_processes{device="vcounted"} 2
 func TestCollectDockerAndPodman(t *testing.T) {
 	snap := testSnapshot()
 	snap.Veths[0].Master = "podman0"
-	snap.Docker = &inventory.DockerView{Up: true, Bridges: map[string]string{"docker0": "bridge", "podman0": "podman"}}
-	snap.Podman = &inventory.PodmanView{Up: true, Bridges: map[string]string{"podman0": "podman", "podman1": "usernet"}, Requests: 7}
+	snap.Views = []inventory.NamedView{
+		{Name: "docker", View: &docker.View{Up: true, Bridges: map[string]string{"docker0": "bridge", "podman0": "podman"}}},
+		{Name: "podman", View: &podman.View{Up: true, Bridges: map[string]string{"podman0": "podman", "podman1": "usernet"}, Requests: 7}},
+	}
 	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
 	want := `
 # HELP veth_bridge_info Container network (Docker's or Podman's) of a bridge that is a veth master (docker0, br-<id>, podman0).

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/cri"
+	"github.com/veth-exporter/veth_exporter/resolver/docker"
 )
 
 // TestCollectCRI: the CRI resolver's families as exposition, both with
@@ -17,16 +19,17 @@ import (
 // pod labels of veth_owner_info; with the runtime down, only the counter.
 func TestCollectCRI(t *testing.T) {
 	snap := testSnapshot()
-	web := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s1", Name: "web", PodNamespace: "default", PodName: "web", PodUID: "u1", Runtime: inventory.RuntimeContainerd}
-	cart := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s9", Name: "cart", PodNamespace: "shop", PodName: "cart", PodUID: "u9", Runtime: inventory.RuntimeContainerd}
+	web := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s1", Name: "web", PodNamespace: "default", PodName: "web", PodUID: "u1", Runtime: cri.RuntimeContainerd}
+	cart := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s9", Name: "cart", PodNamespace: "shop", PodName: "cart", PodUID: "u9", Runtime: cri.RuntimeContainerd}
 	snap.Veths[0].LastOwner = cart
 	snap.Veths[1].Owner, snap.Veths[1].LastOwner, snap.Veths[1].Reason = web, web, inventory.ReasonPod
-	snap.Docker = &inventory.DockerView{Up: true}
-	snap.DockerRequests = 1
-	snap.CRI = &inventory.CRIView{Up: true, Runtime: inventory.RuntimeContainerd, Requests: 7, Sandboxes: []*inventory.CRISandbox{
-		{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: inventory.CRIReady},
-		{ID: "s2", Namespace: "default", Name: "idle", UID: "u2", State: inventory.CRINotReady},
-	}}
+	snap.Views = []inventory.NamedView{
+		{Name: "docker", View: &docker.View{Up: true, Requests: 1}},
+		{Name: "cri", View: &cri.View{Up: true, Runtime: cri.RuntimeContainerd, Requests: 7, Sandboxes: []*cri.Sandbox{
+			{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: cri.Ready},
+			{ID: "s2", Namespace: "default", Name: "idle", UID: "u2", State: cri.NotReady},
+		}}},
+	}
 	snap.Steps = append(snap.Steps, inventory.Step{Name: "docker"}, inventory.Step{Name: "cri"})
 	c := New(fakeInventory{snap: snap}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
 	want := `
@@ -56,8 +59,9 @@ veth_pod_info{pod_name="web",pod_namespace="default",pod_uid="u1",runtime="conta
 	}
 
 	// CRI down: no pod facts at all, rather than stale ones.
-	snap.CRI = &inventory.CRIView{Err: errors.New("connection refused"), Requests: 8}
-	snap.Steps[len(snap.Steps)-1].Err = snap.CRI.Err
+	down := &cri.View{Err: errors.New("connection refused"), Requests: 8}
+	snap.Views[1].View = down
+	snap.Steps[len(snap.Steps)-1].Err = down.Err
 	want = `
 # HELP veth_cri_api_requests_total Kubernetes CRI API calls made by the exporter.
 # TYPE veth_cri_api_requests_total counter

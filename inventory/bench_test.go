@@ -232,7 +232,7 @@ func BenchmarkBusyNode(b *testing.B) {
 		b.Skip("2,000 processes and 20,000 threads are no smoke test: run without -short (make bench)")
 	}
 	holders := busyNode(b)
-	runtime := &fakeResolver{step: "runtime", quiet: true}
+	runtime := &fakeResolver{step: "runtime"}
 	for _, pid := range holders {
 		path := "/proc/" + strconv.Itoa(pid) + "/ns/net"
 		var st unix.Stat_t

@@ -27,161 +27,161 @@ func TestParseCgroup(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		data string
-		want cgroupOwner
+		want CgroupOwner
 	}{
 		// Docker.
 		{"docker systemd v2", "0::/system.slice/docker-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"docker cgroupfs v2", "0::/docker/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"docker systemd v1 named hierarchy", "1:name=systemd:/system.slice/docker-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"docker cgroupfs v1 pids", "12:pids:/docker/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"docker with a custom cgroup parent slice", "0::/system.slice/ci.slice/docker-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"docker rootless", "0::/user.slice/user-1000.slice/user@1000.service/user.slice/docker-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"no trailing newline", "0::/system.slice/docker-" + ctrA + ".scope",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"colon in the path", "0::/odd:name/docker/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
-		{"dockerd itself", "0::/system.slice/docker.service\n", cgroupOwner{}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+		{"dockerd itself", "0::/system.slice/docker.service\n", CgroupOwner{}},
 
 		// containerd.
 		{"containerd kubepods systemd besteffort", "0::" + besteffortSlice + "/cri-containerd-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
 		{"containerd kubepods systemd burstable",
 			"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + podUIDSystemd + ".slice/cri-containerd-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
 		{"containerd kubepods systemd guaranteed",
 			"0::/kubepods.slice/kubepods-pod" + podUIDSystemd + ".slice/cri-containerd-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
 		{"nerdctl systemd", "0::/system.slice/nerdctl-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "containerd"}},
-		{"containerd.service itself", "0::/system.slice/containerd.service\n", cgroupOwner{}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "containerd"}},
+		{"containerd.service itself", "0::/system.slice/containerd.service\n", CgroupOwner{}},
 
 		// Kubelet cgroupfs driver: the runtime is not named.
 		{"kubepods cgroupfs besteffort", "0::/kubepods/besteffort/pod" + podUID + "/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, PodUID: podUID}},
 		{"kubepods cgroupfs burstable", "0::/kubepods/burstable/pod" + podUID + "/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, PodUID: podUID}},
 		{"kubepods cgroupfs guaranteed", "0::/kubepods/pod" + podUID + "/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, PodUID: podUID}},
 		{"pod cgroup without a container", "0::" + besteffortSlice + "\n",
-			cgroupOwner{PodUID: podUID}},
+			CgroupOwner{PodUID: podUID}},
 		{"pod cgroupfs cgroup without a container", "0::/kubepods/besteffort/pod" + podUID + "\n",
-			cgroupOwner{PodUID: podUID}},
+			CgroupOwner{PodUID: podUID}},
 
 		// Static pods.
 		{"static pod systemd",
 			"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + staticPodUID + ".slice/cri-containerd-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: staticPodUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: staticPodUID}},
 		{"static pod cgroupfs", "0::/kubepods/burstable/pod" + staticPodUID + "/" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, PodUID: staticPodUID}},
+			CgroupOwner{ContainerID: ctrA, PodUID: staticPodUID}},
 
 		// CRI-O.
 		{"crio systemd", "0::" + besteffortSlice + "/crio-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "crio", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "crio", PodUID: podUID}},
 		{"crio systemd container subgroup", "0::" + besteffortSlice + "/crio-" + ctrA + ".scope/container\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "crio", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "crio", PodUID: podUID}},
 		{"crio conmon in the pod slice", "0::" + besteffortSlice + "/crio-conmon-" + ctrA + ".scope\n",
-			cgroupOwner{PodUID: podUID}},
-		{"crio conmon in system.slice", "0::/system.slice/crio-conmon-" + ctrA + ".scope\n", cgroupOwner{}},
+			CgroupOwner{PodUID: podUID}},
+		{"crio conmon in system.slice", "0::/system.slice/crio-conmon-" + ctrA + ".scope\n", CgroupOwner{}},
 		{"crio cgroupfs", "0::/kubepods/besteffort/pod" + podUID + "/crio-" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "crio", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "crio", PodUID: podUID}},
 		{"crio cgroupfs conmon", "0::/kubepods/besteffort/pod" + podUID + "/crio-conmon-" + ctrA + "\n",
-			cgroupOwner{PodUID: podUID}},
+			CgroupOwner{PodUID: podUID}},
 
 		// podman.
 		{"podman systemd", "0::/machine.slice/libpod-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
 		{"podman container subgroup", "0::/machine.slice/libpod-" + ctrA + ".scope/container\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
-		{"podman conmon", "0::/machine.slice/libpod-conmon-" + ctrA + ".scope\n", cgroupOwner{}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
+		{"podman conmon", "0::/machine.slice/libpod-conmon-" + ctrA + ".scope\n", CgroupOwner{}},
 		{"podman cgroupfs", "0::/libpod_parent/libpod-" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
-		{"podman cgroupfs conmon", "0::/libpod_parent/conmon\n", cgroupOwner{}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
+		{"podman cgroupfs conmon", "0::/libpod_parent/conmon\n", CgroupOwner{}},
 		// Podman pods, as Podman 4.3 writes them (v1, every hierarchy the
 		// same path; the unified one "/").
 		{"podman pod cgroupfs", "8:pids:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n1:name=systemd:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n0::/\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman", Pod: ctrB}},
 		{"podman --cgroups=split (Quadlet)", "0::/system.slice/nginx.service/libpod-payload-" + ctrA + "\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
-		{"podman pod cgroupfs conmon", "8:pids:/libpod_parent/" + ctrB + "/conmon\n", cgroupOwner{}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
+		{"podman pod cgroupfs conmon", "8:pids:/libpod_parent/" + ctrB + "/conmon\n", CgroupOwner{}},
 		{"podman pod systemd", "0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope/container\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
-		{"podman pod systemd conmon", "0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-conmon-" + ctrA + ".scope\n", cgroupOwner{}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman", Pod: ctrB}},
+		{"podman pod systemd conmon", "0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-conmon-" + ctrA + ".scope\n", CgroupOwner{}},
 		{"podman pod rootless", "0::/user.slice/user-1000.slice/user@1000.service/user.slice/user-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "podman", PodmanPod: ctrB}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "podman", Pod: ctrB}},
 		{"docker under a 64-hex libpod_parent child is no podman pod", "0::/libpod_parent/" + ctrB + "/docker-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 
 		// Nesting: the innermost container wins, the pod is kept.
 		{"docker in docker cgroupfs", "0::/docker/" + ctrA + "/docker/" + ctrB + "\n",
-			cgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
 		{"docker in docker with a private cgroupns", "0::/system.slice/docker-" + ctrA + ".scope/docker/" + ctrB + "\n",
-			cgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
 		{"docker in a systemd container", "0::/system.slice/docker-" + ctrA + ".scope/system.slice/docker-" + ctrB + ".scope\n",
-			cgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
 		{"outer container's init in a systemd container", "0::/system.slice/docker-" + ctrA + ".scope/init.scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"docker in a pod", "0::" + besteffortSlice + "/cri-containerd-" + ctrA + ".scope/docker/" + ctrB + "\n",
-			cgroupOwner{ContainerID: ctrB, Runtime: "docker", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrB, Runtime: "docker", PodUID: podUID}},
 		{"kind node systemd",
 			"0::/system.slice/docker-" + ctrA + ".scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod" + podUIDSystemd + ".slice/cri-containerd-" + ctrB + ".scope\n",
-			cgroupOwner{ContainerID: ctrB, Runtime: "containerd", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrB, Runtime: "containerd", PodUID: podUID}},
 		{"kind node cgroupfs", "0::/docker/" + ctrA + "/kubelet/kubepods/besteffort/pod" + podUID + "/" + ctrB + "\n",
-			cgroupOwner{ContainerID: ctrB, PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrB, PodUID: podUID}},
 		{"seen from a private cgroup namespace",
 			"0::/../../" + besteffortSlice[1:] + "/cri-containerd-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
 
 		// cgroup v1: the first line naming a container wins; lines
 		// without one do not erase it.
 		{"v1 mixed lines",
 			"12:pids:/docker/" + ctrA + "\n8:rdma:/\n1:name=systemd:/docker/" + ctrA + "\n0::/system.slice/containerd.service\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 		{"v1 root lines before the container", "8:rdma:/\n7:cpuset:/\n6:memory:/system.slice/docker-" + ctrA + ".scope\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 
 		// Host processes.
-		{"user session", "0::/user.slice/user-1000.slice/session-3.scope\n", cgroupOwner{}},
-		{"user service", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/dbus.service\n", cgroupOwner{}},
-		{"init", "0::/init.scope\n", cgroupOwner{}},
-		{"root", "0::/\n", cgroupOwner{}},
-		{"nsenter shell from a system service", "0::/system.slice/ssh.service\n", cgroupOwner{}},
-		{"32 hex outside a pod", "4:memory:/process_api/3835e10422cd0c6233c8d06d99bbd1e7\n0::/\n", cgroupOwner{}},
-		{"64 hex under an unknown parent", "0::/custom/" + ctrA + "\n", cgroupOwner{}},
-		{"64 hex at the root", "0::/" + ctrA + "\n", cgroupOwner{}},
+		{"user session", "0::/user.slice/user-1000.slice/session-3.scope\n", CgroupOwner{}},
+		{"user service", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/dbus.service\n", CgroupOwner{}},
+		{"init", "0::/init.scope\n", CgroupOwner{}},
+		{"root", "0::/\n", CgroupOwner{}},
+		{"nsenter shell from a system service", "0::/system.slice/ssh.service\n", CgroupOwner{}},
+		{"32 hex outside a pod", "4:memory:/process_api/3835e10422cd0c6233c8d06d99bbd1e7\n0::/\n", CgroupOwner{}},
+		{"64 hex under an unknown parent", "0::/custom/" + ctrA + "\n", CgroupOwner{}},
+		{"64 hex at the root", "0::/" + ctrA + "\n", CgroupOwner{}},
 
 		// Garbage.
-		{"empty", "", cgroupOwner{}},
-		{"blank lines", "\n\n\n", cgroupOwner{}},
-		{"no colons", "garbage\n", cgroupOwner{}},
-		{"path without hierarchy fields", "/docker/" + ctrA + "\n", cgroupOwner{}},
-		{"one colon", "0:/docker/" + ctrA + "\n", cgroupOwner{}},
-		{"empty path", "0::\n", cgroupOwner{}},
-		{"binary junk", "\x00\xff\xfe:\x01:\x02\n\xc3\x28::\x80/\n", cgroupOwner{}},
-		{"path not starting with a slash", "0::system.slice/docker-" + ctrA + ".scope\n", cgroupOwner{}},
-		{"relative cgroupfs path", "0::docker/" + ctrA + "\n", cgroupOwner{}},
-		{"truncated ID, 63 hex", "0::/system.slice/docker-" + ctrA[:63] + ".scope\n", cgroupOwner{}},
-		{"truncated ID cgroupfs, 63 hex", "0::/docker/" + ctrA[:63] + "\n", cgroupOwner{}},
-		{"ID of 65 hex", "0::/docker/" + ctrA + "0\n", cgroupOwner{}},
-		{"uppercase ID", "0::/system.slice/docker-" + strings.ToUpper(ctrA) + ".scope\n", cgroupOwner{}},
-		{"uppercase ID cgroupfs", "0::/docker/" + strings.ToUpper(ctrA) + "\n", cgroupOwner{}},
-		{"non-hex ID", "0::/docker/" + strings.Repeat("g", 64) + "\n", cgroupOwner{}},
-		{"unknown runtime prefix", "0::/system.slice/rkt-" + ctrA + ".scope\n", cgroupOwner{}},
-		{"short pod UID", "0::/kubepods/besteffort/pod" + podUID[:35] + "\n", cgroupOwner{}},
-		{"uppercase pod UID", "0::/kubepods/besteffort/pod" + strings.ToUpper(podUID) + "\n", cgroupOwner{}},
-		{"pod UID in a non-pod slice", "0::/system.slice/foo-pod" + podUIDSystemd + ".slice\n", cgroupOwner{}},
+		{"empty", "", CgroupOwner{}},
+		{"blank lines", "\n\n\n", CgroupOwner{}},
+		{"no colons", "garbage\n", CgroupOwner{}},
+		{"path without hierarchy fields", "/docker/" + ctrA + "\n", CgroupOwner{}},
+		{"one colon", "0:/docker/" + ctrA + "\n", CgroupOwner{}},
+		{"empty path", "0::\n", CgroupOwner{}},
+		{"binary junk", "\x00\xff\xfe:\x01:\x02\n\xc3\x28::\x80/\n", CgroupOwner{}},
+		{"path not starting with a slash", "0::system.slice/docker-" + ctrA + ".scope\n", CgroupOwner{}},
+		{"relative cgroupfs path", "0::docker/" + ctrA + "\n", CgroupOwner{}},
+		{"truncated ID, 63 hex", "0::/system.slice/docker-" + ctrA[:63] + ".scope\n", CgroupOwner{}},
+		{"truncated ID cgroupfs, 63 hex", "0::/docker/" + ctrA[:63] + "\n", CgroupOwner{}},
+		{"ID of 65 hex", "0::/docker/" + ctrA + "0\n", CgroupOwner{}},
+		{"uppercase ID", "0::/system.slice/docker-" + strings.ToUpper(ctrA) + ".scope\n", CgroupOwner{}},
+		{"uppercase ID cgroupfs", "0::/docker/" + strings.ToUpper(ctrA) + "\n", CgroupOwner{}},
+		{"non-hex ID", "0::/docker/" + strings.Repeat("g", 64) + "\n", CgroupOwner{}},
+		{"unknown runtime prefix", "0::/system.slice/rkt-" + ctrA + ".scope\n", CgroupOwner{}},
+		{"short pod UID", "0::/kubepods/besteffort/pod" + podUID[:35] + "\n", CgroupOwner{}},
+		{"uppercase pod UID", "0::/kubepods/besteffort/pod" + strings.ToUpper(podUID) + "\n", CgroupOwner{}},
+		{"pod UID in a non-pod slice", "0::/system.slice/foo-pod" + podUIDSystemd + ".slice\n", CgroupOwner{}},
 		{"garbage around a valid line",
 			"junk\n\x00\x01\n0::/system.slice/docker-" + ctrA + ".scope\n:::\n",
-			cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+			CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := parseCgroup(tc.data); got != tc.want {
-				t.Errorf("parseCgroup(%q) = %+v, want %+v", tc.data, got, tc.want)
+			if got := ParseCgroup(tc.data, testCgroups); got != tc.want {
+				t.Errorf("ParseCgroup(%q) = %+v, want %+v", tc.data, got, tc.want)
 			}
 		})
 	}
@@ -192,26 +192,26 @@ func TestParseCgroup(t *testing.T) {
 func TestParseCgroupFiles(t *testing.T) {
 	for _, tc := range []struct {
 		file string
-		want cgroupOwner
+		want CgroupOwner
 	}{
-		{"v1-docker-cgroupfs.txt", cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
-		{"v1-docker-systemd.txt", cgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
-		{"v1-kubepods-systemd-docker.txt", cgroupOwner{ContainerID: ctrA, Runtime: "docker", PodUID: podUID}},
-		{"v1-kubepods-cgroupfs-containerd.txt", cgroupOwner{ContainerID: ctrA, PodUID: podUID}},
-		{"v1-dind.txt", cgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
-		{"v1-kind-cgroupfs.txt", cgroupOwner{ContainerID: ctrB, PodUID: podUID}},
-		{"v1-host-session.txt", cgroupOwner{}},
-		{"v1-host-init.txt", cgroupOwner{}},
-		{"v2-kubepods-systemd-containerd.txt", cgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
-		{"v2-podman-rootless.txt", cgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
+		{"v1-docker-cgroupfs.txt", CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+		{"v1-docker-systemd.txt", CgroupOwner{ContainerID: ctrA, Runtime: "docker"}},
+		{"v1-kubepods-systemd-docker.txt", CgroupOwner{ContainerID: ctrA, Runtime: "docker", PodUID: podUID}},
+		{"v1-kubepods-cgroupfs-containerd.txt", CgroupOwner{ContainerID: ctrA, PodUID: podUID}},
+		{"v1-dind.txt", CgroupOwner{ContainerID: ctrB, Runtime: "docker"}},
+		{"v1-kind-cgroupfs.txt", CgroupOwner{ContainerID: ctrB, PodUID: podUID}},
+		{"v1-host-session.txt", CgroupOwner{}},
+		{"v1-host-init.txt", CgroupOwner{}},
+		{"v2-kubepods-systemd-containerd.txt", CgroupOwner{ContainerID: ctrA, Runtime: "containerd", PodUID: podUID}},
+		{"v2-podman-rootless.txt", CgroupOwner{ContainerID: ctrA, Runtime: "podman"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("testdata", "cgroup", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := parseCgroup(string(b)); got != tc.want {
-				t.Errorf("parseCgroup(%s) = %+v, want %+v", tc.file, got, tc.want)
+			if got := ParseCgroup(string(b), testCgroups); got != tc.want {
+				t.Errorf("ParseCgroup(%s) = %+v, want %+v", tc.file, got, tc.want)
 			}
 		})
 	}
@@ -235,23 +235,23 @@ func FuzzParseCgroup(f *testing.F) {
 	f.Add("8:pids:/libpod_parent/" + ctrB + "/libpod-" + ctrA + "\n0::/\n")
 	f.Add("0::/machine.slice/machine-libpod_pod_" + ctrB + ".slice/libpod-" + ctrA + ".scope\n")
 	f.Fuzz(func(t *testing.T, data string) {
-		got := parseCgroup(data)
+		got := ParseCgroup(data, testCgroups)
 		if got.ContainerID != "" && !wantContainerID.MatchString(got.ContainerID) {
-			t.Errorf("parseCgroup(%q) = %+v, container ID is not 64 lowercase hex", data, got)
+			t.Errorf("ParseCgroup(%q) = %+v, container ID is not 64 lowercase hex", data, got)
 		}
 		switch got.Runtime {
 		case "", "docker", "containerd", "crio", "podman":
 		default:
-			t.Errorf("parseCgroup(%q) = %+v, unknown runtime", data, got)
+			t.Errorf("ParseCgroup(%q) = %+v, unknown runtime", data, got)
 		}
 		if got.ContainerID == "" && got.Runtime != "" {
-			t.Errorf("parseCgroup(%q) = %+v, runtime without a container", data, got)
+			t.Errorf("ParseCgroup(%q) = %+v, runtime without a container", data, got)
 		}
 		if got.PodUID != "" && !wantPodUID.MatchString(got.PodUID) {
-			t.Errorf("parseCgroup(%q) = %+v, pod UID is not canonical", data, got)
+			t.Errorf("ParseCgroup(%q) = %+v, pod UID is not canonical", data, got)
 		}
-		if got.PodmanPod != "" && (!wantContainerID.MatchString(got.PodmanPod) || got.Runtime != "podman") {
-			t.Errorf("parseCgroup(%q) = %+v, Podman pod not 64 hex or not with a Podman container", data, got)
+		if got.Pod != "" && (!wantContainerID.MatchString(got.Pod) || got.Runtime != "podman") {
+			t.Errorf("ParseCgroup(%q) = %+v, Podman pod not 64 hex or not with a Podman container", data, got)
 		}
 	})
 }

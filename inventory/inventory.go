@@ -11,6 +11,9 @@
 package inventory
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -226,41 +229,70 @@ type Snapshot struct {
 	// file not in the dump. They tell a device deleted since it was
 	// recorded from one never heard of (a typo).
 	Gone []GoneVeth `json:"gone,omitempty"`
-	// Docker is what the Docker resolver saw; nil when it is off.
-	Docker *DockerView `json:"docker,omitempty"`
-	// DockerRequests counts the Docker API requests made since start.
-	DockerRequests uint64 `json:"-"`
-
-	// CRI is what the CRI resolver saw; nil when it is off.
-	CRI *CRIView `json:"cri,omitempty"`
-
-	// Podman is what the Podman resolver saw; nil when it is off.
-	Podman *PodmanView `json:"podman,omitempty"`
-
-	// CNI is what the CNI's configuration and libcni result cache said;
-	// nil when neither is read.
-	CNI *CNIView `json:"cni,omitempty"`
+	// Views are the records of the runtime resolvers and annotators that
+	// took part in the snapshot, in the order they were asked, each under
+	// its name: the JSON of inspect shows each under its name as a key of
+	// the snapshot ("docker", "cri", …), and readers such as the collector
+	// ask each for its own metric families.
+	Views []NamedView `json:"-"`
 }
 
-// RuntimeViews are the records of the runtime resolvers that took part in
-// the snapshot, for readers such as the collector that ask each for its
-// own metric families. Each resolver keeps its record in a field of its
-// own, under its own JSON key.
-func (s *Snapshot) RuntimeViews() []RuntimeView {
-	var views []RuntimeView
-	if s.Docker != nil {
-		views = append(views, s.Docker)
+// NamedView is a resolver's or an annotator's record in a [Snapshot],
+// under the resolver's name.
+type NamedView struct {
+	Name string
+	View RuntimeView
+}
+
+// View returns the record of the resolver or annotator name, nil when
+// it took no part in the snapshot.
+func (s *Snapshot) View(name string) RuntimeView {
+	for _, v := range s.Views {
+		if v.Name == name {
+			return v.View
+		}
 	}
-	if s.CRI != nil {
-		views = append(views, s.CRI)
+	return nil
+}
+
+// AgentDown reports whether a node agent that cleans up its own leftovers
+// (see [NodeAgent]) is down, and names it.
+func (s *Snapshot) AgentDown() (agent string, down bool) {
+	for _, v := range s.Views {
+		if a, ok := v.View.(NodeAgent); ok {
+			if agent, down := a.AgentDown(); down {
+				return agent, true
+			}
+		}
 	}
-	if s.Podman != nil {
-		views = append(views, s.Podman)
+	return "", false
+}
+
+// MarshalJSON writes the snapshot with each view under its name.
+func (s *Snapshot) MarshalJSON() ([]byte, error) {
+	type plain Snapshot
+	b, err := json.Marshal((*plain)(s))
+	if err != nil || len(s.Views) == 0 {
+		return b, err
 	}
-	if s.CNI != nil {
-		views = append(views, s.CNI)
+	var out bytes.Buffer
+	out.Write(b[:len(b)-1])
+	for _, v := range s.Views {
+		key, err := json.Marshal(v.Name)
+		if err != nil {
+			return nil, err
+		}
+		view, err := json.Marshal(v.View)
+		if err != nil {
+			return nil, fmt.Errorf("view %s: %w", v.Name, err)
+		}
+		out.WriteByte(',')
+		out.Write(key)
+		out.WriteByte(':')
+		out.Write(view)
 	}
-	return views
+	out.WriteByte('}')
+	return out.Bytes(), nil
 }
 
 // GoneVeth is a recorded veth that no longer exists.

@@ -29,6 +29,12 @@ import (
 // first resolved; a process that joins later is younger, except one that
 // enters with setns, which does not take the namespace over.
 type ownerCache struct {
+	// cgroups are the runtimes' namings of their cgroups.
+	cgroups []CgroupNaming
+	// off: nothing is cached (the code before the shortcuts of busy
+	// nodes, for the benchmark that compares with it).
+	off bool
+
 	mu      sync.Mutex
 	byPID   map[int]cachedOwner
 	byNetns map[uint64]netnsOwner
@@ -36,7 +42,7 @@ type ownerCache struct {
 
 type cachedOwner struct {
 	start uint64
-	owner cgroupOwner
+	owner CgroupOwner
 }
 
 // netnsOwner is the container owner of a namespace and its process.
@@ -47,15 +53,23 @@ type netnsOwner struct {
 	guest bool
 }
 
-func newOwnerCache() *ownerCache {
-	return &ownerCache{byPID: map[int]cachedOwner{}, byNetns: map[uint64]netnsOwner{}}
+func newOwnerCache(cgroups []CgroupNaming) *ownerCache {
+	return &ownerCache{cgroups: cgroups, byPID: map[int]cachedOwner{}, byNetns: map[uint64]netnsOwner{}}
+}
+
+// parseCgroup reads a process's cgroup file with the runtimes' namings.
+func (c *ownerCache) parseCgroup(data string) CgroupOwner {
+	if c == nil || c.off {
+		return ParseCgroup(data, nil)
+	}
+	return ParseCgroup(data, c.cgroups)
 }
 
 // namespaceOwner returns the container owner cached for n when its
 // process is still one of n's (the scan found it there) and has the same
 // start time: the same process, so still in the container's cgroup.
 func (c *ownerCache) namespaceOwner(procfs string, n *Namespace) (o *Owner, guest, ok bool) {
-	if c == nil {
+	if c == nil || c.off {
 		return nil, false, false
 	}
 	c.mu.Lock()
@@ -78,7 +92,7 @@ func (c *ownerCache) namespaceOwner(procfs string, n *Namespace) (o *Owner, gues
 // putNamespace caches the container owner of n, the process it was found
 // by, and whether it is a guest there.
 func (c *ownerCache) putNamespace(n *Namespace, pid int, start uint64, o *Owner, guest bool) {
-	if c == nil {
+	if c == nil || c.off {
 		return
 	}
 	c.mu.Lock()
@@ -87,22 +101,22 @@ func (c *ownerCache) putNamespace(n *Namespace, pid int, start uint64, o *Owner,
 }
 
 // get returns the cached owner of the process pid that started at start.
-func (c *ownerCache) get(pid int, start uint64) (cgroupOwner, bool) {
-	if c == nil {
-		return cgroupOwner{}, false
+func (c *ownerCache) get(pid int, start uint64) (CgroupOwner, bool) {
+	if c == nil || c.off {
+		return CgroupOwner{}, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.byPID[pid]
 	if !ok || e.start != start {
-		return cgroupOwner{}, false
+		return CgroupOwner{}, false
 	}
 	return e.owner, true
 }
 
 // put caches o for pid when it names a container or a pod.
-func (c *ownerCache) put(pid int, start uint64, o cgroupOwner) {
-	if c == nil || o.owner() == nil {
+func (c *ownerCache) put(pid int, start uint64, o CgroupOwner) {
+	if c == nil || c.off || o.owner() == nil {
 		return
 	}
 	c.mu.Lock()
@@ -113,7 +127,7 @@ func (c *ownerCache) put(pid int, start uint64, o cgroupOwner) {
 // keep evicts the processes that live is false for (those gone since)
 // and the namespaces whose owner's process is one of them.
 func (c *ownerCache) keep(live func(pid int) bool) {
-	if c == nil {
+	if c == nil || c.off {
 		return
 	}
 	c.mu.Lock()
@@ -179,7 +193,7 @@ func resolveOwnerGuest(procfs string, n *Namespace, cache *ownerCache) (*Owner, 
 			if err != nil {
 				continue // exited
 			}
-			c = parseCgroup(string(cg))
+			c = cache.parseCgroup(string(cg))
 		}
 		// A cached process ran before this scan and still runs (same PID,
 		// same start time), so it is the process the scan just found in

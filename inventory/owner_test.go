@@ -26,7 +26,7 @@ func TestOwnerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := &Namespace{Inode: st.Ino, PIDs: []int{100}}
-	cache := newOwnerCache()
+	cache := newOwnerCache(testCgroups)
 
 	// Forked by a runtime, not yet moved into the container's cgroup: a
 	// plain process, and nothing cached.
@@ -104,7 +104,7 @@ func TestNamespaceOwnerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := &Namespace{Inode: st.Ino, PIDs: []int{100, 101, 102}}
-	cache := newOwnerCache()
+	cache := newOwnerCache(testCgroups)
 	if o := resolveOwner(procfs, n, cache); o == nil || o.ID != sandbox {
 		t.Fatalf("first scrape: owner = %+v, want the sandbox %s", o, sandbox)
 	}
@@ -115,7 +115,7 @@ func TestNamespaceOwnerCache(t *testing.T) {
 	for _, pid := range []string{"101", "102"} {
 		proctest.WriteFile(t, filepath.Join(procfs, pid), "stat", strings.Replace(proctest.Stat(pid, "app"), " 5678901 ", " 1000 ", 1))
 	}
-	if o := resolveOwner(procfs, &Namespace{Inode: st.Ino, PIDs: []int{100, 101, 102}}, newOwnerCache()); o == nil || o.ID != sidecar {
+	if o := resolveOwner(procfs, &Namespace{Inode: st.Ino, PIDs: []int{100, 101, 102}}, newOwnerCache(testCgroups)); o == nil || o.ID != sidecar {
 		t.Fatalf("uncached: owner = %+v, want the oldest process's sidecar %s", o, sidecar)
 	}
 	if o := resolveOwner(procfs, n, cache); o == nil || o.ID != sandbox {
@@ -141,7 +141,7 @@ func TestNamespaceOwnerCache(t *testing.T) {
 	}
 	// The PID reused (another start time) by a plain process: not the
 	// sandbox, whatever the cache held for the namespace.
-	fresh := newOwnerCache()
+	fresh := newOwnerCache(testCgroups)
 	if o := resolveOwner(procfs, n, fresh); o == nil || o.ID != sandbox {
 		t.Fatalf("owner = %+v, want the sandbox %s", o, sandbox)
 	}
@@ -189,7 +189,7 @@ func TestGuestOwner(t *testing.T) {
 			if err := unix.Stat(filepath.Join(procfs, "10", "ns/net"), &st); err != nil {
 				t.Fatal(err)
 			}
-			cache := newOwnerCache()
+			cache := newOwnerCache(testCgroups)
 			for range 2 { // computed, then from the cache
 				n := &Namespace{Inode: st.Ino, PIDs: []int{10, 20}}
 				n.resolve(procfs, cache)

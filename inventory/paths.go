@@ -34,9 +34,9 @@ func (p Paths) hostPath(path string) string {
 	return path
 }
 
-// hostRunPath writes /var/run paths as /run paths, as mountinfo shows them
+// HostRunPath writes /var/run paths as /run paths, as mountinfo shows them
 // on every distribution where /var/run links to /run.
-func hostRunPath(p string) string {
+func HostRunPath(p string) string {
 	if rest, ok := strings.CutPrefix(p, "/var/run/"); ok {
 		return "/run/" + rest
 	}

@@ -5,20 +5,13 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"strings"
 	"time"
 )
 
-// Runtime names a container runtime, as cgroup paths and runtime
-// resolvers name it in [Owner.Runtime].
+// Runtime names a container runtime, as its [CgroupNaming] and its
+// resolver name it in [Owner.Runtime] ("docker", "containerd").
 type Runtime string
-
-// The runtimes the exporter recognises.
-const (
-	RuntimeDocker     Runtime = "docker"
-	RuntimeContainerd Runtime = "containerd"
-	RuntimeCRIO       Runtime = "crio"
-	RuntimePodman     Runtime = "podman"
-)
 
 // NetnsDirs are directories where a runtime pins the namespaces it makes
 // with nsfs bind mounts, written as mountinfo shows them (/run, not
@@ -73,10 +66,10 @@ type Observation interface {
 	// snapshot. It must not change v: the strongest claim of all
 	// resolvers is written into v.
 	Claim(ctx context.Context, v *Veth) Claim
-	// Record keeps what the resolver saw in s for the snapshot's readers:
-	// the JSON of inspect and the resolver's metric families (see
-	// [Snapshot.RuntimeViews]).
-	Record(s *Snapshot)
+	// View is what the resolver saw, for the snapshot's readers: the
+	// JSON of inspect and the resolver's metric families (see
+	// [Snapshot.Views]).
+	View() RuntimeView
 	// Running returns the namespaces that Claim claims running: those in
 	// which the runtime runs a container or sandbox now, found when the
 	// observation was made. A snapshot in which every veth's peer
@@ -95,6 +88,36 @@ type RunningNetns struct {
 	Path string
 	// PID is the container's (the sandbox's) process, 0 when unknown.
 	PID int
+}
+
+// Annotator reads, for each snapshot, what the node keeps beside its
+// runtimes (the CNI's configuration and result cache). It never changes
+// a verdict: it adds to a veth's record only what nothing else says (a
+// last owner no history or runtime names) and keeps its own view.
+type Annotator interface {
+	// Step names the annotator in [Snapshot.Steps] and [Snapshot.Views].
+	Step() string
+	// Annotate reads the annotator's files for one snapshot. It returns
+	// an Annotation even with an error when it read part of them.
+	Annotate(p Paths) (Annotation, error)
+}
+
+// Annotation is what one [Annotator] read for one snapshot.
+type Annotation interface {
+	// Annotate is called for each veth once its verdict is given, with
+	// the claim of the runtimes that won (silent when none).
+	Annotate(v *Veth, claim RuntimeClaim)
+	// View is the annotator's record, once every veth was annotated.
+	View() RuntimeView
+}
+
+// NodeAgent is a view that knows of a node agent that cleans up its own
+// leftovers when it runs, such as a CNI's daemon: while the agent is
+// down, what looks left over may be its to clean.
+type NodeAgent interface {
+	// AgentDown reports whether the agent is down, and names it ("the
+	// CNI calico (calico-node)").
+	AgentDown() (agent string, down bool)
 }
 
 // RuntimeView is a resolver's record in a [Snapshot].
@@ -133,9 +156,9 @@ type Label struct {
 	Name, Value string
 }
 
-// ownedBy reports whether a container or pod of runtime owns v's peer
+// OwnedBy reports whether a container or pod of runtime owns v's peer
 // namespace now (by the cgroups) or owned it last (by the history).
-func ownedBy(v *Veth, runtime Runtime) bool {
+func OwnedBy(v *Veth, runtime Runtime) bool {
 	for _, o := range []*Owner{v.Owner, v.LastOwner} {
 		if o != nil && o.Runtime == runtime {
 			return true
@@ -144,9 +167,10 @@ func ownedBy(v *Veth, runtime Runtime) bool {
 	return false
 }
 
-// bridgeInfo is veth_bridge_info for the bridges (interface → network
-// name) that are the master of some veth of s.
-func bridgeInfo(s *Snapshot, bridges map[string]string) Family {
+// BridgeInfo is veth_bridge_info for the bridges (interface → network
+// name) that are the master of some veth of s: the container networks of
+// engines (Docker's, Podman's), one family for all.
+func BridgeInfo(s *Snapshot, bridges map[string]string) Family {
 	masters := map[string]bool{}
 	for i := range s.Veths {
 		if m := s.Veths[i].Master; m != "" && bridges[m] != "" {
@@ -158,4 +182,13 @@ func bridgeInfo(s *Snapshot, bridges map[string]string) Family {
 		f.Series = append(f.Series, Series{Value: 1, Labels: []Label{{"master", m}, {"network", bridges[m]}}})
 	}
 	return f
+}
+
+// RequestsFamily is veth_<name>_api_requests_total: the requests the
+// resolver name made of its runtime's API so far. Each resolver has its
+// own family, which dashboards and alerts select together with
+// {__name__=~"veth_.+_api_requests_total"}.
+func RequestsFamily(name, help string, requests uint64) Family {
+	metric := "veth_" + strings.ReplaceAll(name, "-", "_") + "_api_requests_total"
+	return Family{Name: metric, Help: help, Counter: true, Series: []Series{{Value: float64(requests)}}}
 }

@@ -2,10 +2,9 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,8 +19,9 @@ type fakeResolver struct {
 	// running are the namespaces the runtime runs containers in: it
 	// claims them running, owned by a container named after the inode.
 	running []RunningNetns
-	// quiet records nothing.
-	quiet bool
+	// hang: Observe answers only when its deadline ends, as a wedged
+	// daemon's resolver does.
+	hang bool
 
 	mu        sync.Mutex
 	deadlines []time.Time // of the contexts Observe got
@@ -38,6 +38,10 @@ func (r *fakeResolver) Observe(ctx context.Context, _ Paths) (Observation, error
 	r.mu.Lock()
 	r.deadlines = append(r.deadlines, d)
 	r.mu.Unlock()
+	if r.hang {
+		<-ctx.Done()
+		return fakeObservation{r}, ctx.Err()
+	}
 	return fakeObservation{r}, r.err
 }
 
@@ -57,17 +61,19 @@ func (o fakeObservation) Claim(_ context.Context, v *Veth) Claim {
 
 func (o fakeObservation) Running() []RunningNetns { return o.r.running }
 
-func (o fakeObservation) Record(s *Snapshot) {
-	if o.r.quiet {
-		return
-	}
-	s.Warnings = append(s.Warnings, "recorded by "+o.r.step)
+func (o fakeObservation) View() RuntimeView { return fakeView{Resolver: o.r.step} }
+
+// fakeView is a fake resolver's record.
+type fakeView struct {
+	Resolver string `json:"resolver"`
 }
+
+func (fakeView) Families(*Snapshot) []Family { return nil }
 
 // TestResolversInSnapshot: every resolver of the config is observed once
 // per snapshot, under its own deadline, reports its step with its error
-// and records itself in the snapshot; a Docker set in Config.Docker is
-// one of them, asked first and once.
+// and records its view in the snapshot under its name, which the JSON
+// shows as a key of the snapshot.
 func TestResolversInSnapshot(t *testing.T) {
 	up := &fakeResolver{step: "up", timeout: time.Hour}
 	down := &fakeResolver{step: "down", timeout: time.Minute, err: errors.New("connection refused")}
@@ -94,24 +100,28 @@ func TestResolversInSnapshot(t *testing.T) {
 		if d := r.deadlines[0]; d.Before(before.Add(r.timeout)) || d.After(time.Now().Add(r.timeout)) {
 			t.Errorf("%s observed with deadline %v, want its own timeout %v from the snapshot", r.step, d, r.timeout)
 		}
-		if !slices.Contains(s.Warnings, "recorded by "+r.step) {
-			t.Errorf("%s did not record itself: warnings %q", r.step, s.Warnings)
+		if v, ok := s.View(r.step).(fakeView); !ok || v.Resolver != r.step {
+			t.Errorf("%s did not record its view: views %+v", r.step, s.Views)
 		}
 		if r.claimed != len(s.Veths) {
 			t.Errorf("%s asked %d claims for %d veths, want one each", r.step, r.claimed, len(s.Veths))
 		}
 	}
 
-	d, err := NewDocker("unix:///nonexistent/docker.sock", time.Second, slog.New(slog.DiscardHandler))
+	b, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv = New(Config{Docker: d, Resolvers: []Resolver{up}})
-	if want := []Resolver{d, up}; !slices.Equal(inv.cfg.Resolvers, want) {
-		t.Errorf("Config{Docker, Resolvers: [up]} resolvers = %v, want %v", inv.cfg.Resolvers, want)
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		t.Fatal(err)
 	}
-	inv = New(Config{Docker: d, Resolvers: []Resolver{up, d}})
-	if want := []Resolver{up, d}; !slices.Equal(inv.cfg.Resolvers, want) {
-		t.Errorf("Config{Docker, Resolvers: [up, Docker]} resolvers = %v, want %v", inv.cfg.Resolvers, want)
+	for _, name := range []string{"up", "down"} {
+		if string(keys[name]) != `{"resolver":"`+name+`"}` {
+			t.Errorf("JSON key %q = %s, want the view of %s", name, keys[name], name)
+		}
+	}
+	if _, ok := keys["veths"]; !ok {
+		t.Errorf("JSON %s: no veths key beside the views", b)
 	}
 }

@@ -3,9 +3,6 @@ package inventory
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -203,54 +200,16 @@ func TestSnapshotDeadline(t *testing.T) {
 	}
 }
 
-// hangingDocker listens on a unix socket, accepts every connection and
-// never answers, as a wedged dockerd does.
-func hangingDocker(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "docker.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "unix://" + path
-}
-
-// TestSnapshotDeadlineWithHangingDocker: with a Docker daemon that never
-// answers, every build takes the Docker timeout (2s), and six scrape loops
+// TestSnapshotDeadlineWithHangingRuntime: with a runtime that never
+// answers, every build takes the resolver's timeout (2s), and six scrape loops
 // keep a build in flight at all times. A fresh snapshot with a 3s deadline
 // must answer by its deadline, not after the builds queued before it.
-func TestSnapshotDeadlineWithHangingDocker(t *testing.T) {
+func TestSnapshotDeadlineWithHangingRuntime(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes seconds")
 	}
-	docker, err := NewDocker(hangingDocker(t), 2*time.Second, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv := New(Config{TrustPIDNamespace: true, Docker: docker})
+	hanging := &fakeResolver{step: "hanging", timeout: 2 * time.Second, hang: true}
+	inv := New(Config{TrustPIDNamespace: true, Resolvers: []Resolver{hanging}})
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"time"
 
@@ -29,12 +28,13 @@ type Config struct {
 	// snapshot's namespaces; the first of equally strong claims wins.
 	// They are the caller's to Start and Close.
 	Resolvers []Resolver
-	// Docker is one more resolver, asked before Resolvers; nil is none.
-	// Prefer Resolvers: this field stays for the callers that set it.
-	Docker *Docker
-	// CNI reads the node's CNI configuration and libcni result cache;
-	// nil is none.
-	CNI *CNI
+	// Annotators read what the node keeps beside its runtimes (the CNI's
+	// files) for each snapshot.
+	Annotators []Annotator
+	// Cgroups are the runtimes' namings of their containers' cgroups,
+	// read whether or not a runtime's resolver runs: a process's cgroup
+	// names its container even when its runtime cannot be asked.
+	Cgroups []CgroupNaming
 	// State is the remembered history; nil keeps none.
 	State  *State
 	Logger *slog.Logger
@@ -97,11 +97,7 @@ func New(cfg Config) *Inventory {
 	if cfg.Paths == (Paths{}) {
 		cfg.Paths = DefaultPaths
 	}
-	if cfg.Docker != nil && !slices.Contains(cfg.Resolvers, Resolver(cfg.Docker)) {
-		cfg.Resolvers = append([]Resolver{cfg.Docker}, cfg.Resolvers...)
-	}
-	cfg.Docker = nil
-	inv := &Inventory{cfg: cfg, owners: newOwnerCache()}
+	inv := &Inventory{cfg: cfg, owners: newOwnerCache(cfg.Cgroups)}
 	inv.build = inv.take
 	return inv
 }
@@ -208,20 +204,8 @@ func (inv *Inventory) start(ctx context.Context) *build {
 // namespace is read ([Inventory.scan]).
 func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	s := &Snapshot{Taken: inv.cfg.Now()}
-	// The CNI's files, beside everything else.
-	var (
-		cniObs  *cniObservation
-		cniErr  error
-		cniTook time.Duration
-		cniRead sync.WaitGroup
-	)
-	if inv.cfg.CNI != nil {
-		cniRead.Go(func() {
-			start := time.Now()
-			cniObs, cniErr = inv.cfg.CNI.observe(inv.cfg.Paths)
-			cniTook = time.Since(start)
-		})
-	}
+	// What the node keeps beside its runtimes, beside everything else.
+	annotated := inv.annotate()
 	runtimes, cancel := inv.askRuntimes(ctx)
 	defer cancel()
 	f, ok := found{}, false
@@ -246,15 +230,15 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	for _, a := range runtimes {
 		s.step(a.resolver.Step(), a.took, a.err)
 		if a.observation != nil {
-			a.observation.Record(s)
+			s.Views = append(s.Views, NamedView{a.resolver.Step(), a.observation.View()})
 		}
 	}
-	cniRead.Wait()
-	if inv.cfg.CNI != nil {
-		s.step(StepCNI, cniTook, cniErr)
-		s.CNI = cniObs.view
+	annotations := annotated()
+	for _, a := range annotations {
+		s.step(a.annotator.Step(), a.took, a.err)
 	}
 	if f.linksErr != nil {
+		s.addViews(annotations)
 		return s, f.linksErr
 	}
 	if f.nsErr != nil {
@@ -293,14 +277,14 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		}
 		e.runtime = weigh(v, claims)
 		v.Verdict, v.Reason = decide(v, e)
-		if cniObs != nil {
-			cniObs.judge(v, e.runtime)
+		for _, a := range annotations {
+			if a.annotation != nil {
+				a.annotation.Annotate(v, e.runtime)
+			}
 		}
 	})
 	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
-	if cniObs != nil {
-		cniObs.finish()
-	}
+	s.addViews(annotations)
 	s.step(StepState, time.Since(start), err)
 	if err != nil {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))
@@ -336,6 +320,43 @@ func (inv *Inventory) askRuntimes(ctx context.Context) (runtimes []asked, cancel
 		for _, c := range cancels {
 			c()
 		}
+	}
+}
+
+// annotation is one annotator's part in a snapshot.
+type annotation struct {
+	annotator  Annotator
+	annotation Annotation
+	err        error
+	took       time.Duration
+}
+
+// addViews adds the annotators' views, once every veth was annotated.
+func (s *Snapshot) addViews(annotations []annotation) {
+	for _, a := range annotations {
+		if a.annotation != nil {
+			s.Views = append(s.Views, NamedView{a.annotator.Step(), a.annotation.View()})
+		}
+	}
+}
+
+// annotate reads every annotator's files at once, beside the rest of the
+// snapshot, and returns a function that waits for them.
+func (inv *Inventory) annotate() (wait func() []annotation) {
+	annotations := make([]annotation, len(inv.cfg.Annotators))
+	var read sync.WaitGroup
+	for i, an := range inv.cfg.Annotators {
+		a := &annotations[i]
+		a.annotator = an
+		read.Go(func() {
+			start := time.Now()
+			a.annotation, a.err = an.Annotate(inv.cfg.Paths)
+			a.took = time.Since(start)
+		})
+	}
+	return func() []annotation {
+		read.Wait()
+		return annotations
 	}
 }
 
@@ -421,7 +442,7 @@ func (inv *Inventory) scan() found {
 // ownerCache returns the cache of process owners, nil when turned off.
 func (inv *Inventory) ownerCache() *ownerCache {
 	if inv.noShortcuts {
-		return nil
+		return &ownerCache{cgroups: inv.cfg.Cgroups, off: true}
 	}
 	return inv.owners
 }

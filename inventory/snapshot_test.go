@@ -45,8 +45,19 @@ func newTestInventory(t *testing.T) *Inventory {
 		Infrastructure: infra,
 		// The fixture's processes all live in the test's PID namespace.
 		TrustPIDNamespace: true,
+		Cgroups:           testCgroups,
 		State:             OpenState(filepath.Join(t.TempDir(), "state.json"), StateOptions{}),
 	})
+}
+
+// testCgroups name cgroups as the registered runtimes do (the command's
+// test TestRegisteredCgroupNamings holds them to the registrations): the
+// tests' fixtures put processes in such cgroups.
+var testCgroups = []CgroupNaming{
+	{Runtime: "containerd", Prefixes: []string{"cri-containerd-", "nerdctl-"}},
+	{Runtime: "crio", Prefixes: []string{"crio-"}},
+	{Runtime: "docker", Prefixes: []string{"docker-"}, Parents: []string{"docker"}},
+	{Runtime: "podman", Prefixes: []string{"libpod-", "libpod-payload-"}, PodParents: []string{"libpod_parent"}, PodSlicePrefixes: []string{"libpod_pod_"}},
 }
 
 func snapshot(t *testing.T, inv *Inventory) *Snapshot {

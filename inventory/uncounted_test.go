@@ -96,7 +96,7 @@ func TestRuntimeAccountsForEveryNamespace(t *testing.T) {
 	_, stop := netnstest.Join(t, b)
 	defer stop()
 
-	r := &fakeResolver{step: "fake", timeout: time.Minute, quiet: true, running: []RunningNetns{running(t, a), running(t, b)}}
+	r := &fakeResolver{step: "fake", timeout: time.Minute, running: []RunningNetns{running(t, a), running(t, b)}}
 	s := settled(t, resolverInventory(t, r), func(s *Snapshot) bool { return uncounted(s, "vacct1", "vacct2", "vacct3") })
 	for _, name := range []string{"vacct1", "vacct2", "vacct3"} {
 		v := mustVeth(t, s, name)
@@ -130,7 +130,7 @@ func TestUnaccountedNamespaceScans(t *testing.T) {
 	a := netnstest.Holder(t, "/docker/"+containerA)
 	netnstest.Veth(t, "vscan1", strconv.Itoa(a), "")
 	netnstest.IP(t, "link", "add", "vscan2", "type", "veth", "peer", "name", "eth1", "netns", strconv.Itoa(a))
-	r := &fakeResolver{step: "fake", timeout: time.Minute, quiet: true, running: []RunningNetns{running(t, a)}}
+	r := &fakeResolver{step: "fake", timeout: time.Minute, running: []RunningNetns{running(t, a)}}
 	inv := resolverInventory(t, r)
 	settled(t, inv, func(s *Snapshot) bool { return uncounted(s, "vscan1", "vscan2") })
 
@@ -195,7 +195,7 @@ func TestStaleRunningNamespace(t *testing.T) {
 	netnstest.Veth(t, "vstale", strconv.Itoa(a), "")
 	stale := running(t, a)
 	stale.Path = "/proc/" + strconv.Itoa(other) + "/ns/net"
-	r := &fakeResolver{step: "fake", timeout: time.Minute, quiet: true, running: []RunningNetns{stale}}
+	r := &fakeResolver{step: "fake", timeout: time.Minute, running: []RunningNetns{stale}}
 	s := snapshot(t, resolverInventory(t, r))
 	v := mustVeth(t, s, "vstale")
 	if v.PeerNetns == nil || v.PeerNetns.Uncounted || fmt.Sprint(v.PeerNetns.PIDs) != fmt.Sprint([]int{a}) {

@@ -146,6 +146,14 @@ func weigh(v *Veth, claims []Claim) RuntimeClaim {
 	return best.State
 }
 
+// Judge weighs the claims of runtimes about v's peer namespace, writes
+// what the winner knows of the owners into v, and returns the verdict v
+// gets from them on a full view of a node without infrastructure pairs:
+// how a resolver's claims end in verdicts, for its tests.
+func Judge(v *Veth, claims []Claim) (Verdict, Reason) {
+	return decide(v, evidence{runtime: weigh(v, claims)})
+}
+
 // evidence is what a verdict may rest on besides the veth itself.
 type evidence struct {
 	infrastructure bool

@@ -73,9 +73,9 @@ func TestDecide(t *testing.T) {
 // written into the veth, and the verdict follows from it.
 func TestWeighClaims(t *testing.T) {
 	empty := func() *Namespace { return &Namespace{Inode: 1, Mounts: []string{"/run/netns/cni-1"}} }
-	web := &Owner{Kind: OwnerContainer, ID: "c1", Name: "web", Runtime: RuntimeDocker}
-	api := &Owner{Kind: OwnerContainer, ID: "c2", Name: "api", Runtime: RuntimeDocker}
-	pod := &Owner{Kind: OwnerPod, ID: "s1", Name: "nginx", PodNamespace: "default", PodName: "nginx", PodUID: "u1", Runtime: RuntimeContainerd}
+	web := &Owner{Kind: OwnerContainer, ID: "c1", Name: "web", Runtime: Runtime("docker")}
+	api := &Owner{Kind: OwnerContainer, ID: "c2", Name: "api", Runtime: Runtime("docker")}
+	pod := &Owner{Kind: OwnerPod, ID: "s1", Name: "nginx", PodNamespace: "default", PodName: "nginx", PodUID: "u1", Runtime: Runtime("containerd")}
 	remembered := &Owner{Kind: OwnerPod, ID: "s0", PodUID: "u0"}
 	finished := t0.Add(-time.Hour)
 

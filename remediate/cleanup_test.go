@@ -324,7 +324,7 @@ func TestReleaseNetns(t *testing.T) {
 		PeerNetns:     &inventory.Namespace{Inode: target.Netns, Mounts: []string{"/run/netns/ns-vrel", "/elsewhere/relns"}},
 	}}}
 	cfg := testConfig()
-	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs = ModeEnforce, true, DefaultNetnsDirs
+	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs = ModeEnforce, true, []string{"/run/netns", "/run/docker/netns"}
 	cfg.MaxOrphanRatio = 1 // the only veth of the fixture
 	cfg.MasterInclude = nil
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"

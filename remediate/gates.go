@@ -169,10 +169,6 @@ func joinReasons(rs []inventory.Reason) string {
 // guard applies.
 const minVethsForRatio = 5
 
-// DefaultNetnsDirs are where `ip netns`, CNI runtimes and Docker pin
-// namespaces; release-netns touches nothing elsewhere.
-var DefaultNetnsDirs = []string{"/run/netns", "/run/docker/netns"}
-
 // Snapshotter takes a fresh inventory: one whose build starts after the
 // call.
 type Snapshotter interface {
@@ -370,6 +366,7 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 	// A node drained of workloads may hold nothing but a few leftovers:
 	// the ratio says something from a handful of veths on.
 	tooMany := len(snap.Veths) >= minVethsForRatio && float64(orphans)/float64(len(snap.Veths)) > r.cfg.MaxOrphanRatio
+	agent, agentDown := snap.AgentDown()
 	now := r.now()
 	hourly := r.deletedInLastHour(now)
 	var approved []int
@@ -431,9 +428,8 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 			refuse(ReasonDeviceExcluded, "%s is excluded", q.Device)
 		case peer != nil && excluded(peer):
 			refuse(ReasonDeviceExcluded, "%s, the peer %s deletes too, is excluded", peer.Name, q.Device)
-		case snap.CNI.AgentDown():
-			refuse(ReasonCNINotReady, "the node agent of the CNI %s (%s) is not running: it cleans up itself when it restarts",
-				snap.CNI.Network.Type, strings.Join(snap.CNI.Network.Agents, ", "))
+		case agentDown:
+			refuse(ReasonCNINotReady, "the node agent of %s is not running: it cleans up itself when it restarts", agent)
 		case tooMany:
 			refuse(ReasonTooManyOrphans, "%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
 				orphans, len(snap.Veths), 100*r.cfg.MaxOrphanRatio)

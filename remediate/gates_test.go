@@ -491,8 +491,7 @@ func TestGatesCNI(t *testing.T) {
 	node := func(running bool) *inventory.Snapshot {
 		s := testNode()
 		s.Veths = append(s.Veths, orphan("cali0123456789a", 40, "", inventory.ReasonNetnsEmpty, time.Hour))
-		s.CNI = &inventory.CNIView{Network: &inventory.CNINetwork{Name: "k8s-pod-network", Type: "calico", Known: true,
-			Agents: []string{"calico-node"}, DaemonRunning: running}}
+		s.Views = []inventory.NamedView{{Name: "cni", View: nodeAgent{agent: "the CNI calico (calico-node)", down: !running}}}
 		return s
 	}
 	optIn := regexp.MustCompile(`^(?:docker0|br-[0-9a-f]{12}|cni0|cbr0|)$`)
@@ -524,3 +523,13 @@ func TestGatesCNI(t *testing.T) {
 		})
 	}
 }
+
+// nodeAgent is the view of a node agent that cleans up its own leftovers
+// (a CNI's daemon), up or down.
+type nodeAgent struct {
+	agent string
+	down  bool
+}
+
+func (a nodeAgent) AgentDown() (string, bool)                     { return a.agent, a.down }
+func (nodeAgent) Families(*inventory.Snapshot) []inventory.Family { return nil }

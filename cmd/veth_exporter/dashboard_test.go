@@ -41,9 +41,11 @@ const (
 )
 
 // dashboardVariables are the values Grafana gives the template variables
-// with All selected; $__rate_interval is at least four scrape intervals.
+// with All selected; $__rate_interval is at least four scrape intervals,
+// $__interval a query's step, at least one.
 var dashboardVariables = strings.NewReplacer(
 	"$__rate_interval", "1m",
+	"$__interval", "5s",
 	"$job", ".*",
 	"$instance", ".*",
 	"$master", ".*",

@@ -56,7 +56,7 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 	c.Flag("remediation.audit-file", "Append one JSON line per remediation decision to this file.").
 		StringVar(&g.auditFile)
 	c.Flag("remediation.release-netns", "After deleting a veth, unmount and remove the mount that pinned its peer namespace when no process is in it "+
-		"(only under "+strings.Join(remediate.DefaultNetnsDirs, ", ")+").").
+		"(only under "+strings.Join(netnsDirs(), ", ")+").").
 		BoolVar(&g.releaseNetns)
 }
 
@@ -66,7 +66,7 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 	cfg := remediate.Config{
 		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
-		ReleaseNetns: g.releaseNetns, NetnsDirs: remediate.DefaultNetnsDirs,
+		ReleaseNetns: g.releaseNetns, NetnsDirs: netnsDirs(),
 		Paths: inv.paths, MaxStateGap: inv.maxGap,
 	}
 	var err error

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/common/version"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/cni"
 )
 
 const name = "veth_exporter"
@@ -28,23 +30,21 @@ type inventoryFlags struct {
 	statePath      string
 	maxGap         time.Duration
 	infrastructure []string
-	docker         bool
-	dockerSet      bool // --[no-]collector.docker was given
-	dockerHost     string
-	dockerTimeout  time.Duration
-
-	cri         bool
-	criSet      bool // --[no-]collector.cri was given
-	criEndpoint string
-	criTimeout  time.Duration
-
-	podman        bool
-	podmanSet     bool // --[no-]collector.podman was given
-	podmanHost    string
-	podmanTimeout time.Duration
+	// runtimes are the flags of each registered runtime resolver, in the
+	// order of [runtimes].
+	runtimes []runtimeFlags
 
 	cniConfDir  string
 	cniCacheDir string
+}
+
+// runtimeFlags are the flags of one registered runtime resolver.
+type runtimeFlags struct {
+	reg     inventory.Registration
+	on      bool
+	set     bool // --[no-]collector.<name> was given
+	address string
+	timeout time.Duration
 }
 
 func (f *inventoryFlags) register(app *kingpin.Application) {
@@ -63,42 +63,51 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 	app.Flag("state.max-gap", "After a gap this long between two observations (the exporter stopped, or nobody scraped), "+
 		"orphan clocks restart at the next observation; clean refuses a state file not refreshed within it.").
 		Default(inventory.DefaultMaxGap.String()).DurationVar(&f.maxGap)
-	app.Flag("collector.docker", "Resolve owners through the Docker Engine API (container names, exited containers, Docker networks). "+
-		"On by default when Docker's socket exists at start-up; --no-collector.docker turns it off.").
-		IsSetByUser(&f.dockerSet).BoolVar(&f.docker)
-	dockerHost := os.Getenv("DOCKER_HOST")
-	if dockerHost == "" {
-		dockerHost = "unix:///var/run/docker.sock"
+	f.runtimes = make([]runtimeFlags, len(runtimes))
+	for i, reg := range runtimes {
+		f.runtimes[i].register(app, reg)
 	}
-	app.Flag("docker.host", "Docker Engine API address, unix:///path or tcp://host:port (default: $DOCKER_HOST, else Docker's socket).").
-		Default(dockerHost).StringVar(&f.dockerHost)
-	app.Flag("docker.timeout", "What one inventory may spend asking Docker; a daemon slower than that counts as down for that scrape.").
-		Default("5s").DurationVar(&f.dockerTimeout)
-	app.Flag("collector.cri", "Resolve owners through the Kubernetes CRI API (pod namespace, name and UID of each sandbox, ready or not). "+
-		"On by default when the CRI socket exists at start-up; --no-collector.cri turns it off.").
-		IsSetByUser(&f.criSet).BoolVar(&f.cri)
-	app.Flag("cri.endpoint", "CRI runtime socket, unix:///path (default: the first existing of "+strings.Join(criEndpoints, ", ")+").").
-		Default(defaultCRIEndpoint()).StringVar(&f.criEndpoint)
-	app.Flag("collector.podman", "Resolve owners through Podman's REST API (container and pod names, exited and crashed containers, Podman networks). "+
-		"Needs the API service (podman.socket, or `podman system service`); never runs podman. "+
-		"On by default when the service's socket exists at start-up; --no-collector.podman turns it off.").
-		IsSetByUser(&f.podmanSet).BoolVar(&f.podman)
-	app.Flag("podman.host", "Podman REST API address, unix:///path or tcp://host:port.").
-		Default(inventory.DefaultPodmanHost).StringVar(&f.podmanHost)
-	app.Flag("podman.timeout", "What one inventory may spend asking Podman; a service slower than that counts as down for that scrape.").
-		Default("5s").DurationVar(&f.podmanTimeout)
-	app.Flag("cri.timeout", "What one inventory may spend asking the CRI runtime; a runtime slower than that counts as down for that scrape.").
-		Default("5s").DurationVar(&f.criTimeout)
 	app.Flag("cni.conf-dir", "CNI configuration directory (read under --path.rootfs): the node's CNI is its first configuration by file name, "+
 		"as libcni picks it; veth_cni_info says which and whether its node agent runs. \"\" turns detection off.").
-		Default(inventory.DefaultCNIConfDir).StringVar(&f.cniConfDir)
+		Default(cni.DefaultConfDir).StringVar(&f.cniConfDir)
 	app.Flag("cni.cache-dir", "libcni result cache (read under --path.rootfs): names the pod of a leftover the exporter never saw owned, "+
 		"and counts attachments whose CNI DEL never ran (veth_cni_stale_attachments). \"\" turns it off.").
-		Default(inventory.DefaultCNICacheDir).StringVar(&f.cniCacheDir)
+		Default(cni.DefaultCacheDir).StringVar(&f.cniCacheDir)
 	app.Flag("inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
 		StringsVar(&f.infrastructure)
+}
+
+// register adds the flags of the runtime resolver reg: --[no-]collector.<name>
+// with the one default-on rule, --<name>.<address flag> and --<name>.timeout.
+func (r *runtimeFlags) register(app *kingpin.Application, reg inventory.Registration) {
+	r.reg = reg
+	app.Flag("collector."+reg.Name, reg.Help+" "+
+		"On by default when its socket exists at start-up; --no-collector."+reg.Name+" turns it off.").
+		IsSetByUser(&r.set).BoolVar(&r.on)
+	app.Flag(reg.Name+"."+reg.AddressFlag, reg.AddressHelp).Default(defaultAddress(reg)).StringVar(&r.address)
+	app.Flag(reg.Name+".timeout", reg.TimeoutHelp).Default(reg.Timeout.String()).DurationVar(&r.timeout)
+}
+
+// defaultAddress is reg's default address: its environment variable's
+// value when set, else the first of its addresses whose socket exists,
+// else the first.
+func defaultAddress(reg inventory.Registration) string {
+	if reg.AddressEnv != "" {
+		if v := os.Getenv(reg.AddressEnv); v != "" {
+			return v
+		}
+	}
+	for _, a := range reg.Addresses {
+		if socketExists(a) {
+			return a
+		}
+	}
+	if len(reg.Addresses) == 0 {
+		return ""
+	}
+	return reg.Addresses[0]
 }
 
 // open builds the inventory these flags describe. A read-only state is
@@ -116,141 +125,91 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 	if err != nil {
 		return nil, nil, err
 	}
+	var cgroups []inventory.CgroupNaming
+	for _, reg := range runtimes {
+		cgroups = append(cgroups, reg.Cgroups...)
+	}
 	return inventory.New(inventory.Config{
 		Paths:             f.paths,
 		TrustPIDNamespace: f.trustPIDNS,
 		SettleTime:        settle,
 		Infrastructure:    infra,
 		Resolvers:         resolvers,
-		CNI:               f.cni(),
+		Annotators:        f.annotators(),
+		Cgroups:           cgroups,
 		State:             inventory.OpenState(f.statePath, inventory.StateOptions{ReadOnly: readOnlyState, MaxGap: f.maxGap, Logger: logger}),
 		Logger:            logger,
 	}), resolvers, nil
 }
 
-// cni returns the reader of the CNI's files, nil when both are off.
-func (f *inventoryFlags) cni() *inventory.CNI {
+// annotators returns the reader of the CNI's files, none when both are off.
+func (f *inventoryFlags) annotators() []inventory.Annotator {
 	if f.cniConfDir == "" && f.cniCacheDir == "" {
 		return nil
 	}
-	return inventory.NewCNI(f.cniConfDir, f.cniCacheDir)
+	return []inventory.Annotator{cni.New(f.cniConfDir, f.cniCacheDir)}
 }
 
 // resolvers returns the runtime resolvers these flags turn on, in the
-// order their claims are weighed: the first of equally strong claims wins.
+// order of [runtimes]: the first of equally strong claims wins.
 func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, error) {
 	var resolvers []inventory.Resolver
-	// CRI first: where Docker runs the pods (cri-dockerd) both claim a
-	// pod's namespace running, and only CRI knows the pod's name and
-	// namespace. Everywhere else at most one of them claims it.
-	cri, err := f.openCRI(logger)
-	if err != nil {
-		return nil, err
-	}
-	if cri != nil {
-		resolvers = append(resolvers, cri)
-	}
-	docker, err := f.openDocker(logger)
-	if err != nil {
-		return nil, err
-	}
-	if docker != nil {
-		resolvers = append(resolvers, docker)
-	}
-	podman, err := f.openPodman(logger)
-	if err != nil {
-		return nil, err
-	}
-	if podman != nil {
-		resolvers = append(resolvers, podman)
+	for i := range f.runtimes {
+		r, err := f.runtimes[i].open(logger)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			resolvers = append(resolvers, r)
+		}
 	}
 	return resolvers, nil
 }
 
-// openPodman returns the Podman resolver: on when forced, off when
-// refused, and otherwise on when the service's socket exists now.
-func (f *inventoryFlags) openPodman(logger *slog.Logger) (*inventory.Podman, error) {
-	if !resolverOn(f.podman, f.podmanSet, f.podmanHost) {
-		logger.Debug("Podman resolver off", "host", f.podmanHost)
+// open returns the runtime resolver: on when forced, off when refused,
+// and otherwise on when its address is a unix socket that exists now. A
+// node without the runtime is not an error.
+func (r *runtimeFlags) open(logger *slog.Logger) (inventory.Resolver, error) {
+	name, addrFlag := r.reg.Name, r.reg.Name+"."+r.reg.AddressFlag
+	on := r.on
+	if !r.set {
+		on = socketExists(r.address)
+	}
+	if !on {
+		logger.Debug("resolver off", "resolver", name, r.reg.AddressFlag, r.address)
 		return nil, nil
 	}
-	logger.Info("Podman resolver on", "host", f.podmanHost)
-	pm, err := inventory.NewPodman(f.podmanHost, f.podmanTimeout, logger)
+	logger.Info("resolver on", "resolver", name, r.reg.AddressFlag, r.address)
+	res, err := r.reg.New(inventory.ResolverOptions{Name: name, Address: r.address, Timeout: r.timeout, Logger: logger, Autodetected: !r.set})
 	if err != nil {
-		return nil, fmt.Errorf("--podman.host: %w", err)
+		return nil, fmt.Errorf("--%s: %w", addrFlag, err)
 	}
-	return pm, nil
+	return res, nil
 }
 
-// criEndpoints are the sockets of the CRI runtimes, in the order the
-// default --cri.endpoint is chosen: containerd, CRI-O, cri-dockerd.
-var criEndpoints = []string{
-	"unix:///run/containerd/containerd.sock",
-	"unix:///run/crio/crio.sock",
-	"unix:///var/run/cri-dockerd.sock",
-}
-
-// defaultCRIEndpoint is the first of criEndpoints whose socket exists,
-// else the first.
-func defaultCRIEndpoint() string {
-	for _, e := range criEndpoints {
-		if _, err := os.Stat(strings.TrimPrefix(e, "unix://")); err == nil {
-			return e
-		}
-	}
-	return criEndpoints[0]
-}
-
-// openCRI returns the CRI resolver: on when forced, off when refused, and
-// otherwise on when the endpoint's socket exists now. A node without a CRI
-// runtime is not an error.
-func (f *inventoryFlags) openCRI(logger *slog.Logger) (*inventory.CRI, error) {
-	if !resolverOn(f.cri, f.criSet, f.criEndpoint) {
-		logger.Debug("CRI resolver off", "endpoint", f.criEndpoint)
-		return nil, nil
-	}
-	logger.Info("CRI resolver on", "endpoint", f.criEndpoint)
-	c, err := inventory.NewCRI(f.criEndpoint, f.criTimeout, logger)
-	if err != nil {
-		return nil, fmt.Errorf("--cri.endpoint: %w", err)
-	}
-	if !f.criSet {
-		// On because a socket exists: Docker's containerd has one and no
-		// CRI plugin, which is no failure of a Docker node.
-		c.QuietWithoutCRI()
-	}
-	return c, nil
-}
-
-// openDocker returns the Docker resolver: on when forced, off when
-// refused, and otherwise on when Docker's socket exists now. A host
-// without Docker is not an error.
-func (f *inventoryFlags) openDocker(logger *slog.Logger) (*inventory.Docker, error) {
-	if !resolverOn(f.docker, f.dockerSet, f.dockerHost) {
-		logger.Debug("Docker resolver off", "host", f.dockerHost)
-		return nil, nil
-	}
-	logger.Info("Docker resolver on", "host", f.dockerHost)
-	d, err := inventory.NewDocker(f.dockerHost, f.dockerTimeout, logger)
-	if err != nil {
-		return nil, fmt.Errorf("--docker.host: %w", err)
-	}
-	return d, nil
-}
-
-// resolverOn says whether a runtime resolver runs: as its flag says when
-// the flag was given, otherwise when address is a unix socket that exists
-// at start-up.
-func resolverOn(flag, set bool, address string) bool {
-	if set {
-		return flag
-	}
+// socketExists reports whether address is a unix socket address whose
+// path exists.
+func socketExists(address string) bool {
 	socket, ok := strings.CutPrefix(address, "unix://")
 	if !ok {
 		return false
 	}
 	_, err := os.Stat(socket)
 	return err == nil
+}
+
+// netnsDirs are where runtimes and `ip netns` pin namespaces: the only
+// places remediation may release a leftover's pin.
+func netnsDirs() []string {
+	dirs := []string{"/run/netns"}
+	for _, reg := range runtimes {
+		for _, d := range reg.NetnsDirs {
+			if !slices.Contains(dirs, d) {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	return dirs
 }
 
 func compileOptional(flag, expr string) (*regexp.Regexp, error) {

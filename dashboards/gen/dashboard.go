@@ -183,9 +183,9 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query(`max by (instance, collector) (veth_scrape_collector_duration_seconds{`+node+`})`, "{{instance}} {{collector}}"))).
 		WithPanel(graph("Collector success", "1 when the stage succeeded in the last scrape.", "none", 8,
 			query(`min by (instance, collector) (veth_scrape_collector_success{`+node+`})`, "{{instance}} {{collector}}"))).
-		WithPanel(graph("API requests per scrape", "Docker Engine and CRI requests the exporter made per scrape of Prometheus (requests in the window / scrapes in the window).", "short", 8,
-			query(`sum by (instance) (increase(veth_docker_api_requests_total{`+node+`}[$__rate_interval])) / sum by (instance) (count_over_time(up{`+node+`}[$__rate_interval]))`, "{{instance}} docker"),
-			query(`sum by (instance) (increase(veth_cri_api_requests_total{`+node+`}[$__rate_interval])) / sum by (instance) (count_over_time(up{`+node+`}[$__rate_interval]))`, "{{instance}} cri")))
+		WithPanel(graph("API requests per scrape", "Requests each runtime resolver (Docker, CRI, Podman, any other registered one) made of its runtime's API per scrape of Prometheus (requests in the window / scrapes in the window).", "short", 8,
+			query(`sum by (instance, resolver) (increase(label_replace({__name__=~"veth_.+_api_requests_total",`+node+`}, "resolver", "$1", "__name__", "veth_(.+)_api_requests_total")[$__rate_interval:$__interval]))`+
+				` / on (instance) group_left () sum by (instance) (count_over_time(up{`+node+`}[$__rate_interval]))`, "{{instance}} {{resolver}}")))
 
 	d, err := b.Build()
 	if err != nil {

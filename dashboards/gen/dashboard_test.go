@@ -35,10 +35,11 @@ func TestCommittedDashboard(t *testing.T) {
 }
 
 // grafanaVariables are the values Grafana gives the template variables:
-// All of $job, $instance and $master is .*, and $__rate_interval a
-// duration.
+// All of $job, $instance and $master is .*, and $__rate_interval and
+// $__interval (a query's step) durations.
 var grafanaVariables = strings.NewReplacer(
 	"$__rate_interval", "1m",
+	"$__interval", "15s",
 	"$job", ".*",
 	"$instance", ".*",
 	"$master", ".*",

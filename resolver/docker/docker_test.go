@@ -1,4 +1,4 @@
-package inventory
+package docker
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
 // fakeEngine is a Docker Engine API on a unix socket, with the endpoints
@@ -24,7 +26,7 @@ type fakeEngine struct {
 	socket     string
 	srv        *http.Server
 
-	mu         sync.Mutex
+	Mu         sync.Mutex
 	containers []fakeContainer
 	networks   []map[string]any
 	paths      []string // every request path, in order
@@ -60,15 +62,15 @@ func (f *fakeEngine) stop() {
 }
 
 func (f *fakeEngine) requests() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
 	return append([]string(nil), f.paths...)
 }
 
 func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
+	f.Mu.Lock()
 	f.paths = append(f.paths, r.URL.Path)
-	f.mu.Unlock()
+	f.Mu.Unlock()
 	if r.URL.Path == "/_ping" {
 		w.Header().Set("Api-Version", f.apiVersion)
 		w.Write([]byte("OK"))
@@ -84,8 +86,8 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"message":"unexpected version"}`, http.StatusBadRequest)
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
 	switch {
 	case p == "/containers/json":
 		var list []map[string]any
@@ -115,8 +117,8 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	case p == "/networks":
 		json.NewEncoder(w).Encode(f.networks)
 	case p == "/events":
-		f.mu.Unlock()
-		defer f.mu.Lock()
+		f.Mu.Unlock()
+		defer f.Mu.Lock()
 		w.WriteHeader(http.StatusOK)
 		w.(http.Flusher).Flush()
 		for {
@@ -133,8 +135,8 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func newTestDocker(t *testing.T, f *fakeEngine) *Docker {
-	d, err := NewDocker("unix://"+f.socket, 0, slog.New(slog.DiscardHandler))
+func newTestDocker(t *testing.T, f *fakeEngine) *Resolver {
+	d, err := New("unix://"+f.socket, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +198,7 @@ func TestDockerCostsNoCallsWhenQuiet(t *testing.T) {
 	d := newTestDocker(t, f)
 	d.Start()
 	defer d.Close()
-	waitFor(t, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.eventsUp })
+	waitFor(t, func() bool { d.Mu.Lock(); defer d.Mu.Unlock(); return d.Following() })
 
 	if v := d.View(context.Background()); !v.Up || len(v.Containers) != 50 {
 		t.Fatalf("first view: up %v, %d containers, err %v", v.Up, len(v.Containers), v.Err)
@@ -211,7 +213,7 @@ func TestDockerCostsNoCallsWhenQuiet(t *testing.T) {
 
 	before := f.requests()
 	f.events <- f.containers[7].ID
-	waitFor(t, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.viewGen != d.changedGen })
+	waitFor(t, func() bool { d.Mu.Lock(); defer d.Mu.Unlock(); return d.Stale() })
 	d.View(context.Background())
 	after := f.requests()[len(before):]
 	if len(after) != 3 || count(after, "/containers/json") != 1 || count(after, "/networks") != 1 {
@@ -274,78 +276,78 @@ func TestDockerClaims(t *testing.T) {
 	// This process's namespace stands for a sandbox: its ns file is what
 	// a SandboxKey mount shows.
 	key := fmt.Sprintf("/proc/%d/ns/net", self)
-	inode, _ := netnsOf(DefaultPaths, &DockerContainer{SandboxKey: key})
+	inode, _ := netnsOf(inventory.DefaultPaths, &Container{SandboxKey: key})
 	if inode == 0 {
 		t.Fatal("cannot stat this process's network namespace")
 	}
-	sandbox := &DockerContainer{ID: "s", Name: "web", State: "running", NetworkMode: "default", SandboxKey: key}
-	sidecar := &DockerContainer{ID: "c", Name: "sidecar", State: "running", NetworkMode: "container:s", Pid: self}
-	gone := &DockerContainer{ID: "g", Name: "api", State: "exited", NetworkMode: "default", SandboxKey: "/run/docker/netns/abc"}
-	up := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
+	sandbox := &Container{ID: "s", Name: "web", State: "running", NetworkMode: "default", SandboxKey: key}
+	sidecar := &Container{ID: "c", Name: "sidecar", State: "running", NetworkMode: "container:s", Pid: self}
+	gone := &Container{ID: "g", Name: "api", State: "exited", NetworkMode: "default", SandboxKey: "/run/docker/netns/abc"}
+	up := newDockerClaims(&View{Up: true, Containers: []*Container{sidecar, sandbox, gone}, NetnsDirs: []string{"/run/docker/netns"}}, inventory.DefaultPaths)
 
-	ns := &Namespace{Inode: inode, PIDs: []int{self}}
-	if claim, dc := up.claim(&Veth{PeerNetns: ns}); claim != RuntimeRunning || dc != sandbox {
+	ns := &inventory.Namespace{Inode: inode, PIDs: []int{self}}
+	if claim, dc := up.claim(&inventory.Veth{PeerNetns: ns}); claim != inventory.RuntimeRunning || dc != sandbox {
 		t.Errorf("shared namespace: claim %v by %+v, want running by the sandbox %+v", claim, dc, sandbox)
 	}
-	leak := &Namespace{Inode: 1, Mounts: []string{"/run/docker/netns/abc"}}
-	byHistory := &Namespace{Inode: 2, PIDs: []int{99}}
-	if claim, _ := up.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g"}}); claim != RuntimeExited {
+	leak := &inventory.Namespace{Inode: 1, Mounts: []string{"/run/docker/netns/abc"}}
+	byHistory := &inventory.Namespace{Inode: 2, PIDs: []int{99}}
+	if claim, _ := up.claim(&inventory.Veth{PeerNetns: byHistory, LastOwner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "g"}}); claim != inventory.RuntimeExited {
 		t.Errorf("namespace whose last owner exited: claim %v, want exited", claim)
 	}
 	// A paused container is frozen, not gone.
-	paused := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{
+	paused := newDockerClaims(&View{Up: true, Containers: []*Container{
 		{ID: "p", Name: "frozen", State: "paused", NetworkMode: "default", SandboxKey: key},
-	}}, DefaultPaths)
-	if claim, _ := paused.claim(&Veth{PeerNetns: ns, Owner: &Owner{Kind: OwnerContainer, ID: "p"}}); claim != RuntimeRunning {
+	}}, inventory.DefaultPaths)
+	if claim, _ := paused.claim(&inventory.Veth{PeerNetns: ns, Owner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "p"}}); claim != inventory.RuntimeRunning {
 		t.Errorf("paused container: claim %v, want running", claim)
 	}
 	// The record against a live process of the container: the record
 	// was listed before any process was read, and the container may have
 	// started again since. The process wins.
-	restarted := &DockerContainer{ID: "r", Name: "again", State: "exited", NetworkMode: "default"}
-	stale := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restarted}}, DefaultPaths)
-	if claim, _ := stale.claim(&Veth{PeerNetns: byHistory, Owner: &Owner{Kind: OwnerContainer, ID: "r"}}); claim != RuntimeSilent {
+	restarted := &Container{ID: "r", Name: "again", State: "exited", NetworkMode: "default"}
+	stale := newDockerClaims(&View{Up: true, Listed: time.Now(), Containers: []*Container{restarted}}, inventory.DefaultPaths)
+	if claim, _ := stale.claim(&inventory.Veth{PeerNetns: byHistory, Owner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "r"}}); claim != inventory.RuntimeSilent {
 		t.Errorf("exited record against a live process: claim %v, want silent", claim)
 	}
-	created := newDockerClaims(&DockerView{Up: true, Containers: []*DockerContainer{{ID: "n", State: "created"}}}, DefaultPaths)
-	if claim, _ := created.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "n"}}); claim != RuntimeSilent {
+	created := newDockerClaims(&View{Up: true, Containers: []*Container{{ID: "n", State: "created"}}}, inventory.DefaultPaths)
+	if claim, _ := created.claim(&inventory.Veth{PeerNetns: byHistory, LastOwner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "n"}}); claim != inventory.RuntimeSilent {
 		t.Errorf("created container: claim %v, want silent", claim)
 	}
-	other := &Namespace{Inode: 3, Mounts: []string{"/run/netns/cni-1"}}
-	if claim, _ := up.claim(&Veth{PeerNetns: other}); claim != RuntimeSilent {
+	other := &inventory.Namespace{Inode: 3, Mounts: []string{"/run/netns/cni-1"}}
+	if claim, _ := up.claim(&inventory.Veth{PeerNetns: other}); claim != inventory.RuntimeSilent {
 		t.Errorf("a namespace Docker does not know: claim %v, want silent", claim)
 	}
 
-	down := newDockerClaims(&DockerView{NetnsDirs: []string{"/run/docker/netns"}}, DefaultPaths)
-	if claim, _ := down.claim(&Veth{PeerNetns: leak}); claim != RuntimeDown {
+	down := newDockerClaims(&View{NetnsDirs: []string{"/run/docker/netns"}}, inventory.DefaultPaths)
+	if claim, _ := down.claim(&inventory.Veth{PeerNetns: leak}); claim != inventory.RuntimeDown {
 		t.Errorf("Docker's namespace while Docker is down: claim %v, want down", claim)
 	}
-	if claim, _ := down.claim(&Veth{PeerNetns: byHistory, LastOwner: &Owner{Kind: OwnerContainer, ID: "g", Runtime: "docker"}}); claim != RuntimeDown {
+	if claim, _ := down.claim(&inventory.Veth{PeerNetns: byHistory, LastOwner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "g", Runtime: "docker"}}); claim != inventory.RuntimeDown {
 		t.Errorf("namespace last owned by a Docker container while Docker is down: claim %v, want down", claim)
 	}
 	// A namespace only a mount holds may be a sandbox in an exec root
 	// not learned yet: Docker's to decide while it is down.
-	if claim, _ := down.claim(&Veth{PeerNetns: other}); claim != RuntimeDown {
+	if claim, _ := down.claim(&inventory.Veth{PeerNetns: other}); claim != inventory.RuntimeDown {
 		t.Errorf("a mount-held namespace while Docker is down: claim %v, want down", claim)
 	}
-	cni := &Namespace{Inode: 4, PIDs: []int{1234}, Mounts: []string{"/run/netns/cni-2"}}
-	if claim, _ := down.claim(&Veth{PeerNetns: cni, Owner: &Owner{Kind: OwnerPod, ID: "x", Runtime: "containerd"}}); claim != RuntimeSilent {
+	cni := &inventory.Namespace{Inode: 4, PIDs: []int{1234}, Mounts: []string{"/run/netns/cni-2"}}
+	if claim, _ := down.claim(&inventory.Veth{PeerNetns: cni, Owner: &inventory.Owner{Kind: inventory.OwnerPod, ID: "x", Runtime: "containerd"}}); claim != inventory.RuntimeSilent {
 		t.Errorf("a pod's namespace while Docker is down: claim %v, want silent", claim)
 	}
 	// The same container as current and last owner: the live process wins
 	// over the record, whichever owner names it.
-	restartedToo := &DockerContainer{ID: "r2", State: "exited", NetworkMode: "default"}
-	staleToo := newDockerClaims(&DockerView{Up: true, Listed: time.Now(), Containers: []*DockerContainer{restartedToo}}, DefaultPaths)
-	both := &Owner{Kind: OwnerContainer, ID: "r2"}
-	if claim, _ := staleToo.claim(&Veth{PeerNetns: byHistory, Owner: both, LastOwner: &Owner{Kind: OwnerContainer, ID: "r2"}}); claim != RuntimeSilent {
+	restartedToo := &Container{ID: "r2", State: "exited", NetworkMode: "default"}
+	staleToo := newDockerClaims(&View{Up: true, Listed: time.Now(), Containers: []*Container{restartedToo}}, inventory.DefaultPaths)
+	both := &inventory.Owner{Kind: inventory.OwnerContainer, ID: "r2"}
+	if claim, _ := staleToo.claim(&inventory.Veth{PeerNetns: byHistory, Owner: both, LastOwner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "r2"}}); claim != inventory.RuntimeSilent {
 		t.Errorf("stale exited record, same container as owner and last owner: claim %v, want silent", claim)
 	}
 }
 
 func TestNewDockerRejectsBadHosts(t *testing.T) {
 	for _, host := range []string{"ssh://x", "npipe:////./pipe/docker", "::"} {
-		if _, err := NewDocker(host, 0, slog.New(slog.DiscardHandler)); err == nil {
-			t.Errorf("NewDocker(%q) accepted it", host)
+		if _, err := New(host, 0, slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("New(%q) accepted it", host)
 		}
 	}
 }

@@ -1,4 +1,10 @@
-package inventory
+// Package cni reads, for each snapshot, what the node's CNI keeps beside
+// the runtimes: which CNI the node runs (its configuration directory, as
+// libcni picks it) and whether its node agent runs, and the libcni result
+// cache, which names the pod of a leftover nobody else remembers and
+// counts the attachments whose CNI DEL never ran. It is an
+// [inventory.Annotator]: it never changes a verdict, and never writes.
+package cni
 
 import (
 	"encoding/json"
@@ -13,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/inventory"
 	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
@@ -23,14 +30,17 @@ import (
 // snapshot. Routed CNIs (Calico's cali*, Cilium's lxc*, AWS VPC's eni*)
 // attach no bridge: nothing here or in the verdicts depends on a master.
 
-// StepCNI is the CNI's stage in [Snapshot.Steps]:
+// Name is the CNI's stage in [inventory.Snapshot.Steps]:
 // veth_scrape_collector_*{collector="cni"}.
-const StepCNI = "cni"
+const Name = "cni"
 
-// Defaults of the CNI's directories, host paths read under Paths.Rootfs.
+// Step implements [inventory.Annotator].
+func (c *Reader) Step() string { return Name }
+
+// Defaults of the CNI's directories, host paths read under [inventory.Paths].Rootfs.
 const (
-	DefaultCNIConfDir  = "/etc/cni/net.d"
-	DefaultCNICacheDir = "/var/lib/cni/results"
+	DefaultConfDir  = "/etc/cni/net.d"
+	DefaultCacheDir = "/var/lib/cni/results"
 )
 
 // racyWindow: a directory or file whose mtime is this close to when it
@@ -38,10 +48,10 @@ const (
 // file times are coarse), unseen: it is read again next time.
 const racyWindow = time.Second
 
-// CNI reads the node's CNI configuration and libcni result cache for each
+// Reader reads the node's CNI configuration and libcni result cache for each
 // snapshot, re-reading a directory only when its mtime changed. It is safe
 // for concurrent use.
-type CNI struct {
+type Reader struct {
 	confDir  string
 	cacheDir string
 
@@ -51,16 +61,16 @@ type CNI struct {
 	cache resultCache
 }
 
-// NewCNI returns the CNI's reader of confDir (configurations, "" for no
+// New returns the CNI's reader of confDir (configurations, "" for no
 // detection) and cacheDir (libcni results, "" for none), host paths.
-func NewCNI(confDir, cacheDir string) *CNI {
-	return &CNI{confDir: confDir, cacheDir: cacheDir}
+func New(confDir, cacheDir string) *Reader {
+	return &Reader{confDir: confDir, cacheDir: cacheDir}
 }
 
-// CNINetwork is the node's CNI network: the first configuration in the
+// Network is the node's CNI network: the first configuration in the
 // configuration directory by file name, as libcni (the kubelet's runtime)
 // picks it.
-type CNINetwork struct {
+type Network struct {
 	// File is the configuration's host path.
 	File string `json:"file"`
 	// Name is the network's name in it.
@@ -82,31 +92,35 @@ type CNINetwork struct {
 	AgentPID      int  `json:"agent_pid,omitempty"`
 }
 
-// CNIView is the CNI's record in a [Snapshot].
-type CNIView struct {
+// View is the CNI's record in a [inventory.Snapshot].
+type View struct {
 	// Network is the node's CNI; nil when the configuration directory
 	// holds none (a Docker node) or detection is off.
-	Network *CNINetwork `json:"network,omitempty"`
+	Network *Network `json:"network,omitempty"`
 	// CacheRead: the libcni result cache was read: it is configured,
 	// exists and is readable.
 	CacheRead bool `json:"cache_read"`
 	// CacheEntries counts the libcni cache entries read.
 	CacheEntries int `json:"cache_entries"`
 	// Stale are the attachments of a CNI DEL that never ran (see
-	// [CNIAttachment] and helpCNIStale).
-	Stale []CNIAttachment `json:"stale_attachments,omitempty"`
+	// [Attachment] and helpCNIStale).
+	Stale []Attachment `json:"stale_attachments,omitempty"`
 }
 
 // AgentDown reports whether the node's CNI has a node agent and none of
 // its processes runs: a restarting agent cleans up its own interfaces,
 // and remediation leaves them to it.
-func (v *CNIView) AgentDown() bool {
-	return v != nil && v.Network != nil && len(v.Network.Agents) > 0 && !v.Network.DaemonRunning
+// It implements [inventory.NodeAgent].
+func (v *View) AgentDown() (agent string, down bool) {
+	if v == nil || v.Network == nil || len(v.Network.Agents) == 0 || v.Network.DaemonRunning {
+		return "", false
+	}
+	return fmt.Sprintf("the CNI %s (%s)", v.Network.Type, strings.Join(v.Network.Agents, ", ")), true
 }
 
 // daemonRunning is the daemon_running label: "n/a" for a CNI without an
 // agent, "" when the exporter does not know the CNI.
-func (n *CNINetwork) daemonRunning() string {
+func (n *Network) daemonRunning() string {
 	switch {
 	case !n.Known:
 		return ""
@@ -126,17 +140,17 @@ const (
 		"say whether the pod still runs; a namespace whose runtime cannot be asked is not counted."
 )
 
-// Families implements [RuntimeView]: the CNI's info and its stale
+// Families implements [inventory.RuntimeView]: the CNI's info and its stale
 // attachments.
-func (v *CNIView) Families(*Snapshot) []Family {
-	var families []Family
+func (v *View) Families(*inventory.Snapshot) []inventory.Family {
+	var families []inventory.Family
 	if n := v.Network; n != nil {
-		families = append(families, Family{Name: "veth_cni_info", Help: helpCNIInfo, Series: []Series{{Value: 1,
-			Labels: []Label{{"daemon_running", n.daemonRunning()}, {"name", n.Name}, {"type", n.Type}}}}})
+		families = append(families, inventory.Family{Name: "veth_cni_info", Help: helpCNIInfo, Series: []inventory.Series{{Value: 1,
+			Labels: []inventory.Label{{Name: "daemon_running", Value: n.daemonRunning()}, {Name: "name", Value: n.Name}, {Name: "type", Value: n.Type}}}}})
 	}
 	if v.CacheRead {
-		families = append(families, Family{Name: "veth_cni_stale_attachments", Help: helpCNIStale,
-			Series: []Series{{Value: float64(len(v.Stale))}}})
+		families = append(families, inventory.Family{Name: "veth_cni_stale_attachments", Help: helpCNIStale,
+			Series: []inventory.Series{{Value: float64(len(v.Stale))}}})
 	}
 	return families
 }
@@ -176,7 +190,7 @@ type cniConfPlugin struct {
 
 // parseCNIConf returns the network a configuration file describes, nil
 // for a .conf or .json without a type, which libcni skips.
-func parseCNIConf(file string, b []byte) (*CNINetwork, error) {
+func parseCNIConf(file string, b []byte) (*Network, error) {
 	var c cniConfFile
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("CNI configuration %s: %w", file, err)
@@ -190,7 +204,7 @@ func parseCNIConf(file string, b []byte) (*CNINetwork, error) {
 	if len(c.Plugins) == 0 {
 		return nil, nil
 	}
-	n := &CNINetwork{File: file, Name: c.Name}
+	n := &Network{File: file, Name: c.Name}
 	for _, p := range c.Plugins {
 		n.Plugins = append(n.Plugins, p.Type)
 	}
@@ -216,14 +230,14 @@ type confCache struct {
 	readAt              time.Time
 	dirMtime, fileMtime time.Time
 	fileSize            int64
-	network             *CNINetwork
+	network             *Network
 	err                 error
 }
 
 // network returns the node's CNI network, reading the configuration
 // directory again only when it or the chosen file changed. A missing
 // directory is no CNI, not an error.
-func (c *CNI) network(rootfs string) (*CNINetwork, error) {
+func (c *Reader) network(rootfs string) (*Network, error) {
 	if c.confDir == "" {
 		return nil, nil
 	}
@@ -260,7 +274,7 @@ func (c *CNI) network(rootfs string) (*CNINetwork, error) {
 // readCNIConfDir picks the first configuration by file name among
 // .conf, .conflist and .json, as libcni's ConfFiles and the runtimes do,
 // skipping those libcni skips.
-func readCNIConfDir(rootfs, confDir string) (*CNINetwork, time.Time, int64, error) {
+func readCNIConfDir(rootfs, confDir string) (*Network, time.Time, int64, error) {
 	entries, err := os.ReadDir(filepath.Join(rootfs, confDir))
 	if err != nil {
 		return nil, time.Time{}, 0, fmt.Errorf("CNI configuration directory %s: %w", confDir, err)
@@ -302,7 +316,7 @@ type agentCache struct {
 
 // agentRunning looks for a process whose command name is one of agents
 // in procfs, without exec: the one found last time first.
-func (c *CNI) agentRunning(procfs string, agents []string) (int, bool) {
+func (c *Reader) agentRunning(procfs string, agents []string) (int, bool) {
 	if a := c.agent; a.pid > 0 {
 		dir := procfs + "/" + strconv.Itoa(a.pid)
 		if start, ok := kernel.ProcessStartTime(dir); ok && start == a.start && slices.Contains(agents, kernel.ProcessName(dir)) {

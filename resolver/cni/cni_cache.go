@@ -1,4 +1,4 @@
-package inventory
+package cni
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/inventory"
 	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
@@ -94,12 +95,12 @@ func parseCNICacheEntry(file string, b []byte) (*cniCacheEntry, error) {
 
 // owner is the pod (or, without Kubernetes arguments, the container)
 // the entry's sandbox belonged to.
-func (e *cniCacheEntry) owner() *Owner {
+func (e *cniCacheEntry) owner() *inventory.Owner {
 	name, ns, uid := e.args["K8S_POD_NAME"], e.args["K8S_POD_NAMESPACE"], e.args["K8S_POD_UID"]
 	if name == "" && uid == "" {
-		return &Owner{Kind: OwnerContainer, ID: e.containerID}
+		return &inventory.Owner{Kind: inventory.OwnerContainer, ID: e.containerID}
 	}
-	return &Owner{Kind: OwnerPod, ID: e.containerID, Name: name, PodNamespace: ns, PodName: name, PodUID: uid}
+	return &inventory.Owner{Kind: inventory.OwnerPod, ID: e.containerID, Name: name, PodNamespace: ns, PodName: name, PodUID: uid}
 }
 
 // hostInterface returns the recorded host interface of that name.
@@ -112,9 +113,9 @@ func (e *cniCacheEntry) hostInterface(name string) *cniInterface {
 	return nil
 }
 
-// CNIAttachment is a libcni cache entry whose host veth still exists
+// Attachment is a libcni cache entry whose host veth still exists
 // while nothing runs in its namespace any more: a CNI DEL that never ran.
-type CNIAttachment struct {
+type Attachment struct {
 	// File is the entry's file name in the cache directory.
 	File         string `json:"file"`
 	ContainerID  string `json:"container_id"`
@@ -148,7 +149,7 @@ type cachedEntry struct {
 // entries returns the cache directory's entries, listing it again only
 // when its mtime changed, and parsing only the files that changed; exists
 // is false when there is no such directory (no libcni on this node).
-func (c *CNI) entries(rootfs string) (entries []*cniCacheEntry, exists bool, err error) {
+func (c *Reader) entries(rootfs string) (entries []*cniCacheEntry, exists bool, err error) {
 	dir := filepath.Join(rootfs, c.cacheDir)
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
@@ -202,7 +203,7 @@ func (c *CNI) entries(rootfs string) (entries []*cniCacheEntry, exists bool, err
 
 // cniObservation is what the CNI's files said for one snapshot.
 type cniObservation struct {
-	view *CNIView
+	view *View
 	// byInode are the entries whose namespace path pins a namespace now.
 	byInode map[uint64][]*cniCacheEntry
 	// byHost are the entries whose namespace path pins nothing (or is a
@@ -211,12 +212,13 @@ type cniObservation struct {
 	byHost map[string][]*cniCacheEntry
 }
 
-// observe reads the CNI's configuration, agent and result cache for one
-// snapshot and resolves each cache entry's namespace path.
-func (c *CNI) observe(p Paths) (*cniObservation, error) {
+// Annotate implements [inventory.Annotator]: it reads the CNI's
+// configuration, agent and result cache for one snapshot and resolves
+// each cache entry's namespace path.
+func (c *Reader) Annotate(p inventory.Paths) (inventory.Annotation, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	o := &cniObservation{view: &CNIView{}, byInode: map[uint64][]*cniCacheEntry{}, byHost: map[string][]*cniCacheEntry{}}
+	o := &cniObservation{view: &View{}, byInode: map[uint64][]*cniCacheEntry{}, byHost: map[string][]*cniCacheEntry{}}
 	var errs []error
 	n, err := c.network(p.Rootfs)
 	errs = append(errs, err)
@@ -253,10 +255,10 @@ func netnsInodeAt(rootfs, path string) uint64 {
 	if path == "" || strings.HasPrefix(path, "/proc/") {
 		return 0
 	}
-	return kernel.NsfsInode(filepath.Join(rootfs, hostRunPath(path)))
+	return kernel.NsfsInode(filepath.Join(rootfs, inventory.HostRunPath(path)))
 }
 
-// judge is the cache's part in v's record, once the runtimes' claims
+// Annotate implements [inventory.Annotation]: the cache's part in v's record, once the runtimes' claims
 // were weighed and the verdict given: an entry that applies to v names
 // its last owner when the history and the runtimes name none, and counts
 // as stale when no runtime claims the namespace running, no container or
@@ -264,7 +266,7 @@ func netnsInodeAt(rootfs, path string) uint64 {
 // never changes a verdict: an entry is there for live pods too, and a
 // live pod whose processes' cgroups the exporter does not recognise must
 // not turn into owner_exited for it.
-func (o *cniObservation) judge(v *Veth, claim RuntimeClaim) {
+func (o *cniObservation) Annotate(v *inventory.Veth, claim inventory.RuntimeClaim) {
 	e := o.entryFor(v)
 	if e == nil {
 		return
@@ -272,10 +274,10 @@ func (o *cniObservation) judge(v *Veth, claim RuntimeClaim) {
 	if v.LastOwner == nil {
 		v.LastOwner = e.owner()
 	}
-	running := claim == RuntimeRunning || (v.Owner != nil && v.Owner.Kind != OwnerProcess)
-	if e.hostInterface(v.Name) != nil && !running && claim != RuntimeDown {
+	running := claim == inventory.RuntimeRunning || (v.Owner != nil && v.Owner.Kind != inventory.OwnerProcess)
+	if e.hostInterface(v.Name) != nil && !running && claim != inventory.RuntimeDown {
 		owner := e.owner()
-		o.view.Stale = append(o.view.Stale, CNIAttachment{File: e.file, ContainerID: e.containerID, Network: e.network,
+		o.view.Stale = append(o.view.Stale, Attachment{File: e.file, ContainerID: e.containerID, Network: e.network,
 			PodNamespace: owner.PodNamespace, PodName: owner.PodName, PodUID: owner.PodUID, Device: v.Name, Ifindex: v.Index})
 	}
 }
@@ -286,7 +288,7 @@ func (o *cniObservation) judge(v *Veth, claim RuntimeClaim) {
 // path pins nothing and whose recorded pair matches v's (see
 // [cniObservation.samePair]). Entries about one namespace that name
 // different sandboxes prove nothing.
-func (o *cniObservation) entryFor(v *Veth) *cniCacheEntry {
+func (o *cniObservation) entryFor(v *inventory.Veth) *cniCacheEntry {
 	if v.PeerNetns != nil {
 		if es := o.byInode[v.PeerNetns.Inode]; len(es) > 0 {
 			best := es[0]
@@ -315,7 +317,7 @@ func (o *cniObservation) entryFor(v *Veth) *cniCacheEntry {
 // v's peer index in the peer namespace has the entry's ifName and that
 // MAC. Reading another namespace's link takes CAP_NET_ADMIN: without it
 // nothing is proved.
-func samePair(v *Veth, e *cniCacheEntry) bool {
+func samePair(v *inventory.Veth, e *cniCacheEntry) bool {
 	h := e.hostInterface(v.Name)
 	if h == nil || e.container == nil || e.container.Mac == "" || v.PeerOnHost || v.PeerNetNSID < 0 {
 		return false
@@ -335,9 +337,11 @@ func sameMAC(have net.HardwareAddr, recorded string) bool {
 	return err == nil && len(have) > 0 && bytes.Equal(have, want)
 }
 
-// finish orders the stale attachments once every veth was judged; a
-// namespace with several host veths of one entry counts it once.
-func (o *cniObservation) finish() {
-	slices.SortFunc(o.view.Stale, func(a, b CNIAttachment) int { return strings.Compare(a.File, b.File) })
-	o.view.Stale = slices.CompactFunc(o.view.Stale, func(a, b CNIAttachment) bool { return a.File == b.File })
+// View implements [inventory.Annotation]: the CNI's record, its stale
+// attachments ordered once every veth was annotated; a namespace with
+// several host veths of one entry counts it once.
+func (o *cniObservation) View() inventory.RuntimeView {
+	slices.SortFunc(o.view.Stale, func(a, b Attachment) int { return strings.Compare(a.File, b.File) })
+	o.view.Stale = slices.CompactFunc(o.view.Stale, func(a, b Attachment) bool { return a.File == b.File })
+	return o.view
 }

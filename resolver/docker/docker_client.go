@@ -1,4 +1,4 @@
-package inventory
+package docker
 
 import (
 	"context"
@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/engine"
 )
 
 // The Docker resolver's client of the Docker Engine API: what Docker
@@ -34,8 +37,8 @@ const (
 	dockerViewTTL = 5 * time.Minute
 )
 
-// DockerContainer is Docker's record of one container.
-type DockerContainer struct {
+// Container is Docker's record of one container.
+type Container struct {
 	ID             string `json:"id"`
 	Name           string `json:"name"`
 	Image          string `json:"image"`
@@ -60,81 +63,89 @@ type DockerContainer struct {
 
 // running: the container's namespace is in use. A paused container is
 // frozen, not gone, and a restarting one comes back in the same sandbox.
-func (c *DockerContainer) running() bool {
+func (c *Container) running() bool {
 	return c.State == "running" || c.State == "paused" || c.State == "restarting"
 }
 
 // stopped: Docker's record says the container is gone. A created
 // container has not started yet, a removing one is being cleaned up:
 // neither says anything about a namespace.
-func (c *DockerContainer) stopped() bool { return c.State == "exited" || c.State == "dead" }
+func (c *Container) stopped() bool { return c.State == "exited" || c.State == "dead" }
 
 // sharesNamespace: the container joins another container's namespace and
 // so is never the owner of a veth.
-func (c *DockerContainer) sharesNamespace() bool {
+func (c *Container) sharesNamespace() bool {
 	return strings.HasPrefix(c.NetworkMode, "container:")
 }
 
-// DockerView is what Docker said: listed for one snapshot and reused by the
+// View is what Docker said: listed for one snapshot and reused by the
 // next ones while the events stream reports no change.
-type DockerView struct {
+type View struct {
 	// Up: the daemon answered.
 	Up  bool  `json:"up"`
 	Err error `json:"-"`
 	// Containers are all containers, exited and created ones included.
-	Containers []*DockerContainer `json:"-"`
+	Containers []*Container `json:"-"`
 	// Bridges maps the kernel name of each Docker bridge (docker0,
 	// br-<12 hex>) to its Docker network's name.
 	Bridges map[string]string `json:"bridges,omitempty"`
 	// NetnsDirs are the directories where Docker pins namespaces:
-	// [DockerNetnsDirs] and those its containers' SandboxKeys showed.
-	NetnsDirs NetnsDirs `json:"netns_dirs"`
+	// [NetnsDirs] and those its containers' SandboxKeys showed.
+	NetnsDirs inventory.NetnsDirs `json:"netns_dirs"`
 	// Listed is when Docker listed these containers; a view is reused
 	// while the events stream reports no change.
 	Listed time.Time `json:"listed"`
+	// Requests counts the API requests made since start, when the view
+	// was asked for.
+	Requests uint64 `json:"-"`
+	// name is the resolver's, which names its families.
+	name string
 }
 
-// Docker resolves owners through the Docker Engine API: it is the
-// [Resolver] of Docker's containers. It caches what it learns between
+// Resolver resolves owners through the Docker Engine API: it is the
+// [inventory.Resolver] of Docker's containers. It caches what it learns between
 // snapshots and follows the events stream to know when the cache is
 // stale, so that a quiet node costs no API call per scrape. It is safe
 // for concurrent use.
-type Docker struct {
+type Resolver struct {
+	// name is the resolver's: its step and its key in a snapshot.
+	name    string
 	host    string
 	timeout time.Duration
-	api     *engineAPI
+	api     *engine.API
 	logger  *slog.Logger
 
-	// followedView's mu guards these too.
-	followedView[*DockerView]
+	// FollowedView's Mu guards these too.
+	engine.FollowedView[*View]
 	version   string // negotiated, "" until the first ping
-	inspected map[string]*DockerContainer
+	inspected map[string]*Container
 	netnsDirs map[string]bool
 }
 
-// NewDocker returns a resolver for the daemon at host: unix:///path or
+// New returns a resolver for the daemon at host: unix:///path or
 // tcp://host:port (the DOCKER_HOST forms). It does not contact the daemon;
 // a daemon that is not there is an answer ("down"), not an error.
 //
 // timeout bounds what one snapshot may spend asking the daemon: a daemon
 // that does not answer in time is down for that snapshot.
-func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker, error) {
-	api, err := newEngineAPI("docker", host)
+func New(host string, timeout time.Duration, logger *slog.Logger) (*Resolver, error) {
+	api, err := engine.New("docker", host)
 	if err != nil {
 		return nil, err
 	}
 	if timeout <= 0 {
 		timeout = dockerCallTimeout
 	}
-	d := &Docker{
+	d := &Resolver{
+		name:      Name,
 		host:      host,
 		timeout:   timeout,
 		api:       api,
 		logger:    logger,
-		inspected: map[string]*DockerContainer{},
+		inspected: map[string]*Container{},
 		netnsDirs: map[string]bool{},
 	}
-	for _, dir := range DockerNetnsDirs {
+	for _, dir := range NetnsDirs {
 		d.netnsDirs[dir] = true
 	}
 	return d, nil
@@ -142,44 +153,44 @@ func NewDocker(host string, timeout time.Duration, logger *slog.Logger) (*Docker
 
 // Start follows the daemon's events until Close, reconnecting when the
 // daemon goes away and comes back.
-func (d *Docker) Start() { d.follow(d.streamEvents, d.logger, "Docker") }
+func (d *Resolver) Start() { d.Follow(d.streamEvents, d.logger, "Docker") }
 
 // Close stops following events.
-func (d *Docker) Close() { d.closeEvents() }
+func (d *Resolver) Close() { d.CloseEvents() }
 
 // Requests is the number of API requests made so far.
-func (d *Docker) Requests() uint64 { return d.api.requests.Load() }
+func (d *Resolver) Requests() uint64 { return d.api.Requests() }
 
 // View returns Docker's view for a snapshot: the cached one while the
 // events stream is connected, quiet and the view young; otherwise a fresh
 // list (one call), the inspection of containers not seen running before,
 // and the networks (one call).
-func (d *Docker) View(ctx context.Context) *DockerView {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v, ok, gen := d.cached(dockerViewTTL)
+func (d *Resolver) View(ctx context.Context) *View {
+	d.Mu.Lock()
+	defer d.Mu.Unlock()
+	v, ok, gen := d.Cached(dockerViewTTL)
 	if ok {
 		return v
 	}
 	v, err := d.fetch(ctx)
 	if err != nil {
-		if d.wasUp() {
+		if d.WasUp() {
 			d.logger.Warn("Docker API unreachable: veths Docker must decide are unknown until it answers", "host", d.host, "err", err)
 		}
-		v = &DockerView{Err: err}
+		v = &View{Err: err}
 		d.version = "" // negotiate again: the daemon may come back upgraded
-	} else if !d.wasUp() {
+	} else if !d.WasUp() {
 		d.logger.Info("Docker API reachable again", "host", d.host)
 	}
 	for dir := range d.netnsDirs {
 		v.NetnsDirs = append(v.NetnsDirs, dir)
 	}
-	d.store(v, v.Up, gen)
+	d.Store(v, v.Up, gen)
 	return v
 }
 
-// fetch builds a fresh view; the caller holds d.mu.
-func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
+// fetch builds a fresh view; the caller holds d.Mu.
+func (d *Resolver) fetch(ctx context.Context) (*View, error) {
 	if d.version == "" {
 		if err := d.negotiate(ctx); err != nil {
 			return nil, err
@@ -198,7 +209,7 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 	if err := d.get(ctx, "/containers/json", url.Values{"all": {"1"}}, &list); err != nil {
 		return nil, err
 	}
-	v := &DockerView{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
+	v := &View{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
 	seen := map[string]bool{}
 	for _, c := range list {
 		seen[c.ID] = true
@@ -206,7 +217,7 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 		if len(c.Names) > 0 {
 			name = strings.TrimPrefix(c.Names[0], "/")
 		}
-		dc := &DockerContainer{
+		dc := &Container{
 			ID: c.ID, Name: name, Image: c.Image, State: c.State,
 			ComposeProject: c.Labels["com.docker.compose.project"],
 			ComposeService: c.Labels["com.docker.compose.service"],
@@ -217,7 +228,7 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 		// destroyed (the events that change them).
 		if !d.reuseInspect(dc) && dc.running() {
 			if err := d.inspect(ctx, dc); err != nil {
-				if isNotFound(err) {
+				if engine.IsNotFound(err) {
 					continue // removed since the list
 				}
 				return nil, err
@@ -252,8 +263,8 @@ func (d *Docker) fetch(ctx context.Context) (*DockerView, error) {
 	return v, nil
 }
 
-// inspect fills in the container's Pid and SandboxKey; the caller holds d.mu.
-func (d *Docker) inspect(ctx context.Context, c *DockerContainer) error {
+// inspect fills in the container's Pid and SandboxKey; the caller holds d.Mu.
+func (d *Resolver) inspect(ctx context.Context, c *Container) error {
 	var r struct {
 		State struct {
 			Pid        int
@@ -264,7 +275,7 @@ func (d *Docker) inspect(ctx context.Context, c *DockerContainer) error {
 	if err := d.get(ctx, "/containers/"+c.ID+"/json", nil, &r); err != nil {
 		return err
 	}
-	c.Pid, c.SandboxKey, c.sandboxID, c.inspected = r.State.Pid, hostRunPath(r.NetworkSettings.SandboxKey), r.NetworkSettings.SandboxID, true
+	c.Pid, c.SandboxKey, c.sandboxID, c.inspected = r.State.Pid, inventory.HostRunPath(r.NetworkSettings.SandboxKey), r.NetworkSettings.SandboxID, true
 	if r.State.FinishedAt.Year() > 1 {
 		c.FinishedAt = r.State.FinishedAt
 	}
@@ -276,8 +287,8 @@ func (d *Docker) inspect(ctx context.Context, c *DockerContainer) error {
 }
 
 // reuseInspect copies what an earlier inspect of the same container in
-// the same state learned; the caller holds d.mu.
-func (d *Docker) reuseInspect(c *DockerContainer) bool {
+// the same state learned; the caller holds d.Mu.
+func (d *Resolver) reuseInspect(c *Container) bool {
 	old := d.inspected[c.ID]
 	if old == nil || old.State != c.State {
 		return false
@@ -288,10 +299,10 @@ func (d *Docker) reuseInspect(c *DockerContainer) bool {
 
 // negotiate asks /_ping for the daemon's API version and settles on the
 // newer of what both speak.
-func (d *Docker) negotiate(ctx context.Context) error {
+func (d *Resolver) negotiate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
 	defer cancel()
-	resp, err := d.api.open(ctx, "/_ping", nil)
+	resp, err := d.api.Open(ctx, "/_ping", nil)
 	if err != nil {
 		return fmt.Errorf("docker ping: %w", err)
 	}
@@ -331,40 +342,40 @@ func versionLess(a, b string) bool {
 
 // get calls one endpoint of the negotiated API version and decodes its
 // JSON answer into out.
-func (d *Docker) get(ctx context.Context, p string, query url.Values, out any) error {
-	return d.api.get(ctx, dockerCallTimeout, "/v"+d.version+p, query, out)
+func (d *Resolver) get(ctx context.Context, p string, query url.Values, out any) error {
+	return d.api.Get(ctx, dockerCallTimeout, "/v"+d.version+p, query, out)
 }
 
 // streamEvents keeps a stream of container and network events open and
 // marks the cached view stale at each event. While it is down, every
 // snapshot asks the daemon afresh.
-func (d *Docker) streamEvents(ctx context.Context) error {
-	d.mu.Lock()
+func (d *Resolver) streamEvents(ctx context.Context) error {
+	d.Mu.Lock()
 	if d.version == "" {
 		if err := d.negotiate(ctx); err != nil {
-			d.mu.Unlock()
+			d.Mu.Unlock()
 			return err
 		}
 	}
 	version := d.version
-	d.mu.Unlock()
+	d.Mu.Unlock()
 	// Only events that change what a view holds: health checks and
 	// execs emit exec_* events all the time and must not cost a list.
 	filters := `{"type":["container","network"],"event":["create","start","restart","die","kill","stop","pause","unpause","destroy","rename","connect","disconnect"]}`
-	resp, err := d.api.open(ctx, "/v"+version+"/events", url.Values{"filters": {filters}})
+	resp, err := d.api.Open(ctx, "/v"+version+"/events", url.Values{"filters": {filters}})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	d.opened()
+	d.Opened()
 	// What changed while the stream was away is unknown: inspect afresh.
-	d.mu.Lock()
+	d.Mu.Lock()
 	clear(d.inspected)
-	d.mu.Unlock()
-	return readEvents(resp.Body, func(ev engineEvent) {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		d.changedGen++
+	d.Mu.Unlock()
+	return engine.ReadEvents(resp.Body, func(ev engine.Event) {
+		d.Mu.Lock()
+		defer d.Mu.Unlock()
+		d.Changed()
 		if ev.Type == "container" && (ev.Action == "start" || ev.Action == "die" || ev.Action == "destroy" || ev.Action == "restart") {
 			// The container's init process changed or ended.
 			delete(d.inspected, ev.Actor.ID)
@@ -377,19 +388,19 @@ func (d *Docker) streamEvents(ctx context.Context) error {
 // exporter never saw running came from. Stopped containers are inspected
 // once (their record no longer changes) and only when a namespace held by
 // a mount is left unexplained by running containers and known owners.
-func (d *Docker) SandboxRecord(ctx context.Context, v *DockerView, mount string) *DockerContainer {
+func (d *Resolver) SandboxRecord(ctx context.Context, v *View, mount string) *Container {
 	if !v.Up {
 		return nil
 	}
 	base := path.Base(mount)
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.Mu.Lock()
+	defer d.Mu.Unlock()
 	for _, dc := range v.Containers {
 		if !dc.stopped() {
 			continue
 		}
 		if !dc.inspected && !d.reuseInspect(dc) {
-			if err := d.inspect(ctx, dc); isNotFound(err) {
+			if err := d.inspect(ctx, dc); engine.IsNotFound(err) {
 				continue // removed since the list
 			} else if err != nil {
 				// A daemon that stops answering now would make every

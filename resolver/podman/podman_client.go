@@ -1,4 +1,4 @@
-package inventory
+package podman
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/engine"
 )
 
 // The Podman resolver's client of Podman's REST API (the libpod endpoints
@@ -24,12 +27,12 @@ const (
 	// podmanViewTTL bounds how long a view is reused without a fresh
 	// list when the events stream is connected and quiet.
 	podmanViewTTL = 5 * time.Minute
-	// DefaultPodmanHost is the rootful Podman service's socket.
-	DefaultPodmanHost = "unix:///run/podman/podman.sock"
+	// DefaultHost is the rootful Podman service's socket.
+	DefaultHost = "unix:///run/podman/podman.sock"
 )
 
-// PodmanContainer is Podman's record of one container.
-type PodmanContainer struct {
+// Container is Podman's record of one container.
+type Container struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
 	Image string `json:"image"`
@@ -62,26 +65,26 @@ type PodmanContainer struct {
 }
 
 // running: Podman's record says the container's namespace is in use.
-func (c *PodmanContainer) running() bool {
+func (c *Container) running() bool {
 	return c.State == "running" || c.State == "paused"
 }
 
 // joinsOther: the container runs in a namespace it did not make and that
 // outlives it (--network ns:PATH): it never owns that namespace, and its
 // end leaves no leftover.
-func (c *PodmanContainer) joinsOther() bool { return strings.HasPrefix(c.NetworkMode, "ns:") }
+func (c *Container) joinsOther() bool { return strings.HasPrefix(c.NetworkMode, "ns:") }
 
 // stopped: Podman's record says the container is gone.
-func (c *PodmanContainer) stopped() bool { return c.State == "exited" || c.State == "stopped" }
+func (c *Container) stopped() bool { return c.State == "exited" || c.State == "stopped" }
 
-// PodmanView is what Podman said: listed for one snapshot and reused by
+// View is what Podman said: listed for one snapshot and reused by
 // the next ones while the events stream reports no change.
-type PodmanView struct {
+type View struct {
 	// Up: the service answered.
 	Up  bool  `json:"up"`
 	Err error `json:"-"`
 	// Containers are all containers, exited ones included.
-	Containers []*PodmanContainer `json:"-"`
+	Containers []*Container `json:"-"`
 	// Bridges maps each Podman network's bridge interface (podman0,
 	// cni-podman0, podman1) to the network's name.
 	Bridges map[string]string `json:"bridges,omitempty"`
@@ -90,71 +93,75 @@ type PodmanView struct {
 	// Requests counts the API requests made since start, when the view
 	// was asked for.
 	Requests uint64 `json:"-"`
+	// name is the resolver's, which names its families.
+	name string
 }
 
-// Podman resolves owners through Podman's REST API: it is the [Resolver]
+// Resolver resolves owners through Podman's REST API: it is the [inventory.Resolver]
 // of Podman's containers and pods. It is safe for concurrent use.
-type Podman struct {
+type Resolver struct {
+	// name is the resolver's: its step and its key in a snapshot.
+	name    string
 	host    string
 	timeout time.Duration
-	api     *engineAPI
+	api     *engine.API
 	logger  *slog.Logger
 
-	// followedView's mu guards inspected too.
-	followedView[*PodmanView]
-	inspected map[string]*PodmanContainer
+	// FollowedView's mu guards inspected too.
+	engine.FollowedView[*View]
+	inspected map[string]*Container
 }
 
-// NewPodman returns a resolver for the Podman service at host:
+// New returns a resolver for the Podman service at host:
 // unix:///path or tcp://host:port (the CONTAINER_HOST forms). It does not
 // contact the service; one that is not there is an answer ("down"), not
 // an error. timeout bounds what one snapshot may spend asking it.
-func NewPodman(host string, timeout time.Duration, logger *slog.Logger) (*Podman, error) {
-	api, err := newEngineAPI("podman", host)
+func New(host string, timeout time.Duration, logger *slog.Logger) (*Resolver, error) {
+	api, err := engine.New("podman", host)
 	if err != nil {
 		return nil, err
 	}
 	if timeout <= 0 {
 		timeout = podmanCallTimeout
 	}
-	return &Podman{host: host, timeout: timeout, api: api, logger: logger, inspected: map[string]*PodmanContainer{}}, nil
+	return &Resolver{name: Name, host: host, timeout: timeout, api: api, logger: logger, inspected: map[string]*Container{}}, nil
 }
 
 // Start follows the service's events until Close.
-func (pm *Podman) Start() { pm.follow(pm.streamEvents, pm.logger, "Podman") }
+func (pm *Resolver) Start() { pm.Follow(pm.streamEvents, pm.logger, "Podman") }
 
 // Close stops following events.
-func (pm *Podman) Close() { pm.closeEvents() }
+func (pm *Resolver) Close() { pm.CloseEvents() }
 
 // Requests is the number of API requests made so far.
-func (pm *Podman) Requests() uint64 { return pm.api.requests.Load() }
+func (pm *Resolver) Requests() uint64 { return pm.api.Requests() }
 
 // View returns Podman's view for a snapshot: the cached one while the
 // events stream is connected, quiet and the view young; otherwise a
 // fresh list of containers (one call), the inspection of containers not
 // seen in their state before, and the networks (one call).
-func (pm *Podman) View(ctx context.Context) *PodmanView {
-	pm.mu.Lock()
-	defer pm.mu.Unlock()
-	v, ok, gen := pm.cached(podmanViewTTL)
+func (pm *Resolver) View(ctx context.Context) *View {
+	pm.Mu.Lock()
+	defer pm.Mu.Unlock()
+	v, ok, gen := pm.Cached(podmanViewTTL)
 	if ok {
 		return v
 	}
 	v, err := pm.fetch(ctx)
 	if err != nil {
-		if pm.wasUp() {
+		if pm.WasUp() {
 			pm.logger.Warn("Podman API unreachable: veths Podman must decide are unknown until it answers", "host", pm.host, "err", err)
 		}
-		v = &PodmanView{Err: err}
-	} else if !pm.wasUp() {
+		v = &View{Err: err}
+	} else if !pm.WasUp() {
 		pm.logger.Info("Podman API reachable again", "host", pm.host)
 	}
-	pm.store(v, v.Up, gen)
+	pm.Store(v, v.Up, gen)
 	return v
 }
 
-// fetch builds a fresh view; the caller holds pm.mu.
-func (pm *Podman) fetch(ctx context.Context) (*PodmanView, error) {
+// fetch builds a fresh view; the caller holds pm.Mu.
+func (pm *Resolver) fetch(ctx context.Context) (*View, error) {
 	var list []struct {
 		ID       string `json:"Id"`
 		Names    []string
@@ -169,11 +176,11 @@ func (pm *Podman) fetch(ctx context.Context) (*PodmanView, error) {
 	if err := pm.get(ctx, "/containers/json", url.Values{"all": {"true"}}, &list); err != nil {
 		return nil, err
 	}
-	v := &PodmanView{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
+	v := &View{Up: true, Bridges: map[string]string{}, Listed: time.Now()}
 	seen := map[string]bool{}
 	for _, c := range list {
 		seen[c.ID] = true
-		pc := &PodmanContainer{ID: c.ID, Image: c.Image, State: c.State, Pid: c.Pid, PodID: c.Pod, PodName: c.PodName, IsInfra: c.IsInfra}
+		pc := &Container{ID: c.ID, Image: c.Image, State: c.State, Pid: c.Pid, PodID: c.Pod, PodName: c.PodName, IsInfra: c.IsInfra}
 		if len(c.Names) > 0 {
 			pc.Name = c.Names[0]
 		}
@@ -184,7 +191,7 @@ func (pm *Podman) fetch(ctx context.Context) (*PodmanView, error) {
 		// once per state of a container, and again after an event.
 		if !pm.reuseInspect(pc) && pc.running() {
 			if err := pm.inspect(ctx, pc); err != nil {
-				if isNotFound(err) {
+				if engine.IsNotFound(err) {
 					continue // removed since the list
 				}
 				return nil, err
@@ -214,8 +221,8 @@ func (pm *Podman) fetch(ctx context.Context) (*PodmanView, error) {
 }
 
 // inspect fills in the container's PIDs and SandboxKey; the caller holds
-// pm.mu.
-func (pm *Podman) inspect(ctx context.Context, c *PodmanContainer) error {
+// pm.Mu.
+func (pm *Resolver) inspect(ctx context.Context, c *Container) error {
 	if err := pm.inspectInto(ctx, c); err != nil {
 		return err
 	}
@@ -224,7 +231,7 @@ func (pm *Podman) inspect(ctx context.Context, c *PodmanContainer) error {
 }
 
 // inspectInto fills in what only inspect tells of c, without caching it.
-func (pm *Podman) inspectInto(ctx context.Context, c *PodmanContainer) error {
+func (pm *Resolver) inspectInto(ctx context.Context, c *Container) error {
 	var r struct {
 		State struct {
 			Status     string
@@ -242,7 +249,7 @@ func (pm *Podman) inspectInto(ctx context.Context, c *PodmanContainer) error {
 	if r.State.Status != "" {
 		c.State = r.State.Status
 	}
-	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = r.State.Pid, r.State.ConmonPid, hostRunPath(r.NetworkSettings.SandboxKey), true
+	c.Pid, c.ConmonPid, c.SandboxKey, c.inspected = r.State.Pid, r.State.ConmonPid, inventory.HostRunPath(r.NetworkSettings.SandboxKey), true
 	c.NetworkMode = r.HostConfig.NetworkMode
 	if r.State.StartedAt.Year() > 1 {
 		c.StartedAt = r.State.StartedAt
@@ -255,8 +262,8 @@ func (pm *Podman) inspectInto(ctx context.Context, c *PodmanContainer) error {
 
 // reuseInspect copies what an earlier inspect of the same run of the
 // container (the same state and, from the list, the same PID) learned;
-// the caller holds pm.mu.
-func (pm *Podman) reuseInspect(c *PodmanContainer) bool {
+// the caller holds pm.Mu.
+func (pm *Resolver) reuseInspect(c *Container) bool {
 	old := pm.inspected[c.ID]
 	if old == nil || old.State != c.State || old.Pid != c.Pid {
 		return false
@@ -276,19 +283,19 @@ func (pm *Podman) reuseInspect(c *PodmanContainer) bool {
 // container stopped), and marks the cached view stale when the record
 // changed. A container removed meanwhile is no longer a record (gone
 // false, no error).
-func (pm *Podman) confirmCrash(ctx context.Context, p Paths, cached *PodmanContainer, boot time.Time) (crashed bool, err error) {
-	fresh := &PodmanContainer{ID: cached.ID}
+func (pm *Resolver) confirmCrash(ctx context.Context, p inventory.Paths, cached *Container, boot time.Time) (crashed bool, err error) {
+	fresh := &Container{ID: cached.ID}
 	if err := pm.inspectInto(ctx, fresh); err != nil {
-		if isNotFound(err) {
+		if engine.IsNotFound(err) {
 			return false, nil
 		}
 		return false, err
 	}
 	if fresh.State != cached.State || fresh.Pid != cached.Pid || !fresh.StartedAt.Equal(cached.StartedAt) {
-		pm.mu.Lock()
+		pm.Mu.Lock()
 		delete(pm.inspected, cached.ID)
-		pm.changedGen++
-		pm.mu.Unlock()
+		pm.Changed()
+		pm.Mu.Unlock()
 	}
 	if fresh.stopped() {
 		return true, nil
@@ -297,31 +304,31 @@ func (pm *Podman) confirmCrash(ctx context.Context, p Paths, cached *PodmanConta
 }
 
 // get calls one libpod endpoint and decodes its JSON answer into out.
-func (pm *Podman) get(ctx context.Context, p string, query url.Values, out any) error {
-	return pm.api.get(ctx, podmanCallTimeout, podmanAPIPrefix+p, query, out)
+func (pm *Resolver) get(ctx context.Context, p string, query url.Values, out any) error {
+	return pm.api.Get(ctx, podmanCallTimeout, podmanAPIPrefix+p, query, out)
 }
 
 // streamEvents reads the events stream and marks the cached view stale
 // at each event.
-func (pm *Podman) streamEvents(ctx context.Context) error {
+func (pm *Resolver) streamEvents(ctx context.Context) error {
 	filters := `{"type":["container","pod","network"]}`
-	resp, err := pm.api.open(ctx, podmanAPIPrefix+"/events", url.Values{"stream": {"true"}, "filters": {filters}})
+	resp, err := pm.api.Open(ctx, podmanAPIPrefix+"/events", url.Values{"stream": {"true"}, "filters": {filters}})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	pm.opened()
+	pm.Opened()
 	// What changed while the stream was away is unknown: inspect afresh.
-	pm.mu.Lock()
+	pm.Mu.Lock()
 	clear(pm.inspected)
-	pm.mu.Unlock()
-	return readEvents(resp.Body, func(ev engineEvent) {
+	pm.Mu.Unlock()
+	return engine.ReadEvents(resp.Body, func(ev engine.Event) {
 		if ev.Type == "container" && (ev.Action == "exec" || ev.Action == "exec_died" || ev.Action == "health_status") {
 			return // changes nothing a view holds
 		}
-		pm.mu.Lock()
-		defer pm.mu.Unlock()
-		pm.changedGen++
+		pm.Mu.Lock()
+		defer pm.Mu.Unlock()
+		pm.Changed()
 		if ev.Type == "container" {
 			// Its process, its state or its sandbox may have changed.
 			delete(pm.inspected, ev.Actor.ID)

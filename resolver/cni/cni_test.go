@@ -1,4 +1,4 @@
-package inventory
+package cni
 
 import (
 	"os"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
 func TestParseCNIConf(t *testing.T) {
@@ -89,7 +91,7 @@ func TestCNINetworkFirstByName(t *testing.T) {
 	writeCNIFile(t, filepath.Join(dir, "05-readme.txt"), `not a configuration`)
 	writeCNIFile(t, filepath.Join(dir, "10-calico.conflist"), `{"name":"k8s-pod-network","plugins":[{"type":"calico"}]}`)
 	writeCNIFile(t, filepath.Join(dir, "99-bridge.conf"), `{"name":"mynet","type":"bridge"}`)
-	c := NewCNI("/etc/cni/net.d", "")
+	c := New("/etc/cni/net.d", "")
 	n, err := c.network(root)
 	if err != nil || n == nil || n.Type != "calico" || n.File != "/etc/cni/net.d/10-calico.conflist" {
 		t.Fatalf("network = %+v, %v; want calico from /etc/cni/net.d/10-calico.conflist", n, err)
@@ -98,7 +100,7 @@ func TestCNINetworkFirstByName(t *testing.T) {
 	if n, err = c.network(root); err != nil || n == nil || n.Type != "cilium" {
 		t.Errorf("after 01-cilium.conflist: network = %+v, %v; want cilium", n, err)
 	}
-	if n, err := NewCNI("/etc/cni/none", "").network(root); n != nil || err != nil {
+	if n, err := New("/etc/cni/none", "").network(root); n != nil || err != nil {
 		t.Errorf("missing directory: network = %+v, %v; want none and no error", n, err)
 	}
 }
@@ -119,7 +121,7 @@ func TestCNIAgentRunning(t *testing.T) {
 	procfs := t.TempDir()
 	fakeProc(t, procfs, "1", "init", 1)
 	fakeProc(t, procfs, "77", "bash", 2)
-	c := NewCNI("", "")
+	c := New("", "")
 	agents := []string{"calico-node", "bird"}
 	if pid, ok := c.agentRunning(procfs, agents); ok {
 		t.Fatalf("agentRunning = %d, true; want no agent", pid)
@@ -168,7 +170,7 @@ func TestParseCNICacheEntry(t *testing.T) {
 		if h := e.hostInterface("veth1234"); h == nil || h.Mac != "aa:bb:cc:dd:ee:01" {
 			t.Errorf("host interface veth1234 = %+v", h)
 		}
-		want := Owner{Kind: OwnerPod, ID: "abc", Name: "web", PodNamespace: "default", PodName: "web", PodUID: "u-1"}
+		want := inventory.Owner{Kind: inventory.OwnerPod, ID: "abc", Name: "web", PodNamespace: "default", PodName: "web", PodUID: "u-1"}
 		if o := e.owner(); *o != want {
 			t.Errorf("owner = %+v, want %+v", o, want)
 		}
@@ -182,7 +184,7 @@ func TestParseCNICacheEntry(t *testing.T) {
 		if e.netns != "/run/netns/x" || e.container != nil || e.hostInterface("cali0123456789a") == nil {
 			t.Errorf("entry = %+v", e)
 		}
-		if o := e.owner(); o.Kind != OwnerContainer || o.ID != "c1" {
+		if o := e.owner(); o.Kind != inventory.OwnerContainer || o.ID != "c1" {
 			t.Errorf("owner = %+v, want container c1", o)
 		}
 	})
@@ -211,7 +213,7 @@ func TestCNICacheReread(t *testing.T) {
 		}
 	}
 	settle()
-	c := NewCNI("", "/var/lib/cni/results")
+	c := New("", "/var/lib/cni/results")
 	first, exists, err := c.entries(root)
 	if err != nil || !exists || len(first) != 1 {
 		t.Fatalf("entries = %v, %v, %v; want one", first, exists, err)
@@ -239,36 +241,36 @@ func TestCNICacheReread(t *testing.T) {
 	if len(got) != 2 {
 		t.Errorf("after the entry was written: %d entries, want 2", len(got))
 	}
-	if _, exists, err := NewCNI("", "/var/lib/cni/none").entries(root); exists || err != nil {
+	if _, exists, err := New("", "/var/lib/cni/none").entries(root); exists || err != nil {
 		t.Errorf("missing directory: exists %v, %v; want false, nil", exists, err)
 	}
 }
 
 func TestCNIFamilies(t *testing.T) {
 	tests := []struct {
-		network *CNINetwork
+		network *Network
 		want    string
 	}{
-		{&CNINetwork{Name: "k8s-pod-network", Type: "calico", Known: true, Agents: []string{"calico-node"}, DaemonRunning: true}, "true"},
-		{&CNINetwork{Name: "k8s-pod-network", Type: "calico", Known: true, Agents: []string{"calico-node"}}, "false"},
-		{&CNINetwork{Name: "podnet", Type: "bridge", Known: true}, "n/a"},
-		{&CNINetwork{Name: "odd", Type: "odd-cni"}, ""},
+		{&Network{Name: "k8s-pod-network", Type: "calico", Known: true, Agents: []string{"calico-node"}, DaemonRunning: true}, "true"},
+		{&Network{Name: "k8s-pod-network", Type: "calico", Known: true, Agents: []string{"calico-node"}}, "false"},
+		{&Network{Name: "podnet", Type: "bridge", Known: true}, "n/a"},
+		{&Network{Name: "odd", Type: "odd-cni"}, ""},
 	}
 	for _, tt := range tests {
-		v := &CNIView{Network: tt.network, CacheRead: true, Stale: []CNIAttachment{{File: "podnet-a-eth0"}}}
+		v := &View{Network: tt.network, CacheRead: true, Stale: []Attachment{{File: "podnet-a-eth0"}}}
 		fs := v.Families(nil)
 		if len(fs) != 2 || fs[0].Name != "veth_cni_info" || fs[1].Name != "veth_cni_stale_attachments" || fs[1].Series[0].Value != 1 {
 			t.Fatalf("Families = %+v", fs)
 		}
 		labels := fs[0].Series[0].Labels
-		if labels[0] != (Label{"daemon_running", tt.want}) || labels[1] != (Label{"name", tt.network.Name}) || labels[2] != (Label{"type", tt.network.Type}) {
+		if labels[0] != (inventory.Label{Name: "daemon_running", Value: tt.want}) || labels[1] != (inventory.Label{Name: "name", Value: tt.network.Name}) || labels[2] != (inventory.Label{Name: "type", Value: tt.network.Type}) {
 			t.Errorf("veth_cni_info of %s = %v, want daemon_running=%q", tt.network.Type, labels, tt.want)
 		}
-		if down := v.AgentDown(); down != (tt.want == "false") {
+		if _, down := v.AgentDown(); down != (tt.want == "false") {
 			t.Errorf("AgentDown of %+v = %v", tt.network, down)
 		}
 	}
-	if fs := (&CNIView{}).Families(nil); len(fs) != 0 {
+	if fs := (&View{}).Families(nil); len(fs) != 0 {
 		t.Errorf("no CNI, no cache: Families = %+v, want none", fs)
 	}
 }

@@ -1,4 +1,4 @@
-package inventory
+package engine
 
 import (
 	"errors"
@@ -27,15 +27,15 @@ func TestReadEventsBounded(t *testing.T) {
 		stream.WriteString(`{"Type":"container","Action":"start","Actor":{"ID":"` + strings.Repeat("a", 400) + `"}}` + "\n")
 	}
 	got := 0
-	err := readEvents(strings.NewReader(stream.String()), func(ev engineEvent) {
+	err := ReadEvents(strings.NewReader(stream.String()), func(ev Event) {
 		if ev.Type == "container" && ev.Action == "start" {
 			got++
 		}
 	})
 	if got != n || err == nil || errors.Is(err, errTooLarge) {
-		t.Errorf("readEvents of %d events: %d passed on, err %v; want all, then the stream's end", n, got, err)
+		t.Errorf("ReadEvents of %d events: %d passed on, err %v; want all, then the stream's end", n, got, err)
 	}
-	if err := readEvents(io.MultiReader(strings.NewReader(`{"Type":"container"}`+"\n"+`{"Type":"`), endless{}), func(engineEvent) {}); !errors.Is(err, errTooLarge) {
+	if err := ReadEvents(io.MultiReader(strings.NewReader(`{"Type":"container"}`+"\n"+`{"Type":"`), endless{}), func(Event) {}); !errors.Is(err, errTooLarge) {
 		t.Errorf("an endless event: err %v, want %v", err, errTooLarge)
 	}
 }

@@ -1,4 +1,4 @@
-package inventory
+package cri
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/inventory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -39,23 +40,23 @@ const (
 	criMaxMessage = 16 << 20
 )
 
-// CRI sandbox states, as [CRISandbox.State] and veth_pod_info{state} show
+// CRI sandbox states, as [Sandbox.State] and veth_pod_info{state} show
 // them.
 const (
-	CRIReady    = "ready"
-	CRINotReady = "notready"
-	// CRIGone is the state of a pod that last owned a veth and that the
+	Ready    = "ready"
+	NotReady = "notready"
+	// Gone is the state of a pod that last owned a veth and that the
 	// runtime no longer lists.
-	CRIGone = "gone"
+	Gone = "gone"
 )
 
-// CRISandbox is the runtime's record of one pod sandbox.
-type CRISandbox struct {
+// Sandbox is the runtime's record of one pod sandbox.
+type Sandbox struct {
 	ID        string `json:"id"`
 	Namespace string `json:"pod_namespace"`
 	Name      string `json:"pod_name"`
 	UID       string `json:"pod_uid"`
-	// State is [CRIReady] or [CRINotReady].
+	// State is [Ready] or [NotReady].
 	State     string    `json:"state"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	// Netns is the path of the sandbox's network namespace, as the host
@@ -68,34 +69,38 @@ type CRISandbox struct {
 	HostNetwork bool `json:"host_network,omitempty"`
 }
 
-// CRIView is what the CRI runtime said for one snapshot.
-type CRIView struct {
+// View is what the CRI runtime said for one snapshot.
+type View struct {
 	// Up: the runtime answered.
 	Up  bool  `json:"up"`
 	Err error `json:"-"`
 	// Endpoint is the runtime's socket, unix:///path.
 	Endpoint string `json:"endpoint"`
 	// Runtime is the runtime behind the endpoint, from its Version.
-	Runtime Runtime `json:"runtime,omitempty"`
+	Runtime inventory.Runtime `json:"runtime,omitempty"`
 	// NoCRI: the endpoint answers but serves no CRI runtime service (a
 	// containerd whose CRI plugin is disabled, as Docker's is). No runtime
 	// there decides any namespace.
 	NoCRI bool `json:"no_cri,omitempty"`
 	// Sandboxes are every sandbox listed, ready or not.
-	Sandboxes []*CRISandbox `json:"sandboxes,omitempty"`
-	// NetnsDirs are where the runtime pins namespaces: [CRINetnsDirs] and
+	Sandboxes []*Sandbox `json:"sandboxes,omitempty"`
+	// NetnsDirs are where the runtime pins namespaces: [NetnsDirs] and
 	// those its sandboxes' statuses showed.
-	NetnsDirs NetnsDirs `json:"netns_dirs"`
+	NetnsDirs inventory.NetnsDirs `json:"netns_dirs"`
 	// Listed is when the sandboxes were listed.
 	Listed time.Time `json:"listed,omitzero"`
 	// Requests counts the CRI calls made since start, when the view was
 	// recorded.
 	Requests uint64 `json:"-"`
+	// name is the resolver's, which names its families.
+	name string
 }
 
-// CRI resolves owners through a Kubernetes CRI runtime: it is the
-// [Resolver] of pod sandboxes. It is safe for concurrent use.
-type CRI struct {
+// Resolver resolves owners through a Kubernetes CRI runtime: it is the
+// [inventory.Resolver] of pod sandboxes. It is safe for concurrent use.
+type Resolver struct {
+	// name is the resolver's: its step and its key in a snapshot.
+	name     string
 	endpoint string
 	timeout  time.Duration
 	logger   *slog.Logger
@@ -107,10 +112,10 @@ type CRI struct {
 	mu sync.Mutex
 	// runtime is the runtime's name from Version, "" until asked (again
 	// after the runtime was unreachable: it may come back another one).
-	runtime Runtime
+	runtime inventory.Runtime
 	// statuses caches what PodSandboxStatus said, by sandbox ID, for the
 	// sandboxes listed last.
-	statuses  map[string]*CRISandbox
+	statuses  map[string]*Sandbox
 	netnsDirs map[string]bool
 	// wasUp is whether the last view was up, for logging transitions.
 	wasUp, logged bool
@@ -118,11 +123,11 @@ type CRI struct {
 	quietWithoutCRI bool
 }
 
-// NewCRI returns a resolver for the CRI runtime at endpoint, unix:///path
+// New returns a resolver for the CRI runtime at endpoint, unix:///path
 // (or the bare path). It does not contact the runtime: one that is not
 // there is an answer ("down"), not an error. timeout bounds what one
 // snapshot may spend asking it.
-func NewCRI(endpoint string, timeout time.Duration, logger *slog.Logger) (*CRI, error) {
+func New(endpoint string, timeout time.Duration, logger *slog.Logger) (*Resolver, error) {
 	socket, err := criSocket(endpoint)
 	if err != nil {
 		return nil, err
@@ -146,16 +151,17 @@ func NewCRI(endpoint string, timeout time.Duration, logger *slog.Logger) (*CRI, 
 	if err != nil {
 		return nil, fmt.Errorf("CRI endpoint %q: %w", endpoint, err)
 	}
-	c := &CRI{
+	c := &Resolver{
+		name:      Name,
 		endpoint:  "unix://" + socket,
 		timeout:   timeout,
 		logger:    logger,
 		conn:      conn,
 		client:    runtimeapi.NewRuntimeServiceClient(conn),
-		statuses:  map[string]*CRISandbox{},
+		statuses:  map[string]*Sandbox{},
 		netnsDirs: map[string]bool{},
 	}
-	for _, dir := range CRINetnsDirs {
+	for _, dir := range NetnsDirs {
 		c.netnsDirs[dir] = true
 	}
 	return c, nil
@@ -181,29 +187,29 @@ func criSocket(endpoint string) (string, error) {
 // only because a socket exists: Docker's containerd has the socket of a
 // CRI runtime and its CRI plugin disabled. Call it before the first
 // snapshot.
-func (c *CRI) QuietWithoutCRI() { c.quietWithoutCRI = true }
+func (c *Resolver) QuietWithoutCRI() { c.quietWithoutCRI = true }
 
 // Endpoint is the runtime's socket, unix:///path.
-func (c *CRI) Endpoint() string { return c.endpoint }
+func (c *Resolver) Endpoint() string { return c.endpoint }
 
-// Start implements [Resolver]. CRI has no events stream to follow: every
+// Start implements [inventory.Resolver]. CRI has no events stream to follow: every
 // snapshot lists the sandboxes, and nothing runs between snapshots.
-func (c *CRI) Start() {}
+func (c *Resolver) Start() {}
 
-// Close implements [Resolver]: it closes the connection.
-func (c *CRI) Close() { c.conn.Close() }
+// Close implements [inventory.Resolver]: it closes the connection.
+func (c *Resolver) Close() { c.conn.Close() }
 
 // Requests is the number of CRI calls made so far.
-func (c *CRI) Requests() uint64 { return c.requests.Load() }
+func (c *Resolver) Requests() uint64 { return c.requests.Load() }
 
 // View lists the runtime's sandboxes (one call), asks the status of those
 // not seen before (one call each) and, once per connection, its Version.
-func (c *CRI) View(ctx context.Context) *CRIView {
+func (c *Resolver) View(ctx context.Context) *View {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, err := c.fetch(ctx)
 	if err != nil {
-		v = &CRIView{Err: err, NoCRI: status.Code(err) == codes.Unimplemented}
+		v = &View{Err: err, NoCRI: status.Code(err) == codes.Unimplemented}
 		c.runtime = ""
 		if c.wasUp || !c.logged {
 			if v.NoCRI {
@@ -224,7 +230,7 @@ func (c *CRI) View(ctx context.Context) *CRIView {
 }
 
 // fetch builds a fresh view; the caller holds c.mu.
-func (c *CRI) fetch(ctx context.Context) (*CRIView, error) {
+func (c *Resolver) fetch(ctx context.Context) (*View, error) {
 	if c.runtime == "" {
 		resp, err := criCall(ctx, c, func(ctx context.Context) (*runtimeapi.VersionResponse, error) {
 			return c.client.Version(ctx, &runtimeapi.VersionRequest{})
@@ -240,7 +246,7 @@ func (c *CRI) fetch(ctx context.Context) (*CRIView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CRI ListPodSandbox: %w", err)
 	}
-	v := &CRIView{Up: true, Runtime: c.runtime, Listed: time.Now()}
+	v := &View{Up: true, Runtime: c.runtime, Listed: time.Now()}
 	listed := make(map[string]bool, len(list.GetItems()))
 	for _, item := range list.GetItems() {
 		id := item.GetId()
@@ -263,9 +269,9 @@ func (c *CRI) fetch(ctx context.Context) (*CRIView, error) {
 		// about the namespace, which a sandbox ID keeps for its life.
 		s := *sb
 		s.Namespace, s.Name, s.UID = item.GetMetadata().GetNamespace(), item.GetMetadata().GetName(), item.GetMetadata().GetUid()
-		s.State = CRINotReady
+		s.State = NotReady
 		if item.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
-			s.State = CRIReady
+			s.State = Ready
 		}
 		if item.GetCreatedAt() > 0 {
 			s.CreatedAt = time.Unix(0, item.GetCreatedAt())
@@ -282,14 +288,14 @@ func (c *CRI) fetch(ctx context.Context) (*CRIView, error) {
 
 // status asks PodSandboxStatus(verbose) for where the sandbox's network
 // namespace is; the caller holds c.mu.
-func (c *CRI) status(ctx context.Context, id string) (*CRISandbox, error) {
+func (c *Resolver) status(ctx context.Context, id string) (*Sandbox, error) {
 	resp, err := criCall(ctx, c, func(ctx context.Context) (*runtimeapi.PodSandboxStatusResponse, error) {
 		return c.client.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("CRI PodSandboxStatus %s: %w", id, err)
 	}
-	sb := &CRISandbox{ID: id}
+	sb := &Sandbox{ID: id}
 	if resp.GetStatus().GetLinux().GetNamespaces().GetOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE {
 		sb.HostNetwork = true
 		return sb, nil
@@ -297,7 +303,7 @@ func (c *CRI) status(ctx context.Context, id string) (*CRISandbox, error) {
 	info := parseCRIInfo(resp.GetInfo())
 	sb.Pid = info.pid
 	if info.netns != "" {
-		sb.Netns = hostRunPath(info.netns)
+		sb.Netns = inventory.HostRunPath(info.netns)
 		if strings.HasPrefix(sb.Netns, "/proc/") {
 			// A namespace named by a process, not pinned by a mount:
 			// only the PID finds it.
@@ -310,7 +316,7 @@ func (c *CRI) status(ctx context.Context, id string) (*CRISandbox, error) {
 }
 
 // criCall makes one CRI call within criCallTimeout and counts it.
-func criCall[T any](ctx context.Context, c *CRI, f func(context.Context) (T, error)) (T, error) {
+func criCall[T any](ctx context.Context, c *Resolver, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, criCallTimeout)
 	defer cancel()
 	c.requests.Add(1)
@@ -350,16 +356,16 @@ func parseCRIInfo(info map[string]string) criInfo {
 }
 
 // criRuntime names the runtime a CRI Version reports.
-func criRuntime(name string) Runtime {
+func criRuntime(name string) inventory.Runtime {
 	switch strings.ToLower(name) {
 	case "containerd":
 		return RuntimeContainerd
 	case "cri-o", "crio":
 		return RuntimeCRIO
 	case "docker", "cri-dockerd":
-		return RuntimeDocker
+		return runtimeDocker
 	case "":
 		return "cri"
 	}
-	return Runtime(strings.ToLower(name))
+	return inventory.Runtime(strings.ToLower(name))
 }

@@ -1,4 +1,9 @@
-package inventory
+// Package podman is the runtime resolver of Podman's containers and pods,
+// through Podman's REST API service: names, pods, exited containers and
+// the crashes Podman itself misses (a record still running whose process
+// is gone). It only reads the API and /proc; it never runs podman. Its
+// [Registration] is its line in the command's list.
+package podman
 
 import (
 	"context"
@@ -10,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/inventory"
 	"github.com/veth-exporter/veth_exporter/kernel"
 	"golang.org/x/sys/unix"
 )
@@ -23,30 +29,48 @@ import (
 // otherwise the container crashed, and once Podman, asked afresh, still
 // says so, its record is that of an exited container.
 
-// StepPodman is the Podman resolver's stage in [Snapshot.Steps]:
-// veth_scrape_collector_*{collector="podman"}.
-const StepPodman = string(RuntimePodman)
+// Runtime is Podman's name in [inventory.Owner.Runtime].
+const Runtime inventory.Runtime = "podman"
 
-// PodmanNetnsDirs are where rootful Podman pins its namespaces, as
+// Name is the Podman resolver's name: its stage in
+// [inventory.Snapshot.Steps] (veth_scrape_collector_*{collector="podman"})
+// and its key in a snapshot's JSON.
+const Name = "podman"
+
+// Cgroups are the names Podman gives the cgroups of its containers and
+// pods: "libpod-<id>.scope" (systemd) or /libpod_parent/libpod-<id>
+// (cgroupfs) for a container, "<unit>.service/libpod-payload-<id>" with
+// --cgroups=split (Quadlet's default), and a pod's
+// "machine-libpod_pod_<pod ID>.slice" or /libpod_parent/<pod ID>. Its
+// monitor's "libpod-conmon-<id>.scope" is no container's.
+var Cgroups = inventory.CgroupNaming{
+	Runtime:          Runtime,
+	Prefixes:         []string{"libpod-", "libpod-payload-"},
+	PodParents:       []string{"libpod_parent"},
+	PodSlicePrefixes: []string{"libpod_pod_"},
+}
+
+// NetnsDirs are where rootful Podman pins its namespaces, as
 // /run/netns/netns-<uuid>.
-var PodmanNetnsDirs = NetnsDirs{"/run/netns"}
+var NetnsDirs = inventory.NetnsDirs{"/run/netns"}
 
 // podmanNetnsPrefix starts the names Podman gives its namespace mounts.
 const podmanNetnsPrefix = "netns-"
 
-// Step implements [Resolver].
-func (pm *Podman) Step() string { return StepPodman }
+// Step implements [inventory.Resolver].
+func (pm *Resolver) Step() string { return pm.name }
 
-// Timeout implements [Resolver].
-func (pm *Podman) Timeout() time.Duration { return pm.timeout }
+// Timeout implements [inventory.Resolver].
+func (pm *Resolver) Timeout() time.Duration { return pm.timeout }
 
-// Observe implements [Resolver]: Podman's view for the snapshot, with
+// Observe implements [inventory.Resolver]: Podman's view for the snapshot, with
 // each running record checked against its process.
-func (pm *Podman) Observe(ctx context.Context, p Paths) (Observation, error) {
-	v := pm.View(ctx)
-	v.Requests = pm.Requests()
-	c := newPodmanClaims(v, p)
-	c.confirm = func(ctx context.Context, pc *PodmanContainer) (bool, error) {
+func (pm *Resolver) Observe(ctx context.Context, p inventory.Paths) (inventory.Observation, error) {
+	// A copy for this snapshot: the cached view is shared with others.
+	v := *pm.View(ctx)
+	v.Requests, v.name = pm.Requests(), pm.name
+	c := newPodmanClaims(&v, p)
+	c.confirm = func(ctx context.Context, pc *Container) (bool, error) {
 		return pm.confirmCrash(ctx, p, pc, c.boot)
 	}
 	return c, v.Err
@@ -54,30 +78,30 @@ func (pm *Podman) Observe(ctx context.Context, p Paths) (Observation, error) {
 
 // podmanClaims is what Podman said for one snapshot.
 type podmanClaims struct {
-	view *PodmanView
+	view *View
 	// running: the live containers in each namespace, by inode, a pod's
 	// infra container (or the first) first.
-	running map[uint64][]*PodmanContainer
+	running map[uint64][]*Container
 	// paths open the namespaces of running, by inode.
 	paths map[uint64]string
 	// crashed: running records whose process is gone, by ID.
 	crashed map[string]bool
 	// byID: every container; pods: the containers of each pod.
-	byID map[string]*PodmanContainer
-	pods map[string][]*PodmanContainer
+	byID map[string]*Container
+	pods map[string][]*Container
 	// boot is when the node booted, to date processes; zero if unknown.
 	boot time.Time
 	// confirm asks Podman afresh whether a crashed record still is one
 	// (see [Podman.confirmCrash]); nil trusts the view. confirmed keeps
 	// its answers for the snapshot, an error as down.
-	confirm   func(context.Context, *PodmanContainer) (bool, error)
-	confirmed map[string]RuntimeClaim
+	confirm   func(context.Context, *Container) (bool, error)
+	confirmed map[string]inventory.RuntimeClaim
 }
 
-func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
-	c := &podmanClaims{view: v, running: map[uint64][]*PodmanContainer{}, paths: map[uint64]string{},
-		crashed: map[string]bool{}, byID: map[string]*PodmanContainer{}, pods: map[string][]*PodmanContainer{},
-		boot: bootTime(p.Procfs), confirmed: map[string]RuntimeClaim{}}
+func newPodmanClaims(v *View, p inventory.Paths) *podmanClaims {
+	c := &podmanClaims{view: v, running: map[uint64][]*Container{}, paths: map[uint64]string{},
+		crashed: map[string]bool{}, byID: map[string]*Container{}, pods: map[string][]*Container{},
+		boot: bootTime(p.Procfs), confirmed: map[string]inventory.RuntimeClaim{}}
 	for _, pc := range v.Containers {
 		c.byID[pc.ID] = pc
 		if pc.PodID != "" {
@@ -99,7 +123,7 @@ func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
 			c.paths[inode] = path
 		}
 		if pc.IsInfra {
-			c.running[inode] = append([]*PodmanContainer{pc}, c.running[inode]...)
+			c.running[inode] = append([]*Container{pc}, c.running[inode]...)
 		} else {
 			c.running[inode] = append(c.running[inode], pc)
 		}
@@ -115,7 +139,7 @@ func newPodmanClaims(v *PodmanView, p Paths) *podmanClaims {
 // process that started later is another, the PID reused. Without the
 // times to tell, a process at the PID counts as the container's: a crash
 // missed keeps a veth owned, never the other way round.
-func podmanProcessLives(procfs string, pc *PodmanContainer, boot time.Time) bool {
+func podmanProcessLives(procfs string, pc *Container, boot time.Time) bool {
 	if pc.Pid <= 0 {
 		return false
 	}
@@ -124,7 +148,7 @@ func podmanProcessLives(procfs string, pc *PodmanContainer, boot time.Time) bool
 	if !ok {
 		return false
 	}
-	if cg, err := os.ReadFile(dir + "/cgroup"); err == nil && parseCgroup(string(cg)).ContainerID == pc.ID {
+	if cg, err := os.ReadFile(dir + "/cgroup"); err == nil && inventory.ParseCgroup(string(cg), []inventory.CgroupNaming{Cgroups}).ContainerID == pc.ID {
 		return true
 	}
 	if boot.IsZero() || pc.StartedAt.IsZero() {
@@ -161,7 +185,7 @@ func bootTime(procfs string) time.Time {
 
 // podmanNetnsOf finds the namespace of a live container and a path that
 // opens it: its sandbox mount, else its process's.
-func podmanNetnsOf(p Paths, pc *PodmanContainer, dir string) (uint64, string) {
+func podmanNetnsOf(p inventory.Paths, pc *Container, dir string) (uint64, string) {
 	var st unix.Stat_t
 	if pc.SandboxKey != "" {
 		path := filepath.Join(p.Rootfs, pc.SandboxKey)
@@ -175,35 +199,35 @@ func podmanNetnsOf(p Paths, pc *PodmanContainer, dir string) (uint64, string) {
 	return 0, ""
 }
 
-// Running implements [Observation]: the namespaces of the live containers.
-func (c *podmanClaims) Running() []RunningNetns {
-	running := make([]RunningNetns, 0, len(c.running))
+// Running implements [inventory.Observation]: the namespaces of the live containers.
+func (c *podmanClaims) Running() []inventory.RunningNetns {
+	running := make([]inventory.RunningNetns, 0, len(c.running))
 	for inode, pcs := range c.running {
-		running = append(running, RunningNetns{Inode: inode, Path: c.paths[inode], PID: pcs[0].Pid})
+		running = append(running, inventory.RunningNetns{Inode: inode, Path: c.paths[inode], PID: pcs[0].Pid})
 	}
 	return running
 }
 
-// Claim implements [Observation]. A namespace a live container runs in
+// Claim implements [inventory.Observation]. A namespace a live container runs in
 // is running, owned by its pod or the container. One that a crashed or
 // exited container's record names (by its sandbox mount, or as the owner
 // the cgroups or the history name) is exited, unless a process of that
 // very container still lives in it. While Podman cannot be asked, its
 // namespaces (a netns-* mount in its directory, a Podman owner now or
 // last) are down.
-func (c *podmanClaims) Claim(ctx context.Context, v *Veth) Claim {
+func (c *podmanClaims) Claim(ctx context.Context, v *inventory.Veth) inventory.Claim {
 	n := v.PeerNetns
 	if n == nil {
-		return Claim{}
+		return inventory.Claim{}
 	}
 	if !c.view.Up {
 		if c.podmanNamespace(v) {
-			return Claim{State: RuntimeDown}
+			return inventory.Claim{State: inventory.RuntimeDown}
 		}
-		return Claim{}
+		return inventory.Claim{}
 	}
 	if pcs := c.running[n.Inode]; len(pcs) > 0 {
-		claim := Claim{State: RuntimeRunning, Owner: podmanOwner(pcs[0])}
+		claim := inventory.Claim{State: inventory.RuntimeRunning, Owner: podmanOwner(pcs[0])}
 		for _, pc := range pcs {
 			claim.Containers = append(claim.Containers, pc.Name)
 		}
@@ -211,32 +235,32 @@ func (c *podmanClaims) Claim(ctx context.Context, v *Veth) Claim {
 	}
 	pc := c.record(v)
 	if pc == nil {
-		return Claim{}
+		return inventory.Claim{}
 	}
 	if c.crashed[pc.ID] {
-		if state := c.confirmCrash(ctx, pc); state != RuntimeExited {
-			return Claim{State: state}
+		if state := c.confirmCrash(ctx, pc); state != inventory.RuntimeExited {
+			return inventory.Claim{State: state}
 		}
 	}
-	return Claim{State: RuntimeExited, LastOwner: podmanOwner(pc), LastOwnerSeen: pc.FinishedAt}
+	return inventory.Claim{State: inventory.RuntimeExited, LastOwner: podmanOwner(pc), LastOwnerSeen: pc.FinishedAt}
 }
 
 // confirmCrash asks Podman once per snapshot whether a crashed record is
 // still one: exited if so, silent if not (the container runs again, or
 // was removed), down when Podman does not answer.
-func (c *podmanClaims) confirmCrash(ctx context.Context, pc *PodmanContainer) RuntimeClaim {
+func (c *podmanClaims) confirmCrash(ctx context.Context, pc *Container) inventory.RuntimeClaim {
 	if c.confirm == nil {
-		return RuntimeExited
+		return inventory.RuntimeExited
 	}
 	if state, ok := c.confirmed[pc.ID]; ok {
 		return state
 	}
-	state := RuntimeSilent
+	state := inventory.RuntimeSilent
 	switch crashed, err := c.confirm(ctx, pc); {
 	case err != nil:
-		state = RuntimeDown
+		state = inventory.RuntimeDown
 	case crashed:
-		state = RuntimeExited
+		state = inventory.RuntimeExited
 	}
 	c.confirmed[pc.ID] = state
 	return state
@@ -246,15 +270,15 @@ func (c *podmanClaims) confirmCrash(ctx context.Context, pc *PodmanContainer) Ru
 // peer is in: by the sandbox mount that still pins it, or by the owner
 // the cgroups or the history name (a container, or a pod with no live
 // container left).
-func (c *podmanClaims) record(v *Veth) *PodmanContainer {
-	gone := func(pc *PodmanContainer) bool { return !pc.joinsOther() && (pc.stopped() || c.crashed[pc.ID]) }
+func (c *podmanClaims) record(v *inventory.Veth) *Container {
+	gone := func(pc *Container) bool { return !pc.joinsOther() && (pc.stopped() || c.crashed[pc.ID]) }
 	for _, pc := range c.view.Containers {
 		if pc.SandboxKey != "" && gone(pc) && slices.Contains(v.PeerNetns.Mounts, pc.SandboxKey) {
 			return pc
 		}
 	}
-	for _, o := range []*Owner{v.Owner, v.LastOwner} {
-		if o == nil || o.Runtime != RuntimePodman {
+	for _, o := range []*inventory.Owner{v.Owner, v.LastOwner} {
+		if o == nil || o.Runtime != Runtime {
 			continue
 		}
 		// A process of the very container (or pod) in the namespace:
@@ -265,13 +289,13 @@ func (c *podmanClaims) record(v *Veth) *PodmanContainer {
 			continue
 		}
 		switch o.Kind {
-		case OwnerContainer:
+		case inventory.OwnerContainer:
 			if pc := c.byID[o.ID]; pc != nil && gone(pc) {
 				return pc
 			}
-		case OwnerPod:
+		case inventory.OwnerPod:
 			members := c.pods[o.ID]
-			if len(members) > 0 && !slices.ContainsFunc(members, func(pc *PodmanContainer) bool { return !gone(pc) }) {
+			if len(members) > 0 && !slices.ContainsFunc(members, func(pc *Container) bool { return !gone(pc) }) {
 				return members[0]
 			}
 		}
@@ -282,39 +306,42 @@ func (c *podmanClaims) record(v *Veth) *PodmanContainer {
 // podmanNamespace reports whether v's peer namespace is Podman's to
 // decide: pinned as netns-* in its directory, or owned (now or last) by
 // a Podman container or pod.
-func (c *podmanClaims) podmanNamespace(v *Veth) bool {
+func (c *podmanClaims) podmanNamespace(v *inventory.Veth) bool {
 	for _, m := range v.PeerNetns.Mounts {
-		if PodmanNetnsDirs.Holds(m) && strings.HasPrefix(path.Base(m), podmanNetnsPrefix) {
+		if NetnsDirs.Holds(m) && strings.HasPrefix(path.Base(m), podmanNetnsPrefix) {
 			return true
 		}
 	}
-	return ownedBy(v, RuntimePodman)
+	return inventory.OwnedBy(v, Runtime)
 }
 
 // podmanOwner is the owner a Podman container makes: its pod, or itself.
-func podmanOwner(pc *PodmanContainer) *Owner {
+func podmanOwner(pc *Container) *inventory.Owner {
 	if pc.PodID != "" {
-		return &Owner{Kind: OwnerPod, ID: pc.PodID, Name: pc.PodName, PodName: pc.PodName, Runtime: RuntimePodman}
+		return &inventory.Owner{Kind: inventory.OwnerPod, ID: pc.PodID, Name: pc.PodName, PodName: pc.PodName, Runtime: Runtime}
 	}
-	return &Owner{Kind: OwnerContainer, ID: pc.ID, Name: pc.Name, Runtime: RuntimePodman}
+	return &inventory.Owner{Kind: inventory.OwnerContainer, ID: pc.ID, Name: pc.Name, Runtime: Runtime}
 }
 
-// Record implements [Observation].
-func (c *podmanClaims) Record(s *Snapshot) { s.Podman = c.view }
+// View implements [inventory.Observation].
+func (c *podmanClaims) View() inventory.RuntimeView { return c.view }
 
 // Help texts of Podman's families.
 const (
 	helpPodmanAPI = "Podman REST API requests made by the exporter."
 )
 
-// Families implements [RuntimeView]: the API requests made so far and,
+// Families implements [inventory.RuntimeView]: the API requests made so far and,
 // while Podman answers, the Podman networks of the masters in use
 // (veth_bridge_info, as for Docker's).
-func (v *PodmanView) Families(s *Snapshot) []Family {
-	families := []Family{{Name: "veth_podman_api_requests_total", Help: helpPodmanAPI, Counter: true,
-		Series: []Series{{Value: float64(v.Requests)}}}}
+func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
+	name := v.name
+	if name == "" {
+		name = Name // a view made by hand
+	}
+	families := []inventory.Family{inventory.RequestsFamily(name, helpPodmanAPI, v.Requests)}
 	if !v.Up {
 		return families
 	}
-	return append(families, bridgeInfo(s, v.Bridges))
+	return append(families, inventory.BridgeInfo(s, v.Bridges))
 }

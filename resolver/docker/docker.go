@@ -1,4 +1,10 @@
-package inventory
+// Package docker is the runtime resolver of Docker's containers: it asks
+// the Docker Engine API which namespaces running containers use and what
+// Docker records of the containers whose namespaces they were, and gives
+// Docker's metric families (its networks, its container records). It
+// only reads the API and /proc; it never stops, removes or changes a
+// container. Its [Registration] is its line in the command's list.
+package docker
 
 import (
 	"context"
@@ -9,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/inventory"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,57 +23,68 @@ import (
 // record of the containers whose namespaces they were. What Docker
 // records, and how it is asked, is in docker_client.go.
 
-// StepDocker is the Docker resolver's stage in [Snapshot.Steps]:
-// veth_scrape_collector_*{collector="docker"}.
-const StepDocker = string(RuntimeDocker)
+// Runtime is Docker's name in [inventory.Owner.Runtime].
+const Runtime inventory.Runtime = "docker"
 
-// DockerNetnsDirs are where Docker pins its sandboxes' namespaces with the
+// Name is the Docker resolver's name: its stage in
+// [inventory.Snapshot.Steps] (veth_scrape_collector_*{collector="docker"})
+// and its key in a snapshot's JSON.
+const Name = "docker"
+
+// Cgroups are the names Docker gives its containers' cgroups:
+// "docker-<id>.scope" with the systemd driver, "/docker/<id>" with
+// cgroupfs.
+var Cgroups = inventory.CgroupNaming{Runtime: Runtime, Prefixes: []string{"docker-"}, Parents: []string{"docker"}}
+
+// NetnsDirs are where Docker pins its sandboxes' namespaces with the
 // default exec root; others are learned from SandboxKeys.
-var DockerNetnsDirs = NetnsDirs{"/run/docker/netns"}
+var NetnsDirs = inventory.NetnsDirs{"/run/docker/netns"}
 
-// Step implements [Resolver].
-func (d *Docker) Step() string { return StepDocker }
+// Step implements [inventory.Resolver].
+func (d *Resolver) Step() string { return d.name }
 
-// Timeout implements [Resolver]: what one snapshot may spend asking the
+// Timeout implements [inventory.Resolver]: what one snapshot may spend asking the
 // daemon.
-func (d *Docker) Timeout() time.Duration { return d.timeout }
+func (d *Resolver) Timeout() time.Duration { return d.timeout }
 
-// Observe implements [Resolver]: Docker's view for the snapshot (see
+// Observe implements [inventory.Resolver]: Docker's view for the snapshot (see
 // [Docker.View]) and the namespaces its running containers use.
-func (d *Docker) Observe(ctx context.Context, p Paths) (Observation, error) {
-	v := d.View(ctx)
-	return &dockerObservation{docker: d, claims: newDockerClaims(v, p)}, v.Err
+func (d *Resolver) Observe(ctx context.Context, p inventory.Paths) (inventory.Observation, error) {
+	// A copy for this snapshot: the cached view is shared with others.
+	v := *d.View(ctx)
+	v.Requests, v.name = d.Requests(), d.name
+	return &dockerObservation{docker: d, claims: newDockerClaims(&v, p)}, v.Err
 }
 
 // dockerObservation is what Docker said for one snapshot.
 type dockerObservation struct {
-	docker *Docker
+	docker *Resolver
 	claims *dockerClaims
 }
 
-// Claim implements [Observation]. A namespace no running container uses
+// Claim implements [inventory.Observation]. A namespace no running container uses
 // is claimed exited when Docker has a record of the container it was
 // (the owner the cgroups or the history name, or the stopped container
 // whose sandbox a mount of it is).
-func (o *dockerObservation) Claim(ctx context.Context, v *Veth) Claim {
+func (o *dockerObservation) Claim(ctx context.Context, v *inventory.Veth) inventory.Claim {
 	view := o.claims.view
 	claim, dc := o.claims.claim(v)
-	if claim == RuntimeSilent && view.Up && v.PeerNetns != nil && (v.Owner == nil || v.Owner.Kind == OwnerProcess) {
+	if claim == inventory.RuntimeSilent && view.Up && v.PeerNetns != nil && (v.Owner == nil || v.Owner.Kind == inventory.OwnerProcess) {
 		// A namespace that a mount holds and no container process owns
 		// may be the sandbox of a stopped container, in whatever exec root
 		// that daemon runs: ask its record, which costs one inspect per
 		// stopped container, once.
 		for _, m := range v.PeerNetns.Mounts {
 			if rec := o.docker.SandboxRecord(ctx, view, m); rec != nil {
-				claim, dc = RuntimeExited, rec
+				claim, dc = inventory.RuntimeExited, rec
 				break
 			}
 		}
 	}
-	c := Claim{State: claim}
+	c := inventory.Claim{State: claim}
 	switch claim {
-	case RuntimeRunning:
-		if v.Owner != nil && v.Owner.Kind == OwnerPod {
+	case inventory.RuntimeRunning:
+		if v.Owner != nil && v.Owner.Kind == inventory.OwnerPod {
 			// A pod's container that Docker runs (cri-dockerd): the
 			// cgroups know the pod, Docker its name.
 			named := *v.Owner
@@ -78,31 +96,28 @@ func (o *dockerObservation) Claim(ctx context.Context, v *Veth) Claim {
 		for _, shared := range o.claims.running[v.PeerNetns.Inode] {
 			c.Containers = append(c.Containers, shared.Name)
 		}
-	case RuntimeExited:
+	case inventory.RuntimeExited:
 		c.LastOwner, c.LastOwnerSeen = dockerOwner(dc), dc.FinishedAt
 	}
 	return c
 }
 
-// Running implements [Observation]: the namespaces of the running
+// Running implements [inventory.Observation]: the namespaces of the running
 // containers, each found through the namespace's owner (the sandbox).
-func (o *dockerObservation) Running() []RunningNetns {
+func (o *dockerObservation) Running() []inventory.RunningNetns {
 	if !o.claims.view.Up {
 		return nil
 	}
-	running := make([]RunningNetns, 0, len(o.claims.running))
+	running := make([]inventory.RunningNetns, 0, len(o.claims.running))
 	for inode, cs := range o.claims.running {
-		running = append(running, RunningNetns{Inode: inode, Path: o.claims.paths[inode], PID: cs[0].Pid})
+		running = append(running, inventory.RunningNetns{Inode: inode, Path: o.claims.paths[inode], PID: cs[0].Pid})
 	}
 	return running
 }
 
-// Record implements [Observation]: the snapshot's docker key and
+// View implements [inventory.Observation]: the snapshot's docker key and
 // Docker's metric families.
-func (o *dockerObservation) Record(s *Snapshot) {
-	s.Docker = o.claims.view
-	s.DockerRequests = o.docker.Requests()
-}
+func (o *dockerObservation) View() inventory.RuntimeView { return o.claims.view }
 
 // Help texts of Docker's families; the names and labels are a contract
 // with dashboards and alerts.
@@ -111,55 +126,58 @@ const (
 	helpDockerAPI  = "Docker Engine API requests made by the exporter."
 )
 
-// Families implements [RuntimeView]: the API requests made so far and,
+// Families implements [inventory.RuntimeView]: the API requests made so far and,
 // while Docker answers, the Docker networks of the masters in use and
 // Docker's record of every container that owns or last owned a veth. A
 // daemon that is down gives no Docker facts at all rather than stale ones.
-func (v *DockerView) Families(s *Snapshot) []Family {
-	families := []Family{{Name: "veth_docker_api_requests_total", Help: helpDockerAPI, Counter: true,
-		Series: []Series{{Value: float64(s.DockerRequests)}}}}
+func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
+	name := v.name
+	if name == "" {
+		name = Name // a view made by hand
+	}
+	families := []inventory.Family{inventory.RequestsFamily(name, helpDockerAPI, v.Requests)}
 	if !v.Up {
 		return families
 	}
-	containers := make(map[string]*DockerContainer, len(v.Containers))
+	containers := make(map[string]*Container, len(v.Containers))
 	for _, c := range v.Containers {
 		containers[c.ID] = c
 	}
-	owners := map[string]*DockerContainer{}
+	owners := map[string]*Container{}
 	for i := range s.Veths {
 		veth := &s.Veths[i]
-		for _, o := range []*Owner{veth.Owner, veth.LastOwner} {
-			if o != nil && o.Kind != OwnerProcess && containers[o.ID] != nil {
+		for _, o := range []*inventory.Owner{veth.Owner, veth.LastOwner} {
+			if o != nil && o.Kind != inventory.OwnerProcess && containers[o.ID] != nil {
 				owners[o.ID] = containers[o.ID]
 			}
 		}
 	}
-	info := Family{Name: "veth_docker_container_info", Help: helpDockerInfo}
+	info := inventory.Family{Name: "veth_docker_container_info", Help: helpDockerInfo}
 	for _, id := range slices.Sorted(maps.Keys(owners)) {
 		c := owners[id]
-		info.Series = append(info.Series, Series{Value: 1, Labels: []Label{
-			{"compose_project", c.ComposeProject}, {"compose_service", c.ComposeService},
-			{"id", c.ID}, {"image", c.Image}, {"name", c.Name}, {"state", c.State}}})
+		info.Series = append(info.Series, inventory.Series{Value: 1, Labels: []inventory.Label{
+			{Name: "compose_project", Value: c.ComposeProject}, {Name: "compose_service", Value: c.ComposeService},
+			{Name: "id", Value: c.ID}, {Name: "image", Value: c.Image}, {Name: "name", Value: c.Name}, {Name: "state", Value: c.State}}})
 	}
-	return append(families, bridgeInfo(s, v.Bridges), info)
+	return append(families, inventory.BridgeInfo(s, v.Bridges), info)
 }
 
 // dockerClaims says, for one snapshot, what Docker claims about each
 // namespace: the running containers in it, or its record of the
 // container whose sandbox it was.
 type dockerClaims struct {
-	view *DockerView
+	view *View
 	// running: containers running in each namespace, by inode, the
 	// namespace's owner (the sandbox) first.
-	running map[uint64][]*DockerContainer
+	running map[uint64][]*Container
 	// paths open the namespaces of running, by inode.
 	paths map[uint64]string
 	// byID: every container Docker knows.
-	byID map[string]*DockerContainer
+	byID map[string]*Container
 }
 
-func newDockerClaims(v *DockerView, p Paths) *dockerClaims {
-	c := &dockerClaims{view: v, running: map[uint64][]*DockerContainer{}, paths: map[uint64]string{}, byID: map[string]*DockerContainer{}}
+func newDockerClaims(v *View, p inventory.Paths) *dockerClaims {
+	c := &dockerClaims{view: v, running: map[uint64][]*Container{}, paths: map[uint64]string{}, byID: map[string]*Container{}}
 	for _, dc := range v.Containers {
 		c.byID[dc.ID] = dc
 		if !dc.running() || dc.NetworkMode == "host" || dc.NetworkMode == "none" {
@@ -175,7 +193,7 @@ func newDockerClaims(v *DockerView, p Paths) *dockerClaims {
 		if dc.sharesNamespace() {
 			c.running[inode] = append(c.running[inode], dc)
 		} else {
-			c.running[inode] = append([]*DockerContainer{dc}, c.running[inode]...)
+			c.running[inode] = append([]*Container{dc}, c.running[inode]...)
 		}
 	}
 	return c
@@ -187,7 +205,7 @@ func newDockerClaims(v *DockerView, p Paths) *dockerClaims {
 // its init process, whose PID a cached inspect may hold after a restart
 // the events stream missed: the process must still be in a Docker cgroup
 // of this container.
-func netnsOf(p Paths, c *DockerContainer) (uint64, string) {
+func netnsOf(p inventory.Paths, c *Container) (uint64, string) {
 	var st unix.Stat_t
 	if c.SandboxKey != "" {
 		path := filepath.Join(p.Rootfs, c.SandboxKey)
@@ -199,7 +217,7 @@ func netnsOf(p Paths, c *DockerContainer) (uint64, string) {
 		return 0, ""
 	}
 	dir := p.Procfs + "/" + strconv.Itoa(c.Pid)
-	if cg, err := os.ReadFile(dir + "/cgroup"); err != nil || parseCgroup(string(cg)).ContainerID != c.ID {
+	if cg, err := os.ReadFile(dir + "/cgroup"); err != nil || inventory.ParseCgroup(string(cg), []inventory.CgroupNaming{Cgroups}).ContainerID != c.ID {
 		return 0, ""
 	}
 	if unix.Stat(dir+"/ns/net", &st) == nil {
@@ -210,27 +228,27 @@ func netnsOf(p Paths, c *DockerContainer) (uint64, string) {
 
 // claim returns what Docker says about v's peer namespace, and the
 // container it says it about, if any.
-func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
+func (c *dockerClaims) claim(v *inventory.Veth) (inventory.RuntimeClaim, *Container) {
 	n := v.PeerNetns
 	if n == nil {
-		return RuntimeSilent, nil
+		return inventory.RuntimeSilent, nil
 	}
 	if !c.view.Up {
 		// A namespace only a mount holds could be a sandbox of this
 		// daemon in an exec root not learned yet (an exporter started
 		// while Docker was down): Docker decides those too.
 		if c.dockerNamespace(v) || n.Empty() {
-			return RuntimeDown, nil
+			return inventory.RuntimeDown, nil
 		}
-		return RuntimeSilent, nil
+		return inventory.RuntimeSilent, nil
 	}
 	if cs := c.running[n.Inode]; len(cs) > 0 {
-		return RuntimeRunning, cs[0]
+		return inventory.RuntimeRunning, cs[0]
 	}
 	// Docker's record of the container whose namespace this was: by the
 	// owner the cgroups or the history name, or by the sandbox mount.
-	for _, o := range []*Owner{v.Owner, v.LastOwner} {
-		if o == nil || o.Kind != OwnerContainer {
+	for _, o := range []*inventory.Owner{v.Owner, v.LastOwner} {
+		if o == nil || o.Kind != inventory.OwnerContainer {
 			continue
 		}
 		dc := c.byID[o.ID]
@@ -244,24 +262,24 @@ func (c *dockerClaims) claim(v *Veth) (RuntimeClaim, *DockerContainer) {
 		if v.Owner != nil && v.Owner.ID == dc.ID {
 			continue
 		}
-		return RuntimeExited, dc
+		return inventory.RuntimeExited, dc
 	}
-	return RuntimeSilent, nil
+	return inventory.RuntimeSilent, nil
 }
 
 // dockerNamespace reports whether v's peer namespace is Docker's to
 // decide: pinned in Docker's netns directory, or owned (now or last) by a
 // Docker container.
-func (c *dockerClaims) dockerNamespace(v *Veth) bool {
+func (c *dockerClaims) dockerNamespace(v *inventory.Veth) bool {
 	for _, m := range v.PeerNetns.Mounts {
 		if c.view.NetnsDirs.Holds(m) {
 			return true
 		}
 	}
-	return ownedBy(v, RuntimeDocker)
+	return inventory.OwnedBy(v, Runtime)
 }
 
 // dockerOwner is the owner a Docker container makes.
-func dockerOwner(dc *DockerContainer) *Owner {
-	return &Owner{Kind: OwnerContainer, ID: dc.ID, Name: dc.Name, Runtime: RuntimeDocker}
+func dockerOwner(dc *Container) *inventory.Owner {
+	return &inventory.Owner{Kind: inventory.OwnerContainer, ID: dc.ID, Name: dc.Name, Runtime: Runtime}
 }

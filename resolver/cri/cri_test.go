@@ -1,4 +1,4 @@
-package inventory
+package cri
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/inventory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -148,9 +149,9 @@ func (f *fakeCRI) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandbox
 	return nil, status.Error(codes.NotFound, "no such sandbox")
 }
 
-func newTestCRI(t *testing.T, f *fakeCRI) *CRI {
+func newTestCRI(t *testing.T, f *fakeCRI) *Resolver {
 	t.Helper()
-	c, err := NewCRI("unix://"+f.socket, 5*time.Second, slog.New(slog.DiscardHandler))
+	c, err := New("unix://"+f.socket, 5*time.Second, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestCRICostsOneListWhenQuiet(t *testing.T) {
 	if !v.Up || len(v.Sandboxes) != 2 || v.Runtime != RuntimeContainerd {
 		t.Fatalf("first view: up %v, %d sandboxes, runtime %q (%v); want up, 2, containerd", v.Up, len(v.Sandboxes), v.Runtime, v.Err)
 	}
-	if got := v.Sandboxes[0]; got.Netns != "/run/netns/cni-a" || got.Name != "web" || got.Namespace != "default" || got.UID != "u-a" || got.State != CRIReady {
+	if got := v.Sandboxes[0]; got.Netns != "/run/netns/cni-a" || got.Name != "web" || got.Namespace != "default" || got.UID != "u-a" || got.State != Ready {
 		t.Errorf("first sandbox = %+v, want web in default, u-a, ready, /run/netns/cni-a", got)
 	}
 	if f.count("Version") != 1 || f.count("ListPodSandbox") != 1 || f.count("PodSandboxStatus") != 2 {
@@ -201,7 +202,7 @@ func TestCRICostsOneListWhenQuiet(t *testing.T) {
 	if f.count("PodSandboxStatus") != 3 {
 		t.Errorf("a new sandbox: %d status calls in all, want 3", f.count("PodSandboxStatus"))
 	}
-	if got := v.Sandboxes[1]; got.ID != "b" || got.State != CRINotReady || got.Netns != "/run/netns/cni-b" {
+	if got := v.Sandboxes[1]; got.ID != "b" || got.State != NotReady || got.Netns != "/run/netns/cni-b" {
 		t.Errorf("b after it stopped: %+v, want notready with its cached netns", got)
 	}
 	// a is removed: dropped from the cache, and asked again if it came back.
@@ -250,25 +251,25 @@ func TestCRINoRuntimeService(t *testing.T) {
 	f.stop()
 	f.start(t, false)
 	c := newTestCRI(t, f)
-	o, err := c.Observe(context.Background(), DefaultPaths)
+	o, err := c.Observe(context.Background(), inventory.DefaultPaths)
 	if err == nil {
 		t.Fatal("Observe of an endpoint without the runtime service: no error")
 	}
 	if !o.(*criObservation).view.NoCRI {
 		t.Fatalf("Observe of an endpoint without the runtime service: %v, not seen as such", err)
 	}
-	veth := &Veth{PeerNetns: &Namespace{Inode: 7, Mounts: []string{"/run/netns/leak"}}}
-	if got := o.Claim(context.Background(), veth); got.State != RuntimeSilent {
+	veth := &inventory.Veth{PeerNetns: &inventory.Namespace{Inode: 7, Mounts: []string{"/run/netns/leak"}}}
+	if got := o.Claim(context.Background(), veth); got.State != inventory.RuntimeSilent {
 		t.Errorf("no CRI service: claim %v, want silent", got.State)
 	}
 	// Turned on only because the socket exists: nothing to say, no failure.
 	c.QuietWithoutCRI()
-	if _, err := c.Observe(context.Background(), DefaultPaths); err != nil {
+	if _, err := c.Observe(context.Background(), inventory.DefaultPaths); err != nil {
 		t.Errorf("QuietWithoutCRI: Observe of an endpoint without the runtime service: %v, want no error", err)
 	}
 	// A runtime that is down is down all the same.
 	f.stop()
-	if _, err := c.Observe(context.Background(), DefaultPaths); err == nil {
+	if _, err := c.Observe(context.Background(), inventory.DefaultPaths); err == nil {
 		t.Error("QuietWithoutCRI: Observe of a stopped endpoint: no error")
 	}
 }
@@ -280,71 +281,76 @@ func TestCRIClaims(t *testing.T) {
 	// This process's namespace stands for a pod's: its ns file is an nsfs
 	// inode, as a /run/netns/cni-* mount is.
 	nsFile := fmt.Sprintf("/proc/%d/ns/net", self)
-	inode, _ := criNetnsOf(DefaultPaths, &CRISandbox{Netns: nsFile})
+	inode, _ := criNetnsOf(inventory.DefaultPaths, &Sandbox{Netns: nsFile})
 	if inode == 0 {
 		t.Fatal("cannot stat this process's network namespace")
 	}
-	if got, _ := criNetnsOf(DefaultPaths, &CRISandbox{Netns: "/etc/hostname"}); got != 0 {
+	if got, _ := criNetnsOf(inventory.DefaultPaths, &Sandbox{Netns: "/etc/hostname"}); got != 0 {
 		t.Errorf("a plain file as netns path: inode %d, want 0 (not a namespace)", got)
 	}
-	ready := &CRISandbox{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: CRIReady, Netns: nsFile}
-	notReady := &CRISandbox{ID: "s2", Namespace: "shop", Name: "cart", UID: "u2", State: CRINotReady, Netns: nsFile}
-	hostNet := &CRISandbox{ID: "s3", Name: "node-agent", State: CRIReady, HostNetwork: true, Pid: self}
+	ready := &Sandbox{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: Ready, Netns: nsFile}
+	notReady := &Sandbox{ID: "s2", Namespace: "shop", Name: "cart", UID: "u2", State: NotReady, Netns: nsFile}
+	hostNet := &Sandbox{ID: "s3", Name: "node-agent", State: Ready, HostNetwork: true, Pid: self}
 	// A PID whose process is not in the sandbox's cgroup (reused, or
 	// never the pause) says nothing.
-	stalePID := &CRISandbox{ID: "s4", Name: "old", State: CRIReady, Pid: self}
-	dirs := NetnsDirs{"/run/netns"}
-	view := func(up bool, sbs ...*CRISandbox) *CRIView {
-		return &CRIView{Up: up, Runtime: RuntimeContainerd, Sandboxes: sbs, NetnsDirs: dirs}
+	stalePID := &Sandbox{ID: "s4", Name: "old", State: Ready, Pid: self}
+	dirs := inventory.NetnsDirs{"/run/netns"}
+	view := func(up bool, sbs ...*Sandbox) *View {
+		return &View{Up: up, Runtime: RuntimeContainerd, Sandboxes: sbs, NetnsDirs: dirs}
 	}
-	ours := func() *Namespace { return &Namespace{Inode: inode, Mounts: []string{"/run/netns/cni-1"}} }
-	empty := func() *Namespace { return &Namespace{Inode: 2, Mounts: []string{"/run/netns/cni-2"}} }
-	stray := func() *Namespace { return &Namespace{Inode: 3, PIDs: []int{4242}} }
-	dockers := func() *Namespace { return &Namespace{Inode: 4, Mounts: []string{"/run/docker/netns/abc"}} }
-	webOwner := &Owner{Kind: OwnerPod, ID: "s1", Name: "web", PodNamespace: "default", PodName: "web", PodUID: "u1", Runtime: RuntimeContainerd}
-	cartOwner := &Owner{Kind: OwnerPod, ID: "s2", Name: "cart", PodNamespace: "shop", PodName: "cart", PodUID: "u2", Runtime: RuntimeContainerd}
-	gonePod := &Owner{Kind: OwnerPod, ID: "s9", Name: "gone", PodNamespace: "default", PodName: "gone", PodUID: "u9", Runtime: RuntimeContainerd}
-	container := &Owner{Kind: OwnerContainer, ID: "c1", Name: "db", Runtime: RuntimeDocker}
+	ours := func() *inventory.Namespace {
+		return &inventory.Namespace{Inode: inode, Mounts: []string{"/run/netns/cni-1"}}
+	}
+	empty := func() *inventory.Namespace {
+		return &inventory.Namespace{Inode: 2, Mounts: []string{"/run/netns/cni-2"}}
+	}
+	stray := func() *inventory.Namespace { return &inventory.Namespace{Inode: 3, PIDs: []int{4242}} }
+	dockers := func() *inventory.Namespace {
+		return &inventory.Namespace{Inode: 4, Mounts: []string{"/run/docker/netns/abc"}}
+	}
+	webOwner := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s1", Name: "web", PodNamespace: "default", PodName: "web", PodUID: "u1", Runtime: RuntimeContainerd}
+	cartOwner := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s2", Name: "cart", PodNamespace: "shop", PodName: "cart", PodUID: "u2", Runtime: RuntimeContainerd}
+	gonePod := &inventory.Owner{Kind: inventory.OwnerPod, ID: "s9", Name: "gone", PodNamespace: "default", PodName: "gone", PodUID: "u9", Runtime: RuntimeContainerd}
+	container := &inventory.Owner{Kind: inventory.OwnerContainer, ID: "c1", Name: "db", Runtime: runtimeDocker}
 
 	tests := []struct {
 		name        string
-		view        *CRIView
-		netns       *Namespace
-		owner, last *Owner
-		want        RuntimeClaim
-		wantOwner   *Owner
-		wantVerdict Verdict
-		wantReason  Reason
+		view        *View
+		netns       *inventory.Namespace
+		owner, last *inventory.Owner
+		want        inventory.RuntimeClaim
+		wantOwner   *inventory.Owner
+		wantVerdict inventory.Verdict
+		wantReason  inventory.Reason
 	}{
-		{"ready sandbox", view(true, ready), ours(), nil, nil, RuntimeRunning, webOwner, Owned, ReasonPod},
-		{"notready sandbox whose namespace is there", view(true, notReady), ours(), nil, nil, RuntimeRunning, cartOwner, Owned, ReasonPod},
-		{"ready beats notready in one namespace", view(true, notReady, ready), ours(), nil, nil, RuntimeRunning, webOwner, Owned, ReasonPod},
-		{"unlisted, mount only", view(true, ready), empty(), nil, gonePod, RuntimeSilent, nil, Orphaned, ReasonNetnsEmpty},
-		{"unlisted, a stray in a pod's namespace", view(true, ready), stray(), &Owner{Kind: OwnerProcess, ID: "4242"}, gonePod, RuntimeSilent, &Owner{Kind: OwnerProcess, ID: "4242"}, Orphaned, ReasonOwnerExited},
-		{"host-network sandbox owns nothing", view(true, hostNet), ours(), nil, nil, RuntimeSilent, nil, Orphaned, ReasonNetnsEmpty},
-		{"a PID outside the sandbox's cgroup", view(true, stalePID), ours(), nil, nil, RuntimeSilent, nil, Orphaned, ReasonNetnsEmpty},
-		{"no path or PID: the pause's cgroup names a listed sandbox", view(true, &CRISandbox{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: CRIReady}), stray(), &Owner{Kind: OwnerPod, ID: "s1", PodUID: "u1"}, nil, RuntimeRunning, webOwner, Owned, ReasonPod},
-		{"no path or PID: a cgroup ID CRI does not list", view(true, ready), stray(), &Owner{Kind: OwnerPod, ID: "s8", PodUID: "u8"}, nil, RuntimeSilent, &Owner{Kind: OwnerPod, ID: "s8", PodUID: "u8"}, Owned, ReasonPod},
-		{"a host-network sandbox's ID owns nothing", view(true, hostNet), stray(), &Owner{Kind: OwnerPod, ID: "s3"}, nil, RuntimeSilent, &Owner{Kind: OwnerPod, ID: "s3"}, Owned, ReasonPod},
-		{"down: its netns directory", view(false), empty(), nil, nil, RuntimeDown, nil, Unknown, ReasonResolverDown},
-		{"down: last owned by a pod", view(false), stray(), &Owner{Kind: OwnerProcess, ID: "4242"}, gonePod, RuntimeDown, &Owner{Kind: OwnerProcess, ID: "4242"}, Unknown, ReasonResolverDown},
-		{"down: a running pod stays owned", view(false), stray(), webOwner, nil, RuntimeDown, webOwner, Owned, ReasonPod},
-		{"down: Docker's namespace", view(false), dockers(), nil, container, RuntimeSilent, nil, Orphaned, ReasonNetnsEmpty},
-		{"no CRI service", &CRIView{NoCRI: true, NetnsDirs: dirs}, empty(), nil, gonePod, RuntimeSilent, nil, Orphaned, ReasonNetnsEmpty},
+		{"ready sandbox", view(true, ready), ours(), nil, nil, inventory.RuntimeRunning, webOwner, inventory.Owned, inventory.ReasonPod},
+		{"notready sandbox whose namespace is there", view(true, notReady), ours(), nil, nil, inventory.RuntimeRunning, cartOwner, inventory.Owned, inventory.ReasonPod},
+		{"ready beats notready in one namespace", view(true, notReady, ready), ours(), nil, nil, inventory.RuntimeRunning, webOwner, inventory.Owned, inventory.ReasonPod},
+		{"unlisted, mount only", view(true, ready), empty(), nil, gonePod, inventory.RuntimeSilent, nil, inventory.Orphaned, inventory.ReasonNetnsEmpty},
+		{"unlisted, a stray in a pod's namespace", view(true, ready), stray(), &inventory.Owner{Kind: inventory.OwnerProcess, ID: "4242"}, gonePod, inventory.RuntimeSilent, &inventory.Owner{Kind: inventory.OwnerProcess, ID: "4242"}, inventory.Orphaned, inventory.ReasonOwnerExited},
+		{"host-network sandbox owns nothing", view(true, hostNet), ours(), nil, nil, inventory.RuntimeSilent, nil, inventory.Orphaned, inventory.ReasonNetnsEmpty},
+		{"a PID outside the sandbox's cgroup", view(true, stalePID), ours(), nil, nil, inventory.RuntimeSilent, nil, inventory.Orphaned, inventory.ReasonNetnsEmpty},
+		{"no path or PID: the pause's cgroup names a listed sandbox", view(true, &Sandbox{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: Ready}), stray(), &inventory.Owner{Kind: inventory.OwnerPod, ID: "s1", PodUID: "u1"}, nil, inventory.RuntimeRunning, webOwner, inventory.Owned, inventory.ReasonPod},
+		{"no path or PID: a cgroup ID CRI does not list", view(true, ready), stray(), &inventory.Owner{Kind: inventory.OwnerPod, ID: "s8", PodUID: "u8"}, nil, inventory.RuntimeSilent, &inventory.Owner{Kind: inventory.OwnerPod, ID: "s8", PodUID: "u8"}, inventory.Owned, inventory.ReasonPod},
+		{"a host-network sandbox's ID owns nothing", view(true, hostNet), stray(), &inventory.Owner{Kind: inventory.OwnerPod, ID: "s3"}, nil, inventory.RuntimeSilent, &inventory.Owner{Kind: inventory.OwnerPod, ID: "s3"}, inventory.Owned, inventory.ReasonPod},
+		{"down: its netns directory", view(false), empty(), nil, nil, inventory.RuntimeDown, nil, inventory.Unknown, inventory.ReasonResolverDown},
+		{"down: last owned by a pod", view(false), stray(), &inventory.Owner{Kind: inventory.OwnerProcess, ID: "4242"}, gonePod, inventory.RuntimeDown, &inventory.Owner{Kind: inventory.OwnerProcess, ID: "4242"}, inventory.Unknown, inventory.ReasonResolverDown},
+		{"down: a running pod stays owned", view(false), stray(), webOwner, nil, inventory.RuntimeDown, webOwner, inventory.Owned, inventory.ReasonPod},
+		{"down: Docker's namespace", view(false), dockers(), nil, container, inventory.RuntimeSilent, nil, inventory.Orphaned, inventory.ReasonNetnsEmpty},
+		{"no CRI service", &View{NoCRI: true, NetnsDirs: dirs}, empty(), nil, gonePod, inventory.RuntimeSilent, nil, inventory.Orphaned, inventory.ReasonNetnsEmpty},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := newCRIObservation(tt.view, DefaultPaths)
-			v := &Veth{PeerNetns: tt.netns, Owner: tt.owner, LastOwner: tt.last}
+			o := newCRIObservation(tt.view, inventory.DefaultPaths)
+			v := &inventory.Veth{PeerNetns: tt.netns, Owner: tt.owner, LastOwner: tt.last}
 			c := o.Claim(context.Background(), v)
 			if c.State != tt.want {
 				t.Fatalf("claim = %v, want %v", c.State, tt.want)
 			}
-			state := weigh(v, []Claim{c})
+			verdict, reason := inventory.Judge(v, []inventory.Claim{c})
 			if fmt.Sprint(v.Owner) != fmt.Sprint(tt.wantOwner) {
 				t.Errorf("owner = %+v, want %+v", v.Owner, tt.wantOwner)
 			}
-			verdict, reason := decide(v, evidence{runtime: state})
 			if verdict != tt.wantVerdict || reason != tt.wantReason {
 				t.Errorf("verdict = %s/%s, want %s/%s", verdict, reason, tt.wantVerdict, tt.wantReason)
 			}
@@ -358,25 +364,23 @@ func TestCRIClaims(t *testing.T) {
 func TestCRIObserveMatchesByInode(t *testing.T) {
 	self := os.Getpid()
 	nsFile := fmt.Sprintf("/proc/%d/ns/net", self)
-	inode, _ := criNetnsOf(DefaultPaths, &CRISandbox{Netns: nsFile})
+	inode, _ := criNetnsOf(inventory.DefaultPaths, &Sandbox{Netns: nsFile})
 	// Statuses give /proc paths for namespaces not pinned by a mount:
 	// only the PID finds those, and this one's PID is not a pause.
 	f := newFakeCRI(t,
 		fakeSandbox{id: "s1", namespace: "default", name: "web", uid: "u1", ready: true, netns: "/var/run/netns/cni-x"},
 		fakeSandbox{id: "s2", namespace: "default", name: "procpath", uid: "u2", ready: true, netns: nsFile, pid: self})
 	c := newTestCRI(t, f)
-	o, err := c.Observe(context.Background(), Paths{Procfs: "/proc", Sysfs: "/sys", Rootfs: "/"})
+	o, err := c.Observe(context.Background(), inventory.Paths{Procfs: "/proc", Sysfs: "/sys", Rootfs: "/"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	claim := o.Claim(context.Background(), &Veth{Name: "cni-x", PeerNetns: &Namespace{Inode: inode}})
-	if claim.State != RuntimeSilent {
+	claim := o.Claim(context.Background(), &inventory.Veth{Name: "cni-x", PeerNetns: &inventory.Namespace{Inode: inode}})
+	if claim.State != inventory.RuntimeSilent {
 		t.Errorf("no sandbox's namespace is this one (names do not count): claim %v by %+v, want silent", claim.State, claim.Owner)
 	}
-	var s Snapshot
-	o.Record(&s)
-	if s.CRI == nil || s.CRI.Requests != 4 {
-		t.Errorf("recorded view %+v, want one counting 4 calls (Version, list, 2 statuses)", s.CRI)
+	if v, ok := o.View().(*View); !ok || v.Requests != 4 {
+		t.Errorf("recorded view %+v, want one counting 4 calls (Version, list, 2 statuses)", o.View())
 	}
 }
 
@@ -384,14 +388,14 @@ func TestCRIObserveMatchesByInode(t *testing.T) {
 // veth_pod_info for each pod that owns or last owned a veth, gone ones
 // from the remembered owner.
 func TestCRIFamilies(t *testing.T) {
-	v := &CRIView{Up: true, Runtime: RuntimeContainerd, Requests: 12, Sandboxes: []*CRISandbox{
-		{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: CRIReady},
-		{ID: "s2", Namespace: "default", Name: "idle", UID: "u2", State: CRIReady},
+	v := &View{Up: true, Runtime: RuntimeContainerd, Requests: 12, Sandboxes: []*Sandbox{
+		{ID: "s1", Namespace: "default", Name: "web", UID: "u1", State: Ready},
+		{ID: "s2", Namespace: "default", Name: "idle", UID: "u2", State: Ready},
 	}}
-	s := &Snapshot{Veths: []Veth{
-		{Name: "veth1", Owner: &Owner{Kind: OwnerPod, ID: "s1", PodUID: "u1"}},
-		{Name: "veth2", LastOwner: &Owner{Kind: OwnerPod, ID: "s9", PodNamespace: "shop", PodName: "cart", PodUID: "u9", Runtime: RuntimeContainerd}},
-		{Name: "veth3", Owner: &Owner{Kind: OwnerContainer, ID: "c1"}},
+	s := &inventory.Snapshot{Veths: []inventory.Veth{
+		{Name: "veth1", Owner: &inventory.Owner{Kind: inventory.OwnerPod, ID: "s1", PodUID: "u1"}},
+		{Name: "veth2", LastOwner: &inventory.Owner{Kind: inventory.OwnerPod, ID: "s9", PodNamespace: "shop", PodName: "cart", PodUID: "u9", Runtime: RuntimeContainerd}},
+		{Name: "veth3", Owner: &inventory.Owner{Kind: inventory.OwnerContainer, ID: "c1"}},
 	}}
 	got := v.Families(s)
 	if len(got) != 2 || got[0].Name != "veth_cri_api_requests_total" || !got[0].Counter || got[0].Series[0].Value != 12 {
@@ -408,7 +412,7 @@ func TestCRIFamilies(t *testing.T) {
 	if !slices.Equal(lines, want) {
 		t.Errorf("veth_pod_info = %q, want %q", lines, want)
 	}
-	down := &CRIView{Requests: 3}
+	down := &View{Requests: 3}
 	if got := down.Families(s); len(got) != 1 {
 		t.Errorf("down: %d families, want only the call counter", len(got))
 	}
@@ -416,16 +420,28 @@ func TestCRIFamilies(t *testing.T) {
 
 func TestNewCRIRejectsBadEndpoints(t *testing.T) {
 	for _, e := range []string{"tcp://127.0.0.1:1234", "relative/path.sock", "unix://relative.sock"} {
-		if _, err := NewCRI(e, time.Second, nil); err == nil {
-			t.Errorf("NewCRI(%q): no error", e)
+		if _, err := New(e, time.Second, nil); err == nil {
+			t.Errorf("New(%q): no error", e)
 		}
 	}
-	c, err := NewCRI("/run/containerd/containerd.sock", time.Second, nil)
+	c, err := New("/run/containerd/containerd.sock", time.Second, nil)
 	if err != nil {
-		t.Fatalf("NewCRI of a bare path: %v", err)
+		t.Fatalf("New of a bare path: %v", err)
 	}
 	defer c.Close()
 	if c.Endpoint() != "unix:///run/containerd/containerd.sock" {
 		t.Errorf("Endpoint() = %q", c.Endpoint())
+	}
+}
+
+// waitFor waits up to 5 s for cond.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

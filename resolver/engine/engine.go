@@ -1,4 +1,9 @@
-package inventory
+// Package engine is the HTTP client of container engine APIs, Docker's and
+// Podman's, shared by their resolvers: the few GET calls and the events
+// stream both need, over a unix socket or TCP, with bounded answers, and
+// a view cached between snapshots that the events stream marks stale.
+// It only reads: it never asks an engine to change anything.
+package engine
 
 import (
 	"context"
@@ -15,10 +20,10 @@ import (
 	"time"
 )
 
-// engineAPI is the HTTP API of a container engine, Docker's or Podman's,
+// API is the HTTP API of a container engine, Docker's or Podman's,
 // over a unix socket or TCP: the few GET calls and the events stream the
 // resolvers of both need. It counts the requests it makes.
-type engineAPI struct {
+type API struct {
 	// engine names the engine in errors: "docker", "podman".
 	engine   string
 	client   *http.Client
@@ -26,15 +31,15 @@ type engineAPI struct {
 	requests atomic.Uint64
 }
 
-// newEngineAPI returns a client of the engine at host: unix:///path or
+// New returns a client of the engine at host: unix:///path or
 // tcp://host:port (the DOCKER_HOST and CONTAINER_HOST forms). It does not
 // contact the engine.
-func newEngineAPI(engine, host string) (*engineAPI, error) {
+func New(engine, host string) (*API, error) {
 	u, err := url.Parse(host)
 	if err != nil {
 		return nil, fmt.Errorf("%s host %q: %w", engine, host, err)
 	}
-	a := &engineAPI{engine: engine}
+	a := &API{engine: engine}
 	transport := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
 	switch u.Scheme {
 	case "unix":
@@ -64,17 +69,17 @@ func (e *engineError) Error() string {
 	return fmt.Sprintf("%s API: %d %s", e.engine, e.status, e.message)
 }
 
-// isNotFound reports whether err is the engine's 404: the container was
+// IsNotFound reports whether err is the engine's 404: the container was
 // removed since it was listed.
-func isNotFound(err error) bool {
+func IsNotFound(err error) bool {
 	var ee *engineError
 	return errors.As(err, &ee) && ee.status == http.StatusNotFound
 }
 
-// open sends a GET of p (with its API version prefix) and returns the
+// Open sends a GET of p (with its API version prefix) and returns the
 // response, 200 OK, for the caller to read and close; any other status is
 // an *engineError.
-func (a *engineAPI) open(ctx context.Context, p string, query url.Values) (*http.Response, error) {
+func (a *API) Open(ctx context.Context, p string, query url.Values) (*http.Response, error) {
 	u := a.base + p
 	if len(query) > 0 {
 		u += "?" + query.Encode()
@@ -100,11 +105,11 @@ func (a *engineAPI) open(ctx context.Context, p string, query url.Values) (*http
 	return resp, nil
 }
 
-// get calls p within timeout and decodes its JSON answer into out.
-func (a *engineAPI) get(ctx context.Context, timeout time.Duration, p string, query url.Values, out any) error {
+// Get calls p within timeout and decodes its JSON answer into out.
+func (a *API) Get(ctx context.Context, timeout time.Duration, p string, query url.Values, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := a.open(ctx, p, query)
+	resp, err := a.Open(ctx, p, query)
 	if err != nil {
 		return err
 	}
@@ -139,12 +144,12 @@ func followEvents(ctx context.Context, stream func(context.Context) error, ended
 	}
 }
 
-// followedView is an engine's view cached between snapshots and the
+// FollowedView is an engine's view cached between snapshots and the
 // events stream that says when it is stale: the view is reused while the
 // stream is connected and reports no change and the view is younger than
-// the resolver's TTL. Its mu guards the resolver's own caches too.
-type followedView[V any] struct {
-	mu     sync.Mutex
+// the resolver's TTL. Its Mu guards the resolver's own caches too.
+type FollowedView[V any] struct {
+	Mu     sync.Mutex
 	view   V
 	have   bool
 	up     bool // the cached view is of an engine that answered
@@ -160,46 +165,46 @@ type followedView[V any] struct {
 	done chan struct{}
 }
 
-// cached returns the view to reuse, if any, and the generation a new
+// Cached returns the view to reuse, if any, and the generation a new
 // fetch starts at; the caller holds mu.
-func (f *followedView[V]) cached(ttl time.Duration) (v V, ok bool, gen uint64) {
+func (f *FollowedView[V]) Cached(ttl time.Duration) (v V, ok bool, gen uint64) {
 	if f.have && f.up && f.eventsUp && f.viewGen == f.changedGen && time.Since(f.viewAt) < ttl {
 		return f.view, true, f.changedGen
 	}
 	return v, false, f.changedGen
 }
 
-// wasUp reports whether the last view was of an engine that answered,
+// WasUp reports whether the last view was of an engine that answered,
 // or there was none; the caller holds mu.
-func (f *followedView[V]) wasUp() bool { return !f.have || f.up }
+func (f *FollowedView[V]) WasUp() bool { return !f.have || f.up }
 
-// store keeps v, fetched at generation gen; the caller holds mu.
-func (f *followedView[V]) store(v V, up bool, gen uint64) {
+// Store keeps v, fetched at generation gen; the caller holds mu.
+func (f *FollowedView[V]) Store(v V, up bool, gen uint64) {
 	f.view, f.have, f.up, f.viewAt, f.viewGen = v, true, up, time.Now(), gen
 }
 
-// opened records a connected stream: the events before it were missed,
+// Opened records a connected stream: the events before it were missed,
 // so the cached view is stale. The caller does not hold mu.
-func (f *followedView[V]) opened() {
-	f.mu.Lock()
+func (f *FollowedView[V]) Opened() {
+	f.Mu.Lock()
 	f.eventsUp = true
 	f.changedGen++
-	f.mu.Unlock()
+	f.Mu.Unlock()
 }
 
-// follow runs stream (which reads the events, calling opened once
-// connected) until closeEvents, reconnecting when it ends.
-func (f *followedView[V]) follow(stream func(context.Context) error, logger *slog.Logger, engine string) {
+// Follow runs stream (which reads the events, calling Opened once
+// connected) until CloseEvents, reconnecting when it ends.
+func (f *FollowedView[V]) Follow(stream func(context.Context) error, logger *slog.Logger, engine string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.stop = cancel
 	f.done = make(chan struct{})
 	go func() {
 		defer close(f.done)
 		followEvents(ctx, stream, func(err error) {
-			f.mu.Lock()
+			f.Mu.Lock()
 			f.eventsUp = false
 			f.changedGen++
-			f.mu.Unlock()
+			f.Mu.Unlock()
 			if ctx.Err() == nil {
 				logger.Debug(engine+" events stream ended, reconnecting", "err", err)
 			}
@@ -207,8 +212,8 @@ func (f *followedView[V]) follow(stream func(context.Context) error, logger *slo
 	}()
 }
 
-// closeEvents stops following the events.
-func (f *followedView[V]) closeEvents() {
+// CloseEvents stops following the events.
+func (f *FollowedView[V]) CloseEvents() {
 	if f.stop != nil {
 		f.stop()
 		<-f.done
@@ -221,21 +226,21 @@ const (
 	maxEngineEvent  = 1 << 20
 )
 
-// engineEvent is what both engines' events say that the resolvers use.
-type engineEvent struct {
+// Event is what both engines' events say that the resolvers use.
+type Event struct {
 	Type   string
 	Action string
 	Actor  struct{ ID string }
 }
 
-// readEvents decodes the events of a stream and passes each to each,
+// ReadEvents decodes the events of a stream and passes each to each,
 // until the stream ends (an error then, io.EOF included) or one event is
 // larger than maxEngineEvent.
-func readEvents(body io.Reader, each func(engineEvent)) error {
+func ReadEvents(body io.Reader, each func(Event)) error {
 	b := &boundedReader{r: body, max: maxEngineEvent}
 	dec := json.NewDecoder(b)
 	for {
-		var ev engineEvent
+		var ev Event
 		if err := dec.Decode(&ev); err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("events stream closed")
@@ -267,3 +272,18 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	b.n += n
 	return n, err
 }
+
+// Requests is the number of requests made so far.
+func (a *API) Requests() uint64 { return a.requests.Load() }
+
+// Changed records an event that makes the cached view stale; the caller
+// holds Mu.
+func (f *FollowedView[V]) Changed() { f.changedGen++ }
+
+// Following reports whether the events stream is connected; the caller
+// holds Mu.
+func (f *FollowedView[V]) Following() bool { return f.eventsUp }
+
+// Stale reports whether an event came after the cached view was fetched;
+// the caller holds Mu.
+func (f *FollowedView[V]) Stale() bool { return f.viewGen != f.changedGen }
