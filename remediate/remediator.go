@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -19,190 +18,14 @@ import (
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
-// Mode says what remediation may do.
-type Mode string
-
-// The modes. Off is the default: the webhook is not even mounted.
-const (
-	ModeOff     Mode = "off"
-	ModeDryRun  Mode = "dry-run"
-	ModeEnforce Mode = "enforce"
-)
-
-// Result is the outcome of one request to remove one veth.
-type Result string
-
-// The results, as the webhook's response and the actions metric name them.
-const (
-	ResultDeleted     Result = "deleted"
-	ResultWouldDelete Result = "would_delete"
-	// ResultGone: the veth the exporter recorded no longer exists;
-	// someone else was first.
-	ResultGone Result = "gone"
-	// ResultNotFound: no such interface, and the exporter never recorded
-	// one of that name (a typo, or another node's device).
-	ResultNotFound Result = "not_found"
-	ResultRefused  Result = "refused"
-	ResultSkipped  Result = "skipped"
-	ResultFailed   Result = "failed"
-)
-
-// Results lists every result, for metrics that show them all from the start.
-var Results = []Result{ResultDeleted, ResultWouldDelete, ResultGone, ResultNotFound, ResultRefused, ResultSkipped, ResultFailed}
-
-// Refusal reasons: stable strings used in the response, the log, the
-// audit record and veth_remediation_refusals_total{reason}.
-const (
-	ReasonResolved         = "resolved"
-	ReasonInvalidAlert     = "invalid_alert"
-	ReasonInvalidDevice    = "invalid_device"
-	ReasonInvalidIfindex   = "invalid_ifindex"
-	ReasonOtherNode        = "other_node"
-	ReasonStartsInFuture   = "starts_in_future"
-	ReasonAlertTooYoung    = "alert_too_young"
-	ReasonInventoryFailed  = "inventory_failed"
-	ReasonStaleState       = "stale_state"
-	ReasonNotVeth          = "not_a_veth"
-	ReasonIfindexMismatch  = "ifindex_mismatch"
-	ReasonNotOrphaned      = "not_orphaned"
-	ReasonReasonNotAllowed = "reason_not_allowed"
-	ReasonNotRecorded      = "not_recorded"
-	ReasonOrphanTooYoung   = "orphan_too_young"
-	ReasonMasterNotAllowed = "master_not_allowed"
-	ReasonDeviceExcluded   = "device_excluded"
-	ReasonRequestLimit     = "request_limit"
-	ReasonHourlyLimit      = "hourly_limit"
-	ReasonTooManyOrphans   = "too_many_orphans"
-	ReasonNoPermission     = "no_permission"
-	ReasonAuditFailed      = "audit_failed"
-	ReasonChanged          = "changed"
-	// ReasonDelete: the kernel refused the deletion, or the link stayed.
-	ReasonDelete = "delete"
-	// Failures worth a retry: nothing was decided.
-	ReasonDeadline = "deadline"
-	ReasonNetlink  = "netlink"
-)
-
-// ReasonCNINotReady: the node's CNI has a node agent and it does not run;
-// a restarting agent cleans up its own interfaces.
-const ReasonCNINotReady = "cni_not_ready"
-
-// Bounds on what an alert may carry. Alertmanager's fingerprints are 16
-// hex digits and interface names at most 15 bytes: anything much longer
-// is not an alert of ours, and is not worth remembering.
-const (
-	maxFingerprint = 64
-	maxLabel       = 256
-)
-
-// Transient reports whether a failed answer is worth a retry: nothing was
-// decided about the device.
-func (a Answer) Transient() bool {
-	return a.Result == ResultFailed && (a.Reason == ReasonInventoryFailed || a.Reason == ReasonDeadline || a.Reason == ReasonNetlink)
-}
-
-// Config holds the gates' settings; nothing here reads flags.
-type Config struct {
-	Mode Mode
-	// MinAge: an alert must have fired, and the veth have been orphaned,
-	// at least this long.
-	MinAge time.Duration
-	// Reasons are the orphan reasons remediation may act on.
-	Reasons []inventory.Reason
-	// MasterInclude must match the veth's master bridge ("" when none);
-	// DeviceExclude must not match its name.
-	MasterInclude *regexp.Regexp
-	DeviceExclude *regexp.Regexp
-	// MaxPerRequest and MaxPerHour bound deletions; MaxOrphanRatio stops
-	// every deletion while more than that share of the node's veths look
-	// orphaned at once: that is a resolver failure, not a leak.
-	MaxPerRequest  int
-	MaxPerHour     int
-	MaxOrphanRatio float64
-	// MaxStateGap: the history behind orphaned-since times must have been
-	// refreshed by an observation at most this long before the request;
-	// 0 does not check (tests).
-	MaxStateGap time.Duration
-	// AuditFile receives one JSON line per intent, action or refusal; ""
-	// logs only.
-	AuditFile string
-	// AnswerLogLevel is the level answers are logged at (the clean
-	// command prints a table and logs them at debug only).
-	AnswerLogLevel slog.Level
-	// ReleaseNetns: after deleting a veth whose peer namespace no process
-	// is in, unmount and remove the mounts that pinned it, when they are in
-	// one of NetnsDirs (host paths, opened under Paths.Rootfs).
-	ReleaseNetns bool
-	NetnsDirs    []string
-	// Paths are where the host's /proc and / are seen.
-	Paths inventory.Paths
-}
-
-// ParseReasons turns lists of orphan reasons, each comma-separated, into
-// the reasons remediation may act on; anything but an orphan reason is
-// an error.
-func ParseReasons(lists []string) ([]inventory.Reason, error) {
-	var reasons []inventory.Reason
-	for _, list := range lists {
-		for _, s := range strings.Split(list, ",") {
-			r := inventory.Reason(strings.TrimSpace(s))
-			if !slices.Contains(inventory.OrphanReasons, r) {
-				return nil, fmt.Errorf("%q is not an orphan reason (%s)", s, joinReasons(inventory.OrphanReasons))
-			}
-			if !slices.Contains(reasons, r) {
-				reasons = append(reasons, r)
-			}
-		}
-	}
-	return reasons, nil
-}
-
-func joinReasons(rs []inventory.Reason) string {
-	s := make([]string, len(rs))
-	for i, r := range rs {
-		s[i] = string(r)
-	}
-	return strings.Join(s, ", ")
-}
-
 // minVethsForRatio is how many veths a node needs before the orphan ratio
 // guard applies.
 const minVethsForRatio = 5
-
-// DefaultNetnsDirs are where `ip netns`, CNI runtimes and Docker pin
-// namespaces; release-netns touches nothing elsewhere.
-var DefaultNetnsDirs = []string{"/run/netns", "/run/docker/netns"}
 
 // Snapshotter takes a fresh inventory: one whose build starts after the
 // call.
 type Snapshotter interface {
 	Snapshot(ctx context.Context) (*inventory.Snapshot, error)
-}
-
-// Request asks for one veth to go: from an alert, or from the clean
-// command (no alert: no fingerprint, no startsAt).
-type Request struct {
-	Device string
-	// Index is the ifindex the asker saw; 0 when it did not say.
-	Index int
-	// StartsAt is when the alert started firing; zero for the clean
-	// command, which has no alert.
-	StartsAt    time.Time
-	Fingerprint string
-	// Resolved: the alert no longer fires; nothing is done for it.
-	Resolved bool
-	// BadIndex: the alert's ifindex label is not a valid ifindex.
-	BadIndex string
-}
-
-// Answer is what became of one Request.
-type Answer struct {
-	Device  string `json:"device"`
-	Ifindex int    `json:"ifindex,omitempty"`
-	Result  Result `json:"result"`
-	Reason  string `json:"reason,omitempty"`
-	// Detail explains a refusal or a failure for a human.
-	Detail string `json:"detail,omitempty"`
 }
 
 // Remediator applies the safety gates and, when all pass, removes the
@@ -600,22 +423,6 @@ func linkExists(name string) bool {
 func (r *Remediator) deletedInLastHour(now time.Time) int {
 	r.deletions = slices.DeleteFunc(r.deletions, func(t time.Time) bool { return now.Sub(t) >= time.Hour })
 	return len(r.deletions)
-}
-
-// final reports whether an answer holds for every re-send of the same
-// alert: what was done, and what the alert itself makes impossible. A
-// refusal that time or the node may lift (too young, limits, not orphaned
-// yet, an inventory that failed) is decided again at the next re-send.
-func final(a Answer) bool {
-	switch a.Result {
-	case ResultDeleted, ResultGone, ResultWouldDelete:
-		return true
-	case ResultSkipped:
-		return a.Reason == ReasonResolved || a.Reason == ReasonOtherNode
-	case ResultRefused:
-		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex
-	}
-	return false
 }
 
 func (r *Remediator) refuse(q Request, reason, detail string) Answer {

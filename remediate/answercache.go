@@ -82,3 +82,19 @@ func (c *answerCache) expire(now time.Time) {
 		c.head = 0
 	}
 }
+
+// final reports whether an answer holds for every re-send of the same
+// alert: what was done, and what the alert itself makes impossible. A
+// refusal that time or the node may lift (too young, limits, not orphaned
+// yet, an inventory that failed) is decided again at the next re-send.
+func final(a Answer) bool {
+	switch a.Result {
+	case ResultDeleted, ResultGone, ResultWouldDelete:
+		return true
+	case ResultSkipped:
+		return a.Reason == ReasonResolved || a.Reason == ReasonOtherNode
+	case ResultRefused:
+		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex
+	}
+	return false
+}
