@@ -12,7 +12,7 @@ import (
 // labels weigh.
 type answerKey [sha256.Size]byte
 
-func keyOf(q Request) answerKey {
+func keyOf(q request) answerKey {
 	h := sha256.New()
 	var b [8]byte
 	for _, s := range []string{q.Fingerprint, q.Device} {

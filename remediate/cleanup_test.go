@@ -328,7 +328,7 @@ func TestReleaseNetns(t *testing.T) {
 	cfg.MasterInclude = nil
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := New(cfg, &fakeInventory{snap: snap}, nil, slog.New(slog.DiscardHandler))
-	a := mustHandle(t, r, []Request{{Device: "vrel"}}, nil, false)[0]
+	a := mustHandleDevices(t, r, Device{Name: "vrel"})[0]
 	if a.Result != ResultDeleted || a.Detail != "released /run/netns/ns-vrel" {
 		t.Fatalf("answer %+v, want deleted and /run/netns/ns-vrel released", a)
 	}

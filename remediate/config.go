@@ -24,6 +24,10 @@ const (
 // Config holds the gates' settings; nothing here reads flags.
 type Config struct {
 	Mode Mode
+	// Instance says which alerts are for this node: the others are
+	// skipped (other_node). A zero Instance takes no alert for this
+	// node's. Devices a human names have no alert, and no instance.
+	Instance Instance
 	// MinAge: an alert must have fired, and the veth have been orphaned,
 	// at least this long.
 	MinAge time.Duration

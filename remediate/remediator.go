@@ -72,13 +72,29 @@ func CanAdminNetwork() bool {
 	return data[0].Effective&(1<<unix.CAP_NET_ADMIN) != 0
 }
 
-// Handle decides on every request, in order, with one fresh inventory
-// taken now, and removes what passes every gate. fromAlert applies the
-// alert-only gates (resolved, startsAt).
+// HandleAlerts decides on every alert of an Alertmanager webhook payload,
+// in order, with one fresh inventory taken now, and removes what passes
+// every gate. It answers once per alert, in the order of p.Alerts.
 //
 // It returns ErrBusy when ctx ends before the request's turn comes: the
 // caller answers 503 and Alertmanager retries.
-func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func(i int) bool, fromAlert bool) ([]Answer, error) {
+func (r *Remediator) HandleAlerts(ctx context.Context, p *Payload) ([]Answer, error) {
+	return r.handle(ctx, alertRequests(p, r.cfg.Instance), true)
+}
+
+// HandleDevices decides on every device a human named, in order, with one
+// fresh inventory taken now, and removes what passes every gate: the gates
+// of an alert, minus those about the alert itself. It answers once per
+// device, in order.
+//
+// It returns ErrBusy when ctx ends before the request's turn comes.
+func (r *Remediator) HandleDevices(ctx context.Context, devices []Device) ([]Answer, error) {
+	return r.handle(ctx, deviceRequests(devices), false)
+}
+
+// handle decides on every request; fromAlert applies the alert-only gates
+// (resolved, other node, startsAt) and the memory of answers.
+func (r *Remediator) handle(ctx context.Context, reqs []request, fromAlert bool) ([]Answer, error) {
 	select {
 	case r.turn <- struct{}{}:
 		defer func() { <-r.turn }()
@@ -116,7 +132,7 @@ func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func
 			answers[i] = r.refuse(q, ReasonInvalidIfindex, fmt.Sprintf("ifindex %q: not an interface index", q.BadIndex))
 			continue
 		}
-		if instanceOK != nil && !instanceOK(i) {
+		if q.OtherNode {
 			answers[i] = r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultSkipped, Reason: ReasonOtherNode})
 			continue
 		}
@@ -161,7 +177,7 @@ var resolverFailureReasons = []inventory.Reason{inventory.ReasonNetnsEmpty, inve
 // decide takes the fresh inventory, runs the remaining gates on each
 // pending request, and removes what passes them all; the caller holds the
 // turn.
-func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, answers []Answer) {
+func (r *Remediator) decide(ctx context.Context, reqs []request, pending []int, answers []Answer) {
 	snap, err := r.inv.Snapshot(ctx)
 	if err != nil {
 		for _, i := range pending {
@@ -296,7 +312,7 @@ func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, 
 
 // missing answers a request for a device the fresh inventory has no veth
 // of: not a veth, gone since the exporter recorded it, or never heard of.
-func (r *Remediator) missing(snap *inventory.Snapshot, q Request) Answer {
+func (r *Remediator) missing(snap *inventory.Snapshot, q request) Answer {
 	if linkExists(q.Device) {
 		return r.refuse(q, ReasonNotVeth, fmt.Sprintf("%s exists but is not a host-side veth", q.Device))
 	}
@@ -311,7 +327,7 @@ func (r *Remediator) missing(snap *inventory.Snapshot, q Request) Answer {
 
 // remove writes the audit intents of the approved requests and deletes
 // their veths through the one deletion path.
-func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs []Request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) {
+func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs []request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) {
 	if err := ctx.Err(); err != nil {
 		for _, i := range approved {
 			answers[i] = r.fail(reqs[i], ReasonDeadline, "the request's deadline passed before the deletion")
@@ -425,16 +441,16 @@ func (r *Remediator) deletedInLastHour(now time.Time) int {
 	return len(r.deletions)
 }
 
-func (r *Remediator) refuse(q Request, reason, detail string) Answer {
+func (r *Remediator) refuse(q request, reason, detail string) Answer {
 	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultRefused, Reason: reason, Detail: detail})
 }
 
-func (r *Remediator) fail(q Request, reason, detail string) Answer {
+func (r *Remediator) fail(q request, reason, detail string) Answer {
 	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultFailed, Reason: reason, Detail: detail})
 }
 
 // record counts, logs and audits an answer.
-func (r *Remediator) record(q Request, a Answer) Answer {
+func (r *Remediator) record(q request, a Answer) Answer {
 	r.metrics.action(a)
 	level := r.cfg.AnswerLogLevel
 	if a.Result == ResultFailed && level >= slog.LevelInfo {
