@@ -98,3 +98,13 @@ func final(a Answer) bool {
 	}
 	return false
 }
+
+// remember keeps the answers that hold for every re-send of their alert.
+// A device a human named has no fingerprint, and its answer is not kept.
+func (r *Remediator) remember(reqs []request, answers []Answer, now time.Time) {
+	for i, q := range reqs {
+		if q.Fingerprint != "" && len(q.Fingerprint) <= maxFingerprint && final(answers[i]) {
+			r.answers.put(keyOf(q), answers[i], now)
+		}
+	}
+}

@@ -588,3 +588,100 @@ func TestGatesCNI(t *testing.T) {
 		})
 	}
 }
+
+// TestGateOrder: a request that several gates would stop gets the reason
+// of the first of them, in the order the gates are listed.
+func TestGateOrder(t *testing.T) {
+	t.Run("alerts", func(t *testing.T) {
+		old := time.Hour
+		other := func(a Alert) Alert { return withLabel(a, "instance", "node2") }
+		resolved := other(alert("../x", 0, old))
+		resolved.Status = StatusResolved
+		future := alert("vleak", 10, -time.Minute) // too young as well
+		for _, tt := range []struct {
+			name  string
+			alert Alert
+			want  string
+		}{
+			{"resolved, another node, invalid device", resolved, ReasonResolved},
+			{"invalid device and ifindex", withLabel(alert("../x", 0, old), "ifindex", "-1"), ReasonInvalidDevice},
+			{"invalid ifindex, another node", other(withLabel(alert("vleak", 0, old), "ifindex", "x")), ReasonInvalidIfindex},
+			{"another node, from the future", other(future), ReasonOtherNode},
+			{"from the future, too young", future, ReasonStartsInFuture},
+		} {
+			r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
+			if a := mustHandleAlerts(t, r, tt.alert)[0]; a.Reason != tt.want {
+				t.Errorf("%s: HandleAlerts = %+v, want %s", tt.name, a, tt.want)
+			}
+		}
+	})
+	t.Run("veths", func(t *testing.T) {
+		node := func(cniDown bool) *inventory.Snapshot {
+			young := 2 * time.Minute
+			unrecorded := orphan("vm2", 42, "odd0", inventory.ReasonNetnsEmpty, 0)
+			unrecorded.OrphanedSince = time.Time{}
+			pA := orphan("vpA", 50, "docker0", inventory.ReasonPeerOnHost, time.Hour)
+			pB := orphan("vpB", 51, "docker0", inventory.ReasonPeerOnHost, time.Hour)
+			pC := orphan("vpC", 52, "odd0", inventory.ReasonPeerOnHost, time.Hour)
+			pA.PeerOnHost, pA.PeerName, pB.PeerOnHost, pB.PeerName = true, "vpB", true, "vpA"
+			pC.PeerOnHost, pC.PeerName = true, "vpmissing"
+			s := &inventory.Snapshot{Taken: now, HistoryObserved: now.Add(-time.Minute), Veths: []inventory.Veth{
+				{Name: "vlive", Index: 20, Master: "odd0", Verdict: inventory.Owned, Reason: inventory.ReasonContainer},
+				orphan("vm1", 41, "odd0", inventory.ReasonOwnerExited, young),
+				unrecorded,
+				orphan("vm3", 43, "odd0", inventory.ReasonNetnsEmpty, young),
+				orphan("vm4", 44, "odd0", inventory.ReasonNetnsEmpty, time.Hour),
+				orphan("vm5", 45, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
+				orphan("vn6", 46, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
+				pA, pB, pC,
+			}}
+			if cniDown {
+				s.CNI = &inventory.CNIView{Network: &inventory.CNINetwork{Name: "k8s-pod-network", Type: "calico", Known: true,
+					Agents: []string{"calico-node"}, DaemonRunning: false}}
+			}
+			return s
+		}
+		base := testConfig()
+		base.Reasons = []inventory.Reason{inventory.ReasonNetnsEmpty, inventory.ReasonPeerOnHost}
+		base.DeviceExclude = regexp.MustCompile(`^vm.*$`)
+		base.MaxOrphanRatio = 0.1
+		for _, tt := range []struct {
+			name    string
+			device  Device
+			cniDown bool
+			config  func(*Config)
+			want    string
+		}{
+			{"ifindex reused, owned, master", Device{Name: "vlive", Index: 99}, true, nil, ReasonIfindexMismatch},
+			{"owned, master", Device{Name: "vlive"}, true, nil, ReasonNotOrphaned},
+			{"reason, young, master, excluded", Device{Name: "vm1"}, true, nil, ReasonReasonNotAllowed},
+			{"unrecorded, master, excluded", Device{Name: "vm2"}, true, nil, ReasonNotRecorded},
+			{"young, master, excluded", Device{Name: "vm3"}, true, nil, ReasonOrphanTooYoung},
+			{"peer missing, master", Device{Name: "vpC"}, true, nil, ReasonChanged},
+			{"master, excluded, CNI", Device{Name: "vm4"}, true, nil, ReasonMasterNotAllowed},
+			{"excluded, CNI, ratio", Device{Name: "vm5"}, true, nil, ReasonDeviceExcluded},
+			{"CNI, ratio", Device{Name: "vn6"}, true, nil, ReasonCNINotReady},
+			{"ratio, limits, permission", Device{Name: "vpA"}, false, func(c *Config) { c.MaxPerRequest, c.MaxPerHour = 1, 1 }, ReasonTooManyOrphans},
+			{"request and hourly limits, permission", Device{Name: "vpA"}, false, func(c *Config) {
+				c.MaxOrphanRatio, c.MaxPerRequest, c.MaxPerHour = 1, 1, 1
+			}, ReasonRequestLimit},
+			{"hourly limit, permission", Device{Name: "vpA"}, false, func(c *Config) { c.MaxOrphanRatio, c.MaxPerHour = 1, 1 }, ReasonHourlyLimit},
+			{"permission", Device{Name: "vpA"}, false, func(c *Config) { c.MaxOrphanRatio = 1 }, ReasonNoPermission},
+		} {
+			cfg := base
+			cfg.Mode = ModeEnforce
+			if tt.config != nil {
+				tt.config(&cfg)
+			}
+			r := newTestRemediator(cfg, &fakeInventory{snap: node(tt.cniDown)})
+			r.capable = func() bool { return false }
+			r.remover = func(*netlink.Handle) *remover {
+				t.Fatalf("%s: passed every gate", tt.name)
+				return nil
+			}
+			if a := mustHandleDevices(t, r, tt.device)[0]; a.Reason != tt.want {
+				t.Errorf("%s: HandleDevices(%+v) = %+v, want %s", tt.name, tt.device, a, tt.want)
+			}
+		}
+	})
+}

@@ -101,3 +101,17 @@ const (
 	// there after it.
 	ReasonDelete = "delete"
 )
+
+// resultOf is the result of an answer with that reason: skipped for an
+// alert that asks nothing of this node now, failed when something went
+// wrong on the way (nothing was decided, or the kernel did not delete),
+// refused for every gate that stopped a request on purpose.
+func resultOf(reason string) Result {
+	switch reason {
+	case ReasonResolved, ReasonOtherNode:
+		return ResultSkipped
+	case ReasonInventoryFailed, ReasonDeadline, ReasonNetlink, ReasonDelete:
+		return ResultFailed
+	}
+	return ResultRefused
+}

@@ -1,0 +1,322 @@
+package remediate
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+)
+
+// The safety gates. Each is a function that returns the reason it stops a
+// request and a detail for a human, or an empty reason to let it through.
+// Each entry point has its ordered list of request gates; every request
+// then meets the history gate and the veth gates, in order, whoever asked.
+// The first gate that stops a request answers it, so the order decides
+// which reason a request that fails several gates gets.
+//
+// Before any gate, a request too large to be an alert of ours is refused
+// (invalid_alert, see oversized), and a re-sent alert gets the answer it
+// got before, if that answer holds for every re-send (see final).
+
+// A requestGate looks at a request alone, before the inventory is taken.
+type requestGate func(q request, now time.Time, cfg *Config) (reason, detail string)
+
+// alertGates are the request gates of an Alertmanager alert, in order.
+var alertGates = []requestGate{
+	alertFiring,
+	deviceNameValid,
+	ifindexLabelValid,
+	alertForThisNode,
+	alertNotFromTheFuture,
+	alertOldEnough,
+}
+
+// deviceGates are the request gates of a device a human named: there is
+// no alert, so none of the alert's.
+var deviceGates = []requestGate{
+	deviceNameValid,
+}
+
+// oversized refuses a request that carries a fingerprint or a label no
+// alert of ours has: it is not remembered, and not echoed whole.
+func oversized(q request) (reason, detail string) {
+	if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel {
+		return ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label longer than %d", maxFingerprint, maxLabel)
+	}
+	return "", ""
+}
+
+func alertFiring(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.Resolved {
+		return ReasonResolved, ""
+	}
+	return "", ""
+}
+
+func deviceNameValid(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if err := ValidDeviceName(q.Device); err != nil {
+		return ReasonInvalidDevice, err.Error()
+	}
+	return "", ""
+}
+
+func ifindexLabelValid(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.BadIndex != "" {
+		return ReasonInvalidIfindex, fmt.Sprintf("ifindex %q: not an interface index", q.BadIndex)
+	}
+	return "", ""
+}
+
+func alertForThisNode(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.OtherNode {
+		return ReasonOtherNode, ""
+	}
+	return "", ""
+}
+
+func alertNotFromTheFuture(q request, now time.Time, _ *Config) (reason, detail string) {
+	if q.StartsAt.After(now) {
+		return ReasonStartsInFuture, fmt.Sprintf("alert starts at %s, in the future", q.StartsAt.Format(time.RFC3339))
+	}
+	return "", ""
+}
+
+func alertOldEnough(q request, now time.Time, cfg *Config) (reason, detail string) {
+	if q.StartsAt.IsZero() || now.Sub(q.StartsAt) < cfg.MinAge {
+		return ReasonAlertTooYoung, fmt.Sprintf("alert firing for %s, less than %s", now.Sub(q.StartsAt).Round(time.Second), cfg.MinAge)
+	}
+	return "", ""
+}
+
+// historyFresh is the gate of the fresh inventory as a whole, for every
+// request at once: the history behind its orphaned-since times must have
+// been refreshed by an observation within the maximum gap, or anything may
+// have lived in a leftover's namespace meanwhile.
+func historyFresh(snap *inventory.Snapshot, cfg *Config) (reason, detail string) {
+	gap := cfg.MaxStateGap
+	if gap <= 0 || (!snap.HistoryObserved.IsZero() && snap.Taken.Sub(snap.HistoryObserved) <= gap) {
+		return "", ""
+	}
+	if snap.HistoryObserved.IsZero() {
+		return ReasonStaleState, "no running exporter has recorded this node's veths (is it running with this --state.path?)"
+	}
+	return ReasonStaleState, fmt.Sprintf("the exporter's record was last refreshed %s ago, more than %s: its orphan times prove nothing",
+		snap.Taken.Sub(snap.HistoryObserved).Round(time.Second), gap)
+}
+
+// A vethGate looks at the veth a request names, as the fresh inventory
+// shows it, in the round of the request's other devices.
+type vethGate func(rd *round, c *candidate) (reason, detail string)
+
+// vethGates are the gates of every veth, whoever asked, in order.
+var vethGates = []vethGate{
+	ifindexUnchanged,
+	stillOrphaned,
+	orphanReasonAllowed,
+	orphanRecorded,
+	orphanOldEnough,
+	hostPeerKnown,
+	masterAllowed,
+	deviceNotExcluded,
+	cniAgentRunning,
+	notTooManyOrphans,
+	withinRequestLimit,
+	withinHourlyLimit,
+	mayAdminNetwork,
+}
+
+// round is one fresh inventory and what the requests decided on it so far
+// have approved.
+type round struct {
+	cfg  *Config
+	snap *inventory.Snapshot
+	now  time.Time
+	// orphans counts the veths orphaned for a reason a failing resolver
+	// gives; tooMany says they are too large a share of the node's.
+	orphans int
+	tooMany bool
+	// hourly counts the deletions of the last hour before this request.
+	hourly int
+	// interfaces counts what the approved requests remove: a pair left on
+	// the host goes with both its ends. claimed maps each of those
+	// ifindexes to the request that removes it.
+	interfaces int
+	claimed    map[int]int
+	// capable reports whether the process may delete interfaces.
+	capable func() bool
+}
+
+// minVethsForRatio is how many veths a node needs before the orphan ratio
+// guard applies.
+const minVethsForRatio = 5
+
+// resolverFailureReasons are the orphan reasons a failing resolver
+// produces en masse: only they count towards the orphan ratio guard. A
+// pair left on the host is structural, whatever a resolver says.
+var resolverFailureReasons = []inventory.Reason{inventory.ReasonNetnsEmpty, inventory.ReasonOwnerExited}
+
+func newRound(cfg *Config, snap *inventory.Snapshot, now time.Time, hourly int, capable func() bool) *round {
+	rd := &round{cfg: cfg, snap: snap, now: now, hourly: hourly, claimed: map[int]int{}, capable: capable}
+	for i := range snap.Veths {
+		if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned && slices.Contains(resolverFailureReasons, v.Reason) {
+			rd.orphans++
+		}
+	}
+	// A node drained of workloads may hold nothing but a few leftovers:
+	// the ratio says something from a handful of veths on.
+	rd.tooMany = len(snap.Veths) >= minVethsForRatio && float64(rd.orphans)/float64(len(snap.Veths)) > cfg.MaxOrphanRatio
+	return rd
+}
+
+// candidate is the veth a request names, as the fresh inventory shows it.
+type candidate struct {
+	q request
+	v *inventory.Veth
+	// peer is the other end of a pair left on the host: deleting one end
+	// deletes the other, so both must pass the gates on interfaces. It is
+	// nil for a peer in a namespace, and when the inventory lacks it.
+	peer *inventory.Veth
+	// weight is how many interfaces the deletion removes.
+	weight int
+}
+
+func (rd *round) candidate(q request, v *inventory.Veth) *candidate {
+	c := &candidate{q: q, v: v, weight: 1}
+	if v.PeerOnHost {
+		c.peer, c.weight = rd.snap.Veth(v.PeerName), 2
+	}
+	return c
+}
+
+// check runs the veth gates in order and returns the first refusal.
+func (rd *round) check(c *candidate) (reason, detail string) {
+	for _, gate := range vethGates {
+		if reason, detail = gate(rd, c); reason != "" {
+			return reason, detail
+		}
+	}
+	return "", ""
+}
+
+// approve counts an approved request's deletions against the limits, and
+// claims its interfaces for it.
+func (rd *round) approve(i int, c *candidate) {
+	rd.interfaces += c.weight
+	rd.claimed[c.v.Index] = i
+	if c.peer != nil {
+		rd.claimed[c.peer.Index] = i
+	}
+}
+
+func ifindexUnchanged(_ *round, c *candidate) (reason, detail string) {
+	if c.q.Index != 0 && c.v.Index != c.q.Index {
+		return ReasonIfindexMismatch, fmt.Sprintf("%s has ifindex %d now, the alert names %d", c.q.Device, c.v.Index, c.q.Index)
+	}
+	return "", ""
+}
+
+func stillOrphaned(_ *round, c *candidate) (reason, detail string) {
+	if c.v.Verdict != inventory.Orphaned {
+		return ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s)", c.q.Device, c.v.Verdict, c.v.Reason)
+	}
+	return "", ""
+}
+
+func orphanReasonAllowed(rd *round, c *candidate) (reason, detail string) {
+	if !slices.Contains(rd.cfg.Reasons, c.v.Reason) {
+		return ReasonReasonNotAllowed, fmt.Sprintf("%s is orphaned for %s, not an allowed reason", c.q.Device, c.v.Reason)
+	}
+	return "", ""
+}
+
+// orphanRecorded holds whatever the minimum age: the orphan must have been
+// recorded by an observation before this request's; one look is not proof.
+func orphanRecorded(rd *round, c *candidate) (reason, detail string) {
+	if c.v.OrphanedSince.IsZero() || !c.v.OrphanedSince.Before(rd.snap.Taken) {
+		return ReasonNotRecorded, fmt.Sprintf("no observation before this request recorded %s as orphaned", c.q.Device)
+	}
+	return "", ""
+}
+
+func orphanOldEnough(rd *round, c *candidate) (reason, detail string) {
+	if age := rd.now.Sub(c.v.OrphanedSince); age < rd.cfg.MinAge {
+		return ReasonOrphanTooYoung, fmt.Sprintf("%s orphaned for %s here, less than %s", c.q.Device, age.Round(time.Second), rd.cfg.MinAge)
+	}
+	return "", ""
+}
+
+func hostPeerKnown(_ *round, c *candidate) (reason, detail string) {
+	if c.v.PeerOnHost && c.peer == nil {
+		return ReasonChanged, fmt.Sprintf("the peer %s of %s is not in the inventory", c.v.PeerName, c.q.Device)
+	}
+	return "", ""
+}
+
+func masterAllowed(rd *round, c *candidate) (reason, detail string) {
+	ok := func(v *inventory.Veth) bool {
+		return rd.cfg.MasterInclude == nil || rd.cfg.MasterInclude.MatchString(v.Master)
+	}
+	switch {
+	case !ok(c.v):
+		return ReasonMasterNotAllowed, fmt.Sprintf("master %q of %s is not allowed", c.v.Master, c.q.Device)
+	case c.peer != nil && !ok(c.peer):
+		return ReasonMasterNotAllowed, fmt.Sprintf("master %q of %s, the peer %s deletes too, is not allowed", c.peer.Master, c.peer.Name, c.q.Device)
+	}
+	return "", ""
+}
+
+func deviceNotExcluded(rd *round, c *candidate) (reason, detail string) {
+	excluded := func(v *inventory.Veth) bool {
+		return rd.cfg.DeviceExclude != nil && rd.cfg.DeviceExclude.MatchString(v.Name)
+	}
+	switch {
+	case excluded(c.v):
+		return ReasonDeviceExcluded, fmt.Sprintf("%s is excluded", c.q.Device)
+	case c.peer != nil && excluded(c.peer):
+		return ReasonDeviceExcluded, fmt.Sprintf("%s, the peer %s deletes too, is excluded", c.peer.Name, c.q.Device)
+	}
+	return "", ""
+}
+
+// cniAgentRunning: a CNI whose node agent is down cleans up its own
+// interfaces when the agent restarts.
+func cniAgentRunning(rd *round, _ *candidate) (reason, detail string) {
+	if cni := rd.snap.CNI; cni.AgentDown() {
+		return ReasonCNINotReady, fmt.Sprintf("the node agent of the CNI %s (%s) is not running: it cleans up itself when it restarts",
+			cni.Network.Type, strings.Join(cni.Network.Agents, ", "))
+	}
+	return "", ""
+}
+
+func notTooManyOrphans(rd *round, _ *candidate) (reason, detail string) {
+	if rd.tooMany {
+		return ReasonTooManyOrphans, fmt.Sprintf("%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
+			rd.orphans, len(rd.snap.Veths), 100*rd.cfg.MaxOrphanRatio)
+	}
+	return "", ""
+}
+
+func withinRequestLimit(rd *round, c *candidate) (reason, detail string) {
+	if limit := rd.cfg.MaxPerRequest; limit > 0 && rd.interfaces+c.weight > limit {
+		return ReasonRequestLimit, fmt.Sprintf("at most %d deletions per request", limit)
+	}
+	return "", ""
+}
+
+func withinHourlyLimit(rd *round, c *candidate) (reason, detail string) {
+	if limit := rd.cfg.MaxPerHour; limit > 0 && rd.hourly+rd.interfaces+c.weight > limit {
+		return ReasonHourlyLimit, fmt.Sprintf("at most %d deletions per hour", limit)
+	}
+	return "", ""
+}
+
+// mayAdminNetwork is asked only in enforce mode: a dry run deletes
+// nothing, and says what it would delete without the capability.
+func mayAdminNetwork(rd *round, _ *candidate) (reason, detail string) {
+	if rd.cfg.Mode == ModeEnforce && !rd.capable() {
+		return ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN"
+	}
+	return "", ""
+}
