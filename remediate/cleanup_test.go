@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -308,6 +309,45 @@ func TestRemoveGroupMany(t *testing.T) {
 	}
 	if !exists("mbr0") || !exists("vmkeepA") || !exists("vmkeepB") {
 		t.Error("an interface outside the group disappeared")
+	}
+}
+
+// TestRemoveGroupLostAnswer: when the group deletion returns an error,
+// the kernel may have acted anyway. What is gone went with the group; what
+// is still there goes one by one.
+func TestRemoveGroupLostAnswer(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "lbr0")
+	for _, tt := range []struct {
+		name      string
+		prefix    string
+		acted     bool
+		wantBatch bool
+	}{
+		{"deleted, answer lost", "vla", true, true},
+		{"refused, nothing deleted", "vlr", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			targets := []Target{leftover(t, tt.prefix+"0", "lbr0"), leftover(t, tt.prefix+"1", "lbr0")}
+			rm := newRemover(testHandle(t), inventory.DefaultPaths)
+			rm.deleteGroup = func(group uint32) error {
+				if tt.acted {
+					if err := deleteLinkGroup(group); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return errors.New("the answer was lost")
+			}
+			got := rm.remove(context.Background(), targets)
+			for i, r := range got {
+				if r.Outcome != OutcomeDeleted || r.Batch != tt.wantBatch {
+					t.Errorf("%s: %+v, want deleted (in the group: %v)", targets[i].Device, r, tt.wantBatch)
+				}
+				if exists(targets[i].Device) {
+					t.Errorf("%s still exists", targets[i].Device)
+				}
+			}
+		})
 	}
 }
 
