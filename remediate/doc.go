@@ -27,8 +27,8 @@
 //     interface group, and verifies each is gone; with release-netns, the
 //     mounts that pinned an emptied namespace are released.
 //  5. Audit: every answer, whatever it is, is counted (metrics.go), logged
-//     and written to the audit file (audit.go), and each that is not a
-//     success names one of the reasons of reasons.go.
+//     and written to the audit file (audit.go); each refusal, skip or
+//     failure names one of the reasons of reasons.go.
 //
 // The package must never delete an interface by its name alone, act on an
 // inventory taken before the request or on an orphan no earlier
