@@ -27,7 +27,7 @@ const (
 // and must be a regular file. Each line is one write(2) on a file opened
 // with O_APPEND, so lines from concurrent writers (clean beside serve)
 // never mix.
-func appendAudit(path string, now time.Time, mode Mode, phase auditPhase, q Request, a Answer) error {
+func appendAudit(path string, now time.Time, mode Mode, phase auditPhase, q request, a Answer) error {
 	line, err := json.Marshal(struct {
 		Time        time.Time  `json:"time"`
 		Mode        Mode       `json:"mode"`

@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -312,6 +313,45 @@ func TestRemoveGroupMany(t *testing.T) {
 	}
 }
 
+// TestRemoveGroupLostAnswer: when the group deletion returns an error,
+// the kernel may have acted anyway. What is gone went with the group; what
+// is still there goes one by one.
+func TestRemoveGroupLostAnswer(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "lbr0")
+	for _, tt := range []struct {
+		name      string
+		prefix    string
+		acted     bool
+		wantBatch bool
+	}{
+		{"deleted, answer lost", "vla", true, true},
+		{"refused, nothing deleted", "vlr", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			targets := []Target{leftover(t, tt.prefix+"0", "lbr0"), leftover(t, tt.prefix+"1", "lbr0")}
+			rm := newRemover(testHandle(t), inventory.DefaultPaths)
+			rm.deleteGroup = func(group uint32) error {
+				if tt.acted {
+					if err := deleteLinkGroup(group); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return errors.New("the answer was lost")
+			}
+			got := rm.remove(context.Background(), targets)
+			for i, r := range got {
+				if r.Outcome != OutcomeDeleted || r.Batch != tt.wantBatch {
+					t.Errorf("%s: %+v, want deleted (in the group: %v)", targets[i].Device, r, tt.wantBatch)
+				}
+				if exists(targets[i].Device) {
+					t.Errorf("%s still exists", targets[i].Device)
+				}
+			}
+		})
+	}
+}
+
 // TestReleaseNetns deletes a leftover through the gates in enforce mode
 // with release-netns: the veth goes, and so does the mount that pinned its
 // empty namespace; a mount outside the known directories stays.
@@ -329,7 +369,7 @@ func TestReleaseNetns(t *testing.T) {
 	cfg.MasterInclude = nil
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := New(cfg, &fakeInventory{snap: snap}, nil, slog.New(slog.DiscardHandler))
-	a := mustHandle(t, r, []Request{{Device: "vrel"}}, nil, false)[0]
+	a := mustHandleDevices(t, r, Device{Name: "vrel"})[0]
 	if a.Result != ResultDeleted || a.Detail != "released /run/netns/ns-vrel" {
 		t.Fatalf("answer %+v, want deleted and /run/netns/ns-vrel released", a)
 	}

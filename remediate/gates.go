@@ -1,640 +1,320 @@
 package remediate
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
-	"regexp"
 	"slices"
-	"strings"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
-// Mode says what remediation may do.
-type Mode string
+// The safety gates. Each is a function that returns the reason it stops a
+// request and a detail for a human, or an empty reason to let it through.
+// Each entry point has its ordered list of request gates; every request
+// then meets the history gate and the veth gates, in order, whoever asked.
+// The first gate that stops a request answers it, so the order decides
+// which reason a request that fails several gates gets.
+//
+// Before any gate, a request too large to be an alert of ours is refused
+// (invalid_alert, see oversized), and a re-sent alert gets the answer it
+// got before, if that answer holds for every re-send (see final).
 
-// The modes. Off is the default: the webhook is not even mounted.
-const (
-	ModeOff     Mode = "off"
-	ModeDryRun  Mode = "dry-run"
-	ModeEnforce Mode = "enforce"
-)
+// A requestGate looks at a request alone, before the inventory is taken.
+type requestGate func(q request, now time.Time, cfg *Config) (reason, detail string)
 
-// Result is the outcome of one request to remove one veth.
-type Result string
-
-// The results, as the webhook's response and the actions metric name them.
-const (
-	ResultDeleted     Result = "deleted"
-	ResultWouldDelete Result = "would_delete"
-	// ResultGone: the veth the exporter recorded no longer exists;
-	// someone else was first.
-	ResultGone Result = "gone"
-	// ResultNotFound: no such interface, and the exporter never recorded
-	// one of that name (a typo, or another node's device).
-	ResultNotFound Result = "not_found"
-	ResultRefused  Result = "refused"
-	ResultSkipped  Result = "skipped"
-	ResultFailed   Result = "failed"
-)
-
-// Results lists every result, for metrics that show them all from the start.
-var Results = []Result{ResultDeleted, ResultWouldDelete, ResultGone, ResultNotFound, ResultRefused, ResultSkipped, ResultFailed}
-
-// Refusal reasons: stable strings used in the response, the log, the
-// audit record and veth_remediation_refusals_total{reason}.
-const (
-	ReasonResolved         = "resolved"
-	ReasonInvalidAlert     = "invalid_alert"
-	ReasonInvalidDevice    = "invalid_device"
-	ReasonInvalidIfindex   = "invalid_ifindex"
-	ReasonOtherNode        = "other_node"
-	ReasonStartsInFuture   = "starts_in_future"
-	ReasonAlertTooYoung    = "alert_too_young"
-	ReasonInventoryFailed  = "inventory_failed"
-	ReasonStaleState       = "stale_state"
-	ReasonNotVeth          = "not_a_veth"
-	ReasonIfindexMismatch  = "ifindex_mismatch"
-	ReasonNotOrphaned      = "not_orphaned"
-	ReasonReasonNotAllowed = "reason_not_allowed"
-	ReasonNotRecorded      = "not_recorded"
-	ReasonOrphanTooYoung   = "orphan_too_young"
-	ReasonMasterNotAllowed = "master_not_allowed"
-	ReasonDeviceExcluded   = "device_excluded"
-	ReasonRequestLimit     = "request_limit"
-	ReasonHourlyLimit      = "hourly_limit"
-	ReasonTooManyOrphans   = "too_many_orphans"
-	ReasonNoPermission     = "no_permission"
-	ReasonAuditFailed      = "audit_failed"
-	ReasonChanged          = "changed"
-	// ReasonDelete: the kernel refused the deletion, or the link stayed.
-	ReasonDelete = "delete"
-	// Failures worth a retry: nothing was decided.
-	ReasonDeadline = "deadline"
-	ReasonNetlink  = "netlink"
-)
-
-// ReasonCNINotReady: the node's CNI has a node agent and it does not run;
-// a restarting agent cleans up its own interfaces.
-const ReasonCNINotReady = "cni_not_ready"
-
-// Bounds on what an alert may carry. Alertmanager's fingerprints are 16
-// hex digits and interface names at most 15 bytes: anything much longer
-// is not an alert of ours, and is not worth remembering.
-const (
-	maxFingerprint = 64
-	maxLabel       = 256
-)
-
-// Transient reports whether a failed answer is worth a retry: nothing was
-// decided about the device.
-func (a Answer) Transient() bool {
-	return a.Result == ResultFailed && (a.Reason == ReasonInventoryFailed || a.Reason == ReasonDeadline || a.Reason == ReasonNetlink)
+// alertGates are the request gates of an Alertmanager alert, in order.
+var alertGates = []requestGate{
+	alertFiring,
+	deviceNameValid,
+	ifindexLabelValid,
+	alertForThisNode,
+	alertNotFromTheFuture,
+	alertOldEnough,
 }
 
-// Config holds the gates' settings; nothing here reads flags.
-type Config struct {
-	Mode Mode
-	// MinAge: an alert must have fired, and the veth have been orphaned,
-	// at least this long.
-	MinAge time.Duration
-	// Reasons are the orphan reasons remediation may act on.
-	Reasons []inventory.Reason
-	// MasterInclude must match the veth's master bridge ("" when none);
-	// DeviceExclude must not match its name.
-	MasterInclude *regexp.Regexp
-	DeviceExclude *regexp.Regexp
-	// MaxPerRequest and MaxPerHour bound deletions; MaxOrphanRatio stops
-	// every deletion while more than that share of the node's veths look
-	// orphaned at once: that is a resolver failure, not a leak.
-	MaxPerRequest  int
-	MaxPerHour     int
-	MaxOrphanRatio float64
-	// MaxStateGap: the history behind orphaned-since times must have been
-	// refreshed by an observation at most this long before the request;
-	// 0 does not check (tests).
-	MaxStateGap time.Duration
-	// AuditFile receives one JSON line per intent, action or refusal; ""
-	// logs only.
-	AuditFile string
-	// AnswerLogLevel is the level answers are logged at (the clean
-	// command prints a table and logs them at debug only).
-	AnswerLogLevel slog.Level
-	// ReleaseNetns: after deleting a veth whose peer namespace no process
-	// is in, unmount and remove the mounts that pinned it, when they are in
-	// one of NetnsDirs (host paths, opened under Paths.Rootfs).
-	ReleaseNetns bool
-	NetnsDirs    []string
-	// Paths are where the host's /proc and / are seen.
-	Paths inventory.Paths
+// deviceGates are the request gates of a device a human named: there is
+// no alert, so none of the alert's.
+var deviceGates = []requestGate{
+	deviceNameValid,
 }
 
-// ParseReasons turns lists of orphan reasons, each comma-separated, into
-// the reasons remediation may act on; anything but an orphan reason is
-// an error.
-func ParseReasons(lists []string) ([]inventory.Reason, error) {
-	var reasons []inventory.Reason
-	for _, list := range lists {
-		for _, s := range strings.Split(list, ",") {
-			r := inventory.Reason(strings.TrimSpace(s))
-			if !slices.Contains(inventory.OrphanReasons, r) {
-				return nil, fmt.Errorf("%q is not an orphan reason (%s)", s, joinReasons(inventory.OrphanReasons))
-			}
-			if !slices.Contains(reasons, r) {
-				reasons = append(reasons, r)
-			}
-		}
+// oversized refuses a request that carries a fingerprint or a label no
+// alert of ours has: it is not remembered, and not echoed whole.
+func oversized(q request) (reason, detail string) {
+	if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel {
+		return ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label longer than %d", maxFingerprint, maxLabel)
 	}
-	return reasons, nil
+	return "", ""
 }
 
-func joinReasons(rs []inventory.Reason) string {
-	s := make([]string, len(rs))
-	for i, r := range rs {
-		s[i] = string(r)
+func alertFiring(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.Resolved {
+		return ReasonResolved, ""
 	}
-	return strings.Join(s, ", ")
+	return "", ""
+}
+
+func deviceNameValid(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if err := ValidDeviceName(q.Device); err != nil {
+		return ReasonInvalidDevice, err.Error()
+	}
+	return "", ""
+}
+
+func ifindexLabelValid(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.BadIndex != "" {
+		return ReasonInvalidIfindex, fmt.Sprintf("ifindex %q: not an interface index", q.BadIndex)
+	}
+	return "", ""
+}
+
+func alertForThisNode(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.OtherNode {
+		return ReasonOtherNode, ""
+	}
+	return "", ""
+}
+
+func alertNotFromTheFuture(q request, now time.Time, _ *Config) (reason, detail string) {
+	if q.StartsAt.After(now) {
+		return ReasonStartsInFuture, fmt.Sprintf("alert starts at %s, in the future", q.StartsAt.Format(time.RFC3339))
+	}
+	return "", ""
+}
+
+func alertOldEnough(q request, now time.Time, cfg *Config) (reason, detail string) {
+	if q.StartsAt.IsZero() || now.Sub(q.StartsAt) < cfg.MinAge {
+		return ReasonAlertTooYoung, fmt.Sprintf("alert firing for %s, less than %s", now.Sub(q.StartsAt).Round(time.Second), cfg.MinAge)
+	}
+	return "", ""
+}
+
+// historyFresh is the gate of the fresh inventory as a whole, for every
+// request at once: the history behind its orphaned-since times must have
+// been refreshed by an observation within the maximum gap, or anything may
+// have lived in a leftover's namespace meanwhile.
+func historyFresh(snap *inventory.Snapshot, cfg *Config) (reason, detail string) {
+	gap := cfg.MaxStateGap
+	if gap <= 0 || (!snap.HistoryObserved.IsZero() && snap.Taken.Sub(snap.HistoryObserved) <= gap) {
+		return "", ""
+	}
+	if snap.HistoryObserved.IsZero() {
+		return ReasonStaleState, "no running exporter has recorded this node's veths (is it running with this --state.path?)"
+	}
+	return ReasonStaleState, fmt.Sprintf("the exporter's record was last refreshed %s ago, more than %s: its orphan times prove nothing",
+		snap.Taken.Sub(snap.HistoryObserved).Round(time.Second), gap)
+}
+
+// A vethGate looks at the veth a request names, as the fresh inventory
+// shows it, in the round of the request's other devices.
+type vethGate func(rd *round, c *candidate) (reason, detail string)
+
+// vethGates are the gates of every veth, whoever asked, in order.
+var vethGates = []vethGate{
+	ifindexUnchanged,
+	stillOrphaned,
+	orphanReasonAllowed,
+	orphanRecorded,
+	orphanOldEnough,
+	hostPeerKnown,
+	masterAllowed,
+	deviceNotExcluded,
+	cniAgentRunning,
+	notTooManyOrphans,
+	withinRequestLimit,
+	withinHourlyLimit,
+	mayAdminNetwork,
+}
+
+// round is one fresh inventory and what the requests decided on it so far
+// have approved.
+type round struct {
+	cfg  *Config
+	snap *inventory.Snapshot
+	now  time.Time
+	// orphans counts the veths orphaned for a reason a failing resolver
+	// gives; tooMany says they are too large a share of the node's.
+	orphans int
+	tooMany bool
+	// hourly counts the deletions of the last hour before this request.
+	hourly int
+	// interfaces counts what the approved requests remove: a pair left on
+	// the host goes with both its ends. claimed maps each of those
+	// ifindexes to the request that removes it.
+	interfaces int
+	claimed    map[int]int
+	// capable reports whether the process may delete interfaces.
+	capable func() bool
 }
 
 // minVethsForRatio is how many veths a node needs before the orphan ratio
 // guard applies.
 const minVethsForRatio = 5
 
-// Snapshotter takes a fresh inventory: one whose build starts after the
-// call.
-type Snapshotter interface {
-	Snapshot(ctx context.Context) (*inventory.Snapshot, error)
-}
-
-// Request asks for one veth to go: from an alert, or from the clean
-// command (no alert: no fingerprint, no startsAt).
-type Request struct {
-	Device string
-	// Index is the ifindex the asker saw; 0 when it did not say.
-	Index int
-	// StartsAt is when the alert started firing; zero for the clean
-	// command, which has no alert.
-	StartsAt    time.Time
-	Fingerprint string
-	// Resolved: the alert no longer fires; nothing is done for it.
-	Resolved bool
-	// BadIndex: the alert's ifindex label is not a valid ifindex.
-	BadIndex string
-}
-
-// Answer is what became of one Request.
-type Answer struct {
-	Device  string `json:"device"`
-	Ifindex int    `json:"ifindex,omitempty"`
-	Result  Result `json:"result"`
-	Reason  string `json:"reason,omitempty"`
-	// Detail explains a refusal or a failure for a human.
-	Detail string `json:"detail,omitempty"`
-}
-
-// Remediator applies the safety gates and, when all pass, removes the
-// veths through the one deletion path. Requests are handled one at a time:
-// no two can race on one device, and limits are counted exactly.
-type Remediator struct {
-	cfg    Config
-	inv    Snapshotter
-	logger *slog.Logger
-	now    func() time.Time
-	// capable reports whether the process may delete interfaces.
-	capable func() bool
-	// remover returns the deletion path over a netlink handle.
-	remover func(h *netlink.Handle) *remover
-
-	// turn admits one request at a time (a channel, unlike a mutex,
-	// lets a request give up waiting when its deadline passes).
-	turn      chan struct{}
-	deletions []time.Time // within the last hour
-	answers   *answerCache
-	metrics   *Metrics
-}
-
-// New returns a Remediator over the inventory inv.
-func New(cfg Config, inv Snapshotter, metrics *Metrics, logger *slog.Logger) *Remediator {
-	if cfg.Paths == (inventory.Paths{}) {
-		cfg.Paths = inventory.DefaultPaths
-	}
-	return &Remediator{
-		cfg: cfg, inv: inv, logger: logger, now: time.Now, capable: CanAdminNetwork,
-		remover: func(h *netlink.Handle) *remover { return newRemover(h, cfg.Paths) },
-		answers: newAnswerCache(time.Hour, 10000), metrics: metrics, turn: make(chan struct{}, 1),
-	}
-}
-
-// CanAdminNetwork reports whether the process holds CAP_NET_ADMIN in its
-// effective set: whether it could delete an interface at all.
-func CanAdminNetwork() bool {
-	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[0].Effective&(1<<unix.CAP_NET_ADMIN) != 0
-}
-
-// Handle decides on every request, in order, with one fresh inventory
-// taken now, and removes what passes every gate. fromAlert applies the
-// alert-only gates (resolved, startsAt).
-//
-// It returns ErrBusy when ctx ends before the request's turn comes: the
-// caller answers 503 and Alertmanager retries.
-func (r *Remediator) Handle(ctx context.Context, reqs []Request, instanceOK func(i int) bool, fromAlert bool) ([]Answer, error) {
-	select {
-	case r.turn <- struct{}{}:
-		defer func() { <-r.turn }()
-	case <-ctx.Done():
-		return nil, ErrBusy
-	}
-	r.metrics.request()
-
-	answers := make([]Answer, len(reqs))
-	var pending []int
-	now := r.now()
-	for i, q := range reqs {
-		if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel {
-			// Not an alert of ours; neither remembered nor echoed whole.
-			q.Device, q.Fingerprint = truncate(q.Device, 32), truncate(q.Fingerprint, 32)
-			answers[i] = r.refuse(q, ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label longer than %d", maxFingerprint, maxLabel))
-			continue
-		}
-		if fromAlert && q.Fingerprint != "" {
-			if a, ok := r.answers.get(keyOf(q), now); ok {
-				// Alertmanager re-sends and HA peers: answered already.
-				answers[i] = a
-				continue
-			}
-		}
-		if q.Resolved {
-			answers[i] = r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultSkipped, Reason: ReasonResolved})
-			continue
-		}
-		if err := ValidDeviceName(q.Device); err != nil {
-			answers[i] = r.refuse(q, ReasonInvalidDevice, err.Error())
-			continue
-		}
-		if q.BadIndex != "" {
-			answers[i] = r.refuse(q, ReasonInvalidIfindex, fmt.Sprintf("ifindex %q: not an interface index", q.BadIndex))
-			continue
-		}
-		if instanceOK != nil && !instanceOK(i) {
-			answers[i] = r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultSkipped, Reason: ReasonOtherNode})
-			continue
-		}
-		if fromAlert {
-			switch {
-			case q.StartsAt.After(now):
-				answers[i] = r.refuse(q, ReasonStartsInFuture, fmt.Sprintf("alert starts at %s, in the future", q.StartsAt.Format(time.RFC3339)))
-				continue
-			case q.StartsAt.IsZero() || now.Sub(q.StartsAt) < r.cfg.MinAge:
-				answers[i] = r.refuse(q, ReasonAlertTooYoung, fmt.Sprintf("alert firing for %s, less than %s", now.Sub(q.StartsAt).Round(time.Second), r.cfg.MinAge))
-				continue
-			}
-		}
-		pending = append(pending, i)
-	}
-	if len(pending) > 0 {
-		r.decide(ctx, reqs, pending, answers)
-	}
-	for i, q := range reqs {
-		if fromAlert && q.Fingerprint != "" && len(q.Fingerprint) <= maxFingerprint && final(answers[i]) {
-			r.answers.put(keyOf(q), answers[i], now)
-		}
-	}
-	return answers, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// ErrBusy: the request's deadline passed while other requests were handled.
-var ErrBusy = errors.New("remediation busy: the request's deadline passed while others were handled")
-
 // resolverFailureReasons are the orphan reasons a failing resolver
 // produces en masse: only they count towards the orphan ratio guard. A
 // pair left on the host is structural, whatever a resolver says.
 var resolverFailureReasons = []inventory.Reason{inventory.ReasonNetnsEmpty, inventory.ReasonOwnerExited}
 
-// decide takes the fresh inventory, runs the remaining gates on each
-// pending request, and removes what passes them all; the caller holds the
-// turn.
-func (r *Remediator) decide(ctx context.Context, reqs []Request, pending []int, answers []Answer) {
-	snap, err := r.inv.Snapshot(ctx)
-	if err != nil {
-		for _, i := range pending {
-			answers[i] = r.fail(reqs[i], ReasonInventoryFailed, err.Error())
-		}
-		return
-	}
-	if gap := r.cfg.MaxStateGap; gap > 0 && (snap.HistoryObserved.IsZero() || snap.Taken.Sub(snap.HistoryObserved) > gap) {
-		detail := "no running exporter has recorded this node's veths (is it running with this --state.path?)"
-		if !snap.HistoryObserved.IsZero() {
-			detail = fmt.Sprintf("the exporter's record was last refreshed %s ago, more than %s: its orphan times prove nothing",
-				snap.Taken.Sub(snap.HistoryObserved).Round(time.Second), gap)
-		}
-		for _, i := range pending {
-			q := reqs[i]
-			if v := snap.Veth(q.Device); v != nil {
-				q.Index = v.Index
-			}
-			answers[i] = r.refuse(q, ReasonStaleState, detail)
-		}
-		return
-	}
-	orphans := 0
+func newRound(cfg *Config, snap *inventory.Snapshot, now time.Time, hourly int, capable func() bool) *round {
+	rd := &round{cfg: cfg, snap: snap, now: now, hourly: hourly, claimed: map[int]int{}, capable: capable}
 	for i := range snap.Veths {
 		if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned && slices.Contains(resolverFailureReasons, v.Reason) {
-			orphans++
+			rd.orphans++
 		}
 	}
 	// A node drained of workloads may hold nothing but a few leftovers:
 	// the ratio says something from a handful of veths on.
-	tooMany := len(snap.Veths) >= minVethsForRatio && float64(orphans)/float64(len(snap.Veths)) > r.cfg.MaxOrphanRatio
-	agent, agentDown := snap.AgentDown()
-	now := r.now()
-	hourly := r.deletedInLastHour(now)
-	var approved []int
-	// interfaces counts what the approved requests remove: a pair left on
-	// the host goes with both its ends. claimed maps each of those
-	// ifindexes to the request that removes it.
-	interfaces := 0
-	claimed := map[int]int{}
-	var duplicates [][2]int // {request, request removing the same veth}
-	vethOf := map[int]*inventory.Veth{}
-	masterOK := func(v *inventory.Veth) bool {
-		return r.cfg.MasterInclude == nil || r.cfg.MasterInclude.MatchString(v.Master)
+	rd.tooMany = len(snap.Veths) >= minVethsForRatio && float64(rd.orphans)/float64(len(snap.Veths)) > cfg.MaxOrphanRatio
+	return rd
+}
+
+// candidate is the veth a request names, as the fresh inventory shows it.
+type candidate struct {
+	q request
+	v *inventory.Veth
+	// peer is the other end of a pair left on the host: deleting one end
+	// deletes the other, so both must pass the gates on interfaces. It is
+	// nil for a peer in a namespace, and when the inventory lacks it.
+	peer *inventory.Veth
+	// weight is how many interfaces the deletion removes.
+	weight int
+}
+
+func (rd *round) candidate(q request, v *inventory.Veth) *candidate {
+	c := &candidate{q: q, v: v, weight: 1}
+	if v.PeerOnHost {
+		c.peer, c.weight = rd.snap.Veth(v.PeerName), 2
 	}
+	return c
+}
+
+// check runs the veth gates in order and returns the first refusal.
+func (rd *round) check(c *candidate) (reason, detail string) {
+	for _, gate := range vethGates {
+		if reason, detail = gate(rd, c); reason != "" {
+			return reason, detail
+		}
+	}
+	return "", ""
+}
+
+// approve counts an approved request's deletions against the limits, and
+// claims its interfaces for it.
+func (rd *round) approve(i int, c *candidate) {
+	rd.interfaces += c.weight
+	rd.claimed[c.v.Index] = i
+	if c.peer != nil {
+		rd.claimed[c.peer.Index] = i
+	}
+}
+
+func ifindexUnchanged(_ *round, c *candidate) (reason, detail string) {
+	if c.q.Index != 0 && c.v.Index != c.q.Index {
+		return ReasonIfindexMismatch, fmt.Sprintf("%s has ifindex %d now, the alert names %d", c.q.Device, c.v.Index, c.q.Index)
+	}
+	return "", ""
+}
+
+func stillOrphaned(_ *round, c *candidate) (reason, detail string) {
+	if c.v.Verdict != inventory.Orphaned {
+		return ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s)", c.q.Device, c.v.Verdict, c.v.Reason)
+	}
+	return "", ""
+}
+
+func orphanReasonAllowed(rd *round, c *candidate) (reason, detail string) {
+	if !slices.Contains(rd.cfg.Reasons, c.v.Reason) {
+		return ReasonReasonNotAllowed, fmt.Sprintf("%s is orphaned for %s, not an allowed reason", c.q.Device, c.v.Reason)
+	}
+	return "", ""
+}
+
+// orphanRecorded holds whatever the minimum age: the orphan must have been
+// recorded by an observation before this request's; one look is not proof.
+func orphanRecorded(rd *round, c *candidate) (reason, detail string) {
+	if c.v.OrphanedSince.IsZero() || !c.v.OrphanedSince.Before(rd.snap.Taken) {
+		return ReasonNotRecorded, fmt.Sprintf("no observation before this request recorded %s as orphaned", c.q.Device)
+	}
+	return "", ""
+}
+
+func orphanOldEnough(rd *round, c *candidate) (reason, detail string) {
+	if age := rd.now.Sub(c.v.OrphanedSince); age < rd.cfg.MinAge {
+		return ReasonOrphanTooYoung, fmt.Sprintf("%s orphaned for %s here, less than %s", c.q.Device, age.Round(time.Second), rd.cfg.MinAge)
+	}
+	return "", ""
+}
+
+func hostPeerKnown(_ *round, c *candidate) (reason, detail string) {
+	if c.v.PeerOnHost && c.peer == nil {
+		return ReasonChanged, fmt.Sprintf("the peer %s of %s is not in the inventory", c.v.PeerName, c.q.Device)
+	}
+	return "", ""
+}
+
+func masterAllowed(rd *round, c *candidate) (reason, detail string) {
+	ok := func(v *inventory.Veth) bool {
+		return rd.cfg.MasterInclude == nil || rd.cfg.MasterInclude.MatchString(v.Master)
+	}
+	switch {
+	case !ok(c.v):
+		return ReasonMasterNotAllowed, fmt.Sprintf("master %q of %s is not allowed", c.v.Master, c.q.Device)
+	case c.peer != nil && !ok(c.peer):
+		return ReasonMasterNotAllowed, fmt.Sprintf("master %q of %s, the peer %s deletes too, is not allowed", c.peer.Master, c.peer.Name, c.q.Device)
+	}
+	return "", ""
+}
+
+func deviceNotExcluded(rd *round, c *candidate) (reason, detail string) {
 	excluded := func(v *inventory.Veth) bool {
-		return r.cfg.DeviceExclude != nil && r.cfg.DeviceExclude.MatchString(v.Name)
+		return rd.cfg.DeviceExclude != nil && rd.cfg.DeviceExclude.MatchString(v.Name)
 	}
-	for _, i := range pending {
-		q := reqs[i]
-		v := snap.Veth(q.Device)
-		if v == nil {
-			answers[i] = r.missing(snap, q)
-			continue
-		}
-		vethOf[i] = v
-		refuse := func(reason, format string, args ...any) {
-			answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: reason, Detail: fmt.Sprintf(format, args...)})
-		}
-		// Deleting one end of a pair left on the host deletes the other:
-		// both must pass the gates on interfaces.
-		var peer *inventory.Veth
-		weight := 1
-		if v.PeerOnHost {
-			peer, weight = snap.Veth(v.PeerName), 2
-		}
-		if first, ok := claimed[v.Index]; ok && (q.Index == 0 || q.Index == v.Index) {
-			duplicates = append(duplicates, [2]int{i, first})
-			continue
-		}
-		switch {
-		case q.Index != 0 && v.Index != q.Index:
-			refuse(ReasonIfindexMismatch, "%s has ifindex %d now, the alert names %d", q.Device, v.Index, q.Index)
-		case v.Verdict != inventory.Orphaned:
-			refuse(ReasonNotOrphaned, "%s is %s (%s)", q.Device, v.Verdict, v.Reason)
-		case !slices.Contains(r.cfg.Reasons, v.Reason):
-			refuse(ReasonReasonNotAllowed, "%s is orphaned for %s, not an allowed reason", q.Device, v.Reason)
-		case v.OrphanedSince.IsZero() || !v.OrphanedSince.Before(snap.Taken):
-			// Whatever the min-age: the orphan must have been recorded by
-			// an observation before this request's; one look is not proof.
-			refuse(ReasonNotRecorded, "no observation before this request recorded %s as orphaned", q.Device)
-		case now.Sub(v.OrphanedSince) < r.cfg.MinAge:
-			refuse(ReasonOrphanTooYoung, "%s orphaned for %s here, less than %s", q.Device, now.Sub(v.OrphanedSince).Round(time.Second), r.cfg.MinAge)
-		case v.PeerOnHost && peer == nil:
-			refuse(ReasonChanged, "the peer %s of %s is not in the inventory", v.PeerName, q.Device)
-		case !masterOK(v):
-			refuse(ReasonMasterNotAllowed, "master %q of %s is not allowed", v.Master, q.Device)
-		case peer != nil && !masterOK(peer):
-			refuse(ReasonMasterNotAllowed, "master %q of %s, the peer %s deletes too, is not allowed", peer.Master, peer.Name, q.Device)
-		case excluded(v):
-			refuse(ReasonDeviceExcluded, "%s is excluded", q.Device)
-		case peer != nil && excluded(peer):
-			refuse(ReasonDeviceExcluded, "%s, the peer %s deletes too, is excluded", peer.Name, q.Device)
-		case agentDown:
-			refuse(ReasonCNINotReady, "the node agent of %s is not running: it cleans up itself when it restarts", agent)
-		case tooMany:
-			refuse(ReasonTooManyOrphans, "%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
-				orphans, len(snap.Veths), 100*r.cfg.MaxOrphanRatio)
-		case r.cfg.MaxPerRequest > 0 && interfaces+weight > r.cfg.MaxPerRequest:
-			refuse(ReasonRequestLimit, "at most %d deletions per request", r.cfg.MaxPerRequest)
-		case r.cfg.MaxPerHour > 0 && hourly+interfaces+weight > r.cfg.MaxPerHour:
-			refuse(ReasonHourlyLimit, "at most %d deletions per hour", r.cfg.MaxPerHour)
-		case r.cfg.Mode == ModeEnforce && !r.capable():
-			refuse(ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN")
-		default:
-			if r.cfg.Mode != ModeEnforce {
-				answers[i] = r.record(q, Answer{Device: v.Name, Ifindex: v.Index, Result: ResultWouldDelete, Reason: string(v.Reason)})
-			}
-			approved = append(approved, i)
-			interfaces += weight
-			claimed[v.Index] = i
-			if peer != nil {
-				claimed[peer.Index] = i
-			}
-		}
+	switch {
+	case excluded(c.v):
+		return ReasonDeviceExcluded, fmt.Sprintf("%s is excluded", c.q.Device)
+	case c.peer != nil && excluded(c.peer):
+		return ReasonDeviceExcluded, fmt.Sprintf("%s, the peer %s deletes too, is excluded", c.peer.Name, c.q.Device)
 	}
-	if r.cfg.Mode == ModeEnforce && len(approved) > 0 {
-		r.remove(ctx, snap, reqs, approved, vethOf, answers)
-	}
-	for _, d := range duplicates {
-		// Another request of this one removes (or would remove) that
-		// veth: the same answer, said of this device.
-		i, first := d[0], d[1]
-		v, a := vethOf[i], answers[first]
-		if a.Result == ResultDeleted || a.Result == ResultWouldDelete {
-			a.Detail = fmt.Sprintf("with %s, in this request", a.Device)
-		}
-		a.Device, a.Ifindex = v.Name, v.Index
-		answers[i] = r.record(reqs[i], a)
-	}
+	return "", ""
 }
 
-// missing answers a request for a device the fresh inventory has no veth
-// of: not a veth, gone since the exporter recorded it, or never heard of.
-func (r *Remediator) missing(snap *inventory.Snapshot, q Request) Answer {
-	if linkExists(q.Device) {
-		return r.refuse(q, ReasonNotVeth, fmt.Sprintf("%s exists but is not a host-side veth", q.Device))
+// cniAgentRunning: a CNI whose node agent is down cleans up its own
+// interfaces when the agent restarts.
+func cniAgentRunning(rd *round, _ *candidate) (reason, detail string) {
+	if agent, down := rd.snap.AgentDown(); down {
+		return ReasonCNINotReady, fmt.Sprintf("the node agent of %s is not running: it cleans up itself when it restarts", agent)
 	}
-	for _, g := range snap.Gone {
-		if g.Device == q.Device && (q.Index == 0 || q.Index == g.Index) {
-			return r.record(q, Answer{Device: q.Device, Ifindex: g.Index, Result: ResultGone})
-		}
-	}
-	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultNotFound,
-		Detail: fmt.Sprintf("no interface %s, and the exporter never recorded one", q.Device)})
+	return "", ""
 }
 
-// remove writes the audit intents of the approved requests and deletes
-// their veths through the one deletion path.
-func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs []Request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) {
-	if err := ctx.Err(); err != nil {
-		for _, i := range approved {
-			answers[i] = r.fail(reqs[i], ReasonDeadline, "the request's deadline passed before the deletion")
-		}
-		return
+func notTooManyOrphans(rd *round, _ *candidate) (reason, detail string) {
+	if rd.tooMany {
+		return ReasonTooManyOrphans, fmt.Sprintf("%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
+			rd.orphans, len(rd.snap.Veths), 100*rd.cfg.MaxOrphanRatio)
 	}
-	var proceed []int
-	for _, i := range approved {
-		v := vethOf[i]
-		intent := Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)}
-		if r.cfg.AuditFile != "" {
-			if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditIntent, reqs[i], intent); err != nil {
-				// A deletion nobody could account for afterwards does not
-				// happen.
-				answers[i] = r.record(reqs[i], Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: ReasonAuditFailed,
-					Detail: fmt.Sprintf("cannot write the audit intent: %v", err)})
-				continue
-			}
-		}
-		proceed = append(proceed, i)
-	}
-	if len(proceed) == 0 {
-		return
-	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		for _, i := range proceed {
-			answers[i] = r.fail(reqs[i], ReasonNetlink, err.Error())
-		}
-		return
-	}
-	defer h.Close()
-	targets := make([]Target, len(proceed))
-	for k, i := range proceed {
-		targets[k] = targetOf(snap, vethOf[i], r.cfg.Paths)
-	}
-	start := time.Now()
-	results := r.remover(h).remove(ctx, targets)
-	r.logger.Debug("remediation deletions", "veths", len(targets), "took", time.Since(start))
-	for k, i := range proceed {
-		v, q, res := vethOf[i], reqs[i], results[k]
-		a := Answer{Device: v.Name, Ifindex: v.Index}
-		switch res.Outcome {
-		case OutcomeDeleted:
-			now := r.now()
-			r.deletions = append(r.deletions, now)
-			if v.PeerOnHost {
-				r.deletions = append(r.deletions, now) // its peer went too
-			}
-			r.metrics.lastDeletion(now)
-			a.Result, a.Reason = ResultDeleted, string(v.Reason)
-			if r.cfg.ReleaseNetns {
-				a.Detail = r.releaseNetns(v)
-			}
-		case OutcomeGone:
-			a.Result = ResultGone
-		case OutcomeChanged:
-			a.Result, a.Reason, a.Detail = ResultRefused, ReasonChanged, res.Err.Error()
-		default:
-			a.Result, a.Reason, a.Detail = ResultFailed, ReasonDelete, res.Err.Error()
-			if errors.Is(res.Err, context.DeadlineExceeded) || errors.Is(res.Err, context.Canceled) {
-				a.Reason = ReasonDeadline // nothing done: worth a retry
-			}
-		}
-		answers[i] = r.record(q, a)
-	}
+	return "", ""
 }
 
-// releaseNetns unmounts and removes the mounts that pinned the deleted
-// veth's peer namespace, if no process is in it, and says what it did.
-// Only mounts in the configured netns directories are touched.
-func (r *Remediator) releaseNetns(v *inventory.Veth) string {
-	n := v.PeerNetns
-	if n == nil || !n.Empty() {
-		return "namespace not released: it holds processes"
+func withinRequestLimit(rd *round, c *candidate) (reason, detail string) {
+	if limit := rd.cfg.MaxPerRequest; limit > 0 && rd.interfaces+c.weight > limit {
+		return ReasonRequestLimit, fmt.Sprintf("at most %d deletions per request", limit)
 	}
-	var released []string
-	for _, m := range n.Mounts {
-		if !slices.Contains(r.cfg.NetnsDirs, filepath.Dir(m)) {
-			continue
-		}
-		p := filepath.Join(r.cfg.Paths.Rootfs, m)
-		// The path must still pin the very namespace the inventory saw.
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil || st.Ino != n.Inode {
-			continue
-		}
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
-			r.logger.Warn("cannot release the namespace mount", "device", v.Name, "mount", m, "err", err)
-			continue
-		}
-		if err := os.Remove(p); err != nil {
-			r.logger.Warn("namespace released, its mount point stays", "device", v.Name, "mount", m, "err", err)
-		}
-		released = append(released, m)
-	}
-	if len(released) == 0 {
-		return "no namespace mount released"
-	}
-	return "released " + strings.Join(released, ",")
+	return "", ""
 }
 
-// linkExists reports whether the host has an interface of that name.
-func linkExists(name string) bool {
-	_, err := net.InterfaceByName(name)
-	return err == nil
-}
-
-func (r *Remediator) deletedInLastHour(now time.Time) int {
-	r.deletions = slices.DeleteFunc(r.deletions, func(t time.Time) bool { return now.Sub(t) >= time.Hour })
-	return len(r.deletions)
-}
-
-// final reports whether an answer holds for every re-send of the same
-// alert: what was done, and what the alert itself makes impossible. A
-// refusal that time or the node may lift (too young, limits, not orphaned
-// yet, an inventory that failed) is decided again at the next re-send.
-func final(a Answer) bool {
-	switch a.Result {
-	case ResultDeleted, ResultGone, ResultWouldDelete:
-		return true
-	case ResultSkipped:
-		return a.Reason == ReasonResolved || a.Reason == ReasonOtherNode
-	case ResultRefused:
-		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex
+func withinHourlyLimit(rd *round, c *candidate) (reason, detail string) {
+	if limit := rd.cfg.MaxPerHour; limit > 0 && rd.hourly+rd.interfaces+c.weight > limit {
+		return ReasonHourlyLimit, fmt.Sprintf("at most %d deletions per hour", limit)
 	}
-	return false
+	return "", ""
 }
 
-func (r *Remediator) refuse(q Request, reason, detail string) Answer {
-	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultRefused, Reason: reason, Detail: detail})
-}
-
-func (r *Remediator) fail(q Request, reason, detail string) Answer {
-	return r.record(q, Answer{Device: q.Device, Ifindex: q.Index, Result: ResultFailed, Reason: reason, Detail: detail})
-}
-
-// record counts, logs and audits an answer.
-func (r *Remediator) record(q Request, a Answer) Answer {
-	r.metrics.action(a)
-	level := r.cfg.AnswerLogLevel
-	if a.Result == ResultFailed && level >= slog.LevelInfo {
-		level = slog.LevelError
+// mayAdminNetwork is asked only in enforce mode: a dry run deletes
+// nothing, and says what it would delete without the capability.
+func mayAdminNetwork(rd *round, _ *candidate) (reason, detail string) {
+	if rd.cfg.Mode == ModeEnforce && !rd.capable() {
+		return ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN"
 	}
-	r.logger.Log(context.Background(), level, "remediation", "device", a.Device, "ifindex", a.Ifindex,
-		"result", a.Result, "reason", a.Reason, "detail", a.Detail, "fingerprint", q.Fingerprint)
-	if r.cfg.AuditFile != "" {
-		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditResult, q, a); err != nil {
-			r.logger.Error("cannot write the remediation audit record", "file", r.cfg.AuditFile, "err", err)
-		}
-	}
-	return a
+	return "", ""
 }

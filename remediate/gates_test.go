@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +57,7 @@ func testNode() *inventory.Snapshot {
 func testConfig() Config {
 	return Config{
 		Mode:           ModeDryRun,
+		Instance:       Instance{Label: "instance", Pattern: regexp.MustCompile(`^node1$`)},
 		MinAge:         15 * time.Minute,
 		Reasons:        []inventory.Reason{inventory.ReasonNetnsEmpty},
 		MasterInclude:  regexp.MustCompile(`^(?:docker0|br-[0-9a-f]{12}|cni0|cbr0)$`),
@@ -73,56 +76,108 @@ func newTestRemediator(cfg Config, inv Snapshotter) *Remediator {
 	return r
 }
 
-func alert(device string, index int, firingFor time.Duration) Request {
-	return Request{Device: device, Index: index, StartsAt: now.Add(-firingFor), Fingerprint: "fp-" + device}
+// alert is a firing alert for device on this node (node1), with an
+// ifindex label unless index is 0.
+func alert(device string, index int, firingFor time.Duration) Alert {
+	a := Alert{Status: StatusFiring, Labels: map[string]string{"device": device, "instance": "node1"},
+		StartsAt: now.Add(-firingFor), Fingerprint: "fp-" + device}
+	if index != 0 {
+		a.Labels["ifindex"] = strconv.Itoa(index)
+	}
+	return a
 }
 
-func TestGates(t *testing.T) {
+// withLabel returns a with one more label.
+func withLabel(a Alert, name, value string) Alert {
+	a.Labels = maps.Clone(a.Labels)
+	a.Labels[name] = value
+	return a
+}
+
+// resolvedAlert is an alert for device on this node that fired an hour
+// ago and no longer fires.
+func resolvedAlert(device, fingerprint string) Alert {
+	a := alert(device, 0, time.Hour)
+	a.Status, a.Fingerprint = StatusResolved, fingerprint
+	return a
+}
+
+func payloadOf(alerts ...Alert) *Payload {
+	return &Payload{Version: PayloadVersion, Status: StatusFiring, Alerts: alerts}
+}
+
+func TestAlertGates(t *testing.T) {
 	old := time.Hour
+	resolved := alert("vleak", 10, old)
+	resolved.Status, resolved.Fingerprint = StatusResolved, ""
+	badIfindex := withLabel(alert("vleak", 0, old), "ifindex", "-1")
+	badIfindex.Fingerprint = ""
+	noStartsAt := alert("vleak", 10, old)
+	noStartsAt.StartsAt, noStartsAt.Fingerprint = time.Time{}, ""
+	bigFingerprint := alert("vleak", 10, old)
+	bigFingerprint.Fingerprint = strings.Repeat("f", 1<<20)
 	tests := []struct {
 		name         string
-		req          Request
-		otherNode    bool
+		alert        Alert
 		wantResult   Result
 		wantReason   string
-		fromAlert    bool
 		inventoryErr error
 	}{
-		{"old orphan, old alert", alert("vleak", 10, old), false, ResultWouldDelete, "netns_empty", true, nil},
-		{"no ifindex in the alert", alert("vleak2", 0, old), false, ResultWouldDelete, "netns_empty", true, nil},
-		{"resolved alert", Request{Device: "vleak", Index: 10, StartsAt: now.Add(-old), Resolved: true}, false, ResultSkipped, ReasonResolved, true, nil},
-		{"path in the device", alert("../x", 0, old), false, ResultRefused, ReasonInvalidDevice, true, nil},
-		{"16-byte device", alert("vethabcdefghijkl", 0, old), false, ResultRefused, ReasonInvalidDevice, true, nil},
-		{"no device label", alert("", 0, old), false, ResultRefused, ReasonInvalidDevice, true, nil},
-		{"bad ifindex", Request{Device: "vleak", BadIndex: "-1", StartsAt: now.Add(-old)}, false, ResultRefused, ReasonInvalidIfindex, true, nil},
-		{"another node", alert("vleak", 10, old), true, ResultSkipped, ReasonOtherNode, true, nil},
-		{"alert from the future", alert("vleak", 10, -time.Minute), false, ResultRefused, ReasonStartsInFuture, true, nil},
-		{"alert too young", alert("vleak", 10, 5*time.Minute), false, ResultRefused, ReasonAlertTooYoung, true, nil},
-		{"no startsAt", Request{Device: "vleak", Index: 10}, false, ResultRefused, ReasonAlertTooYoung, true, nil},
-		{"gone since recorded", alert("vgone", 31, old), false, ResultGone, "", true, nil},
-		{"never recorded, not there", alert("vnothere", 30, old), false, ResultNotFound, "", true, nil},
-		{"fingerprint of 1 MB", Request{Device: "vleak", Index: 10, StartsAt: now.Add(-old), Fingerprint: strings.Repeat("f", 1<<20)}, false, ResultRefused, ReasonInvalidAlert, true, nil},
-		{"device label of 1 MB", alert(strings.Repeat("v", 1<<20), 0, old), false, ResultRefused, ReasonInvalidAlert, true, nil},
+		{"old orphan, old alert", alert("vleak", 10, old), ResultWouldDelete, "netns_empty", nil},
+		{"no ifindex in the alert", alert("vleak2", 0, old), ResultWouldDelete, "netns_empty", nil},
+		{"resolved alert", resolved, ResultSkipped, ReasonResolved, nil},
+		{"path in the device", alert("../x", 0, old), ResultRefused, ReasonInvalidDevice, nil},
+		{"16-byte device", alert("vethabcdefghijkl", 0, old), ResultRefused, ReasonInvalidDevice, nil},
+		{"no device label", alert("", 0, old), ResultRefused, ReasonInvalidDevice, nil},
+		{"bad ifindex", badIfindex, ResultRefused, ReasonInvalidIfindex, nil},
+		{"another node", withLabel(alert("vleak", 10, old), "instance", "node2"), ResultSkipped, ReasonOtherNode, nil},
+		{"alert from the future", alert("vleak", 10, -time.Minute), ResultRefused, ReasonStartsInFuture, nil},
+		{"alert too young", alert("vleak", 10, 5*time.Minute), ResultRefused, ReasonAlertTooYoung, nil},
+		{"no startsAt", noStartsAt, ResultRefused, ReasonAlertTooYoung, nil},
+		{"gone since recorded", alert("vgone", 31, old), ResultGone, "", nil},
+		{"never recorded, not there", alert("vnothere", 30, old), ResultNotFound, "", nil},
+		{"fingerprint of 1 MB", bigFingerprint, ResultRefused, ReasonInvalidAlert, nil},
+		{"device label of 1 MB", alert(strings.Repeat("v", 1<<20), 0, old), ResultRefused, ReasonInvalidAlert, nil},
 		// lo is not in the snapshot's veths but exists: never "gone".
-		{"not a veth", alert("lo", 1, old), false, ResultRefused, ReasonNotVeth, true, nil},
-		{"ifindex reused", alert("vleak", 99, old), false, ResultRefused, ReasonIfindexMismatch, true, nil},
-		{"live veth", alert("vlive", 20, old), false, ResultRefused, ReasonNotOrphaned, true, nil},
-		{"reason not allowed", alert("vexited", 13, old), false, ResultRefused, ReasonReasonNotAllowed, true, nil},
-		{"orphan young here", alert("vyoung", 12, old), false, ResultRefused, ReasonOrphanTooYoung, true, nil},
-		{"master not allowed", alert("vodd", 14, old), false, ResultRefused, ReasonMasterNotAllowed, true, nil},
-		{"device excluded", alert("vkeep", 15, old), false, ResultRefused, ReasonDeviceExcluded, true, nil},
-		{"inventory fails", alert("vleak", 10, old), false, ResultFailed, ReasonInventoryFailed, true, errors.New("netlink: boom")},
-		// The clean command: no alert, so no alert gates, the rest the same.
-		{"clean: orphan", Request{Device: "vleak"}, false, ResultWouldDelete, "netns_empty", false, nil},
-		{"clean: live veth", Request{Device: "vlive"}, false, ResultRefused, ReasonNotOrphaned, false, nil},
+		{"not a veth", alert("lo", 1, old), ResultRefused, ReasonNotVeth, nil},
+		{"ifindex reused", alert("vleak", 99, old), ResultRefused, ReasonIfindexMismatch, nil},
+		{"live veth", alert("vlive", 20, old), ResultRefused, ReasonNotOrphaned, nil},
+		{"reason not allowed", alert("vexited", 13, old), ResultRefused, ReasonReasonNotAllowed, nil},
+		{"orphan young here", alert("vyoung", 12, old), ResultRefused, ReasonOrphanTooYoung, nil},
+		{"master not allowed", alert("vodd", 14, old), ResultRefused, ReasonMasterNotAllowed, nil},
+		{"device excluded", alert("vkeep", 15, old), ResultRefused, ReasonDeviceExcluded, nil},
+		{"inventory fails", alert("vleak", 10, old), ResultFailed, ReasonInventoryFailed, errors.New("netlink: boom")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inv := &fakeInventory{snap: testNode(), err: tt.inventoryErr}
 			r := newTestRemediator(testConfig(), inv)
-			answers := mustHandle(t, r, []Request{tt.req}, func(int) bool { return !tt.otherNode }, tt.fromAlert)
+			answers := mustHandleAlerts(t, r, tt.alert)
 			if got := answers[0]; got.Result != tt.wantResult || got.Reason != tt.wantReason {
-				t.Errorf("Handle(%+v) = %s/%s (%s), want %s/%s", tt.req, got.Result, got.Reason, got.Detail, tt.wantResult, tt.wantReason)
+				t.Errorf("HandleAlerts(%+v) = %s/%s (%s), want %s/%s", tt.alert, got.Result, got.Reason, got.Detail, tt.wantResult, tt.wantReason)
+			}
+		})
+	}
+}
+
+// TestDeviceGates: the clean command has no alert, so no alert gates,
+// the rest the same.
+func TestDeviceGates(t *testing.T) {
+	tests := []struct {
+		name       string
+		device     Device
+		wantResult Result
+		wantReason string
+	}{
+		{"clean: orphan", Device{Name: "vleak"}, ResultWouldDelete, "netns_empty"},
+		{"clean: live veth", Device{Name: "vlive"}, ResultRefused, ReasonNotOrphaned},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
+			answers := mustHandleDevices(t, r, tt.device)
+			if got := answers[0]; got.Result != tt.wantResult || got.Reason != tt.wantReason {
+				t.Errorf("HandleDevices(%+v) = %s/%s (%s), want %s/%s", tt.device, got.Result, got.Reason, got.Detail, tt.wantResult, tt.wantReason)
 			}
 		})
 	}
@@ -133,7 +188,7 @@ func TestGatesBlastRadius(t *testing.T) {
 		cfg := testConfig()
 		cfg.MaxOrphanRatio = 0.4 // 6 of 12 look orphaned
 		r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-		a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]
+		a := mustHandleAlerts(t, r, alert("vleak", 10, time.Hour))[0]
 		if a.Result != ResultRefused || a.Reason != ReasonTooManyOrphans {
 			t.Errorf("got %s/%s, want refused/%s", a.Result, a.Reason, ReasonTooManyOrphans)
 		}
@@ -142,7 +197,7 @@ func TestGatesBlastRadius(t *testing.T) {
 		cfg := testConfig()
 		cfg.MaxPerRequest = 1
 		r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-		answers := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour), alert("vleak2", 11, time.Hour)}, nil, true)
+		answers := mustHandleAlerts(t, r, alert("vleak", 10, time.Hour), alert("vleak2", 11, time.Hour))
 		if answers[0].Result != ResultWouldDelete || answers[1].Reason != ReasonRequestLimit {
 			t.Errorf("got %+v, want the first allowed and the second refused for %s", answers, ReasonRequestLimit)
 		}
@@ -152,7 +207,7 @@ func TestGatesBlastRadius(t *testing.T) {
 		cfg.Mode = ModeEnforce
 		r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
 		r.capable = func() bool { return false }
-		a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]
+		a := mustHandleAlerts(t, r, alert("vleak", 10, time.Hour))[0]
 		if a.Result != ResultRefused || a.Reason != ReasonNoPermission {
 			t.Errorf("got %s/%s, want refused/%s", a.Result, a.Reason, ReasonNoPermission)
 		}
@@ -166,14 +221,14 @@ func TestGatesIdempotent(t *testing.T) {
 	inv := &fakeInventory{snap: testNode()}
 	r := newTestRemediator(testConfig(), inv)
 	req := alert("vleak", 10, time.Hour)
-	first := mustHandle(t, r, []Request{req}, nil, true)[0]
-	again := mustHandle(t, r, []Request{req}, nil, true)[0]
+	first := mustHandleAlerts(t, r, req)[0]
+	again := mustHandleAlerts(t, r, req)[0]
 	if first != again || inv.calls != 1 {
 		t.Errorf("second answer %+v after %+v with %d inventories, want the same answer from 1 inventory", again, first, inv.calls)
 	}
 	// A new firing of the same alert (a new startsAt) is a new request.
 	req.StartsAt = req.StartsAt.Add(time.Minute)
-	mustHandle(t, r, []Request{req}, nil, true)
+	mustHandleAlerts(t, r, req)
 	if inv.calls != 2 {
 		t.Errorf("a new startsAt took %d inventories in all, want 2", inv.calls)
 	}
@@ -183,7 +238,7 @@ func TestAuditFile(t *testing.T) {
 	cfg := testConfig()
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-	mustHandle(t, r, []Request{alert("vleak", 10, time.Hour), alert("vlive", 20, time.Hour)}, nil, true)
+	mustHandleAlerts(t, r, alert("vleak", 10, time.Hour), alert("vlive", 20, time.Hour))
 	b, err := readFile(cfg.AuditFile)
 	if err != nil {
 		t.Fatal(err)
@@ -205,20 +260,29 @@ func TestGatesRetryRefusalsTimeMayLift(t *testing.T) {
 	inv := &fakeInventory{snap: testNode()}
 	r := newTestRemediator(testConfig(), inv)
 	req := alert("vyoung", 12, time.Hour)
-	if a := mustHandle(t, r, []Request{req}, nil, true)[0]; a.Reason != ReasonOrphanTooYoung {
+	if a := mustHandleAlerts(t, r, req)[0]; a.Reason != ReasonOrphanTooYoung {
 		t.Fatalf("first answer %+v, want %s", a, ReasonOrphanTooYoung)
 	}
 	now = now.Add(time.Hour)
 	defer func() { now = now.Add(-time.Hour) }()
 	r.now = func() time.Time { return now }
-	if a := mustHandle(t, r, []Request{req}, nil, true)[0]; a.Result != ResultWouldDelete {
+	if a := mustHandleAlerts(t, r, req)[0]; a.Result != ResultWouldDelete {
 		t.Errorf("an hour later: %+v, want would_delete", a)
 	}
 }
 
-func mustHandle(t *testing.T, r *Remediator, reqs []Request, instanceOK func(int) bool, fromAlert bool) []Answer {
+func mustHandleAlerts(t *testing.T, r *Remediator, alerts ...Alert) []Answer {
 	t.Helper()
-	answers, err := r.Handle(context.Background(), reqs, instanceOK, fromAlert)
+	answers, err := r.HandleAlerts(context.Background(), payloadOf(alerts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answers
+}
+
+func mustHandleDevices(t *testing.T, r *Remediator, devices ...Device) []Answer {
+	t.Helper()
+	answers, err := r.HandleDevices(context.Background(), devices)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +294,11 @@ func TestGatesHourlyLimit(t *testing.T) {
 	cfg.MaxPerHour = 2
 	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
 	r.deletions = []time.Time{now.Add(-59 * time.Minute), now.Add(-time.Minute)}
-	if a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]; a.Reason != ReasonHourlyLimit {
+	if a := mustHandleAlerts(t, r, alert("vleak", 10, time.Hour))[0]; a.Reason != ReasonHourlyLimit {
 		t.Errorf("two deletions in the last hour, limit 2: %+v, want %s", a, ReasonHourlyLimit)
 	}
 	r.deletions = []time.Time{now.Add(-61 * time.Minute), now.Add(-time.Minute)}
-	if a := mustHandle(t, r, []Request{alert("vleak", 10, time.Hour)}, nil, true)[0]; a.Result != ResultWouldDelete {
+	if a := mustHandleAlerts(t, r, alert("vleak", 10, time.Hour))[0]; a.Result != ResultWouldDelete {
 		t.Errorf("one deletion in the last hour, limit 2: %+v, want would_delete", a)
 	}
 }
@@ -256,8 +320,8 @@ func TestGatesNeedARecordedOrphan(t *testing.T) {
 			snap := testNode()
 			snap.Veths[0].OrphanedSince = tt.since
 			r := newTestRemediator(cfg, &fakeInventory{snap: snap})
-			if a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]; a.Reason != ReasonNotRecorded || a.Ifindex != 10 {
-				t.Errorf("Handle(vleak) = %+v, want refused/%s with ifindex 10", a, ReasonNotRecorded)
+			if a := mustHandleDevices(t, r, Device{Name: "vleak"})[0]; a.Reason != ReasonNotRecorded || a.Ifindex != 10 {
+				t.Errorf("HandleDevices(vleak) = %+v, want refused/%s with ifindex 10", a, ReasonNotRecorded)
 			}
 		})
 	}
@@ -280,9 +344,9 @@ func TestGatesStaleState(t *testing.T) {
 			snap := testNode()
 			snap.HistoryObserved = tt.observed
 			r := newTestRemediator(testConfig(), &fakeInventory{snap: snap})
-			a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]
+			a := mustHandleDevices(t, r, Device{Name: "vleak"})[0]
 			if a.Result != tt.want || (tt.want == ResultRefused && a.Reason != ReasonStaleState) {
-				t.Errorf("Handle(vleak) = %+v, want %s (%s when refused)", a, tt.want, ReasonStaleState)
+				t.Errorf("HandleDevices(vleak) = %+v, want %s (%s when refused)", a, tt.want, ReasonStaleState)
 			}
 		})
 	}
@@ -302,14 +366,14 @@ func TestGatesRatioCountsResolverFailures(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxOrphanRatio = 0.5 // 2 of 5 count, 4 of 5 look orphaned
 	r := newTestRemediator(cfg, &fakeInventory{snap: snap})
-	for _, a := range mustHandle(t, r, []Request{{Device: "vleak"}, {Device: "vleak2"}}, nil, false) {
+	for _, a := range mustHandleDevices(t, r, Device{Name: "vleak"}, Device{Name: "vleak2"}) {
 		if a.Result != ResultWouldDelete {
 			t.Errorf("%s: %+v, want would_delete: the host pair does not count", a.Device, a)
 		}
 	}
 	snap.Veths[4].Verdict, snap.Veths[4].Reason = inventory.Orphaned, inventory.ReasonOwnerExited
 	snap.Veths[4].OrphanedSince = now.Add(-time.Hour)
-	if a := mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0]; a.Reason != ReasonTooManyOrphans {
+	if a := mustHandleDevices(t, r, Device{Name: "vleak"})[0]; a.Reason != ReasonTooManyOrphans {
 		t.Errorf("3 of 5 orphaned by netns_empty/owner_exited: %+v, want %s", a, ReasonTooManyOrphans)
 	}
 }
@@ -320,22 +384,22 @@ func TestGatesAnswerCacheBounded(t *testing.T) {
 	r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
 	big := strings.Repeat("f", 1<<20)
 	for i := range 50 {
-		q := Request{Device: "vleak", StartsAt: now.Add(-time.Hour - time.Duration(i)), Fingerprint: big}
-		mustHandle(t, r, []Request{q}, nil, true)
+		q := alert("vleak", 0, time.Hour+time.Duration(i))
+		q.Fingerprint = big
+		mustHandleAlerts(t, r, q)
 	}
 	if n := r.answers.len(); n != 0 {
 		t.Errorf("%d answers kept for oversized alerts, want 0", n)
 	}
 	for i := range 20000 {
-		q := Request{Device: "vnope", StartsAt: now.Add(-time.Hour), Fingerprint: fmt.Sprintf("%016x", i), Resolved: true}
-		mustHandle(t, r, []Request{q}, nil, true)
+		mustHandleAlerts(t, r, resolvedAlert("vnope", fmt.Sprintf("%016x", i)))
 	}
 	if n := r.answers.len(); n > 10000 {
 		t.Errorf("%d answers kept, want at most 10000", n)
 	}
 	now = now.Add(2 * time.Hour)
 	defer func() { now = now.Add(-2 * time.Hour) }()
-	mustHandle(t, r, []Request{{Device: "vnope", StartsAt: now.Add(-time.Hour), Fingerprint: "x", Resolved: true}}, nil, true)
+	mustHandleAlerts(t, r, resolvedAlert("vnope", "x"))
 	if n := r.answers.len(); n != 1 {
 		t.Errorf("two hours later %d answers kept, want 1 (the newest)", n)
 	}
@@ -348,8 +412,8 @@ func TestGatesBusy(t *testing.T) {
 	r.turn <- struct{}{} // another request holds the turn
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := r.Handle(ctx, []Request{alert("vleak", 10, time.Hour)}, nil, true); !errors.Is(err, ErrBusy) {
-		t.Errorf("Handle while busy = %v, want ErrBusy", err)
+	if _, err := r.HandleAlerts(ctx, payloadOf(alert("vleak", 10, time.Hour))); !errors.Is(err, ErrBusy) {
+		t.Errorf("HandleAlerts while busy = %v, want ErrBusy", err)
 	}
 }
 
@@ -381,7 +445,7 @@ func TestAuditFailClosed(t *testing.T) {
 				return nil
 			}
 			done := make(chan Answer)
-			go func() { done <- mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)[0] }()
+			go func() { done <- mustHandleDevices(t, r, Device{Name: "vleak"})[0] }()
 			select {
 			case a := <-done:
 				if a.Result != ResultRefused || a.Reason != ReasonAuditFailed || deleted {
@@ -401,7 +465,7 @@ func TestAuditFileMode(t *testing.T) {
 	cfg := testConfig()
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-	mustHandle(t, r, []Request{{Device: "vleak"}}, nil, false)
+	mustHandleDevices(t, r, Device{Name: "vleak"})
 	st, err := os.Stat(cfg.AuditFile)
 	if err != nil {
 		t.Fatal(err)
@@ -447,23 +511,23 @@ func TestGatesPairOnTheHost(t *testing.T) {
 	cfg.MasterInclude = regexp.MustCompile(`^(?:docker0)$`)
 	cfg.DeviceExclude = nil
 	r := newTestRemediator(cfg, &fakeInventory{snap: pair()})
-	if a := mustHandle(t, r, []Request{{Device: "vA"}}, nil, false)[0]; a.Reason != ReasonMasterNotAllowed || !strings.Contains(a.Detail, "keepB") {
+	if a := mustHandleDevices(t, r, Device{Name: "vA"})[0]; a.Reason != ReasonMasterNotAllowed || !strings.Contains(a.Detail, "keepB") {
 		t.Errorf("vA, whose peer keepB is on br-infra: %+v, want %s naming keepB", a, ReasonMasterNotAllowed)
 	}
 	cfg.MasterInclude = nil
 	cfg.DeviceExclude = regexp.MustCompile(`^(?:keep.*)$`)
 	r = newTestRemediator(cfg, &fakeInventory{snap: pair()})
-	if a := mustHandle(t, r, []Request{{Device: "vA"}}, nil, false)[0]; a.Reason != ReasonDeviceExcluded {
+	if a := mustHandleDevices(t, r, Device{Name: "vA"})[0]; a.Reason != ReasonDeviceExcluded {
 		t.Errorf("vA, whose peer keepB is excluded: %+v, want %s", a, ReasonDeviceExcluded)
 	}
 	cfg.DeviceExclude, cfg.MaxPerRequest = nil, 1
 	r = newTestRemediator(cfg, &fakeInventory{snap: pair()})
-	if a := mustHandle(t, r, []Request{{Device: "vA"}}, nil, false)[0]; a.Reason != ReasonRequestLimit {
+	if a := mustHandleDevices(t, r, Device{Name: "vA"})[0]; a.Reason != ReasonRequestLimit {
 		t.Errorf("a pair with at most 1 deletion per request: %+v, want %s", a, ReasonRequestLimit)
 	}
 	cfg.MaxPerRequest = 2
 	r = newTestRemediator(cfg, &fakeInventory{snap: pair()})
-	answers := mustHandle(t, r, []Request{{Device: "vA"}, {Device: "keepB"}}, nil, false)
+	answers := mustHandleDevices(t, r, Device{Name: "vA"}, Device{Name: "keepB"})
 	if answers[0].Result != ResultWouldDelete || answers[1].Result != ResultWouldDelete || !strings.Contains(answers[1].Detail, "with vA") {
 		t.Errorf("both ends asked for, limit 2: %+v, want both would_delete, keepB with vA", answers)
 	}
@@ -475,7 +539,7 @@ func TestGatesDuplicateDevice(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxPerRequest = 1
 	r := newTestRemediator(cfg, &fakeInventory{snap: testNode()})
-	answers := mustHandle(t, r, []Request{{Device: "vleak"}, {Device: "vleak"}}, nil, false)
+	answers := mustHandleDevices(t, r, Device{Name: "vleak"}, Device{Name: "vleak"})
 	for _, a := range answers {
 		if a.Result != ResultWouldDelete {
 			t.Errorf("vleak twice, limit 1: %+v, want would_delete for both", answers)
@@ -516,12 +580,108 @@ func TestGatesCNI(t *testing.T) {
 				cfg.MasterInclude = tt.masterInclude
 			}
 			r := newTestRemediator(cfg, &fakeInventory{snap: node(tt.agentRunning)})
-			a := mustHandle(t, r, []Request{alert(tt.device, tt.index, time.Hour)}, nil, true)[0]
+			a := mustHandleAlerts(t, r, alert(tt.device, tt.index, time.Hour))[0]
 			if a.Result != tt.wantResult || a.Reason != tt.wantReason {
-				t.Errorf("Handle(%s) = %s/%s (%s), want %s/%s", tt.device, a.Result, a.Reason, a.Detail, tt.wantResult, tt.wantReason)
+				t.Errorf("HandleAlerts(%s) = %s/%s (%s), want %s/%s", tt.device, a.Result, a.Reason, a.Detail, tt.wantResult, tt.wantReason)
 			}
 		})
 	}
+}
+
+// TestGateOrder: a request that several gates would stop gets the reason
+// of the first of them, in the order the gates are listed.
+func TestGateOrder(t *testing.T) {
+	t.Run("alerts", func(t *testing.T) {
+		old := time.Hour
+		other := func(a Alert) Alert { return withLabel(a, "instance", "node2") }
+		resolved := other(alert("../x", 0, old))
+		resolved.Status = StatusResolved
+		future := alert("vleak", 10, -time.Minute) // too young as well
+		for _, tt := range []struct {
+			name  string
+			alert Alert
+			want  string
+		}{
+			{"resolved, another node, invalid device", resolved, ReasonResolved},
+			{"invalid device and ifindex", withLabel(alert("../x", 0, old), "ifindex", "-1"), ReasonInvalidDevice},
+			{"invalid ifindex, another node", other(withLabel(alert("vleak", 0, old), "ifindex", "x")), ReasonInvalidIfindex},
+			{"another node, from the future", other(future), ReasonOtherNode},
+			{"from the future, too young", future, ReasonStartsInFuture},
+		} {
+			r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
+			if a := mustHandleAlerts(t, r, tt.alert)[0]; a.Reason != tt.want {
+				t.Errorf("%s: HandleAlerts = %+v, want %s", tt.name, a, tt.want)
+			}
+		}
+	})
+	t.Run("veths", func(t *testing.T) {
+		node := func(cniDown bool) *inventory.Snapshot {
+			young := 2 * time.Minute
+			unrecorded := orphan("vm2", 42, "odd0", inventory.ReasonNetnsEmpty, 0)
+			unrecorded.OrphanedSince = time.Time{}
+			pA := orphan("vpA", 50, "docker0", inventory.ReasonPeerOnHost, time.Hour)
+			pB := orphan("vpB", 51, "docker0", inventory.ReasonPeerOnHost, time.Hour)
+			pC := orphan("vpC", 52, "odd0", inventory.ReasonPeerOnHost, time.Hour)
+			pA.PeerOnHost, pA.PeerName, pB.PeerOnHost, pB.PeerName = true, "vpB", true, "vpA"
+			pC.PeerOnHost, pC.PeerName = true, "vpmissing"
+			s := &inventory.Snapshot{Taken: now, HistoryObserved: now.Add(-time.Minute), Veths: []inventory.Veth{
+				{Name: "vlive", Index: 20, Master: "odd0", Verdict: inventory.Owned, Reason: inventory.ReasonContainer},
+				orphan("vm1", 41, "odd0", inventory.ReasonOwnerExited, young),
+				unrecorded,
+				orphan("vm3", 43, "odd0", inventory.ReasonNetnsEmpty, young),
+				orphan("vm4", 44, "odd0", inventory.ReasonNetnsEmpty, time.Hour),
+				orphan("vm5", 45, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
+				orphan("vn6", 46, "docker0", inventory.ReasonNetnsEmpty, time.Hour),
+				pA, pB, pC,
+			}}
+			if cniDown {
+				s.Views = []inventory.NamedView{{Name: "cni", View: nodeAgent{agent: "the CNI calico (calico-node)", down: true}}}
+			}
+			return s
+		}
+		base := testConfig()
+		base.Reasons = []inventory.Reason{inventory.ReasonNetnsEmpty, inventory.ReasonPeerOnHost}
+		base.DeviceExclude = regexp.MustCompile(`^vm.*$`)
+		base.MaxOrphanRatio = 0.1
+		for _, tt := range []struct {
+			name    string
+			device  Device
+			cniDown bool
+			config  func(*Config)
+			want    string
+		}{
+			{"ifindex reused, owned, master", Device{Name: "vlive", Index: 99}, true, nil, ReasonIfindexMismatch},
+			{"owned, master", Device{Name: "vlive"}, true, nil, ReasonNotOrphaned},
+			{"reason, young, master, excluded", Device{Name: "vm1"}, true, nil, ReasonReasonNotAllowed},
+			{"unrecorded, master, excluded", Device{Name: "vm2"}, true, nil, ReasonNotRecorded},
+			{"young, master, excluded", Device{Name: "vm3"}, true, nil, ReasonOrphanTooYoung},
+			{"peer missing, master", Device{Name: "vpC"}, true, nil, ReasonChanged},
+			{"master, excluded, CNI", Device{Name: "vm4"}, true, nil, ReasonMasterNotAllowed},
+			{"excluded, CNI, ratio", Device{Name: "vm5"}, true, nil, ReasonDeviceExcluded},
+			{"CNI, ratio", Device{Name: "vn6"}, true, nil, ReasonCNINotReady},
+			{"ratio, limits, permission", Device{Name: "vpA"}, false, func(c *Config) { c.MaxPerRequest, c.MaxPerHour = 1, 1 }, ReasonTooManyOrphans},
+			{"request and hourly limits, permission", Device{Name: "vpA"}, false, func(c *Config) {
+				c.MaxOrphanRatio, c.MaxPerRequest, c.MaxPerHour = 1, 1, 1
+			}, ReasonRequestLimit},
+			{"hourly limit, permission", Device{Name: "vpA"}, false, func(c *Config) { c.MaxOrphanRatio, c.MaxPerHour = 1, 1 }, ReasonHourlyLimit},
+			{"permission", Device{Name: "vpA"}, false, func(c *Config) { c.MaxOrphanRatio = 1 }, ReasonNoPermission},
+		} {
+			cfg := base
+			cfg.Mode = ModeEnforce
+			if tt.config != nil {
+				tt.config(&cfg)
+			}
+			r := newTestRemediator(cfg, &fakeInventory{snap: node(tt.cniDown)})
+			r.capable = func() bool { return false }
+			r.remover = func(*netlink.Handle) *remover {
+				t.Fatalf("%s: passed every gate", tt.name)
+				return nil
+			}
+			if a := mustHandleDevices(t, r, tt.device)[0]; a.Reason != tt.want {
+				t.Errorf("%s: HandleDevices(%+v) = %+v, want %s", tt.name, tt.device, a, tt.want)
+			}
+		}
+	})
 }
 
 // nodeAgent is the view of a node agent that cleans up its own leftovers

@@ -1,13 +1,6 @@
-// Package remediate removes leftover veths, and only those: it deletes
-// nothing unless every safety gate passed for that very interface, and an
-// alert, however well formed, is a request to check, never a proof.
-//
-// Requests come from the Alertmanager webhook (POST /remediate) and from the
-// clean command; both go through the same gates and the same deletion path.
-// This file is the input side of the webhook: [DecodePayload] turns a
-// request body into a [Payload] or a clear error, and decides nothing about
-// any alert. The gates, the deletion and the audit record live in the
-// package's other files.
+// The input side of the webhook: [DecodePayload] turns a request body into
+// a [Payload] or a clear error, and decides nothing about any alert.
+
 package remediate
 
 import (

@@ -17,8 +17,6 @@ type RemediateConfig struct {
 	// Auth decides who may call the webhook (see [remediate.Auth]); it
 	// is required: the webhook is never open.
 	Auth Authorizer
-	// Instance says which alerts are for this node.
-	Instance remediate.Instance
 	// BodyLimit bounds the request body (413 beyond it).
 	BodyLimit int64
 	// Timeout bounds one request, well under Alertmanager's own.
@@ -77,26 +75,9 @@ func NewRemediateHandler(cfg RemediateConfig) http.Handler {
 			return
 		}
 
-		reqs := make([]remediate.Request, len(payload.Alerts))
-		for i, a := range payload.Alerts {
-			reqs[i] = remediate.Request{
-				Device:      a.Labels["device"],
-				StartsAt:    a.StartsAt,
-				Fingerprint: a.Fingerprint,
-				Resolved:    !a.Firing(),
-			}
-			if s, ok := a.Labels["ifindex"]; ok {
-				if idx, err := remediate.ParseIfindex(s); err != nil {
-					reqs[i].BadIndex = s
-				} else {
-					reqs[i].Index = idx
-				}
-			}
-		}
-		thisNode := func(i int) bool { return cfg.Instance.Matches(payload.Alerts[i].Labels) }
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 		defer cancel()
-		answers, err := cfg.Remediator.Handle(ctx, reqs, thisNode, true)
+		answers, err := cfg.Remediator.HandleAlerts(ctx, payload)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return

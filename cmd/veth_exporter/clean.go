@@ -69,7 +69,7 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 2
 	}
-	var reqs []remediate.Request
+	var devices []remediate.Device
 	if c.all {
 		snap, err := inv.Snapshot(context.Background())
 		if err != nil {
@@ -78,19 +78,19 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 		}
 		for i := range snap.Veths {
 			if v := &snap.Veths[i]; v.Verdict == inventory.Orphaned && slices.Contains(cfg.Reasons, v.Reason) {
-				reqs = append(reqs, remediate.Request{Device: v.Name, Index: v.Index})
+				devices = append(devices, remediate.Device{Name: v.Name, Index: v.Index})
 			}
 		}
-		if cfg.MaxPerRequest < len(reqs) {
-			fmt.Fprintf(os.Stderr, "%s clean: %d orphans, --remediation.max-per-request is %d: the rest are refused\n", name, len(reqs), cfg.MaxPerRequest)
+		if cfg.MaxPerRequest < len(devices) {
+			fmt.Fprintf(os.Stderr, "%s clean: %d orphans, --remediation.max-per-request is %d: the rest are refused\n", name, len(devices), cfg.MaxPerRequest)
 		}
 	} else {
 		for _, d := range c.devices {
-			reqs = append(reqs, remediate.Request{Device: d})
+			devices = append(devices, remediate.Device{Name: d})
 		}
 	}
 	start := time.Now()
-	answers, err := remediate.New(cfg, inv, nil, logger).Handle(context.Background(), reqs, nil, false)
+	answers, err := remediate.New(cfg, inv, nil, logger).HandleDevices(context.Background(), devices)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 1

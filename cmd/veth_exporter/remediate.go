@@ -77,6 +77,7 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	if err != nil {
 		return nil, nil, err
 	}
+	cfg.Instance = remediate.Instance{Label: f.instanceLabel, Pattern: instance}
 	r := remediate.New(cfg, inv, metrics, logger)
 	if mode == remediate.ModeEnforce && !remediate.CanAdminNetwork() {
 		logger.Warn("remediation enforced but the exporter lacks CAP_NET_ADMIN: every deletion will be refused (no_permission)")
@@ -84,7 +85,6 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	logger.Info("remediation webhook on", "mode", mode, "instance", instance.String(), "min_age", cfg.MinAge)
 	return r, &web.RemediateConfig{
 		Remediator: r, Auth: auth,
-		Instance:  remediate.Instance{Label: f.instanceLabel, Pattern: instance},
 		BodyLimit: 1 << 20, Timeout: remediationTimeout,
 	}, nil
 }

@@ -12,7 +12,7 @@ import (
 // labels weigh.
 type answerKey [sha256.Size]byte
 
-func keyOf(q Request) answerKey {
+func keyOf(q request) answerKey {
 	h := sha256.New()
 	var b [8]byte
 	for _, s := range []string{q.Fingerprint, q.Device} {
@@ -80,5 +80,31 @@ func (c *answerCache) expire(now time.Time) {
 	if c.head > 1024 && c.head > len(c.order)/2 {
 		c.order = append([]cachedAt(nil), c.order[c.head:]...)
 		c.head = 0
+	}
+}
+
+// final reports whether an answer holds for every re-send of the same
+// alert: what was done, and what the alert itself makes impossible. A
+// refusal that time or the node may lift (too young, limits, not orphaned
+// yet, an inventory that failed) is decided again at the next re-send.
+func final(a Answer) bool {
+	switch a.Result {
+	case ResultDeleted, ResultGone, ResultWouldDelete:
+		return true
+	case ResultSkipped:
+		return a.Reason == ReasonResolved || a.Reason == ReasonOtherNode
+	case ResultRefused:
+		return a.Reason == ReasonInvalidDevice || a.Reason == ReasonInvalidIfindex
+	}
+	return false
+}
+
+// remember keeps the answers that hold for every re-send of their alert.
+// A device a human named has no fingerprint, and its answer is not kept.
+func (r *Remediator) remember(reqs []request, answers []Answer, now time.Time) {
+	for i, q := range reqs {
+		if q.Fingerprint != "" && len(q.Fingerprint) <= maxFingerprint && final(answers[i]) {
+			r.answers.put(keyOf(q), answers[i], now)
+		}
 	}
 }

@@ -1,0 +1,98 @@
+package remediate
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+)
+
+// Mode says what remediation may do.
+type Mode string
+
+// The modes. Off is the default: the webhook is not even mounted.
+const (
+	ModeOff     Mode = "off"
+	ModeDryRun  Mode = "dry-run"
+	ModeEnforce Mode = "enforce"
+)
+
+// Config holds the gates' settings; nothing here reads flags.
+type Config struct {
+	Mode Mode
+	// Instance says which alerts are for this node: the others are
+	// skipped (other_node). A zero Instance takes no alert for this
+	// node's. Devices a human names have no alert, and no instance.
+	Instance Instance
+	// MinAge: an alert must have fired, and the veth have been orphaned,
+	// at least this long.
+	MinAge time.Duration
+	// Reasons are the orphan reasons remediation may act on.
+	Reasons []inventory.Reason
+	// MasterInclude must match the veth's master bridge ("" when none);
+	// DeviceExclude must not match its name.
+	MasterInclude *regexp.Regexp
+	DeviceExclude *regexp.Regexp
+	// MaxPerRequest and MaxPerHour bound deletions; MaxOrphanRatio stops
+	// every deletion while more than that share of the node's veths look
+	// orphaned at once: that is a resolver failure, not a leak.
+	MaxPerRequest  int
+	MaxPerHour     int
+	MaxOrphanRatio float64
+	// MaxStateGap: the history behind orphaned-since times must have been
+	// refreshed by an observation at most this long before the request;
+	// 0 does not check (tests).
+	MaxStateGap time.Duration
+	// AuditFile receives one JSON line per intent, action or refusal; ""
+	// logs only.
+	AuditFile string
+	// AnswerLogLevel is the level answers are logged at (the clean
+	// command prints a table and logs them at debug only).
+	AnswerLogLevel slog.Level
+	// ReleaseNetns: after deleting a veth whose peer namespace no process
+	// is in, unmount and remove the mounts that pinned it, when they are in
+	// one of NetnsDirs (host paths, opened under Paths.Rootfs).
+	ReleaseNetns bool
+	NetnsDirs    []string
+	// Paths are where the host's /proc and / are seen.
+	Paths inventory.Paths
+}
+
+// ParseReasons turns lists of orphan reasons, each comma-separated, into
+// the reasons remediation may act on; anything but an orphan reason is
+// an error.
+func ParseReasons(lists []string) ([]inventory.Reason, error) {
+	var reasons []inventory.Reason
+	for _, list := range lists {
+		for _, s := range strings.Split(list, ",") {
+			r := inventory.Reason(strings.TrimSpace(s))
+			if !slices.Contains(inventory.OrphanReasons, r) {
+				return nil, fmt.Errorf("%q is not an orphan reason (%s)", s, joinReasons(inventory.OrphanReasons))
+			}
+			if !slices.Contains(reasons, r) {
+				reasons = append(reasons, r)
+			}
+		}
+	}
+	return reasons, nil
+}
+
+func joinReasons(rs []inventory.Reason) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = string(r)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Bounds on what an alert may carry. Alertmanager's fingerprints are 16
+// hex digits and interface names at most 15 bytes: anything much longer
+// is not an alert of ours, and is not worth remembering.
+const (
+	maxFingerprint = 64
+	maxLabel       = 256
+)
