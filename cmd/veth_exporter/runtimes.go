@@ -16,6 +16,7 @@ var runtimes = []inventory.Registration{
 	// pod's namespace running, and only CRI knows the pod's name and
 	// namespace. Everywhere else at most one of them claims it.
 	cri.Registration,
+	cri.CRIORegistration,
 	docker.Registration,
 	podman.Registration,
 }
