@@ -215,11 +215,34 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	if !ok {
 		f = inv.scan()
 	}
-	ns := f.ns
-	if ns != nil {
-		defer ns.close()
+	if f.ns != nil {
+		defer f.ns.close()
 	}
 	s.threadsRead = f.threadsRead
+	s.addSteps(f, runtimes)
+	annotations := annotated()
+	for _, a := range annotations {
+		s.step(a.annotator.Step(), a.took, a.err)
+	}
+	if f.linksErr != nil {
+		s.addViews(annotations)
+		return s, f.linksErr
+	}
+	ns := inv.attachVeths(s, f, !ok)
+	start := time.Now()
+	obs, err := inv.judge(s, len(ns.partial) > 0, runtimes, annotations)
+	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
+	s.addViews(annotations)
+	s.step(StepState, time.Since(start), err)
+	if err != nil {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))
+	}
+	return s, nil
+}
+
+// addSteps records the namespace stages and the runtimes' answers: each
+// resolver's step and view.
+func (s *Snapshot) addSteps(f found, runtimes []asked) {
 	s.step(StepNetns, f.netnsTook, f.nsErr)
 	s.step(StepLinks, f.linksTook, f.linksErr)
 	var cgroupErr error
@@ -233,14 +256,14 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 			s.Views = append(s.Views, NamedView{a.resolver.Step(), a.observation.View()})
 		}
 	}
-	annotations := annotated()
-	for _, a := range annotations {
-		s.step(a.annotator.Step(), a.took, a.err)
-	}
-	if f.linksErr != nil {
-		s.addViews(annotations)
-		return s, f.linksErr
-	}
+}
+
+// attachVeths turns f's link dump into s's veths, linked to their peers'
+// namespaces, with the warnings of what could not be seen and the leaked
+// namespaces; it returns the namespaces. scanned: f comes from a pass
+// over /proc, which alone sees which processes are gone.
+func (inv *Inventory) attachVeths(s *Snapshot, f found, scanned bool) *namespaces {
+	ns := f.ns
 	if f.nsErr != nil {
 		// Without namespaces every peer is unknown, which is the truth.
 		s.Warnings = append(s.Warnings, fmt.Sprintf("network namespaces not scanned: %v", f.nsErr))
@@ -249,8 +272,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	s.Warnings = append(s.Warnings, ns.partial...)
 	var err error
 	s.Veths, err = ns.attach(f.links, func() error { return ns.lookupLate(inv.cfg.Paths, inv.ownerCache()) }, kernel.DumpLinks)
-	if f.nsErr == nil && !ok {
-		// Only a scan sees which processes are gone.
+	if f.nsErr == nil && scanned {
 		ns.evict(inv.ownerCache())
 	}
 	if err != nil {
@@ -262,34 +284,36 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		// rather than a wrong one.
 		s.LeakedNetns = ns.leaked(s.Veths)
 	}
+	return ns
+}
 
-	start := time.Now()
-	e := evidence{partialView: len(ns.partial) > 0}
+// judge gives every veth of s its verdict and records it in the history:
+// the history lends the veth its last owner, every runtime is asked
+// before any answer is written into the veth, the strongest claim and
+// the evidence decide, the annotators add what they know, and the history
+// records the verdict's times.
+func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, annotations []annotation) (observation, error) {
+	history := inv.cfg.State.begin(s.Taken, inv.cfg.SettleTime)
 	claims := make([]Claim, 0, len(runtimes))
-	obs, err := inv.cfg.State.observe(s.Taken, s.Veths, inv.cfg.SettleTime, func(v *Veth) {
-		e.infrastructure = inv.cfg.Infrastructure.Matches(v)
-		// Every runtime is asked before any answer is written into v.
+	for i := range s.Veths {
+		v := &s.Veths[i]
+		recorded := history.recall(v)
 		claims = claims[:0]
 		for _, a := range runtimes {
 			if a.observation != nil {
 				claims = append(claims, a.observation.Claim(a.ctx, v))
 			}
 		}
-		e.runtime = weigh(v, claims)
+		e := evidence{infrastructure: inv.cfg.Infrastructure.Matches(v), partialView: partialView, runtime: weigh(v, claims)}
 		v.Verdict, v.Reason = decide(v, e)
 		for _, a := range annotations {
 			if a.annotation != nil {
 				a.annotation.Annotate(v, e.runtime)
 			}
 		}
-	})
-	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
-	s.addViews(annotations)
-	s.step(StepState, time.Since(start), err)
-	if err != nil {
-		s.Warnings = append(s.Warnings, fmt.Sprintf("state file not written, history kept in memory only: %v", err))
+		history.record(v, recorded)
 	}
-	return s, nil
+	return history.end()
 }
 
 // askRuntimes observes every resolver at once, each under its own

@@ -248,13 +248,13 @@ type observation struct {
 	gone []GoneVeth
 }
 
-// observe merges one snapshot's veths, taken at now, into the history.
-// For each veth it fills in the last known owner before judge decides the
-// verdict (a leftover is recognised by the owner it had), then records
-// first-seen, orphaned-since and the owner, and copies those times into
-// the veth. Veths that are gone are remembered as gone for goneRetention.
-// It returns the error of persisting the state, if any; the history in
-// memory is updated regardless.
+// observing is one observation of the history in progress, from
+// [State.begin] to [observing.end], which hold the state's lock: for each
+// veth of the snapshot, [observing.recall] lends it what the history
+// knows before its verdict is decided (a leftover is recognised by the
+// owner it had), and [observing.record] records the verdict's times and
+// owner and copies them into the veth. Veths not recorded are gone, and
+// remembered as gone for goneRetention.
 //
 // Orphaned-since equals now exactly when this observation is the first to
 // see the veth orphaned: after an orphan verdict, or after a gap longer
@@ -271,154 +271,186 @@ type observation struct {
 // looks like a leftover for a moment. Until then the verdict is unknown,
 // reason settling, while orphaned-since already counts from the first
 // sight.
-func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge func(*Veth)) (observation, error) {
+type observing struct {
+	s      *State
+	now    time.Time
+	settle time.Duration
+	seen   map[stateKey]bool
+	obs    observation
+}
+
+// begin starts an observation at now: it takes the state's lock, which
+// [observing.end] releases, and restarts every orphan clock after a gap
+// longer than MaxGap.
+func (s *State) begin(now time.Time, settle time.Duration) *observing {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-
 	prev := s.lastObserved
-	obs := observation{historyObserved: prev}
-	if !s.readOnly && (prev.IsZero() || now.Sub(prev) > s.maxGap) {
-		restarted := 0
-		for _, d := range s.devices {
-			if !d.OrphanedSince.IsZero() {
-				d.OrphanedSince = time.Time{}
-				restarted++
-			}
-		}
-		if restarted > 0 {
-			s.dirty = true
-			last := "never"
-			if !prev.IsZero() {
-				last = now.Sub(prev).Round(time.Second).String() + " ago"
-			}
-			s.logger.Info("no observation for longer than the maximum gap: orphan clocks restart now",
-				"last_observed", last, "max_gap", s.maxGap, "orphans", restarted)
-		}
+	o := &observing{s: s, now: now, settle: settle, seen: map[stateKey]bool{}, obs: observation{historyObserved: prev}}
+	if s.readOnly || !(prev.IsZero() || now.Sub(prev) > s.maxGap) {
+		return o
 	}
-
-	seen := make(map[stateKey]bool, len(veths))
-	for i := range veths {
-		v := &veths[i]
-		k := stateKey{v.Name, v.Index}
-		seen[k] = true
-		peer := peerOf(v)
-		d := s.devices[k]
-		if d != nil && d.Peer != nil && peer != nil && *d.Peer != *peer {
-			// The same name and ifindex with another peer: another pair
-			// (the ifindex was given again), or this one's peer moved.
-			// Either way the recorded history is not about it.
-			if !s.readOnly {
-				s.logger.Info("veth has another peer than recorded: its history starts anew",
-					"device", v.Name, "ifindex", v.Index, "recorded_peer_netns", d.Peer.Netns, "recorded_peer_ifindex", d.Peer.Index,
-					"peer_netns", peer.Netns, "peer_ifindex", peer.Index)
-			}
-			d = nil
-		}
-		if d == nil {
-			d = &deviceState{Device: v.Name, Index: v.Index}
-			if !s.readOnly {
-				d.FirstSeen = now
-				s.devices[k] = d
-				delete(s.gone, k)
-				s.dirty = true
-			}
-		}
-		if !s.readOnly && d.Peer == nil && peer != nil {
-			d.Peer = peer
-			s.dirty = true
-		}
-		v.LastOwner = nil
-		if d.LastOwner != nil && (v.PeerNetns == nil || d.LastOwnerNetns == 0 || d.LastOwnerNetns == v.PeerNetns.Inode) {
-			v.LastOwner = d.LastOwner
-			v.LastOwnerSeen = d.LastOwnerSeen
-		}
-		judge(v)
-		v.FirstSeen = d.FirstSeen
-		v.OrphanedSince = d.OrphanedSince
-		if s.readOnly {
-			continue
-		}
-
-		switch {
-		case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
-			d.OrphanedSince = now
-			s.dirty = true
-		case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
+	restarted := 0
+	for _, d := range s.devices {
+		if !d.OrphanedSince.IsZero() {
 			d.OrphanedSince = time.Time{}
+			restarted++
+		}
+	}
+	if restarted > 0 {
+		s.dirty = true
+		last := "never"
+		if !prev.IsZero() {
+			last = now.Sub(prev).Round(time.Second).String() + " ago"
+		}
+		s.logger.Info("no observation for longer than the maximum gap: orphan clocks restart now",
+			"last_observed", last, "max_gap", s.maxGap, "orphans", restarted)
+	}
+	return o
+}
+
+// recall returns the history's record of v, a new one for a veth it does
+// not know (or knows with another peer), and lends v its last owner.
+func (o *observing) recall(v *Veth) *deviceState {
+	s := o.s
+	k := stateKey{v.Name, v.Index}
+	o.seen[k] = true
+	peer := peerOf(v)
+	d := s.devices[k]
+	if d != nil && d.Peer != nil && peer != nil && *d.Peer != *peer {
+		// The same name and ifindex with another peer: another pair
+		// (the ifindex was given again), or this one's peer moved.
+		// Either way the recorded history is not about it.
+		if !s.readOnly {
+			s.logger.Info("veth has another peer than recorded: its history starts anew",
+				"device", v.Name, "ifindex", v.Index, "recorded_peer_netns", d.Peer.Netns, "recorded_peer_ifindex", d.Peer.Index,
+				"peer_netns", peer.Netns, "peer_ifindex", peer.Index)
+		}
+		d = nil
+	}
+	if d == nil {
+		d = &deviceState{Device: v.Name, Index: v.Index}
+		if !s.readOnly {
+			d.FirstSeen = o.now
+			s.devices[k] = d
+			delete(s.gone, k)
 			s.dirty = true
 		}
-		if v.Verdict == Orphaned && now.Sub(d.OrphanedSince) < settle {
-			v.Verdict, v.Reason = Unknown, ReasonSettling
-		}
-		if o := v.Owner; o != nil && o.Kind != OwnerProcess && (v.PeerNetns == nil || !v.PeerNetns.Guest) {
-			var netns uint64
-			if v.PeerNetns != nil {
-				netns = v.PeerNetns.Inode
-			}
-			if o.Name == "" && o.PodName == "" && o.ID != "" && d.LastOwner != nil &&
-				d.LastOwner.Kind == o.Kind && d.LastOwner.ID == o.ID && d.LastOwnerNetns == netns {
-				// The cgroups name the container or pod a runtime resolver
-				// named before, while that resolver cannot be asked: an ID
-				// keeps its names, and a leftover made now must still name
-				// its pod.
-				named := *d.LastOwner
-				o, v.Owner = &named, &named
-			}
-			if d.LastOwner == nil || *d.LastOwner != *o || d.LastOwnerNetns != netns {
-				owner := *o
-				d.LastOwner = &owner
-				d.LastOwnerNetns = netns
-				s.dirty = true
-			}
-			d.LastOwnerSeen = now
-			v.LastOwner = d.LastOwner
-			v.LastOwnerSeen = d.LastOwnerSeen
-		}
-		v.OrphanedSince = d.OrphanedSince
 	}
+	if !s.readOnly && d.Peer == nil && peer != nil {
+		d.Peer = peer
+		s.dirty = true
+	}
+	v.LastOwner = nil
+	if d.LastOwner != nil && (v.PeerNetns == nil || d.LastOwnerNetns == 0 || d.LastOwnerNetns == v.PeerNetns.Inode) {
+		v.LastOwner = d.LastOwner
+		v.LastOwnerSeen = d.LastOwnerSeen
+	}
+	return d
+}
 
+// record records v's verdict in d, the record recall returned for it:
+// the orphan clock, and the owner while it is a container or pod's;
+// it holds an orphan verdict back until it has lasted the settle time,
+// and copies the recorded times and owner into v.
+func (o *observing) record(v *Veth, d *deviceState) {
+	v.FirstSeen = d.FirstSeen
+	v.OrphanedSince = d.OrphanedSince
+	if o.s.readOnly {
+		return
+	}
+	switch {
+	case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
+		d.OrphanedSince = o.now
+		o.s.dirty = true
+	case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
+		d.OrphanedSince = time.Time{}
+		o.s.dirty = true
+	}
+	if v.Verdict == Orphaned && o.now.Sub(d.OrphanedSince) < o.settle {
+		v.Verdict, v.Reason = Unknown, ReasonSettling
+	}
+	if ow := v.Owner; ow != nil && ow.Kind != OwnerProcess && (v.PeerNetns == nil || !v.PeerNetns.Guest) {
+		o.rememberOwner(v, d)
+	}
+	v.OrphanedSince = d.OrphanedSince
+}
+
+// rememberOwner records v's container or pod owner as its last owner.
+func (o *observing) rememberOwner(v *Veth, d *deviceState) {
+	ow := v.Owner
+	var netns uint64
+	if v.PeerNetns != nil {
+		netns = v.PeerNetns.Inode
+	}
+	if ow.Name == "" && ow.PodName == "" && ow.ID != "" && d.LastOwner != nil &&
+		d.LastOwner.Kind == ow.Kind && d.LastOwner.ID == ow.ID && d.LastOwnerNetns == netns {
+		// The cgroups name the container or pod a runtime resolver
+		// named before, while that resolver cannot be asked: an ID
+		// keeps its names, and a leftover made now must still name
+		// its pod.
+		named := *d.LastOwner
+		ow, v.Owner = &named, &named
+	}
+	if d.LastOwner == nil || *d.LastOwner != *ow || d.LastOwnerNetns != netns {
+		owner := *ow
+		d.LastOwner = &owner
+		d.LastOwnerNetns = netns
+		o.s.dirty = true
+	}
+	d.LastOwnerSeen = o.now
+	v.LastOwner = d.LastOwner
+	v.LastOwnerSeen = d.LastOwnerSeen
+}
+
+// end finishes the observation: the veths not recorded are gone, and the
+// history is persisted when it changed or is due for a refresh. It
+// returns the error of persisting, if any; the history in memory is
+// updated regardless. It releases the state's lock.
+func (o *observing) end() (observation, error) {
+	s := o.s
+	defer s.mu.Unlock()
 	if s.readOnly {
 		// Whatever the file holds that the dump does not show is gone;
 		// a device it still held as present went after last_observed.
 		for k := range s.devices {
-			if !seen[k] {
-				obs.gone = append(obs.gone, GoneVeth{Device: k.Device, Index: k.Index})
+			if !o.seen[k] {
+				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index})
 			}
 		}
 		for k, since := range s.gone {
-			if !seen[k] {
-				obs.gone = append(obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+			if !o.seen[k] {
+				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
 			}
 		}
-		sortGone(obs.gone)
-		return obs, nil
+		sortGone(o.obs.gone)
+		return o.obs, nil
 	}
 	for k := range s.devices {
-		if !seen[k] {
+		if !o.seen[k] {
 			delete(s.devices, k)
-			s.gone[k] = now
+			s.gone[k] = o.now
 			s.dirty = true
 		}
 	}
 	for k, since := range s.gone {
-		if now.Sub(since) >= goneRetention {
+		if o.now.Sub(since) >= goneRetention {
 			delete(s.gone, k)
 			s.dirty = true
 		} else {
-			obs.gone = append(obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+			o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
 		}
 	}
-	sortGone(obs.gone)
-	if now.After(s.lastObserved) {
-		s.lastObserved = now
+	sortGone(o.obs.gone)
+	if o.now.After(s.lastObserved) {
+		s.lastObserved = o.now
 	}
 	if s.path == "" {
-		return obs, nil
+		return o.obs, nil
 	}
-	if !s.dirty && now.Sub(s.lastWrite) < min(refreshInterval, s.maxGap/4) {
-		return obs, s.writeErr
+	if !s.dirty && o.now.Sub(s.lastWrite) < min(refreshInterval, s.maxGap/4) {
+		return o.obs, s.writeErr
 	}
-	return obs, s.persist(now)
+	return o.obs, s.persist(o.now)
 }
 
 func sortGone(gone []GoneVeth) {

@@ -1415,3 +1415,16 @@ func TestStateGone(t *testing.T) {
 		t.Errorf("state file gone after an hour = %+v, %v; want none", f, err)
 	}
 }
+
+// observe merges one snapshot's veths, taken at now, into the history,
+// each judged by judge once the history lent it its last owner: for the
+// tests of the history, which judge with a fixed verdict.
+func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge func(*Veth)) (observation, error) {
+	o := s.begin(now, settle)
+	for i := range veths {
+		d := o.recall(&veths[i])
+		judge(&veths[i])
+		o.record(&veths[i], d)
+	}
+	return o.end()
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -96,17 +97,8 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 }
 
 func (c *serveCommand) run(logger *slog.Logger) int {
-	include, err := compileOptional("collector.veth.device-include", c.include)
+	include, exclude, err := c.checkFlags()
 	if err != nil {
-		logger.Error("invalid flag", "err", err)
-		return 2
-	}
-	exclude, err := compileOptional("collector.veth.device-exclude", c.exclude)
-	if err != nil {
-		logger.Error("invalid flag", "err", err)
-		return 2
-	}
-	if err := c.timeouts.check(remediate.Mode(c.remediation.mode) != remediate.ModeOff); err != nil {
 		logger.Error("invalid flag", "err", err)
 		return 2
 	}
@@ -121,12 +113,48 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 	}
 	logger.Info("Starting "+name, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
+	ready := firstInventory(inv, logger)
 
+	handler, code := c.handler(inv, include, exclude, ready, logger)
+	if handler == nil {
+		return code
+	}
+	server := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: c.timeouts.readHeader,
+		ReadTimeout:       c.timeouts.read,
+		WriteTimeout:      c.timeouts.write,
+		IdleTimeout:       c.timeouts.idle,
+	}
+	if err := toolkit.ListenAndServe(server, c.web, logger); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Error("server failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// checkFlags checks the flags only serve has, and compiles the device
+// patterns of the per-veth series.
+func (c *serveCommand) checkFlags() (include, exclude *regexp.Regexp, err error) {
+	if include, err = compileOptional("collector.veth.device-include", c.include); err != nil {
+		return nil, nil, err
+	}
+	if exclude, err = compileOptional("collector.veth.device-exclude", c.exclude); err != nil {
+		return nil, nil, err
+	}
+	if err := c.timeouts.check(remediate.Mode(c.remediation.mode) != remediate.ModeOff); err != nil {
+		return nil, nil, err
+	}
+	return include, exclude, nil
+}
+
+// firstInventory takes the first snapshot in the background and returns
+// whether it is done, which /-/ready reports. It records first-seen times
+// at start-up rather than at the first scrape, and tells the operator at
+// once what the exporter can and cannot see.
+func firstInventory(inv *inventory.Inventory, logger *slog.Logger) func() bool {
 	var ready atomic.Bool
 	go func() {
-		// The first snapshot records first-seen times at start-up rather
-		// than at the first scrape, and tells the operator at once what
-		// the exporter can and cannot see.
 		snap, err := inv.Snapshot(context.Background())
 		if err != nil {
 			logger.Error("first inventory failed", "err", err)
@@ -135,7 +163,13 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		}
 		ready.Store(true)
 	}()
+	return ready.Load
+}
 
+// handler builds the exporter's HTTP handler: the registry with the
+// collectors, the remediation webhook when it is on, and the router. It
+// returns nil and the exit code when the flags or the handler are wrong.
+func (c *serveCommand) handler(inv *inventory.Inventory, include, exclude *regexp.Regexp, ready func() bool, logger *slog.Logger) (http.Handler, int) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		versioncollector.NewCollector(name),
@@ -150,7 +184,7 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 	_, webhook, err := c.remediation.build(inv, c.inv, *c.web.WebConfigFile, *c.web.WebListenAddresses, reg, logger)
 	if err != nil {
 		logger.Error("invalid remediation flags", "err", err)
-		return 2
+		return nil, 2
 	}
 	var remediateHandler http.Handler
 	if webhook != nil {
@@ -165,26 +199,15 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 		Gatherer:      collector.Gatherers{reg, veths},
 		Registerer:    reg,
 		MaxRequests:   c.maxRequests,
-		Ready:         ready.Load,
+		Ready:         ready,
 		Version:       version.Info(),
 		Logger:        logger,
 	})
 	if err != nil {
 		logger.Error("cannot build HTTP handler", "err", err)
-		return 1
+		return nil, 1
 	}
-	server := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: c.timeouts.readHeader,
-		ReadTimeout:       c.timeouts.read,
-		WriteTimeout:      c.timeouts.write,
-		IdleTimeout:       c.timeouts.idle,
-	}
-	if err := toolkit.ListenAndServe(server, c.web, logger); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		logger.Error("server failed", "err", err)
-		return 1
-	}
-	return 0
+	return handler, 0
 }
 
 func logSummary(logger *slog.Logger, snap *inventory.Snapshot) {

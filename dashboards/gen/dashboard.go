@@ -118,74 +118,11 @@ func Dashboard() (dashboard.Dashboard, error) {
 			Tooltip("The README's runbooks: VethOrphaned, VethOrphansAccumulating, VethExporterResolverDown, VethRemediationFailing").
 			TargetBlank(true))
 
-	// 1. Fleet.
-	b.WithRow(dashboard.NewRowBuilder("Fleet")).
-		WithPanel(graph("Veths per node", "Host-side veths of each node, every verdict, on the selected masters.", "short", 6,
-			query(`sum by (instance) (veth_interfaces{`+node+`, master=~"$master"})`, "{{instance}}"))).
-		WithPanel(graph("Orphans per node", "Orphaned veths of each node: nothing live owns them. Runbook: VethOrphaned.", "short", 6,
-			query(`sum by (instance) (veth_interfaces{`+node+`, master=~"$master", verdict="orphaned"})`, "{{instance}}")).
-			Links(runbookLinks("VethOrphaned", "VethOrphansAccumulating"))).
-		WithPanel(graph("Orphans by reason", "netns_empty: the peer namespace has no process; owner_exited: its container or pod is gone but a stray process holds it; peer_on_host: both ends on the host.", "short", 6,
-			query(`count by (reason) (veth_verdict_info{`+node+`, verdict="orphaned"}`+withMaster+`)`, "{{reason}}"))).
-		WithPanel(graph("Leaked namespaces", "Network namespaces held only by a mount: no process and no host veth leading into them (a missed CNI DEL).", "short", 6,
-			query(`sum by (instance) (veth_leaked_netns{`+node+`})`, "{{instance}}"))).
-		WithPanel(grid("Nodes whose resolvers are down",
-			"Inventory stages that failed in the last scrape (docker, cri: the runtime cannot be asked, and its namespaces are left unknown). Runbook: VethExporterResolverDown.",
-			"none", 6).
-			WithTarget(tableQuery(`min by (instance, collector) (veth_scrape_collector_success{`+node+`}) == 0`, "A")).
-			Links(runbookLinks("VethExporterResolverDown")).
-			WithTransformation(organize(map[string]bool{"Time": true, "Value": true}, nil, nil)))
-
-	// 2. The orphans, one row each, oldest first.
-	b.WithRow(dashboard.NewRowBuilder("Orphans")).
-		WithPanel(grid("Orphaned veths",
-			"One row per orphan, oldest first: its node, device, master, reason, since when it has been orphaned and the container or pod that owned it last (when the exporter saw one).",
-			"dateTimeAsIso", 10).
-			WithTarget(tableQuery(`max by (instance, device, master, reason) (veth_orphaned_since_timestamp_seconds{`+node+`} * 1000`+withMaster+
-				` * on (job, instance, device) group_left (reason) veth_verdict_info{`+node+`, verdict="orphaned"})`, "A")).
-			WithTarget(tableQuery(`max by (instance, device, kind, name, pod_namespace, pod_name, id) (veth_last_owner_info{`+node+`}`+withMaster+`)`, "B")).
-			Links(runbookLinks("VethOrphaned")).
-			WithTransformation(dashboard.DataTransformerConfig{Id: "merge", Options: map[string]any{}}).
-			WithTransformation(organize(
-				map[string]bool{"Time": true, "Value #B": true},
-				map[string]int{"instance": 0, "device": 1, "master": 2, "reason": 3, "Value #A": 4, "kind": 5, "name": 6, "pod_namespace": 7, "pod_name": 8, "id": 9},
-				map[string]string{"instance": "Node", "device": "Device", "master": "Master", "reason": "Reason", "Value #A": "Orphaned since",
-					"kind": "Last owner kind", "name": "Last owner", "pod_namespace": "Pod namespace", "pod_name": "Pod", "id": "Last owner ID"})).
-			SortBy([]cog.Builder[common.TableSortByFieldState]{common.NewTableSortByFieldStateBuilder().DisplayName("Orphaned since").Desc(false)}))
-
-	// 3. Owners.
-	b.WithRow(dashboard.NewRowBuilder("Owners")).
-		WithPanel(graph("Veths by owner kind", "Owned veths by what holds their peer namespace: a container, a pod sandbox, or a bare process.", "short", 8,
-			query(`count by (kind) (veth_owner_info{`+node+`}`+withMaster+`)`, "{{kind}}"))).
-		WithPanel(graph("Veths by Docker network / CNI", "Veths per Docker network of their bridge (veth_bridge_info), and per node CNI (veth_cni_info).", "short", 8,
-			query(`count by (network, master) (veth_info{`+node+`, master=~"$master"} * on (job, instance, master) group_left (network) veth_bridge_info{`+node+`})`, "docker {{network}} ({{master}})"),
-			query(`count by (name, type) (veth_info{`+node+`, master=~"$master"} * on (job, instance) group_left (name, type) veth_cni_info{`+node+`})`, "cni {{name}} ({{type}})"))).
-		WithPanel(graph("Veths per pod namespace", "Veths owned by pods, per Kubernetes namespace (named once the CRI resolver runs; empty without it).", "short", 8,
-			query(`count by (pod_namespace) (veth_owner_info{`+node+`, kind="pod"}`+withMaster+`)`, "{{pod_namespace}}")))
-
-	// 4. Remediation.
-	b.WithRow(dashboard.NewRowBuilder("Remediation")).
-		WithPanel(graph("Remediation actions by result", "Answers of the webhook and of clean runs: deleted, would_delete (dry run), gone, not_found, refused, skipped, failed. Runbook: VethRemediationFailing.", "ops", 8,
-			query(`sum by (result) (rate(veth_remediation_actions_total{`+node+`}[$__rate_interval]))`, "{{result}}")).
-			Links(runbookLinks("VethRemediationFailing"))).
-		WithPanel(graph("Refusals by reason", "Why remediation refused or failed: a safety gate (too young, too many orphans, rate limit) or an error.", "ops", 8,
-			query(`sum by (reason) (rate(veth_remediation_refusals_total{`+node+`}[$__rate_interval]))`, "{{reason}}"))).
-		WithPanel(single("Last deletion", "When remediation last deleted a veth, per node (never: none since the exporter started).", "dateTimeFromNow", 4,
-			query(`max by (instance) (veth_remediation_last_deletion_timestamp_seconds{`+node+`}) * 1000`, "{{instance}}")).
-			Mappings(valueText(map[string]string{"0": "never"}))).
-		WithPanel(single("Capable", "Whether the exporter may delete interfaces (CAP_NET_ADMIN).", "none", 4,
-			query(`min by (instance) (veth_remediation_capable{`+node+`})`, "{{instance}}")).
-			Mappings(valueText(map[string]string{"0": "no", "1": "yes"})))
-
-	// 5. The exporter's own health.
-	b.WithRow(dashboard.NewRowBuilder("Exporter health")).
-		WithPanel(graph("Scrape duration per collector", "Time each inventory stage took in the last scrape.", "s", 8,
-			query(`max by (instance, collector) (veth_scrape_collector_duration_seconds{`+node+`})`, "{{instance}} {{collector}}"))).
-		WithPanel(graph("Collector success", "1 when the stage succeeded in the last scrape.", "none", 8,
-			query(`min by (instance, collector) (veth_scrape_collector_success{`+node+`})`, "{{instance}} {{collector}}"))).
-		WithPanel(graph("API requests per scrape", "Requests each runtime resolver (Docker, CRI, Podman, any other registered one) made of its runtime's API per scrape of Prometheus (requests in the window / scrapes in the window).", "short", 8,
-			query(`sum by (instance, resolver) (increase(label_replace({__name__=~"veth_.+_api_requests_total",`+node+`}, "resolver", "$1", "__name__", "veth_(.+)_api_requests_total")[$__rate_interval:$__interval]))`+
-				` / on (instance) group_left () sum by (instance) (count_over_time(up{`+node+`}[$__rate_interval]))`, "{{instance}} {{resolver}}")))
+	fleetRow(b)
+	orphansRow(b)
+	ownersRow(b)
+	remediationRow(b)
+	healthRow(b)
 
 	d, err := b.Build()
 	if err != nil {
@@ -203,6 +140,95 @@ func Dashboard() (dashboard.Dashboard, error) {
 		}
 	}
 	return d, nil
+}
+
+// fleetRow adds the Fleet row: veths, orphans and leaked namespaces per node.
+//
+//nolint:staticcheck // the classic schema, as [Dashboard]
+func fleetRow(b *dashboard.DashboardBuilder) {
+	b.WithRow(dashboard.NewRowBuilder("Fleet")).
+		WithPanel(graph("Veths per node", "Host-side veths of each node, every verdict, on the selected masters.", "short", 6,
+			query(`sum by (instance) (veth_interfaces{`+node+`, master=~"$master"})`, "{{instance}}"))).
+		WithPanel(graph("Orphans per node", "Orphaned veths of each node: nothing live owns them. Runbook: VethOrphaned.", "short", 6,
+			query(`sum by (instance) (veth_interfaces{`+node+`, master=~"$master", verdict="orphaned"})`, "{{instance}}")).
+			Links(runbookLinks("VethOrphaned", "VethOrphansAccumulating"))).
+		WithPanel(graph("Orphans by reason", "netns_empty: the peer namespace has no process; owner_exited: its container or pod is gone but a stray process holds it; peer_on_host: both ends on the host.", "short", 6,
+			query(`count by (reason) (veth_verdict_info{`+node+`, verdict="orphaned"}`+withMaster+`)`, "{{reason}}"))).
+		WithPanel(graph("Leaked namespaces", "Network namespaces held only by a mount: no process and no host veth leading into them (a missed CNI DEL).", "short", 6,
+			query(`sum by (instance) (veth_leaked_netns{`+node+`})`, "{{instance}}"))).
+		WithPanel(grid("Nodes whose resolvers are down",
+			"Inventory stages that failed in the last scrape (docker, cri: the runtime cannot be asked, and its namespaces are left unknown). Runbook: VethExporterResolverDown.",
+			"none", 6).
+			WithTarget(tableQuery(`min by (instance, collector) (veth_scrape_collector_success{`+node+`}) == 0`, "A")).
+			Links(runbookLinks("VethExporterResolverDown")).
+			WithTransformation(organize(map[string]bool{"Time": true, "Value": true}, nil, nil)))
+}
+
+// orphansRow adds the Orphans row: the orphans, one table row each, oldest first.
+//
+//nolint:staticcheck // the classic schema, as [Dashboard]
+func orphansRow(b *dashboard.DashboardBuilder) {
+	b.WithRow(dashboard.NewRowBuilder("Orphans")).
+		WithPanel(grid("Orphaned veths",
+			"One row per orphan, oldest first: its node, device, master, reason, since when it has been orphaned and the container or pod that owned it last (when the exporter saw one).",
+			"dateTimeAsIso", 10).
+			WithTarget(tableQuery(`max by (instance, device, master, reason) (veth_orphaned_since_timestamp_seconds{`+node+`} * 1000`+withMaster+
+				` * on (job, instance, device) group_left (reason) veth_verdict_info{`+node+`, verdict="orphaned"})`, "A")).
+			WithTarget(tableQuery(`max by (instance, device, kind, name, pod_namespace, pod_name, id) (veth_last_owner_info{`+node+`}`+withMaster+`)`, "B")).
+			Links(runbookLinks("VethOrphaned")).
+			WithTransformation(dashboard.DataTransformerConfig{Id: "merge", Options: map[string]any{}}).
+			WithTransformation(organize(
+				map[string]bool{"Time": true, "Value #B": true},
+				map[string]int{"instance": 0, "device": 1, "master": 2, "reason": 3, "Value #A": 4, "kind": 5, "name": 6, "pod_namespace": 7, "pod_name": 8, "id": 9},
+				map[string]string{"instance": "Node", "device": "Device", "master": "Master", "reason": "Reason", "Value #A": "Orphaned since",
+					"kind": "Last owner kind", "name": "Last owner", "pod_namespace": "Pod namespace", "pod_name": "Pod", "id": "Last owner ID"})).
+			SortBy([]cog.Builder[common.TableSortByFieldState]{common.NewTableSortByFieldStateBuilder().DisplayName("Orphaned since").Desc(false)}))
+}
+
+// ownersRow adds the Owners row.
+//
+//nolint:staticcheck // the classic schema, as [Dashboard]
+func ownersRow(b *dashboard.DashboardBuilder) {
+	b.WithRow(dashboard.NewRowBuilder("Owners")).
+		WithPanel(graph("Veths by owner kind", "Owned veths by what holds their peer namespace: a container, a pod sandbox, or a bare process.", "short", 8,
+			query(`count by (kind) (veth_owner_info{`+node+`}`+withMaster+`)`, "{{kind}}"))).
+		WithPanel(graph("Veths by Docker network / CNI", "Veths per Docker network of their bridge (veth_bridge_info), and per node CNI (veth_cni_info).", "short", 8,
+			query(`count by (network, master) (veth_info{`+node+`, master=~"$master"} * on (job, instance, master) group_left (network) veth_bridge_info{`+node+`})`, "docker {{network}} ({{master}})"),
+			query(`count by (name, type) (veth_info{`+node+`, master=~"$master"} * on (job, instance) group_left (name, type) veth_cni_info{`+node+`})`, "cni {{name}} ({{type}})"))).
+		WithPanel(graph("Veths per pod namespace", "Veths owned by pods, per Kubernetes namespace (named once the CRI resolver runs; empty without it).", "short", 8,
+			query(`count by (pod_namespace) (veth_owner_info{`+node+`, kind="pod"}`+withMaster+`)`, "{{pod_namespace}}")))
+}
+
+// remediationRow adds the Remediation row.
+//
+//nolint:staticcheck // the classic schema, as [Dashboard]
+func remediationRow(b *dashboard.DashboardBuilder) {
+	b.WithRow(dashboard.NewRowBuilder("Remediation")).
+		WithPanel(graph("Remediation actions by result", "Answers of the webhook and of clean runs: deleted, would_delete (dry run), gone, not_found, refused, skipped, failed. Runbook: VethRemediationFailing.", "ops", 8,
+			query(`sum by (result) (rate(veth_remediation_actions_total{`+node+`}[$__rate_interval]))`, "{{result}}")).
+			Links(runbookLinks("VethRemediationFailing"))).
+		WithPanel(graph("Refusals by reason", "Why remediation refused or failed: a safety gate (too young, too many orphans, rate limit) or an error.", "ops", 8,
+			query(`sum by (reason) (rate(veth_remediation_refusals_total{`+node+`}[$__rate_interval]))`, "{{reason}}"))).
+		WithPanel(single("Last deletion", "When remediation last deleted a veth, per node (never: none since the exporter started).", "dateTimeFromNow", 4,
+			query(`max by (instance) (veth_remediation_last_deletion_timestamp_seconds{`+node+`}) * 1000`, "{{instance}}")).
+			Mappings(valueText(map[string]string{"0": "never"}))).
+		WithPanel(single("Capable", "Whether the exporter may delete interfaces (CAP_NET_ADMIN).", "none", 4,
+			query(`min by (instance) (veth_remediation_capable{`+node+`})`, "{{instance}}")).
+			Mappings(valueText(map[string]string{"0": "no", "1": "yes"})))
+}
+
+// healthRow adds the Exporter health row: the exporter's own stages and API requests.
+//
+//nolint:staticcheck // the classic schema, as [Dashboard]
+func healthRow(b *dashboard.DashboardBuilder) {
+	b.WithRow(dashboard.NewRowBuilder("Exporter health")).
+		WithPanel(graph("Scrape duration per collector", "Time each inventory stage took in the last scrape.", "s", 8,
+			query(`max by (instance, collector) (veth_scrape_collector_duration_seconds{`+node+`})`, "{{instance}} {{collector}}"))).
+		WithPanel(graph("Collector success", "1 when the stage succeeded in the last scrape.", "none", 8,
+			query(`min by (instance, collector) (veth_scrape_collector_success{`+node+`})`, "{{instance}} {{collector}}"))).
+		WithPanel(graph("API requests per scrape", "Requests each runtime resolver (Docker, CRI, Podman, any other registered one) made of its runtime's API per scrape of Prometheus (requests in the window / scrapes in the window).", "short", 8,
+			query(`sum by (instance, resolver) (increase(label_replace({__name__=~"veth_.+_api_requests_total",`+node+`}, "resolver", "$1", "__name__", "veth_(.+)_api_requests_total")[$__rate_interval:$__interval]))`+
+				` / on (instance) group_left () sum by (instance) (count_over_time(up{`+node+`}[$__rate_interval]))`, "{{instance}} {{resolver}}")))
 }
 
 // runbookLinks are panel links to the README's runbooks of alerts.
