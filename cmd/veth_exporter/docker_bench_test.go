@@ -218,7 +218,7 @@ func resolveVeths(b *testing.B, d *dockertest.Daemon, cs []benchContainer) {
 		if pid == "" || pid == "0" {
 			b.Fatalf("container %s (%s) does not run", cs[i].name, cs[i].id)
 		}
-		cs[i].veth = dockertest.HostVeth(b, "/proc/"+pid+"/ns/net")
+		cs[i].veth = netnstest.HostVeth(b, "/proc/"+pid+"/ns/net")
 	}
 }
 

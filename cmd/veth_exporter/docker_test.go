@@ -31,7 +31,7 @@ func dockerExporter(t *testing.T, d *dockertest.Daemon, args ...string) *exporte
 // vethOf returns the host veth of a running container.
 func vethOf(t *testing.T, d *dockertest.Daemon, id string) string {
 	t.Helper()
-	return dockertest.HostVeth(t, "/proc/"+strconv.Itoa(d.ContainerPID(t, id))+"/ns/net")
+	return netnstest.HostVeth(t, "/proc/"+strconv.Itoa(d.ContainerPID(t, id))+"/ns/net")
 }
 
 // wantSample fails t unless the series has the value.
