@@ -166,7 +166,7 @@ func TestCRIOutOfBand(t *testing.T) {
 	m := e.scrape(t)
 	wantSample(t, m, podOwnerSeries("veth_owner_info", p.Veth, p), 1)
 
-	stray, _ := critest.JoinNetns(t, p.Netns)
+	stray, _ := netnstest.Join(t, p.PID)
 	netnstest.IP(t, "netns", "delete", p.NetnsName)
 	r.StopPod(t, p.ID)
 	r.RemovePod(t, p.ID)
