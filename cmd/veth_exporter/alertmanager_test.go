@@ -92,7 +92,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 	netnstest.Veth(t, "vleaked", "e2e-leak", "docker0")
 	owner := netnstest.Holder(t, "/docker/"+e2eContainer)
 	netnstest.Veth(t, "vowned", strconv.Itoa(owner), "docker0")
-	leakedIndex := sysIfindex(t, "vleaked")
+	leakedIndex := netnstest.LinkIndex(t, "vleaked")
 
 	token := filepath.Join(dir, "remediate.token")
 	if err := os.WriteFile(token, []byte("e2e-"+webhookToken+"\n"), 0o600); err != nil {
@@ -158,7 +158,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 	// Until vleaked is gone and vyoung's alert has been refused.
 	var leakedGone, youngRefused time.Duration
 	for leakedGone == 0 || youngRefused == 0 {
-		if leakedGone == 0 && !linkExists("vleaked") {
+		if leakedGone == 0 && !netnstest.LinkExists("vleaked") {
 			leakedGone = time.Since(created)
 			t.Logf("%s: vleaked deleted", since())
 		}
@@ -167,7 +167,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 			t.Logf("%s: vyoung's alert answered", since())
 		}
 		for _, d := range []string{"vowned", "vyoung"} {
-			if !linkExists(d) {
+			if !netnstest.LinkExists(d) {
 				t.Fatal(gone(d))
 			}
 		}
@@ -432,26 +432,6 @@ func writeConfig(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// sysIfindex is the ifindex of device in this namespace.
-func sysIfindex(t *testing.T, device string) int {
-	t.Helper()
-	b, err := os.ReadFile("/sys/class/net/" + device + "/ifindex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// linkExists reports whether device is an interface of this namespace.
-func linkExists(device string) bool {
-	_, err := os.Stat("/sys/class/net/" + device)
-	return err == nil
 }
 
 // startAlertChain starts Prometheus, scraping the exporter at instance

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -144,13 +145,11 @@ func TestCleanHostPairIsNotAResolverFailure(t *testing.T) {
 	}
 }
 
+// ifindexOf is the ifindex of the interface name, as an alert's label
+// carries it.
 func ifindexOf(t testing.TB, name string) string {
 	t.Helper()
-	b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return strconv.Itoa(netnstest.LinkIndex(t, name))
 }
 
 // BenchmarkClean measures decision and deletion by `clean` against
