@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,13 +142,6 @@ func TestCleanHostPairIsNotAResolverFailure(t *testing.T) {
 	if code != 0 || strings.Count(out, " deleted ") != 2 || strings.Contains(out, "too_many_orphans") {
 		t.Errorf("clean --all-orphans on 2 leftovers, a host pair (not allowed by default) and a live veth: exit %d\n%s\nwant the 2 leftovers deleted", code, out)
 	}
-}
-
-// ifindexOf is the ifindex of the interface name, as an alert's label
-// carries it.
-func ifindexOf(t testing.TB, name string) string {
-	t.Helper()
-	return strconv.Itoa(netnstest.LinkIndex(t, name))
 }
 
 // BenchmarkClean measures decision and deletion by `clean` against
