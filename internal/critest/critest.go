@@ -30,7 +30,6 @@
 package critest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -407,12 +406,7 @@ func (r *Runtime) runCtr(args ...string) (string, error) {
 	argv := append([]string{"-a", r.Socket, "-n", K8sNamespace}, args...)
 	cmd := exec.CommandContext(ctx, r.ctr, argv...)
 	cmd.Env = r.env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return strings.TrimSpace(stdout.String()), fmt.Errorf("ctr %s: %w\n%s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	return fixturesys.Output(cmd, nil)
 }
 
 // importImage imports the pause image into the CRI plugin's namespace and

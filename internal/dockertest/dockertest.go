@@ -313,12 +313,7 @@ func (d *Daemon) docker(stdin io.Reader, args ...string) (string, error) {
 	// needs no buildkit and no registry.
 	cmd.Env = append(slices.Clip(d.env), "DOCKER_HOST="+d.Host, "DOCKER_CONFIG="+d.cliConfig, "DOCKER_BUILDKIT=0")
 	cmd.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return strings.TrimSpace(stdout.String()), fmt.Errorf("docker %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	return fixturesys.Output(cmd, nil)
 }
 
 // Image returns the tag of a tiny image imported once per daemon from the

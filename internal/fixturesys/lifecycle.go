@@ -1,6 +1,7 @@
 package fixturesys
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -227,6 +228,25 @@ func (r *Reaper) reap() {
 		var ws unix.WaitStatus
 		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 	}
+}
+
+// Output runs cmd, through reaper unless it is nil, and returns its
+// trimmed standard output, or an error that names the command and carries
+// its standard error: a runtime's CLI says there what went wrong.
+func Output(cmd *exec.Cmd, reaper *Reaper) (string, error) {
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var err error
+	if reaper == nil {
+		err = cmd.Run()
+	} else if err = reaper.Start(cmd); err == nil {
+		err = reaper.Wait(cmd)
+	}
+	out := strings.TrimSpace(stdout.String())
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w\n%s", filepath.Base(cmd.Path), strings.Join(cmd.Args[1:], " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
 }
 
 // ErrNeverReady wraps the error of a readiness check after which waiting

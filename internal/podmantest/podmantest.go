@@ -293,16 +293,8 @@ func (p *Podman) run(ctx context.Context, stdin io.Reader, args ...string) (stri
 	cmd := exec.CommandContext(ctx, p.podman, args...)
 	cmd.Env = p.env
 	cmd.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := p.reaper.Start(cmd)
-	if err == nil {
-		err = p.reaper.Wait(cmd)
-	}
-	if err != nil {
-		return strings.TrimSpace(stdout.String()), fmt.Errorf("podman %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	// Through the reaper, which reaps zombies named podman.
+	return fixturesys.Output(cmd, p.reaper)
 }
 
 // Image returns the tag of a tiny image imported once per Podman from the
