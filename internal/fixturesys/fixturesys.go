@@ -1,10 +1,14 @@
 // Package fixturesys holds what the harnesses of real runtimes
 // (internal/dockertest, internal/critest, internal/podmantest) do to the
-// private namespaces of [netnstest.Main] alike: read processes and
-// mountinfo, mount the machine's cgroup hierarchies, undo mounts, delete
-// the interfaces they leave, build a busybox root file system. It is
-// test support: every function assumes the caller runs inside those
-// private namespaces.
+// private namespaces of [netnstest.Main] alike, so that each harness keeps
+// only what is its runtime's: the life of a runtime (one at a time, its
+// environment and binaries, a reaper for what daemonizes, the daemon and
+// its log, a cleanup that kills and removes by mark), reading processes
+// and mountinfo, mounting the machine's cgroup hierarchies and private
+// directories, undoing mounts, deleting the interfaces a runtime leaves,
+// building a busybox root file system, and the checks their tests make
+// that nothing is left. It is test support: every function assumes the
+// caller runs inside those private namespaces.
 package fixturesys
 
 import (
