@@ -1,24 +1,17 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
-	"github.com/veth-exporter/veth_exporter/internal/rulestest"
 )
 
 // The whole remediation chain with the real programs: Prometheus (Debian
@@ -26,25 +19,6 @@ import (
 // rules, Alertmanager (Debian prometheus-alertmanager 0.25) routes
 // VethOrphaned to the exporter's /remediate, and the exporter deletes the
 // leftover. All of it runs in the test's private namespaces, on loopback.
-
-const (
-	// shippedRules is the rule file the test derives its own from.
-	shippedRules = "../../alerts/veth_exporter.rules.yml"
-
-	// e2eFor replaces VethOrphaned's `for: 15m`; e2eMinAge is
-	// --remediation.min-age. Why these values: see TestRemediationEndToEnd.
-	e2eFor    = 8 * time.Second
-	e2eMinAge = 6 * time.Second
-	// e2eGroupWait is both group_wait and group_interval of the route, and
-	// its repeat_interval: Alertmanager re-sends an unchanged group once
-	// the repeat interval has passed at a group_interval tick, so every
-	// 2 s here (the tick 1 s after a notification is a hair early).
-	e2eGroupWait = time.Second
-
-	// e2eContainer owns vowned. It differs from the other tests' IDs: the
-	// cgroup hierarchy of netnstest is shared by every package under test.
-	e2eContainer = "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0"
-)
 
 // TestRemediationEndToEnd: a veth whose namespace leaked (held only by an
 // `ip netns` mount) is deleted through Prometheus, Alertmanager and the
@@ -92,7 +66,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 	netnstest.Veth(t, "vleaked", "e2e-leak", "docker0")
 	owner := netnstest.Holder(t, "/docker/"+e2eContainer)
 	netnstest.Veth(t, "vowned", strconv.Itoa(owner), "docker0")
-	leakedIndex := sysIfindex(t, "vleaked")
+	leakedIndex := netnstest.LinkIndex(t, "vleaked")
 
 	token := filepath.Join(dir, "remediate.token")
 	if err := os.WriteFile(token, []byte("e2e-"+webhookToken+"\n"), 0o600); err != nil {
@@ -158,7 +132,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 	// Until vleaked is gone and vyoung's alert has been refused.
 	var leakedGone, youngRefused time.Duration
 	for leakedGone == 0 || youngRefused == 0 {
-		if leakedGone == 0 && !linkExists("vleaked") {
+		if leakedGone == 0 && !netnstest.LinkExists("vleaked") {
 			leakedGone = time.Since(created)
 			t.Logf("%s: vleaked deleted", since())
 		}
@@ -167,7 +141,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 			t.Logf("%s: vyoung's alert answered", since())
 		}
 		for _, d := range []string{"vowned", "vyoung"} {
-			if !linkExists(d) {
+			if !netnstest.LinkExists(d) {
 				t.Fatal(gone(d))
 			}
 		}
@@ -240,294 +214,4 @@ func TestRemediationEndToEnd(t *testing.T) {
 	if v, ok := sample(m, `veth_remediation_refusals_total{reason="alert_too_young"}`); !ok || v < 1 {
 		t.Errorf(`veth_remediation_refusals_total{reason="alert_too_young"} = %v (present %v), want at least 1 (vyoung's alert)`, v, ok)
 	}
-}
-
-// requireCommand returns the path of the first of names installed, or skips
-// the test (fails it where VETH_EXPORTER_REQUIRE_PRIVILEGED=1, as in CI).
-func requireCommand(t *testing.T, pkg string, names ...string) string {
-	t.Helper()
-	for _, n := range names {
-		if path, err := exec.LookPath(n); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("VETH_EXPORTER_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatalf("%s not installed (Debian package %s)", names[0], pkg)
-	}
-	t.Skipf("%s not installed (Debian package %s)", names[0], pkg)
-	return ""
-}
-
-// shortenedRules is the shipped rule file with VethOrphaned's `for: 15m`
-// set to e2eFor, and nothing else changed.
-func shortenedRules(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(shippedRules)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := rulestest.Rewrite(string(b), "VethOrphaned", "for: 15m", "for: "+e2eFor.String())
-	if err != nil {
-		t.Fatalf("%s: %v", shippedRules, err)
-	}
-	return rules
-}
-
-// monitorProcess is a Prometheus or an Alertmanager started by the test.
-type monitorProcess struct {
-	name   string
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	exited chan struct{} // closed once the process is reaped
-}
-
-// startMonitor starts a server as a child process that dies with the test
-// (Pdeathsig) and is stopped by its PID when the test ends; its output is
-// shown if the test fails.
-func startMonitor(t *testing.T, name, path string, args ...string) *monitorProcess {
-	t.Helper()
-	d := &monitorProcess{name: name, cmd: exec.Command(path, args...), log: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { d.cmd.Wait(); close(d.exited) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-		case <-time.After(10 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.exited
-			t.Errorf("%s (pid %d) ignored SIGTERM for 10s", name, d.cmd.Process.Pid)
-		}
-	})
-	showOnFailure(t, name, d.log)
-	return d
-}
-
-// waitReady waits up to 20 s for url/-/ready to answer 200.
-func (d *monitorProcess) waitReady(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-d.exited:
-			t.Fatalf("%s exited before it was ready", d.name)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s at %s not ready after 20s: %v", d.name, url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// showOnFailure logs a process's output when the test has failed.
-func showOnFailure(t *testing.T, name string, log *syncBuffer) {
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, log)
-		}
-	})
-}
-
-// prometheusAlertState is an alert as Prometheus's /api/v1/alerts shows it.
-type prometheusAlertState struct {
-	Labels map[string]string `json:"labels"`
-	State  string            `json:"state"`
-}
-
-// prometheusAlert returns Prometheus's VethOrphaned alert for device, pending
-// or firing, if there is one.
-func prometheusAlert(url, device string) (prometheusAlertState, bool) {
-	var body struct {
-		Data struct {
-			Alerts []prometheusAlertState `json:"alerts"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(httpBody(url+"/api/v1/alerts")), &body); err != nil {
-		return prometheusAlertState{}, false
-	}
-	for _, a := range body.Data.Alerts {
-		if a.Labels["alertname"] == "VethOrphaned" && a.Labels["device"] == device {
-			return a, true
-		}
-	}
-	return prometheusAlertState{}, false
-}
-
-// httpBody is what GET url answers, or the error: for polls and failure
-// messages.
-func httpBody(url string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err.Error()
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return b.String()
-}
-
-// auditLine is one line of --remediation.audit-file.
-type auditLine struct {
-	Time     time.Time `json:"time"`
-	Mode     string    `json:"mode"`
-	Phase    string    `json:"phase"`
-	StartsAt time.Time `json:"starts_at"`
-	Device   string    `json:"device"`
-	Ifindex  int       `json:"ifindex"`
-	Result   string    `json:"result"`
-	Reason   string    `json:"reason"`
-	line     string
-}
-
-// auditLines reads the audit file; none yet is no line.
-func auditLines(t *testing.T, path string) []auditLine {
-	t.Helper()
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var records []auditLine
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var r auditLine
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit file %s: %v in %q", path, err, sc.Text())
-		}
-		r.line = sc.Text()
-		records = append(records, r)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return records
-}
-
-// fileText is the content of path, or the error, for failure messages.
-func fileText(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b)
-}
-
-func writeConfig(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// sysIfindex is the ifindex of device in this namespace.
-func sysIfindex(t *testing.T, device string) int {
-	t.Helper()
-	b, err := os.ReadFile("/sys/class/net/" + device + "/ifindex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// linkExists reports whether device is an interface of this namespace.
-func linkExists(device string) bool {
-	_, err := os.Stat("/sys/class/net/" + device)
-	return err == nil
-}
-
-// startAlertChain starts Prometheus, scraping the exporter at instance
-// every second with the shipped rules (VethOrphaned's `for` shortened), and
-// Alertmanager, routing VethOrphaned to the exporter's /remediate with the
-// bearer token in the file token, as deploy/alertmanager does; it returns
-// their addresses once both are ready.
-func startAlertChain(t *testing.T, dir, instance, token string) (promAddr, amAddr string) {
-	t.Helper()
-	prometheus := requireCommand(t, "prometheus", "prometheus")
-	promtool := requireCommand(t, "prometheus", "promtool")
-	alertmanager := requireCommand(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
-	// Prometheus, with the shipped rules but a short `for`.
-	rules := filepath.Join(dir, "veth_exporter.rules.yml")
-	writeConfig(t, rules, shortenedRules(t))
-	amAddr = "127.0.0.1:" + freePort(t)
-	promConfig := filepath.Join(dir, "prometheus.yml")
-	writeConfig(t, promConfig, fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - %q
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: [%q]
-scrape_configs:
-  - job_name: veth
-    static_configs:
-      - targets: [%q]
-`, rules, amAddr, instance))
-	if out, err := exec.Command(promtool, "check", "config", promConfig).CombinedOutput(); err != nil {
-		t.Fatalf("promtool check config: %v\n%s", err, out)
-	}
-
-	// Alertmanager: the example route of deploy/alertmanager, with a
-	// literal URL (0.25 templates none) and timings in seconds.
-	amConfig := filepath.Join(dir, "alertmanager.yml")
-	writeConfig(t, amConfig, fmt.Sprintf(`route:
-  receiver: default
-  group_by: [alertname, instance]
-  routes:
-    - receiver: veth-remediate
-      matchers:
-        - alertname = VethOrphaned
-      group_by: [instance, device]
-      group_wait: %[1]s
-      group_interval: %[1]s
-      repeat_interval: %[1]s
-receivers:
-  - name: default
-  - name: veth-remediate
-    webhook_configs:
-      - url: %[2]q
-        send_resolved: false
-        max_alerts: 50
-        http_config:
-          authorization:
-            type: Bearer
-            credentials_file: %[3]q
-`, e2eGroupWait, "http://"+instance+"/remediate", token))
-	if amtool, err := exec.LookPath("amtool"); err == nil {
-		if out, err := exec.Command(amtool, "check-config", amConfig).CombinedOutput(); err != nil {
-			t.Fatalf("amtool check-config: %v\n%s", err, out)
-		}
-	}
-
-	am := startMonitor(t, "alertmanager", alertmanager,
-		"--config.file="+amConfig, "--storage.path="+filepath.Join(dir, "alertmanager"),
-		"--web.listen-address="+amAddr, "--cluster.listen-address=", "--log.level=debug")
-	promAddr = "127.0.0.1:" + freePort(t)
-	prom := startMonitor(t, "prometheus", prometheus,
-		"--config.file="+promConfig, "--storage.tsdb.path="+filepath.Join(dir, "prometheus"),
-		"--web.listen-address="+promAddr)
-	am.waitReady(t, "http://"+amAddr)
-	prom.waitReady(t, "http://"+promAddr)
-	return promAddr, amAddr
 }

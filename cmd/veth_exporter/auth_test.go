@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,20 +8,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
@@ -32,100 +25,14 @@ import (
 // certificates), the bearer token is re-read when rotated and refused when
 // others can read it, and the credential in clear text is warned about.
 
-// startAuthExporter runs the binary in dry-run on a free loopback port
-// with remediation for node1, and waits until client, with auth applied to
-// each request, gets 200 from /-/ready over scheme.
-func startAuthExporter(t *testing.T, client *http.Client, scheme string, auth func(*http.Request), args ...string) *exporter {
-	t.Helper()
-	addr := "127.0.0.1:" + freePort(t)
-	log := &syncBuffer{}
-	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + addr,
-		"--inventory.trust-pid-namespace", "--inventory.settle-time=0s",
-		"--state.path=" + filepath.Join(t.TempDir(), "state.json"),
-		"--remediation.mode=dry-run", "--remediation.instance=node1"}, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e := &exporter{url: scheme + "://" + addr, cmd: cmd, log: log}
-	t.Cleanup(func() { e.stop(t) })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, _ := request(t, client, "GET", e.url+"/-/ready", nil, auth)
-		if code == http.StatusOK {
-			return e
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("exporter at %s not ready after 10s (last status %d)\n%s", e.url, code, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// request sends one request and returns its status (0 when the request
-// failed) and body, or the error's text.
-func request(t *testing.T, client *http.Client, method, url string, body []byte, auth func(*http.Request)) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if auth != nil {
-		auth(req)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // alertBody is a firing alert for node1 about a device that does not
 // exist: a dry run answers 200 and changes nothing.
 func alertBody() []byte {
 	return payloadOf("4", alertSpec{device: "vnothere", instance: "node1", startsAt: time.Now().Add(-time.Hour)})
 }
 
-func withBasicAuth(user, password string) func(*http.Request) {
-	return func(r *http.Request) { r.SetBasicAuth(user, password) }
-}
-
 func withBearer(token string) func(*http.Request) {
 	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }
-}
-
-// exitOf runs the binary with args and returns its exit code and output;
-// an exporter still running after 10 s is killed: exit code -1.
-func exitOf(t *testing.T, args ...string) (int, string) {
-	t.Helper()
-	cmd := exec.Command(exporterBinary(t), append([]string{"--web.listen-address=127.0.0.1:" + freePort(t),
-		"--inventory.trust-pid-namespace", "--state.path=" + filepath.Join(t.TempDir(), "state.json")}, args...)...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			return exit.ExitCode(), out.String()
-		}
-		return 0, out.String()
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		return -1, out.String() + "\n(still running after 10s: killed)"
-	}
 }
 
 // logShows waits up to 2 s for the exporter's log to show text: the log
@@ -139,30 +46,6 @@ func logShows(e *exporter, text string) bool {
 			return false
 		}
 	}
-}
-
-func writeSecret(t *testing.T, path, content string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func basicAuthUsers(t *testing.T, users ...string) string {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("basic_auth_users:\n")
-	for _, u := range users {
-		hash, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString("  " + u + ": " + string(hash) + "\n")
-	}
-	return b.String()
 }
 
 // TestRemediateBasicAuth is hole 4 with basic auth: prom scrapes, only am

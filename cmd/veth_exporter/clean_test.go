@@ -144,15 +144,6 @@ func TestCleanHostPairIsNotAResolverFailure(t *testing.T) {
 	}
 }
 
-func ifindexOf(t testing.TB, name string) string {
-	t.Helper()
-	b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // BenchmarkClean measures decision and deletion by `clean` against
 // `ip -batch` deleting the same set of leftovers, in one run: most of a
 // deletion is the kernel's, which both pay.

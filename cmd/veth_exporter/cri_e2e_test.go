@@ -60,13 +60,13 @@ func TestCRIRemediationEndToEnd(t *testing.T) {
 	m = e.scrape(t)
 	wantSample(t, m, `veth_last_owner_info{device="`+lost.Veth+`",id="`+lost.ID+`",kind="pod",name="`+lost.Name+
 		`",pod_name="`+lost.Name+`",pod_namespace="`+lost.Namespace+`",pod_uid="`+lost.UID+`"}`, 1)
-	for linkExists(lost.Veth) {
+	for netnstest.LinkExists(lost.Veth) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s was never deleted\naudit file:\n%s", lost.Veth, fileText(audit))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !linkExists(live.Veth) || !linkExists(critest.Bridge) {
+	if !netnstest.LinkExists(live.Veth) || !netnstest.LinkExists(critest.Bridge) {
 		t.Fatalf("the live pod's veth %s or %s went too", live.Veth, critest.Bridge)
 	}
 	// The result is audited after the deletion it reports: wait for it.

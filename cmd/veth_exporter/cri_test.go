@@ -21,27 +21,10 @@ import (
 // pods, a runtime that loses its state, a namespace kept out of band, and
 // a runtime that is down or has NOTREADY sandboxes.
 
-// criExporter starts the exporter against r's CRI endpoint; the socket
-// exists, so the resolver turns itself on.
-func criExporter(t *testing.T, r *critest.Runtime, args ...string) *exporter {
-	t.Helper()
-	return startExporter(t, append([]string{"--cri.endpoint=" + r.Endpoint, "--state.path=" + filepath.Join(t.TempDir(), "state.json")}, args...)...)
-}
-
-// podOwnerSeries is veth_owner_info or veth_last_owner_info of a pod.
-func podOwnerSeries(family, device string, p *critest.Pod) string {
-	return fmt.Sprintf(`%s{device=%q,id=%q,kind="pod",name=%q,pod_name=%q,pod_namespace=%q,pod_uid=%q}`,
-		family, device, p.ID, p.Name, p.Name, p.Namespace, p.UID)
-}
-
 // podInfoSeries is veth_pod_info of a pod in a state.
 func podInfoSeries(p *critest.Pod, state string) string {
 	return fmt.Sprintf(`veth_pod_info{pod_name=%q,pod_namespace=%q,pod_uid=%q,runtime="containerd",sandbox_id=%q,state=%q}`,
 		p.Name, p.Namespace, p.UID, p.ID, state)
-}
-
-func verdictSeries(device, verdict, reason string) string {
-	return fmt.Sprintf(`veth_verdict_info{device=%q,reason=%q,verdict=%q}`, device, reason, verdict)
 }
 
 func criUp(up float64) func(string) bool {
@@ -166,7 +149,7 @@ func TestCRIOutOfBand(t *testing.T) {
 	m := e.scrape(t)
 	wantSample(t, m, podOwnerSeries("veth_owner_info", p.Veth, p), 1)
 
-	stray, _ := critest.JoinNetns(t, p.Netns)
+	stray, _ := netnstest.Join(t, p.PID)
 	netnstest.IP(t, "netns", "delete", p.NetnsName)
 	r.StopPod(t, p.ID)
 	r.RemovePod(t, p.ID)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -218,7 +217,7 @@ func resolveVeths(b *testing.B, d *dockertest.Daemon, cs []benchContainer) {
 		if pid == "" || pid == "0" {
 			b.Fatalf("container %s (%s) does not run", cs[i].name, cs[i].id)
 		}
-		cs[i].veth = dockertest.HostVeth(b, "/proc/"+pid+"/ns/net")
+		cs[i].veth = netnstest.HostVeth(b, "/proc/"+pid+"/ns/net")
 	}
 }
 
@@ -252,69 +251,10 @@ func timeScrapes(b *testing.B, e *exporter, between func()) (times []time.Durati
 	return timeScrapesCounting(b, e, "veth_docker_api_requests_total", between)
 }
 
-// timeScrapesCounting times scrapes of e, running between (untimed)
-// before each, and returns the growth of the counter per scrape.
-func timeScrapesCounting(b *testing.B, e *exporter, counter string, between func()) (times []time.Duration, calls float64, last string) {
-	value := func(m string) float64 { v, _ := sample(m, counter); return v }
-	before := value(e.scrape(b))
-	for b.Loop() {
-		if between != nil {
-			b.StopTimer()
-			between()
-			b.StartTimer()
-		}
-		t0 := time.Now()
-		last = e.scrape(b)
-		times = append(times, time.Since(t0))
-	}
-	return times, (value(last) - before) / float64(len(times)), last
-}
-
-// report adds median-ms, api-calls/scrape and veths to the result.
-func report(b *testing.B, times []time.Duration, calls float64, last string) {
-	sorted := slices.Clone(times)
-	slices.Sort(sorted)
-	median := sorted[len(sorted)/2]
-	if len(sorted)%2 == 0 {
-		median = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
-	}
-	b.ReportMetric(float64(median)/1e6, "median-ms")
-	b.ReportMetric(calls, "api-calls/scrape")
-	b.ReportMetric(float64(vethCount(last)), "veths")
-	b.Logf("stages of the last scrape: %s", stages(last))
-}
-
-// stages lists veth_scrape_collector_duration_seconds in milliseconds.
-func stages(metrics string) string {
-	var out []string
-	for line := range strings.Lines(metrics) {
-		rest, ok := strings.CutPrefix(line, `veth_scrape_collector_duration_seconds{collector="`)
-		if !ok {
-			continue
-		}
-		name, value, _ := strings.Cut(rest, `"} `)
-		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
-			out = append(out, fmt.Sprintf("%s %.1f ms", name, v*1000))
-		}
-	}
-	return strings.Join(out, ", ")
-}
-
 // apiRequests is veth_docker_api_requests_total, 0 without the resolver.
 func apiRequests(metrics string) float64 {
 	v, _ := sample(metrics, "veth_docker_api_requests_total")
 	return v
-}
-
-// vethCount counts the veth_info series: one per host veth.
-func vethCount(metrics string) int {
-	n := 0
-	for line := range strings.Lines(metrics) {
-		if strings.HasPrefix(line, "veth_info{") {
-			n++
-		}
-	}
-	return n
 }
 
 // unowned returns the containers whose veth is not owned, with their name,

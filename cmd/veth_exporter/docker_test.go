@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,72 +19,6 @@ import (
 // The Docker suite: the real binary against a real dockerd (Debian
 // docker.io) running in the test's private namespaces, with containers from
 // a locally imported busybox image.
-
-// dockerExporter starts the exporter against d; Docker's socket exists, so
-// the resolver turns itself on.
-func dockerExporter(t *testing.T, d *dockertest.Daemon, args ...string) *exporter {
-	t.Helper()
-	return startExporter(t, append([]string{"--docker.host=" + d.Host, "--state.path=" + filepath.Join(t.TempDir(), "state.json")}, args...)...)
-}
-
-// vethOf returns the host veth of a running container.
-func vethOf(t *testing.T, d *dockertest.Daemon, id string) string {
-	t.Helper()
-	return dockertest.HostVeth(t, "/proc/"+strconv.Itoa(d.ContainerPID(t, id))+"/ns/net")
-}
-
-// wantSample fails t unless the series has the value.
-func wantSample(t *testing.T, metrics, series string, want float64) {
-	t.Helper()
-	if got, ok := sample(metrics, series); !ok || got != want {
-		t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
-	}
-}
-
-// ownerSeries is veth_owner_info or veth_last_owner_info of a container.
-func ownerSeries(family, device, id, name string) string {
-	return fmt.Sprintf(`%s{device=%q,id=%q,kind="container",name=%q,pod_name="",pod_namespace="",pod_uid=""}`, family, device, id, name)
-}
-
-// seriesOf returns the lines of family for device.
-func seriesOf(metrics, family, device string) []string {
-	var lines []string
-	for line := range strings.Lines(metrics) {
-		if strings.HasPrefix(line, family+`{device="`+device+`"`) {
-			lines = append(lines, strings.TrimSpace(line))
-		}
-	}
-	return lines
-}
-
-// orphans sums veth_interfaces{verdict="orphaned"}.
-func orphans(metrics string) float64 {
-	total := 0.0
-	for line := range strings.Lines(metrics) {
-		if strings.HasPrefix(line, "veth_interfaces{") && strings.Contains(line, `verdict="orphaned"`) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			total += v
-		}
-	}
-	return total
-}
-
-// scrapeUntil scrapes until cond holds, for at most 30 s.
-func (e *exporter) scrapeUntil(t *testing.T, what string, cond func(string) bool) string {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		m := e.scrape(t)
-		if cond(m) {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s still not %s:\n%s", what, m)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
 
 func dockerUp(up float64) func(string) bool {
 	return func(m string) bool {

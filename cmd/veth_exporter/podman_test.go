@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/veth-exporter/veth_exporter/internal/dockertest"
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/internal/podmantest"
@@ -31,7 +30,7 @@ func podmanExporter(t *testing.T, p *podmantest.Podman, args ...string) *exporte
 // podmanVeth returns the host veth of a running container.
 func podmanVeth(t *testing.T, p *podmantest.Podman, id string) string {
 	t.Helper()
-	return dockertest.HostVeth(t, "/proc/"+strconv.Itoa(p.ContainerPID(t, id))+"/ns/net")
+	return netnstest.HostVeth(t, "/proc/"+strconv.Itoa(p.ContainerPID(t, id))+"/ns/net")
 }
 
 // podmanPodSeries is the owner series of a veth owned by a Podman pod:

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,70 +23,6 @@ import (
 // binary in enforce mode on a real fixture: each case checks the status
 // code, each alert's result and reason, and that no interface but the
 // intended one disappeared.
-
-const webhookToken = "s3cret-token"
-
-type webhookAnswer struct {
-	Results []struct {
-		Device string `json:"device"`
-		Result string `json:"result"`
-		Reason string `json:"reason"`
-	} `json:"results"`
-}
-
-type alertSpec struct {
-	device, ifindex, instance, status string
-	startsAt                          time.Time
-	fingerprint                       string
-}
-
-func payloadOf(version string, alerts ...alertSpec) []byte {
-	var list []map[string]any
-	for _, a := range alerts {
-		labels := map[string]string{"alertname": "VethOrphaned"}
-		if a.instance != "-" {
-			labels["instance"] = a.instance
-		}
-		if a.device != "-" {
-			labels["device"] = a.device
-		}
-		if a.ifindex != "" {
-			labels["ifindex"] = a.ifindex
-		}
-		status := a.status
-		if status == "" {
-			status = "firing"
-		}
-		fp := a.fingerprint
-		if fp == "" {
-			fp = fmt.Sprintf("%s/%s/%s/%s/%d", a.device, a.ifindex, a.instance, status, a.startsAt.UnixNano())
-		}
-		list = append(list, map[string]any{
-			"status": status, "labels": labels, "annotations": map[string]string{},
-			"startsAt": a.startsAt.Format(time.RFC3339Nano), "endsAt": "0001-01-01T00:00:00Z",
-			"generatorURL": "http://prometheus/graph", "fingerprint": fp,
-		})
-	}
-	b, _ := json.Marshal(map[string]any{
-		"version": version, "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "veth-remediate",
-		"groupLabels": map[string]string{}, "commonLabels": map[string]string{}, "commonAnnotations": map[string]string{},
-		"externalURL": "http://alertmanager", "alerts": list, "notification_reason": "new",
-	})
-	return b
-}
-
-func links(t *testing.T) []string {
-	t.Helper()
-	entries, err := os.ReadDir("/sys/class/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
-}
 
 func TestRemediateWebhook(t *testing.T) {
 	netnstest.Require(t)
@@ -323,39 +258,6 @@ func TestRemediateWithoutNetAdmin(t *testing.T) {
 	if _, err := os.Stat("/sys/class/net/vcap"); err != nil {
 		t.Error("vcap was deleted without CAP_NET_ADMIN")
 	}
-}
-
-// remediationFixture puts on docker0 one veth owned by a container (live)
-// and a leftover for each of leaks, its namespace held only by a mount.
-func remediationFixture(t *testing.T, live string, leaks ...string) {
-	t.Helper()
-	netnstest.Bridge(t, "docker0")
-	for _, n := range leaks {
-		netnstest.NamedNetns(t, "ns-"+n)
-		netnstest.Veth(t, n, "ns-"+n, "docker0")
-	}
-	holder := netnstest.Holder(t, "/docker/"+goldenContainer)
-	netnstest.Veth(t, live, strconv.Itoa(holder), "docker0")
-}
-
-// postAlert sends one firing alert for device to the exporter's webhook
-// with the test token and returns the answer for it.
-func postAlert(t *testing.T, e *exporter, device, fingerprint string) (result, reason string) {
-	t.Helper()
-	body := payloadOf("4", alertSpec{device: device, instance: "node1", startsAt: time.Now().Add(-time.Hour), fingerprint: fingerprint})
-	req, _ := http.NewRequest("POST", e.url+"/remediate", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+webhookToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var a webhookAnswer
-	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || len(a.Results) != 1 {
-		t.Fatalf("status %d, answer %+v (%v)", resp.StatusCode, a, err)
-	}
-	return a.Results[0].Result, a.Results[0].Reason
 }
 
 // startWebhook starts the exporter in enforce mode with a bearer token and

@@ -3,23 +3,22 @@ package critest
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
 // sandboxID matches a full sandbox ID.
@@ -32,10 +31,12 @@ type Pod struct {
 	ID string
 	// Namespace, Name and UID are the pod's Kubernetes metadata.
 	Namespace, Name, UID string
-	// PID is the pause process, in the test binary's PID namespace.
+	// PID is the pause process, in the test binary's PID namespace: the
+	// one process in the sandbox's cgroup.
 	PID int
-	// Netns is the pod's network namespace as CRI reports it,
-	// /var/run/netns/cni-<uuid>; NetnsName is its base name, for
+	// Netns is the mount of the pod's network namespace, the one of the
+	// pause process, as containerd makes it: /var/run/netns/cni-<uuid>
+	// (through the /var/run symlink). NetnsName is its base name, for
 	// `ip netns`.
 	Netns, NetnsName string
 	// Veth and VethIndex are the host side of the pod's eth0, on
@@ -45,17 +46,6 @@ type Pod struct {
 	// Cgroup is the pause process's cgroup in every hierarchy,
 	// /kubepods/besteffort/pod<UID>/<ID>.
 	Cgroup string
-}
-
-// SandboxInfo is what PodSandboxStatus(verbose) says of a sandbox beyond
-// its status: the "info" entry that containerd adds.
-type SandboxInfo struct {
-	// PID is the pause process, 0 once its task is gone.
-	PID int
-	// Netns is the path of the network namespace from the runtime spec.
-	Netns string
-	// NetNamespaceClosed reports that CRI has torn down the namespace.
-	NetNamespaceClosed bool
 }
 
 // dial returns a CRI runtime client for endpoint. The connection is made
@@ -105,9 +95,11 @@ func newUUID() string {
 // RunPod runs a pod sandbox as the kubelet does for a BestEffort pod (uid
 // "" makes a random one): cgroup parent /kubepods/besteffort/pod<UID>, its
 // own network, IPC and PID namespaces, the kubelet's labels. It returns
-// once CRI reports the sandbox ready, with the pause PID and netns path
-// from PodSandboxStatus(verbose) and the host veth found by its peer's
-// namespace. RunPodSandbox takes under a second.
+// once CRI reports the sandbox ready and the pause process runs, with
+// what the kernel says of it: the pause PID from the sandbox's cgroup, the
+// namespace's mount in /var/run/netns and the host veth whose peer is
+// there (what containerd's verbose status says is the exporter's to read,
+// not the harness's). RunPodSandbox takes under a second.
 func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	t.Helper()
 	if uid == "" {
@@ -143,87 +135,89 @@ func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	defer cancel()
 	resp, err := r.cri().RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: config})
 	if err != nil {
-		t.Fatalf("critest: RunPodSandbox %s/%s: %v\n%s", namespace, name, err, r.logTail(20))
+		t.Fatalf("critest: RunPodSandbox %s/%s: %v\n%s", namespace, name, err, r.proc.LogTail(20, logNoise...))
 	}
 	id := resp.GetPodSandboxId()
 	if !sandboxID.MatchString(id) {
 		t.Fatalf("critest: RunPodSandbox %s/%s returned ID %q", namespace, name, id)
 	}
-	status, info := r.PodStatus(t, id)
-	if status.GetState() != runtimeapi.PodSandboxState_SANDBOX_READY {
-		t.Fatalf("critest: pod %s/%s (%s) is %v after RunPodSandbox", namespace, name, id, status.GetState())
+	state, err := r.state(id)
+	if err != nil || state != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Fatalf("critest: pod %s/%s (%s) is %v after RunPodSandbox (%v)", namespace, name, id, state, err)
 	}
-	if info.PID <= 0 || info.Netns == "" {
-		t.Fatalf("critest: pod %s/%s (%s): pause PID %d, netns %q in PodSandboxStatus", namespace, name, id, info.PID, info.Netns)
-	}
+	cgroup := cgroupParent + "/" + id
 	// runc has started the sandbox's init, which may not have executed
 	// the pause binary yet ("runc:[2:INIT]"): a pod is running once it
 	// has, which the failure helpers check before they kill it.
+	var pid int
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		st, err := fixturesys.ReadStat(info.PID)
-		if err == nil && st.Comm == "pause" {
+		pid, err = pauseOf(cgroup)
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("critest: pod %s/%s (%s): process %d never became the pause process (%q, %v)", namespace, name, id, info.PID, st.Comm, err)
+			t.Fatalf("critest: pod %s/%s (%s): %v", namespace, name, id, err)
 		}
 	}
-	veth, index, err := hostVeth(info.Netns)
+	netns, err := netnsMountOf(pid)
 	if err != nil {
 		t.Fatalf("critest: pod %s/%s (%s): %v", namespace, name, id, err)
 	}
+	veth := netnstest.HostVeth(t, netns)
 	return &Pod{
 		ID: id, Namespace: namespace, Name: name, UID: uid,
-		PID: info.PID, Netns: info.Netns, NetnsName: filepath.Base(info.Netns),
-		Veth: veth, VethIndex: index,
-		Cgroup: cgroupParent + "/" + id,
+		PID: pid, Netns: netns, NetnsName: filepath.Base(netns),
+		Veth: veth, VethIndex: netnstest.LinkIndex(t, veth),
+		Cgroup: cgroup,
 	}
 }
 
-// PodStatus returns PodSandboxStatus(verbose) of the sandbox id and what
-// its "info" entry says.
-func (r *Runtime) PodStatus(t testing.TB, id string) (*runtimeapi.PodSandboxStatus, SandboxInfo) {
-	t.Helper()
+// state returns the state of the sandbox id (PodSandboxStatus).
+func (r *Runtime) state(id string) (runtimeapi.PodSandboxState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	resp, err := r.cri().PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	resp, err := r.cri().PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
 	if err != nil {
-		t.Fatalf("critest: PodSandboxStatus %s: %v", id, err)
+		return 0, fmt.Errorf("PodSandboxStatus %s: %w", id, err)
 	}
-	info, err := parseSandboxInfo(resp.GetInfo()["info"])
-	if err != nil {
-		t.Fatalf("critest: PodSandboxStatus %s: %v", id, err)
-	}
-	return resp.GetStatus(), info
+	return resp.GetStatus().GetState(), nil
 }
 
-// parseSandboxInfo parses the "info" JSON of a verbose PodSandboxStatus.
-func parseSandboxInfo(s string) (SandboxInfo, error) {
-	var raw struct {
-		PID                int  `json:"pid"`
-		NetNamespaceClosed bool `json:"netNamespaceClosed"`
-		RuntimeSpec        struct {
-			Linux struct {
-				Namespaces []struct {
-					Type string `json:"type"`
-					Path string `json:"path"`
-				} `json:"namespaces"`
-			} `json:"linux"`
-		} `json:"runtimeSpec"`
+// pauseOf returns the one process of the cgroup (in the pids hierarchy)
+// once it is the pause process.
+func pauseOf(cgroup string) (int, error) {
+	procs := filepath.Join(fixturesys.CgroupMountDir, "pids", cgroup, "cgroup.procs")
+	b, err := os.ReadFile(procs)
+	if err != nil {
+		return 0, err
 	}
-	if s == "" {
-		return SandboxInfo{}, fmt.Errorf("no verbose info")
+	f := strings.Fields(string(b))
+	if len(f) != 1 {
+		return 0, fmt.Errorf("%s lists %q, want the pause process alone", procs, f)
 	}
-	if err := json.Unmarshal([]byte(s), &raw); err != nil {
-		return SandboxInfo{}, fmt.Errorf("verbose info: %w", err)
+	pid, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", procs, err)
 	}
-	info := SandboxInfo{PID: raw.PID, NetNamespaceClosed: raw.NetNamespaceClosed}
-	for _, ns := range raw.RuntimeSpec.Linux.Namespaces {
-		if ns.Type == "network" {
-			info.Netns = ns.Path
+	if st, err := fixturesys.ReadStat(pid); err != nil || st.Comm != "pause" {
+		return 0, fmt.Errorf("process %d of %s is not the pause process (%q, %v)", pid, cgroup, st.Comm, err)
+	}
+	return pid, nil
+}
+
+// netnsMountOf returns the path, through /var/run, of the entry of
+// [NetnsDir] that is the network namespace of pid.
+func netnsMountOf(pid int) (string, error) {
+	ns, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return "", err
+	}
+	for name := range dirNames(NetnsDir) {
+		if st, err := os.Stat(filepath.Join(NetnsDir, name)); err == nil && os.SameFile(st, ns) {
+			return filepath.Join("/var/run/netns", name), nil
 		}
 	}
-	return info, nil
+	return "", fmt.Errorf("no mount in %s of the network namespace of %d", NetnsDir, pid)
 }
 
 // StopPod stops the sandbox (StopPodSandbox): CRI kills the pause process
@@ -262,86 +256,22 @@ func (r *Runtime) ListPods(t testing.TB) []*runtimeapi.PodSandbox {
 	return resp.GetItems()
 }
 
-// HostVeth returns the name and ifindex, in this network namespace, of the
-// veth whose peer is eth0 in the network namespace at nsPath (a pod's
-// /var/run/netns/cni-<uuid>, or /proc/PID/ns/net).
-func HostVeth(t testing.TB, nsPath string) (name string, index int) {
-	t.Helper()
-	name, index, err := hostVeth(nsPath)
-	if err != nil {
-		t.Fatalf("critest: %v", err)
-	}
-	return name, index
-}
-
-// hostVeth finds the host veth whose peer is in the namespace at nsPath:
-// the one veth here whose IFLA_LINK_NETNSID is that namespace's nsid, and
-// whose peer ifindex is eth0's there. An ifindex names different links in
-// different namespaces, so both ends must point at each other.
-func hostVeth(nsPath string) (string, int, error) {
-	fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", 0, fmt.Errorf("open network namespace %s: %w", nsPath, err)
-	}
-	defer unix.Close(fd)
-	nsid, err := netlink.GetNetNsIdByFd(fd)
-	if err != nil {
-		return "", 0, fmt.Errorf("nsid of %s: %w", nsPath, err)
-	}
-	if nsid < 0 {
-		return "", 0, fmt.Errorf("%s has no nsid here: no veth of this namespace has its peer there", nsPath)
-	}
-	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
-	if err != nil {
-		return "", 0, fmt.Errorf("netlink in %s: %w", nsPath, err)
-	}
-	defer h.Close()
-	eth0, err := h.LinkByName("eth0")
-	if err != nil {
-		return "", 0, fmt.Errorf("eth0 in %s: %w", nsPath, err)
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return "", 0, fmt.Errorf("list links: %w", err)
-	}
-	var found []string
-	var name string
-	var index int
-	for _, l := range links {
-		a := l.Attrs()
-		if l.Type() != "veth" || a.NetNsID != nsid {
-			continue
-		}
-		found = append(found, a.Name)
-		if a.ParentIndex == eth0.Attrs().Index && eth0.Attrs().ParentIndex == a.Index {
-			name, index = a.Name, a.Index
-		}
-	}
-	if name == "" || len(found) != 1 {
-		return "", 0, fmt.Errorf("veths here with their peer in %s (nsid %d): %q, want exactly the peer of its eth0 (ifindex %d, peer %d)",
-			nsPath, nsid, found, eth0.Attrs().Index, eth0.Attrs().ParentIndex)
-	}
-	return name, index, nil
-}
-
-// inPodCgroup reports whether pid is in the cgroup of a pod of one of
-// uids, /kubepods/besteffort/pod<UID> or below, in some hierarchy.
-func inPodCgroup(pid int, uids []string) bool {
-	lines, err := readLines(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return false
-	}
-	for _, line := range lines {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, uid := range uids {
-			dir := podCgroupBase + "/pod" + uid
-			if parts[2] == dir || strings.HasPrefix(parts[2], dir+"/") {
-				return true
-			}
+// inPodCgroup reports whether cgroup is that of a pod of this runtime
+// (see [inPod]).
+func (r *Runtime) inPodCgroup(cgroup string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for uid := range r.uids {
+		if inPod(cgroup, uid) {
+			return true
 		}
 	}
 	return false
+}
+
+// inPod reports whether cgroup is that of the pod uid,
+// /kubepods/besteffort/pod<UID>, or below.
+func inPod(cgroup, uid string) bool {
+	dir := podCgroupBase + "/pod" + uid
+	return cgroup == dir || strings.HasPrefix(cgroup, dir+"/")
 }

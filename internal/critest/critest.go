@@ -30,8 +30,6 @@
 package critest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,11 +37,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,10 +52,6 @@ import (
 )
 
 const (
-	// envRequire is netnstest's switch that turns skips into failures
-	// (CI): a missing containerd installation must not pass as a skip.
-	envRequire = "VETH_EXPORTER_REQUIRE_PRIVILEGED"
-
 	// readyTimeout bounds the wait for the CRI plugin to report the
 	// runtime and the network ready; containerd takes about a second.
 	readyTimeout = 60 * time.Second
@@ -85,9 +76,8 @@ const (
 	// K8sNamespace is the containerd namespace of the CRI plugin.
 	K8sNamespace = "k8s.io"
 
-	cniBinDir      = "/usr/lib/cni"
-	cniStateDir    = "/var/lib/cni"
-	cgroupMountDir = "/sys/fs/cgroup"
+	cniBinDir   = "/usr/lib/cni"
+	cniStateDir = "/var/lib/cni"
 	// podCgroupBase is the kubelet's cgroup of BestEffort pods with the
 	// cgroupfs driver; each pod gets pod<UID> below it.
 	podCgroupBase = "/kubepods/besteffort"
@@ -97,6 +87,10 @@ const (
 // /run outside their state directory, children first: the shims' sockets
 // go to the hard-coded /run/containerd/s whatever the state directory is.
 var runtimeDirs = []string{"/run/containerd/s", "/run/containerd"}
+
+// logNoise marks the lines of containerd's log that a log tail leaves
+// out: plugin loading.
+var logNoise = []string{`msg="loading plugin`}
 
 // Runtime is a containerd with its CRI plugin, started by a test. Its
 // exported fields are read-only.
@@ -118,15 +112,14 @@ type Runtime struct {
 
 	base       string // holds Socket, State and the runc root
 	configFile string
-	logPath    string
 	containerd string
 	ctr        string
 	env        []string
 	image      []byte // the pause image, a docker-archive tar
+	proc       *fixturesys.Daemon
+	reaper     *fixturesys.Reaper
 
 	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{} // closed once cmd is reaped
 	conn     *grpc.ClientConn
 	client   runtimeapi.RuntimeServiceClient
 	uids     map[string]bool // pod UIDs whose cgroups to remove
@@ -134,16 +127,10 @@ type Runtime struct {
 	netnsWas map[string]bool // entries of NetnsDir before Start
 	runDirs  []string        // of runtimeDirs, those missing before Start
 	undo     []func() error  // mounts to undo at the end, in order
-	stopReap chan struct{}
-	reapDone chan struct{}
 }
 
-// active is the running Runtime of this test binary, if any.
-var active struct {
-	sync.Mutex
-	r   *Runtime
-	seq int
-}
+// slot holds the running Runtime of this test binary.
+var slot = fixturesys.NewSlot("critest")
 
 // Start starts containerd with its CRI plugin in the private namespaces,
 // imports the pause image and waits until CRI reports the runtime and the
@@ -177,7 +164,10 @@ func Start(t testing.TB) *Runtime {
 	t.Helper()
 	netnstest.Require(t)
 	r := &Runtime{uids: map[string]bool{}}
-	r.containerd, r.ctr = findBinaries(t)
+	bins := fixturesys.Binaries(t, "critest", "containerd, runc, containernetworking-plugins",
+		"containerd", "ctr", "containerd-shim-runc-v2", "runc", "ip",
+		filepath.Join(cniBinDir, "bridge"), filepath.Join(cniBinDir, "host-local"), filepath.Join(cniBinDir, "loopback"))
+	r.containerd, r.ctr = bins[0], bins[1]
 	// The pause image is built before anything is started or mounted:
 	// a cold build takes seconds, and a failure leaves nothing to undo.
 	tag, image, err := pauseImage()
@@ -188,39 +178,22 @@ func Start(t testing.TB) *Runtime {
 	// Before the cleanup below is registered, so that it runs after it,
 	// once nothing is mounted in it any more.
 	tmp := t.TempDir()
-
-	active.Lock()
-	if active.r != nil {
-		active.Unlock()
-		t.Fatal("critest: another Runtime is still running: tests that call Start must not run in parallel")
-	}
-	active.r = r
-	active.seq++
-	seq := active.seq
-	active.Unlock()
-
-	r.base = fmt.Sprintf("/run/critest%d", seq)
+	r.base = slot.Take(t, "Runtime")
 	r.Socket = r.base + "/containerd.sock"
 	r.Endpoint = "unix://" + r.Socket
 	r.State = r.base + "/state"
 	r.Root = filepath.Join(tmp, "root")
 	r.CNIConfDir = filepath.Join(tmp, "net.d")
 	r.configFile = filepath.Join(tmp, "config.toml")
-	r.logPath = filepath.Join(tmp, "containerd.log")
-	r.env = runtimeEnv()
+	r.env = fixturesys.Env("CONTAINERD_")
 	r.links = fixturesys.LinkNames()
 	r.netnsWas = dirNames(NetnsDir)
-	for _, dir := range runtimeDirs {
-		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-			r.runDirs = append(r.runDirs, dir)
-		}
-	}
-	t.Cleanup(func() {
-		r.cleanup(t)
-		active.Lock()
-		active.r = nil
-		active.Unlock()
-	})
+	r.runDirs = fixturesys.MissingDirs(runtimeDirs...)
+	// A shim daemonizes; a pause process whose shim was killed is
+	// reparented too: the test binary is their parent.
+	r.reaper = fixturesys.StartReaper("containerd-shim", "pause")
+	r.proc = fixturesys.NewDaemon("containerd", filepath.Join(tmp, "containerd.log"), nil)
+	t.Cleanup(func() { r.cleanup(t) })
 
 	for _, dir := range []string{r.base, r.Root, r.CNIConfDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -236,8 +209,6 @@ func Start(t testing.TB) *Runtime {
 	if err := os.WriteFile(r.configFile, []byte(r.config()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.stopReap, r.reapDone = make(chan struct{}), make(chan struct{})
-	go r.reap()
 	r.start(t)
 	r.importImage(t)
 	return r
@@ -321,149 +292,47 @@ func cniConfig() string {
 `, NetworkName, Bridge, Subnet)
 }
 
-// findBinaries returns the paths of containerd and ctr, skipping t if
-// containerd, its shim, runc, ctr or the CNI plugins are not installed.
-func findBinaries(t testing.TB) (containerd, ctr string) {
-	t.Helper()
-	missing := func(what string) {
-		t.Helper()
-		msg := fmt.Sprintf("critest: %s not found (Debian packages containerd, runc, containernetworking-plugins)", what)
-		if os.Getenv(envRequire) == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	path := pathWithSbin(os.Getenv("PATH"))
-	look := func(name string) string {
-		for _, dir := range filepath.SplitList(path) {
-			p := filepath.Join(dir, name)
-			if isExecutable(p) {
-				return p
-			}
-		}
-		return ""
-	}
-	for _, name := range []string{"containerd-shim-runc-v2", "runc", "ip", "nsenter"} {
-		if look(name) == "" {
-			missing(name)
-		}
-	}
-	for _, name := range []string{"bridge", "host-local", "loopback"} {
-		if !isExecutable(filepath.Join(cniBinDir, name)) {
-			missing("CNI plugin " + filepath.Join(cniBinDir, name))
-		}
-	}
-	if containerd = look("containerd"); containerd == "" {
-		missing("containerd")
-	}
-	if ctr = look("ctr"); ctr == "" {
-		missing("ctr")
-	}
-	return containerd, ctr
-}
-
-func isExecutable(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
-
-// pathWithSbin returns path with the sbin directories appended: containerd
-// finds runc and its shim through PATH.
-func pathWithSbin(path string) string {
-	dirs := filepath.SplitList(path)
-	for _, dir := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-		if !slices.Contains(dirs, dir) {
-			dirs = append(dirs, dir)
-		}
-	}
-	return strings.Join(dirs, string(filepath.ListSeparator))
-}
-
-// runtimeEnv returns this process's environment without the variables that
-// would point containerd or ctr elsewhere (CONTAINERD_*, a systemd notify
-// socket), with sbin directories in PATH.
-func runtimeEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "CONTAINERD_") || k == "NOTIFY_SOCKET" || k == "PATH" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "PATH="+pathWithSbin(os.Getenv("PATH")))
-}
-
 // start starts containerd and waits until CRI reports ready.
 func (r *Runtime) start(t testing.TB) {
 	t.Helper()
 	// A kill -9 leaves the socket behind.
 	for _, f := range []string{r.Socket, r.Socket + ".ttrpc"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := fixturesys.RemoveIfExists(f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	logFile, err := os.OpenFile(r.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "=== critest: starting containerd at %s ===\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(r.containerd, "--config", r.configFile)
 	cmd.Env = r.env
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("critest: start containerd: %v", err)
+	if err := r.proc.Start(cmd); err != nil {
+		t.Fatalf("critest: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	conn, client, err := dial(r.Endpoint)
 	if err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
+		_ = r.proc.Kill()
 		t.Fatalf("critest: %v", err)
 	}
 	r.mu.Lock()
-	r.cmd, r.exited = cmd, exited
 	if r.conn != nil {
 		r.conn.Close()
 	}
 	r.conn, r.client = conn, client
 	r.mu.Unlock()
-
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		err := r.ready(client)
-		if err == nil {
-			return
-		}
-		if status.Code(err) == codes.Unimplemented {
-			// containerd serves, without the CRI plugin: it failed to
-			// load, and will not on its own.
-			t.Fatalf("critest: containerd %d runs without its CRI plugin: %v\n%s", cmd.Process.Pid, err, r.logTail(40))
-		}
-		select {
-		case <-exited:
-			r.markDown()
-			t.Fatalf("critest: containerd exited before CRI was ready (%v)\n%s", cmd.ProcessState, r.logTail(40))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("critest: containerd %d: CRI not ready after %v: %v\n%s", cmd.Process.Pid, readyTimeout, err, r.logTail(40))
-		}
+	if err := r.proc.WaitReady(readyTimeout, func() error { return ready(client) }, logNoise...); err != nil {
+		t.Fatalf("critest: %v", err)
 	}
 }
 
 // ready asks CRI for its status and returns nil once the runtime and the
 // network are ready (the CNI configuration is loaded).
-func (r *Runtime) ready(client runtimeapi.RuntimeServiceClient) error {
+func ready(client runtimeapi.RuntimeServiceClient) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	resp, err := client.Status(ctx, &runtimeapi.StatusRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		// containerd serves, without the CRI plugin: it failed to load,
+		// and will not on its own.
+		return fmt.Errorf("runs without its CRI plugin: %w (%w)", err, fixturesys.ErrNeverReady)
+	}
 	if err != nil {
 		return err
 	}
@@ -482,34 +351,10 @@ func (r *Runtime) ready(client runtimeapi.RuntimeServiceClient) error {
 	return nil
 }
 
-// markDown records that containerd has exited and was reaped.
-func (r *Runtime) markDown() {
-	r.mu.Lock()
-	r.cmd = nil
-	r.mu.Unlock()
-}
-
-// running returns containerd's command and exit channel, or nil if it is
-// down, even if it exited on its own.
-func (r *Runtime) running() (*exec.Cmd, chan struct{}) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd != nil {
-		select {
-		case <-r.exited:
-			r.cmd = nil
-		default:
-		}
-	}
-	return r.cmd, r.exited
-}
-
 // PID returns the PID of the running containerd, or 0 while it is down.
 func (r *Runtime) PID() int {
-	if cmd, _ := r.running(); cmd != nil {
-		return cmd.Process.Pid
-	}
-	return 0
+	pid, _ := r.proc.Running()
+	return pid
 }
 
 // Stop stops containerd cleanly (SIGTERM) and waits for it to exit. As on
@@ -523,24 +368,10 @@ func (r *Runtime) Stop(t testing.TB) {
 }
 
 func (r *Runtime) stop() error {
-	cmd, exited := r.running()
-	if cmd == nil {
-		return errors.New("stop containerd: not running")
+	if err := r.proc.Stop(stopTimeout); err != nil {
+		return fmt.Errorf("%w\n%s", err, r.proc.LogTail(40, logNoise...))
 	}
-	pid := cmd.Process.Pid
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stop containerd %d: %w", pid, err)
-	}
-	var err error
-	select {
-	case <-exited:
-	case <-time.After(stopTimeout):
-		_ = cmd.Process.Kill()
-		<-exited
-		err = fmt.Errorf("containerd %d did not stop within %v of SIGTERM: killed\n%s", pid, stopTimeout, r.logTail(40))
-	}
-	r.markDown()
-	return err
+	return nil
 }
 
 // Restart stops containerd cleanly if it runs (as [Runtime.Stop]), then
@@ -551,30 +382,10 @@ func (r *Runtime) stop() error {
 // is forgotten.
 func (r *Runtime) Restart(t testing.TB) {
 	t.Helper()
-	if cmd, _ := r.running(); cmd != nil {
+	if r.PID() != 0 {
 		r.Stop(t)
 	}
 	r.start(t)
-}
-
-// logTail returns the last n lines of containerd's log, without the lines
-// of plugin loading.
-func (r *Runtime) logTail(n int) string {
-	b, err := os.ReadFile(r.logPath)
-	if err != nil {
-		return fmt.Sprintf("(containerd log: %v)", err)
-	}
-	var lines []string
-	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		if strings.Contains(line, `msg="loading plugin`) {
-			continue
-		}
-		lines = append(lines, line)
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "--- containerd log " + r.logPath + " (last lines) ---\n" + strings.Join(lines, "\n")
 }
 
 // Ctr runs `ctr -a SOCKET -n k8s.io args...` against this containerd and
@@ -595,12 +406,7 @@ func (r *Runtime) runCtr(args ...string) (string, error) {
 	argv := append([]string{"-a", r.Socket, "-n", K8sNamespace}, args...)
 	cmd := exec.CommandContext(ctx, r.ctr, argv...)
 	cmd.Env = r.env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return strings.TrimSpace(stdout.String()), fmt.Errorf("ctr %s: %w\n%s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	return fixturesys.Output(cmd, nil)
 }
 
 // importImage imports the pause image into the CRI plugin's namespace and
@@ -630,84 +436,41 @@ func (r *Runtime) importImage(t testing.TB) {
 	}
 }
 
-// reap reaps this process's zombie children that were shims or pause
-// processes, until stopReap closes. A shim daemonizes: once containerd is
-// gone its parent is PID 1 of the namespace, the test binary, which does
-// not reap orphans (see [netnstest.Main]); a pause process whose shim was
-// killed is reparented the same way. On a node PID 1 reaps them; here they
-// would stay zombies until the test binary exits.
-func (r *Runtime) reap() {
-	defer close(r.reapDone)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		reapOrphans()
-		select {
-		case <-r.stopReap:
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// reapOrphans reaps the zombie children of this process named
-// containerd-shim (the kernel truncates containerd-shim-runc-v2 to 15
-// bytes) or pause. Reaping one PID cannot steal the exit status of a child
-// that os/exec waits for, and no test starts either through os/exec.
-func reapOrphans() {
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	self := os.Getpid()
-	for _, p := range procs {
-		pid, err := strconv.Atoi(filepath.Base(p))
-		if err != nil {
-			continue
-		}
-		st, err := fixturesys.ReadStat(pid)
-		if err != nil || st.State != 'Z' || st.PPID != self || (st.Comm != "containerd-shim" && st.Comm != "pause") {
-			continue
-		}
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
-	}
-}
-
 // cleanup removes everything the runtime made; errors fail t but do not
 // stop the cleanup.
 func (r *Runtime) cleanup(t testing.TB) {
 	if t.Failed() {
-		t.Log(r.logTail(60))
+		t.Log(r.proc.LogTail(60, logNoise...))
 	}
-	errorf := func(err error) {
-		if err != nil {
-			t.Errorf("critest: cleanup: %v", err)
-		}
-	}
-	if cmd, _ := r.running(); cmd != nil {
-		errorf(r.removeAllPods())
-		errorf(r.stop())
-	}
-	r.mu.Lock()
-	if r.conn != nil {
-		r.conn.Close()
-		r.conn, r.client = nil, nil
-	}
-	r.mu.Unlock()
-	errorf(r.killLeftovers())
-	if r.stopReap != nil {
-		close(r.stopReap)
-		<-r.reapDone
-		reapOrphans()
-	}
-	errorf(r.removeNetns())
-	errorf(fixturesys.UnmountUnder(r.Root, r.base))
-	errorf(r.deleteLinks())
-	errorf(r.removePodCgroups())
-	errorf(os.RemoveAll(r.base))
-	errorf(r.removeRuntimeDirs())
-	for i := len(r.undo) - 1; i >= 0; i-- {
-		errorf(r.undo[i]())
-	}
-	r.undo = nil
+	fixturesys.Cleanup(t, "critest",
+		func() error {
+			if r.PID() == 0 {
+				return nil
+			}
+			return errors.Join(r.removeAllPods(), r.stop())
+		},
+		func() error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.conn != nil {
+				r.conn.Close()
+				r.conn, r.client = nil, nil
+			}
+			return nil
+		},
+		r.killLeftovers,
+		func() error { r.reaper.Stop(); return nil },
+		r.removeNetns,
+		func() error { return fixturesys.UnmountUnder(r.Root, r.base) },
+		func() error {
+			return fixturesys.DeleteBridges(r.links, func(name string) bool { return name == Bridge })
+		},
+		r.removePodCgroups,
+		func() error { return os.RemoveAll(r.base) },
+		func() error { return fixturesys.RemoveDeadSockets("/run/containerd/s") },
+		func() error { return fixturesys.RemoveEmptyDirs(r.runDirs) },
+		func() error { err := fixturesys.Undo(r.undo); r.undo = nil; return err },
+	)
 }
 
 // removeAllPods stops and removes every sandbox CRI lists, as the kubelet
@@ -734,37 +497,10 @@ func (r *Runtime) removeAllPods() error {
 }
 
 // killLeftovers kills what a crash left running: this runtime's
-// containerd, its shims and the processes of its pods. All of them are
-// known by a mark of this runtime (its socket in their command line, a pod
-// UID of its own in their cgroup), never by a name alone, and all of them
-// are in the test binary's PID namespace.
+// containerd and shims (its socket in their command line) and the
+// processes of its pods (in the cgroup of a pod UID of its own).
 func (r *Runtime) killLeftovers() error {
-	r.mu.Lock()
-	uids := make([]string, 0, len(r.uids))
-	for uid := range r.uids {
-		uids = append(uids, uid)
-	}
-	r.mu.Unlock()
-	var victims []int
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		pid, err := strconv.Atoi(filepath.Base(p))
-		if err != nil || pid <= 1 || pid == os.Getpid() {
-			continue
-		}
-		// The containerd or a shim of this runtime: its socket is in
-		// their command line. Other commands may name that socket too
-		// (an exporter under test): the name must match as well.
-		if st, err := fixturesys.ReadStat(pid); err == nil && (st.Comm == "containerd" || st.Comm == "containerd-shim") &&
-			fixturesys.CmdlineContains(pid, r.Socket) {
-			victims = append(victims, pid)
-			continue
-		}
-		if inPodCgroup(pid, uids) {
-			victims = append(victims, pid)
-		}
-	}
-	return fixturesys.KillAll(victims)
+	return fixturesys.KillLeftovers([]string{"containerd", "containerd-shim"}, r.Socket, r.inPodCgroup)
 }
 
 // removeNetns unmounts and removes the cni-* namespace mounts that
@@ -786,58 +522,4 @@ func (r *Runtime) removeNetns() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// deleteLinks deletes cni0, if Start did not find it, and the veths still
-// on it, which lost pods leave.
-func (r *Runtime) deleteLinks() error {
-	if r.links[Bridge] {
-		return nil
-	}
-	if _, err := os.Stat(filepath.Join("/sys/class/net", Bridge, "bridge")); err != nil {
-		return nil
-	}
-	var errs []error
-	ports, _ := os.ReadDir(filepath.Join("/sys/class/net", Bridge, "brif"))
-	for _, p := range ports {
-		errs = append(errs, fixturesys.DeleteLink(p.Name()))
-	}
-	errs = append(errs, fixturesys.DeleteLink(Bridge))
-	return errors.Join(errs...)
-}
-
-// removeRuntimeDirs removes the sockets that killed shims left in
-// /run/containerd/s, then those of runtimeDirs that did not exist before
-// Start, if empty.
-func (r *Runtime) removeRuntimeDirs() error {
-	var errs []error
-	entries, _ := os.ReadDir("/run/containerd/s")
-	for _, e := range entries {
-		path := filepath.Join("/run/containerd/s", e.Name())
-		if err := removeDeadSocket(path); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, dir := range r.runDirs {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// readLines returns the lines of a file.
-func readLines(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return lines, sc.Err()
 }

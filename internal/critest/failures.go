@@ -1,18 +1,12 @@
 package critest
 
 import (
-	"fmt"
-	"io/fs"
-	"os/exec"
-	"sync"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
-	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
 // KillRuntime kills containerd (SIGKILL) and waits until it is gone, as a
@@ -21,15 +15,9 @@ import (
 // leaves nothing behind: after a restart the pods are as before.
 func (r *Runtime) KillRuntime(t testing.TB) {
 	t.Helper()
-	cmd, exited := r.running()
-	if cmd == nil {
-		t.Fatal("critest: kill containerd: not running")
+	if err := r.proc.Kill(); err != nil {
+		t.Fatalf("critest: %v", err)
 	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatalf("critest: kill containerd %d: %v", cmd.Process.Pid, err)
-	}
-	<-exited
-	r.markDown()
 }
 
 // KillSandbox kills (SIGKILL) the pod's shim, then its pause process, and
@@ -40,7 +28,7 @@ func (r *Runtime) KillRuntime(t testing.TB) {
 func (r *Runtime) KillSandbox(t testing.TB, pod *Pod) {
 	t.Helper()
 	st, err := fixturesys.ReadStat(pod.PID)
-	if err != nil || st.Comm != "pause" || !inPodCgroup(pod.PID, []string{pod.UID}) {
+	if err != nil || st.Comm != "pause" || !slices.ContainsFunc(fixturesys.CgroupPaths(pod.PID), func(cg string) bool { return inPod(cg, pod.UID) }) {
 		t.Fatalf("critest: kill sandbox %s: process %d is not its pause process (%q, %v)", pod.ID, pod.PID, st.Comm, err)
 	}
 	shim, err := fixturesys.ReadStat(st.PPID)
@@ -87,55 +75,4 @@ func (r *Runtime) LoseSandbox(t testing.TB, pods ...*Pod) {
 		r.RemoveSandboxRecord(t, p.ID)
 	}
 	r.Restart(t)
-}
-
-// JoinNetns starts a process in the network namespace at nsPath (a pod's
-// /var/run/netns/cni-<uuid>), as a stray `nsenter` left by an operator
-// does. It returns the process's PID and a stop function that kills and
-// reaps it; the test's end calls stop too. With the namespace's name then
-// deleted (`ip netns delete`, see [Pod].NetnsName) and the pod stopped and
-// removed, the veth stays, its namespace nameless and held by this
-// process.
-func JoinNetns(t testing.TB, nsPath string) (pid int, stop func()) {
-	t.Helper()
-	netnstest.Require(t)
-	cmd := exec.Command("nsenter", "--net="+nsPath, "sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("critest: nsenter into %s: %v", nsPath, err)
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	// nsenter joins the namespace, then execs sleep: wait for the join,
-	// so that the caller finds the process in the namespace.
-	want, err := nsInode(nsPath)
-	if err != nil {
-		stop()
-		t.Fatalf("critest: %v", err)
-	}
-	pid = cmd.Process.Pid
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if got, err := nsInode(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && got == want {
-			return pid, stop
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("critest: nsenter %d did not join %s within 10s", pid, nsPath)
-		}
-	}
-}
-
-// nsInode returns the inode of the namespace file at path.
-func nsInode(path string) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, &fs.PathError{Op: "stat", Path: path, Err: err}
-	}
-	return st.Ino, nil
 }

@@ -3,83 +3,32 @@ package critest
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 )
 
-// prepareMounts makes the cgroup hierarchies visible, puts a private tmpfs
-// on /var/lib/cni and makes /run/netns a shared mount point (see [Start]),
-// recording in r.undo how to undo each step.
+// prepareMounts makes the cgroup hierarchies visible (the unified one of
+// a hybrid host included, see [fixturesys.MountCgroups]), puts a private
+// tmpfs on /var/lib/cni, where the host-local plugin keeps its leases and
+// libcni, run by containerd, its cache (it ignores any other directory),
+// and makes /run/netns a shared mount point (see [Start]), recording in
+// r.undo how to undo each step.
 func (r *Runtime) prepareMounts() error {
-	if err := r.mountCgroups(); err != nil {
-		return err
-	}
-	if err := r.mountCNIState(); err != nil {
-		return err
-	}
-	return r.shareNetnsDir()
-}
-
-// mountCgroups mounts the machine's cgroup hierarchies runc uses, the
-// unified one of a hybrid host included (see [fixturesys.MountCgroups]).
-func (r *Runtime) mountCgroups() error {
 	hs, err := fixturesys.CgroupHierarchies(true)
 	if err != nil {
 		return err
 	}
-	return fixturesys.MountCgroups(hs, &r.undo)
-}
-
-// mountCNIState mounts a tmpfs on /var/lib/cni, where the host-local
-// plugin keeps its leases and libcni, run by containerd, its cache (it
-// ignores any other directory). On a machine without /var/lib/cni the
-// mount point is made in an overlay of /var/lib whose upper layer is in
-// the test's temporary directory: nothing is created on the machine's
-// disk.
-func (r *Runtime) mountCNIState() error {
-	if _, err := os.Stat(cniStateDir); errors.Is(err, fs.ErrNotExist) {
-		parent := filepath.Dir(cniStateDir)
-		layers := filepath.Join(r.Root, "..", "varlib")
-		upper, work := filepath.Join(layers, "upper"), filepath.Join(layers, "work")
-		for _, dir := range []string{upper, work} {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
-		}
-		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", parent, upper, work)
-		if err := unix.Mount("overlay", parent, "overlay", 0, opts); err != nil {
-			return fmt.Errorf("mount an overlay on %s (%s): %w", parent, opts, err)
-		}
-		r.undo = append(r.undo, func() error {
-			if err := unix.Unmount(parent, unix.MNT_DETACH); err != nil {
-				return fmt.Errorf("unmount %s: %w", parent, err)
-			}
-			return nil
-		})
-		if err := os.Mkdir(cniStateDir, 0o755); err != nil {
-			return err
-		}
-	} else if err != nil {
+	if err := fixturesys.MountCgroups(hs, &r.undo); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", cniStateDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755"); err != nil {
-		return fmt.Errorf("mount tmpfs on %s: %w", cniStateDir, err)
+	if err := fixturesys.PrivateDirs([]string{cniStateDir}, filepath.Join(r.Root, "..", "varlib"), &r.undo); err != nil {
+		return err
 	}
-	r.undo = append(r.undo, func() error {
-		if err := unix.Unmount(cniStateDir, unix.MNT_DETACH); err != nil {
-			return fmt.Errorf("unmount %s: %w", cniStateDir, err)
-		}
-		return nil
-	})
-	return nil
+	return r.shareNetnsDir()
 }
 
 // shareNetnsDir makes /run/netns a shared mount point, as `ip netns add`
@@ -131,7 +80,7 @@ func (r *Runtime) removePodCgroups() error {
 	}
 	var errs []error
 	for _, h := range hs {
-		root := filepath.Join(cgroupMountDir, h.Dir)
+		root := filepath.Join(fixturesys.CgroupMountDir, h.Dir)
 		if !fixturesys.IsCgroupFS(root) {
 			continue
 		}
@@ -141,29 +90,16 @@ func (r *Runtime) removePodCgroups() error {
 			children, _ := os.ReadDir(pod)
 			for _, c := range children {
 				if c.IsDir() {
-					errs = append(errs, rmdirCgroup(filepath.Join(pod, c.Name()), false))
+					errs = append(errs, fixturesys.RemoveCgroup(filepath.Join(pod, c.Name())))
 				}
 			}
-			errs = append(errs, rmdirCgroup(pod, false))
+			errs = append(errs, fixturesys.RemoveCgroup(pod))
 		}
 		for _, dir := range []string{base, filepath.Dir(base)} {
-			errs = append(errs, rmdirCgroup(dir, true))
+			errs = append(errs, fixturesys.RemoveSharedCgroup(dir))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// rmdirCgroup removes the cgroup dir unless it is gone already, or, if
-// shared, still in use.
-func rmdirCgroup(dir string, shared bool) error {
-	switch err := unix.Rmdir(dir); {
-	case err == nil, err == unix.ENOENT:
-		return nil
-	case shared && (err == unix.EBUSY || err == unix.ENOTEMPTY):
-		return nil
-	default:
-		return fmt.Errorf("remove cgroup %s: %w", dir, err)
-	}
 }
 
 // dirNames returns the names in dir.
@@ -174,18 +110,4 @@ func dirNames(dir string) map[string]bool {
 		names[e.Name()] = true
 	}
 	return names
-}
-
-// removeDeadSocket removes the unix socket at path if nothing listens on
-// it any more (its shim was killed); a live one belongs to someone else.
-func removeDeadSocket(path string) error {
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		conn.Close()
-		return nil
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return fixturesys.RemoveIfExists(path)
-	}
-	return nil
 }

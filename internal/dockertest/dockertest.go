@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"net"
 	"net/http"
@@ -47,19 +46,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
 const (
-	// envRequire is netnstest's switch that turns skips into failures
-	// (CI): a missing Docker installation must not pass as a skip there.
-	envRequire = "VETH_EXPORTER_REQUIRE_PRIVILEGED"
-
 	// readyTimeout bounds the wait for /_ping; dockerd answers in about
 	// 2 s here.
 	readyTimeout = 60 * time.Second
@@ -69,7 +60,6 @@ const (
 	// cliTimeout bounds one docker CLI command.
 	cliTimeout = 2 * time.Minute
 
-	cgroupMountDir = "/sys/fs/cgroup"
 	// cgroupParent is dockerd's default --cgroup-parent with the
 	// cgroupfs driver: containers land in /docker/<id>.
 	cgroupParent = "docker"
@@ -83,6 +73,10 @@ const (
 // (containerd's hard-coded /run/containerd/s) and dockerd's plugin
 // directory.
 var runtimeDirs = []string{"/run/containerd/s", "/run/containerd", "/run/docker/plugins", "/run/docker"}
+
+// logNoise marks the lines of dockerd's log (which holds containerd's)
+// that a log tail leaves out: plugin loading and gRPC connection chatter.
+var logNoise = []string{"module=grpc", `msg="loading plugin`}
 
 // fullID matches a full container, image or network ID.
 var fullID = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -102,36 +96,26 @@ type Daemon struct {
 	// ExecRoot/netns/<sandbox id> (see [Daemon.SandboxKey]); the managed
 	// containerd keeps its pid file and socket in ExecRoot/containerd.
 	ExecRoot string
-	// PID is the PID of the running dockerd; 0 while it is down.
-	PID int
 
 	base       string // holds Socket, ExecRoot and the pid file
 	pidFile    string
 	configFile string
-	logPath    string
 	cliConfig  string
 	dockerd    string
 	cli        string
 	env        []string
+	proc       *fixturesys.Daemon
+	reaper     *fixturesys.Reaper
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed once cmd is reaped
 	image   string
 	ids     map[string]bool // containers made through Run
 	bridges map[string]bool // interfaces that existed before Start
 	runDirs []string        // of runtimeDirs, those missing before Start
-
-	stopReaper chan struct{}
-	reaperDone chan struct{}
 }
 
-// active is the running Daemon of this test binary, if any.
-var active struct {
-	sync.Mutex
-	d   *Daemon
-	seq int
-}
+// slot holds the running Daemon of this test binary.
+var slot = fixturesys.NewSlot("dockertest")
 
 // Start starts dockerd in the private namespaces and waits until it answers
 // /_ping. It first makes the cgroup hierarchies visible to runc, which the
@@ -170,49 +154,39 @@ func StartWith(t testing.TB, opts Options) *Daemon {
 	t.Helper()
 	netnstest.Require(t)
 	d := &Daemon{ids: map[string]bool{}}
-	d.dockerd, d.cli = findBinaries(t)
+	bins := fixturesys.Binaries(t, "dockertest", "docker.io, containerd, runc, busybox-static",
+		"dockerd", "docker", "containerd", "containerd-shim-runc-v2", "runc", "busybox", "ip")
+	d.dockerd, d.cli = bins[0], bins[1]
+	// The Debian client matches the Debian daemon; a newer client found
+	// first in PATH (/usr/local/bin) negotiates down, but one less moving
+	// part is better.
+	if fixturesys.IsExecutable("/usr/bin/docker") {
+		d.cli = "/usr/bin/docker"
+	}
 	// Before the cleanup below is registered, so that it runs after it,
 	// once nothing is mounted in it any more.
 	tmp := t.TempDir()
-
-	active.Lock()
-	if active.d != nil {
-		active.Unlock()
-		t.Fatal("dockertest: another Daemon is still running: tests that call Start must not run in parallel")
-	}
-	active.d = d
-	active.seq++
-	seq := active.seq
-	active.Unlock()
-
-	d.base = fmt.Sprintf("/run/dockertest%d", seq)
+	d.base = slot.Take(t, "Daemon")
 	d.Socket = d.base + "/docker.sock"
 	d.Host = "unix://" + d.Socket
 	d.ExecRoot = d.base + "/exec"
 	d.pidFile = d.base + "/dockerd.pid"
 	d.DataRoot = filepath.Join(tmp, "data")
 	d.configFile = filepath.Join(tmp, "daemon.json")
-	d.logPath = filepath.Join(tmp, "dockerd.log")
 	d.cliConfig = filepath.Join(tmp, "cli")
-	d.env = dockerEnv()
+	d.env = fixturesys.Env("DOCKER_")
 	d.bridges = fixturesys.LinkNames()
-	for _, dir := range runtimeDirs {
-		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-			d.runDirs = append(d.runDirs, dir)
-		}
-	}
+	d.runDirs = fixturesys.MissingDirs(runtimeDirs...)
+	// The shims daemonize: the test binary is their parent.
+	d.reaper = fixturesys.StartReaper("containerd-shim")
+	d.proc = fixturesys.NewDaemon("dockerd", filepath.Join(tmp, "dockerd.log"), nil)
 	// The machine's cgroup hierarchies runc uses, the unified one of a
 	// hybrid host included (runc puts containers in /docker/<id> there
 	// too), mounted again under the fresh sysfs; undone at the end.
 	var cgroups []func() error
 	t.Cleanup(func() {
 		d.cleanup(t)
-		if err := fixturesys.Undo(cgroups); err != nil {
-			t.Errorf("dockertest: %v", err)
-		}
-		active.Lock()
-		active.d = nil
-		active.Unlock()
+		fixturesys.Cleanup(t, "dockertest", func() error { return fixturesys.Undo(cgroups) })
 	})
 
 	for _, dir := range []string{d.base, d.cliConfig} {
@@ -235,119 +209,8 @@ func StartWith(t testing.TB, opts Options) *Daemon {
 	if err != nil {
 		t.Fatalf("dockertest: %v", err)
 	}
-	d.stopReaper, d.reaperDone = make(chan struct{}), make(chan struct{})
-	go d.reap()
 	d.start(t)
 	return d
-}
-
-// reap reaps the daemon's shims as they exit, until stopReaper closes.
-// A shim daemonizes: its parent is PID 1 of the namespace, the test binary,
-// which does not reap orphans (see [netnstest.Main]). On a real host PID 1
-// reaps it; here it would stay a zombie until the test binary exits.
-func (d *Daemon) reap() {
-	defer close(d.reaperDone)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		reapShims()
-		select {
-		case <-d.stopReaper:
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// reapShims reaps the zombie children of this process that were
-// containerd shims. Reaping one PID cannot steal the exit status of a child
-// that os/exec waits for, and no test starts a shim through os/exec.
-func reapShims() {
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	self := os.Getpid()
-	for _, p := range procs {
-		pid, err := strconv.Atoi(filepath.Base(p))
-		if err != nil {
-			continue
-		}
-		// The kernel truncates names to 15 bytes:
-		// containerd-shim-runc-v2 shows as containerd-shim.
-		st, err := fixturesys.ReadStat(pid)
-		if err != nil || st.State != 'Z' || st.PPID != self || st.Comm != "containerd-shim" {
-			continue
-		}
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-	}
-}
-
-// findBinaries returns the paths of dockerd and of the docker CLI, skipping
-// t if Docker is not installed.
-func findBinaries(t testing.TB) (dockerd, cli string) {
-	t.Helper()
-	missing := func(what string) {
-		t.Helper()
-		msg := fmt.Sprintf("dockertest: %s not found (Debian packages docker.io, containerd, runc, busybox-static)", what)
-		if os.Getenv(envRequire) == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	path := pathWithSbin(os.Getenv("PATH"))
-	look := func(name string) string {
-		for _, dir := range filepath.SplitList(path) {
-			p := filepath.Join(dir, name)
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-				return p
-			}
-		}
-		return ""
-	}
-	for _, name := range []string{"containerd", "containerd-shim-runc-v2", "runc", "busybox", "ip"} {
-		if look(name) == "" {
-			missing(name)
-		}
-	}
-	if dockerd = look("dockerd"); dockerd == "" {
-		missing("dockerd")
-	}
-	// The Debian client matches the Debian daemon; a newer client found
-	// first in PATH (/usr/local/bin) negotiates down, but one less moving
-	// part is better.
-	cli = "/usr/bin/docker"
-	if _, err := os.Stat(cli); err != nil {
-		if cli = look("docker"); cli == "" {
-			missing("the docker CLI")
-		}
-	}
-	return dockerd, cli
-}
-
-// pathWithSbin returns path with the sbin directories appended: dockerd
-// finds runc and containerd through PATH.
-func pathWithSbin(path string) string {
-	dirs := filepath.SplitList(path)
-	for _, dir := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-		if !slices.Contains(dirs, dir) {
-			dirs = append(dirs, dir)
-		}
-	}
-	return strings.Join(dirs, string(filepath.ListSeparator))
-}
-
-// dockerEnv returns this process's environment without the variables that
-// would point the daemon or the CLI elsewhere (DOCKER_*, a systemd notify
-// socket), with sbin directories in PATH.
-func dockerEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "DOCKER_") || k == "NOTIFY_SOCKET" || k == "PATH" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "PATH="+pathWithSbin(os.Getenv("PATH")))
 }
 
 // containerdPIDFile is where the containerd that dockerd manages writes its
@@ -363,16 +226,10 @@ func (d *Daemon) start(t testing.TB) {
 	// its own if the PID runs again, and reuses a "containerd" whose PID
 	// is in the containerd pid file.
 	for _, f := range []string{d.pidFile, d.containerdPIDFile()} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := fixturesys.RemoveIfExists(f); err != nil {
 			t.Fatal(err)
 		}
 	}
-	logFile, err := os.OpenFile(d.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "=== dockertest: starting dockerd at %s ===\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(d.dockerd,
 		"--config-file", d.configFile,
 		"--data-root", d.DataRoot,
@@ -384,58 +241,19 @@ func (d *Daemon) start(t testing.TB) {
 		"--iptables=false", "--ip-masq=false",
 	)
 	cmd.Env = d.env
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dockertest: start dockerd: %v", err)
+	if err := d.proc.Start(cmd); err != nil {
+		t.Fatalf("dockertest: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	d.mu.Lock()
-	d.cmd, d.exited, d.PID = cmd, exited, cmd.Process.Pid
-	d.mu.Unlock()
-
 	client := d.httpClient()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if d.ping(client) == nil {
-			return
-		}
-		select {
-		case <-exited:
-			d.markDown()
-			t.Fatalf("dockertest: dockerd exited before answering /_ping (%v)\n%s", cmd.ProcessState, d.logTail(40))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dockertest: dockerd %d did not answer /_ping in %v\n%s", cmd.Process.Pid, readyTimeout, d.logTail(40))
-		}
+	if err := d.proc.WaitReady(readyTimeout, func() error { return d.ping(client) }, logNoise...); err != nil {
+		t.Fatalf("dockertest: %v", err)
 	}
 }
 
-// markDown records that dockerd has exited and was reaped.
-func (d *Daemon) markDown() {
-	d.mu.Lock()
-	d.cmd, d.PID = nil, 0
-	d.mu.Unlock()
-}
-
-// running returns dockerd's command and exit channel, or nil if it is down,
-// even if it exited on its own.
-func (d *Daemon) running() (*exec.Cmd, chan struct{}) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cmd != nil {
-		select {
-		case <-d.exited:
-			d.cmd, d.PID = nil, 0
-		default:
-		}
-	}
-	return d.cmd, d.exited
+// PID returns the PID of the running dockerd, or 0 while it is down.
+func (d *Daemon) PID() int {
+	pid, _ := d.proc.Running()
+	return pid
 }
 
 func (d *Daemon) httpClient() *http.Client {
@@ -470,26 +288,6 @@ func (d *Daemon) Ping() error {
 	return d.ping(d.httpClient())
 }
 
-// logTail returns the last n lines of dockerd's log, without the lines of
-// containerd's plugin loading and gRPC connection chatter.
-func (d *Daemon) logTail(n int) string {
-	b, err := os.ReadFile(d.logPath)
-	if err != nil {
-		return fmt.Sprintf("(dockerd log: %v)", err)
-	}
-	var lines []string
-	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		if strings.Contains(line, "module=grpc") || strings.Contains(line, `msg="loading plugin`) {
-			continue
-		}
-		lines = append(lines, line)
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "--- dockerd log " + d.logPath + " (last lines) ---\n" + strings.Join(lines, "\n")
-}
-
 // Docker runs the docker CLI against this daemon and returns its trimmed
 // standard output. It fails t with the command's standard error on error.
 func (d *Daemon) Docker(t testing.TB, args ...string) string {
@@ -515,12 +313,7 @@ func (d *Daemon) docker(stdin io.Reader, args ...string) (string, error) {
 	// needs no buildkit and no registry.
 	cmd.Env = append(slices.Clip(d.env), "DOCKER_HOST="+d.Host, "DOCKER_CONFIG="+d.cliConfig, "DOCKER_BUILDKIT=0")
 	cmd.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return strings.TrimSpace(stdout.String()), fmt.Errorf("docker %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	return fixturesys.Output(cmd, nil)
 }
 
 // Image returns the tag of a tiny image imported once per daemon from the
@@ -603,24 +396,12 @@ func (d *Daemon) Stop(t testing.TB) {
 }
 
 func (d *Daemon) stop() error {
-	cmd, exited := d.running()
-	if cmd == nil {
-		return errors.New("stop dockerd: not running")
-	}
-	pid := cmd.Process.Pid
+	pid := d.PID()
 	containerd := readPIDFile(d.containerdPIDFile())
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stop dockerd %d: %w", pid, err)
-	}
 	var errs []error
-	select {
-	case <-exited:
-	case <-time.After(stopTimeout):
-		_ = cmd.Process.Kill()
-		<-exited
-		errs = append(errs, fmt.Errorf("dockerd %d did not stop within %v of SIGTERM: killed\n%s", pid, stopTimeout, d.logTail(40)))
+	if err := d.proc.Stop(stopTimeout); err != nil {
+		errs = append(errs, fmt.Errorf("%w\n%s", err, d.proc.LogTail(40, logNoise...)))
 	}
-	d.markDown()
 	// dockerd stops the containerd it manages on shutdown, but does not
 	// wait for long.
 	if containerd > 0 {
@@ -636,8 +417,8 @@ func (d *Daemon) stop() error {
 // for /_ping.
 func (d *Daemon) Restart(t testing.TB) {
 	t.Helper()
-	if cmd, _ := d.running(); cmd != nil {
-		t.Fatalf("dockertest: restart dockerd: %d still runs (Stop or Crash it first)", cmd.Process.Pid)
+	if pid := d.PID(); pid != 0 {
+		t.Fatalf("dockertest: restart dockerd: %d still runs (Stop or Crash it first)", pid)
 	}
 	d.start(t)
 }
@@ -653,8 +434,7 @@ func (d *Daemon) Restart(t testing.TB) {
 // without it until [Daemon.Restart] or the test's end.
 func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 	t.Helper()
-	cmd, exited := d.running()
-	if cmd == nil {
+	if d.PID() == 0 {
 		t.Fatal("dockertest: crash dockerd: not running")
 	}
 	// Everything is looked up while Docker still answers.
@@ -687,9 +467,9 @@ func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 		t.Fatalf("dockertest: no containerd of this daemon at the PID in %s (%d)", d.containerdPIDFile(), containerd)
 	}
 
-	_ = cmd.Process.Kill()
-	<-exited
-	d.markDown()
+	if err := d.proc.Kill(); err != nil {
+		t.Errorf("dockertest: crash: %v", err)
+	}
 	victims := append([]int{containerd}, shims...)
 	victims = append(victims, procs...)
 	// The test binary is PID 1 and the parent of orphans: never a victim.
@@ -705,127 +485,51 @@ func (d *Daemon) Crash(t testing.TB, containerIDs ...string) {
 // containers that were running. The daemon must be down.
 func (d *Daemon) LoseNetworkState(t testing.TB) {
 	t.Helper()
-	if cmd, _ := d.running(); cmd != nil {
-		t.Fatalf("dockertest: lose network state: dockerd %d still runs (Stop or Crash it first)", cmd.Process.Pid)
+	if pid := d.PID(); pid != 0 {
+		t.Fatalf("dockertest: lose network state: dockerd %d still runs (Stop or Crash it first)", pid)
 	}
 	if err := os.Remove(filepath.Join(d.DataRoot, "network", "files", "local-kv.db")); err != nil {
 		t.Fatalf("dockertest: lose network state: %v", err)
 	}
 }
 
-// HostVeth returns the name, in this network namespace, of the veth whose
-// peer is eth0 in the network namespace at nsPath (/proc/PID/ns/net, or a
-// bind mount such as [Daemon.SandboxKey]).
-func HostVeth(t testing.TB, nsPath string) string {
-	t.Helper()
-	name, err := hostVeth(nsPath)
-	if err != nil {
-		t.Fatalf("dockertest: %v", err)
-	}
-	return name
-}
-
-func hostVeth(nsPath string) (string, error) {
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return "", fmt.Errorf("open network namespace %s: %w", nsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return "", fmt.Errorf("netlink in %s: %w", nsPath, err)
-	}
-	defer h.Close()
-	eth0, err := h.LinkByName("eth0")
-	if err != nil {
-		return "", fmt.Errorf("eth0 in %s: %w", nsPath, err)
-	}
-	if eth0.Type() != "veth" {
-		return "", fmt.Errorf("eth0 in %s is a %s, want a veth", nsPath, eth0.Type())
-	}
-	// eth0's link index is the ifindex of its peer in the peer's
-	// namespace, this one for Docker. An ifindex names different links in
-	// different namespaces: the peer must point back at eth0.
-	peer, err := netlink.LinkByIndex(eth0.Attrs().ParentIndex)
-	if err != nil {
-		return "", fmt.Errorf("peer %d of eth0 in %s: %w", eth0.Attrs().ParentIndex, nsPath, err)
-	}
-	if peer.Type() != "veth" || peer.Attrs().ParentIndex != eth0.Attrs().Index {
-		return "", fmt.Errorf("link %d (%s, %s) here is not the peer of eth0 (%d) in %s", peer.Attrs().Index, peer.Attrs().Name, peer.Type(), eth0.Attrs().Index, nsPath)
-	}
-	return peer.Attrs().Name, nil
-}
-
 // cleanup removes everything the daemon made; errors fail t but do not
 // stop the cleanup.
 func (d *Daemon) cleanup(t testing.TB) {
 	if t.Failed() {
-		t.Log(d.logTail(60))
+		t.Log(d.proc.LogTail(60, logNoise...))
 	}
-	if cmd, _ := d.running(); cmd != nil {
-		if out, err := d.TryDocker("ps", "-aq", "--no-trunc"); err != nil {
-			t.Errorf("dockertest: cleanup: %v", err)
-		} else if ids := strings.Fields(out); len(ids) > 0 {
-			if _, err := d.TryDocker(append([]string{"rm", "-f"}, ids...)...); err != nil {
-				t.Errorf("dockertest: cleanup: %v", err)
-			}
-		}
-		if err := d.stop(); err != nil {
-			t.Errorf("dockertest: cleanup: %v", err)
-		}
-	}
-	ids := d.containerIDs()
-	if err := d.killLeftovers(ids); err != nil {
-		t.Errorf("dockertest: cleanup: %v", err)
-	}
-	if d.stopReaper != nil {
-		close(d.stopReaper)
-		<-d.reaperDone
-		reapShims()
-	}
-	if err := fixturesys.UnmountUnder(d.ExecRoot, d.DataRoot); err != nil {
-		t.Errorf("dockertest: cleanup: %v", err)
-	}
-	if err := d.deleteLinks(); err != nil {
-		t.Errorf("dockertest: cleanup: %v", err)
-	}
-	if err := removeContainerCgroups(ids); err != nil {
-		t.Errorf("dockertest: cleanup: %v", err)
-	}
-	if err := os.RemoveAll(d.base); err != nil {
-		t.Errorf("dockertest: cleanup: %v", err)
-	}
-	if err := d.removeRuntimeDirs(); err != nil {
-		t.Errorf("dockertest: cleanup: %v", err)
-	}
+	var ids []string
+	fixturesys.Cleanup(t, "dockertest",
+		d.removeContainers,
+		func() error { ids = d.containerIDs(); return d.killLeftovers(ids) },
+		func() error { d.reaper.Stop(); return nil },
+		func() error { return fixturesys.UnmountUnder(d.ExecRoot, d.DataRoot) },
+		func() error {
+			return fixturesys.DeleteBridges(d.bridges, func(name string) bool { return name == "docker0" || strings.HasPrefix(name, "br-") })
+		},
+		func() error { return removeContainerCgroups(ids) },
+		func() error { return os.RemoveAll(d.base) },
+		func() error { return fixturesys.RemoveDeadSockets("/run/containerd/s") },
+		func() error { return fixturesys.RemoveEmptyDirs(d.runDirs) },
+	)
 }
 
-// removeRuntimeDirs removes the sockets that killed shims left in
-// /run/containerd/s, then those of runtimeDirs that did not exist before
-// Start, if empty.
-func (d *Daemon) removeRuntimeDirs() error {
+// removeContainers removes every container (docker rm -f) and stops
+// dockerd, if it runs.
+func (d *Daemon) removeContainers() error {
+	if d.PID() == 0 {
+		return nil
+	}
 	var errs []error
-	entries, _ := os.ReadDir("/run/containerd/s")
-	for _, e := range entries {
-		path := filepath.Join("/run/containerd/s", e.Name())
-		conn, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			// A live shim, not this daemon's.
-			conn.Close()
-			continue
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
+	if out, err := d.TryDocker("ps", "-aq", "--no-trunc"); err != nil {
+		errs = append(errs, err)
+	} else if ids := strings.Fields(out); len(ids) > 0 {
+		if _, err := d.TryDocker(append([]string{"rm", "-f"}, ids...)...); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	for _, dir := range d.runDirs {
-		if err := unix.Rmdir(dir); err != nil && err != unix.ENOENT && err != unix.ENOTEMPTY {
-			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, d.stop())...)
 }
 
 // containerIDs returns the IDs of every container the daemon knows or was
@@ -848,55 +552,13 @@ func (d *Daemon) containerIDs() []string {
 	return ids
 }
 
-// killLeftovers kills what a crash left running: the daemon's containerd,
-// its shims and the processes of its containers. All of them are known by
-// a mark of this daemon (its exec root in their command line, its
-// container IDs in their cgroup), never by a name alone, and all of them
-// are in the test binary's PID namespace.
+// killLeftovers kills what a crash left running: the daemon's containerd
+// and shims (its exec root in their command line) and the processes of its
+// containers (in /docker/<id> for one of ids).
 func (d *Daemon) killLeftovers(ids []string) error {
-	var victims []int
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		pid, err := strconv.Atoi(filepath.Base(p))
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		// The containerd or a shim of this daemon: its socket, in its
-		// command line, is under the exec root. Other commands may name
-		// that socket too (an exporter under test): the name must match
-		// as well.
-		if st, err := fixturesys.ReadStat(pid); err == nil && (st.Comm == "containerd" || st.Comm == "containerd-shim") &&
-			fixturesys.CmdlineContains(pid, d.ExecRoot+"/containerd/") {
-			victims = append(victims, pid)
-			continue
-		}
-		if inContainerCgroup(pid, ids) {
-			victims = append(victims, pid)
-		}
-	}
-	victims = slices.DeleteFunc(victims, func(pid int) bool { return pid <= 1 || pid == os.Getpid() })
-	return fixturesys.KillAll(victims)
-}
-
-// inContainerCgroup reports whether pid is in the cgroup /docker/<id> of a
-// hierarchy, for one of ids.
-func inContainerCgroup(pid int, ids []string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, id := range ids {
-			if parts[2] == "/"+cgroupParent+"/"+id {
-				return true
-			}
-		}
-	}
-	return false
+	return fixturesys.KillLeftovers([]string{"containerd", "containerd-shim"}, d.ExecRoot+"/containerd/", func(cgroup string) bool {
+		return slices.ContainsFunc(ids, func(id string) bool { return cgroup == "/"+cgroupParent+"/"+id })
+	})
 }
 
 // cgroupProcs returns the processes in the pids cgroup of pid (all the
@@ -911,7 +573,7 @@ func cgroupProcs(pid int) ([]int, error) {
 		if len(parts) != 3 || !slices.Contains(strings.Split(parts[1], ","), "pids") {
 			continue
 		}
-		procsFile := filepath.Join(cgroupMountDir, parts[1], parts[2], "cgroup.procs")
+		procsFile := filepath.Join(fixturesys.CgroupMountDir, parts[1], parts[2], "cgroup.procs")
 		b, err := os.ReadFile(procsFile)
 		if err != nil {
 			return nil, err
@@ -961,65 +623,25 @@ func stopProcess(pid int, timeout time.Duration) error {
 	return fmt.Errorf("%d did not exit within %v of SIGTERM: killed", pid, timeout)
 }
 
-// mountPoints returns the mount points of this mount namespace in the order
-// of /proc/self/mountinfo.
-func mountPoints() ([]string, error) {
-	mounts, err := fixturesys.ReadMountinfo()
-	if err != nil {
-		return nil, err
-	}
-	points := make([]string, len(mounts))
-	for i, m := range mounts {
-		points[i] = m.Point
-	}
-	return points, nil
-}
-
-// deleteLinks deletes the bridges Docker made since Start (docker0 and
-// br-<network>) and the veths still on them, which a crash leaves.
-func (d *Daemon) deleteLinks() error {
-	var errs []error
-	for name := range fixturesys.LinkNames() {
-		if d.bridges[name] || (name != "docker0" && !strings.HasPrefix(name, "br-")) {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join("/sys/class/net", name, "bridge")); err != nil {
-			continue
-		}
-		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", name, "brif"))
-		for _, p := range ports {
-			errs = append(errs, fixturesys.DeleteLink(p.Name()))
-		}
-		errs = append(errs, fixturesys.DeleteLink(name))
-	}
-	return errors.Join(errs...)
-}
-
 // removeContainerCgroups removes the cgroup /docker/<id> of each container
 // in every hierarchy mounted under /sys/fs/cgroup (unified included), then /docker if that
 // leaves it empty: the hierarchies are the machine's, and killed containers
 // leave their cgroups behind.
 func removeContainerCgroups(ids []string) error {
-	dirs, err := os.ReadDir(cgroupMountDir)
+	dirs, err := os.ReadDir(fixturesys.CgroupMountDir)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, e := range dirs {
-		parent := filepath.Join(cgroupMountDir, e.Name(), cgroupParent)
-		if !fixturesys.IsCgroupFS(filepath.Join(cgroupMountDir, e.Name())) {
+		parent := filepath.Join(fixturesys.CgroupMountDir, e.Name(), cgroupParent)
+		if !fixturesys.IsCgroupFS(filepath.Join(fixturesys.CgroupMountDir, e.Name())) {
 			continue
 		}
 		for _, id := range ids {
-			if err := unix.Rmdir(filepath.Join(parent, id)); err != nil && err != unix.ENOENT {
-				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", filepath.Join(parent, id), err))
-			}
+			errs = append(errs, fixturesys.RemoveCgroup(filepath.Join(parent, id)))
 		}
-		// Shared with other test binaries and with a Docker running on
-		// the machine: whoever leaves it empty removes it.
-		if err := unix.Rmdir(parent); err != nil && err != unix.ENOENT && err != unix.EBUSY {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", parent, err))
-		}
+		errs = append(errs, fixturesys.RemoveSharedCgroup(parent))
 	}
 	return errors.Join(errs...)
 }

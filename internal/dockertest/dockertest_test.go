@@ -3,14 +3,11 @@ package dockertest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
@@ -25,10 +22,14 @@ func startChecked(t *testing.T) (d *Daemon, ids *[]string) {
 	t.Helper()
 	netnstest.Require(t)
 	ids = new([]string)
+	before, err := fixturesys.ReadMountinfo()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Registered before Start's cleanup, so it runs after it.
 	t.Cleanup(func() {
 		if d != nil {
-			checkNothingLeft(t, d, *ids)
+			checkNothingLeft(t, before, *ids)
 		}
 	})
 	t0 := time.Now()
@@ -42,78 +43,14 @@ func procNetns(pid int) string {
 	return "/proc/" + strconv.Itoa(pid) + "/ns/net"
 }
 
-// master returns the bridge the interface name is enslaved to, or "".
-func master(t *testing.T, name string) string {
-	t.Helper()
-	target, err := os.Readlink(filepath.Join("/sys/class/net", name, "master"))
-	if os.IsNotExist(err) {
-		if _, err := os.Stat(filepath.Join("/sys/class/net", name)); err != nil {
-			t.Fatalf("interface %s: %v", name, err)
-		}
-		return ""
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Base(target)
-}
-
-// linkExists reports whether the interface name exists in this namespace.
-func linkExists(name string) bool {
-	_, err := os.Stat(filepath.Join("/sys/class/net", name))
-	return err == nil
-}
-
-// ports returns the interfaces enslaved to bridge.
-func ports(t *testing.T, bridge string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join("/sys/class/net", bridge, "brif"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
 // nsIno returns the inode of the namespace file at path.
 func nsIno(t *testing.T, path string) uint64 {
 	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		t.Fatalf("stat %s: %v", path, err)
-	}
-	return st.Ino
-}
-
-// processesIn returns the processes whose network namespace is the one at
-// path.
-func processesIn(t *testing.T, path string) []int {
-	t.Helper()
-	want := nsIno(t, path)
-	var pids []int
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		var st unix.Stat_t
-		if unix.Stat(p+"/ns/net", &st) != nil || st.Ino != want {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(p))
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
-// mounted reports whether path is a mount point, failing t on error.
-func mounted(t *testing.T, path string) bool {
-	t.Helper()
-	ok, err := fixturesys.MountedAt(path)
+	ino, err := fixturesys.NsInode(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ok
+	return ino
 }
 
 // state returns the container's State.Status and its `docker ps -a` status.
@@ -122,19 +59,6 @@ func state(t *testing.T, d *Daemon, id string) (status, ps string) {
 	status = d.Docker(t, "inspect", "-f", "{{.State.Status}} exit={{.State.ExitCode}}", id)
 	ps = d.Docker(t, "ps", "-a", "--no-trunc", "--filter", "id="+id, "--format", "{{.Status}}")
 	return status, ps
-}
-
-// waitLinkGone waits up to timeout for the interface name to disappear and
-// returns how long it took, or -1.
-func waitLinkGone(name string, timeout time.Duration) time.Duration {
-	start := time.Now()
-	for time.Since(start) < timeout {
-		if !linkExists(name) {
-			return time.Since(start)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return -1
 }
 
 // TestNetworks checks where Docker puts containers' veths: on docker0 for
@@ -165,14 +89,14 @@ func TestNetworks(t *testing.T) {
 		{"api", api, appBridge},
 	} {
 		pid := d.ContainerPID(t, c.id)
-		veth := HostVeth(t, procNetns(pid))
-		if got := master(t, veth); got != c.bridge {
+		veth := netnstest.HostVeth(t, procNetns(pid))
+		if got := netnstest.Master(t, veth); got != c.bridge {
 			t.Errorf("master of %s (veth of %s) = %q, want %q", veth, c.name, got, c.bridge)
 		}
 		key := d.SandboxKey(t, c.id)
-		if !strings.HasPrefix(key, d.ExecRoot+"/netns/") || !mounted(t, key) {
+		if !strings.HasPrefix(key, d.ExecRoot+"/netns/") || !fixturesys.Mounted(t, key) {
 			t.Errorf("SandboxKey(%s) = %q, want a mount under %s/netns", c.name, key, d.ExecRoot)
-		} else if got := HostVeth(t, key); got != veth {
+		} else if got := netnstest.HostVeth(t, key); got != veth {
 			t.Errorf("HostVeth(SandboxKey(%s)) = %q, want %q", c.name, got, veth)
 		}
 		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
@@ -188,10 +112,10 @@ func TestNetworks(t *testing.T) {
 	if veths["web1"] == veths["web2"] {
 		t.Errorf("web1 and web2 share veth %s", veths["web1"])
 	}
-	if got := ports(t, "docker0"); len(got) != 2 {
+	if got := netnstest.BridgePorts(t, "docker0"); len(got) != 2 {
 		t.Errorf("ports of docker0 = %v, want the veths of web1 and web2", got)
 	}
-	if got := ports(t, appBridge); len(got) != 1 || got[0] != veths["api"] {
+	if got := netnstest.BridgePorts(t, appBridge); len(got) != 1 || got[0] != veths["api"] {
 		t.Errorf("ports of %s = %v, want [%s]", appBridge, got, veths["api"])
 	}
 
@@ -200,7 +124,7 @@ func TestNetworks(t *testing.T) {
 	if a, b := nsIno(t, procNetns(sidecarPID)), nsIno(t, procNetns(web1PID)); a != b {
 		t.Errorf("network namespace of sidecar = %d, want web1's %d", a, b)
 	}
-	if got := HostVeth(t, procNetns(sidecarPID)); got != veths["web1"] {
+	if got := netnstest.HostVeth(t, procNetns(sidecarPID)); got != veths["web1"] {
 		t.Errorf("HostVeth(sidecar) = %q, want web1's %q", got, veths["web1"])
 	}
 	if key := d.SandboxKey(t, sidecar); key != "" {
@@ -214,18 +138,18 @@ func TestNetworks(t *testing.T) {
 	t0 = time.Now()
 	d.Stop(t)
 	t.Logf("Stop with 4 running containers: %v", time.Since(t0))
-	if d.PID != 0 || d.Ping() == nil {
-		t.Errorf("after Stop: PID %d, /_ping answered", d.PID)
+	if d.PID() != 0 || d.Ping() == nil {
+		t.Errorf("after Stop: PID %d, /_ping answered", d.PID())
 	}
 	for name, veth := range veths {
-		if linkExists(veth) {
+		if netnstest.LinkExists(veth) {
 			t.Errorf("after Stop: veth %s of %s still exists", veth, name)
 		}
 	}
 	if n := netnsMounts(t, d); len(n) != 0 {
 		t.Errorf("after Stop: namespace mounts %v remain", n)
 	}
-	t.Logf("after Stop: docker0 exists: %v, %s exists: %v", linkExists("docker0"), appBridge, linkExists(appBridge))
+	t.Logf("after Stop: docker0 exists: %v, %s exists: %v", netnstest.LinkExists("docker0"), appBridge, netnstest.LinkExists(appBridge))
 	t0 = time.Now()
 	d.Restart(t)
 	t.Logf("Restart after Stop: %v", time.Since(t0))
@@ -233,7 +157,7 @@ func TestNetworks(t *testing.T) {
 	for _, id := range []string{web1, web2, api, sidecar} {
 		wantExited(t, d, "after Stop and Restart: container "+id[:12], id, 137)
 	}
-	if got := ports(t, "docker0"); len(got) != 0 {
+	if got := netnstest.BridgePorts(t, "docker0"); len(got) != 0 {
 		t.Errorf("after Stop and Restart: ports of docker0 = %v, want none", got)
 	}
 }
@@ -266,7 +190,7 @@ func TestWithNetnstestCgroups(t *testing.T) {
 // cgroupEntries lists /sys/fs/cgroup.
 func cgroupEntries(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(cgroupMountDir)
+	entries, err := os.ReadDir(fixturesys.CgroupMountDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,14 +204,14 @@ func cgroupEntries(t *testing.T) []string {
 // netnsMounts returns the mounts under ExecRoot/netns.
 func netnsMounts(t *testing.T, d *Daemon) []string {
 	t.Helper()
-	points, err := mountPoints()
+	mounts, err := fixturesys.ReadMountinfo()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	for _, p := range points {
-		if strings.HasPrefix(p, d.ExecRoot+"/netns/") {
-			out = append(out, p)
+	for _, m := range mounts {
+		if strings.HasPrefix(m.Point, d.ExecRoot+"/netns/") {
+			out = append(out, m.Point)
 		}
 	}
 	return out
@@ -313,7 +237,7 @@ func runAndCrash(t *testing.T, d *Daemon, ids *[]string) (victim, bystander left
 		c.id = d.Run(t, name)
 		*ids = append(*ids, c.id)
 		c.key = d.SandboxKey(t, c.id)
-		c.veth = HostVeth(t, procNetns(d.ContainerPID(t, c.id)))
+		c.veth = netnstest.HostVeth(t, procNetns(d.ContainerPID(t, c.id)))
 	}
 	victimPID, bystanderPID := d.ContainerPID(t, victim.id), d.ContainerPID(t, bystander.id)
 
@@ -321,27 +245,27 @@ func runAndCrash(t *testing.T, d *Daemon, ids *[]string) (victim, bystander left
 	d.Crash(t, victim.id)
 	t.Logf("Crash: %v", time.Since(t0))
 
-	if d.PID != 0 || d.Ping() == nil {
-		t.Errorf("after Crash: PID %d, /_ping answered", d.PID)
+	if d.PID() != 0 || d.Ping() == nil {
+		t.Errorf("after Crash: PID %d, /_ping answered", d.PID())
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", victimPID)); err == nil {
 		t.Errorf("after Crash: victim's process %d still exists", victimPID)
 	}
 	for _, c := range []leftover{victim, bystander} {
-		if got := master(t, c.veth); got != "docker0" {
+		if got := netnstest.Master(t, c.veth); got != "docker0" {
 			t.Errorf("after Crash: master of %s = %q, want docker0", c.veth, got)
 		}
-		if !mounted(t, c.key) {
+		if !fixturesys.Mounted(t, c.key) {
 			t.Fatalf("after Crash: %s is not a mount point", c.key)
 		}
-		if got := HostVeth(t, c.key); got != c.veth {
+		if got := netnstest.HostVeth(t, c.key); got != c.veth {
 			t.Errorf("after Crash: HostVeth(%s) = %q, want %q", c.key, got, c.veth)
 		}
 	}
-	if pids := processesIn(t, victim.key); len(pids) != 0 {
+	if pids := fixturesys.NetnsProcesses(t, victim.key); len(pids) != 0 {
 		t.Errorf("after Crash: processes %v in the victim's namespace, want none", pids)
 	}
-	if pids := processesIn(t, bystander.key); len(pids) != 1 || pids[0] != bystanderPID {
+	if pids := fixturesys.NetnsProcesses(t, bystander.key); len(pids) != 1 || pids[0] != bystanderPID {
 		t.Errorf("after Crash: processes %v in the bystander's namespace, want [%d]", pids, bystanderPID)
 	}
 	t.Logf("after Crash: victim's veth %s on docker0, %s mounted, empty; victim's cgroups %s; processes: %s",
@@ -352,7 +276,7 @@ func runAndCrash(t *testing.T, d *Daemon, ids *[]string) (victim, bystander left
 // cgroupsOf lists the hierarchies under /sys/fs/cgroup that hold the
 // cgroup /docker/<id>.
 func cgroupsOf(id string) []string {
-	dirs, _ := filepath.Glob(filepath.Join(cgroupMountDir, "*", cgroupParent, id))
+	dirs, _ := filepath.Glob(filepath.Join(fixturesys.CgroupMountDir, "*", cgroupParent, id))
 	var hs []string
 	for _, dir := range dirs {
 		hs = append(hs, filepath.Base(filepath.Dir(filepath.Dir(dir))))
@@ -416,141 +340,46 @@ func TestCrashLostNetworkState(t *testing.T) {
 	d.Restart(t)
 	t.Logf("Restart after Crash and LoseNetworkState: %v", time.Since(t0))
 	// Leave Docker more time than it takes with intact state to delete
-	// a veth (TestCrashIntactState: done before /_ping answers), so that
-	// a survival is not a race.
+	// a veth (it has done so before /_ping answers), so that a survival
+	// is not a race.
 	time.Sleep(500 * time.Millisecond)
 	wantExited(t, d, "after Restart: victim", victim.id, 255)
 	// With live-restore off, dockerd kills a container it finds running.
 	wantExited(t, d, "after Restart: bystander", bystander.id, 137)
 	for _, c := range []leftover{victim, bystander} {
-		if !linkExists(c.veth) {
+		if !netnstest.LinkExists(c.veth) {
 			t.Errorf("after Restart without network state: veth %s was deleted, want it left", c.veth)
-		} else if got := master(t, c.veth); got != "docker0" {
+		} else if got := netnstest.Master(t, c.veth); got != "docker0" {
 			t.Errorf("after Restart without network state: master of %s = %q, want docker0", c.veth, got)
 		}
-		if !mounted(t, c.key) {
+		if !fixturesys.Mounted(t, c.key) {
 			t.Errorf("after Restart without network state: %s is not mounted, want the mount left", c.key)
-		} else if pids := processesIn(t, c.key); len(pids) != 0 {
+		} else if pids := fixturesys.NetnsProcesses(t, c.key); len(pids) != 0 {
 			t.Errorf("after Restart without network state: processes %v in the namespace at %s, want none", pids, c.key)
 		}
 	}
 	t.Logf("after Restart without network state: docker0 ports %v; cgroups of victim %v, of bystander %v; processes: %s",
-		ports(t, "docker0"), cgroupsOf(victim.id), cgroupsOf(bystander.id), processCount(t))
-}
-
-// TestCrashIntactState crashes dockerd with a running container and
-// restarts it with its state intact: Docker removes the stale sandbox,
-// deleting the veth and unmounting the namespace (the sandbox key stays a
-// plain file until libnetwork's garbage collection, a minute later).
-func TestCrashIntactState(t *testing.T) {
-	d, ids := startChecked(t)
-	victim, bystander := runAndCrash(t, d, ids)
-
-	t0 := time.Now()
-	d.Restart(t)
-	t.Logf("Restart after Crash: %v", time.Since(t0))
-	for _, c := range []leftover{victim, bystander} {
-		if took := waitLinkGone(c.veth, 10*time.Second); took < 0 {
-			t.Errorf("after Restart: veth %s still exists after 10 s, want it deleted", c.veth)
-		} else {
-			t.Logf("after Restart: veth %s gone %v after /_ping answered", c.veth, took)
-		}
-		// RECIPES.md says the mount stays; Docker 20.10.24 unmounts it
-		// before /_ping answers.
-		if mounted(t, c.key) {
-			t.Errorf("after Restart: %s is still mounted, want it unmounted", c.key)
-		}
-		_, err := os.Stat(c.key)
-		t.Logf("after Restart: %s unmounted; stat: %v", c.key, err)
-	}
-	wantExited(t, d, "after Restart: victim", victim.id, 255)
-	wantExited(t, d, "after Restart: bystander", bystander.id, 137)
-	if got := ports(t, "docker0"); len(got) != 0 {
-		t.Errorf("after Restart: ports of docker0 = %v, want none", got)
-	}
-	t.Logf("after Restart: cgroups of victim %v, of bystander %v; processes: %s",
-		cgroupsOf(victim.id), cgroupsOf(bystander.id), processCount(t))
+		netnstest.BridgePorts(t, "docker0"), cgroupsOf(victim.id), cgroupsOf(bystander.id), processCount(t))
 }
 
 // checkNothingLeft checks, after Start's cleanup, that no process, mount,
 // interface or cgroup of the daemon remains.
-func checkNothingLeft(t *testing.T, d *Daemon, ids []string) {
+func checkNothingLeft(t *testing.T, before []fixturesys.MountEntry, ids []string) {
 	t.Helper()
-	if procs := processCount(t); procs != "" {
-		t.Errorf("after cleanup: processes left: %s", procs)
-	}
-	// netnstest.Main made /run with netns in it; nothing else of this
-	// package's tests may stay there (the check's own mounts below use
-	// mount -n, which leaves no /run/mount/utab).
-	if entries, err := os.ReadDir("/run"); err != nil {
-		t.Error(err)
-	} else {
-		for _, e := range entries {
-			if e.Name() != "netns" {
-				t.Errorf("after cleanup: /run/%s left", e.Name())
-			}
-		}
-	}
-	points, err := mountPoints()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range points {
-		if strings.HasPrefix(p, d.ExecRoot) || strings.HasPrefix(p, d.DataRoot) || strings.HasPrefix(p, "/run/dockertest") {
-			t.Errorf("after cleanup: mount %s left", p)
-		}
-	}
-	// Empty as the fresh sysfs made it, unless netnstest.CgroupRoot
-	// mounted its hierarchy there, which stays for the test binary.
-	if entries, err := os.ReadDir(cgroupMountDir); err != nil {
-		t.Error(err)
-	} else {
-		for _, e := range entries {
-			if e.Name() != "veth_exporter_test" {
-				t.Errorf("after cleanup: %s left", filepath.Join(cgroupMountDir, e.Name()))
-			}
-		}
-	}
-	for name := range fixturesys.LinkNames() {
-		if name != "lo" {
-			t.Errorf("after cleanup: interface %s left", name)
-		}
-	}
-	if _, err := os.Stat(filepath.Dir(d.Socket)); !os.IsNotExist(err) {
-		t.Errorf("after cleanup: %s left (%v)", filepath.Dir(d.Socket), err)
-	}
-	// The hierarchies are the machine's: look at them in a throwaway
-	// mount namespace.
-	hs, err := fixturesys.CgroupHierarchies(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var script strings.Builder
-	script.WriteString("set -e\nmount -n -t tmpfs tmpfs /sys/fs/cgroup\n")
-	for _, h := range hs {
-		opts := ""
-		if h.Options != "" {
-			opts = "-o " + h.Options
-		}
-		fmt.Fprintf(&script, "mkdir -p '/sys/fs/cgroup/%s'\nmount -n -t %s %s cgroup '/sys/fs/cgroup/%s'\n", h.Dir, h.FSType, opts, h.Dir)
-	}
-	script.WriteString("set +e\n")
+	fixturesys.CheckNothingLeft(t, before)
+	var globs []string
 	for _, id := range ids {
-		fmt.Fprintf(&script, "ls -d /sys/fs/cgroup/*/docker/%s 2>/dev/null\n", id)
+		globs = append(globs, cgroupParent+"/"+id)
 	}
-	script.WriteString("ls -d /sys/fs/cgroup/*/docker 2>/dev/null | sed 's/^/parent: /'\ntrue\n")
-	out, err := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script.String()).CombinedOutput()
+	left, err := fixturesys.CgroupsLeft(globs...)
 	if err != nil {
-		t.Fatalf("list cgroups: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		switch {
-		case line == "":
-		case strings.HasPrefix(line, "parent: "):
-			// Another test binary may be running containers.
-			t.Logf("after cleanup: %s exists", strings.TrimPrefix(line, "parent: "))
-		default:
-			t.Errorf("after cleanup: cgroup %s left", line)
-		}
+	for _, cg := range left {
+		t.Errorf("after cleanup: cgroup %s left", cg)
+	}
+	// Another test binary may be running containers.
+	if parents, err := fixturesys.CgroupsLeft(cgroupParent); err == nil && len(parents) > 0 {
+		t.Logf("after cleanup: %v exist", parents)
 	}
 }

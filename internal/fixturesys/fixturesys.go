@@ -1,10 +1,14 @@
 // Package fixturesys holds what the harnesses of real runtimes
 // (internal/dockertest, internal/critest, internal/podmantest) do to the
-// private namespaces of [netnstest.Main] alike: read processes and
-// mountinfo, mount the machine's cgroup hierarchies, undo mounts, delete
-// the interfaces they leave, build a busybox root file system. It is
-// test support: every function assumes the caller runs inside those
-// private namespaces.
+// private namespaces of [netnstest.Main] alike, so that each harness keeps
+// only what is its runtime's: the life of a runtime (one at a time, its
+// environment and binaries, a reaper for what daemonizes, the daemon and
+// its log, a cleanup that kills and removes by mark), reading processes
+// and mountinfo, mounting the machine's cgroup hierarchies and private
+// directories, undoing mounts, deleting the interfaces a runtime leaves,
+// building a busybox root file system, and the checks their tests make
+// that nothing is left. It is test support: every function assumes the
+// caller runs inside those private namespaces.
 package fixturesys
 
 import (
@@ -335,6 +339,62 @@ func MountCgroups(hs []Hierarchy, undo *[]func() error) error {
 		}
 	}
 	return nil
+}
+
+// PrivateDirs mounts a tmpfs on each of dirs, where a runtime or its
+// plugins write whatever their configuration says (leases, caches, lock
+// files), and appends to undo how to unmount each. A dir the machine
+// lacks must be in /var/lib: it is made in an overlay of /var/lib whose
+// upper layer is below layers (a directory of the test's), so that
+// nothing is created on the machine's disk.
+func PrivateDirs(dirs []string, layers string, undo *[]func() error) error {
+	const varLib = "/var/lib"
+	var missing []string
+	for _, dir := range dirs {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			if filepath.Dir(dir) != varLib {
+				return fmt.Errorf("%s does not exist, and making it would change the machine's disk", dir)
+			}
+			missing = append(missing, dir)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		upper, work := filepath.Join(layers, "upper"), filepath.Join(layers, "work")
+		for _, dir := range []string{upper, work} {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+		}
+		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", varLib, upper, work)
+		if err := unix.Mount("overlay", varLib, "overlay", 0, opts); err != nil {
+			return fmt.Errorf("mount an overlay on %s (%s): %w", varLib, opts, err)
+		}
+		*undo = append(*undo, unmountStep(varLib))
+		for _, dir := range missing {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	for _, dir := range dirs {
+		if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755"); err != nil {
+			return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+		}
+		*undo = append(*undo, unmountStep(dir))
+	}
+	return nil
+}
+
+// unmountStep returns an undo step that detaches the mount at path.
+func unmountStep(path string) func() error {
+	return func() error {
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w", path, err)
+		}
+		return nil
+	}
 }
 
 // Undo runs undo steps in reverse order and joins their errors.

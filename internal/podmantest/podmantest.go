@@ -68,7 +68,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -83,17 +82,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
 const (
-	// envRequire is netnstest's switch that turns skips into failures
-	// (CI): a missing Podman installation must not pass as a skip there.
-	envRequire = "VETH_EXPORTER_REQUIRE_PRIVILEGED"
-
 	// readyTimeout bounds the wait for the API's _ping.
 	readyTimeout = 60 * time.Second
 	// cliTimeout bounds one podman command.
@@ -106,8 +99,7 @@ const (
 
 	// cgroupParent is Podman's default cgroup parent with the cgroupfs
 	// manager.
-	cgroupParent   = "libpod_parent"
-	cgroupMountDir = "/sys/fs/cgroup"
+	cgroupParent = "libpod_parent"
 	// socketPath is where `podman system service` listens; /run is the
 	// private tmpfs of netnstest.Main.
 	socketPath = "/run/podman/podman.sock"
@@ -145,26 +137,17 @@ type Podman struct {
 	base    string // private /run directory: runroot, tmp_dir
 	podman  string
 	env     []string
-	logPath string
+	service *fixturesys.Daemon
+	reaper  *fixturesys.Reaper
 
-	mu     sync.Mutex
-	svc    *exec.Cmd
-	exited chan struct{}
-	image  string
-	ids    map[string]bool // containers and pods made through this Podman
-	execs  map[int]bool    // PIDs of podman commands os/exec waits for
-	undo   []func() error
-
-	stopReap chan struct{}
-	reapDone chan struct{}
+	mu    sync.Mutex
+	image string
+	ids   map[string]bool // containers and pods made through this Podman
+	undo  []func() error
 }
 
-// active is the running Podman of this test binary, if any.
-var active struct {
-	sync.Mutex
-	p   *Podman
-	seq int
-}
+// slot holds the running Podman of this test binary.
+var slot = fixturesys.NewSlot("podmantest")
 
 // Start sets up Podman in the private namespaces, imports the busybox image
 // and starts `podman system service --time=0` on [Podman.Socket], waiting
@@ -188,7 +171,7 @@ var active struct {
 func Start(t testing.TB, opts Options) *Podman {
 	t.Helper()
 	netnstest.Require(t)
-	p := &Podman{Backend: opts.NetworkBackend, ids: map[string]bool{}, execs: map[int]bool{}}
+	p := &Podman{Backend: opts.NetworkBackend, ids: map[string]bool{}}
 	switch p.Backend {
 	case "", "netavark":
 		p.Backend, p.Bridge = "netavark", "podman0"
@@ -197,69 +180,34 @@ func Start(t testing.TB, opts Options) *Podman {
 	default:
 		t.Fatalf("podmantest: network backend %q, want netavark or cni", p.Backend)
 	}
-	p.podman = findBinaries(t, p.Backend)
+	need := []string{"/usr/bin/podman", "/usr/bin/conmon", "/usr/bin/crun", "busybox"}
+	if p.Backend == "netavark" {
+		need = append(need, "/usr/lib/podman/netavark")
+	} else {
+		need = append(need, "/usr/lib/cni/bridge", "/usr/lib/cni/host-local")
+	}
+	p.podman = fixturesys.Binaries(t, "podmantest", "podman, conmon, crun, netavark, aardvark-dns, containernetworking-plugins, busybox-static", need...)[0]
 	// Before the cleanup below is registered, so that it runs after it,
 	// once nothing is mounted in it any more.
 	p.Dir = t.TempDir()
-
-	active.Lock()
-	if active.p != nil {
-		active.Unlock()
-		t.Fatal("podmantest: another Podman is still running: tests that call Start must not run in parallel")
-	}
-	active.p = p
-	active.seq++
-	p.base = fmt.Sprintf("/run/podmantest%d", active.seq)
-	active.Unlock()
-	p.logPath = filepath.Join(p.Dir, "service.log")
-
+	p.base = slot.Take(t, "Podman")
+	// conmon daemonizes, and so does the `podman container cleanup` it
+	// runs when its container exits: the test binary is their parent.
+	// Every podman command goes through the reaper, which then leaves
+	// it to os/exec.
+	p.reaper = fixturesys.StartReaper("conmon", "podman")
+	p.service = fixturesys.NewDaemon("podman system service", filepath.Join(p.Dir, "service.log"), p.reaper)
 	linksBefore := fixturesys.LinkNames()
-	t.Cleanup(func() {
-		p.cleanup(t, linksBefore)
-		active.Lock()
-		active.p = nil
-		active.Unlock()
-	})
+	t.Cleanup(func() { p.cleanup(t, linksBefore) })
 	if err := p.configure(); err != nil {
 		t.Fatalf("podmantest: %v", err)
 	}
 	if err := p.prepareMounts(); err != nil {
 		t.Fatalf("podmantest: %v", err)
 	}
-	p.stopReap, p.reapDone = make(chan struct{}), make(chan struct{})
-	go p.reap()
 	p.Image(t)
 	p.StartService(t)
 	return p
-}
-
-// findBinaries returns the path of podman, skipping t if Podman or what
-// the backend needs is not installed.
-func findBinaries(t testing.TB, backend string) string {
-	t.Helper()
-	need := []string{"/usr/bin/podman", "/usr/bin/conmon", "/usr/bin/crun"}
-	if backend == "netavark" {
-		need = append(need, "/usr/lib/podman/netavark")
-	} else {
-		need = append(need, "/usr/lib/cni/bridge", "/usr/lib/cni/host-local")
-	}
-	for _, path := range need {
-		if _, err := os.Stat(path); err != nil {
-			msg := fmt.Sprintf("podmantest: %s not found (Debian packages podman, conmon, crun, netavark, aardvark-dns, containernetworking-plugins, busybox-static)", path)
-			if os.Getenv(envRequire) == "1" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
-	if _, err := exec.LookPath("busybox"); err != nil {
-		msg := "podmantest: busybox not found (Debian package busybox-static)"
-		if os.Getenv(envRequire) == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return need[0]
 }
 
 // configure writes containers.conf, storage.conf and registries.conf to
@@ -304,16 +252,7 @@ runroot = %q
 			return err
 		}
 	}
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "CONTAINERS_") || strings.HasPrefix(k, "CONTAINER_") || k == "TMPDIR" ||
-			k == "NOTIFY_SOCKET" || k == "XDG_RUNTIME_DIR" || k == "PATH" {
-			continue
-		}
-		p.env = append(p.env, kv)
-	}
-	p.env = append(p.env,
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	p.env = append(fixturesys.Env("CONTAINERS_", "CONTAINER_", "TMPDIR", "XDG_RUNTIME_DIR"),
 		"CONTAINERS_CONF="+filepath.Join(p.Dir, "containers.conf"),
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(p.Dir, "storage.conf"),
 		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(p.Dir, "registries.conf"),
@@ -354,25 +293,8 @@ func (p *Podman) run(ctx context.Context, stdin io.Reader, args ...string) (stri
 	cmd := exec.CommandContext(ctx, p.podman, args...)
 	cmd.Env = p.env
 	cmd.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// The reaper must not wait for this one: os/exec does.
-	p.mu.Lock()
-	err := cmd.Start()
-	if err == nil {
-		p.execs[cmd.Process.Pid] = true
-	}
-	p.mu.Unlock()
-	if err == nil {
-		err = cmd.Wait()
-		p.mu.Lock()
-		delete(p.execs, cmd.Process.Pid)
-		p.mu.Unlock()
-	}
-	if err != nil {
-		return strings.TrimSpace(stdout.String()), fmt.Errorf("podman %s: %w\n%s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	// Through the reaper, which reaps zombies named podman.
+	return fixturesys.Output(cmd, p.reaper)
 }
 
 // Image returns the tag of a tiny image imported once per Podman from the
@@ -497,58 +419,18 @@ func (p *Podman) Crash(t testing.TB, id string) {
 // and waits until it answers _ping.
 func (p *Podman) StartService(t testing.TB) {
 	t.Helper()
-	if cmd, _ := p.service(); cmd != nil {
-		t.Fatalf("podmantest: service %d already runs", cmd.Process.Pid)
-	}
 	// A service killed by SIGKILL leaves its socket.
-	if err := os.Remove(socketPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := fixturesys.RemoveIfExists(socketPath); err != nil {
 		t.Fatal(err)
 	}
-	logFile, err := os.OpenFile(p.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "=== podmantest: starting the service at %s ===\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(p.podman, "system", "service", "--time=0", "unix://"+socketPath)
 	cmd.Env = p.env
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	p.mu.Lock()
-	err = cmd.Start()
-	if err == nil {
-		p.execs[cmd.Process.Pid] = true
+	if err := p.service.Start(cmd); err != nil {
+		t.Fatalf("podmantest: %v", err)
 	}
-	p.mu.Unlock()
-	if err != nil {
-		t.Fatalf("podmantest: start podman system service: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		p.mu.Lock()
-		delete(p.execs, cmd.Process.Pid)
-		p.mu.Unlock()
-		close(exited)
-	}()
-	p.mu.Lock()
-	p.svc, p.exited = cmd, exited
-	p.mu.Unlock()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if _, err := p.get(APIVersion + "/libpod/_ping"); err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			p.mu.Lock()
-			p.svc = nil
-			p.mu.Unlock()
-			t.Fatalf("podmantest: the service exited before answering _ping (%v)\n%s", cmd.ProcessState, p.logTail(30))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("podmantest: the service %d did not answer _ping in %v\n%s", cmd.Process.Pid, readyTimeout, p.logTail(30))
-		}
+	ping := func() error { _, err := p.get(APIVersion + "/libpod/_ping"); return err }
+	if err := p.service.WaitReady(readyTimeout, ping); err != nil {
+		t.Fatalf("podmantest: %v", err)
 	}
 }
 
@@ -556,29 +438,9 @@ func (p *Podman) StartService(t testing.TB) {
 // 10 s): the socket stops answering, the containers keep running.
 func (p *Podman) StopService(t testing.TB) {
 	t.Helper()
-	if err := p.stopService(); err != nil {
+	if err := p.service.Stop(10 * time.Second); err != nil {
 		t.Fatalf("podmantest: %v", err)
 	}
-}
-
-func (p *Podman) stopService() error {
-	cmd, exited := p.service()
-	if cmd == nil {
-		return errors.New("stop the service: not running")
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		err = fmt.Errorf("the service %d did not stop within 10s of SIGTERM: killed", cmd.Process.Pid)
-	}
-	p.mu.Lock()
-	p.svc = nil
-	p.mu.Unlock()
-	return err
 }
 
 // FreezeService stops the API service with SIGSTOP, as a hung service:
@@ -586,37 +448,18 @@ func (p *Podman) stopService() error {
 // test's end) lets it run again.
 func (p *Podman) FreezeService(t testing.TB) (thaw func()) {
 	t.Helper()
-	cmd, _ := p.service()
-	if cmd == nil {
-		t.Fatal("podmantest: no service runs")
-	}
-	pid := cmd.Process.Pid
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatalf("podmantest: SIGSTOP %d: %v", pid, err)
+	if err := p.service.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("podmantest: SIGSTOP: %v", err)
 	}
 	thawed := false
 	thaw = func() {
 		if !thawed {
 			thawed = true
-			_ = syscall.Kill(pid, syscall.SIGCONT)
+			_ = p.service.Signal(syscall.SIGCONT)
 		}
 	}
 	t.Cleanup(thaw)
 	return thaw
-}
-
-// service returns the running service's command and exit channel, or nil.
-func (p *Podman) service() (*exec.Cmd, chan struct{}) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.svc != nil {
-		select {
-		case <-p.exited:
-			p.svc = nil
-		default:
-		}
-	}
-	return p.svc, p.exited
 }
 
 // HTTPClient returns a client whose requests go to [Podman.Socket],
@@ -666,34 +509,6 @@ func (p *Podman) get(path string) ([]byte, error) {
 	return body, nil
 }
 
-// HostVeths returns the names of the veths on [Podman.Bridge], sorted.
-func (p *Podman) HostVeths(t testing.TB) []string {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join("/sys/class/net", p.Bridge, "brif"))
-	if err != nil {
-		t.Fatalf("podmantest: ports of %s: %v", p.Bridge, err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	slices.Sort(names)
-	return names
-}
-
-// logTail returns the last n lines of the service's log.
-func (p *Podman) logTail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(service log: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "--- podman service log " + p.logPath + " (last lines) ---\n" + strings.Join(lines, "\n")
-}
-
 // inspectContainer is what the cleanup reads of `podman ps -a`.
 type inspectContainer struct {
 	ID  string `json:"Id"`
@@ -736,140 +551,52 @@ func (p *Podman) knownIDs() []string {
 // stop the cleanup.
 func (p *Podman) cleanup(t testing.TB, linksBefore map[string]bool) {
 	if t.Failed() {
-		t.Log(p.logTail(40))
+		t.Log(p.service.LogTail(40))
 	}
-	errorf := func(err error) {
-		if err != nil {
-			t.Errorf("podmantest: cleanup: %v", err)
-		}
-	}
-	if cmd, _ := p.service(); cmd != nil {
-		errorf(p.stopService())
-	}
-	ids := p.knownIDs()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	for _, args := range [][]string{{"rm", "-af", "-t", "0"}, {"pod", "rm", "-af", "-t", "0"}} {
-		if _, err := p.TryRun(ctx, args...); err != nil {
-			errorf(err)
-		}
+	var ids []string
+	removeAll := func(args ...string) func() error {
+		return func() error { _, err := p.TryRun(ctx, args...); return err }
 	}
-	errorf(p.killLeftovers(ids))
-	if p.stopReap != nil {
-		close(p.stopReap)
-		<-p.reapDone
-		p.reapOnce()
-	}
-	errorf(fixturesys.UnmountUnder(p.Dir, p.base, "/run/netns"))
-	errorf(p.deleteLinks(linksBefore))
-	errorf(removeCgroups(ids))
-	for i := len(p.undo) - 1; i >= 0; i-- {
-		errorf(p.undo[i]())
-	}
-	p.undo = nil
-	errorf(os.RemoveAll(p.base))
-	for _, dir := range []string{"/run/podman", "/run/containers", "/run/libpod", "/run/cni"} {
-		errorf(os.RemoveAll(dir))
-	}
-}
-
-// killLeftovers kills what a crash left running: conmons of this setup
-// (its graphroot in their command line) and processes in the cgroups of its
-// containers. All are in the test binary's PID namespace.
-func (p *Podman) killLeftovers(ids []string) error {
-	var victims []int
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, proc := range procs {
-		pid, err := strconv.Atoi(filepath.Base(proc))
-		if err != nil || pid <= 1 || pid == os.Getpid() {
-			continue
-		}
-		if st, err := fixturesys.ReadStat(pid); err == nil && st.Comm == "conmon" && fixturesys.CmdlineContains(pid, p.Dir) {
-			victims = append(victims, pid)
-			continue
-		}
-		if inContainerCgroup(pid, ids) {
-			victims = append(victims, pid)
-		}
-	}
-	return fixturesys.KillAll(victims)
-}
-
-// inContainerCgroup reports whether pid is in a cgroup of Podman's named
-// after one of ids.
-func inContainerCgroup(pid int, ids []string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 || !strings.HasPrefix(parts[2], "/"+cgroupParent+"/") {
-			continue
-		}
-		for _, id := range ids {
-			if strings.Contains(parts[2], id) {
-				return true
+	fixturesys.Cleanup(t, "podmantest",
+		func() error {
+			if pid, _ := p.service.Running(); pid == 0 {
+				return nil
 			}
-		}
-	}
-	return false
+			return p.service.Stop(10 * time.Second)
+		},
+		func() error { ids = p.knownIDs(); return nil },
+		removeAll("rm", "-af", "-t", "0"),
+		removeAll("pod", "rm", "-af", "-t", "0"),
+		func() error { return p.killLeftovers(ids) },
+		func() error { p.reaper.Stop(); return nil },
+		func() error { return fixturesys.UnmountUnder(p.Dir, p.base, "/run/netns") },
+		func() error {
+			return fixturesys.DeleteBridges(linksBefore, func(name string) bool {
+				return strings.HasPrefix(name, "podman") || strings.HasPrefix(name, "cni-podman")
+			})
+		},
+		func() error { return removeCgroups(ids) },
+		func() error { err := fixturesys.Undo(p.undo); p.undo = nil; return err },
+		func() error { return os.RemoveAll(p.base) },
+		func() error {
+			var errs []error
+			for _, dir := range []string{"/run/podman", "/run/containers", "/run/libpod", "/run/cni", "/run/crun"} {
+				errs = append(errs, os.RemoveAll(dir))
+			}
+			return errors.Join(errs...)
+		},
+	)
 }
 
-// deleteLinks deletes the bridge Podman made and the veths left on it (a
-// crashed container's).
-func (p *Podman) deleteLinks(before map[string]bool) error {
-	var errs []error
-	for name := range fixturesys.LinkNames() {
-		if before[name] || (name != "podman0" && name != "cni-podman0") {
-			continue
-		}
-		ports, _ := os.ReadDir(filepath.Join("/sys/class/net", name, "brif"))
-		for _, port := range ports {
-			errs = append(errs, fixturesys.DeleteLink(port.Name()))
-		}
-		errs = append(errs, fixturesys.DeleteLink(name))
-	}
-	return errors.Join(errs...)
-}
-
-// reap reaps, until stopReap closes, the zombie children of this process
-// that Podman left: conmon daemonizes, and the `podman container cleanup`
-// it runs on exit, so both end up children of the test binary, PID 1 of
-// the namespace, which does not reap orphans (see [netnstest.Main]).
-func (p *Podman) reap() {
-	defer close(p.reapDone)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		p.reapOnce()
-		select {
-		case <-p.stopReap:
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// reapOnce reaps the zombie children named conmon or podman that no
-// os/exec command of this package waits for. Reaping one PID cannot steal
-// another's exit status, and p.mu keeps a command started by [Podman.Run]
-// from being taken for an orphan.
-func (p *Podman) reapOnce() {
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	self := os.Getpid()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, proc := range procs {
-		pid, err := strconv.Atoi(filepath.Base(proc))
-		if err != nil || p.execs[pid] {
-			continue
-		}
-		st, err := fixturesys.ReadStat(pid)
-		if err != nil || st.State != 'Z' || st.PPID != self || (st.Comm != "conmon" && st.Comm != "podman") {
-			continue
-		}
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-	}
+// killLeftovers kills what a crash left running: the conmons of this setup
+// (its directory, which holds the graphroot, in their command line) and
+// the processes in the cgroups of its containers and pods (below
+// /libpod_parent, named after one of ids).
+func (p *Podman) killLeftovers(ids []string) error {
+	return fixturesys.KillLeftovers([]string{"conmon"}, p.Dir, func(cgroup string) bool {
+		return strings.HasPrefix(cgroup, "/"+cgroupParent+"/") &&
+			slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(cgroup, id) })
+	})
 }
