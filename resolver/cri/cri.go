@@ -7,6 +7,7 @@
 package cri
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"os"
@@ -219,11 +220,8 @@ const (
 // runtime answers, every pod that owns or last owned a veth. A runtime
 // that is down gives no pod facts at all rather than stale ones.
 func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
-	name := v.name
-	if name == "" {
-		name = Name // a view made by hand
-	}
-	families := []inventory.Family{inventory.RequestsFamily(name, helpCRIAPI, v.Requests)}
+	// A view made by hand has no name of its own.
+	families := []inventory.Family{inventory.RequestsFamily(cmp.Or(v.name, Name), helpCRIAPI, v.Requests)}
 	if !v.Up {
 		return families
 	}

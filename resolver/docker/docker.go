@@ -7,6 +7,7 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"os"
@@ -131,11 +132,8 @@ const (
 // Docker's record of every container that owns or last owned a veth. A
 // daemon that is down gives no Docker facts at all rather than stale ones.
 func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
-	name := v.name
-	if name == "" {
-		name = Name // a view made by hand
-	}
-	families := []inventory.Family{inventory.RequestsFamily(name, helpDockerAPI, v.Requests)}
+	// A view made by hand has no name of its own.
+	families := []inventory.Family{inventory.RequestsFamily(cmp.Or(v.name, Name), helpDockerAPI, v.Requests)}
 	if !v.Up {
 		return families
 	}

@@ -6,6 +6,7 @@
 package podman
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"path"
@@ -335,11 +336,8 @@ const (
 // while Podman answers, the Podman networks of the masters in use
 // (veth_bridge_info, as for Docker's).
 func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
-	name := v.name
-	if name == "" {
-		name = Name // a view made by hand
-	}
-	families := []inventory.Family{inventory.RequestsFamily(name, helpPodmanAPI, v.Requests)}
+	// A view made by hand has no name of its own.
+	families := []inventory.Family{inventory.RequestsFamily(cmp.Or(v.name, Name), helpPodmanAPI, v.Requests)}
 	if !v.Up {
 		return families
 	}
