@@ -2,9 +2,7 @@ package inventory
 
 import (
 	"context"
-	"maps"
 	"path"
-	"slices"
 	"strings"
 	"time"
 )
@@ -127,10 +125,6 @@ type RuntimeView interface {
 	Families(s *Snapshot) []Family
 }
 
-// helpBridgeInfo is the help of veth_bridge_info, which the resolvers of
-// Docker and Podman both expose: the same text, one family.
-const helpBridgeInfo = "Container network (Docker's or Podman's) of a bridge that is a veth master (docker0, br-<id>, podman0)."
-
 // Family is a metric family a [RuntimeView] exposes. Several views may
 // expose one family (the same name and help): the collector joins them. The collector turns
 // it into Prometheus exposition; nothing here depends on Prometheus.
@@ -165,23 +159,6 @@ func OwnedBy(v *Veth, runtime Runtime) bool {
 		}
 	}
 	return false
-}
-
-// BridgeInfo is veth_bridge_info for the bridges (interface → network
-// name) that are the master of some veth of s: the container networks of
-// engines (Docker's, Podman's), one family for all.
-func BridgeInfo(s *Snapshot, bridges map[string]string) Family {
-	masters := map[string]bool{}
-	for i := range s.Veths {
-		if m := s.Veths[i].Master; m != "" && bridges[m] != "" {
-			masters[m] = true
-		}
-	}
-	f := Family{Name: "veth_bridge_info", Help: helpBridgeInfo}
-	for _, m := range slices.Sorted(maps.Keys(masters)) {
-		f.Series = append(f.Series, Series{Value: 1, Labels: []Label{{"master", m}, {"network", bridges[m]}}})
-	}
-	return f
 }
 
 // RequestsFamily is veth_<name>_api_requests_total: the requests the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/engine"
 	"golang.org/x/sys/unix"
 )
 
@@ -157,7 +158,7 @@ func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
 			{Name: "compose_project", Value: c.ComposeProject}, {Name: "compose_service", Value: c.ComposeService},
 			{Name: "id", Value: c.ID}, {Name: "image", Value: c.Image}, {Name: "name", Value: c.Name}, {Name: "state", Value: c.State}}})
 	}
-	return append(families, inventory.BridgeInfo(s, v.Bridges), info)
+	return append(families, engine.BridgeInfo(s, v.Bridges), info)
 }
 
 // dockerClaims says, for one snapshot, what Docker claims about each

@@ -12,12 +12,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
 )
 
 // API is the HTTP API of a container engine, Docker's or Podman's,
@@ -287,3 +291,24 @@ func (f *FollowedView[V]) Following() bool { return f.eventsUp }
 // Stale reports whether an event came after the cached view was fetched;
 // the caller holds Mu.
 func (f *FollowedView[V]) Stale() bool { return f.viewGen != f.changedGen }
+
+// helpBridgeInfo is the help of veth_bridge_info, which the resolvers of
+// Docker and Podman both expose: the same text, one family.
+const helpBridgeInfo = "Container network (Docker's or Podman's) of a bridge that is a veth master (docker0, br-<id>, podman0)."
+
+// BridgeInfo is veth_bridge_info for the bridges (interface → network
+// name) that are the master of some veth of s: the container networks of
+// engines (Docker's, Podman's), one family for all.
+func BridgeInfo(s *inventory.Snapshot, bridges map[string]string) inventory.Family {
+	masters := map[string]bool{}
+	for i := range s.Veths {
+		if m := s.Veths[i].Master; m != "" && bridges[m] != "" {
+			masters[m] = true
+		}
+	}
+	f := inventory.Family{Name: "veth_bridge_info", Help: helpBridgeInfo}
+	for _, m := range slices.Sorted(maps.Keys(masters)) {
+		f.Series = append(f.Series, inventory.Series{Value: 1, Labels: []inventory.Label{{Name: "master", Value: m}, {Name: "network", Value: bridges[m]}}})
+	}
+	return f
+}

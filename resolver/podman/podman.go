@@ -18,6 +18,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 	"github.com/veth-exporter/veth_exporter/kernel"
+	"github.com/veth-exporter/veth_exporter/resolver/engine"
 	"golang.org/x/sys/unix"
 )
 
@@ -341,5 +342,5 @@ func (v *View) Families(s *inventory.Snapshot) []inventory.Family {
 	if !v.Up {
 		return families
 	}
-	return append(families, inventory.BridgeInfo(s, v.Bridges))
+	return append(families, engine.BridgeInfo(s, v.Bridges))
 }
