@@ -7,10 +7,11 @@
 // shared between series, instead of through const metrics that client_golang
 // would validate, copy and hash one by one: that path cost more than the
 // netlink dump itself. Device names are unique in a snapshot, which is the
-// consistency the registry would otherwise check. For the text format,
-// which Prometheus scrapes, the per-veth families are not built at all but
-// written straight from the snapshot ([TextGatherer]): the same text for
-// a fraction of the cost (BenchmarkScrape).
+// consistency the registry would otherwise check. In the text format,
+// which Prometheus asks for unless told to scrape protobuf, the per-veth
+// families are not built at all but written straight from the snapshot
+// ([TextGatherer]): the same text for a fraction of the cost
+// (BenchmarkScrape).
 //
 // The collector only reads: it never changes an interface, a namespace or
 // anything else on the node.
