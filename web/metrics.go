@@ -27,8 +27,8 @@ import (
 // response is the same text, its headers the same.
 //
 // On a node of 5,000 veths a scrape carries 39,000 samples, 3 MB of text.
-// Built as data and written by expfmt they took 22-43 ms
-// (BenchmarkScrape), written directly 4 ms. promhttp compresses them in
+// Built as data and written by expfmt they took 32 ms (BenchmarkScrape,
+// median of 6), written directly 5 ms. promhttp compresses them in
 // 10.5 ms to 148 kB, BestSpeed in 4.2 ms to 160 kB.
 func newMetricsHandler(g prometheus.Gatherer, errorLog *log.Logger, maxRequests int) http.Handler {
 	// The limit holds for both paths: promhttp is given none.
