@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # compare.sh builds a node-sized veth fixture in a private network and mount
 # namespace and reports, side by side, the median scrape time and peak RSS of
-# veth_exporter, of node_exporter's netclass collector (sysfs mode) and of a
-# bare netlink link dump (bench/linkdump), with the targets of the issue as
-# PASS/FAIL lines. See bench/README.md. Nothing here touches the machine's own
+# veth_exporter (GET /metrics plain and with Accept-Encoding: gzip), of
+# node_exporter's netclass collector (sysfs mode), of a bare netlink link
+# dump (bench/linkdump) and of the kernel's own dump through iproute2
+# (ip -d -o link show), with the targets of the issues as PASS/FAIL lines. See bench/README.md. Nothing here touches the machine's own
 # network namespace: the fixture exists only in the private one and vanishes
 # with it.
 #
@@ -177,6 +178,23 @@ inner() {
 	done
 	log "bare netlink dump: $line"
 
+	# median_ms SECONDS... prints the median of its arguments in ms.
+	median_ms() {
+		printf '%s\n' "$@" | sort -g | awk '
+			{ v[NR] = $1 }
+			END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m * 1000 }'
+	}
+	# time_ip_dump prints how long one `ip -d -o link show` of the fixture
+	# took, in seconds: the kernel's own dump of every link with its
+	# details, as iproute2 asks for it and prints it, the command included
+	# (its start costs about a millisecond).
+	time_ip_dump() {
+		local t0=$EPOCHREALTIME t1
+		ip -d -o link show >/dev/null || die "ip -d -o link show failed"
+		t1=$EPOCHREALTIME
+		awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
+	}
+
 	# measure NAME URL LOGFILE -- COMMAND... starts one exporter, scrapes it
 	# once to warm up and $SCRAPES times timed, and records the median and
 	# the peak RSS, or a note saying why it has none.
@@ -213,16 +231,43 @@ inner() {
 			return
 		fi
 		log "$name: warm-up scrape: $(wc -c <"$work/$name.prom") bytes, $(grep -c '^[a-z]' "$work/$name.prom" || true) samples, $(grep -o 'device="vb[0-9]*x[0-9]*"' "$work/$name.prom" | sort -u | wc -l) fixture devices"
+		# veth_exporter is also scraped as Prometheus scrapes it, with
+		# Accept-Encoding: gzip (curl keeps the body compressed: the time is
+		# the exporter's, not curl's inflating), and each of its scrapes
+		# follows one `ip -d -o link show`: the three interleaved, so that
+		# what else runs on the machine weighs on each alike.
+		local gzipped=0
+		if [[ $name == veth_exporter ]]; then
+			gzipped=1
+			read -r code t s < <(curl -s -o /dev/null -H 'Accept-Encoding: gzip' \
+				-w '%{http_code} %{time_total} %{size_download}\n' --max-time 600 "$url")
+			[[ $code == 200 ]] || log "$name: warm-up scrape with gzip answered HTTP $code"
+			log "$name: warm-up scrape with gzip: $s bytes"
+			log "ip -d -o link show: $(ip -d -o link show | wc -l) links"
+		fi
+		local -a gz_times=() ip_times=()
 		for ((s = 0; s < SCRAPES; s++)); do
+			if ((gzipped)); then
+				ip_times+=("$(time_ip_dump)")
+			fi
 			read -r code t < <(curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 600 "$url")
 			[[ $code == 200 ]] || log "$name: scrape $s answered HTTP $code"
 			times+=("$t")
+			if ((gzipped)); then
+				read -r code t < <(curl -s -o /dev/null -H 'Accept-Encoding: gzip' \
+					-w '%{http_code} %{time_total}\n' --max-time 600 "$url")
+				[[ $code == 200 ]] || log "$name: scrape $s with gzip answered HTTP $code"
+				gz_times+=("$t")
+			fi
 		done
-		med[$name]=$(printf '%s\n' "${times[@]}" | sort -g | awk '
-			{ v[NR] = $1 }
-			END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m * 1000 }')
+		med[$name]=$(median_ms "${times[@]}")
 		rss[$name]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$subject_pid/status")
 		log "$name: median ${med[$name]} ms, VmHWM ${rss[$name]} kB"
+		if ((gzipped)); then
+			med[${name}_gzip]=$(median_ms "${gz_times[@]}")
+			med[ip]=$(median_ms "${ip_times[@]}")
+			log "$name: median with gzip ${med[${name}_gzip]} ms; ip -d -o link show: median ${med[ip]} ms"
+		fi
 
 		stop_subject
 	}
@@ -233,6 +278,13 @@ inner() {
 	else
 		note[veth_exporter]="skipped: no executable at $VETH_EXPORTER (go build -o veth_exporter ./cmd/veth_exporter, or set VETH_EXPORTER)"
 		log "veth_exporter: ${note[veth_exporter]}"
+	fi
+	if [[ -z ${med[ip]:-} ]]; then
+		local -a ip_times=()
+		local s
+		for ((s = 0; s < SCRAPES; s++)); do ip_times+=("$(time_ip_dump)"); done
+		med[ip]=$(median_ms "${ip_times[@]}")
+		log "ip -d -o link show: median ${med[ip]} ms"
 	fi
 
 	if [[ -x $NODE_EXPORTER ]]; then
@@ -257,20 +309,22 @@ inner() {
 # report prints the table and the target checks from the med, rss and note
 # arrays of inner.
 report() {
-	local -A label=([dump]="bare netlink dump" [veth_exporter]="veth_exporter" [node_exporter]="node_exporter netclass")
+	local -A label=([dump]="bare netlink dump" [ip]="ip -d -o link show" [veth_exporter]="veth_exporter"
+		[veth_exporter_gzip]="veth_exporter, gzip" [node_exporter]="node_exporter netclass")
 	local s
 	echo
 	echo "fixture: $VETHS veths, peers in $NAMESPACES namespaces ($n_proc held by a process, $n_mount by a bind mount only), $n_bridges bridges; $n_links links in the host dump"
-	echo "median of $SCRAPES scrapes after one warm-up"
+	echo "median of $SCRAPES scrapes after one warm-up; veth_exporter's scrapes, plain and gzip, interleaved with ip -d -o link show"
 	echo "1-minute load average when measuring started: $load"
 	echo
-	printf '%-24s %20s %15s %20s\n' subject "median scrape (ms)" "peak RSS (MB)" "ratio vs bare dump"
-	for s in dump veth_exporter node_exporter; do
+	printf '%-24s %20s %15s %20s %16s\n' subject "median scrape (ms)" "peak RSS (MB)" "ratio vs bare dump" "ratio vs ip -d"
+	for s in dump ip veth_exporter veth_exporter_gzip node_exporter; do
 		if [[ -n ${med[$s]:-} ]]; then
-			awk -v l="${label[$s]}" -v m="${med[$s]}" -v r="${rss[$s]}" -v d="${med[dump]}" \
-				'BEGIN { printf "%-24s %20.2f %15.1f %19.2fx\n", l, m, r / 1024, m / d }'
+			# The gzip scrapes are the same process as the plain ones: one RSS.
+			awk -v l="${label[$s]}" -v m="${med[$s]}" -v r="${rss[${s%_gzip}]:-}" -v d="${med[dump]}" -v i="${med[ip]}" \
+				'BEGIN { printf "%-24s %20.2f %15s %19.2fx %15.2fx\n", l, m, r == "" ? "-" : sprintf("%.1f", r / 1024), m / d, m / i }'
 		else
-			printf '%-24s %s\n' "${label[$s]}" "${note[$s]:-no result}"
+			printf '%-24s %s\n' "${label[$s]}" "${note[${s%_gzip}]:-no result}"
 		fi
 	done
 	echo
@@ -292,6 +346,17 @@ report() {
 	else
 		check "veth_exporter scrape <= 1.5x bare dump" 0 ""
 	fi
+	local gz
+	for gz in "" _gzip; do
+		local what="veth_exporter scrape${gz:+ with gzip} <= 1.0x ip -d -o link show"
+		if [[ -n ${med[veth_exporter$gz]:-} ]]; then
+			v=$(awk -v a="${med[veth_exporter$gz]}" -v b="${med[ip]}" 'BEGIN { printf "%.2fx", a / b }')
+			ok=$(awk -v a="${med[veth_exporter$gz]}" -v b="${med[ip]}" 'BEGIN { print (a <= b) }')
+			check "$what" "$ok" "$v"
+		else
+			check "$what" 0 ""
+		fi
+	done
 	if [[ -n ${med[veth_exporter]:-} && -n ${med[node_exporter]:-} ]]; then
 		v=$(awk -v a="${med[node_exporter]}" -v b="${med[veth_exporter]}" 'BEGIN { printf "%.1fx", a / b }')
 		ok=$(awk -v a="${med[node_exporter]}" -v b="${med[veth_exporter]}" 'BEGIN { print (a >= 10 * b) }')

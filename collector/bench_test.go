@@ -1,18 +1,22 @@
-package collector
+package collector_test
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 
+	"github.com/veth-exporter/veth_exporter/collector"
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/web"
 )
 
 // syntheticSnapshot is a node of n veths in n/20 namespaces, one in five
@@ -42,18 +46,83 @@ func syntheticSnapshot(n int) *inventory.Snapshot {
 	return s
 }
 
-// BenchmarkScrape measures the exposition of a snapshot through the real
-// HTTP handler: what a scrape costs on top of taking the inventory.
+// snapshots hands out its snapshots in turn: as on a node, every scrape
+// gets a snapshot of its own, never the previous scrape's.
+type snapshots struct {
+	snaps []*inventory.Snapshot
+	next  atomic.Uint64
+}
+
+func (s *snapshots) SharedSnapshot(context.Context) (*inventory.Snapshot, error) {
+	return s.snaps[(s.next.Add(1)-1)%uint64(len(s.snaps))], nil
+}
+
+// discardResponse is an http.ResponseWriter that keeps nothing but the
+// status and the number of bytes: the benchmark times the handler, not a
+// buffer growing to hold the body.
+type discardResponse struct {
+	header http.Header
+	status int
+	n      int
+}
+
+func (d *discardResponse) Header() http.Header { return d.header }
+func (d *discardResponse) WriteHeader(status int) {
+	if d.status == 0 {
+		d.status = status
+	}
+}
+
+func (d *discardResponse) Write(p []byte) (int, error) {
+	d.WriteHeader(http.StatusOK)
+	d.n += len(p)
+	return len(p), nil
+}
+
+// BenchmarkScrape measures GET /metrics through the exporter's HTTP
+// handler, wired as serve wires it (the registry's Go, process and build
+// metrics, the handler's own instrumentation), on a snapshot of n
+// synthetic veths: what a scrape costs on top of taking the inventory.
+// encoding=gzip is a scrape as Prometheus makes it (Accept-Encoding: gzip).
 func BenchmarkScrape(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprintf("veths=%d", n), func(b *testing.B) {
-			c := New(fakeInventory{snap: syntheticSnapshot(n)}, Config{PerDevice: true}, slog.New(slog.DiscardHandler))
-			h := promhttp.HandlerFor(Gatherers{prometheus.NewRegistry(), c}, promhttp.HandlerOpts{})
-			for b.Loop() {
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), "GET", "/metrics", nil))
-				io.Copy(io.Discard, rec.Body)
-			}
-		})
+	logger := slog.New(slog.DiscardHandler)
+	for _, n := range []int{1000, 5000, 10000} {
+		for _, encoding := range []string{"identity", "gzip"} {
+			b.Run(fmt.Sprintf("veths=%d/encoding=%s", n, encoding), func(b *testing.B) {
+				src := &snapshots{snaps: []*inventory.Snapshot{syntheticSnapshot(n), syntheticSnapshot(n)}}
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(
+					versioncollector.NewCollector("veth_exporter"),
+					collectors.NewGoCollector(),
+					collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+				)
+				h, err := web.NewRouter(web.Config{
+					TelemetryPath: "/metrics",
+					Gatherer:      collector.Gatherers{reg, collector.New(src, collector.Config{PerDevice: true}, logger)},
+					Registerer:    reg,
+					Logger:        logger,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				req := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "/metrics", nil)
+				if encoding == "gzip" {
+					req.Header.Set("Accept-Encoding", "gzip")
+				}
+				var size int
+				for b.Loop() {
+					w := &discardResponse{header: http.Header{}}
+					h.ServeHTTP(w, req)
+					if w.status != http.StatusOK {
+						b.Fatalf("GET /metrics: status %d", w.status)
+					}
+					if got := w.header.Get("Content-Encoding"); (encoding == "gzip") != (got == "gzip") {
+						b.Fatalf("GET /metrics with Accept-Encoding %q: Content-Encoding %q", req.Header.Get("Accept-Encoding"), got)
+					}
+					size = w.n
+				}
+				b.ReportMetric(float64(size), "bytes/scrape")
+			})
+		}
 	}
 }

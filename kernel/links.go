@@ -19,6 +19,13 @@ const dumpAttempts = 5
 // link dump (RTEXT_FILTER_SKIP_STATS, Linux 4.13). A veth's statistics are
 // per-CPU sums that also read its peer; the exporter needs none of them,
 // and they are most of every message. Older kernels ignore the bit.
+//
+// Only the host's dump asks for it. A dump that carries a non-zero
+// IFLA_EXT_MASK first makes the kernel size its buffer by walking every
+// link of the asking socket's namespace, the host's (rtnl_calcit), whatever
+// namespace the dump is of: a dump of another namespace's 51 links then
+// cost 4 ms with 5,000 links on the host, against 0.6 ms with their
+// statistics and no walk.
 const rtextFilterSkipStats = 1 << 3
 
 // Link is what the exporter needs of one RTM_NEWLINK message.
@@ -48,7 +55,7 @@ type Link struct {
 
 // DumpLinks is the one place that dumps the host's links. It retries
 // [nl.ErrDumpInterrupted], whose results may be inconsistent, and nothing
-// else dumps links (see [DumpLinks]). Messages are parsed as they arrive and only the few
+// else dumps links. Messages are parsed as they arrive and only the few
 // attributes the inventory uses are kept: holding the fully decoded dump of
 // ten thousand links costs tens of megabytes.
 func DumpLinks() ([]Link, error) { return DumpLinksIn(-1) }
@@ -74,9 +81,10 @@ func DumpLinksIn(nsid int) ([]Link, error) {
 func dumpLinksOnce(nsid int) ([]Link, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	if nsid >= 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(nsid))))
+	} else {
+		req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	}
 	var (
 		links    []Link

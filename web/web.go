@@ -20,7 +20,9 @@ import (
 type Config struct {
 	// TelemetryPath is where metrics are served, normally /metrics.
 	TelemetryPath string
-	Gatherer      prometheus.Gatherer
+	// Gatherer gives the metrics; a [collector.TextGatherer] writes the
+	// text format itself.
+	Gatherer prometheus.Gatherer
 	// Registerer receives the HTTP handler's own metrics (promhttp_*); may be nil.
 	Registerer prometheus.Registerer
 	// MaxRequests limits concurrent scrapes; 0 means no limit.
@@ -47,11 +49,7 @@ type Config struct {
 // NewRouter returns the exporter's HTTP handler.
 func NewRouter(cfg Config) (http.Handler, error) {
 	r := chi.NewRouter()
-	metrics := promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: cfg.MaxRequests,
-	})
+	metrics := newMetricsHandler(cfg.Gatherer, slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError), cfg.MaxRequests)
 	if cfg.Registerer != nil {
 		metrics = promhttp.InstrumentMetricHandler(cfg.Registerer, metrics)
 	}
