@@ -6,16 +6,23 @@ import (
 	"time"
 )
 
-// answerKey identifies one alert firing for one device: Alertmanager
-// re-sends a firing alert at its repeat interval and HA peers send it
-// twice. It is a digest, so a key costs the same whatever the alert's
-// labels weigh.
+// answerKey identifies one alert for one device, in one status, naming
+// one node: Alertmanager re-sends a firing alert at its repeat interval
+// and HA peers send it twice. The status and the node are part of it: an
+// alert that resolved and fires again keeps its fingerprint and startsAt,
+// and an answer for an alert naming another node says nothing about one
+// naming this node. It is a digest, so a key costs the same whatever the
+// alert's labels weigh.
 type answerKey [sha256.Size]byte
 
 func keyOf(q request) answerKey {
 	h := sha256.New()
 	var b [8]byte
-	for _, s := range []string{q.Fingerprint, q.Device} {
+	status := "firing"
+	if q.Resolved {
+		status = "resolved"
+	}
+	for _, s := range []string{q.Fingerprint, q.Device, status, q.Instance} {
 		binary.BigEndian.PutUint64(b[:], uint64(len(s)))
 		h.Write(b[:])
 		h.Write([]byte(s))

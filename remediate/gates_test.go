@@ -234,6 +234,36 @@ func TestGatesIdempotent(t *testing.T) {
 	}
 }
 
+// TestGatesCacheKeyStatusAndNode: a cached answer is for the same
+// alert in the same status naming the same node. An alert that resolved
+// and fires again with the same fingerprint and startsAt (Alertmanager
+// keeps startsAt across a flap shorter than its resolve timeout) is
+// decided, not answered skipped/resolved from the cache for an hour; an
+// alert answered other_node is decided again when it names this node.
+func TestGatesCacheKeyStatusAndNode(t *testing.T) {
+	inv := &fakeInventory{snap: testNode()}
+	r := newTestRemediator(testConfig(), inv)
+	firing := alert("vleak", 10, time.Hour)
+	resolved := firing
+	resolved.Status = StatusResolved
+	if a := mustHandleAlerts(t, r, resolved)[0]; a.Reason != ReasonResolved {
+		t.Fatalf("resolved alert: %+v, want %s", a, ReasonResolved)
+	}
+	if a := mustHandleAlerts(t, r, firing)[0]; a.Result != ResultWouldDelete {
+		t.Errorf("the same alert firing again: %+v, want would_delete, not the cached resolved answer", a)
+	}
+
+	elsewhere := withLabel(alert("vleak2", 11, time.Hour), "instance", "node2")
+	if a := mustHandleAlerts(t, r, elsewhere)[0]; a.Reason != ReasonOtherNode {
+		t.Fatalf("alert for node2: %+v, want %s", a, ReasonOtherNode)
+	}
+	here := alert("vleak2", 11, time.Hour)
+	here.Fingerprint = elsewhere.Fingerprint
+	if a := mustHandleAlerts(t, r, here)[0]; a.Result != ResultWouldDelete {
+		t.Errorf("the same fingerprint naming this node: %+v, want would_delete, not the cached other_node answer", a)
+	}
+}
+
 func TestAuditFile(t *testing.T) {
 	cfg := testConfig()
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"

@@ -18,6 +18,9 @@ type request struct {
 	BadIndex string
 	// OtherNode: the alert's instance label does not name this node.
 	OtherNode bool
+	// Instance is the value of the alert's instance label ("" when it
+	// has none): part of what a cached answer is for.
+	Instance string
 }
 
 // Device names a veth a human asked to remove (the clean command): by
@@ -40,6 +43,7 @@ func alertRequests(p *Payload, inst Instance) []request {
 			Fingerprint: a.Fingerprint,
 			Resolved:    !a.Firing(),
 			OtherNode:   !inst.Matches(a.Labels),
+			Instance:    a.Labels[inst.Label],
 		}
 		if s, ok := a.Labels["ifindex"]; ok {
 			if idx, err := ParseIfindex(s); err != nil {
