@@ -83,7 +83,10 @@ func alertNotFromTheFuture(q request, now time.Time, _ *Config) (reason, detail 
 }
 
 func alertOldEnough(q request, now time.Time, cfg *Config) (reason, detail string) {
-	if q.StartsAt.IsZero() || now.Sub(q.StartsAt) < cfg.MinAge {
+	if q.StartsAt.IsZero() {
+		return ReasonAlertTooYoung, fmt.Sprintf("alert has no startsAt: how long it has fired is unknown (at least %s needed)", cfg.MinAge)
+	}
+	if now.Sub(q.StartsAt) < cfg.MinAge {
 		return ReasonAlertTooYoung, fmt.Sprintf("alert firing for %s, less than %s", now.Sub(q.StartsAt).Round(time.Second), cfg.MinAge)
 	}
 	return "", ""

@@ -264,6 +264,18 @@ func TestGatesCacheKeyStatusAndNode(t *testing.T) {
 	}
 }
 
+// TestGatesNoStartsAt: an alert without startsAt is too young, and the
+// refusal says its age is unknown rather than a made-up duration.
+func TestGatesNoStartsAt(t *testing.T) {
+	r := newTestRemediator(testConfig(), &fakeInventory{snap: testNode()})
+	a := alert("vleak", 10, time.Hour)
+	a.StartsAt = time.Time{}
+	got := mustHandleAlerts(t, r, a)[0]
+	if got.Reason != ReasonAlertTooYoung || !strings.Contains(got.Detail, "no startsAt") || strings.Contains(got.Detail, "2562047") {
+		t.Errorf("alert without startsAt: %+v, want %s saying it has no startsAt", got, ReasonAlertTooYoung)
+	}
+}
+
 func TestAuditFile(t *testing.T) {
 	cfg := testConfig()
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
