@@ -62,6 +62,8 @@ type groupDeletion struct {
 	restore map[int]uint32
 	// pins hold the peers' namespaces open, by index into ts.
 	pins map[int]peerPin
+	// before is the dump the group was chosen from, by ifindex.
+	before map[int]kernel.Link
 }
 
 // tag puts into the group only what the dump refs shows as the very veth
@@ -72,6 +74,7 @@ func (g *groupDeletion) tag(refs []kernel.Link) bool {
 	for _, l := range refs {
 		byIndex[l.Index] = l
 	}
+	g.before = byIndex
 	for i, t := range g.ts {
 		l, ok := byIndex[t.Index]
 		switch {
@@ -105,10 +108,29 @@ func (g *groupDeletion) untag(i int) {
 	g.tagged = slices.DeleteFunc(g.tagged, func(j int) bool { return j == i })
 }
 
-// fallBack untags every target still tagged, for the one-by-one path.
+// fallBack untags every target still tagged, for the one-by-one path,
+// and gives every other link found in the group its own group back: a
+// stranger that joined it (a reused ifindex tagged in a target's stead,
+// or a link someone else put there) had the group of the dump the group
+// was chosen from, or, new since, the kernel's default group 0. No link
+// used the group when it was chosen, so none belongs in it.
 func (g *groupDeletion) fallBack() {
 	for _, i := range slices.Clone(g.tagged) {
 		g.untag(i)
+	}
+	refs, err := g.rm.dump()
+	if err != nil {
+		return
+	}
+	for _, l := range refs {
+		if l.Group != g.group {
+			continue
+		}
+		var group uint32
+		if was, ok := g.before[l.Index]; ok && was.Name == l.Name {
+			group = was.Group
+		}
+		_ = g.rm.h.LinkSetGroup(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: l.Index}}, int(group))
 	}
 }
 
