@@ -39,10 +39,11 @@ var deviceGates = []requestGate{
 }
 
 // oversized refuses a request that carries a fingerprint or a label no
-// alert of ours has: it is not remembered, and not echoed whole.
+// alert of ours has (any label, by name or value): it is not remembered,
+// and not echoed whole.
 func oversized(q request) (reason, detail string) {
-	if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel {
-		return ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label longer than %d", maxFingerprint, maxLabel)
+	if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel || q.LongLabel != "" {
+		return ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label's name or value longer than %d", maxFingerprint, maxLabel)
 	}
 	return "", ""
 }

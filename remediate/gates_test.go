@@ -116,6 +116,12 @@ func TestAlertGates(t *testing.T) {
 	noStartsAt.StartsAt, noStartsAt.Fingerprint = time.Time{}, ""
 	bigFingerprint := alert("vleak", 10, old)
 	bigFingerprint.Fingerprint = strings.Repeat("f", 1<<20)
+	bigInstance := withLabel(alert("vleak", 10, old), "instance", "node1"+strings.Repeat(" ", 300))
+	bigInstance.Fingerprint = ""
+	bigOtherLabel := withLabel(alert("vleak", 10, old), "team", strings.Repeat("x", 257))
+	bigOtherLabel.Fingerprint = ""
+	bigLabelName := withLabel(alert("vleak", 10, old), strings.Repeat("l", 257), "x")
+	bigLabelName.Fingerprint = ""
 	tests := []struct {
 		name         string
 		alert        Alert
@@ -137,6 +143,9 @@ func TestAlertGates(t *testing.T) {
 		{"gone since recorded", alert("vgone", 31, old), ResultGone, "", nil},
 		{"never recorded, not there", alert("vnothere", 30, old), ResultNotFound, "", nil},
 		{"fingerprint of 1 MB", bigFingerprint, ResultRefused, ReasonInvalidAlert, nil},
+		{"instance label of 305 bytes", bigInstance, ResultRefused, ReasonInvalidAlert, nil},
+		{"any label value of 257 bytes", bigOtherLabel, ResultRefused, ReasonInvalidAlert, nil},
+		{"a label name of 257 bytes", bigLabelName, ResultRefused, ReasonInvalidAlert, nil},
 		{"device label of 1 MB", alert(strings.Repeat("v", 1<<20), 0, old), ResultRefused, ReasonInvalidAlert, nil},
 		// lo is not in the snapshot's veths but exists: never "gone".
 		{"not a veth", alert("lo", 1, old), ResultRefused, ReasonNotVeth, nil},
@@ -273,6 +282,20 @@ func TestGatesNoStartsAt(t *testing.T) {
 	got := mustHandleAlerts(t, r, a)[0]
 	if got.Reason != ReasonAlertTooYoung || !strings.Contains(got.Detail, "no startsAt") || strings.Contains(got.Detail, "2562047") {
 		t.Errorf("alert without startsAt: %+v, want %s saying it has no startsAt", got, ReasonAlertTooYoung)
+	}
+}
+
+// TestGatesUnicodeSpaceName: a name the kernel accepts is decided like any
+// other, a Unicode space in it included (U+2003: the kernel takes it as
+// plain bytes); the answer is not a cached invalid_device.
+func TestGatesUnicodeSpaceName(t *testing.T) {
+	snap := testNode()
+	snap.Veths = append(snap.Veths, orphan("v\u2003x", 40, "docker0", inventory.ReasonNetnsEmpty, time.Hour))
+	r := newTestRemediator(testConfig(), &fakeInventory{snap: snap})
+	for range 2 {
+		if a := mustHandleAlerts(t, r, alert("v\u2003x", 40, time.Hour))[0]; a.Result != ResultWouldDelete {
+			t.Errorf("alert for %q: %+v, want would_delete", "v\u2003x", a)
+		}
 	}
 }
 

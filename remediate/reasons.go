@@ -6,7 +6,8 @@ package remediate
 // They are listed in the order they are checked.
 const (
 	// ReasonInvalidAlert: the alert carries a fingerprint longer than 64
-	// bytes or a label longer than 256 (so does a device name given to the
+	// bytes or a label whose name or value is longer than 256 (so does a
+	// device name given to the
 	// clean command), checked before anything else: not an alert of ours,
 	// neither remembered nor echoed whole.
 	ReasonInvalidAlert = "invalid_alert"

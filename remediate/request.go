@@ -21,6 +21,9 @@ type request struct {
 	// Instance is the value of the alert's instance label ("" when it
 	// has none): part of what a cached answer is for.
 	Instance string
+	// LongLabel names a label of the alert whose name or value is longer
+	// than any alert of ours has; "" when none is.
+	LongLabel string
 }
 
 // Device names a veth a human asked to remove (the clean command): by
@@ -44,6 +47,7 @@ func alertRequests(p *Payload, inst Instance) []request {
 			Resolved:    !a.Firing(),
 			OtherNode:   !inst.Matches(a.Labels),
 			Instance:    a.Labels[inst.Label],
+			LongLabel:   longLabel(a.Labels),
 		}
 		if s, ok := a.Labels["ifindex"]; ok {
 			if idx, err := ParseIfindex(s); err != nil {
@@ -54,6 +58,18 @@ func alertRequests(p *Payload, inst Instance) []request {
 		}
 	}
 	return reqs
+}
+
+// longLabel returns the name of a label whose name or value is longer
+// than maxLabel bytes, the first in name order; "" when there is none.
+func longLabel(labels map[string]string) string {
+	long := ""
+	for k, v := range labels {
+		if (len(k) > maxLabel || len(v) > maxLabel) && (long == "" || k < long) {
+			long = k
+		}
+	}
+	return long
 }
 
 // deviceRequests turns each device a human named into a request.

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -39,6 +41,18 @@ func WriteInventoryJSON(w io.Writer, snap *inventory.Snapshot) error {
 
 // The functions below describe a veth the way both the inspect table and
 // the /veths page show it.
+
+// DeviceText is how a text table shows a device name: as it is, or
+// quoted in Go syntax when it holds a space, a character that is not
+// printable (a Unicode space such as U+2003, which the kernel accepts in
+// a name) or bytes that are not UTF-8, any of which a reader could take
+// for a column separator or not see at all.
+func DeviceText(name string) string {
+	if !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return r == ' ' || !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(name)
+	}
+	return name
+}
 
 // Dash is s, or "-" when it is empty.
 func Dash(s string) string {

@@ -28,3 +28,18 @@ func TestProcsAndHeldBy(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceText(t *testing.T) {
+	for _, tt := range []struct{ name, want string }{
+		{"veth1a2b3c", "veth1a2b3c"},
+		{"veth😀", "veth😀"},
+		{"a\u2003b", `"a\u2003b"`},
+		{"a\u3000b", `"a\u3000b"`},
+		{"a\xffb", `"a\xffb"`},
+		{"a\x01b", `"a\x01b"`},
+	} {
+		if got := DeviceText(tt.name); got != tt.want {
+			t.Errorf("DeviceText(%q) = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}

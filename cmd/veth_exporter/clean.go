@@ -15,6 +15,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 	"github.com/veth-exporter/veth_exporter/remediate"
+	"github.com/veth-exporter/veth_exporter/web"
 )
 
 // cleanCommand is `veth_exporter clean`.
@@ -121,7 +122,7 @@ func writeAnswers(w io.Writer, answers []remediate.Answer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEVICE\tIFINDEX\tRESULT\tREASON\tDETAIL")
 	for _, a := range answers {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", a.Device, a.Ifindex, a.Result, dash(a.Reason), dash(a.Detail))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", web.DeviceText(a.Device), a.Ifindex, a.Result, dash(a.Reason), dash(a.Detail))
 	}
 	tw.Flush()
 }

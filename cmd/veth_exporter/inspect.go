@@ -64,7 +64,7 @@ func writeTable(w io.Writer, snap *inventory.Snapshot, sysfs string) {
 	for i := range snap.Veths {
 		v := &snap.Veths[i]
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			v.Name, web.Dash(v.Master), v.OperState, web.PeerNetns(v), web.Procs(v), web.HeldBy(v), web.OwnerText(v),
+			web.DeviceText(v.Name), web.Dash(v.Master), v.OperState, web.PeerNetns(v), web.Procs(v), web.HeldBy(v), web.OwnerText(v),
 			v.Verdict, v.Reason, web.Age(v, snap.Taken, sysfs))
 	}
 	tw.Flush()
