@@ -212,7 +212,8 @@ func TestEveryAlertIsTested(t *testing.T) {
 }
 
 // TestRuleConventions checks the monitoring-mixin conventions: a severity,
-// a summary, a templated description, and a runbook in the README.
+// a summary, a templated description naming the node (or the job, for an
+// alert about a whole fleet), and a runbook in the README.
 func TestRuleConventions(t *testing.T) {
 	for _, r := range alertRules(t) {
 		switch r.Labels["severity"] {
@@ -223,8 +224,8 @@ func TestRuleConventions(t *testing.T) {
 		if r.Annotations["summary"] == "" || strings.Contains(r.Annotations["summary"], "{{") {
 			t.Errorf("%s: summary = %q, want a fixed sentence", r.Alert, r.Annotations["summary"])
 		}
-		if !strings.Contains(r.Annotations["description"], "$labels.instance") {
-			t.Errorf("%s: description = %q, want one naming the node ($labels.instance)", r.Alert, r.Annotations["description"])
+		if d := r.Annotations["description"]; !strings.Contains(d, "$labels.instance") && !strings.Contains(d, "$labels.job") {
+			t.Errorf("%s: description = %q, want one naming the node ($labels.instance) or the fleet ($labels.job)", r.Alert, d)
 		}
 		if want := runbookBase + "runbook-" + strings.ToLower(r.Alert); r.Annotations["runbook_url"] != want {
 			t.Errorf("%s: runbook_url = %q, want %q", r.Alert, r.Annotations["runbook_url"], want)
@@ -349,6 +350,11 @@ func TestRuleTestsCatchMistakes(t *testing.T) {
 		{"VethExporterResolverDown", `"cgroup|state|cni"`, `"cgroup|state|cni|cri"`},
 		{"VethExporterResolverDown", `"cgroup|state|cni"`, `"cgroup|state|cni|podman"`},
 		{"VethExporterResolverDown", `collector!~"cgroup|state|cni"`, `collector=~"links|netns|docker|cri|podman"`},
+		{"VethOrphansFleetWide", ") > 0.25", ") > 0.4"},
+		{"VethOrphansFleetWide", ") > 0.25", ") >= 0.25"},
+		{"VethOrphansFleetWide", ") >= 3", ") >= 4"},
+		{"VethOrphansFleetWide", ") >= 3", ") >= 2"},
+		{"VethOrphansFleetWide", "keep_firing_for: 1h", "keep_firing_for: 30m"},
 		{"VethRemediationFailing", "[15m]) > 0", "[10m]) > 0"},
 		{"VethRemediationFailing", "offset 15m", "offset 10m"},
 		{"VethRemediationFailing", `increase(veth_remediation_actions_total{result="failed"}`, `increase(veth_remediation_actions_total{result=~"failed|refused"}`},
@@ -411,8 +417,15 @@ func layout(t *testing.T, rules string) string {
 
 // amExample is the part of an Alertmanager example these tests read.
 type amExample struct {
-	Route     amRoute      `yaml:"route"`
-	Receivers []amReceiver `yaml:"receivers"`
+	Route        amRoute         `yaml:"route"`
+	Receivers    []amReceiver    `yaml:"receivers"`
+	InhibitRules []amInhibitRule `yaml:"inhibit_rules"`
+}
+
+type amInhibitRule struct {
+	SourceMatchers []string `yaml:"source_matchers"`
+	TargetMatchers []string `yaml:"target_matchers"`
+	Equal          []string `yaml:"equal"`
 }
 
 type amReceiver struct {
@@ -477,7 +490,8 @@ func vethOrphanedRoutes(c *amExample) []amRoute {
 // each node's alerts to that node's exporter (the templated URL, or a
 // route matching exactly one instance whose receiver's URL is that
 // instance), resolved alerts never sent, a cap on alerts per request,
-// authentication, and TLS.
+// authentication, TLS, and VethOrphaned held back while
+// VethOrphansFleetWide fires for its job.
 func checkAlertmanagerExample(config []byte, templated bool) []string {
 	var c amExample
 	if err := yaml.Unmarshal(config, &c); err != nil {
@@ -491,6 +505,12 @@ func checkAlertmanagerExample(config []byte, templated bool) []string {
 		return []string{"no route matching alertname = VethOrphaned"}
 	case templated && len(routes) != 1:
 		fail("%d VethOrphaned routes, want the one with the templated URL", len(routes))
+	}
+	if !slices.ContainsFunc(c.InhibitRules, func(r amInhibitRule) bool {
+		return slices.Equal(r.SourceMatchers, []string{"alertname = VethOrphansFleetWide"}) &&
+			slices.Equal(r.TargetMatchers, []string{"alertname = VethOrphaned"}) && slices.Equal(r.Equal, []string{"job"})
+	}) {
+		fail("no inhibit rule holding back VethOrphaned (equal: [job]) while VethOrphansFleetWide fires")
 	}
 	receivers := map[string]amReceiver{}
 	for _, rc := range c.Receivers {
@@ -617,6 +637,9 @@ func TestAlertmanagerExampleCatchesMistakes(t *testing.T) {
 		{amConfig, "      group_by: [instance, device]", "      group_by: [instance]"},
 		{amConfig, "        send_resolved: false", "        send_resolved: true"},
 		{amConfig, "            ca_file: /etc/alertmanager/veth-exporter-ca.pem", ""},
+		{amConfig, "      - alertname = VethOrphansFleetWide", "      - alertname = VethOrphansAccumulating"},
+		{amConfig, "    equal: [job]", "    equal: [instance]"},
+		{amPerNodeConfig, "      - alertname = VethOrphansFleetWide", "      - alertname = VethOrphansAccumulating"},
 		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: https://node1.example:9750/remediate"},
 		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: http://node2.example:9750/remediate"},
 		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: 'https://{{ .GroupLabels.instance }}/remediate'"},
