@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
 // fakeResolver is a runtime resolver that answers what it is told.
@@ -22,6 +24,8 @@ type fakeResolver struct {
 	// hang: Observe answers only when its deadline ends, as a wedged
 	// daemon's resolver does.
 	hang bool
+	// panics: the first Claim panics.
+	panics bool
 
 	mu        sync.Mutex
 	deadlines []time.Time // of the contexts Observe got
@@ -50,7 +54,12 @@ type fakeObservation struct{ r *fakeResolver }
 func (o fakeObservation) Claim(_ context.Context, v *Veth) Claim {
 	o.r.mu.Lock()
 	o.r.claimed++
+	panics := o.r.panics
+	o.r.panics = false
 	o.r.mu.Unlock()
+	if panics {
+		panic("claim panicked")
+	}
 	for _, r := range o.r.running {
 		if v.PeerNetns != nil && v.PeerNetns.Inode == r.Inode {
 			return Claim{State: RuntimeRunning, Owner: &Owner{Kind: OwnerContainer, ID: fmt.Sprint(r.Inode), Name: "fake"}}
@@ -123,5 +132,27 @@ func TestResolversInSnapshot(t *testing.T) {
 	}
 	if _, ok := keys["veths"]; !ok {
 		t.Errorf("JSON %s: no veths key beside the views", b)
+	}
+}
+
+// TestSnapshotAfterPanickingClaim: a build whose judgement panics fails
+// its callers and leaves the history usable: the next snapshot is taken.
+func TestSnapshotAfterPanickingClaim(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "panicky")
+	netnstest.Veth(t, "vpanic", "panicky", "")
+	r := &fakeResolver{step: "panicky", timeout: time.Minute, panics: true}
+	inv := New(Config{TrustPIDNamespace: true, Resolvers: []Resolver{r}})
+	if s, err := inv.Snapshot(context.Background()); err == nil {
+		t.Fatalf("Snapshot with a panicking claim = %v, nil; want an error", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := inv.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("the snapshot after a panicked one: %v", err)
+	}
+	if s.Veth("vpanic") == nil {
+		t.Error("the snapshot after a panicked one lacks vpanic")
 	}
 }

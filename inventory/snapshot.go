@@ -294,6 +294,7 @@ func (inv *Inventory) attachVeths(s *Snapshot, f found, scanned bool) *namespace
 // records the verdict's times.
 func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, annotations []annotation) (observation, error) {
 	history := inv.cfg.State.begin(s.Taken, inv.cfg.SettleTime)
+	defer history.release()
 	claims := make([]Claim, 0, len(runtimes))
 	for i := range s.Veths {
 		v := &s.Veths[i]

@@ -277,11 +277,14 @@ type observing struct {
 	settle time.Duration
 	seen   map[stateKey]bool
 	obs    observation
+	// ended: end released the state's lock.
+	ended bool
 }
 
 // begin starts an observation at now: it takes the state's lock, which
-// [observing.end] releases, and restarts every orphan clock after a gap
-// longer than MaxGap.
+// [observing.end] releases (and [observing.release], deferred, should the
+// judgement in between panic), and restarts every orphan clock after a
+// gap longer than MaxGap.
 func (s *State) begin(now time.Time, settle time.Duration) *observing {
 	s.mu.Lock()
 	prev := s.lastObserved
@@ -408,7 +411,7 @@ func (o *observing) rememberOwner(v *Veth, d *deviceState) {
 // updated regardless. It releases the state's lock.
 func (o *observing) end() (observation, error) {
 	s := o.s
-	defer s.mu.Unlock()
+	defer o.release()
 	if s.readOnly {
 		// Whatever the file holds that the dump does not show is gone;
 		// a device it still held as present went after last_observed.
@@ -451,6 +454,16 @@ func (o *observing) end() (observation, error) {
 		return o.obs, s.writeErr
 	}
 	return o.obs, s.persist(o.now)
+}
+
+// release releases the state's lock unless end did: a build that panics
+// between begin and end must not leave every later build waiting for it.
+// The history keeps what was recorded before the panic.
+func (o *observing) release() {
+	if !o.ended {
+		o.ended = true
+		o.s.mu.Unlock()
+	}
 }
 
 func sortGone(gone []GoneVeth) {

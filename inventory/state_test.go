@@ -1421,6 +1421,7 @@ func TestStateGone(t *testing.T) {
 // tests of the history, which judge with a fixed verdict.
 func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge func(*Veth)) (observation, error) {
 	o := s.begin(now, settle)
+	defer o.release()
 	for i := range veths {
 		d := o.recall(&veths[i])
 		judge(&veths[i])
