@@ -72,7 +72,14 @@ type NsfsMount struct {
 // mounted over shows the later mount: the last line for a path is the
 // namespace that path holds now.
 func NsfsMounts(procfs string) ([]NsfsMount, error) {
-	f, err := os.Open(filepath.Join(procfs, "self/mountinfo"))
+	return NsfsMountsIn(filepath.Join(procfs, "self/mountinfo"))
+}
+
+// NsfsMountsIn is [NsfsMounts] of the mountinfo file at path
+// (/proc/thread-self/mountinfo for a thread in a mount namespace of its
+// own).
+func NsfsMountsIn(path string) ([]NsfsMount, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}

@@ -102,7 +102,7 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 	f.file("sys/kernel/random/boot_id")
 
 	inodes := map[uint64]bool{nsA: true, nsB: true}
-	got, err := Occupants(f.dir, inodes)
+	got, _, err := Occupants(f.dir, inodes)
 	if err != nil {
 		t.Fatalf("Occupants: %v", err)
 	}
@@ -133,7 +133,7 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 			f.file("ns-other")
 			f.link("10/ns/net", "ns-a")
 			tc.setup(f)
-			got, err := Occupants(f.dir, map[uint64]bool{nsA: true})
+			got, _, err := Occupants(f.dir, map[uint64]bool{nsA: true})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Occupants = %v, %v; want an error naming %q", got, err, tc.want)
 			}
@@ -154,7 +154,7 @@ func TestOccupantsFakeProcfs(t *testing.T) {
 	}
 
 	t.Run("missing procfs", func(t *testing.T) {
-		if got, err := Occupants(filepath.Join(t.TempDir(), "nothing"), inodes); err == nil {
+		if got, _, err := Occupants(filepath.Join(t.TempDir(), "nothing"), inodes); err == nil {
 			t.Errorf("Occupants of a missing procfs = %v, nil; want an error", got)
 		}
 	})
@@ -200,7 +200,7 @@ func TestOccupants(t *testing.T) {
 	held := inode("/proc/" + strconv.Itoa(holder) + "/ns/net")
 	thread := inode("/run/netns/occthread")
 	empty := inode("/run/netns/occempty")
-	got, err := Occupants("/proc", map[uint64]bool{held: true, thread: true, empty: true})
+	got, _, err := Occupants("/proc", map[uint64]bool{held: true, thread: true, empty: true})
 	if err != nil {
 		t.Fatalf("Occupants: %v", err)
 	}

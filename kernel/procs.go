@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,6 +72,12 @@ func vanished(err error) bool {
 // or thread that exits meanwhile is skipped; any other failure is counted
 // in the result, never silently taken for "no namespace".
 func WalkProcesses(procfs string, threads bool, visit func(pid int, inode uint64)) (ProcessWalk, error) {
+	return walkProcesses(procfs, threads, nil, visit)
+}
+
+// walkProcesses is WalkProcesses that, when listed is not nil, records in
+// it every process and thread it read.
+func walkProcesses(procfs string, threads bool, listed Tasks, visit func(pid int, inode uint64)) (ProcessWalk, error) {
 	var w ProcessWalk
 	d, err := os.Open(procfs)
 	if err != nil {
@@ -92,6 +99,9 @@ func WalkProcesses(procfs string, threads bool, visit func(pid int, inode uint64
 			continue
 		}
 		dir := procfs + "/" + name
+		if listed != nil {
+			listed[pid] = true
+		}
 		leader := uint64(0)
 		switch err := unix.Fstatat(procfd, name+"/ns/net", &st, 0); {
 		case err == nil:
@@ -119,7 +129,7 @@ func WalkProcesses(procfs string, threads bool, visit func(pid int, inode uint64
 		// one thread), and a leader that has exited leaves its threads
 		// running with no ns link of its own: either keeps a namespace
 		// alive that the leader alone does not show.
-		if err := walkThreads(dir, pid, leader, visit); err != nil {
+		if err := walkThreads(dir, pid, leader, listed, visit); err != nil {
 			w.Failed = append(w.Failed, fmt.Errorf("PID %d: %w", pid, err))
 		}
 	}
@@ -129,7 +139,7 @@ func WalkProcesses(procfs string, threads bool, visit func(pid int, inode uint64
 // walkThreads visits the namespaces of the threads of the process at dir
 // that are not the leader's. The leader itself is skipped when its
 // namespace was read (leader != 0).
-func walkThreads(dir string, pid int, leader uint64, visit func(pid int, inode uint64)) error {
+func walkThreads(dir string, pid int, leader uint64, listed Tasks, visit func(pid int, inode uint64)) error {
 	tids, err := ReadDirNames(dir + "/task")
 	if err != nil {
 		if vanished(err) {
@@ -142,6 +152,11 @@ func walkThreads(dir string, pid int, leader uint64, visit func(pid int, inode u
 	for _, tid := range tids {
 		if leader != 0 && tid == self {
 			continue
+		}
+		if listed != nil {
+			if n, err := strconv.Atoi(tid); err == nil {
+				listed[n] = true
+			}
 		}
 		switch err := unix.Stat(dir+"/task/"+tid+"/ns/net", &st); {
 		case err == nil:
@@ -187,19 +202,24 @@ func ReadDirNames(dir string) ([]string, error) {
 	return d.Readdirnames(-1)
 }
 
+// Tasks is a set of process and thread IDs.
+type Tasks map[int]bool
+
 // Occupants returns, for each namespace inode of inodes, the processes
 // that have at least one thread in it, from one pass over every process
-// and thread of procfs. It is the last check before a deletion, so it
-// reads only namespace links, no cgroups. A process or thread that exits
-// during the pass is skipped; any other failure to read one (a namespace
-// link, a task directory) makes the answer incomplete and is returned as
-// an error with what was seen, never taken for an empty namespace. A
-// process whose namespace may not be read but that /proc/PID/net/dev shows
-// in the caller's own namespace is in none of inodes (the caller's
-// namespace is the host's, which holds no peer).
-func Occupants(procfs string, inodes map[uint64]bool) (map[uint64][]int, error) {
+// and thread of procfs, and the processes and threads that pass listed.
+// It is the last check before a deletion, so it reads only namespace
+// links, no cgroups. A process or thread that exits during the pass is
+// skipped; any other failure to read one (a namespace link, a task
+// directory) makes the answer incomplete and is returned as an error
+// with what was seen, never taken for an empty namespace. A process
+// whose namespace may not be read but that /proc/PID/net/dev shows in the
+// caller's own namespace is in none of inodes (the caller's namespace is
+// the host's, which holds no peer).
+func Occupants(procfs string, inodes map[uint64]bool) (map[uint64][]int, Tasks, error) {
 	occupants := make(map[uint64][]int, len(inodes))
-	w, err := WalkProcesses(procfs, true, func(pid int, inode uint64) {
+	listed := Tasks{}
+	w, err := walkProcesses(procfs, true, listed, func(pid int, inode uint64) {
 		if !inodes[inode] {
 			return
 		}
@@ -212,9 +232,58 @@ func Occupants(procfs string, inodes map[uint64]bool) (map[uint64][]int, error) 
 		sort.Ints(pids)
 	}
 	if err != nil {
-		return occupants, err
+		return occupants, listed, err
 	}
-	return occupants, w.Err()
+	return occupants, listed, w.Err()
+}
+
+// Newcomers lists the processes and threads of procfs again and returns,
+// for each namespace of inodes, the processes with a thread in it among
+// those that listed does not hold: what started, or was cloned, since
+// that listing. It adds them to listed. A listing costs one directory
+// read per process, and a namespace link read only per newcomer: cheap
+// enough to take right before a deletion. It cannot see a thread already
+// listed that enters a namespace afterwards (setns): no listing can.
+func Newcomers(procfs string, listed Tasks, inodes map[uint64]bool) (map[uint64][]int, error) {
+	names, err := ReadDirNames(procfs)
+	if err != nil {
+		return nil, fmt.Errorf("read processes: %w", err)
+	}
+	hostDev := procNetDevInode(procfs + "/self")
+	occupants := map[uint64][]int{}
+	var st unix.Stat_t
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		dir := procfs + "/" + name
+		tids, err := ReadDirNames(dir + "/task")
+		if err != nil {
+			if vanished(err) {
+				continue
+			}
+			return occupants, fmt.Errorf("PID %d: read task directory: %w", pid, err)
+		}
+		for _, tid := range tids {
+			n, err := strconv.Atoi(tid)
+			if err != nil || listed[n] {
+				continue
+			}
+			listed[n] = true
+			switch err := unix.Stat(dir+"/task/"+tid+"/ns/net", &st); {
+			case err == nil:
+				if inodes[st.Ino] && !slices.Contains(occupants[st.Ino], pid) {
+					occupants[st.Ino] = append(occupants[st.Ino], pid)
+				}
+			case vanished(err):
+			case (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) && hostDev != 0 && threadsInNetDev(dir, hostDev):
+			default:
+				return occupants, fmt.Errorf("PID %d thread %s: ns/net: %w", pid, tid, err)
+			}
+		}
+	}
+	return occupants, nil
 }
 
 // InitialPIDNamespace reports whether procfs shows the host's PID

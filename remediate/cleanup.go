@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -39,12 +40,16 @@ type Target struct {
 	// every host veth leading into it: besides loopback the namespace may
 	// hold nothing else, or it may route for someone.
 	NetnsPeers []int
+	// Releasable: only mounts held the namespace (netns_empty), so it
+	// may be released rather than the veth deleted.
+	Releasable bool
 }
 
 // targetOf returns the Target of an approved veth of snap.
 func targetOf(snap *inventory.Snapshot, v *inventory.Veth, p inventory.Paths) Target {
 	t := Target{Device: v.Name, Index: v.Index}
 	if n := v.PeerNetns; n != nil {
+		t.Releasable = v.Reason == inventory.ReasonNetnsEmpty && n.Empty()
 		t.Netns = n.Inode
 		t.PIDs = n.PIDs
 		for i := range snap.Veths {
@@ -76,6 +81,9 @@ const (
 	OutcomeChanged Outcome = "changed"
 	// OutcomeFailed: the kernel refused, or the link is still there.
 	OutcomeFailed Outcome = "failed"
+	// OutcomeHeld: the namespace's pins were released, and something
+	// else still holds it alive, with the veth.
+	OutcomeHeld Outcome = "held"
 )
 
 // removal is what became of one Target.
@@ -85,15 +93,32 @@ type removal struct {
 	// Batch says how the veth went: "group" when it was deleted with the
 	// others in one kernel transaction.
 	Batch bool
+	// Method is how the remover went about it; Released are the mounts
+	// a release removed.
+	Method   Method
+	Released []string
 }
 
 // remover is the one place the exporter deletes interfaces, shared by the
 // webhook and the clean command once every safety gate has passed.
 type remover struct {
 	h *netlink.Handle
+	// method says which targets are released rather than deleted.
+	method Method
 	// occupants is the final re-check: one pass over every process and
-	// thread, for exactly the namespaces about to lose their veth.
-	occupants func(inodes map[uint64]bool) (map[uint64][]int, error)
+	// thread, for exactly the namespaces about to lose their veth, which
+	// also lists the processes and threads; newcomers lists them again
+	// and looks only at those the listing does not hold.
+	occupants func(inodes map[uint64]bool) (map[uint64][]int, kernel.Tasks, error)
+	newcomers func(listed kernel.Tasks, inodes map[uint64]bool) (map[uint64][]int, error)
+	// enterHost runs a function in the host's mount namespace; netnsDirs
+	// are the only directories a release unmounts in; releaseTimeout
+	// bounds the wait for the kernel to free released namespaces;
+	// holders finds what keeps namespaces alive.
+	enterHost      func(fn func() error) error
+	netnsDirs      []string
+	releaseTimeout time.Duration
+	holders        func(inodes map[uint64]bool) map[uint64][]kernel.Holder
 	// dump lists the host's links (kernel.DumpLinks), dumpIn
 	// those of the namespace the host knows by an nsid.
 	dump   func() ([]kernel.Link, error)
@@ -104,10 +129,19 @@ type remover struct {
 	pickGroup func() uint32
 }
 
-func newRemover(h *netlink.Handle, p inventory.Paths) *remover {
+func newRemover(h *netlink.Handle, cfg Config) *remover {
+	p := cfg.Paths
 	return &remover{
-		h:           h,
-		occupants:   func(inodes map[uint64]bool) (map[uint64][]int, error) { return kernel.Occupants(p.Procfs, inodes) },
+		h:         h,
+		method:    cfg.Method,
+		occupants: func(inodes map[uint64]bool) (map[uint64][]int, kernel.Tasks, error) { return kernel.Occupants(p.Procfs, inodes) },
+		newcomers: func(listed kernel.Tasks, inodes map[uint64]bool) (map[uint64][]int, error) {
+			return kernel.Newcomers(p.Procfs, listed, inodes)
+		},
+		enterHost:      func(fn func() error) error { return inHostMounts(p.Procfs, fn) },
+		netnsDirs:      cfg.NetnsDirs,
+		releaseTimeout: cfg.ReleaseTimeout,
+		holders:        func(inodes map[uint64]bool) map[uint64][]kernel.Holder { return kernel.Holders(p.Procfs, inodes) },
 		dump:        kernel.DumpLinks,
 		dumpIn:      kernel.DumpLinksIn,
 		deleteGroup: deleteLinkGroup,
@@ -125,10 +159,34 @@ func newRemover(h *netlink.Handle, p inventory.Paths) *remover {
 // ctx's error.
 func (rm *remover) remove(ctx context.Context, ts []Target) []removal {
 	res := make([]removal, len(ts))
-	if len(ts) > 1 {
+	if rm.method != MethodDelete {
+		var releasable []int
+		for i, t := range ts {
+			if t.Releasable {
+				releasable = append(releasable, i)
+			}
+		}
+		if len(releasable) > 0 {
+			rm.release(ctx, ts, releasable, res)
+		}
+	}
+	var deleting []int
+	for i, t := range ts {
+		switch {
+		case res[i].Outcome == OutcomeFailed && errors.Is(res[i].Err, errNotReleasable) && rm.method == MethodAuto:
+			res[i] = removal{}
+		case res[i].Outcome == "" && rm.method == MethodRelease && t.Netns != 0:
+			res[i] = notReleasable("a process holds namespace net:[%d] of the peer of %s: method release removes only what mounts alone hold",
+				t.Netns, t.Device)
+		}
+		if res[i].Outcome == "" {
+			deleting = append(deleting, i)
+		}
+	}
+	if len(deleting) > 1 {
 		rm.removeGroup(ts, res)
 	}
-	for i := range ts {
+	for _, i := range deleting {
 		if res[i].Outcome != "" {
 			continue
 		}
@@ -137,6 +195,9 @@ func (rm *remover) remove(ctx context.Context, ts []Target) []removal {
 			continue
 		}
 		res[i] = rm.removeOne(ts[i])
+	}
+	for _, i := range deleting {
+		res[i].Method = MethodDelete
 	}
 	return res
 }
@@ -164,8 +225,9 @@ func (rm *remover) removeOne(t Target) removal {
 		return removal{Outcome: OutcomeChanged, Err: err}
 	}
 	defer pin.close()
-	if err := rm.recheck([]Target{t}, []peerPin{pin})[0]; err != nil {
-		return removal{Outcome: OutcomeChanged, Err: err}
+	errs, listed := rm.recheck([]Target{t}, []peerPin{pin})
+	if errs[0] != nil {
+		return removal{Outcome: OutcomeChanged, Err: errs[0]}
 	}
 	// The peer may have moved while the processes were read: look once
 	// more, as late as possible.
@@ -177,6 +239,9 @@ func (rm *remover) removeOne(t Target) removal {
 		return removal{Outcome: OutcomeFailed, Err: fmt.Errorf("read link %d (%s): %w", t.Index, t.Device, err)}
 	case link.Attrs().Name != t.Device || link.Type() != "veth" || !pin.holds(link.Attrs().NetNsID):
 		return changed("%s (ifindex %d) changed during the final re-check: nothing done", t.Device, t.Index)
+	}
+	if err := rm.recheckNewcomers([]Target{t}, listed)[0]; err != nil {
+		return removal{Outcome: OutcomeChanged, Err: err}
 	}
 	if err := rm.h.LinkDel(link); err != nil {
 		if isNotFound(err) {
@@ -258,25 +323,34 @@ func (rm *remover) pinPeer(t Target, linkNSID int) (peerPin, error) {
 }
 
 // recheck is the last look before a deletion: one pass over every process
-// and thread for exactly the namespaces of ts, and a list of each
-// namespace's interfaces (pins[i] holds the namespace of ts[i]). A
-// namespace that gained a process since the inventory (an `ip netns exec`,
-// an nsenter) is in use again, and so is one that gained an interface (it
-// may route for someone now); a pass that could not read every process
-// proves nothing. It returns one error per target, nil for those that may
-// go.
-func (rm *remover) recheck(ts []Target, pins []peerPin) []error {
+// and thread for exactly the namespaces of ts, a second listing of the
+// processes and threads that looks at those the pass did not see (what
+// started during it), and a list of each namespace's interfaces (pins[i]
+// holds the namespace of ts[i]). A namespace that gained a process since
+// the inventory (an `ip netns exec`, an nsenter) is in use again, and so
+// is one that gained an interface (it may route for someone now); a pass
+// that could not read every process proves nothing. It returns one error
+// per target, nil for those that may go, and what the listings held, for
+// one more listing right before the deletion ([remover.recheckNewcomers]).
+//
+// The listings narrow the window between the last look and the deletion;
+// they cannot close it: a thread already listed may enter the namespace
+// afterwards. Only a release has no window.
+func (rm *remover) recheck(ts []Target, pins []peerPin) ([]error, kernel.Tasks) {
 	errs := make([]error, len(ts))
-	inodes := map[uint64]bool{}
-	for _, t := range ts {
-		if t.Netns != 0 {
-			inodes[t.Netns] = true
+	inodes := namespacesOfTargets(ts)
+	if len(inodes) == 0 {
+		return errs, nil
+	}
+	occ, listed, err := rm.occupants(inodes)
+	if err == nil {
+		var more map[uint64][]int
+		if more, err = rm.newcomers(listed, inodes); err == nil {
+			for inode, pids := range more {
+				occ[inode] = append(occ[inode], pids...)
+			}
 		}
 	}
-	if len(inodes) == 0 {
-		return errs
-	}
-	occ, err := rm.occupants(inodes)
 	links := map[int][]kernel.Link{}
 	for i, t := range ts {
 		if t.Netns == 0 {
@@ -286,15 +360,7 @@ func (rm *remover) recheck(ts []Target, pins []peerPin) []error {
 			errs[i] = fmt.Errorf("final re-check of namespace net:[%d] of %s incomplete, nothing done: %w", t.Netns, t.Device, err)
 			continue
 		}
-		var newcomers []string
-		for _, pid := range occ[t.Netns] {
-			if !slices.Contains(t.PIDs, pid) {
-				newcomers = append(newcomers, strconv.Itoa(pid))
-			}
-		}
-		if len(newcomers) > 0 {
-			errs[i] = fmt.Errorf("process %s entered namespace net:[%d] of %s since the inventory: in use, nothing done",
-				strings.Join(newcomers, ","), t.Netns, t.Device)
+		if errs[i] = enteredSince(t, occ[t.Netns]); errs[i] != nil {
 			continue
 		}
 		nsid := pins[i].nsid
@@ -317,7 +383,55 @@ func (rm *remover) recheck(ts []Target, pins []peerPin) []error {
 				t.Netns, t.Device, strings.Join(others, ","))
 		}
 	}
+	return errs, listed
+}
+
+// recheckNewcomers lists the processes and threads once more, right
+// before the deletion, and looks at those no earlier listing held.
+func (rm *remover) recheckNewcomers(ts []Target, listed kernel.Tasks) []error {
+	errs := make([]error, len(ts))
+	inodes := namespacesOfTargets(ts)
+	if len(inodes) == 0 || listed == nil {
+		return errs
+	}
+	occ, err := rm.newcomers(listed, inodes)
+	for i, t := range ts {
+		switch {
+		case t.Netns == 0:
+		case err != nil:
+			errs[i] = fmt.Errorf("last listing of the processes for namespace net:[%d] of %s incomplete, nothing done: %w", t.Netns, t.Device, err)
+		default:
+			errs[i] = enteredSince(t, occ[t.Netns])
+		}
+	}
 	return errs
+}
+
+// namespacesOfTargets returns the peer namespaces of ts.
+func namespacesOfTargets(ts []Target) map[uint64]bool {
+	inodes := map[uint64]bool{}
+	for _, t := range ts {
+		if t.Netns != 0 {
+			inodes[t.Netns] = true
+		}
+	}
+	return inodes
+}
+
+// enteredSince says which of the processes in t's namespace the inventory
+// did not see there.
+func enteredSince(t Target, pids []int) error {
+	var newcomers []string
+	for _, pid := range pids {
+		if !slices.Contains(t.PIDs, pid) && !slices.Contains(newcomers, strconv.Itoa(pid)) {
+			newcomers = append(newcomers, strconv.Itoa(pid))
+		}
+	}
+	if len(newcomers) == 0 {
+		return nil
+	}
+	return fmt.Errorf("process %s entered namespace net:[%d] of %s since the inventory: in use, nothing done",
+		strings.Join(newcomers, ","), t.Netns, t.Device)
 }
 
 // loopbackIndex is the ifindex of loopback in every namespace.

@@ -3,6 +3,7 @@ package remediate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -101,10 +102,15 @@ func enter(t *testing.T, path string) int {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
+// removerConfig is what a remover of method needs in the fixture.
+func removerConfig(method Method) Config {
+	return Config{Method: method, Paths: inventory.DefaultPaths, NetnsDirs: []string{"/run/netns"}, ReleaseTimeout: 2 * time.Second}
+}
+
 func TestRemoveOne(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.Bridge(t, "rbr0")
-	rm := newRemover(testHandle(t), inventory.DefaultPaths)
+	rm := newRemover(testHandle(t), removerConfig(MethodDelete))
 	t.Run("a leftover on a bridge", func(t *testing.T) {
 		target := leftover(t, "vrleak", "rbr0")
 		got := rm.remove(context.Background(), []Target{target})[0]
@@ -180,7 +186,7 @@ func TestRemoveOne(t *testing.T) {
 func TestRemoveFinalRecheck(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.Bridge(t, "fbr0")
-	rm := newRemover(testHandle(t), inventory.DefaultPaths)
+	rm := newRemover(testHandle(t), removerConfig(MethodDelete))
 	t.Run("alone", func(t *testing.T) {
 		target := leftover(t, "vfone", "fbr0")
 		enter(t, "/run/netns/ns-vfone")
@@ -263,7 +269,7 @@ func TestRemoveGroupSurprise(t *testing.T) {
 	h := testHandle(t)
 	targets := []Target{leftover(t, "vsa", "sbr0"), leftover(t, "vsb", "sbr0")}
 	netnstest.HostPair(t, "vstranger", "vstrangerp")
-	rm := newRemover(h, inventory.DefaultPaths)
+	rm := newRemover(h, removerConfig(MethodDelete))
 	const group = 77777
 	rm.pickGroup = func() uint32 { return group }
 	dumps := 0
@@ -298,7 +304,7 @@ func TestRemoveGroupMany(t *testing.T) {
 		targets = append(targets, leftover(t, "vm"+itoa(i), "mbr0"))
 	}
 	start := time.Now()
-	got := newRemover(testHandle(t), inventory.DefaultPaths).remove(context.Background(), targets)
+	got := newRemover(testHandle(t), removerConfig(MethodDelete)).remove(context.Background(), targets)
 	t.Logf("100 leftovers removed in %s", time.Since(start))
 	for i, r := range got {
 		if r.Outcome != OutcomeDeleted || !r.Batch {
@@ -330,7 +336,7 @@ func TestRemoveGroupLostAnswer(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			targets := []Target{leftover(t, tt.prefix+"0", "lbr0"), leftover(t, tt.prefix+"1", "lbr0")}
-			rm := newRemover(testHandle(t), inventory.DefaultPaths)
+			rm := newRemover(testHandle(t), removerConfig(MethodDelete))
 			rm.deleteGroup = func(group uint32) error {
 				if tt.acted {
 					if err := deleteLinkGroup(group); err != nil {
@@ -352,26 +358,26 @@ func TestRemoveGroupLostAnswer(t *testing.T) {
 	}
 }
 
-// TestReleaseNetns deletes a leftover through the gates in enforce mode
-// with release-netns: the veth goes, and so does the mount that pinned its
-// empty namespace; a mount outside the known directories stays.
-func TestReleaseNetns(t *testing.T) {
+// TestReleaseThroughGates releases a leftover through the gates in
+// enforce mode: the mount that pinned its empty namespace goes, and with
+// the namespace the veth; the answer says so, after the audit intent.
+func TestReleaseThroughGates(t *testing.T) {
 	netnstest.Require(t)
 	target := leftover(t, "vrel", "")
 	snap := &inventory.Snapshot{Taken: time.Now(), HistoryObserved: time.Now().Add(-time.Minute), Veths: []inventory.Veth{{
 		Name: "vrel", Index: target.Index, PeerIndex: target.NetnsPeers[0], Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty,
 		OrphanedSince: time.Now().Add(-time.Hour),
-		PeerNetns:     &inventory.Namespace{Inode: target.Netns, Mounts: []string{"/run/netns/ns-vrel", "/elsewhere/relns"}},
+		PeerNetns:     &inventory.Namespace{Inode: target.Netns, Mounts: []string{"/run/netns/ns-vrel"}},
 	}}}
 	cfg := testConfig()
-	cfg.Mode, cfg.ReleaseNetns, cfg.NetnsDirs = ModeEnforce, true, []string{"/run/netns", "/run/docker/netns"}
+	cfg.Mode, cfg.Method, cfg.NetnsDirs, cfg.ReleaseTimeout = ModeEnforce, MethodAuto, []string{"/run/netns"}, 2*time.Second
 	cfg.MaxOrphanRatio = 1 // the only veth of the fixture
 	cfg.MasterInclude = nil
 	cfg.AuditFile = t.TempDir() + "/audit.jsonl"
 	r := New(cfg, &fakeInventory{snap: snap}, nil, slog.New(slog.DiscardHandler))
 	a := mustHandleDevices(t, r, Device{Name: "vrel"})[0]
-	if a.Result != ResultDeleted || a.Detail != "released /run/netns/ns-vrel" {
-		t.Fatalf("answer %+v, want deleted and /run/netns/ns-vrel released", a)
+	if a.Result != ResultDeleted || a.Method != MethodRelease || a.Detail != "released /run/netns/ns-vrel" {
+		t.Fatalf("answer %+v, want deleted by release of /run/netns/ns-vrel", a)
 	}
 	if exists("vrel") {
 		t.Error("vrel still exists")
@@ -379,11 +385,182 @@ func TestReleaseNetns(t *testing.T) {
 	if _, err := os.Stat("/run/netns/ns-vrel"); err == nil {
 		t.Error("/run/netns/ns-vrel is still there")
 	}
-	// The intent was written before the result.
 	b, _ := os.ReadFile(cfg.AuditFile)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], `"phase":"intent"`) || !strings.Contains(lines[1], `"phase":"result"`) || !strings.Contains(lines[1], `"result":"deleted"`) {
-		t.Errorf("audit file:\n%s\nwant an intent line, then the deleted result", b)
+	if len(lines) != 2 || !strings.Contains(lines[0], `"phase":"intent"`) || !strings.Contains(lines[1], `"phase":"result"`) ||
+		!strings.Contains(lines[1], `"result":"deleted"`) || !strings.Contains(lines[1], `"method":"release"`) {
+		t.Errorf("audit file:\n%s\nwant an intent line, then the deleted result by release", b)
+	}
+}
+
+// releasable is a leftover a release may take: only its mount holds its
+// namespace.
+func releasable(t *testing.T, name, master string) Target {
+	t.Helper()
+	target := leftover(t, name, master)
+	target.Releasable = true
+	return target
+}
+
+// TestRelease: pins removed, the kernel frees the namespaces and their
+// veths go, several namespaces and two veths into one of them in one
+// batch; a namespace anything else holds survives, with its veth, and the
+// answer names what holds it.
+func TestRelease(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "rbr0")
+	rm := newRemover(testHandle(t), removerConfig(MethodRelease))
+	t.Run("batch", func(t *testing.T) {
+		targets := []Target{releasable(t, "vra", "rbr0"), releasable(t, "vrb", "rbr0")}
+		// A second veth into vrb's namespace, approved too.
+		netnstest.IP(t, "link", "add", "vrb2", "type", "veth", "peer", "name", "eth1", "netns", "ns-vrb")
+		second := targets[1]
+		second.Device, second.Index = "vrb2", ifindex(t, "vrb2")
+		targets = append(targets, second)
+		got := rm.remove(context.Background(), targets)
+		for i, r := range got {
+			if r.Outcome != OutcomeDeleted || r.Method != MethodRelease {
+				t.Errorf("%s: %+v, want deleted by release", targets[i].Device, r)
+			}
+			if exists(targets[i].Device) {
+				t.Errorf("%s still exists", targets[i].Device)
+			}
+		}
+		for _, ns := range []string{"ns-vra", "ns-vrb"} {
+			if _, err := os.Stat("/run/netns/" + ns); err == nil {
+				t.Errorf("/run/netns/%s is still there", ns)
+			}
+		}
+	})
+	held := []struct {
+		name string
+		hold func(t *testing.T, path string) string // what the answer must name
+	}{
+		{"a process entered", func(t *testing.T, path string) string {
+			return "process " + itoa(enter(t, path)) + " (sleep) in it"
+		}},
+		{"an open descriptor", func(t *testing.T, path string) string {
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return "fd " + itoa(int(f.Fd())) + " of process " + itoa(os.Getpid())
+		}},
+		{"a mount in another mount namespace", func(t *testing.T, path string) string {
+			// unshare makes a private copy of every mount, this one too.
+			cmd := exec.Command("unshare", "-m", "--propagation", "private", "sleep", "infinity")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			pid := cmd.Process.Pid
+			waitUntil(t, func() bool { return readComm(pid) == "sleep" })
+			return "mount " + path + " in the mount namespace of process " + itoa(pid) + " (sleep)"
+		}},
+	}
+	for i, h := range held {
+		t.Run(h.name, func(t *testing.T) {
+			name := "vrh" + itoa(i)
+			target := releasable(t, name, "rbr0")
+			want := h.hold(t, "/run/netns/ns-"+name)
+			got := rm.remove(context.Background(), []Target{target})[0]
+			if got.Outcome != OutcomeHeld || got.Method != MethodRelease || !strings.Contains(got.Err.Error(), want) {
+				t.Errorf("remove(%s) = %+v; want held, naming %q", name, got, want)
+			}
+			if !exists(name) {
+				t.Errorf("%s is gone although its namespace is held", name)
+			}
+		})
+	}
+}
+
+// TestReleaseRefuses: what a release cannot take is left alone with
+// method release and deleted with method auto: a namespace a process is
+// in, one pinned outside the netns directories, one with another veth
+// nobody approved; one that holds another interface is left alone by both.
+func TestReleaseRefuses(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "nrbr0")
+	for _, method := range []Method{MethodRelease, MethodAuto} {
+		t.Run(string(method), func(t *testing.T) {
+			rm := newRemover(testHandle(t), removerConfig(method))
+			p := string(method[0])
+			stray := leftover(t, "vns"+p, "nrbr0")
+			stray.PIDs = []int{enter(t, "/run/netns/ns-vns"+p)}
+			outside := releasable(t, "vno"+p, "nrbr0")
+			elsewhere := t.TempDir() + "/pin"
+			if err := os.WriteFile(elsewhere, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount("/run/netns/ns-vno"+p, elsewhere, "", unix.MS_BIND, ""); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Unmount(elsewhere, unix.MNT_DETACH) })
+			shared := releasable(t, "vnu"+p, "nrbr0")
+			netnstest.IP(t, "link", "add", "vnu"+p+"x", "type", "veth", "peer", "name", "eth1", "netns", "ns-vnu"+p)
+			shared.NetnsPeers = append(shared.NetnsPeers, peerIndex(t, "vnu"+p+"x")) // as an inventory lists them
+			routes := releasable(t, "vnr"+p, "nrbr0")
+			netnstest.IP(t, "-n", "ns-vnr"+p, "link", "add", "rt0", "type", "veth", "peer", "name", "rt1")
+			targets := []Target{stray, outside, shared, routes}
+			got := rm.remove(context.Background(), targets)
+			for i, r := range got[:3] {
+				switch method {
+				case MethodRelease:
+					if r.Outcome != OutcomeFailed || !errors.Is(r.Err, errNotReleasable) || !exists(targets[i].Device) {
+						t.Errorf("%s: %+v, want not releasable and left alone", targets[i].Device, r)
+					}
+				case MethodAuto:
+					if r.Outcome != OutcomeDeleted || r.Method != MethodDelete || exists(targets[i].Device) {
+						t.Errorf("%s: %+v, want deleted", targets[i].Device, r)
+					}
+				}
+			}
+			if got[3].Outcome != OutcomeChanged || !strings.Contains(got[3].Err.Error(), "rt0") || !exists(routes.Device) {
+				t.Errorf("%s, its namespace holds rt0: %+v, want changed and left alone", routes.Device, got[3])
+			}
+			if !exists("vnu" + p + "x") {
+				t.Error("the veth nobody approved went too")
+			}
+			if kernel.NsfsInode(elsewhere) != outside.Netns {
+				t.Error("the mount outside the netns directories was touched")
+			}
+		})
+	}
+}
+
+// TestReleaseWithoutHostMounts: an exporter that cannot enter the host's
+// mount namespace releases nothing: auto deletes, release refuses.
+func TestReleaseWithoutHostMounts(t *testing.T) {
+	netnstest.Require(t)
+	for _, method := range []Method{MethodRelease, MethodAuto} {
+		rm := newRemover(testHandle(t), removerConfig(method))
+		rm.enterHost = func(func() error) error { return fmt.Errorf("%w: setns: operation not permitted", errNoHostMounts) }
+		target := releasable(t, "vnh"+string(method[0]), "")
+		got := rm.remove(context.Background(), []Target{target})[0]
+		switch {
+		case method == MethodRelease && (got.Outcome != OutcomeFailed || !errors.Is(got.Err, errNotReleasable) || !exists(target.Device)):
+			t.Errorf("method release: %+v, want not releasable, the veth left alone", got)
+		case method == MethodAuto && (got.Outcome != OutcomeDeleted || got.Method != MethodDelete):
+			t.Errorf("method auto: %+v, want deleted", got)
+		}
+	}
+}
+
+func readComm(pid int) string {
+	b, _ := os.ReadFile("/proc/" + itoa(pid) + "/comm")
+	return strings.TrimSpace(string(b))
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -401,9 +578,9 @@ func TestRemovePeerMovesDuringRecheck(t *testing.T) {
 				targets = append(targets, leftover(t, "vpm"+itoa(n)+"x"+itoa(i), "pbr0"))
 			}
 			mover := targets[0].Device
-			rm := newRemover(testHandle(t), inventory.DefaultPaths)
+			rm := newRemover(testHandle(t), removerConfig(MethodDelete))
 			moved := false
-			rm.occupants = func(inodes map[uint64]bool) (map[uint64][]int, error) {
+			rm.occupants = func(inodes map[uint64]bool) (map[uint64][]int, kernel.Tasks, error) {
 				if !moved {
 					moved = true
 					netnstest.IP(t, "-n", "ns-"+mover, "link", "set", "eth0", "netns", "ns-elsewhere")

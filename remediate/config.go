@@ -53,11 +53,14 @@ type Config struct {
 	// AnswerLogLevel is the level answers are logged at (the clean
 	// command prints a table and logs them at debug only).
 	AnswerLogLevel slog.Level
-	// ReleaseNetns: after deleting a veth whose peer namespace no process
-	// is in, unmount and remove the mounts that pinned it, when they are in
-	// one of NetnsDirs (host paths, opened under Paths.Rootfs).
-	ReleaseNetns bool
-	NetnsDirs    []string
+	// Method says whether a leftover is released or deleted.
+	Method Method
+	// NetnsDirs are the only directories a release unmounts in (host
+	// paths: the release works in the host's mount namespace).
+	NetnsDirs []string
+	// ReleaseTimeout bounds the wait for the kernel to free a released
+	// namespace.
+	ReleaseTimeout time.Duration
 	// Paths are where the host's /proc and / are seen.
 	Paths inventory.Paths
 }
@@ -96,3 +99,25 @@ const (
 	maxFingerprint = 64
 	maxLabel       = 256
 )
+
+// Method is how remediation removes a leftover.
+type Method string
+
+// The methods.
+const (
+	// MethodAuto releases where the kernel can decide (a namespace only
+	// mounts hold, the host's mount namespace can be entered) and deletes
+	// elsewhere.
+	MethodAuto Method = "auto"
+	// MethodRelease only releases: it removes the mounts that pin a
+	// leftover's namespace and lets the kernel free the namespace, with
+	// its veths, if and only if nothing else holds it. A pair left on the
+	// host, which has no namespace to release, is deleted.
+	MethodRelease Method = "release"
+	// MethodDelete deletes the veth after a last look at the namespace's
+	// processes and threads: a window the look narrows and cannot close.
+	MethodDelete Method = "delete"
+)
+
+// Methods are the methods, for flags and help.
+var Methods = []Method{MethodAuto, MethodRelease, MethodDelete}

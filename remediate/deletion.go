@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -17,8 +15,8 @@ import (
 )
 
 // The way out of the approved requests, in enforce mode: the audit
-// intent, the deletion through the remover, the answers, and the release
-// of the mounts that pinned an emptied namespace.
+// intent, the removal through the remover (a release or a deletion), the
+// answers.
 
 // remove writes the audit intents of the approved requests and deletes
 // their veths through the one deletion path.
@@ -77,9 +75,9 @@ func (r *Remediator) writeIntents(reqs []request, approved []int, vethOf map[int
 
 // removed is the answer for the veth v the remover dealt with: a deletion
 // counts towards the hourly limit (twice for a pair left on the host, whose
-// peer went too) and, with release-netns, releases the namespace's mounts.
+// peer went too).
 func (r *Remediator) removed(v *inventory.Veth, res removal) Answer {
-	a := Answer{Device: v.Name, Ifindex: v.Index}
+	a := Answer{Device: v.Name, Ifindex: v.Index, Method: res.Method}
 	switch res.Outcome {
 	case OutcomeDeleted:
 		now := r.now()
@@ -89,54 +87,25 @@ func (r *Remediator) removed(v *inventory.Veth, res removal) Answer {
 		}
 		r.metrics.lastDeletion(now)
 		a.Result, a.Reason = ResultDeleted, string(v.Reason)
-		if r.cfg.ReleaseNetns {
-			a.Detail = r.releaseNetns(v)
+		if len(res.Released) > 0 {
+			a.Detail = "released " + strings.Join(res.Released, ",")
 		}
 	case OutcomeGone:
 		a.Result = ResultGone
 	case OutcomeChanged:
 		a.Result, a.Reason, a.Detail = ResultRefused, ReasonChanged, res.Err.Error()
+	case OutcomeHeld:
+		a.Result, a.Reason, a.Detail = ResultRefused, ReasonStillHeld, res.Err.Error()
 	default:
 		a.Result, a.Reason, a.Detail = ResultFailed, ReasonDelete, res.Err.Error()
-		if errors.Is(res.Err, context.DeadlineExceeded) || errors.Is(res.Err, context.Canceled) {
+		switch {
+		case errors.Is(res.Err, errNotReleasable):
+			a.Result, a.Reason = ResultRefused, ReasonNotReleasable
+		case errors.Is(res.Err, context.DeadlineExceeded) || errors.Is(res.Err, context.Canceled):
 			a.Reason = ReasonDeadline // nothing done: worth a retry
 		}
 	}
 	return a
-}
-
-// releaseNetns unmounts and removes the mounts that pinned the deleted
-// veth's peer namespace, if no process is in it, and says what it did.
-// Only mounts in the configured netns directories are touched.
-func (r *Remediator) releaseNetns(v *inventory.Veth) string {
-	n := v.PeerNetns
-	if n == nil || !n.Empty() {
-		return "namespace not released: it holds processes"
-	}
-	var released []string
-	for _, m := range n.Mounts {
-		if !slices.Contains(r.cfg.NetnsDirs, filepath.Dir(m)) {
-			continue
-		}
-		p := filepath.Join(r.cfg.Paths.Rootfs, m)
-		// The path must still pin the very namespace the inventory saw.
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil || st.Ino != n.Inode {
-			continue
-		}
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
-			r.logger.Warn("cannot release the namespace mount", "device", v.Name, "mount", m, "err", err)
-			continue
-		}
-		if err := os.Remove(p); err != nil {
-			r.logger.Warn("namespace released, its mount point stays", "device", v.Name, "mount", m, "err", err)
-		}
-		released = append(released, m)
-	}
-	if len(released) == 0 {
-		return "no namespace mount released"
-	}
-	return "released " + strings.Join(released, ",")
 }
 
 func (r *Remediator) deletedInLastHour(now time.Time) int {

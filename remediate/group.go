@@ -47,7 +47,13 @@ func (rm *remover) removeGroup(ts []Target, res []removal) {
 		g.fallBack()
 		return
 	}
-	g.deleteAndVerify()
+	if g.recheckNewcomers() && !g.lastLook() {
+		g.fallBack()
+		return
+	}
+	if len(g.tagged) > 0 {
+		g.deleteAndVerify()
+	}
 }
 
 // groupDeletion is one attempt at deleting targets as an interface group.
@@ -64,6 +70,8 @@ type groupDeletion struct {
 	pins map[int]peerPin
 	// before is the dump the group was chosen from, by ifindex.
 	before map[int]kernel.Link
+	// listed are the processes and threads the final re-check listed.
+	listed kernel.Tasks
 }
 
 // tag puts into the group only what the dump refs shows as the very veth
@@ -76,6 +84,9 @@ func (g *groupDeletion) tag(refs []kernel.Link) bool {
 	}
 	g.before = byIndex
 	for i, t := range g.ts {
+		if g.res[i].Outcome != "" {
+			continue // decided already (released)
+		}
 		l, ok := byIndex[t.Index]
 		switch {
 		case !ok:
@@ -165,13 +176,36 @@ func (g *groupDeletion) recheckOccupants() {
 	for k, i := range order {
 		checked[k], checkedPins[k] = g.ts[i], g.pins[i]
 	}
-	for k, err := range g.rm.recheck(checked, checkedPins) {
+	errs, listed := g.rm.recheck(checked, checkedPins)
+	g.listed = listed
+	for k, err := range errs {
 		if err != nil {
 			i := order[k]
 			g.untag(i)
 			g.res[i] = removal{Outcome: OutcomeChanged, Err: err}
 		}
 	}
+}
+
+// recheckNewcomers lists the processes and threads once more, right
+// before the deletion; a target whose namespace a newcomer is in is
+// untagged and changed. It reports whether any was.
+func (g *groupDeletion) recheckNewcomers() bool {
+	order := slices.Clone(g.tagged)
+	checked := make([]Target, len(order))
+	for k, i := range order {
+		checked[k] = g.ts[i]
+	}
+	untagged := false
+	for k, err := range g.rm.recheckNewcomers(checked, g.listed) {
+		if err != nil {
+			i := order[k]
+			g.untag(i)
+			g.res[i] = removal{Outcome: OutcomeChanged, Err: err}
+			untagged = true
+		}
+	}
+	return untagged
 }
 
 // lastLook is the last look before the deletion: the group holds exactly

@@ -24,8 +24,8 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 		}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veth_remediation_actions_total",
-			Help: "Remediation answers by result: deleted, would_delete, gone, not_found, refused, skipped, failed.",
-		}, []string{"result"}),
+			Help: "Remediation answers by result (deleted, would_delete, gone, not_found, refused, skipped, failed) and method: release or delete where the remover acted, none where a gate answered first.",
+		}, []string{"result", "method"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veth_remediation_refusals_total",
 			Help: "Refused or failed remediation answers by reason.",
@@ -46,11 +46,21 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 	})
 	// Every result shows from the start, so a rate over it is never absent.
 	for _, r := range Results {
-		m.actions.WithLabelValues(string(r))
+		if r != ResultDeleted { // only a remover deletes, and says how
+			m.actions.WithLabelValues(string(r), methodNone)
+		}
+	}
+	for _, r := range []Result{ResultDeleted, ResultGone, ResultRefused, ResultFailed} {
+		for _, method := range []Method{MethodRelease, MethodDelete} {
+			m.actions.WithLabelValues(string(r), string(method))
+		}
 	}
 	reg.MustRegister(m.requests, m.actions, m.refusals, m.lastDeleted, capableGauge)
 	return m
 }
+
+// methodNone is the method label of an answer no removal was tried for.
+const methodNone = "none"
 
 func (m *Metrics) request() {
 	if m != nil {
@@ -62,7 +72,11 @@ func (m *Metrics) action(a Answer) {
 	if m == nil {
 		return
 	}
-	m.actions.WithLabelValues(string(a.Result)).Inc()
+	method := string(a.Method)
+	if method == "" {
+		method = methodNone
+	}
+	m.actions.WithLabelValues(string(a.Result), method).Inc()
 	if a.Result == ResultRefused || a.Result == ResultFailed || a.Result == ResultSkipped {
 		m.refusals.WithLabelValues(a.Reason).Inc()
 	}

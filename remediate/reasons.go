@@ -98,6 +98,18 @@ const (
 	// its peer moved or is missing from the inventory, or its peer's
 	// namespace gained a process or an interface (it is in use again).
 	ReasonChanged = "changed"
+	// ReasonStillHeld: the mounts that pinned the veth's namespace were
+	// released, and something else still holds the namespace alive (the
+	// detail names it when it can be seen: a process, a descriptor, a
+	// mount in another mount namespace): the veth stays, nothing else is
+	// done to it.
+	ReasonStillHeld = "still_held"
+	// ReasonNotReleasable: method release, and the veth cannot be
+	// released: a process holds its namespace, a mount outside the netns
+	// directories pins it, it leads into a namespace with other veths not
+	// approved, or the host's mount namespace cannot be entered. Nothing
+	// was done. (Method auto deletes such a veth instead.)
+	ReasonNotReleasable = "not_releasable"
 	// ReasonDelete: the kernel refused the deletion, or the link is still
 	// there after it.
 	ReasonDelete = "delete"

@@ -48,7 +48,7 @@ func New(cfg Config, inv Snapshotter, metrics *Metrics, logger *slog.Logger) *Re
 	}
 	return &Remediator{
 		cfg: cfg, inv: inv, logger: logger, now: time.Now, capable: CanAdminNetwork,
-		remover: func(h *netlink.Handle) *remover { return newRemover(h, cfg.Paths) },
+		remover: func(h *netlink.Handle) *remover { return newRemover(h, cfg) },
 		answers: newAnswerCache(time.Hour, 10000), metrics: metrics, turn: make(chan struct{}, 1),
 	}
 }

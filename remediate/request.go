@@ -89,6 +89,9 @@ type Answer struct {
 	Reason  string `json:"reason,omitempty"`
 	// Detail explains a refusal or a failure for a human.
 	Detail string `json:"detail,omitempty"`
+	// Method is how the remover went about the veth (release or
+	// delete), empty when no gate let it that far.
+	Method Method `json:"method,omitempty"`
 }
 
 // Result is the outcome of one request to remove one veth.

@@ -207,7 +207,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 	}
 
 	m := e.scrape(t)
-	wantSample(t, m, `veth_remediation_actions_total{result="deleted"}`, 1)
+	wantSample(t, m, `veth_remediation_actions_total{method="release",result="deleted"}`, 1)
 	if v, ok := sample(m, "veth_remediation_last_deletion_timestamp_seconds"); !ok || v <= 0 {
 		t.Errorf("veth_remediation_last_deletion_timestamp_seconds = %v (present %v), want > 0", v, ok)
 	}

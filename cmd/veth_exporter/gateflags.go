@@ -23,7 +23,8 @@ type gateFlags struct {
 	maxPerHour     int
 	maxOrphanRatio float64
 	auditFile      string
-	releaseNetns   bool
+	method         string
+	releaseTimeout time.Duration
 }
 
 type flagGroup interface {
@@ -55,9 +56,22 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 		Default("0.5").Float64Var(&g.maxOrphanRatio)
 	c.Flag("remediation.audit-file", "Append one JSON line per remediation decision to this file.").
 		StringVar(&g.auditFile)
-	c.Flag("remediation.release-netns", "After deleting a veth, unmount and remove the mount that pinned its peer namespace when no process is in it "+
-		"(only under "+strings.Join(netnsDirs(), ", ")+").").
-		BoolVar(&g.releaseNetns)
+	c.Flag("remediation.method", "How a leftover goes. release: unmount the mounts that pin its namespace (only under "+
+		strings.Join(netnsDirs(), ", ")+", in the host's mount namespace: needs CAP_SYS_ADMIN and CAP_SYS_CHROOT) and let the kernel free it, "+
+		"with its veths, if and only if nothing else holds it; anything else a process holds is refused. "+
+		"delete: delete the veth after a last look at the namespace's processes, a window it narrows and cannot close. "+
+		"auto: release where it can, delete elsewhere. A pair left on the host is deleted by every method.").
+		Default(string(remediate.MethodAuto)).EnumVar(&g.method, methodNames()...)
+	c.Flag("remediation.release-timeout", "How long a release waits for the kernel to free a namespace before answering still_held.").
+		Default("5s").DurationVar(&g.releaseTimeout)
+}
+
+func methodNames() []string {
+	names := make([]string, len(remediate.Methods))
+	for i, m := range remediate.Methods {
+		names[i] = string(m)
+	}
+	return names
 }
 
 // config returns the gates' settings; inv says where the host's
@@ -66,7 +80,7 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 	cfg := remediate.Config{
 		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
-		ReleaseNetns: g.releaseNetns, NetnsDirs: netnsDirs(),
+		Method: remediate.Method(g.method), ReleaseTimeout: g.releaseTimeout, NetnsDirs: netnsDirs(),
 		Paths: inv.paths, MaxStateGap: inv.maxGap,
 	}
 	var err error
@@ -78,6 +92,9 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 	}
 	if cfg.DeviceExclude, err = compileOptional("remediation.device-exclude", g.deviceExclude); err != nil {
 		return cfg, err
+	}
+	if g.releaseTimeout <= 0 {
+		return cfg, fmt.Errorf("--remediation.release-timeout: %v is not positive", g.releaseTimeout)
 	}
 	if g.maxOrphanRatio <= 0 || g.maxOrphanRatio > 1 {
 		return cfg, fmt.Errorf("--remediation.max-orphan-ratio: %v is not in (0, 1]", g.maxOrphanRatio)

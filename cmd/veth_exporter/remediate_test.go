@@ -203,8 +203,8 @@ func TestRemediateWebhook(t *testing.T) {
 			t.Errorf("audit file has no record of vleak:\n%s", b)
 		}
 		m := e.scrape(t)
-		if v, _ := sample(m, `veth_remediation_actions_total{result="deleted"}`); v != 2 {
-			t.Errorf("veth_remediation_actions_total{result=\"deleted\"} = %v, want 2 (vleak2 and vleak, once)", v)
+		if v, _ := sample(m, `veth_remediation_actions_total{method="release",result="deleted"}`); v != 2 {
+			t.Errorf("veth_remediation_actions_total{method=\"release\",result=\"deleted\"} = %v, want 2 (vleak2 and vleak, once)", v)
 		}
 		t.Logf("answers to 50 identical requests: %v", results)
 	})
