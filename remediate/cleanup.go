@@ -132,9 +132,11 @@ type remover struct {
 func newRemover(h *netlink.Handle, cfg Config) *remover {
 	p := cfg.Paths
 	return &remover{
-		h:         h,
-		method:    cfg.Method,
-		occupants: func(inodes map[uint64]bool) (map[uint64][]int, kernel.Tasks, error) { return kernel.Occupants(p.Procfs, inodes) },
+		h:      h,
+		method: cfg.Method,
+		occupants: func(inodes map[uint64]bool) (map[uint64][]int, kernel.Tasks, error) {
+			return kernel.Occupants(p.Procfs, inodes)
+		},
 		newcomers: func(listed kernel.Tasks, inodes map[uint64]bool) (map[uint64][]int, error) {
 			return kernel.Newcomers(p.Procfs, listed, inodes)
 		},
@@ -142,10 +144,10 @@ func newRemover(h *netlink.Handle, cfg Config) *remover {
 		netnsDirs:      cfg.NetnsDirs,
 		releaseTimeout: cfg.ReleaseTimeout,
 		holders:        func(inodes map[uint64]bool) map[uint64][]kernel.Holder { return kernel.Holders(p.Procfs, inodes) },
-		dump:        kernel.DumpLinks,
-		dumpIn:      kernel.DumpLinksIn,
-		deleteGroup: deleteLinkGroup,
-		pickGroup:   func() uint32 { return 1<<24 + rand.Uint32N(1<<30) },
+		dump:           kernel.DumpLinks,
+		dumpIn:         kernel.DumpLinksIn,
+		deleteGroup:    deleteLinkGroup,
+		pickGroup:      func() uint32 { return 1<<24 + rand.Uint32N(1<<30) },
 	}
 }
 
