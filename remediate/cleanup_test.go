@@ -603,3 +603,61 @@ func TestRemovePeerMovesDuringRecheck(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteListsAgain: the delete method lists the processes and threads
+// again after its pass and right before RTM_DELLINK; a process that
+// entered a leftover's namespace after the pass read /proc, or after the
+// last look, is seen by those listings and stops that veth's deletion,
+// alone or in a group. (A thread already listed that enters afterwards is
+// not: that window stays, and only a release has none.)
+func TestDeleteListsAgain(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.Bridge(t, "dlbr0")
+	for _, moment := range []string{"after the pass", "after the last look"} {
+		for _, n := range []int{1, 3} {
+			t.Run(moment+"/"+itoa(n)+" targets", func(t *testing.T) {
+				var targets []Target
+				for i := range n {
+					targets = append(targets, leftover(t, "vdl"+string(moment[6])+itoa(n)+"x"+itoa(i), "dlbr0"))
+				}
+				intruded := targets[0].Device
+				rm := newRemover(testHandle(t), removerConfig(MethodDelete))
+				entered := false
+				intrude := func() {
+					if !entered {
+						entered = true
+						enter(t, "/run/netns/ns-"+intruded)
+					}
+				}
+				listings := 0
+				switch moment {
+				case "after the pass":
+					rm.occupants = func(inodes map[uint64]bool) (map[uint64][]int, kernel.Tasks, error) {
+						occ, listed, err := kernel.Occupants("/proc", inodes)
+						intrude()
+						return occ, listed, err
+					}
+				case "after the last look":
+					rm.newcomers = func(listed kernel.Tasks, inodes map[uint64]bool) (map[uint64][]int, error) {
+						if listings++; listings == 2 {
+							intrude()
+						}
+						return kernel.Newcomers("/proc", listed, inodes)
+					}
+				}
+				got := rm.remove(context.Background(), targets)
+				if got[0].Outcome != OutcomeChanged || !strings.Contains(got[0].Err.Error(), "entered") {
+					t.Errorf("%s, entered %s: %+v, want changed", intruded, moment, got[0])
+				}
+				if !exists(intruded) {
+					t.Errorf("%s was deleted with a process in its namespace", intruded)
+				}
+				for i := 1; i < n; i++ {
+					if got[i].Outcome != OutcomeDeleted {
+						t.Errorf("%s: %+v, want deleted", targets[i].Device, got[i])
+					}
+				}
+			})
+		}
+	}
+}
