@@ -20,12 +20,17 @@
 //     allowed reason, recorded so by an earlier observation long enough
 //     ago, master and name allowed, the blast-radius limits,
 //     CAP_NET_ADMIN.
-//  4. Release and delete, in enforce mode only (deletion.go): the audit
-//     intent first; then the remover (cleanup.go, group.go) pins each peer
-//     namespace, re-checks its processes, threads and interfaces at the
-//     last moment, deletes by a verified ifindex, several veths as one
-//     interface group, and verifies each is gone; with release-netns, the
-//     mounts that pinned an emptied namespace are released.
+//  4. Removal, in enforce mode only (deletion.go): the audit intent
+//     first; then the remover (cleanup.go), by the configured method.
+//     Release (release.go, hostmnt.go), for a veth whose namespace only
+//     mounts hold: in the host's mount namespace, unmount each pin
+//     verified at that moment to be that namespace's, and wait for the
+//     kernel to free the namespace, which it does if and only if nothing
+//     else holds it; what does is named (still_held). Delete (cleanup.go,
+//     group.go), where no release is possible: pin each peer namespace,
+//     re-check its processes, threads and interfaces at the last moment
+//     (a pass, and listings of what started since), delete by a verified
+//     ifindex, several veths as one interface group, verify each is gone.
 //  5. Audit: every answer, whatever it is, is counted (metrics.go), logged
 //     and written to the audit file (audit.go); each refusal, skip or
 //     failure names one of the reasons of reasons.go.
@@ -34,7 +39,9 @@
 // inventory taken before the request or on an orphan no earlier
 // observation recorded, delete what any gate refused or in dry-run, delete
 // anything whose audit intent could not be written, touch a link other
-// than the approved veths (and the peers that die with them), unmount
-// outside the configured netns directories, or read flags and global
-// state: its callers pass every setting in.
+// than the approved veths (and the peers that die with them), release a
+// namespace any veth not approved leads into, unmount outside the
+// configured netns directories or a mount not verified at that moment,
+// execute anything in the host's mount namespace, or read flags and
+// global state: its callers pass every setting in.
 package remediate
