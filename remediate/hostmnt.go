@@ -31,6 +31,11 @@ func inHostMounts(procfs string, fn func() error) error {
 		// with a file system context of its own, exits with this
 		// goroutine.
 		runtime.LockOSThread()
+		defer func() {
+			if p := recover(); p != nil {
+				errc <- fmt.Errorf("in the host's mount namespace: panic: %v", p)
+			}
+		}()
 		if err := enterHostMounts(procfs); err != nil {
 			errc <- err
 			return

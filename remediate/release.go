@@ -117,6 +117,41 @@ func (rm *remover) prepareRelease(n *nsRelease, ts []Target, res []removal, moun
 	for _, l := range links {
 		byIndex[l.Index] = l
 	}
+	if !n.keepLive(ts, res, byIndex) {
+		return false
+	}
+	if r, ok := rm.findPins(n, mounts); !ok {
+		return n.decide(res, r)
+	}
+	nsid, r, ok := n.open(rm)
+	if !ok {
+		return n.decide(res, r)
+	}
+	peers, r, ok := n.checkVeths(ts, res, links, byIndex, nsid)
+	if !ok {
+		return n.decide(res, r)
+	}
+	if len(n.targets) == 0 {
+		return false
+	}
+	if r, ok := rm.checkInterfaces(n, nsid, peers); !ok {
+		return n.decide(res, r)
+	}
+	return true
+}
+
+// decide gives every target of n the removal r; it returns false, for
+// prepareRelease.
+func (n *nsRelease) decide(res []removal, r removal) bool {
+	for _, i := range n.targets {
+		res[i] = r
+	}
+	return false
+}
+
+// keepLive keeps the targets of n that are still the veths approved (the
+// others are gone or changed), and reports whether any is.
+func (n *nsRelease) keepLive(ts []Target, res []removal, byIndex map[int]kernel.Link) bool {
 	var live []int
 	for _, i := range n.targets {
 		switch l, ok := byIndex[ts[i].Index]; {
@@ -129,63 +164,76 @@ func (rm *remover) prepareRelease(n *nsRelease, ts []Target, res []removal, moun
 		}
 	}
 	n.targets = live
-	if len(live) == 0 {
-		return false
-	}
-	decide := func(r removal) bool {
-		for _, i := range n.targets {
-			res[i] = r
-		}
-		return false
-	}
+	return len(live) > 0
+}
+
+// findPins collects the host's mounts of n, every one of them in the
+// netns directories.
+func (rm *remover) findPins(n *nsRelease, mounts []kernel.NsfsMount) (removal, bool) {
 	for _, m := range mounts {
 		if m.Inode != n.inode {
 			continue
 		}
 		if !slices.Contains(rm.netnsDirs, filepath.Dir(m.Point)) {
-			return decide(notReleasable("namespace net:[%d] is also pinned at %s, outside the netns directories (%s)",
-				n.inode, m.Point, strings.Join(rm.netnsDirs, ", ")))
+			return notReleasable("namespace net:[%d] is also pinned at %s, outside the netns directories (%s)",
+				n.inode, m.Point, strings.Join(rm.netnsDirs, ", ")), false
 		}
 		n.pins = append(n.pins, m.Point)
 	}
 	if len(n.pins) == 0 {
-		return decide(notReleasable("no mount in the host's mount namespace pins namespace net:[%d]: something else holds it", n.inode))
+		return notReleasable("no mount in the host's mount namespace pins namespace net:[%d]: something else holds it", n.inode), false
 	}
+	return removal{}, true
+}
+
+// open opens n through its first pin, holding it until the unmounts, and
+// returns the nsid the host knows it by.
+func (n *nsRelease) open(rm *remover) (int, removal, bool) {
 	fd, err := unix.Open(n.pins[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return decide(changed("open the namespace pinned at %s: %v: nothing done", n.pins[0], err))
+		return 0, changed("open the namespace pinned at %s: %v: nothing done", n.pins[0], err), false
 	}
 	n.fd = fd
 	if nsfsInode(fd) != n.inode {
-		return decide(changed("%s no longer pins namespace net:[%d]: nothing done", n.pins[0], n.inode))
+		return 0, changed("%s no longer pins namespace net:[%d]: nothing done", n.pins[0], n.inode), false
 	}
 	nsid, err := rm.h.GetNetNsIdByFd(fd)
 	if err != nil || nsid < 0 {
-		return decide(changed("namespace net:[%d] has no id on the host (%v): nothing done", n.inode, err))
+		return 0, changed("namespace net:[%d] has no id on the host (%v): nothing done", n.inode, err), false
 	}
+	return nsid, removal{}, true
+}
+
+// checkVeths checks that every host veth leading into n (nsid) is a
+// target, and that each target's peer is in n; a target whose peer left
+// is changed. It returns the peers' ifindexes in n.
+func (n *nsRelease) checkVeths(ts []Target, res []removal, links []kernel.Link, byIndex map[int]kernel.Link, nsid int) ([]int, removal, bool) {
 	var peers []int
 	for _, l := range links {
 		if !l.PeerElsewhere || l.PeerNetNSID != nsid {
 			continue
 		}
 		if !slices.ContainsFunc(n.targets, func(i int) bool { return ts[i].Index == l.Index }) {
-			return decide(notReleasable("namespace net:[%d] also holds the peer of %s, which was not approved: its release would remove that too",
-				n.inode, l.Name))
+			return nil, notReleasable("namespace net:[%d] also holds the peer of %s, which was not approved: its release would remove that too",
+				n.inode, l.Name), false
 		}
 		peers = append(peers, l.PeerIndex)
 	}
-	for _, i := range n.targets {
-		if !slices.Contains(peers, byIndex[ts[i].Index].PeerIndex) || byIndex[ts[i].Index].PeerNetNSID != nsid {
+	n.targets = slices.DeleteFunc(n.targets, func(i int) bool {
+		if l := byIndex[ts[i].Index]; l.PeerNetNSID != nsid || !slices.Contains(peers, l.PeerIndex) {
 			res[i] = changed("the peer of %s (ifindex %d) is no longer in namespace net:[%d]: nothing done", ts[i].Device, ts[i].Index, n.inode)
+			return true
 		}
-	}
-	n.targets = slices.DeleteFunc(n.targets, func(i int) bool { return res[i].Outcome != "" })
-	if len(n.targets) == 0 {
 		return false
-	}
+	})
+	return peers, removal{}, true
+}
+
+// checkInterfaces checks that n holds nothing but loopback and the peers.
+func (rm *remover) checkInterfaces(n *nsRelease, nsid int, peers []int) (removal, bool) {
 	inside, err := rm.dumpIn(nsid)
 	if err != nil {
-		return decide(changed("cannot list the interfaces of namespace net:[%d], nothing done: %v", n.inode, err))
+		return changed("cannot list the interfaces of namespace net:[%d], nothing done: %v", n.inode, err), false
 	}
 	var others []string
 	for _, l := range inside {
@@ -194,10 +242,10 @@ func (rm *remover) prepareRelease(n *nsRelease, ts []Target, res []removal, moun
 		}
 	}
 	if len(others) > 0 {
-		return decide(changed("namespace net:[%d] holds other interfaces (%s): it may route for someone, nothing done",
-			n.inode, strings.Join(others, ",")))
+		return changed("namespace net:[%d] holds other interfaces (%s): it may route for someone, nothing done",
+			n.inode, strings.Join(others, ",")), false
 	}
-	return true
+	return removal{}, true
 }
 
 // unpinAll removes n's pins. When not one could be removed, the targets
