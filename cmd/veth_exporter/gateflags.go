@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,17 +62,10 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 		"with its veths, if and only if nothing else holds it; anything else a process holds is refused. "+
 		"delete: delete the veth after a last look at the namespace's processes, a window it narrows and cannot close. "+
 		"auto: release where it can, delete elsewhere. A pair left on the host is deleted by every method.").
-		Default(string(remediate.MethodAuto)).EnumVar(&g.method, methodNames()...)
-	c.Flag("remediation.release-timeout", "How long a release waits for the kernel to free a namespace before answering still_held.").
-		Default("5s").DurationVar(&g.releaseTimeout)
-}
-
-func methodNames() []string {
-	names := make([]string, len(remediate.Methods))
-	for i, m := range remediate.Methods {
-		names[i] = string(m)
-	}
-	return names
+		Default(string(remediate.MethodAuto)).StringVar(&g.method)
+	c.Flag("remediation.release-timeout", "How long a release waits for the kernel to free a namespace before answering still_held "+
+		"(the webhook's: at most 6s).").
+		Default("4s").DurationVar(&g.releaseTimeout)
 }
 
 // config returns the gates' settings; inv says where the host's
@@ -92,6 +86,9 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 	}
 	if cfg.DeviceExclude, err = compileOptional("remediation.device-exclude", g.deviceExclude); err != nil {
 		return cfg, err
+	}
+	if !slices.Contains(remediate.Methods, remediate.Method(g.method)) {
+		return cfg, fmt.Errorf("--remediation.method: %q is not auto, release or delete", g.method)
 	}
 	if g.releaseTimeout <= 0 {
 		return cfg, fmt.Errorf("--remediation.release-timeout: %v is not positive", g.releaseTimeout)

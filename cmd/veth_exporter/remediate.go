@@ -61,6 +61,10 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	if err != nil {
 		return nil, nil, err
 	}
+	if limit := remediationTimeout * 3 / 4; mode != remediate.ModeOff && cfg.ReleaseTimeout > limit {
+		return nil, nil, fmt.Errorf("--remediation.release-timeout: %v leaves a webhook request (up to %v, the inventory included) no time to answer; at most %v",
+			cfg.ReleaseTimeout, remediationTimeout, limit)
+	}
 	// The metrics show even with remediation off: veth_remediation_capable
 	// tells whether it could be turned on.
 	metrics := remediate.NewMetrics(reg, remediate.CanAdminNetwork)
@@ -82,7 +86,7 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	if mode == remediate.ModeEnforce && !remediate.CanAdminNetwork() {
 		logger.Warn("remediation enforced but the exporter lacks CAP_NET_ADMIN: every deletion will be refused (no_permission)")
 	}
-	logger.Info("remediation webhook on", "mode", mode, "instance", instance.String(), "min_age", cfg.MinAge)
+	logger.Info("remediation webhook on", "mode", mode, "method", cfg.Method, "instance", instance.String(), "min_age", cfg.MinAge)
 	return r, &web.RemediateConfig{
 		Remediator: r, Auth: auth,
 		BodyLimit: 1 << 20, Timeout: remediationTimeout,
