@@ -575,9 +575,9 @@ func checkFlags(p *pod, values map[string]string, v variant) (errs []error, tlsS
 
 // checkMethod wants the capabilities and host namespaces the remediation
 // method needs, and no more. A release (method release, or auto) enters
-// the mount namespace of PID 1 of --path.procfs, the host's init, on one
-// thread: setns into a mount namespace needs SYS_ADMIN and SYS_CHROOT, the
-// unmounts SYS_ADMIN. Method delete needs neither.
+// the mount namespace of PID 1 of --path.procfs, which must be the host's
+// init, on one thread: setns into a mount namespace needs SYS_ADMIN and
+// SYS_CHROOT, the unmounts SYS_ADMIN. Method delete needs neither.
 func checkMethod(p *pod, method string) []error {
 	var add []corev1.Capability
 	if sc := p.container.SecurityContext; sc != nil && sc.Capabilities != nil {
@@ -602,7 +602,8 @@ func checkMethod(p *pod, method string) []error {
 			errs = append(errs, fmt.Errorf("--remediation.method=%s without %v: the release cannot enter the host's mount namespace, %s", method, missing, then))
 		}
 		if !p.spec.HostPID {
-			errs = append(errs, fmt.Errorf("--remediation.method=%s without hostPID: the release enters the mount namespace of PID 1, which must be the host's init", method))
+			errs = append(errs, fmt.Errorf("--remediation.method=%s without hostPID: no leftover is ever orphaned (partial_view), and PID 1 of the container's own /proc, "+
+				"whose mount namespace a release would enter, is not the host's init", method))
 		}
 	case "delete":
 		if len(needless) > 0 {
