@@ -5,6 +5,7 @@
 package deploy_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,8 +50,10 @@ func execStart(t *testing.T, text string) (args []string, ok bool) {
 // TestSystemdUnit runs systemd-analyze verify on the unit alone and with
 // each drop-in (ExecStart pointed at a freshly built binary: verify wants
 // it to exist), fails on any warning (an unknown key or a bad value is
-// only a warning to systemd), and checks that the real binary accepts the
-// flags each variant starts it with.
+// only a warning to systemd), checks that the real binary accepts the
+// flags each variant starts it with, and asks systemd-analyze security
+// what the unit and its drop-ins add up to: exactly the capabilities and
+// namespace kinds the variant needs, the hardening kept.
 func TestSystemdUnit(t *testing.T) {
 	analyze := tool(t, "systemd-analyze", "systemd")
 	bin := filepath.Join(t.TempDir(), "veth_exporter")
@@ -87,13 +90,21 @@ func TestSystemdUnit(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name     string
-		dropIns  []string
-		addFlags []string
+		name    string
+		dropIns []string
+		// caps are exactly the capabilities the unit keeps, namespaces
+		// the kinds of namespace RestrictNamespaces= lets it enter.
+		caps       []string
+		namespaces []string
+		// flags must be among ExecStart's.
+		flags []string
 	}{
-		{"monitoring", nil, nil},
-		{"remediation", []string{"remediation.conf"}, nil},
-		{"release-netns", []string{"remediation.conf", "release-netns.conf"}, []string{"--remediation.release-netns"}},
+		{"monitoring", nil, []string{"CAP_SYS_PTRACE"}, nil, nil},
+		// The release enters the host's mount namespace (setns needs
+		// CAP_SYS_ADMIN and CAP_SYS_CHROOT) and unmounts there.
+		{"remediation", []string{"remediation.conf"},
+			[]string{"CAP_SYS_PTRACE", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"}, []string{"mnt"},
+			[]string{"--remediation.mode=enforce", "--remediation.method=auto"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -126,13 +137,81 @@ func TestSystemdUnit(t *testing.T) {
 			}
 			// The binary parses every flag before acting on --version and
 			// refuses an unknown one.
-			flags := append(slices.Clone(args), tc.addFlags...)
-			if out, err := exec.Command(bin, append(flags, "--version")...).CombinedOutput(); err != nil {
-				t.Errorf("veth_exporter %s: %v\n%s", strings.Join(flags, " "), err, out)
+			if out, err := exec.Command(bin, append(slices.Clone(args), "--version")...).CombinedOutput(); err != nil {
+				t.Errorf("veth_exporter %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
-			t.Logf("systemd-analyze verify: %s with %v, ExecStart flags %v", unitName, tc.dropIns, flags)
+			for _, f := range tc.flags {
+				if !slices.Contains(args, f) {
+					t.Errorf("%s with %v: ExecStart lacks %s: %v", unitName, tc.dropIns, f, args)
+				}
+			}
+			t.Logf("systemd-analyze verify: %s with %v, ExecStart flags %v", unitName, tc.dropIns, args)
+			checkEffective(t, analyze, dir, tc.caps, tc.namespaces)
 		})
 	}
+}
+
+// checkEffective asks systemd-analyze security what the unit in dir and
+// its drop-ins add up to, as systemd merges them (a drop-in's
+// CapabilityBoundingSet= adds to the unit's; RestrictNamespaces= lines
+// merge too), and wants exactly caps in the bounding set, exactly the
+// namespace kinds namespaces allowed, and ProtectSystem= and
+// NoNewPrivileges= kept.
+func checkEffective(t *testing.T, analyze, dir string, caps, namespaces []string) {
+	t.Helper()
+	cmd := exec.Command(analyze, "security", "--offline=yes", "--json=short", filepath.Join(dir, unitName))
+	cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":", "SYSTEMD_LOG_LEVEL=notice")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze security --offline=yes %s: %v", unitName, err)
+	}
+	var items []struct {
+		Name  string `json:"name"`
+		Field string `json:"json_field"`
+		Set   *bool  `json:"set"`
+	}
+	if err := json.Unmarshal(out, &items); err != nil {
+		t.Fatalf("systemd-analyze security --json=short: %v\n%s", err, out)
+	}
+	// set is true where the unit takes the item away: a capability it
+	// drops, a namespace kind it forbids.
+	seen := map[string]bool{}
+	for _, it := range items {
+		seen[it.Field] = true
+		var want bool
+		switch {
+		case strings.HasPrefix(it.Field, "CapabilityBoundingSet_"):
+			want = !slices.Contains(caps, strings.TrimPrefix(it.Field, "CapabilityBoundingSet_"))
+		case strings.HasPrefix(it.Field, "RestrictNamespaces_"):
+			want = !slices.Contains(namespaces, strings.TrimPrefix(it.Field, "RestrictNamespaces_"))
+		case it.Field == "ProtectSystem" || it.Field == "NoNewPrivileges":
+			want = true
+		default:
+			continue
+		}
+		if it.Set == nil || *it.Set != want {
+			t.Errorf("systemd-analyze security: %s is set %v, want %v (capabilities %v, namespaces %v)", it.Name, deref(it.Set), want, caps, namespaces)
+		}
+	}
+	// Each capability and kind named must be one systemd-analyze reports,
+	// or the loop above checked nothing for it.
+	for _, c := range caps {
+		if !seen["CapabilityBoundingSet_"+c] {
+			t.Errorf("systemd-analyze security reports nothing on %s", c)
+		}
+	}
+	for _, n := range append([]string{"mnt", "net", "user"}, namespaces...) {
+		if !seen["RestrictNamespaces_"+n] {
+			t.Errorf("systemd-analyze security reports nothing on namespace kind %s", n)
+		}
+	}
+}
+
+func deref(b *bool) any {
+	if b == nil {
+		return nil
+	}
+	return *b
 }
 
 // TestPrometheusConfig checks the example Prometheus configuration and the

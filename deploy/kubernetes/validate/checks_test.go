@@ -526,6 +526,12 @@ func checkFlags(p *pod, values map[string]string, v variant) (errs []error, tlsS
 			if !slices.Contains([]string{"off", "dry-run", "enforce"}, value) {
 				fail("--remediation.mode=%s: not off, dry-run or enforce", value)
 			}
+		case "remediation.method":
+			// The binary checks the value only when it runs, not
+			// before --help.
+			if !slices.Contains([]string{"auto", "release", "delete"}, value) {
+				fail("--remediation.method=%s: not auto, release or delete", value)
+			}
 		case "remediation.bearer-token-file":
 			if _, err := p.secretFile(value); err != nil {
 				fail("--remediation.bearer-token-file: %v", err)
@@ -561,10 +567,50 @@ func checkFlags(p *pod, values map[string]string, v variant) (errs []error, tlsS
 	case v.remediation && values["remediation.instance"] == "":
 		fail("remediation without --remediation.instance: the default (the node's name) is not the instance label the PodMonitor gives")
 	}
-	if values["remediation.release-netns"] == "true" {
-		fail("--remediation.release-netns: the host's /run is mounted read-only and HostToContainer, so an unmount cannot reach the host's mount")
+	if mode != "off" {
+		errs = append(errs, checkMethod(p, or(values["remediation.method"], "auto"))...)
 	}
 	return errs, tlsSecret
+}
+
+// checkMethod wants the capabilities and host namespaces the remediation
+// method needs, and no more. A release (method release, or auto) enters
+// the mount namespace of PID 1 of --path.procfs, which must be the host's
+// init, on one thread: setns into a mount namespace needs SYS_ADMIN and
+// SYS_CHROOT, the unmounts SYS_ADMIN. Method delete needs neither.
+func checkMethod(p *pod, method string) []error {
+	var add []corev1.Capability
+	if sc := p.container.SecurityContext; sc != nil && sc.Capabilities != nil {
+		add = sc.Capabilities.Add
+	}
+	var missing, needless []corev1.Capability
+	for _, c := range []corev1.Capability{"SYS_ADMIN", "SYS_CHROOT"} {
+		if slices.Contains(add, c) {
+			needless = append(needless, c)
+		} else {
+			missing = append(missing, c)
+		}
+	}
+	var errs []error
+	switch method {
+	case "auto", "release":
+		if len(missing) > 0 {
+			then := "every leftover is deleted instead: say --remediation.method=delete"
+			if method == "release" {
+				then = "every leftover is refused (not_releasable)"
+			}
+			errs = append(errs, fmt.Errorf("--remediation.method=%s without %v: the release cannot enter the host's mount namespace, %s", method, missing, then))
+		}
+		if !p.spec.HostPID {
+			errs = append(errs, fmt.Errorf("--remediation.method=%s without hostPID: no leftover is ever orphaned (partial_view), and PID 1 of the container's own /proc, "+
+				"whose mount namespace a release would enter, is not the host's init", method))
+		}
+	case "delete":
+		if len(needless) > 0 {
+			errs = append(errs, fmt.Errorf("--remediation.method=delete: %v not needed (only a release uses them)", needless))
+		}
+	}
+	return errs
 }
 
 // checkInstance wants --remediation.instance to match this pod's scrape

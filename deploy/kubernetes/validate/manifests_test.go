@@ -49,7 +49,7 @@ type variant struct {
 
 var variants = []variant{
 	{dir: ".", caps: []corev1.Capability{"SYS_PTRACE"}},
-	{dir: "remediation", caps: []corev1.Capability{"SYS_PTRACE", "NET_ADMIN"}, remediation: true},
+	{dir: "remediation", caps: []corev1.Capability{"SYS_PTRACE", "NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT"}, remediation: true},
 }
 
 // kinds are the types each manifest is decoded into, by group, version
@@ -239,11 +239,12 @@ func render(dir string) (*rendered, error) {
 }
 
 // validateTree is every check of a copy of deploy/kubernetes in dir:
-// strict decoding of each file, both kustomizations rendered and decoded,
-// what the exporter needs of them, and the PrometheusRule against rules.
-func validateTree(dir string, flags *exporterFlags, rules []byte) []error {
+// strict decoding of each file, the kustomizations of vs rendered and
+// decoded, what the exporter needs of them, and the PrometheusRule against
+// rules.
+func validateTree(dir string, vs []variant, flags *exporterFlags, rules []byte) []error {
 	errs := checkSourceFiles(dir)
-	for _, v := range variants {
+	for _, v := range vs {
 		r, err := render(filepath.Join(dir, v.dir))
 		if err != nil {
 			errs = append(errs, err)
@@ -258,8 +259,45 @@ func validateTree(dir string, flags *exporterFlags, rules []byte) []error {
 
 // TestManifests validates deploy/kubernetes as committed.
 func TestManifests(t *testing.T) {
-	for _, err := range validateTree(manifestsDir, buildExporter(t), readRules(t)) {
+	for _, err := range validateTree(manifestsDir, variants, buildExporter(t), readRules(t)) {
 		t.Error(err)
+	}
+}
+
+// TestMethodDeleteAlternative makes the change remediation/daemonset-patch.yaml
+// documents for clusters that refuse SYS_ADMIN (method delete, the
+// SYS_ADMIN and SYS_CHROOT ops removed) and wants it to pass every check,
+// with NET_ADMIN and SYS_PTRACE alone.
+func TestMethodDeleteAlternative(t *testing.T) {
+	dir := copyTree(t, manifestsDir)
+	const capOp = "- op: add\n  path: /spec/template/spec/containers/0/securityContext/capabilities/add/-\n  value: "
+	edit(t, dir, "remediation/daemonset-patch.yaml",
+		"  value: --remediation.method=auto\n", "  value: --remediation.method=delete\n",
+		capOp+"SYS_ADMIN\n", "",
+		capOp+"SYS_CHROOT\n", "")
+	vs := []variant{{dir: "remediation", caps: []corev1.Capability{"SYS_PTRACE", "NET_ADMIN"}, remediation: true}}
+	for _, err := range validateTree(dir, vs, buildExporter(t), readRules(t)) {
+		t.Error(err)
+	}
+}
+
+// edit replaces, in file under dir, each old string (which must occur
+// exactly once) by its new one: pairs of arguments.
+func edit(t *testing.T, dir, file string, oldNew ...string) {
+	t.Helper()
+	path := filepath.Join(dir, file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(oldNew); i += 2 {
+		if n := bytes.Count(b, []byte(oldNew[i])); n != 1 {
+			t.Fatalf("%s holds %q %d times, want once", file, oldNew[i], n)
+		}
+		b = bytes.Replace(b, []byte(oldNew[i]), []byte(oldNew[i+1]), 1)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -334,8 +372,21 @@ func TestManifestsCatchMistakes(t *testing.T) {
 		{"remediation/daemonset-patch.yaml", "--web.config.file=/etc/veth_exporter/web/web.yml", "--web.config.file=/etc/veth_exporter/web/web.yaml", "--web.config.file"},
 		{"remediation/web.yml", "/etc/veth_exporter/tls/tls.key", "/etc/veth_exporter/tls.key", "key_file"},
 		{"remediation/daemonset-patch.yaml", "  value: NET_ADMIN", "  value: SYS_ADMIN", "capabilities"},
+		// The flag is gone: the release is the default method.
 		{"remediation/daemonset-patch.yaml", "  value: --remediation.audit-file=/var/lib/veth_exporter/audit.jsonl",
-			"  value: --remediation.audit-file=/var/lib/veth_exporter/audit.jsonl\n- op: add\n  path: /spec/template/spec/containers/0/args/-\n  value: --remediation.release-netns", "release-netns"},
+			"  value: --remediation.audit-file=/var/lib/veth_exporter/audit.jsonl\n- op: add\n  path: /spec/template/spec/containers/0/args/-\n  value: --remediation.release-netns",
+			"unknown long flag '--remediation.release-netns'"},
+
+		// The remediation method and what it needs.
+		{"remediation/daemonset-patch.yaml", "--remediation.method=auto", "--remediation.method=releas", "not auto, release or delete"},
+		{"remediation/daemonset-patch.yaml", "- op: add\n  path: /spec/template/spec/containers/0/securityContext/capabilities/add/-\n  value: SYS_ADMIN\n", "",
+			"--remediation.method=auto without [SYS_ADMIN]"},
+		{"remediation/daemonset-patch.yaml", "- op: add\n  path: /spec/template/spec/containers/0/securityContext/capabilities/add/-\n  value: SYS_CHROOT\n", "",
+			"--remediation.method=auto without [SYS_CHROOT]"},
+		{"remediation/daemonset-patch.yaml", "--remediation.method=auto", "--remediation.method=delete", "--remediation.method=delete: [SYS_ADMIN SYS_CHROOT] not needed"},
+		{"remediation/daemonset-patch.yaml", "  value: SYS_CHROOT\n", "  value: SYS_CHROOT\n- op: replace\n  path: /spec/template/spec/hostPID\n  value: false\n",
+			"--remediation.method=auto without hostPID"},
+		{"base/daemonset.yaml", "type: Unconfined", "type: RuntimeDefault", "appArmorProfile"},
 
 		// Probes, ports and who finds the pods.
 		{"base/daemonset.yaml", "path: /-/healthy", "path: /healthz", "/-/healthy"},
@@ -359,7 +410,7 @@ func TestManifestsCatchMistakes(t *testing.T) {
 
 	original := copyTree(t, manifestsDir)
 	t.Run("unchanged", func(t *testing.T) {
-		for _, err := range validateTree(original, flags, rules) {
+		for _, err := range validateTree(original, variants, flags, rules) {
 			t.Error(err)
 		}
 	})
@@ -367,18 +418,8 @@ func TestManifestsCatchMistakes(t *testing.T) {
 		t.Run(m.file+"/"+firstLine(m.old)+"->"+firstLine(m.new), func(t *testing.T) {
 			t.Parallel()
 			dir := copyTree(t, manifestsDir)
-			path := filepath.Join(dir, m.file)
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := bytes.Count(b, []byte(m.old)); n != 1 {
-				t.Fatalf("%s holds %q %d times, want once", m.file, m.old, n)
-			}
-			if err := os.WriteFile(path, bytes.Replace(b, []byte(m.old), []byte(m.new), 1), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			errs := validateTree(dir, flags, rules)
+			edit(t, dir, m.file, m.old, m.new)
+			errs := validateTree(dir, variants, flags, rules)
 			if len(errs) == 0 {
 				t.Fatalf("a copy with %q in %s changed to %q passes every check", m.old, m.file, m.new)
 			}
