@@ -3,6 +3,7 @@ package netnstest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,9 +94,12 @@ func (n BusyNode) Start(t testing.TB) {
 			script.WriteString(strings.Join(args, " "))
 			cmd = exec.Command("sh", "-c", script.String())
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
+		var out io.ReadCloser
+		if i < n.Threaded {
+			var err error
+			if out, err = cmd.StdoutPipe(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("busy node, process %d of %d: %v", i+1, n.Processes, err)
@@ -105,11 +109,14 @@ func (n BusyNode) Start(t testing.TB) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		})
-		if i < n.Threaded {
+		if out != nil {
 			line, err := bufio.NewReader(out).ReadString('\n')
 			if err != nil || line != "ok\n" {
 				t.Fatalf("threaded helper: %q, %v", line, err)
 			}
+			// It writes nothing more: no descriptor of this process
+			// stays open per helper.
+			out.Close()
 		}
 	}
 }
