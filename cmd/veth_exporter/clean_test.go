@@ -144,6 +144,74 @@ func TestCleanHostPairIsNotAResolverFailure(t *testing.T) {
 	}
 }
 
+// TestCleanReleaseHeld: besides its pin, something else holds a
+// leftover's namespace: a copy of the mount in another mount namespace (a
+// process that made its own after the pin was mounted), or a descriptor
+// a process holds open on it. The release removes the pin and leaves the
+// rest to the kernel, which keeps the namespace and its veth; the answer
+// is still_held, naming what holds it.
+func TestCleanReleaseHeld(t *testing.T) {
+	netnstest.Require(t)
+	held := []struct {
+		name string
+		// hold holds the namespace of l, and returns what the answer
+		// must name.
+		hold func(t *testing.T, l leftover) string
+	}{
+		{"a mount in another mount namespace", func(t *testing.T, l leftover) string {
+			// unshare makes a private copy of every mount, the pin too.
+			pid := startSleeper(t, "unshare", "-m", "--propagation", "private", "sleep", "infinity")
+			return fmt.Sprintf("mount /run/netns/%s in the mount namespace of process %d (sleep)", l.netns, pid)
+		}},
+		{"an open descriptor", func(t *testing.T, l leftover) string {
+			pid := startSleeper(t, "sh", "-c", "exec sleep infinity 3</run/netns/"+l.netns)
+			return fmt.Sprintf("fd 3 of process %d (sleep)", pid)
+		}},
+	}
+	ls := leftovers(t, len(held), 1)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	for i, h := range held {
+		t.Run(h.name, func(t *testing.T) {
+			l := ls[i]
+			want := h.hold(t, l)
+			out, code := clean(t, append(attackFlags(statePath), "--remediation.method=release", "--remediation.release-timeout=1s", l.device)...)
+			if r := row(out, l.device); code != 1 || r == nil || r[2] != "refused" || r[3] != "still_held" || !strings.Contains(strings.Join(r, " "), want) {
+				t.Errorf("clean %s: exit %d\n%s\nwant 1, refused still_held naming %q", l.device, code, out, want)
+			}
+			if !netnstest.LinkExists(l.device) {
+				t.Errorf("%s is gone although its namespace is held", l.device)
+			}
+			if _, err := os.Stat("/run/netns/" + l.netns); err != nil {
+				t.Errorf("the mount point of the held namespace was removed: %v", err)
+			}
+		})
+	}
+}
+
+// startSleeper starts a command that ends up as `sleep` (through exec)
+// and returns its PID once it is; the test's end kills and reaps it.
+func startSleeper(t *testing.T, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	pid := cmd.Process.Pid
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(b)) == "sleep" {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not sleep after 10 s", strings.Join(args, " "))
+		}
+	}
+}
+
 // BenchmarkClean measures decision and removal by `clean --all-orphans`,
 // by each method, against `ip -batch` deleting the same number of
 // leftovers one by one, in one run: 20 veths into each namespace, held
