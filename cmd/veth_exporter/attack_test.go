@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
@@ -25,7 +26,9 @@ import (
 // starts to remove it, on a busy node (20,000 threads for every pass over
 // /proc to read). A release lets the kernel decide whether the namespace
 // dies: the veth survives every attack and the answer names the attacker
-// (TestReleaseAttacks).
+// (TestReleaseAttacks). A deletion decides from a last look at /proc, a
+// window it narrows and cannot close: BenchmarkDeleteWindow measures how
+// often the attacks get through it.
 
 // attackKind is how an attacker enters a namespace.
 type attackKind string
@@ -308,3 +311,225 @@ func TestReleaseAttacks(t *testing.T) {
 
 // releaseAttackBatch is how many attacked leftovers one clean names.
 const releaseAttackBatch = 5
+
+// linkWatch follows the links through a subscription to their changes:
+// it triggers the attackers armed on a veth the moment a group tag
+// reaches it (the start of a deletion by group), and records when each
+// veth was tagged and deleted.
+type linkWatch struct {
+	mu      sync.Mutex
+	armed   map[int]*attack
+	tagged  map[int]time.Time
+	deleted map[int]time.Time
+	err     error
+}
+
+func watchLinks(t testing.TB) *linkWatch {
+	t.Helper()
+	w := &linkWatch{armed: map[int]*attack{}, tagged: map[int]time.Time{}, deleted: map[int]time.Time{}}
+	updates := make(chan netlink.LinkUpdate, 4096)
+	done := make(chan struct{})
+	opts := netlink.LinkSubscribeOptions{ReceiveBufferSize: 4 << 20, ErrorCallback: func(err error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.err == nil {
+			w.err = err
+		}
+	}}
+	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for u := range updates {
+			w.update(u)
+		}
+	}()
+	t.Cleanup(func() { close(done) })
+	return w
+}
+
+func (w *linkWatch) update(u netlink.LinkUpdate) {
+	now := time.Now()
+	index := int(u.Index)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch u.Header.Type {
+	case unix.RTM_NEWLINK:
+		if _, ok := w.tagged[index]; !ok && u.Attrs().Group != 0 {
+			w.tagged[index] = now
+			if a := w.armed[index]; a != nil {
+				a.trigger()
+				delete(w.armed, index)
+			}
+		}
+	case unix.RTM_DELLINK:
+		if _, ok := w.deleted[index]; !ok {
+			w.deleted[index] = now
+		}
+	}
+}
+
+// on arms a to be triggered once the veth of ifindex is tagged.
+func (w *linkWatch) on(index int, a *attack) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed[index] = a
+}
+
+// times returns when the veth of ifindex tagged was tagged and when the
+// one of deleted was deleted, waiting a moment for the events.
+func (w *linkWatch) times(t testing.TB, tagged, deleted int) (tag, del time.Time) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		w.mu.Lock()
+		tag, del = w.tagged[tagged], w.deleted[deleted]
+		err := w.err
+		w.mu.Unlock()
+		if err != nil {
+			t.Fatalf("link subscription: %v", err)
+		}
+		if !tag.IsZero() && !del.IsZero() {
+			return tag, del
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no tag of ifindex %d (%v) or no deletion of ifindex %d (%v) seen", tagged, tag, deleted, del)
+		}
+	}
+}
+
+// envBenchBefore names another build of the exporter for
+// BenchmarkDeleteWindow to attack too, in the same run (one built from a
+// commit without the second listing of /proc, say). Its clean takes the
+// same flags but --remediation.method, and deletes.
+const envBenchBefore = "VETH_BENCH_BEFORE_BINARY"
+
+// deleteTry is one attack on a deletion by group.
+type deleteTry struct {
+	delay time.Duration
+	// deleted: the answer for the attacked veth; through: deleted, and
+	// the attacker, once in its namespace, still saw the veth.
+	deleted, through bool
+	// lead is how long before the group's deletion the attacker was
+	// seen in the namespace (negative: after it); span is the time from
+	// the attacked veth's tag to the deletion.
+	lead, span time.Duration
+}
+
+// BenchmarkDeleteWindow measures the window the delete method leaves, on
+// a busy node, for each kind of attack: each of 50 cleans names two
+// leftovers (the group path), and an attacker enters the first one's
+// namespace once the exporter tags it into the group (an RTM_NEWLINK with
+// the new group, seen through a link subscription), at once for the first
+// 25 tries, after a delay spread over the tag-to-deletion time for the
+// other 25. An attack got through when the answer is deleted although
+// the attacker, once in, still saw the veth. Reported: tag-through/try
+// and swept-through/try, the shares of attacks that got through at the
+// tag and delayed; window-ms, the longest an attacker that got through
+// was in before the deletion; tag-to-del-ms, the median time from the tag
+// to the deletion. It asserts nothing about them: the window is narrowed,
+// not closed. With VETH_BENCH_BEFORE_BINARY, the same against that build
+// (sub-benchmarks before/…).
+func BenchmarkDeleteWindow(b *testing.B) {
+	netnstest.Require(b)
+	type build struct {
+		name, path string
+		flags      []string
+	}
+	builds := []build{{"now", exporterBinary(b), []string{"--remediation.method=delete"}}}
+	if path := os.Getenv(envBenchBefore); path != "" {
+		builds = append(builds, build{"before", path, nil})
+	}
+	netnstest.DefaultBusyNode().Start(b)
+	w := watchLinks(b)
+	for _, bd := range builds {
+		for _, kind := range attackKinds {
+			b.Run(bd.name+"/"+string(kind), func(b *testing.B) {
+				var tries []deleteTry
+				for b.Loop() {
+					tries = append(tries, attackDeletions(b, w, bd.path, bd.flags, kind)...)
+				}
+				reportWindow(b, tries)
+			})
+		}
+	}
+}
+
+// attackDeletions runs the 50 tries of BenchmarkDeleteWindow.
+func attackDeletions(b *testing.B, w *linkWatch, binary string, flags []string, kind attackKind) []deleteTry {
+	const tries, atTag = 50, 25
+	ls := leftovers(b, 2*tries, 1)
+	statePath := filepath.Join(b.TempDir(), "state.json")
+	recordOrphans(b, statePath)
+	args := append(attackFlags(statePath), flags...)
+	var out []deleteTry
+	var span time.Duration
+	for i := range tries {
+		victim, decoy := ls[2*i], ls[2*i+1]
+		var try deleteTry
+		if i >= atTag {
+			try.delay = span * time.Duration(2*(i-atTag)+1) / time.Duration(2*(tries-atTag))
+		}
+		victimIndex, decoyIndex := netnstest.LinkIndex(b, victim.device), netnstest.LinkIndex(b, decoy.device)
+		a := arm(b, kind, victim, try.delay)
+		w.on(victimIndex, a)
+		stdout, stderr, _ := cleanBy(b, binary, append(args, victim.device, decoy.device)...)
+		if err := a.wait(); err != nil {
+			b.Fatalf("try %d: %v; clean:\n%s%s", i+1, err, stdout, stderr)
+		}
+		if r := row(stdout, decoy.device); r == nil || r[2] != "deleted" {
+			b.Fatalf("try %d: the decoy %s is %q, want deleted:\n%s%s", i+1, decoy.device, r, stdout, stderr)
+		}
+		tag, del := w.times(b, victimIndex, decoyIndex)
+		r := row(stdout, victim.device)
+		try.deleted = r != nil && r[2] == "deleted"
+		try.through = try.deleted && a.present
+		try.lead, try.span = del.Sub(a.entered), del.Sub(tag)
+		out = append(out, try)
+		if i == atTag-1 {
+			span = medianSpan(out)
+		}
+	}
+	return out
+}
+
+func medianSpan(tries []deleteTry) time.Duration {
+	spans := make([]time.Duration, len(tries))
+	for i, t := range tries {
+		spans[i] = t.span
+	}
+	slices.Sort(spans)
+	return spans[len(spans)/2]
+}
+
+func reportWindow(b *testing.B, tries []deleteTry) {
+	var atTag, atTagThrough, swept, sweptThrough, deleted int
+	var window time.Duration
+	var leads []string
+	for _, t := range tries {
+		if t.delay == 0 {
+			atTag++
+		} else {
+			swept++
+		}
+		if t.deleted {
+			deleted++
+		}
+		if !t.through {
+			continue
+		}
+		if t.delay == 0 {
+			atTagThrough++
+		} else {
+			sweptThrough++
+		}
+		window = max(window, t.lead)
+		leads = append(leads, fmt.Sprintf("%.1f", float64(t.lead.Microseconds())/1000))
+	}
+	span := medianSpan(tries)
+	b.ReportMetric(float64(atTagThrough)/float64(max(atTag, 1)), "tag-through/try")
+	b.ReportMetric(float64(sweptThrough)/float64(max(swept, 1)), "swept-through/try")
+	b.ReportMetric(float64(window.Microseconds())/1000, "window-ms")
+	b.ReportMetric(float64(span.Microseconds())/1000, "tag-to-del-ms")
+	b.Logf("%d tries: %d deleted; through: %d of %d at the tag, %d of %d delayed; in before the deletion by (ms) %v; tag to deletion %v (median)",
+		len(tries), deleted, atTagThrough, atTag, sweptThrough, swept, leads, span.Round(10*time.Microsecond))
+}

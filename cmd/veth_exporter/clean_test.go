@@ -28,7 +28,14 @@ func clean(t testing.TB, args ...string) (string, int) {
 // cleanOutputs runs `veth_exporter clean` and returns both its outputs.
 func cleanOutputs(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(exporterBinary(t), append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
+	return cleanBy(t, exporterBinary(t), args...)
+}
+
+// cleanBy is [cleanOutputs] with the exporter binary at path: another
+// build of it.
+func cleanBy(t testing.TB, path string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(path, append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
