@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -113,53 +111,16 @@ func BenchmarkSnapshot(b *testing.B) {
 	}
 }
 
-// threadedHelper is a program that starts argv[1] idle threads, says "ok"
-// and then idles: a JVM or a Go runtime as far as /proc is concerned.
-const threadedHelper = `#include <pthread.h>
-#include <stdlib.h>
-#include <unistd.h>
-static void *idle(void *arg) { for (;;) pause(); return arg; }
-int main(int argc, char **argv) {
-	int n = argc > 1 ? atoi(argv[1]) : 0;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 65536);
-	for (int i = 0; i < n; i++) {
-		pthread_t t;
-		if (pthread_create(&t, &attr, idle, 0)) return 1;
-	}
-	if (write(1, "ok\n", 3) != 3) return 1;
-	for (;;) pause();
-}
-`
-
 // busyNode builds a busy node: 250 veths whose peers sit in 25
-// namespaces, each held by a process in a container's cgroup, and 2,000
-// processes with 20,000 threads in all (100 processes of 181 threads, the
-// rest single-threaded), every one in a peer namespace and its container's
+// namespaces, each held by a process in a container's cgroup, and the
+// processes of [netnstest.DefaultBusyNode] (2,000 processes with 20,000
+// threads in all), every one in a peer namespace and its container's
 // cgroup. Nothing is orphaned. It returns the holders, the processes a
 // runtime would name for the namespaces.
 func busyNode(b *testing.B) []int {
-	cc, err := exec.LookPath("cc")
-	if err != nil {
-		b.Skip("no C compiler for the threaded helper")
-	}
-	dir := b.TempDir()
-	src := filepath.Join(dir, "threads.c")
-	bin := filepath.Join(dir, "threads")
-	if err := os.WriteFile(src, []byte(threadedHelper), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if out, err := exec.Command(cc, "-O2", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
-		b.Fatalf("cc: %v\n%s", err, out)
-	}
-	root := netnstest.CgroupRoot(b)
 	const (
 		namespaces = 25
 		veths      = 250
-		processes  = 2000
-		threaded   = 100
-		threads    = 180 // besides the main thread
 	)
 	holders := make([]int, namespaces)
 	cgroups := make([]string, namespaces)
@@ -173,7 +134,7 @@ func busyNode(b *testing.B) []int {
 			fmt.Fprintf(&batch, "link set vbusy%dx%d master bbusy up\n", i, k)
 		}
 	}
-	path := filepath.Join(dir, "batch")
+	path := filepath.Join(b.TempDir(), "batch")
 	if err := os.WriteFile(path, []byte(batch.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -181,38 +142,10 @@ func busyNode(b *testing.B) []int {
 		b.Fatalf("ip -batch: %v\n%s", err, out)
 	}
 	// The holders are processes too.
-	for i := 0; i < processes-namespaces; i++ {
-		ns := i % namespaces
-		args := []string{"sleep", "infinity"}
-		if i < threaded {
-			args = []string{bin, strconv.Itoa(threads)}
-		}
-		// The shell joins the container's cgroup, then becomes the
-		// program in the container's namespace (nsenter execs it).
-		script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec nsenter --net=/proc/%d/ns/net %s",
-			filepath.Join(root, cgroups[ns]), holders[ns], strings.Join(args, " "))
-		cmd := exec.Command("sh", "-c", script)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			// Our own child, killed and reaped by PID before the
-			// holders' cleanups remove the cgroups.
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-		if i < threaded {
-			line, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil || line != "ok\n" {
-				b.Fatalf("threaded helper: %q, %v", line, err)
-			}
-		}
-	}
+	node := netnstest.DefaultBusyNode()
+	node.Processes -= namespaces
+	node.Place = func(i int) (string, int) { return cgroups[i%namespaces], holders[i%namespaces] }
+	node.Start(b)
 	return holders
 }
 

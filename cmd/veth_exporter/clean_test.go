@@ -28,7 +28,14 @@ func clean(t testing.TB, args ...string) (string, int) {
 // cleanOutputs runs `veth_exporter clean` and returns both its outputs.
 func cleanOutputs(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(exporterBinary(t), append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
+	return cleanBy(t, exporterBinary(t), args...)
+}
+
+// cleanBy is [cleanOutputs] with the exporter binary at path: another
+// build of it.
+func cleanBy(t testing.TB, path string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(path, append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -144,9 +151,80 @@ func TestCleanHostPairIsNotAResolverFailure(t *testing.T) {
 	}
 }
 
-// BenchmarkClean measures decision and deletion by `clean` against
-// `ip -batch` deleting the same set of leftovers, in one run: most of a
-// deletion is the kernel's, which both pay.
+// TestCleanReleaseHeld: besides its pin, something else holds a
+// leftover's namespace: a copy of the mount in another mount namespace (a
+// process that made its own after the pin was mounted), or a descriptor
+// a process holds open on it. The release removes the pin and leaves the
+// rest to the kernel, which keeps the namespace and its veth; the answer
+// is still_held, naming what holds it.
+func TestCleanReleaseHeld(t *testing.T) {
+	netnstest.Require(t)
+	held := []struct {
+		name string
+		// hold holds the namespace of l, and returns what the answer
+		// must name.
+		hold func(t *testing.T, l leftover) string
+	}{
+		{"a mount in another mount namespace", func(t *testing.T, l leftover) string {
+			// unshare makes a private copy of every mount, the pin too.
+			pid := startSleeper(t, "unshare", "-m", "--propagation", "private", "sleep", "infinity")
+			return fmt.Sprintf("mount /run/netns/%s in the mount namespace of process %d (sleep)", l.netns, pid)
+		}},
+		{"an open descriptor", func(t *testing.T, l leftover) string {
+			pid := startSleeper(t, "sh", "-c", "exec sleep infinity 3</run/netns/"+l.netns)
+			return fmt.Sprintf("fd 3 of process %d (sleep)", pid)
+		}},
+	}
+	ls := leftovers(t, len(held), 1)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	for i, h := range held {
+		t.Run(h.name, func(t *testing.T) {
+			l := ls[i]
+			want := h.hold(t, l)
+			out, code := clean(t, append(attackFlags(statePath), "--remediation.method=release", "--remediation.release-timeout=1s", l.device)...)
+			if r := row(out, l.device); code != 1 || r == nil || r[2] != "refused" || r[3] != "still_held" || !strings.Contains(strings.Join(r, " "), want) {
+				t.Errorf("clean %s: exit %d\n%s\nwant 1, refused still_held naming %q", l.device, code, out, want)
+			}
+			if !netnstest.LinkExists(l.device) {
+				t.Errorf("%s is gone although its namespace is held", l.device)
+			}
+			if _, err := os.Stat("/run/netns/" + l.netns); err != nil {
+				t.Errorf("the mount point of the held namespace was removed: %v", err)
+			}
+		})
+	}
+}
+
+// startSleeper starts a command that ends up as `sleep` (through exec)
+// and returns its PID once it is; the test's end kills and reaps it.
+func startSleeper(t *testing.T, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	pid := cmd.Process.Pid
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(b)) == "sleep" {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not sleep after 10 s", strings.Join(args, " "))
+		}
+	}
+}
+
+// BenchmarkClean measures decision and removal by `clean --all-orphans`,
+// by each method, against `ip -batch` deleting the same number of
+// leftovers one by one, in one run: 20 veths into each namespace, held
+// only by its `ip netns add` mount. Each reports ms/deletion, and
+// ip-batch how many times slower than each method it is (x-release,
+// x-delete). Most of a deletion is the kernel's, which all pay.
 func BenchmarkClean(b *testing.B) {
 	netnstest.Require(b)
 	exporterBinary(b) // built before any timing
@@ -154,69 +232,110 @@ func BenchmarkClean(b *testing.B) {
 		if n > 1 && testing.Short() {
 			continue
 		}
-		b.Run(fmt.Sprintf("orphans=%d/clean", n), func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				names := leftovers(b, n)
-				statePath := filepath.Join(b.TempDir(), "state.json")
-				recordOrphans(b, statePath)
-				b.StartTimer()
-				out, code := clean(b, "--state.path="+statePath, "--all-orphans",
-					"--remediation.min-age=0s", "--remediation.max-orphan-ratio=1",
-					"--remediation.max-per-request=100000", "--remediation.max-per-hour=0", "--remediation.master-include=lb[0-9]+br")
-				b.StopTimer()
-				if code != 0 || strings.Count(out, " deleted ") != len(names) {
-					b.Fatalf("clean: exit %d, %d deleted, want %d:\n%.2000s", code, strings.Count(out, " deleted "), len(names), out)
+		perDeletion := map[string]float64{}
+		for _, method := range []string{"release", "delete"} {
+			b.Run(fmt.Sprintf("orphans=%d/%s", n, method), func(b *testing.B) {
+				for b.Loop() {
+					b.StopTimer()
+					ls := leftovers(b, n, 20)
+					statePath := filepath.Join(b.TempDir(), "state.json")
+					recordOrphans(b, statePath)
+					b.StartTimer()
+					out, code := clean(b, "--state.path="+statePath, "--all-orphans", "--remediation.method="+method,
+						"--remediation.min-age=0s", "--remediation.max-orphan-ratio=1",
+						"--remediation.max-per-request=100000", "--remediation.max-per-hour=0", "--remediation.master-include=lb[0-9]+br")
+					b.StopTimer()
+					released, wantReleased := strings.Count(out, " released /run/netns/"), 0
+					if method == "release" {
+						wantReleased = len(ls)
+					}
+					if code != 0 || strings.Count(out, " deleted ") != len(ls) || released != wantReleased {
+						b.Fatalf("clean: exit %d, %d deleted, %d released, want %d by %s:\n%.2000s",
+							code, strings.Count(out, " deleted "), released, len(ls), method, out)
+					}
+					b.StartTimer()
 				}
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*n), "ms/deletion")
-		})
+				perDeletion[method] = float64(b.Elapsed().Microseconds()) / 1000 / float64(b.N*n)
+				b.ReportMetric(perDeletion[method], "ms/deletion")
+			})
+		}
 		b.Run(fmt.Sprintf("orphans=%d/ip-batch", n), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
-				names := leftovers(b, n)
 				var batch strings.Builder
-				for _, name := range names {
-					fmt.Fprintf(&batch, "link del %s\n", name)
+				for _, l := range leftovers(b, n, 20) {
+					fmt.Fprintf(&batch, "link del %s\n", l.device)
 				}
 				path := filepath.Join(b.TempDir(), "del")
-				os.WriteFile(path, []byte(batch.String()), 0o644)
+				if err := os.WriteFile(path, []byte(batch.String()), 0o644); err != nil {
+					b.Fatal(err)
+				}
 				b.StartTimer()
 				if out, err := exec.Command("ip", "-batch", path).CombinedOutput(); err != nil {
 					b.Fatalf("ip -batch: %v\n%s", err, out)
 				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N*n), "ms/deletion")
+			ms := float64(b.Elapsed().Microseconds()) / 1000 / float64(b.N*n)
+			b.ReportMetric(ms, "ms/deletion")
+			for method, by := range perDeletion {
+				b.ReportMetric(ms/by, "x-"+method)
+			}
 		})
 	}
 }
 
-// leftovers makes n veths on a bridge whose peers sit in namespaces held
-// only by a mount, 20 per namespace, and returns their names.
-func leftovers(b *testing.B, n int) []string {
-	b.Helper()
-	var batch strings.Builder
-	var names []string
+// leftover is a veth whose peer sits in a namespace that only its mount
+// /run/netns/<netns> holds.
+type leftover struct{ device, netns string }
+
+// leftovers makes n leftovers on a bridge of their own, perNetns of them
+// into each namespace, and returns them. A cleanup deletes what is left of
+// their namespaces and the bridge, and waits until the kernel has freed
+// the namespaces, with their veths: the tests that follow see none of
+// them. It runs after the cleanups registered later, which end whatever
+// else held a namespace.
+func leftovers(t testing.TB, n, perNetns int) []leftover {
+	t.Helper()
+	var batch, undo strings.Builder
+	var ls []leftover
 	prefix := fmt.Sprintf("lb%d", time.Now().UnixNano()%100000)
 	fmt.Fprintf(&batch, "link add %sbr type bridge\nlink set %sbr up\n", prefix, prefix)
 	for i := 0; i < n; i++ {
-		ns := fmt.Sprintf("%sn%d", prefix, i/20)
-		if i%20 == 0 {
+		ns := fmt.Sprintf("%sn%d", prefix, i/perNetns)
+		if i%perNetns == 0 {
 			fmt.Fprintf(&batch, "netns add %s\n", ns)
+			fmt.Fprintf(&undo, "netns del %s\n", ns)
 		}
 		name := fmt.Sprintf("%sx%d", prefix, i)
-		fmt.Fprintf(&batch, "link add %s type veth peer name eth%d netns %s\nlink set %s master %sbr up\n", name, i%20, ns, name, prefix)
-		names = append(names, name)
+		fmt.Fprintf(&batch, "link add %s type veth peer name eth%d netns %s\nlink set %s master %sbr up\n", name, i%perNetns, ns, name, prefix)
+		ls = append(ls, leftover{device: name, netns: ns})
 	}
-	path := filepath.Join(b.TempDir(), "add")
-	if err := os.WriteFile(path, []byte(batch.String()), 0o644); err != nil {
-		b.Fatal(err)
+	fmt.Fprintf(&undo, "link del %sbr\n", prefix)
+	dir := t.TempDir()
+	add, del := filepath.Join(dir, "add"), filepath.Join(dir, "del")
+	if err := os.WriteFile(add, []byte(batch.String()), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if out, err := exec.Command("ip", "-force", "-batch", path).CombinedOutput(); err != nil {
-		b.Fatalf("ip -batch: %v\n%s", err, out)
+	if err := os.WriteFile(del, []byte(undo.String()), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	return names
+	t.Cleanup(func() {
+		// Most are gone by then: -force goes past each that is.
+		_ = exec.Command("ip", "-force", "-batch", del).Run()
+		deadline := time.Now().Add(10 * time.Second)
+		for _, l := range ls {
+			for netnstest.LinkExists(l.device) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if netnstest.LinkExists(l.device) {
+				t.Errorf("leftover %s still there 10 s after its namespace was let go", l.device)
+			}
+		}
+	})
+	if out, err := exec.Command("ip", "-force", "-batch", add).CombinedOutput(); err != nil {
+		t.Fatalf("ip -batch: %v\n%s", err, out)
+	}
+	return ls
 }
 
 // recordOrphans runs the exporter once on the state file, as on a node
