@@ -242,48 +242,69 @@ func Occupants(procfs string, inodes map[uint64]bool) (map[uint64][]int, Tasks, 
 // those that listed does not hold: what started, or was cloned, since
 // that listing. It adds them to listed. A listing costs one directory
 // read per process, and a namespace link read only per newcomer: cheap
-// enough to take right before a deletion. It cannot see a thread already
-// listed that enters a namespace afterwards (setns): no listing can.
+// enough to take right before a deletion. It reads the list of processes
+// again until that shows none it has not looked at (at most a few
+// times), so that a process started while it read is seen too. It cannot
+// see a thread already listed that enters a namespace afterwards
+// (setns): no listing can.
 func Newcomers(procfs string, listed Tasks, inodes map[uint64]bool) (map[uint64][]int, error) {
-	names, err := ReadDirNames(procfs)
-	if err != nil {
-		return nil, fmt.Errorf("read processes: %w", err)
-	}
-	hostDev := procNetDevInode(procfs + "/self")
 	occupants := map[uint64][]int{}
-	var st unix.Stat_t
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
+	hostDev := procNetDevInode(procfs + "/self")
+	looked := map[int]bool{}
+	const rounds = 4
+	for round := 0; round < rounds; round++ {
+		names, err := ReadDirNames(procfs)
 		if err != nil {
-			continue
+			return nil, fmt.Errorf("read processes: %w", err)
 		}
-		dir := procfs + "/" + name
-		tids, err := ReadDirNames(dir + "/task")
-		if err != nil {
-			if vanished(err) {
+		fresh := false
+		for _, name := range names {
+			pid, err := strconv.Atoi(name)
+			if err != nil || looked[pid] {
 				continue
 			}
-			return occupants, fmt.Errorf("PID %d: read task directory: %w", pid, err)
+			looked[pid], fresh = true, true
+			if err := newcomersOf(procfs+"/"+name, pid, listed, inodes, hostDev, occupants); err != nil {
+				return occupants, err
+			}
 		}
-		for _, tid := range tids {
-			n, err := strconv.Atoi(tid)
-			if err != nil || listed[n] {
-				continue
-			}
-			listed[n] = true
-			switch err := unix.Stat(dir+"/task/"+tid+"/ns/net", &st); {
-			case err == nil:
-				if inodes[st.Ino] && !slices.Contains(occupants[st.Ino], pid) {
-					occupants[st.Ino] = append(occupants[st.Ino], pid)
-				}
-			case vanished(err):
-			case (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) && hostDev != 0 && threadsInNetDev(dir, hostDev):
-			default:
-				return occupants, fmt.Errorf("PID %d thread %s: ns/net: %w", pid, tid, err)
-			}
+		if !fresh {
+			break
 		}
 	}
 	return occupants, nil
+}
+
+// newcomersOf looks at the threads of the process pid at dir that listed
+// does not hold, adding them to listed and the process to occupants of
+// the namespace of inodes one of them is in.
+func newcomersOf(dir string, pid int, listed Tasks, inodes map[uint64]bool, hostDev uint64, occupants map[uint64][]int) error {
+	tids, err := ReadDirNames(dir + "/task")
+	if err != nil {
+		if vanished(err) {
+			return nil
+		}
+		return fmt.Errorf("PID %d: read task directory: %w", pid, err)
+	}
+	var st unix.Stat_t
+	for _, tid := range tids {
+		n, err := strconv.Atoi(tid)
+		if err != nil || listed[n] {
+			continue
+		}
+		listed[n] = true
+		switch err := unix.Stat(dir+"/task/"+tid+"/ns/net", &st); {
+		case err == nil:
+			if inodes[st.Ino] && !slices.Contains(occupants[st.Ino], pid) {
+				occupants[st.Ino] = append(occupants[st.Ino], pid)
+			}
+		case vanished(err):
+		case (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)) && hostDev != 0 && threadsInNetDev(dir, hostDev):
+		default:
+			return fmt.Errorf("PID %d thread %s: ns/net: %w", pid, tid, err)
+		}
+	}
+	return nil
 }
 
 // InitialPIDNamespace reports whether procfs shows the host's PID
