@@ -223,6 +223,10 @@ type Snapshot struct {
 	// recorded it). Orphan times from a history older than the state's
 	// MaxGap prove nothing about the time in between.
 	HistoryObserved time.Time `json:"history_observed,omitzero"`
+	// HistoryUnreadable says why the state file could not be read when
+	// it exists and could not (corrupt, another version, unreadable):
+	// then there is no history, and it says so rather than "none yet".
+	HistoryUnreadable string `json:"history_unreadable,omitempty"`
 	// Gone are the devices the history recorded that are absent from
 	// this snapshot's dump: with a writable state those that disappeared
 	// within the last hour, with a read-only one every device of the state

@@ -160,6 +160,9 @@ type State struct {
 	// writeErr is the last failure to persist; while set the state lives
 	// in memory only.
 	writeErr error
+	// readErr is why the state file that exists could not be loaded,
+	// until a write replaces it.
+	readErr error
 }
 
 // OpenState loads the state file at path. It never fails: a missing file
@@ -188,9 +191,11 @@ func OpenState(path string, opts StateOptions) *State {
 		return s
 	case err != nil && s.readOnly:
 		logger.Warn("cannot read state file, showing no history", "path", path, "err", err)
+		s.readErr = err
 		return s
 	case err != nil:
 		logger.Error("cannot read state file, starting an empty history; it will be replaced", "path", path, "err", err)
+		s.readErr = err
 	case s.bootID == "":
 		logger.Warn("cannot read the kernel's boot_id: the state file cannot be tied to this boot; starting an empty history", "path", path, "boot_id_path", bootIDPath)
 	case f.BootID == "":
@@ -246,6 +251,8 @@ type observation struct {
 	historyObserved time.Time
 	// gone: see [Snapshot.Gone].
 	gone []GoneVeth
+	// unreadable: see [Snapshot.HistoryUnreadable].
+	unreadable string
 }
 
 // observing is one observation of the history in progress, from
@@ -289,6 +296,9 @@ func (s *State) begin(now time.Time, settle time.Duration) *observing {
 	s.mu.Lock()
 	prev := s.lastObserved
 	o := &observing{s: s, now: now, settle: settle, seen: map[stateKey]bool{}, obs: observation{historyObserved: prev}}
+	if s.readErr != nil {
+		o.obs.unreadable = fmt.Sprintf("state file %s: %v", s.path, s.readErr)
+	}
 	if s.readOnly || !(prev.IsZero() || now.Sub(prev) > s.maxGap) {
 		return o
 	}
@@ -502,6 +512,7 @@ func (s *State) persist(now time.Time) error {
 	if err == nil {
 		s.dirty = false
 		s.lastWrite = now
+		s.readErr = nil
 	}
 	return err
 }
