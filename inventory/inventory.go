@@ -141,6 +141,11 @@ type Namespace struct {
 	// Containers are the names of the running containers a runtime says
 	// share the namespace, its owner (the sandbox) first.
 	Containers []string `json:"containers,omitempty"`
+	// LastOwner is, for a leaked namespace, the last container or pod
+	// the history saw own it (through a veth into it, within the hour
+	// after that veth went), and LastOwnerSeen when; nil when unknown.
+	LastOwner     *Owner    `json:"last_owner,omitempty"`
+	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
 	// OtherLinks are the interfaces of a namespace with no process in it
 	// other than loopback and the peers of host veths: a namespace that
 	// routes for others (a veth to a live container, a tunnel) is in use

@@ -314,6 +314,7 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 		}
 		history.record(v, recorded)
 	}
+	history.nameLeaked(s.LeakedNetns)
 	return history.end()
 }
 

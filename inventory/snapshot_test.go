@@ -765,3 +765,45 @@ func TestDumpBesideScanFreedNSID(t *testing.T) {
 		t.Errorf("vchurny: peer netns = %+v, want the namespace of /run/netns/churny", v.PeerNetns)
 	}
 }
+
+// TestLeakedNetnsNamedAfterLastOwner: a container's namespace pinned by a
+// mount outlives the container and its veth (deleted, as the delete method
+// does): the leaked namespace is named after the container, by a running
+// inventory and by a read-only one over its state file (inspect, clean).
+func TestLeakedNetnsNamedAfterLastOwner(t *testing.T) {
+	netnstest.Require(t)
+	container, stopContainer := netnstest.StoppableHolder(t, "/system.slice/docker-"+containerA+".scope")
+	// Pin the container's namespace at /run/netns/leakowned, as a
+	// runtime's bind mount does.
+	netnstest.IP(t, "netns", "attach", "leakowned", strconv.Itoa(container))
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", "leakowned").Run() })
+	netnstest.Veth(t, "vleakown", strconv.Itoa(container), "")
+
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	inv := New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups, State: OpenState(statePath, StateOptions{})})
+	wantVerdict(t, mustVeth(t, snapshot(t, inv), "vleakown"), Owned, ReasonContainer)
+
+	stopContainer()
+	netnstest.IP(t, "link", "del", "vleakown")
+	for _, tc := range []struct {
+		name string
+		inv  *Inventory
+	}{
+		{"running", inv},
+		{"read-only", New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups,
+			State: OpenState(statePath, StateOptions{ReadOnly: true})})},
+	} {
+		var leaked *Namespace
+		for _, n := range snapshot(t, tc.inv).LeakedNetns {
+			if slices.Contains(n.Mounts, "/run/netns/leakowned") {
+				leaked = n
+			}
+		}
+		switch {
+		case leaked == nil:
+			t.Fatalf("%s: /run/netns/leakowned is not a leaked namespace", tc.name)
+		case leaked.LastOwner == nil || leaked.LastOwner.ID != containerA || leaked.LastOwnerSeen.IsZero():
+			t.Errorf("%s: leaked namespace's last owner %+v (seen %v), want container %s", tc.name, leaked.LastOwner, leaked.LastOwnerSeen, containerA)
+		}
+	}
+}

@@ -89,6 +89,21 @@ type goneState struct {
 	Device    string    `json:"device"`
 	Index     int       `json:"ifindex"`
 	GoneSince time.Time `json:"gone_since"`
+	// The last owner of a veth that went: its namespace may live on,
+	// leaked, and is named after it (see [observing.nameLeaked]).
+	LastOwner      *Owner    `json:"last_owner,omitempty"`
+	LastOwnerSeen  time.Time `json:"last_owner_seen,omitzero"`
+	LastOwnerNetns uint64    `json:"last_owner_netns,omitempty"`
+}
+
+// gone is what the history keeps of a veth that went.
+type gone struct {
+	since time.Time
+	// owner, ownerSeen and netns: its last owner, when and in which
+	// namespace it was seen.
+	owner     *Owner
+	ownerSeen time.Time
+	netns     uint64
 }
 
 type stateFile struct {
@@ -151,7 +166,7 @@ type State struct {
 
 	mu      sync.Mutex
 	devices map[stateKey]*deviceState
-	gone    map[stateKey]time.Time
+	gone    map[stateKey]gone
 	// lastObserved is the last observation: the file's at load, then
 	// (writable) each observe's.
 	lastObserved time.Time
@@ -179,7 +194,7 @@ func OpenState(path string, opts StateOptions) *State {
 	}
 	s := &State{
 		path: path, readOnly: opts.ReadOnly, maxGap: maxGap, logger: logger, bootID: currentBootID(),
-		devices: map[stateKey]*deviceState{}, gone: map[stateKey]time.Time{},
+		devices: map[stateKey]*deviceState{}, gone: map[stateKey]gone{},
 	}
 	if path == "" {
 		return s
@@ -207,7 +222,7 @@ func OpenState(path string, opts StateOptions) *State {
 			s.devices[stateKey{d.Device, d.Index}] = d
 		}
 		for _, g := range f.Gone {
-			s.gone[stateKey{g.Device, g.Index}] = g.GoneSince
+			s.gone[stateKey{g.Device, g.Index}] = gone{since: g.GoneSince, owner: g.LastOwner, ownerSeen: g.LastOwnerSeen, netns: g.LastOwnerNetns}
 		}
 		s.lastObserved = f.LastObserved
 		logger.Debug("loaded state file", "path", path, "devices", len(f.Devices), "gone", len(f.Gone), "last_observed", f.LastObserved)
@@ -415,6 +430,25 @@ func (o *observing) rememberOwner(v *Veth, d *deviceState) {
 	v.LastOwnerSeen = d.LastOwnerSeen
 }
 
+// nameLeaked lends each leaked namespace the last container or pod owner
+// the history saw in it: of a veth still there or of one that went within
+// goneRetention, the one seen last.
+func (o *observing) nameLeaked(leaked []*Namespace) {
+	for _, n := range leaked {
+		consider := func(owner *Owner, seen time.Time, netns uint64) {
+			if owner != nil && netns == n.Inode && seen.After(n.LastOwnerSeen) {
+				n.LastOwner, n.LastOwnerSeen = owner, seen
+			}
+		}
+		for _, d := range o.s.devices {
+			consider(d.LastOwner, d.LastOwnerSeen, d.LastOwnerNetns)
+		}
+		for _, g := range o.s.gone {
+			consider(g.owner, g.ownerSeen, g.netns)
+		}
+	}
+}
+
 // end finishes the observation: the veths not recorded are gone, and the
 // history is persisted when it changed or is due for a refresh. It
 // returns the error of persisting, if any; the history in memory is
@@ -430,27 +464,27 @@ func (o *observing) end() (observation, error) {
 				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index})
 			}
 		}
-		for k, since := range s.gone {
+		for k, g := range s.gone {
 			if !o.seen[k] {
-				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: g.since})
 			}
 		}
 		sortGone(o.obs.gone)
 		return o.obs, nil
 	}
-	for k := range s.devices {
+	for k, d := range s.devices {
 		if !o.seen[k] {
 			delete(s.devices, k)
-			s.gone[k] = o.now
+			s.gone[k] = gone{since: o.now, owner: d.LastOwner, ownerSeen: d.LastOwnerSeen, netns: d.LastOwnerNetns}
 			s.dirty = true
 		}
 	}
-	for k, since := range s.gone {
-		if o.now.Sub(since) >= goneRetention {
+	for k, g := range s.gone {
+		if o.now.Sub(g.since) >= goneRetention {
 			delete(s.gone, k)
 			s.dirty = true
 		} else {
-			o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+			o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: g.since})
 		}
 	}
 	sortGone(o.obs.gone)
@@ -491,8 +525,9 @@ func (s *State) persist(now time.Time) error {
 	slices.SortFunc(f.Devices, func(a, b *deviceState) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
 	})
-	for k, since := range s.gone {
-		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: since})
+	for k, g := range s.gone {
+		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: g.since,
+			LastOwner: g.owner, LastOwnerSeen: g.ownerSeen, LastOwnerNetns: g.netns})
 	}
 	slices.SortFunc(f.Gone, func(a, b *goneState) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
