@@ -146,6 +146,10 @@ type Namespace struct {
 	// after that veth went), and LastOwnerSeen when; nil when unknown.
 	LastOwner     *Owner    `json:"last_owner,omitempty"`
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
+	// LeakedSince is, for a leaked namespace, since when the history has
+	// seen it leaked, held by the same mounts; zero when it does not know
+	// (a read-only history that never recorded it).
+	LeakedSince time.Time `json:"leaked_since,omitzero"`
 	// OtherLinks are the interfaces of a namespace with no process in it
 	// other than loopback and the peers of host veths: a namespace that
 	// routes for others (a veth to a live container, a tunnel) is in use

@@ -315,6 +315,7 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 		history.record(v, recorded)
 	}
 	history.nameLeaked(s.LeakedNetns)
+	history.recordLeaked(s.LeakedNetns)
 	return history.end()
 }
 

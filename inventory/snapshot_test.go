@@ -807,3 +807,46 @@ func TestLeakedNetnsNamedAfterLastOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestLeakedSince: the history records since when a namespace has been
+// leaked, lends it to a read-only inventory over its file, and starts
+// anew when the namespace's mounts change.
+func TestLeakedSince(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "lksince")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	inv := New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups, State: OpenState(statePath, StateOptions{})})
+	leakedAt := func(inv *Inventory) (since, taken time.Time) {
+		t.Helper()
+		s := snapshot(t, inv)
+		for _, n := range s.LeakedNetns {
+			if slices.Contains(n.Mounts, "/run/netns/lksince") {
+				return n.LeakedSince, s.Taken
+			}
+		}
+		t.Fatal("/run/netns/lksince is not leaked")
+		return
+	}
+	first, taken := leakedAt(inv)
+	if !first.Equal(taken) {
+		t.Errorf("first sight: leaked since %v, want the snapshot's time %v", first, taken)
+	}
+	if again, _ := leakedAt(inv); !again.Equal(first) {
+		t.Errorf("second sight: leaked since %v, want %v", again, first)
+	}
+	readOnly := New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups, State: OpenState(statePath, StateOptions{ReadOnly: true})})
+	if lent, _ := leakedAt(readOnly); !lent.Equal(first) {
+		t.Errorf("read-only: leaked since %v, want %v from the file", lent, first)
+	}
+	extra := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(extra, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("/run/netns/lksince", extra, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(extra, unix.MNT_DETACH) })
+	if moved, taken := leakedAt(inv); !moved.Equal(taken) {
+		t.Errorf("after another mount: leaked since %v, want a new start %v", moved, taken)
+	}
+}

@@ -119,6 +119,18 @@ type stateFile struct {
 	LastObserved time.Time      `json:"last_observed,omitzero"`
 	Devices      []*deviceState `json:"devices"`
 	Gone         []*goneState   `json:"gone,omitempty"`
+	// Leaked are the leaked namespaces, since when each has been seen so.
+	Leaked []*leakedState `json:"leaked_netns,omitempty"`
+}
+
+// leakedState is what the history keeps of a leaked namespace: since
+// when it has been seen leaked, held by exactly those mounts. Inodes are
+// handed out again once a namespace is freed; another set of mounts, or
+// a namespace not seen leaked at one observation, starts anew.
+type leakedState struct {
+	Inode  uint64    `json:"inode"`
+	Mounts []string  `json:"mounts"`
+	Since  time.Time `json:"leaked_since"`
 }
 
 // bootIDPath holds the random id the kernel draws at each boot.
@@ -167,6 +179,7 @@ type State struct {
 	mu      sync.Mutex
 	devices map[stateKey]*deviceState
 	gone    map[stateKey]gone
+	leaked  map[uint64]*leakedState
 	// lastObserved is the last observation: the file's at load, then
 	// (writable) each observe's.
 	lastObserved time.Time
@@ -194,7 +207,7 @@ func OpenState(path string, opts StateOptions) *State {
 	}
 	s := &State{
 		path: path, readOnly: opts.ReadOnly, maxGap: maxGap, logger: logger, bootID: currentBootID(),
-		devices: map[stateKey]*deviceState{}, gone: map[stateKey]gone{},
+		devices: map[stateKey]*deviceState{}, gone: map[stateKey]gone{}, leaked: map[uint64]*leakedState{},
 	}
 	if path == "" {
 		return s
@@ -223,6 +236,9 @@ func OpenState(path string, opts StateOptions) *State {
 		}
 		for _, g := range f.Gone {
 			s.gone[stateKey{g.Device, g.Index}] = gone{since: g.GoneSince, owner: g.LastOwner, ownerSeen: g.LastOwnerSeen, netns: g.LastOwnerNetns}
+		}
+		for _, l := range f.Leaked {
+			s.leaked[l.Inode] = l
 		}
 		s.lastObserved = f.LastObserved
 		logger.Debug("loaded state file", "path", path, "devices", len(f.Devices), "gone", len(f.Gone), "last_observed", f.LastObserved)
@@ -255,6 +271,11 @@ func readStateFile(path string) (*stateFile, error) {
 	for _, g := range f.Gone {
 		if g == nil || g.Device == "" || g.Index <= 0 {
 			return nil, fmt.Errorf("corrupt state file: invalid gone entry")
+		}
+	}
+	for _, l := range f.Leaked {
+		if l == nil || l.Inode == 0 || l.Since.IsZero() {
+			return nil, fmt.Errorf("corrupt state file: invalid leaked namespace entry")
 		}
 	}
 	return &f, nil
@@ -317,7 +338,8 @@ func (s *State) begin(now time.Time, settle time.Duration) *observing {
 	if s.readOnly || !(prev.IsZero() || now.Sub(prev) > s.maxGap) {
 		return o
 	}
-	restarted := 0
+	restarted := len(s.leaked)
+	clear(s.leaked)
 	for _, d := range s.devices {
 		if !d.OrphanedSince.IsZero() {
 			d.OrphanedSince = time.Time{}
@@ -449,6 +471,47 @@ func (o *observing) nameLeaked(leaked []*Namespace) {
 	}
 }
 
+// recordLeaked records since when each leaked namespace has been seen so,
+// and lends it that time; leaked is nil on a partial view, which proves
+// nothing and changes nothing.
+func (o *observing) recordLeaked(leaked []*Namespace) {
+	if leaked == nil {
+		return
+	}
+	s := o.s
+	seen := make(map[uint64]bool, len(leaked))
+	for _, n := range leaked {
+		seen[n.Inode] = true
+		l := s.leaked[n.Inode]
+		if l != nil && sameMounts(l.Mounts, n.Mounts) {
+			n.LeakedSince = l.Since
+			continue
+		}
+		if s.readOnly {
+			continue
+		}
+		s.leaked[n.Inode] = &leakedState{Inode: n.Inode, Mounts: slices.Clone(n.Mounts), Since: o.now}
+		n.LeakedSince = o.now
+		s.dirty = true
+	}
+	if s.readOnly {
+		return
+	}
+	for inode := range s.leaked {
+		if !seen[inode] {
+			delete(s.leaked, inode)
+			s.dirty = true
+		}
+	}
+}
+
+func sameMounts(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
 // end finishes the observation: the veths not recorded are gone, and the
 // history is persisted when it changed or is due for a refresh. It
 // returns the error of persisting, if any; the history in memory is
@@ -525,6 +588,10 @@ func (s *State) persist(now time.Time) error {
 	slices.SortFunc(f.Devices, func(a, b *deviceState) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
 	})
+	for _, l := range s.leaked {
+		f.Leaked = append(f.Leaked, l)
+	}
+	slices.SortFunc(f.Leaked, func(a, b *leakedState) int { return cmp.Compare(a.Inode, b.Inode) })
 	for k, g := range s.gone {
 		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: g.since,
 			LastOwner: g.owner, LastOwnerSeen: g.ownerSeen, LastOwnerNetns: g.netns})
