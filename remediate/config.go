@@ -50,6 +50,10 @@ type Config struct {
 	// AuditFile receives one JSON line per intent, action or refusal; ""
 	// logs only.
 	AuditFile string
+	// AuditBy names the caller in each audit line: "webhook" or "clean".
+	// A serving exporter counts the clean command's results it finds in
+	// the audit file ([Metrics.FollowAudit]).
+	AuditBy string
 	// AnswerLogLevel is the level answers are logged at (the clean
 	// command prints a table and logs them at debug only).
 	AnswerLogLevel slog.Level

@@ -127,7 +127,7 @@ func (r *Remediator) releaseLeaked(ctx context.Context, leaked []*inventory.Name
 	for _, i := range approved {
 		intent := Answer{Device: reqs[i].Device, Result: ResultDeleted, Reason: leakedNetnsReason, Method: MethodRelease}
 		if r.cfg.AuditFile != "" {
-			if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditIntent, reqs[i], intent); err != nil {
+			if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, r.cfg.AuditBy, auditIntent, reqs[i], intent); err != nil {
 				answers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: ResultRefused, Reason: ReasonAuditFailed,
 					Detail: fmt.Sprintf("cannot write the audit intent: %v", err)})
 				continue

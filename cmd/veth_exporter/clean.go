@@ -67,6 +67,8 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 	}
 	// The table is the answer; the log repeats it only at debug.
 	cfg.AnswerLogLevel = slog.LevelDebug
+	// A serving exporter with the same audit file counts these answers.
+	cfg.AuditBy = remediate.AuditByClean
 	// The state file is the exporter's: clean reads its orphaned-since
 	// times and writes nothing.
 	inv, _, err := c.inv.open(true, 0, logger)

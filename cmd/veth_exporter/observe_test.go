@@ -92,3 +92,25 @@ func TestCleanSeesWhatMetricsShow(t *testing.T) {
 		t.Errorf("clean vm1 right after /metrics showed it orphaned: exit %d\n%s\nwant deleted", code, out)
 	}
 }
+
+// TestCleanCountedByServe: what clean removes shows in the running
+// exporter's remediation metrics (the dashboard's counts and last
+// deletion) when both use one audit file.
+func TestCleanCountedByServe(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vcslive", "vcs1")
+	dir := t.TempDir()
+	statePath, audit := filepath.Join(dir, "state.json"), filepath.Join(dir, "audit.jsonl")
+	e := startExporter(t, "--state.path="+statePath, "--remediation.audit-file="+audit)
+	e.scrape(t)
+	if out, code := clean(t, "--state.path="+statePath, "--remediation.audit-file="+audit, "--min-age=0s",
+		"--remediation.max-orphan-ratio=1", "vcs1"); code != 0 {
+		t.Fatalf("clean vcs1: exit %d\n%s", code, out)
+	}
+	m := e.scrapeUntil(t, "clean's deletion counted", func(m string) bool {
+		return strings.Contains(m, `veth_remediation_actions_total{method="release",result="deleted"} 1`)
+	})
+	if strings.Contains(m, "veth_remediation_last_deletion_timestamp_seconds 0\n") {
+		t.Errorf("last deletion still 0 after clean deleted vcs1:\n%s", m)
+	}
+}
