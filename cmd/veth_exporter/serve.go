@@ -35,6 +35,7 @@ type serveCommand struct {
 	exclude       string
 	settle        time.Duration
 	observe       time.Duration
+	observeSet    bool
 	timeouts      serverTimeouts
 	remediation   webhookFlags
 }
@@ -90,8 +91,8 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 		Default("30s").DurationVar(&c.settle)
 	c.cmd.Flag("inventory.observe-interval", "Take an inventory this often even when nobody scrapes, so that the state file (first-seen and "+
 		"orphaned-since times, what clean proves its removals with) stays fresh on a node without Prometheus; 0: only scrapes and the webhook observe. "+
-		"Must be shorter than --state.max-gap.").
-		Default("1m").DurationVar(&c.observe)
+		"Must be shorter than --state.max-gap; by default a quarter of it when that is less than 1m.").
+		Default("1m").IsSetByUser(&c.observeSet).DurationVar(&c.observe)
 	c.timeouts.register(c.cmd)
 	c.remediation.register(c.cmd)
 	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
@@ -153,6 +154,9 @@ func (c *serveCommand) checkFlags() (include, exclude *regexp.Regexp, err error)
 	}
 	if c.settle < 0 {
 		return nil, nil, fmt.Errorf("--inventory.settle-time must not be negative, not %s", c.settle)
+	}
+	if !c.observeSet && c.inv.maxGap > 0 {
+		c.observe = min(c.observe, c.inv.maxGap/4)
 	}
 	if c.observe < 0 || (c.observe > 0 && c.observe >= c.inv.maxGap) {
 		return nil, nil, fmt.Errorf("--inventory.observe-interval: %s is not in [0, --state.max-gap %s): the state file would go stale between observations",
