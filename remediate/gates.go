@@ -347,28 +347,26 @@ func notTooManyOrphans(rd *round, _ *candidate) (reason, detail string) {
 	share := float64(rd.orphans) / float64(len(rd.snap.Veths))
 	return ReasonTooManyOrphans, fmt.Sprintf("%d of %d veths look orphaned (%s), more than --remediation.max-orphan-ratio=%g of them: "+
 		"a failing resolver makes live veths look so; %s. If they are leftovers, --remediation.max-orphan-ratio=%g lets them through",
-		rd.orphans, len(rd.snap.Veths), strings.Join(seen, ", "), rd.cfg.MaxOrphanRatio, resolversSeen(rd.snap), math.Ceil(share*100-1e-9)/100)
+		rd.orphans, len(rd.snap.Veths), strings.Join(seen, ", "), rd.cfg.MaxOrphanRatio, resolversSeen(rd.snap, rd.cfg), math.Ceil(share*100-1e-9)/100)
 }
 
-// coreSteps are the stages of every snapshot; its other steps are the
-// runtime resolvers' and annotators'.
-var coreSteps = []string{inventory.StepLinks, inventory.StepNetns, inventory.StepCgroup, inventory.StepState}
-
-// resolversSeen says which resolvers took part in snap and which of them
-// failed: what the owners of its namespaces rest on.
-func resolversSeen(snap *inventory.Snapshot) string {
-	var up, down []string
-	for _, st := range snap.Steps {
-		switch {
-		case slices.Contains(coreSteps, st.Name):
-		case st.Err != nil:
-			down = append(down, fmt.Sprintf("%s (%v)", st.Name, st.Err))
-		default:
-			up = append(up, st.Name)
-		}
+// resolversSeen says which runtime resolvers of cfg answered in snap and
+// which failed: what the owners of its namespaces rest on.
+func resolversSeen(snap *inventory.Snapshot, cfg *Config) string {
+	if len(cfg.Resolvers) == 0 {
+		return "no runtime resolver is on, so no runtime was asked whether it still claims these namespaces"
 	}
-	if len(up)+len(down) == 0 {
-		return "no runtime resolver is on, so no runtime names a container's namespace"
+	var up, down []string
+	for _, name := range cfg.Resolvers {
+		i := slices.IndexFunc(snap.Steps, func(st inventory.Step) bool { return st.Name == name })
+		switch {
+		case i < 0:
+			down = append(down, name+" (not asked)")
+		case snap.Steps[i].Err != nil:
+			down = append(down, fmt.Sprintf("%s (%v)", name, snap.Steps[i].Err))
+		default:
+			up = append(up, name)
+		}
 	}
 	var parts []string
 	if len(up) > 0 {
@@ -377,7 +375,7 @@ func resolversSeen(snap *inventory.Snapshot) string {
 	if len(down) > 0 {
 		parts = append(parts, "down: "+strings.Join(down, ", "))
 	}
-	return "resolvers " + strings.Join(parts, "; ")
+	return "runtime resolvers " + strings.Join(parts, "; ")
 }
 
 func withinRequestLimit(rd *round, c *candidate) (reason, detail string) {

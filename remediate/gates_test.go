@@ -426,20 +426,21 @@ func TestGatesStaleState(t *testing.T) {
 func TestGatesRatioDetail(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxOrphanRatio = 0.4 // 6 of 12 look orphaned
+	steps := []inventory.Step{{Name: inventory.StepLinks}, {Name: inventory.StepNetns}, {Name: "docker"},
+		{Name: "cri", Err: errors.New("connection refused")}, {Name: "cni"}, {Name: inventory.StepState}}
 	for _, tt := range []struct {
-		name  string
-		steps []inventory.Step
-		want  []string
+		name      string
+		resolvers []string
+		want      []string
 	}{
-		{"a resolver down", []inventory.Step{{Name: inventory.StepLinks}, {Name: inventory.StepNetns}, {Name: "docker"},
-			{Name: "cri", Err: errors.New("connection refused")}, {Name: inventory.StepState}},
-			[]string{"up: docker;", "down: cri (connection refused)"}},
-		{"no resolver", []inventory.Step{{Name: inventory.StepLinks}, {Name: inventory.StepNetns}, {Name: inventory.StepCgroup}},
-			[]string{"no runtime resolver is on"}},
+		{"a resolver down", []string{"docker", "cri", "podman"}, []string{"runtime resolvers up: docker;", "down: cri (connection refused), podman (not asked)"}},
+		{"no resolver", nil, []string{"no runtime resolver is on"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			snap := testNode()
-			snap.Steps = tt.steps
+			snap.Steps = steps
+			cfg := cfg
+			cfg.Resolvers = tt.resolvers
 			a := mustHandleDevices(t, newTestRemediator(cfg, &fakeInventory{snap: snap}), Device{Name: "vleak"})[0]
 			want := append([]string{"6 of 12 veths look orphaned (5 netns_empty, 1 owner_exited)", "more than --remediation.max-orphan-ratio=0.4",
 				"--remediation.max-orphan-ratio=0.5 lets them through"}, tt.want...)
@@ -448,7 +449,6 @@ func TestGatesRatioDetail(t *testing.T) {
 					t.Errorf("HandleDevices(vleak) = %s (%s), want %s naming %q", a.Reason, a.Detail, ReasonTooManyOrphans, w)
 				}
 			}
-			cfg := cfg
 			cfg.MaxOrphanRatio = 0.5
 			if a := mustHandleDevices(t, newTestRemediator(cfg, &fakeInventory{snap: snap}), Device{Name: "vleak"})[0]; a.Result != ResultWouldDelete {
 				t.Errorf("with the ratio the detail names: %+v, want would_delete", a)

@@ -84,9 +84,7 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 		Default("10").IntVar(&c.maxRequests)
 	c.cmd.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
 		Default("true").BoolVar(&c.perDevice)
-	c.cmd.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
-		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment.").
-		Default("30s").DurationVar(&c.settle)
+	settleTimeFlag(c.cmd, "", &c.settle)
 	c.timeouts.register(c.cmd)
 	c.remediation.register(c.cmd)
 	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
