@@ -103,8 +103,8 @@ func TestClean(t *testing.T) {
 		t.Errorf("clean vc1 with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
 	}
 	// A typo is not a success.
-	if out, code := clean(t, append(gates, "vethnope")...); code != 1 || row(out, "vethnope") == nil || row(out, "vethnope")[2] != "not_found" {
-		t.Errorf("clean vethnope: exit %d\n%s\nwant 1 and not_found", code, out)
+	if out, code := clean(t, append(gates, "vethnope")...); code != 1 || row(out, "vethnope") == nil || row(out, "vethnope")[2] != "not_found" || row(out, "vethnope")[1] != "-" {
+		t.Errorf("clean vethnope: exit %d\n%s\nwant 1 and not_found, with no ifindex (-)", code, out)
 	}
 	vc1 := ifindexOf(t, "vc1")
 	stdout, stderr, code := cleanOutputs(t, state, "--remediation.max-orphan-ratio=1", "--min-age=0s", "vc1")
@@ -246,6 +246,27 @@ func TestCleanBlind(t *testing.T) {
 				t.Fatal("vbl1 was removed on a partial view")
 			}
 		})
+	}
+}
+
+// TestCleanRatioGuard: when most of the node's veths look orphaned, clean
+// refuses, saying how many of how many, which runtime resolvers answered,
+// and the --remediation.max-orphan-ratio that lets them through; with it
+// they go.
+func TestCleanRatioGuard(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vrglive", "vrg1", "vrg2", "vrg3", "vrg4")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	out, code := clean(t, "--state.path="+statePath, "--min-age=0s", "vrg1")
+	for _, want := range []string{"4 of 5 veths look orphaned (4 netns_empty)", "more than --remediation.max-orphan-ratio=0.5",
+		"no runtime resolver is on", "--remediation.max-orphan-ratio=0.8 lets them through"} {
+		if r := row(out, "vrg1"); code != 1 || r == nil || r[3] != "too_many_orphans" || !strings.Contains(out, want) {
+			t.Errorf("clean vrg1 with 4 of 5 veths orphaned: exit %d\n%s\nwant 1 and too_many_orphans naming %q", code, out, want)
+		}
+	}
+	if out, code := clean(t, "--state.path="+statePath, "--min-age=0s", "--remediation.max-orphan-ratio=0.8", "vrg1"); code != 0 || row(out, "vrg1") == nil || row(out, "vrg1")[2] != "deleted" {
+		t.Errorf("clean vrg1 with the ratio the refusal named: exit %d\n%s\nwant 0 and deleted", code, out)
 	}
 }
 
