@@ -110,6 +110,9 @@ func historyFresh(snap *inventory.Snapshot, cfg *Config) (reason, detail string)
 	if gap <= 0 || (!snap.HistoryObserved.IsZero() && snap.Taken.Sub(snap.HistoryObserved) <= gap) {
 		return "", ""
 	}
+	if snap.HistoryObserved.IsZero() && snap.HistoryUnreadable != "" {
+		return ReasonStaleState, fmt.Sprintf("no history to prove anything: %s (a running exporter replaces it at its next observation)", snap.HistoryUnreadable)
+	}
 	if snap.HistoryObserved.IsZero() {
 		return ReasonStaleState, "no running exporter has recorded this node's veths (is it running with this --state.path?)"
 	}

@@ -40,6 +40,11 @@ const (
 	// scraped): anything may have lived in a leftover's namespace
 	// meanwhile, so its orphaned-since times prove nothing.
 	ReasonStaleState = "stale_state"
+	// ReasonIncompleteView: a stage of the fresh inventory failed (a
+	// runtime that is down, the process pass): a namespace it could not
+	// account for is not proven leaked, and no leaked namespace is
+	// released.
+	ReasonIncompleteView = "incomplete_view"
 	// ReasonNotVeth: an interface of that name exists, but it is not a
 	// host-side veth.
 	ReasonNotVeth = "not_a_veth"

@@ -29,6 +29,7 @@ type cleanCommand struct {
 	settle    time.Duration
 	dryRun    bool
 	all       bool
+	leaked    bool
 	minAge    time.Duration
 	minAgeSet bool
 	devices   []string
@@ -45,6 +46,9 @@ func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanComman
 	c.cmd.Flag("dry-run", "Say what would be deleted; delete nothing.").BoolVar(&c.dryRun)
 	c.cmd.Flag("all-orphans", "Every orphan with an allowed reason (--remediation.reasons), instead of the DEVICEs named; "+
 		"what it skips, and why, goes to standard error.").BoolVar(&c.all)
+	c.cmd.Flag("leaked-netns", "Also release every leaked namespace (held only by a mount: no process, no veth) the exporter's state file "+
+		"has recorded leaked for --remediation.min-age, its mounts unmounted in the host's mount namespace (only under "+
+		strings.Join(netnsDirs(), ", ")+"): the kernel frees it if and only if nothing else holds it.").BoolVar(&c.leaked)
 	c.cmd.Flag("min-age", "Short for --remediation.min-age (not both).").IsSetByUser(&c.minAgeSet).DurationVar(&c.minAge)
 	settleTimeFlag(c.cmd, " clean calls nothing orphaned that the state file has recorded orphaned for less: give it the running exporter's value.", &c.settle)
 	c.gates.registerFor(c.cmd, false)
@@ -53,8 +57,8 @@ func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanComman
 }
 
 func (c *cleanCommand) run(logger *slog.Logger) int {
-	if c.all == (len(c.devices) > 0) {
-		fmt.Fprintf(os.Stderr, "%s clean: name the DEVICEs to remove, or --all-orphans (not both)\n", name)
+	if (c.all && len(c.devices) > 0) || (!c.all && len(c.devices) == 0 && !c.leaked) {
+		fmt.Fprintf(os.Stderr, "%s clean: name the DEVICEs to remove, or --all-orphans (not both), and/or --leaked-netns\n", name)
 		return 2
 	}
 	mode := remediate.ModeEnforce
@@ -116,12 +120,12 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 // clean removes devices through the gates, prints the table and the
 // summary, and returns the exit code.
 func (c *cleanCommand) clean(inv remediate.Snapshotter, cfg remediate.Config, devices []remediate.Device, logger *slog.Logger) int {
-	if len(devices) == 0 {
+	if len(devices) == 0 && !c.leaked {
 		fmt.Fprintf(os.Stderr, "%s clean: no orphan to remove\n", name)
 		return 0
 	}
 	start := time.Now()
-	answers, err := remediate.New(cfg, inv, nil, logger).HandleDevices(context.Background(), devices)
+	answers, err := c.handle(remediate.New(cfg, inv, nil, logger), devices)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 1
@@ -230,4 +234,24 @@ func writeAnswers(w io.Writer, answers []remediate.Answer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", web.DeviceText(a.Device), ifindex, a.Result, dash(a.Reason), dash(a.Detail))
 	}
 	tw.Flush()
+}
+
+// handle removes the devices and, with --leaked-netns, the leaked
+// namespaces, and returns the answers of both.
+func (c *cleanCommand) handle(r *remediate.Remediator, devices []remediate.Device) ([]remediate.Answer, error) {
+	var answers []remediate.Answer
+	if len(devices) > 0 || !c.leaked {
+		var err error
+		if answers, err = r.HandleDevices(context.Background(), devices); err != nil {
+			return nil, err
+		}
+	}
+	if c.leaked {
+		leaked, err := r.HandleLeaked(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("leaked namespaces: %w", err)
+		}
+		answers = append(answers, leaked...)
+	}
+	return answers, nil
 }
