@@ -402,22 +402,29 @@ func (o *observing) recall(v *Veth) *deviceState {
 // the orphan clock, and the owner while it is a container or pod's;
 // it holds an orphan verdict back until it has lasted the settle time,
 // and copies the recorded times and owner into v.
+//
+// A read-only state holds the verdict back as well, by the recorded
+// orphaned-since: a reader that acts on it (clean) must not call orphaned
+// what the exporter that recorded it still holds back.
 func (o *observing) record(v *Veth, d *deviceState) {
 	v.FirstSeen = d.FirstSeen
 	v.OrphanedSince = d.OrphanedSince
+	if !o.s.readOnly {
+		switch {
+		case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
+			d.OrphanedSince = o.now
+			o.s.dirty = true
+		case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
+			d.OrphanedSince = time.Time{}
+			o.s.dirty = true
+		}
+	}
+	// A zero orphaned-since (read-only, never recorded) settles nothing.
+	if v.Verdict == Orphaned && !d.OrphanedSince.IsZero() && o.now.Sub(d.OrphanedSince) < o.settle {
+		v.Verdict, v.Reason = Unknown, ReasonSettling
+	}
 	if o.s.readOnly {
 		return
-	}
-	switch {
-	case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
-		d.OrphanedSince = o.now
-		o.s.dirty = true
-	case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
-		d.OrphanedSince = time.Time{}
-		o.s.dirty = true
-	}
-	if v.Verdict == Orphaned && o.now.Sub(d.OrphanedSince) < o.settle {
-		v.Verdict, v.Reason = Unknown, ReasonSettling
 	}
 	if ow := v.Owner; ow != nil && ow.Kind != OwnerProcess && (v.PeerNetns == nil || !v.PeerNetns.Guest) {
 		o.rememberOwner(v, d)

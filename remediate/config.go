@@ -67,6 +67,9 @@ type Config struct {
 	ReleaseTimeout time.Duration
 	// Paths are where the host's /proc and / are seen.
 	Paths inventory.Paths
+	// Resolvers name the runtime resolvers that are on (their steps in a
+	// snapshot): a refusal of the orphan ratio guard says which answered.
+	Resolvers []string
 }
 
 // ParseReasons turns lists of orphan reasons, each comma-separated, into

@@ -86,9 +86,7 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 		Default("10").IntVar(&c.maxRequests)
 	c.cmd.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
 		Default("true").BoolVar(&c.perDevice)
-	c.cmd.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
-		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment.").
-		Default("30s").DurationVar(&c.settle)
+	settleTimeFlag(c.cmd, "", &c.settle)
 	c.cmd.Flag("inventory.observe-interval", "Take an inventory this often even when nobody scrapes, so that the state file (first-seen and "+
 		"orphaned-since times, what clean proves its removals with) stays fresh on a node without Prometheus; 0: only scrapes and the webhook observe. "+
 		"Must be shorter than --state.max-gap; by default a quarter of it when that is less than 1m.").
@@ -151,9 +149,6 @@ func (c *serveCommand) checkFlags() (include, exclude *regexp.Regexp, err error)
 	}
 	if err := c.timeouts.check(remediate.Mode(c.remediation.mode) != remediate.ModeOff); err != nil {
 		return nil, nil, err
-	}
-	if c.settle < 0 {
-		return nil, nil, fmt.Errorf("--inventory.settle-time must not be negative, not %s", c.settle)
 	}
 	if !c.observeSet && c.inv.maxGap > 0 {
 		c.observe = min(c.observe, c.inv.maxGap/4)
