@@ -27,15 +27,14 @@ func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs 
 		}
 		return
 	}
-	proceed := r.writeIntents(reqs, approved, vethOf, answers)
+	proceed := r.writeIntents(reqs, approved, func(i int) Answer {
+		return Answer{Device: vethOf[i].Name, Ifindex: vethOf[i].Index, Result: ResultDeleted, Reason: string(vethOf[i].Reason)}
+	}, answers)
 	if len(proceed) == 0 {
 		return
 	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		for _, i := range proceed {
-			answers[i] = r.decline(reqs[i], ReasonNetlink, err.Error())
-		}
+	h := r.openHandle(reqs, proceed, answers)
+	if h == nil {
 		return
 	}
 	defer h.Close()
@@ -51,26 +50,38 @@ func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs 
 	}
 }
 
-// writeIntents writes the audit intent of each approved request and
-// returns those whose intent is written (all of them without an audit
-// file). The others are refused: a deletion nobody could account for
-// afterwards does not happen.
-func (r *Remediator) writeIntents(reqs []request, approved []int, vethOf map[int]*inventory.Veth, answers []Answer) []int {
+// writeIntents writes the audit intent of each approved request, intentOf
+// says what it is, and returns those whose intent is written (all of them
+// without an audit file). The others are refused: a deletion nobody could
+// account for afterwards does not happen.
+func (r *Remediator) writeIntents(reqs []request, approved []int, intentOf func(i int) Answer, answers []Answer) []int {
 	if r.cfg.AuditFile == "" {
 		return approved
 	}
 	var proceed []int
 	for _, i := range approved {
-		v := vethOf[i]
-		intent := Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)}
+		intent := intentOf(i)
 		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, r.cfg.AuditBy, auditIntent, reqs[i], intent); err != nil {
-			answers[i] = r.record(reqs[i], Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: ReasonAuditFailed,
+			answers[i] = r.record(reqs[i], Answer{Device: intent.Device, Ifindex: intent.Ifindex, Result: ResultRefused, Reason: ReasonAuditFailed,
 				Detail: fmt.Sprintf("cannot write the audit intent: %v", err)})
 			continue
 		}
 		proceed = append(proceed, i)
 	}
 	return proceed
+}
+
+// openHandle opens the netlink socket the removal of the requests idx
+// works through; when it cannot, they fail (netlink) and it returns nil.
+func (r *Remediator) openHandle(reqs []request, idx []int, answers []Answer) *netlink.Handle {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		for _, i := range idx {
+			answers[i] = r.decline(reqs[i], ReasonNetlink, err.Error())
+		}
+		return nil
+	}
+	return h
 }
 
 // removed is the answer for the veth v the remover dealt with: a deletion

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
@@ -38,13 +37,11 @@ var ErrPartialView = errors.New("the inventory has a partial view of the node's 
 // now that pass every gate, and answers once for each leaked namespace,
 // named by its first mount.
 func (r *Remediator) HandleLeaked(ctx context.Context) ([]Answer, error) {
-	select {
-	case r.turn <- struct{}{}:
-		defer func() { <-r.turn }()
-	case <-ctx.Done():
-		return nil, ErrBusy
+	done, err := r.takeTurn(ctx)
+	if err != nil {
+		return nil, err
 	}
-	r.metrics.request()
+	defer done()
 	snap, err := r.inv.Snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -123,26 +120,14 @@ func (r *Remediator) releaseLeaked(ctx context.Context, leaked []*inventory.Name
 	if len(approved) == 0 {
 		return
 	}
-	var proceed []int
-	for _, i := range approved {
-		intent := Answer{Device: reqs[i].Device, Result: ResultDeleted, Reason: leakedNetnsReason, Method: MethodRelease}
-		if r.cfg.AuditFile != "" {
-			if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, r.cfg.AuditBy, auditIntent, reqs[i], intent); err != nil {
-				answers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: ResultRefused, Reason: ReasonAuditFailed,
-					Detail: fmt.Sprintf("cannot write the audit intent: %v", err)})
-				continue
-			}
-		}
-		proceed = append(proceed, i)
-	}
+	proceed := r.writeIntents(reqs, approved, func(i int) Answer {
+		return Answer{Device: reqs[i].Device, Result: ResultDeleted, Reason: leakedNetnsReason, Method: MethodRelease}
+	}, answers)
 	if len(proceed) == 0 {
 		return
 	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		for _, i := range proceed {
-			answers[i] = r.decline(reqs[i], ReasonNetlink, err.Error())
-		}
+	h := r.openHandle(reqs, proceed, answers)
+	if h == nil {
 		return
 	}
 	defer h.Close()
@@ -262,22 +247,9 @@ func (rm *remover) prepareLeaked(n *nsRelease, mounts []kernel.NsfsMount) (int, 
 	if r, ok := rm.findPins(n, mounts); !ok {
 		return 0, r, false
 	}
-	fd, err := unix.Open(n.pins[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, changed("open the namespace pinned at %s: %v: nothing done", n.pins[0], err), false
-	}
-	n.fd = fd
-	if nsfsInode(fd) != n.inode {
-		return 0, changed("%s no longer pins namespace net:[%d]: nothing done", n.pins[0], n.inode), false
-	}
-	nsid, err := rm.h.GetNetNsIdByFd(fd)
-	if err == nil && nsid < 0 {
-		if err = rm.h.SetNetNsIdByFd(fd, -1); err == nil {
-			nsid, err = rm.h.GetNetNsIdByFd(fd)
-		}
-	}
-	if err != nil || nsid < 0 {
-		return 0, changed("namespace net:[%d] has no id on the host (%v): nothing done", n.inode, err), false
+	nsid, r, ok := n.open(rm, true)
+	if !ok {
+		return 0, r, false
 	}
 	if r, ok := rm.checkInterfaces(n, nsid, nil); !ok {
 		return 0, r, false

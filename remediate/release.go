@@ -129,7 +129,7 @@ func (rm *remover) prepareRelease(n *nsRelease, ts []Target, res []removal, moun
 	if r, ok := rm.findPins(n, mounts); !ok {
 		return n.decide(res, r)
 	}
-	nsid, r, ok := n.open(rm)
+	nsid, r, ok := n.open(rm, false)
 	if !ok {
 		return n.decide(res, r)
 	}
@@ -193,8 +193,9 @@ func (rm *remover) findPins(n *nsRelease, mounts []kernel.NsfsMount) (removal, b
 }
 
 // open opens n through its first pin, holding it until the unmounts, and
-// returns the nsid the host knows it by.
-func (n *nsRelease) open(rm *remover) (int, removal, bool) {
+// returns the nsid the host knows it by; assign gives it one when it has
+// none (a leaked namespace, which no veth's peer leads into).
+func (n *nsRelease) open(rm *remover, assign bool) (int, removal, bool) {
 	fd, err := unix.Open(n.pins[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, changed("open the namespace pinned at %s: %v: nothing done", n.pins[0], err), false
@@ -204,6 +205,11 @@ func (n *nsRelease) open(rm *remover) (int, removal, bool) {
 		return 0, changed("%s no longer pins namespace net:[%d]: nothing done", n.pins[0], n.inode), false
 	}
 	nsid, err := rm.h.GetNetNsIdByFd(fd)
+	if err == nil && nsid < 0 && assign {
+		if err = rm.h.SetNetNsIdByFd(fd, -1); err == nil {
+			nsid, err = rm.h.GetNetNsIdByFd(fd)
+		}
+	}
 	if err != nil || nsid < 0 {
 		return 0, changed("namespace net:[%d] has no id on the host (%v): nothing done", n.inode, err), false
 	}

@@ -53,6 +53,18 @@ func New(cfg Config, inv Snapshotter, metrics *Metrics, logger *slog.Logger) *Re
 	}
 }
 
+// takeTurn waits for the request's turn, counts the request, and returns
+// the function that ends the turn; ErrBusy when ctx ends first.
+func (r *Remediator) takeTurn(ctx context.Context) (done func(), err error) {
+	select {
+	case r.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ErrBusy
+	}
+	r.metrics.request()
+	return func() { <-r.turn }, nil
+}
+
 // CanAdminNetwork reports whether the process holds CAP_NET_ADMIN in its
 // effective set: whether it could delete an interface at all.
 func CanAdminNetwork() bool {
@@ -88,13 +100,11 @@ func (r *Remediator) HandleDevices(ctx context.Context, devices []Device) ([]Ans
 // alone (the gates given, in order), then, for those that pass, with one
 // fresh inventory taken now.
 func (r *Remediator) handle(ctx context.Context, reqs []request, gates []requestGate) ([]Answer, error) {
-	select {
-	case r.turn <- struct{}{}:
-		defer func() { <-r.turn }()
-	case <-ctx.Done():
-		return nil, ErrBusy
+	done, err := r.takeTurn(ctx)
+	if err != nil {
+		return nil, err
 	}
-	r.metrics.request()
+	defer done()
 
 	answers := make([]Answer, len(reqs))
 	var pending []int

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"github.com/veth-exporter/veth_exporter/kernel"
 )
 
 // TestCleanLeakedNetns: `clean --leaked-netns` releases the leaked
@@ -47,7 +48,7 @@ func TestCleanLeakedNetns(t *testing.T) {
 		t.Errorf("clean --leaked-netns with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
 	}
 	if out, _ := clean(t, state, "--leaked-netns", "--min-age=0s", "--dry-run"); !strings.Contains(strings.Join(row(out, "/run/netns/lkplain"), " "), "would_delete") ||
-		netnsInode("/run/netns/lkplain") == 0 {
+		kernel.NsfsInode("/run/netns/lkplain") == 0 {
 		t.Errorf("clean --leaked-netns --dry-run:\n%s\nwant would_delete for /run/netns/lkplain, and the namespace kept", out)
 	}
 	out, code := clean(t, state, "--leaked-netns", "--min-age=0s")
@@ -73,19 +74,9 @@ func TestCleanLeakedNetns(t *testing.T) {
 		t.Error("/run/netns/lkplain is still there")
 	}
 	for _, kept := range []string{"lkroutes", "lkpinned", "lklate"} {
-		if netnsInode("/run/netns/"+kept) == 0 {
+		if kernel.NsfsInode("/run/netns/"+kept) == 0 {
 			t.Errorf("/run/netns/%s was released", kept)
 		}
 	}
 }
 
-// netnsInode is the inode of the namespace the nsfs mount at path pins, 0
-// when it is none.
-func netnsInode(path string) uint64 {
-	var fs unix.Statfs_t
-	var st unix.Stat_t
-	if unix.Statfs(path, &fs) != nil || fs.Type != unix.NSFS_MAGIC || unix.Stat(path, &st) != nil {
-		return 0
-	}
-	return st.Ino
-}
