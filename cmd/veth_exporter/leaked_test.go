@@ -79,4 +79,3 @@ func TestCleanLeakedNetns(t *testing.T) {
 		}
 	}
 }
-
