@@ -228,9 +228,7 @@ func main() {
 	app.Version(version.Print(name))
 	app.HelpFlag.Short('h')
 	app.UsageWriter(os.Stdout)
-	// Show every command's flags in --help: most runs use the default
-	// command, whose flags would otherwise hide behind `serve --help`.
-	app.UsageTemplate(kingpin.LongHelpTemplate)
+	setUsage(app)
 
 	var inv inventoryFlags
 	inv.register(app)
