@@ -245,6 +245,7 @@ func main() {
 		os.Exit(2)
 	}
 	logger := promslog.New(logConfig)
+	serve.remediation.given = flagsGiven(app, os.Args[1:], "remediation.")
 	switch cmd {
 	case inspect.cmd.FullCommand():
 		os.Exit(inspect.run(logger))
@@ -253,4 +254,24 @@ func main() {
 	default:
 		os.Exit(serve.run(logger))
 	}
+}
+
+// flagsGiven returns the flags named on the command line whose name starts
+// with prefix, as "--name", in the order given (each once).
+func flagsGiven(app *kingpin.Application, args []string, prefix string) []string {
+	ctx, err := app.ParseContext(args)
+	if err != nil {
+		return nil
+	}
+	var given []string
+	for _, e := range ctx.Elements {
+		f, ok := e.Clause.(*kingpin.FlagClause)
+		if !ok {
+			continue
+		}
+		if n := "--" + f.Model().Name; strings.HasPrefix(n, "--"+prefix) && !slices.Contains(given, n) {
+			given = append(given, n)
+		}
+	}
+	return given
 }

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -69,4 +73,37 @@ func TestCommandHelp(t *testing.T) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// TestRemediationOff starts the exporter with remediation flags but the
+// mode off: it warns at start-up that they do nothing, and /remediate
+// answers 404 saying how to turn remediation on.
+func TestRemediationOff(t *testing.T) {
+	dir := t.TempDir()
+	e := startExporter(t, "--state.path="+filepath.Join(dir, "state.json"),
+		"--remediation.bearer-token-file="+filepath.Join(dir, "token"), "--remediation.reasons=owner_exited")
+	const warning = `msg="remediation flags set but --remediation.mode=off: /remediate is not mounted and they do nothing" flags=--remediation.bearer-token-file,--remediation.reasons`
+	if !strings.Contains(e.log.String(), warning) {
+		t.Errorf("start-up log has no %s:\n%s", warning, e.log)
+	}
+	for _, method := range []string{"POST", "GET"} {
+		req, _ := http.NewRequest(method, e.url+"/remediate", bytes.NewReader(payloadOf("4", alertSpec{device: "vleak", instance: "node1"})))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		const want = "remediation is off: start the exporter with --remediation.mode=dry-run or --remediation.mode=enforce"
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), want) {
+			t.Errorf("%s /remediate with remediation off = %d %q, want 404 saying %q", method, resp.StatusCode, body, want)
+		}
+	}
+
+	// Without remediation flags there is nothing to warn about.
+	quiet := startExporter(t, "--state.path="+filepath.Join(dir, "state2.json"))
+	if strings.Contains(quiet.log.String(), "remediation flags set") {
+		t.Errorf("warning without any remediation flag:\n%s", quiet.log)
+	}
 }

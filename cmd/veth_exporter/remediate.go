@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -23,6 +25,8 @@ type webhookFlags struct {
 	instance      string
 	tokenFile     string
 	users         []string
+	// given are the --remediation.* flags named on the command line.
+	given []string
 }
 
 // remediationTimeout bounds one webhook request, well under
@@ -69,6 +73,9 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	// tells whether it could be turned on.
 	metrics := remediate.NewMetrics(reg, remediate.CanAdminNetwork)
 	if mode == remediate.ModeOff {
+		if set := slices.DeleteFunc(slices.Clone(f.given), func(n string) bool { return n == "--remediation.mode" }); len(set) > 0 {
+			logger.Warn("remediation flags set but --remediation.mode=off: /remediate is not mounted and they do nothing", "flags", strings.Join(set, ","))
+		}
 		return nil, nil, nil
 	}
 	auth, err := remediate.NewAuth(remediate.AuthConfig{
