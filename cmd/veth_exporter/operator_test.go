@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
 // The text an operator reads: help, start-up warnings, the answers of
@@ -105,5 +112,47 @@ func TestRemediationOff(t *testing.T) {
 	quiet := startExporter(t, "--state.path="+filepath.Join(dir, "state2.json"))
 	if strings.Contains(quiet.log.String(), "remediation flags set") {
 		t.Errorf("warning without any remediation flag:\n%s", quiet.log)
+	}
+}
+
+// TestOtherNodeAnswer: an alert whose instance label this node does not
+// expect is answered other_node with the value and the pattern it
+// expected (built from this host's name and listen address when
+// --remediation.instance is not given), and counted where an alert sees it.
+func TestOtherNodeAnswer(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vlive", "vleak")
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	writeSecret(t, token, webhookToken+"\n", 0o600)
+	e := startExporter(t, "--state.path="+filepath.Join(dir, "state.json"),
+		"--remediation.mode=dry-run", "--remediation.bearer-token-file="+token)
+	if v, ok := sample(e.scrape(t), `veth_remediation_refusals_total{reason="other_node"}`); !ok || v != 0 {
+		t.Fatalf(`veth_remediation_refusals_total{reason="other_node"} = %v (present %v) before any request, want 0`, v, ok)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range []struct {
+		instance, want string
+	}{
+		{"10.0.0.5:9750", `instance "10.0.0.5:9750" does not match ^(?:`},
+		{"-", `the alert has no instance label; this node expects ^(?:`},
+	} {
+		_, a, raw := postWebhook(t, e, payloadOf("4", alertSpec{device: "vleak", instance: tt.instance, startsAt: time.Now().Add(-time.Hour), fingerprint: strconv.Itoa(i)}))
+		if len(a.Results) != 1 {
+			t.Fatalf("instance %s: answer %s, want one result", tt.instance, raw)
+		}
+		r := a.Results[0]
+		wantSource := fmt.Sprintf("(this host's name %q and listen addresses %s; set --remediation.instance to the instance label Prometheus gives this node)",
+			host, strings.TrimPrefix(e.url, "http://"))
+		if r.Result != "skipped" || r.Reason != "other_node" || !strings.HasPrefix(r.Detail, tt.want) ||
+			!strings.Contains(r.Detail, regexp.QuoteMeta(host)) || !strings.HasSuffix(r.Detail, wantSource) {
+			t.Errorf("instance %s: %s/%s %q, want skipped/other_node, detail starting %q, naming %s, ending %q", tt.instance, r.Result, r.Reason, r.Detail, tt.want, host, wantSource)
+		}
+	}
+	if v, ok := sample(e.scrape(t), `veth_remediation_refusals_total{reason="other_node"}`); v != 2 {
+		t.Errorf(`veth_remediation_refusals_total{reason="other_node"} = %v (present %v) after two, want 2`, v, ok)
 	}
 }
