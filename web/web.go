@@ -36,9 +36,9 @@ type Config struct {
 	// people) and GET /api/v1/veths (the document of `inspect
 	// --output=json`), each from one fresh snapshot.
 	Inventory Snapshotter
-	// Remediation says remediation is on: /veths shows the clean command
-	// of each orphan.
-	Remediation bool
+	// Clean, when set (remediation on), makes /veths show the clean
+	// command of each orphan the running exporter's gates let through.
+	Clean *CleanAdvice
 	// Sysfs is --path.sysfs, for the age of a veth the state file does
 	// not know.
 	Sysfs   string

@@ -23,6 +23,10 @@ import (
 
 const name = "veth_exporter"
 
+// defaultStatePath is --state.path's default: /veths leaves it out of the
+// clean commands it shows.
+const defaultStatePath = "/var/lib/veth_exporter/state.json"
+
 // inventoryFlags are the flags every command that takes an inventory shares.
 type inventoryFlags struct {
 	paths          inventory.Paths
@@ -59,7 +63,7 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		"Without it such a view is partial and no veth is called orphaned.").
 		BoolVar(&f.trustPIDNS)
 	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
-		Default("/var/lib/veth_exporter/state.json").StringVar(&f.statePath)
+		Default(defaultStatePath).StringVar(&f.statePath)
 	app.Flag("state.max-gap", "After a gap this long between two observations (the exporter stopped, or nobody scraped), "+
 		"orphan clocks restart at the next observation; clean refuses a state file not refreshed within it.").
 		Default(inventory.DefaultMaxGap.String()).DurationVar(&f.maxGap)
