@@ -86,14 +86,14 @@ func newVethsHandler(cfg Config) http.HandlerFunc {
 			return
 		}
 		data := vethsData{
-			Taken:       snap.Taken.UTC().Format(time.DateTime + " MST"),
-			Version:     cfg.Version,
-			Verdict:     verdict,
-			Master:      master,
-			Verdicts:    []string{string(inventory.Owned), string(inventory.Orphaned), string(inventory.Unknown)},
-			Counts:      map[string]int{},
-			Total:       len(snap.Veths),
-			Warnings:    snap.Warnings,
+			Taken:    snap.Taken.UTC().Format(time.DateTime + " MST"),
+			Version:  cfg.Version,
+			Verdict:  verdict,
+			Master:   master,
+			Verdicts: []string{string(inventory.Owned), string(inventory.Orphaned), string(inventory.Unknown)},
+			Counts:   map[string]int{},
+			Total:    len(snap.Veths),
+			Warnings: snap.Warnings,
 		}
 		for i := range snap.Veths {
 			v := &snap.Veths[i]

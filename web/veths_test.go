@@ -200,7 +200,7 @@ func cleanAdvice(reasons []inventory.Reason, masters, exclude string, flags ...s
 		Reasons: reasons, MasterInclude: regexp.MustCompile("^(?:" + masters + ")$"), MasterIncludeFlag: masters,
 		MinAge:         15 * time.Minute,
 		DefaultReasons: []inventory.Reason{inventory.ReasonNetnsEmpty}, DefaultMasterInclude: regexp.MustCompile("^(?:" + defaultMasters + ")$"),
-		Flags:          flags,
+		Flags: flags,
 	}
 	if exclude != "" {
 		a.DeviceExclude = regexp.MustCompile("^(?:" + exclude + ")$")
