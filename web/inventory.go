@@ -112,16 +112,23 @@ func HeldBy(v *inventory.Veth) string {
 
 // OwnerText is the veth's owner, or its last owner ("was …"), or "-".
 func OwnerText(v *inventory.Veth) string {
+	was := ""
+	if o := v.LastOwner; o != nil {
+		was = "was " + DescribeOwner(o)
+		if !v.LastOwnerSeen.IsZero() {
+			was += ", seen " + v.LastOwnerSeen.UTC().Format(time.DateTime)
+		}
+	}
 	if o := v.Owner; o != nil {
+		// An orphan still held by a process (owner_exited: a stray in a
+		// dead container's namespace) names both: the process to look
+		// at, and the container or pod it came from.
+		if was != "" && v.Verdict != inventory.Owned {
+			return DescribeOwner(o) + "; " + was
+		}
 		return DescribeOwner(o)
 	}
-	if o := v.LastOwner; o != nil {
-		if !v.LastOwnerSeen.IsZero() {
-			return "was " + DescribeOwner(o) + ", seen " + v.LastOwnerSeen.UTC().Format(time.DateTime)
-		}
-		return "was " + DescribeOwner(o)
-	}
-	return "-"
+	return Dash(was)
 }
 
 // DescribeOwner names an owner the way an operator looks it up: a pod by

@@ -248,6 +248,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", name, err)
 		os.Exit(2)
 	}
+	if cmd == inspect.cmd.FullCommand() && len(flagsGiven(app, os.Args[1:], "log.level")) == 0 {
+		// inspect's output is the answer: start-up chatter stays out of it
+		// unless asked for; warnings still show.
+		_ = logConfig.Level.Set("warn")
+	}
 	logger := promslog.New(logConfig)
 	serve.remediation.given = flagsGiven(app, os.Args[1:], "remediation.")
 	switch cmd {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,5 +155,62 @@ func TestOtherNodeAnswer(t *testing.T) {
 	}
 	if v, ok := sample(e.scrape(t), `veth_remediation_refusals_total{reason="other_node"}`); v != 2 {
 		t.Errorf(`veth_remediation_refusals_total{reason="other_node"} = %v (present %v) after two, want 2`, v, ok)
+	}
+}
+
+// tableRow is the line of an inspect table whose first column is device.
+func tableRow(table, device string) string {
+	for line := range strings.Lines(table) {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == device {
+			return line
+		}
+	}
+	return ""
+}
+
+// TestInspectTableText: inspect prints its answer and nothing else at the
+// default log level (a resolver turned on is no news), and on a partial
+// view says the leaked-namespace section is not counted, and why, instead
+// of leaving it out.
+func TestInspectTableText(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	bin := exporterBinary(t)
+	docker := fakeDockerEngine(t, goldenContainer, "web", ownerPID(t, goldenContainer), "docker0")
+	state := "--state.path=" + filepath.Join(t.TempDir(), "state.json")
+	run := func(cred *syscall.Credential, args ...string) (stdout, stderr string) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"inspect", "--inventory.trust-pid-namespace", state}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("inspect %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+		}
+		return out.String(), errOut.String()
+	}
+	const notCounted = "LEAKED NETNS not counted: the view is partial (see the warnings), so no namespace is proved to hold no process"
+
+	out, errOut := run(nil, "--docker.host="+docker)
+	if errOut != "" {
+		t.Errorf("inspect as root wrote to standard error at the default log level:\n%s", errOut)
+	}
+	if !strings.Contains(out, "/run/netns/cni-nothing-left") || strings.Contains(out, notCounted) {
+		t.Errorf("inspect as root: want the leaked namespace listed, not %q:\n%s", notCounted, out)
+	}
+	if _, errOut := run(nil, "--docker.host="+docker, "--log.level=info"); !strings.Contains(errOut, `msg="resolver on" resolver=docker`) {
+		t.Errorf("inspect --log.level=info does not log the resolvers:\n%s", errOut)
+	}
+
+	// nobody must be able to execute the binary in its temporary directory.
+	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut = run(&syscall.Credential{Uid: 65534, Gid: 65534})
+	if !strings.Contains(out, notCounted) || strings.Contains(out, "/run/netns/cni-nothing-left") {
+		t.Errorf("inspect as nobody: want %q instead of the leaked namespaces:\n%s", notCounted, out)
+	}
+	if !strings.Contains(errOut, "warning: ") {
+		t.Errorf("inspect as nobody: the warnings it points at are not on standard error:\n%s", errOut)
 	}
 }
