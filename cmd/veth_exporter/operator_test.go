@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -212,5 +214,144 @@ func TestInspectTableText(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "warning: ") {
 		t.Errorf("inspect as nobody: the warnings it points at are not on standard error:\n%s", errOut)
+	}
+}
+
+// readmeExample is the worked webhook example of the README: the shell
+// lines (the exporter's command line, the curl command), the payload, the
+// answer, and the detail it says an other_node answer carries.
+type readmeExample struct {
+	exporter, curl    string
+	payload, answer   string
+	otherNodeInstance string
+	otherNodeDetail   string
+}
+
+var (
+	fenceBlock      = regexp.MustCompile("(?ms)^```(\\w+)\\n(.*?)^```")
+	otherNodeSample = regexp.MustCompile("`instance` been `([^`]+)`.*?the detail `([^`]+)`")
+)
+
+func readReadmeExample(t *testing.T) readmeExample {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	start := strings.Index(readme, "**A worked example**")
+	end := strings.Index(readme, "**Who may remediate.**")
+	if start < 0 || end < start {
+		t.Fatal("README.md has no worked example before \"Who may remediate\"")
+	}
+	section := readme[start:end]
+	var ex readmeExample
+	var jsons []string
+	for _, m := range fenceBlock.FindAllStringSubmatch(section, -1) {
+		switch m[1] {
+		case "sh":
+			for line := range strings.Lines(m[2]) {
+				switch line = strings.TrimSpace(line); {
+				case strings.HasPrefix(line, "veth_exporter "):
+					ex.exporter = line
+				case strings.HasPrefix(line, "curl "):
+					ex.curl = line
+				}
+			}
+		case "json":
+			jsons = append(jsons, m[2])
+		}
+	}
+	if ex.exporter == "" || ex.curl == "" || len(jsons) != 2 {
+		t.Fatalf("README's worked example: exporter %q, curl %q, %d JSON blocks; want both commands, a payload and an answer", ex.exporter, ex.curl, len(jsons))
+	}
+	ex.payload, ex.answer = jsons[0], jsons[1]
+	m := otherNodeSample.FindStringSubmatch(strings.Join(strings.Fields(section), " "))
+	if m == nil {
+		t.Fatal("README's worked example names no other_node detail")
+	}
+	ex.otherNodeInstance, ex.otherNodeDetail = m[1], m[2]
+	return ex
+}
+
+// shellWords splits a command line as sh does.
+func shellWords(t *testing.T, line string) []string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", `for a in `+line+`; do printf '%s\0' "$a"; done`).Output()
+	if err != nil {
+		t.Fatalf("sh cannot split %q: %v", line, err)
+	}
+	return strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+}
+
+// TestReadmeWebhookExample runs the README's worked webhook example: the
+// exporter with the flags it shows, over a fixture holding its device (a
+// leftover on docker0), the curl command as written, with the payload as
+// written, and wants the answer as written. What differs is what must: the
+// token file, the address, the state file, the ifindex (the fixture's), and
+// the min-age (2s: the exporter must have recorded the orphan that long).
+func TestReadmeWebhookExample(t *testing.T) {
+	netnstest.Require(t)
+	ex := readReadmeExample(t)
+	var payload struct {
+		Alerts []struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"alerts"`
+	}
+	if err := json.Unmarshal([]byte(ex.payload), &payload); err != nil || len(payload.Alerts) != 1 {
+		t.Fatalf("README's payload: %v, %d alerts; want valid JSON with one alert", err, len(payload.Alerts))
+	}
+	labels := payload.Alerts[0].Labels
+	device, readmeIfindex := labels["device"], labels["ifindex"]
+	remediationFixture(t, "vlive", device)
+	ifindex := ifindexOf(t, device)
+
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	writeSecret(t, token, webhookToken+"\n", 0o600)
+	const tokenPath, address = "/etc/veth_exporter/token", "http://node1:9750"
+	words := shellWords(t, strings.ReplaceAll(ex.exporter, tokenPath, token))
+	e := startExporter(t, append(words[1:], "--state.path="+filepath.Join(dir, "state.json"), "--remediation.min-age=2s")...)
+	e.scrape(t)
+	time.Sleep(2500 * time.Millisecond)
+
+	readmeIfindexLabel := `"ifindex": "` + readmeIfindex + `"`
+	if strings.Count(ex.payload, readmeIfindexLabel) != 2 {
+		t.Fatalf("README's payload has %q %d times, want 2 (labels and commonLabels)", readmeIfindexLabel, strings.Count(ex.payload, readmeIfindexLabel))
+	}
+	alert := strings.ReplaceAll(ex.payload, readmeIfindexLabel, `"ifindex": "`+ifindex+`"`)
+	if err := os.WriteFile(filepath.Join(dir, "alert.json"), []byte(alert), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	curl := strings.ReplaceAll(strings.ReplaceAll(ex.curl, tokenPath, token), address, e.url)
+	cmd := exec.Command("sh", "-c", curl+` -w '\n%{http_code}'`)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s\n%s", curl, err, out, e.log)
+	}
+	text := strings.TrimSpace(string(out))
+	i := strings.LastIndexByte(text, '\n')
+	body, status := strings.TrimSpace(text[:i+1]), text[i+1:]
+	if status != "200" {
+		t.Errorf("the README's curl command: status %s, want 200: %s", status, body)
+	}
+	var got, want any
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("answer %q: %v", body, err)
+	}
+	wantText := strings.ReplaceAll(ex.answer, `"ifindex":`+readmeIfindex+`,`, `"ifindex":`+ifindex+`,`)
+	if err := json.Unmarshal([]byte(wantText), &want); err != nil {
+		t.Fatalf("README's answer %q: %v", ex.answer, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the README's example answers\n%s\nwant, as the README shows (ifindex %s for %s),\n%s", body, ifindex, readmeIfindex, wantText)
+	}
+
+	// The same alert for another instance: the detail the README quotes.
+	other := strings.ReplaceAll(strings.ReplaceAll(alert, `"instance": "node1:9750"`, `"instance": "`+ex.otherNodeInstance+`"`), `"fingerprint": "`, `"fingerprint": "x`)
+	_, a, raw := postWebhook(t, e, []byte(other))
+	if len(a.Results) != 1 || a.Results[0].Result != "skipped" || a.Results[0].Reason != "other_node" || a.Results[0].Detail != ex.otherNodeDetail {
+		t.Errorf("the example's alert for instance %s answers %s, want skipped/other_node with the README's detail %q", ex.otherNodeInstance, raw, ex.otherNodeDetail)
 	}
 }
