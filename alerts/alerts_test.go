@@ -359,6 +359,13 @@ func TestRuleTestsCatchMistakes(t *testing.T) {
 		{"VethRemediationFailing", "offset 15m", "offset 10m"},
 		{"VethRemediationFailing", `increase(veth_remediation_actions_total{result="failed"}`, `increase(veth_remediation_actions_total{result=~"failed|refused"}`},
 		{"VethRemediationFailing", "\n          or\n", "\n          and\n"},
+		{"VethRemediationOtherNode", "for: 15m", "for: 14m"},
+		{"VethRemediationOtherNode", "for: 15m", "for: 16m"},
+		{"VethRemediationOtherNode", "[1h])) > 0\n            unless", "[30m])) > 0\n            unless"},
+		{"VethRemediationOtherNode", `{result!="skipped"}`, `{}`},
+		{"VethRemediationOtherNode", `sum without (result, method) (increase(veth_remediation_actions_total{result!="skipped"}[1h])) > 0`, `sum without (result, method) (increase(veth_remediation_actions_total{result="deleted"}[1h])) > 0`},
+		{"VethRemediationOtherNode", "\n            unless\n", "\n            and\n"},
+		{"VethRemediationOtherNode", "sum without (reason)", "sum"},
 	}
 	// The copy, untouched, must pass: otherwise every mutant would fail for
 	// a reason of its own (a path, a layout) and prove nothing.

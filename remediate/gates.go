@@ -77,9 +77,9 @@ func ifindexLabelValid(q request, _ time.Time, _ *Config) (reason, detail string
 	return "", ""
 }
 
-func alertForThisNode(q request, _ time.Time, _ *Config) (reason, detail string) {
+func alertForThisNode(q request, _ time.Time, cfg *Config) (reason, detail string) {
 	if q.OtherNode {
-		return ReasonOtherNode, ""
+		return ReasonOtherNode, cfg.Instance.Mismatch(q.Instance, q.HasInstance)
 	}
 	return "", ""
 }

@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"strings"
@@ -16,6 +17,27 @@ type Instance struct {
 	Label string
 	// Pattern must match the label's whole value (see [InstancePattern]).
 	Pattern *regexp.Regexp
+	// Source says where Pattern comes from (the flag that set it, or this
+	// node's names it was built from), for the detail of an other_node
+	// answer: an operator whose Prometheus names nodes otherwise must
+	// see what this node expected.
+	Source string
+}
+
+// Mismatch explains why an alert whose label holds value (has is false
+// when it has none) is not for this node.
+func (i Instance) Mismatch(value string, has bool) string {
+	expected := "no pattern"
+	if i.Pattern != nil {
+		expected = i.Pattern.String()
+	}
+	if i.Source != "" {
+		expected += " (" + i.Source + ")"
+	}
+	if !has {
+		return fmt.Sprintf("the alert has no %s label; this node expects %s", i.Label, expected)
+	}
+	return fmt.Sprintf("%s %q does not match %s", i.Label, value, expected)
 }
 
 // Matches reports whether an alert with these labels is for this node. An

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefaultInstancePattern(t *testing.T) {
@@ -98,5 +99,30 @@ func TestInstanceMatches(t *testing.T) {
 func TestInstancePatternError(t *testing.T) {
 	if _, err := InstancePattern("node1|("); err == nil || !strings.Contains(err.Error(), "`node1|(`") {
 		t.Errorf("InstancePattern(%q) = %v, want an error showing %q", "node1|(", err, "node1|(")
+	}
+}
+
+// TestOtherNodeDetail wants an other_node answer to name the value it got
+// and what this node expected, from the gates through the answer.
+func TestOtherNodeDetail(t *testing.T) {
+	re, err := InstancePattern("node1:9750")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := Instance{Label: "instance", Pattern: re, Source: "--remediation.instance"}
+	cfg := &Config{Instance: inst}
+	for _, tt := range []struct {
+		labels map[string]string
+		want   string
+	}{
+		{map[string]string{"instance": "10.0.0.5:9750"}, `instance "10.0.0.5:9750" does not match ^(?:node1:9750)$ (--remediation.instance)`},
+		{map[string]string{"instance": ""}, `instance "" does not match ^(?:node1:9750)$ (--remediation.instance)`},
+		{map[string]string{"node": "node1:9750"}, `the alert has no instance label; this node expects ^(?:node1:9750)$ (--remediation.instance)`},
+	} {
+		q := alertRequests(&Payload{Alerts: []Alert{{Status: "firing", Labels: tt.labels}}}, inst)[0]
+		reason, detail := alertForThisNode(q, time.Now(), cfg)
+		if reason != ReasonOtherNode || detail != tt.want {
+			t.Errorf("alert with labels %v: %s, %q; want %s, %q", tt.labels, reason, detail, ReasonOtherNode, tt.want)
+		}
 	}
 }

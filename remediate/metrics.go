@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 		}, []string{"result", "method"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veth_remediation_refusals_total",
-			Help: "Refused or failed remediation answers by reason.",
+			Help: "Refused, failed or skipped remediation answers by reason.",
 		}, []string{"reason"}),
 		lastDeleted: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "veth_remediation_last_deletion_timestamp_seconds",
@@ -60,6 +60,10 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 			m.actions.WithLabelValues(string(r), string(method))
 		}
 	}
+	// other_node shows from the start too: an alert on its increase sees
+	// a node whose every alert is another node's (an instance label this
+	// node does not expect) from the first one on.
+	m.refusals.WithLabelValues(ReasonOtherNode)
 	reg.MustRegister(m.requests, m.actions, m.refusals, m.lastDeleted, capableGauge)
 	return m
 }

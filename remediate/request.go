@@ -19,8 +19,10 @@ type request struct {
 	// OtherNode: the alert's instance label does not name this node.
 	OtherNode bool
 	// Instance is the value of the alert's instance label ("" when it
-	// has none): part of what a cached answer is for.
-	Instance string
+	// has none): part of what a cached answer is for. HasInstance says
+	// whether it has one.
+	Instance    string
+	HasInstance bool
 	// LongLabel names a label of the alert whose name or value is longer
 	// than any alert of ours has; "" when none is.
 	LongLabel string
@@ -52,6 +54,7 @@ func alertRequests(p *Payload, inst Instance) []request {
 			Instance:    a.Labels[inst.Label],
 			LongLabel:   longLabel(a.Labels),
 		}
+		_, reqs[i].HasInstance = a.Labels[inst.Label]
 		if s, ok := a.Labels["ifindex"]; ok {
 			if idx, err := ParseIfindex(s); err != nil {
 				reqs[i].BadIndex = s

@@ -112,10 +112,20 @@ func HeldBy(v *inventory.Veth) string {
 
 // OwnerText is the veth's owner, or its last owner ("was …"), or "-".
 func OwnerText(v *inventory.Veth) string {
+	was := ""
+	if v.LastOwner != nil {
+		was = LastOwnerText(v.LastOwner, v.LastOwnerSeen)
+	}
 	if o := v.Owner; o != nil {
+		// An orphan still held by a process (owner_exited: a stray in a
+		// dead container's namespace) names both: the process to look
+		// at, and the container or pod it came from.
+		if was != "" && v.Verdict != inventory.Owned {
+			return DescribeOwner(o) + "; " + was
+		}
 		return DescribeOwner(o)
 	}
-	return LastOwnerText(v.LastOwner, v.LastOwnerSeen)
+	return Dash(was)
 }
 
 // LastOwnerText names a last owner, and when it was seen: "was pod

@@ -2,6 +2,7 @@ package web
 
 import (
 	"testing"
+	"time"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 )
@@ -40,6 +41,30 @@ func TestDeviceText(t *testing.T) {
 	} {
 		if got := DeviceText(tt.name); got != tt.want {
 			t.Errorf("DeviceText(%q) = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestOwnerText wants every orphan's last owner in the owner column, the
+// stray process holding an owner_exited orphan's namespace included.
+func TestOwnerText(t *testing.T) {
+	seen := time.Date(2026, 11, 27, 11, 57, 0, 0, time.UTC)
+	stray := &inventory.Owner{Kind: inventory.OwnerProcess, ID: "77", Name: "sleep"}
+	web := &inventory.Owner{Kind: inventory.OwnerContainer, ID: "c0ffee00c0ffee00c0ffee", Name: "web"}
+	for _, tt := range []struct {
+		name string
+		v    inventory.Veth
+		want string
+	}{
+		{"owned", inventory.Veth{Verdict: inventory.Owned, Owner: web, LastOwner: web, LastOwnerSeen: seen}, "container c0ffee00c0ff (web)"},
+		{"netns_empty", inventory.Veth{Verdict: inventory.Orphaned, Reason: inventory.ReasonNetnsEmpty, LastOwner: web, LastOwnerSeen: seen},
+			"was container c0ffee00c0ff (web), seen 2026-11-27 11:57:00"},
+		{"owner_exited", inventory.Veth{Verdict: inventory.Orphaned, Reason: inventory.ReasonOwnerExited, Owner: stray, LastOwner: web, LastOwnerSeen: seen},
+			"process 77 (sleep); was container c0ffee00c0ff (web), seen 2026-11-27 11:57:00"},
+		{"never owned", inventory.Veth{Verdict: inventory.Orphaned, Reason: inventory.ReasonPeerOnHost}, "-"},
+	} {
+		if got := OwnerText(&tt.v); got != tt.want {
+			t.Errorf("%s: OwnerText = %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }

@@ -39,8 +39,6 @@ type vethsData struct {
 	Rows     []vethRow
 	Leaked   []leakedRow
 	Warnings []string
-	// Remediation: show the clean command of each orphan.
-	Remediation bool
 }
 
 // vethRow is one veth of the table, and its evidence when it is orphaned.
@@ -59,7 +57,13 @@ type evidence struct {
 	Mounts        []string
 	LastOwner     string
 	OrphanedSince string
-	Clean         string
+	// Clean is the command that removes it, where the running exporter's
+	// gates let it through; CleanNeeds, where they do not, the flags that
+	// would, and CleanRefused why no flag would.
+	Clean, CleanNeeds, CleanRefused string
+	// CleanFrom is when clean stops refusing it as too young ("" when it
+	// no longer does).
+	CleanFrom string
 }
 
 type leakedRow struct {
@@ -83,15 +87,14 @@ func newVethsHandler(cfg Config) http.HandlerFunc {
 			return
 		}
 		data := vethsData{
-			Taken:       snap.Taken.UTC().Format(time.DateTime + " MST"),
-			Version:     cfg.Version,
-			Verdict:     verdict,
-			Master:      master,
-			Verdicts:    []string{string(inventory.Owned), string(inventory.Orphaned), string(inventory.Unknown)},
-			Counts:      map[string]int{},
-			Total:       len(snap.Veths),
-			Warnings:    snap.Warnings,
-			Remediation: cfg.Remediation,
+			Taken:    snap.Taken.UTC().Format(time.DateTime + " MST"),
+			Version:  cfg.Version,
+			Verdict:  verdict,
+			Master:   master,
+			Verdicts: []string{string(inventory.Owned), string(inventory.Orphaned), string(inventory.Unknown)},
+			Counts:   map[string]int{},
+			Total:    len(snap.Veths),
+			Warnings: snap.Warnings,
 		}
 		for i := range snap.Veths {
 			v := &snap.Veths[i]
@@ -142,20 +145,78 @@ func newVethRow(v *inventory.Veth, now time.Time, cfg Config) vethRow {
 		e.OrphanedSince = v.OrphanedSince.UTC().Format(time.DateTime+" MST") +
 			" (" + ShortDuration(now.Sub(v.OrphanedSince)) + " ago)"
 	}
-	if cfg.Remediation {
-		e.Clean = "veth_exporter clean " + shellQuote(v.Name)
+	if cfg.Clean != nil {
+		cfg.Clean.advise(v, now, e)
 	}
 	row.Evidence = e
 	return row
 }
 
+// CleanAdvice is what /veths needs to offer `veth_exporter clean` for an
+// orphan only where clean would act on it as the running exporter's gates
+// would: the gates, clean's own defaults, and the flags that bridge them.
+type CleanAdvice struct {
+	// Reasons, MasterInclude and DeviceExclude are the running exporter's
+	// gates (--remediation.reasons, .master-include, .device-exclude);
+	// MasterIncludeFlag is --remediation.master-include as given.
+	Reasons           []inventory.Reason
+	MasterInclude     *regexp.Regexp
+	MasterIncludeFlag string
+	DeviceExclude     *regexp.Regexp
+	// MinAge is --remediation.min-age: clean refuses a younger orphan.
+	MinAge time.Duration
+	// DefaultReasons and DefaultMasterInclude are clean's defaults: an
+	// orphan they refuse gets the running exporter's flag in its command.
+	DefaultReasons       []inventory.Reason
+	DefaultMasterInclude *regexp.Regexp
+	// Flags go into every command, as --name=value: --state.path when it
+	// is not the default (clean reads the running exporter's state), and
+	// the gates whose value differs from clean's default.
+	Flags []string
+}
+
+// advise fills e's clean command, or says what it would need.
+func (a *CleanAdvice) advise(v *inventory.Veth, now time.Time, e *evidence) {
+	var needs []string
+	switch {
+	case a.DeviceExclude != nil && a.DeviceExclude.MatchString(v.Name):
+		e.CleanRefused = "its name matches --remediation.device-exclude"
+		return
+	case !slices.Contains(a.Reasons, v.Reason):
+		needs = append(needs, "--remediation.reasons="+string(v.Reason))
+	}
+	if !a.MasterInclude.MatchString(v.Master) {
+		alt := regexp.QuoteMeta(v.Master) // "" for none: an empty alternative
+		needs = append(needs, "--remediation.master-include="+shellQuote(a.MasterIncludeFlag+"|"+alt))
+	}
+	if len(needs) > 0 {
+		e.CleanNeeds = strings.Join(needs, " ")
+		return
+	}
+	words := []string{"veth_exporter", "clean"}
+	for _, f := range a.Flags {
+		name, value, _ := strings.Cut(f, "=")
+		words = append(words, name+"="+shellQuote(value))
+	}
+	if !slices.Contains(a.DefaultReasons, v.Reason) {
+		words = append(words, "--remediation.reasons="+string(v.Reason))
+	}
+	if !a.DefaultMasterInclude.MatchString(v.Master) {
+		words = append(words, "--remediation.master-include="+shellQuote(a.MasterIncludeFlag))
+	}
+	e.Clean = strings.Join(append(words, shellQuote(v.Name)), " ")
+	if from := v.OrphanedSince.Add(a.MinAge); !v.OrphanedSince.IsZero() && from.After(now) {
+		e.CleanFrom = from.UTC().Format(time.DateTime + " MST")
+	}
+}
+
 // shellWord matches what a shell takes literally. Interface names may hold
 // almost any byte but '/', ':' and white space, "$(…)" included: a command
 // an operator pastes must quote them.
-var shellWord = regexp.MustCompile(`^[A-Za-z0-9_.@%+=,-]+$`)
+var shellWord = regexp.MustCompile(`^[A-Za-z0-9_.@%+=,/:-]+$`)
 
 func shellQuote(s string) string {
-	if shellWord.MatchString(s) {
+	if s != "" && shellWord.MatchString(s) {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

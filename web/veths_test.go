@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -65,13 +66,13 @@ func testSnapshot() *inventory.Snapshot {
 	}
 }
 
-func newTestServer(t *testing.T, inv Snapshotter, remediation bool) *httptest.Server {
+func newTestServer(t *testing.T, inv Snapshotter, clean *CleanAdvice) *httptest.Server {
 	t.Helper()
 	h, err := NewRouter(Config{
 		TelemetryPath: "/metrics",
 		Gatherer:      prometheusRegistry(),
 		Inventory:     inv,
-		Remediation:   remediation,
+		Clean:         clean,
 		Sysfs:         t.TempDir(),
 		Version:       "1.2.3",
 		Logger:        slog.New(slog.DiscardHandler),
@@ -109,7 +110,7 @@ func rows(body string) []string {
 
 func TestVethsPage(t *testing.T) {
 	inv := &fakeInventory{snap: testSnapshot()}
-	srv := newTestServer(t, inv, false)
+	srv := newTestServer(t, inv, nil)
 
 	code, hdr, body := get(t, srv.URL+"/veths")
 	if code != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
@@ -151,7 +152,7 @@ func TestVethsPage(t *testing.T) {
 }
 
 func TestVethsPageFilters(t *testing.T) {
-	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, false)
+	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, nil)
 	for _, tt := range []struct {
 		query string
 		want  []string
@@ -189,20 +190,77 @@ func TestVethsPageFilters(t *testing.T) {
 	}
 }
 
-func TestVethsPageCleanCommand(t *testing.T) {
-	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, true)
-	_, _, body := get(t, srv.URL+"/veths")
-	for _, want := range []string{
-		`<code class="clean">veth_exporter clean vethleak</code>`,
-		// A name a shell would expand is quoted.
-		`<code class="clean">veth_exporter clean &#39;host$(id)&#39;</code>`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("GET /veths with remediation on lacks %q", want)
-		}
+// defaultMasters is --remediation.master-include's default.
+const defaultMasters = `docker0|br-[0-9a-f]{12}|cni0|cbr0`
+
+// cleanAdvice is the advice of an exporter whose gates are these, clean's
+// defaults being netns_empty and defaultMasters.
+func cleanAdvice(reasons []inventory.Reason, masters, exclude string, flags ...string) *CleanAdvice {
+	a := &CleanAdvice{
+		Reasons: reasons, MasterInclude: regexp.MustCompile("^(?:" + masters + ")$"), MasterIncludeFlag: masters,
+		MinAge:         15 * time.Minute,
+		DefaultReasons: []inventory.Reason{inventory.ReasonNetnsEmpty}, DefaultMasterInclude: regexp.MustCompile("^(?:" + defaultMasters + ")$"),
+		Flags: flags,
 	}
-	if n := strings.Count(body, "veth_exporter clean"); n != 2 {
-		t.Errorf("GET /veths shows %d clean commands, want 2 (orphans only)", n)
+	if exclude != "" {
+		a.DeviceExclude = regexp.MustCompile("^(?:" + exclude + ")$")
+	}
+	return a
+}
+
+// TestVethsPageCleanCommand wants /veths to offer `veth_exporter clean`
+// only for orphans the running exporter's gates let through, with the
+// flags clean needs to apply them and to read its state file, and the
+// flags that would let the others through.
+func TestVethsPageCleanCommand(t *testing.T) {
+	netnsEmpty := []inventory.Reason{inventory.ReasonNetnsEmpty}
+	for _, tt := range []struct {
+		name   string
+		advice *CleanAdvice
+		want   []string
+		count  int
+	}{
+		{
+			name:   "default gates",
+			advice: cleanAdvice(netnsEmpty, defaultMasters, ""),
+			want: []string{
+				`<code class="clean">veth_exporter clean vethleak</code>`,
+				// Orphaned 2 minutes before the snapshot: clean refuses it for 13 more.
+				`(refused as too young until 2026-11-27 12:13:00 UTC: --remediation.min-age)`,
+				// A pair on the host, master-less: refused by default, and the flags that would take it.
+				`needs <code class="clean-needs">--remediation.reasons=peer_on_host --remediation.master-include=&#39;docker0|br-[0-9a-f]{12}|cni0|cbr0|&#39;</code>`,
+			},
+			count: 1,
+		},
+		{
+			name: "state path and gates of the running exporter",
+			advice: cleanAdvice([]inventory.Reason{inventory.ReasonNetnsEmpty, inventory.ReasonPeerOnHost}, defaultMasters+"|", "",
+				"--state.path=/srv/veth state.json", "--remediation.min-age=1m0s"),
+			want: []string{
+				`<code class="clean">veth_exporter clean --state.path=&#39;/srv/veth state.json&#39; --remediation.min-age=1m0s vethleak</code>`,
+				// A name a shell would expand is quoted; the gates clean would refuse it by are given.
+				`<code class="clean">veth_exporter clean --state.path=&#39;/srv/veth state.json&#39; --remediation.min-age=1m0s --remediation.reasons=peer_on_host --remediation.master-include=&#39;docker0|br-[0-9a-f]{12}|cni0|cbr0|&#39; &#39;host$(id)&#39;</code>`,
+			},
+			count: 2,
+		},
+		{
+			name:   "device excluded",
+			advice: cleanAdvice(netnsEmpty, defaultMasters, "vethleak"),
+			want:   []string{`<dd class="clean-refused">not with this exporter's gates: its name matches --remediation.device-exclude</dd>`},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, tt.advice)
+			_, _, body := get(t, srv.URL+"/veths")
+			for _, want := range tt.want {
+				if !strings.Contains(body, want) {
+					t.Errorf("GET /veths lacks %s", want)
+				}
+			}
+			if n := strings.Count(body, `<code class="clean">`); n != tt.count {
+				t.Errorf("GET /veths shows %d clean commands, want %d", n, tt.count)
+			}
+		})
 	}
 }
 
@@ -222,7 +280,7 @@ func TestShellQuote(t *testing.T) {
 func TestVethsAPI(t *testing.T) {
 	snap := testSnapshot()
 	inv := &fakeInventory{snap: snap}
-	srv := newTestServer(t, inv, false)
+	srv := newTestServer(t, inv, nil)
 	code, hdr, body := get(t, srv.URL+"/api/v1/veths")
 	if code != http.StatusOK || hdr.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /api/v1/veths = %d %s\n%s", code, hdr.Get("Content-Type"), body)
@@ -245,7 +303,7 @@ func TestVethsAPI(t *testing.T) {
 	}
 
 	// A failed inventory is a 503, never a half document.
-	srv = newTestServer(t, &fakeInventory{err: errors.New("netlink dump interrupted")}, false)
+	srv = newTestServer(t, &fakeInventory{err: errors.New("netlink dump interrupted")}, nil)
 	for _, path := range []string{"/api/v1/veths", "/veths"} {
 		if code, _, body := get(t, srv.URL+path); code != http.StatusServiceUnavailable || !strings.Contains(body, "netlink dump interrupted") {
 			t.Errorf("GET %s with a failing inventory = %d %q, want 503 with the error", path, code, body)
@@ -264,7 +322,7 @@ func TestWriteInventoryJSONEmpty(t *testing.T) {
 }
 
 func TestLandingLinksInventory(t *testing.T) {
-	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, false)
+	srv := newTestServer(t, &fakeInventory{snap: testSnapshot()}, nil)
 	_, _, body := get(t, srv.URL+"/")
 	for _, want := range []string{`href="/veths"`, `href="/api/v1/veths"`, `href="/metrics"`} {
 		if !strings.Contains(body, want) {

@@ -30,15 +30,15 @@ type Config struct {
 	// Ready reports whether the exporter has finished starting.
 	Ready func() bool
 	// Remediate, when set, is mounted at /remediate; nil (remediation
-	// off) leaves the route out: 404.
+	// off) answers 404 saying how to turn it on.
 	Remediate http.Handler
 	// Inventory, when set, serves the inventory: GET /veths (a page for
 	// people) and GET /api/v1/veths (the document of `inspect
 	// --output=json`), each from one fresh snapshot.
 	Inventory Snapshotter
-	// Remediation says remediation is on: /veths shows the clean command
-	// of each orphan.
-	Remediation bool
+	// Clean, when set (remediation on), makes /veths show the clean
+	// command of each orphan the running exporter's gates let through.
+	Clean *CleanAdvice
 	// Sysfs is --path.sysfs, for the age of a veth the state file does
 	// not know.
 	Sysfs   string
@@ -66,6 +66,8 @@ func NewRouter(cfg Config) (http.Handler, error) {
 	})
 	if cfg.Remediate != nil {
 		r.Handle("/remediate", cfg.Remediate)
+	} else {
+		r.HandleFunc("/remediate", remediationOff)
 	}
 	// Browsers ask for a favicon on every page, the landing page's
 	// included; there is none, and a 404 is an error in their console.
@@ -99,4 +101,16 @@ func NewRouter(cfg Config) (http.Handler, error) {
 		r.Handle("/", landing)
 	}
 	return r, nil
+}
+
+// RemediationOffMessage is the body of every request to /remediate while
+// remediation is off.
+const RemediationOffMessage = "remediation is off: start the exporter with --remediation.mode=dry-run or --remediation.mode=enforce " +
+	"(and --remediation.bearer-token-file or --remediation.users) to mount POST /remediate"
+
+// remediationOff answers /remediate while remediation is off: 404, since
+// no retry will find it on (Alertmanager retries 5xx, not 4xx), with a
+// body that says why instead of a bare "404 page not found".
+func remediationOff(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, RemediationOffMessage, http.StatusNotFound)
 }

@@ -55,8 +55,8 @@ func TestRouter(t *testing.T) {
 		{"/", `href="/metrics"`, 200},
 		{"/", "1.2.3", 200},
 		{"/nothing-here", "", 404},
-		// Remediation off: the webhook is not mounted.
-		{"/remediate", "", 404},
+		// Remediation off: the webhook is not mounted, and says so.
+		{"/remediate", "remediation is off: start the exporter with --remediation.mode=dry-run", 404},
 	} {
 		code, body := get(tt.path)
 		if code != tt.code || !strings.Contains(body, tt.want) {

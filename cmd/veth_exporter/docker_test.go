@@ -210,6 +210,19 @@ func TestDockerCrashLeftover(t *testing.T) {
 	if !found {
 		t.Errorf("fresh inspect does not list %s:\n%s", dev, out)
 	}
+	// The table names the last owner of every orphan, the one a stray
+	// process holds too.
+	table, err := exec.Command(exporterBinary(t), "inspect", "--inventory.trust-pid-namespace", "--docker.host="+d.Host,
+		"--state.path="+filepath.Join(t.TempDir(), "state.json")).Output()
+	if err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	for _, want := range []struct{ dev, id, name string }{{dev, api, "api"}, {workerDev, worker, "worker"}} {
+		row := tableRow(string(table), want.dev)
+		if !strings.Contains(row, "was container "+want.id[:12]+" ("+want.name+")") {
+			t.Errorf("inspect's row of %s does not name its last owner, container %s (%s):\n%s", want.dev, want.id[:12], want.name, table)
+		}
+	}
 
 	// Removing the veth, as an operator would, leaves Docker's mount
 	// pinning an empty namespace: a leaked namespace, listed by inspect.

@@ -511,7 +511,28 @@ func remediationFixture(t *testing.T, live string, leaks ...string) {
 // with the test token and returns the answer for it.
 func postAlert(t *testing.T, e *exporter, device, fingerprint string) (result, reason string) {
 	t.Helper()
-	body := payloadOf("4", alertSpec{device: device, instance: "node1", startsAt: time.Now().Add(-time.Hour), fingerprint: fingerprint})
+	status, a, raw := postWebhook(t, e, payloadOf("4", alertSpec{device: device, instance: "node1", startsAt: time.Now().Add(-time.Hour), fingerprint: fingerprint}))
+	if len(a.Results) != 1 {
+		t.Fatalf("status %d, answer %s", status, raw)
+	}
+	return a.Results[0].Result, a.Results[0].Reason
+}
+
+// webhookDetail is an answer of /remediate with its details.
+type webhookDetail struct {
+	Results []struct {
+		Device  string `json:"device"`
+		Ifindex int    `json:"ifindex"`
+		Result  string `json:"result"`
+		Reason  string `json:"reason"`
+		Detail  string `json:"detail"`
+	} `json:"results"`
+}
+
+// postWebhook POSTs body to the exporter's /remediate with the test token
+// and returns the status, the decoded answer and the answer as sent.
+func postWebhook(t *testing.T, e *exporter, body []byte) (int, webhookDetail, string) {
+	t.Helper()
 	req, _ := http.NewRequest("POST", e.url+"/remediate", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+webhookToken)
@@ -520,11 +541,12 @@ func postAlert(t *testing.T, e *exporter, device, fingerprint string) (result, r
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var a webhookAnswer
-	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || len(a.Results) != 1 {
-		t.Fatalf("status %d, answer %+v (%v)", resp.StatusCode, a, err)
+	raw, _ := io.ReadAll(resp.Body)
+	var a webhookDetail
+	if err := json.Unmarshal(raw, &a); err != nil {
+		t.Fatalf("status %d, answer %s: %v", resp.StatusCode, raw, err)
 	}
-	return a.Results[0].Result, a.Results[0].Reason
+	return resp.StatusCode, a, string(raw)
 }
 
 // ifindexOf is the ifindex of the interface name, as an alert's label

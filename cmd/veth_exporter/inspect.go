@@ -68,6 +68,11 @@ func writeTable(w io.Writer, snap *inventory.Snapshot, sysfs string) {
 			v.Verdict, v.Reason, web.Age(v, snap.Taken, sysfs))
 	}
 	tw.Flush()
+	if snap.LeakedNetns == nil {
+		// nil, not empty: the view is partial, and a namespace whose
+		// processes could not all be seen is not proved to hold none.
+		fmt.Fprintf(w, "\nLEAKED NETNS not counted: the view is partial (see the warnings), so no namespace is proved to hold no process\n")
+	}
 	if len(snap.LeakedNetns) > 0 {
 		fmt.Fprintf(w, "\nLEAKED NETNS (held only by a mount: no process, no veth)\n")
 		for _, n := range snap.LeakedNetns {

@@ -23,6 +23,10 @@ import (
 
 const name = "veth_exporter"
 
+// defaultStatePath is --state.path's default: /veths leaves it out of the
+// clean commands it shows.
+const defaultStatePath = "/var/lib/veth_exporter/state.json"
+
 // inventoryFlags are the flags every command that takes an inventory shares.
 type inventoryFlags struct {
 	paths          inventory.Paths
@@ -62,7 +66,7 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 		"Without it such a view is partial and no veth is called orphaned.").
 		BoolVar(&f.trustPIDNS)
 	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
-		Default("/var/lib/veth_exporter/state.json").StringVar(&f.statePath)
+		Default(defaultStatePath).StringVar(&f.statePath)
 	app.Flag("state.max-gap", "After a gap this long between two observations (the exporter stopped, or nobody scraped), "+
 		"orphan clocks restart at the next observation; clean refuses a state file not refreshed within it.").
 		Default(inventory.DefaultMaxGap.String()).DurationVar(&f.maxGap)
@@ -259,9 +263,7 @@ func main() {
 	app.Version(version.Print(name))
 	app.HelpFlag.Short('h')
 	app.UsageWriter(os.Stdout)
-	// Show every command's flags in --help: most runs use the default
-	// command, whose flags would otherwise hide behind `serve --help`.
-	app.UsageTemplate(kingpin.LongHelpTemplate)
+	setUsage(app)
 
 	var inv inventoryFlags
 	inv.register(app)
@@ -277,7 +279,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", name, err)
 		os.Exit(2)
 	}
+	if cmd == inspect.cmd.FullCommand() && len(flagsGiven(app, os.Args[1:], "log.level")) == 0 {
+		// inspect's output is the answer: start-up chatter stays out of it
+		// unless asked for; warnings still show.
+		_ = logConfig.Level.Set("warn")
+	}
 	logger := promslog.New(logConfig)
+	serve.remediation.given = flagsGiven(app, os.Args[1:], "remediation.")
 	switch cmd {
 	case inspect.cmd.FullCommand():
 		os.Exit(inspect.run(logger))
@@ -286,4 +294,24 @@ func main() {
 	default:
 		os.Exit(serve.run(logger))
 	}
+}
+
+// flagsGiven returns the flags named on the command line whose name starts
+// with prefix, as "--name", in the order given (each once).
+func flagsGiven(app *kingpin.Application, args []string, prefix string) []string {
+	ctx, err := app.ParseContext(args)
+	if err != nil {
+		return nil
+	}
+	var given []string
+	for _, e := range ctx.Elements {
+		f, ok := e.Clause.(*kingpin.FlagClause)
+		if !ok {
+			continue
+		}
+		if n := "--" + f.Model().Name; strings.HasPrefix(n, "--"+prefix) && !slices.Contains(given, n) {
+			given = append(given, n)
+		}
+	}
+	return given
 }

@@ -150,17 +150,21 @@ type pageRow struct {
 	Reason  string `json:"reason"`
 	Owner   string `json:"owner"`
 	Clean   string `json:"clean"`
+	Needs   string `json:"needs"`
 }
 
 // readRows reads the table of the loaded page.
 const readRows = `Array.from(document.querySelectorAll("tr.veth")).map(r => {
-	const ev = document.querySelector('tr.evidence[data-device="' + CSS.escape(r.dataset.device) + '"] code.clean');
+	const sel = 'tr.evidence[data-device="' + CSS.escape(r.dataset.device) + '"] ';
+	const ev = document.querySelector(sel + 'code.clean');
+	const needs = document.querySelector(sel + 'code.clean-needs');
 	return {
 		device: r.querySelector(".device").textContent,
 		verdict: r.querySelector(".verdict").textContent,
 		reason: r.querySelector(".reason").textContent,
 		owner: r.querySelector(".owner").textContent,
 		clean: ev ? ev.textContent : "",
+		needs: needs ? needs.textContent : "",
 	};
 })`
 
@@ -224,10 +228,15 @@ func TestVethsPageInBrowser(t *testing.T) {
 		switch {
 		case r.Device == "vethowned" && !strings.Contains(r.Owner, scriptName):
 			t.Errorf("vethowned's owner shows as %q, want the container name %q as text", r.Owner, scriptName)
-		case r.Verdict == "orphaned" && r.Clean != "veth_exporter clean "+r.Device:
-			t.Errorf("orphan %s shows the clean command %q, want %q", r.Device, r.Clean, "veth_exporter clean "+r.Device)
-		case r.Verdict != "orphaned" && r.Clean != "":
-			t.Errorf("%s (%s) shows the clean command %q, want none", r.Device, r.Verdict, r.Clean)
+		// clean takes vethleak with its default gates, given the running
+		// exporter's state file; a master-less pair on the host it refuses
+		// by default, and the page names the flags that would take it.
+		case r.Device == "vethleak" && r.Clean != "veth_exporter clean --state.path="+state+" vethleak":
+			t.Errorf("orphan vethleak shows the clean command %q, want %q", r.Clean, "veth_exporter clean --state.path="+state+" vethleak")
+		case r.Device != "vethleak" && r.Clean != "":
+			t.Errorf("%s (%s, %s) shows the clean command %q, which clean refuses with these gates; want none", r.Device, r.Verdict, r.Reason, r.Clean)
+		case r.Reason == "peer_on_host" && r.Needs != "--remediation.reasons=peer_on_host --remediation.master-include='docker0|br-[0-9a-f]{12}|cni0|cbr0|'":
+			t.Errorf("%s (peer_on_host, no master) says it needs %q, want the reason and an empty master alternative", r.Device, r.Needs)
 		}
 	}
 	if os.Getenv("VETH_SCREENSHOT") != "" {

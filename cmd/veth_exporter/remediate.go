@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -23,6 +25,8 @@ type webhookFlags struct {
 	instance      string
 	tokenFile     string
 	users         []string
+	// given are the --remediation.* flags named on the command line.
+	given []string
 }
 
 // auditFollowInterval is how often serve reads the clean command's
@@ -76,6 +80,12 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	metrics.FollowAudit(cfg.AuditFile, auditFollowInterval)
 	cfg.AuditBy = remediate.AuditByWebhook
 	if mode == remediate.ModeOff {
+		// The audit file still counts the clean command's answers.
+		if set := slices.DeleteFunc(slices.Clone(f.given), func(n string) bool {
+			return n == "--remediation.mode" || n == "--remediation.audit-file"
+		}); len(set) > 0 {
+			logger.Warn("remediation flags set but --remediation.mode=off: /remediate is not mounted and they do nothing", "flags", strings.Join(set, ","))
+		}
 		return nil, nil, nil
 	}
 	auth, err := remediate.NewAuth(remediate.AuthConfig{
@@ -84,11 +94,11 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	if err != nil {
 		return nil, nil, err
 	}
-	instance, err := f.instancePattern(listen)
+	instance, source, err := f.instancePattern(listen)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.Instance = remediate.Instance{Label: f.instanceLabel, Pattern: instance}
+	cfg.Instance = remediate.Instance{Label: f.instanceLabel, Pattern: instance, Source: source}
 	r := remediate.New(cfg, inv, metrics, logger)
 	if mode == remediate.ModeEnforce && !remediate.CanAdminNetwork() {
 		logger.Warn("remediation enforced but the exporter lacks CAP_NET_ADMIN: every deletion will be refused (no_permission)")
@@ -101,19 +111,21 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 }
 
 // instancePattern is --remediation.instance, or this host's names and
-// listen addresses.
-func (f *webhookFlags) instancePattern(listen []string) (*regexp.Regexp, error) {
+// listen addresses; source says which, for the detail of an other_node
+// answer.
+func (f *webhookFlags) instancePattern(listen []string) (re *regexp.Regexp, source string, err error) {
 	if f.instance != "" {
 		re, err := remediate.InstancePattern(f.instance)
 		if err != nil {
-			return nil, fmt.Errorf("--remediation.instance: %w", err)
+			return nil, "", fmt.Errorf("--remediation.instance: %w", err)
 		}
-		return re, nil
+		return re, "--remediation.instance", nil
 	}
 	host, _ := os.Hostname()
-	re, err := remediate.DefaultInstancePattern(host, listen)
+	re, err = remediate.DefaultInstancePattern(host, listen)
 	if err != nil {
-		return nil, fmt.Errorf("--remediation.instance is required: %w", err)
+		return nil, "", fmt.Errorf("--remediation.instance is required: %w", err)
 	}
-	return re, nil
+	return re, fmt.Sprintf("this host's name %q and listen addresses %s; set --remediation.instance to the %s label Prometheus gives this node",
+		host, strings.Join(listen, ","), f.instanceLabel), nil
 }

@@ -215,13 +215,18 @@ func (c *serveCommand) handler(inv *inventory.Inventory, include, exclude *regex
 		return nil, 2
 	}
 	var remediateHandler http.Handler
+	var clean *web.CleanAdvice
 	if webhook != nil {
 		remediateHandler = web.NewRemediateHandler(*webhook)
+		if clean, err = c.cleanAdvice(); err != nil {
+			logger.Error("invalid remediation flags", "err", err)
+			return nil, 2
+		}
 	}
 	handler, err := web.NewRouter(web.Config{
 		Remediate:     remediateHandler,
 		Inventory:     inv,
-		Remediation:   webhook != nil,
+		Clean:         clean,
 		Sysfs:         c.inv.paths.Sysfs,
 		TelemetryPath: c.telemetryPath,
 		Gatherer:      collector.Gatherers{reg, veths},
@@ -248,4 +253,46 @@ func logSummary(logger *slog.Logger, snap *inventory.Snapshot) {
 	for _, w := range snap.Warnings {
 		logger.Warn("partial view", "warning", w)
 	}
+}
+
+// cleanAdvice tells /veths which orphans `veth_exporter clean` removes
+// under this exporter's gates, and the flags its command needs where
+// clean's defaults differ from them.
+func (c *serveCommand) cleanAdvice() (*web.CleanAdvice, error) {
+	g := &c.remediation.gates
+	gates, err := g.config(remediate.ModeDryRun, c.inv)
+	if err != nil {
+		return nil, err
+	}
+	// clean's defaults are those of its flags, read from a parse of none.
+	var def gateFlags
+	app := kingpin.New(name, "")
+	def.registerFor(app, false)
+	if _, err := app.Parse(nil); err != nil {
+		return nil, err
+	}
+	defaults, err := def.config(remediate.ModeDryRun, c.inv)
+	if err != nil {
+		return nil, err
+	}
+	var flags []string
+	if c.inv.statePath != defaultStatePath {
+		flags = append(flags, "--state.path="+c.inv.statePath)
+	}
+	for _, f := range []struct{ name, value, def string }{
+		{"remediation.min-age", g.minAge.String(), def.minAge.String()},
+		{"remediation.max-orphan-ratio", fmt.Sprint(g.maxOrphanRatio), fmt.Sprint(def.maxOrphanRatio)},
+		{"remediation.method", g.method, def.method},
+		{"remediation.audit-file", g.auditFile, def.auditFile},
+	} {
+		if f.value != f.def {
+			flags = append(flags, "--"+f.name+"="+f.value)
+		}
+	}
+	return &web.CleanAdvice{
+		Reasons: gates.Reasons, MasterInclude: gates.MasterInclude, MasterIncludeFlag: g.masterInclude,
+		DeviceExclude: gates.DeviceExclude, MinAge: gates.MinAge,
+		DefaultReasons: defaults.Reasons, DefaultMasterInclude: defaults.MasterInclude,
+		Flags: flags,
+	}, nil
 }
