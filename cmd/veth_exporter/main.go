@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -122,7 +123,14 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 	if err != nil {
 		return nil, nil, err
 	}
-	resolvers, setups, err := f.resolvers(logger)
+	// serve (the one that writes the state) says at INFO which resolvers
+	// run and why; inspect and clean answer on their output, and say it at
+	// DEBUG.
+	level := slog.LevelDebug
+	if !readOnlyState {
+		level = slog.LevelInfo
+	}
+	resolvers, setups, err := f.resolvers(logger, level)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,11 +163,11 @@ func (f *inventoryFlags) annotators() []inventory.Annotator {
 // resolvers returns the runtime resolvers these flags turn on, in the
 // order of [runtimes] (the first of equally strong claims wins), and the
 // setup of every registered one, on or off.
-func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, []inventory.RuntimeSetup, error) {
+func (f *inventoryFlags) resolvers(logger *slog.Logger, level slog.Level) ([]inventory.Resolver, []inventory.RuntimeSetup, error) {
 	var resolvers []inventory.Resolver
 	setups := make([]inventory.RuntimeSetup, 0, len(f.runtimes))
 	for i := range f.runtimes {
-		r, setup, err := f.runtimes[i].open(logger)
+		r, setup, err := f.runtimes[i].open(logger, level)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -174,9 +182,9 @@ func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, [
 // open returns the runtime resolver and its setup: on when forced, off
 // when refused, and otherwise on when its address is a unix socket that
 // exists now. A node without the runtime is not an error, but it is said
-// at INFO, with why: while a resolver is off, the namespaces pinned where
+// at level, with why: while a resolver is off, the namespaces pinned where
 // its runtime pins them are unknown (resolver_off).
-func (r *runtimeFlags) open(logger *slog.Logger) (inventory.Resolver, inventory.RuntimeSetup, error) {
+func (r *runtimeFlags) open(logger *slog.Logger, level slog.Level) (inventory.Resolver, inventory.RuntimeSetup, error) {
 	name, addrFlag := r.reg.Name, r.reg.Name+"."+r.reg.AddressFlag
 	setup := inventory.RuntimeSetup{Name: name, Pins: r.reg.Pins}
 	on := r.on
@@ -191,16 +199,16 @@ func (r *runtimeFlags) open(logger *slog.Logger) (inventory.Resolver, inventory.
 		setup.Why = "off: no socket at " + r.address + " (--" + addrFlag + " says where; --collector." + name + " forces it on)"
 	}
 	if !on {
-		logger.Info("resolver off", "resolver", name, "why", setup.Why)
+		logger.Log(context.Background(), level, "resolver off", "resolver", name, "why", setup.Why)
 		return nil, setup, nil
 	}
 	setup.Enabled = true
 	if err := reachable(r.address); err != nil {
 		// Not an error: the runtime may start later, and until it
 		// answers its namespaces are unknown (resolver_down).
-		logger.Info("resolver on, runtime not answering", "resolver", name, r.reg.AddressFlag, r.address, "why", setup.Why, "err", err)
+		logger.Log(context.Background(), level, "resolver on, runtime not answering", "resolver", name, r.reg.AddressFlag, r.address, "why", setup.Why, "err", err)
 	} else {
-		logger.Info("resolver on", "resolver", name, r.reg.AddressFlag, r.address, "why", setup.Why)
+		logger.Log(context.Background(), level, "resolver on", "resolver", name, r.reg.AddressFlag, r.address, "why", setup.Why)
 	}
 	res, err := r.reg.New(inventory.ResolverOptions{Name: name, Address: r.address, Timeout: r.timeout, Logger: logger, Autodetected: !r.set})
 	if err != nil {
