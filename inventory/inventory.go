@@ -146,6 +146,15 @@ type Namespace struct {
 	// Containers are the names of the running containers a runtime says
 	// share the namespace, its owner (the sandbox) first.
 	Containers []string `json:"containers,omitempty"`
+	// LastOwner is, for a leaked namespace, the last container or pod
+	// the history saw own it (through a veth into it, within the hour
+	// after that veth went), and LastOwnerSeen when; nil when unknown.
+	LastOwner     *Owner    `json:"last_owner,omitempty"`
+	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
+	// LeakedSince is, for a leaked namespace, since when the history has
+	// seen it leaked, held by the same mounts; zero when it does not know
+	// (a read-only history that never recorded it).
+	LeakedSince time.Time `json:"leaked_since,omitzero"`
 	// OtherLinks are the interfaces of a namespace with no process in it
 	// other than loopback and the peers of host veths: a namespace that
 	// routes for others (a veth to a live container, a tunnel) is in use
@@ -235,6 +244,10 @@ type Snapshot struct {
 	// recorded it). Orphan times from a history older than the state's
 	// MaxGap prove nothing about the time in between.
 	HistoryObserved time.Time `json:"history_observed,omitzero"`
+	// HistoryUnreadable says why the state file could not be read when
+	// it exists and could not (corrupt, another version, unreadable):
+	// then there is no history, and it says so rather than "none yet".
+	HistoryUnreadable string `json:"history_unreadable,omitempty"`
 	// Gone are the devices the history recorded that are absent from
 	// this snapshot's dump: with a writable state those that disappeared
 	// within the last hour, with a read-only one every device of the state

@@ -236,7 +236,7 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 	s.PartialView = len(ns.partial) > 0
 	start := time.Now()
 	obs, err := inv.judge(s, s.PartialView, runtimes, annotations)
-	s.HistoryObserved, s.Gone = obs.historyObserved, obs.gone
+	s.HistoryObserved, s.Gone, s.HistoryUnreadable = obs.historyObserved, obs.gone, obs.unreadable
 	s.addViews(annotations)
 	s.step(StepState, time.Since(start), err)
 	if err != nil {
@@ -322,6 +322,8 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 		}
 		history.record(v, recorded)
 	}
+	history.nameLeaked(s.LeakedNetns)
+	history.recordLeaked(s.LeakedNetns)
 	return history.end()
 }
 

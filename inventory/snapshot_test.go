@@ -767,6 +767,91 @@ func TestDumpBesideScanFreedNSID(t *testing.T) {
 	}
 }
 
+// TestLeakedNetnsNamedAfterLastOwner: a container's namespace pinned by a
+// mount outlives the container and its veth (deleted, as the delete method
+// does): the leaked namespace is named after the container, by a running
+// inventory and by a read-only one over its state file (inspect, clean).
+func TestLeakedNetnsNamedAfterLastOwner(t *testing.T) {
+	netnstest.Require(t)
+	container, stopContainer := netnstest.StoppableHolder(t, "/system.slice/docker-"+containerA+".scope")
+	// Pin the container's namespace at /run/netns/leakowned, as a
+	// runtime's bind mount does.
+	netnstest.IP(t, "netns", "attach", "leakowned", strconv.Itoa(container))
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", "leakowned").Run() })
+	netnstest.Veth(t, "vleakown", strconv.Itoa(container), "")
+
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	inv := New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups, State: OpenState(statePath, StateOptions{})})
+	wantVerdict(t, mustVeth(t, snapshot(t, inv), "vleakown"), Owned, ReasonContainer)
+
+	stopContainer()
+	netnstest.IP(t, "link", "del", "vleakown")
+	for _, tc := range []struct {
+		name string
+		inv  *Inventory
+	}{
+		{"running", inv},
+		{"read-only", New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups,
+			State: OpenState(statePath, StateOptions{ReadOnly: true})})},
+	} {
+		var leaked *Namespace
+		for _, n := range snapshot(t, tc.inv).LeakedNetns {
+			if slices.Contains(n.Mounts, "/run/netns/leakowned") {
+				leaked = n
+			}
+		}
+		switch {
+		case leaked == nil:
+			t.Fatalf("%s: /run/netns/leakowned is not a leaked namespace", tc.name)
+		case leaked.LastOwner == nil || leaked.LastOwner.ID != containerA || leaked.LastOwnerSeen.IsZero():
+			t.Errorf("%s: leaked namespace's last owner %+v (seen %v), want container %s", tc.name, leaked.LastOwner, leaked.LastOwnerSeen, containerA)
+		}
+	}
+}
+
+// TestLeakedSince: the history records since when a namespace has been
+// leaked, lends it to a read-only inventory over its file, and starts
+// anew when the namespace's mounts change.
+func TestLeakedSince(t *testing.T) {
+	netnstest.Require(t)
+	netnstest.NamedNetns(t, "lksince")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	inv := New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups, State: OpenState(statePath, StateOptions{})})
+	leakedAt := func(inv *Inventory) (since, taken time.Time) {
+		t.Helper()
+		s := snapshot(t, inv)
+		for _, n := range s.LeakedNetns {
+			if slices.Contains(n.Mounts, "/run/netns/lksince") {
+				return n.LeakedSince, s.Taken
+			}
+		}
+		t.Fatal("/run/netns/lksince is not leaked")
+		return
+	}
+	first, taken := leakedAt(inv)
+	if !first.Equal(taken) {
+		t.Errorf("first sight: leaked since %v, want the snapshot's time %v", first, taken)
+	}
+	if again, _ := leakedAt(inv); !again.Equal(first) {
+		t.Errorf("second sight: leaked since %v, want %v", again, first)
+	}
+	readOnly := New(Config{Paths: DefaultPaths, TrustPIDNamespace: true, Cgroups: testCgroups, State: OpenState(statePath, StateOptions{ReadOnly: true})})
+	if lent, _ := leakedAt(readOnly); !lent.Equal(first) {
+		t.Errorf("read-only: leaked since %v, want %v from the file", lent, first)
+	}
+	extra := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(extra, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("/run/netns/lksince", extra, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(extra, unix.MNT_DETACH) })
+	if moved, taken := leakedAt(inv); !moved.Equal(taken) {
+		t.Errorf("after another mount: leaked since %v, want a new start %v", moved, taken)
+	}
+}
+
 // TestSnapshotResolverOff: while a runtime's resolver is off, a namespace
 // pinned where that runtime pins them is the runtime's to decide
 // (resolver_off), never netns_empty; in a directory shared with `ip

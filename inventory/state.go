@@ -89,6 +89,21 @@ type goneState struct {
 	Device    string    `json:"device"`
 	Index     int       `json:"ifindex"`
 	GoneSince time.Time `json:"gone_since"`
+	// The last owner of a veth that went: its namespace may live on,
+	// leaked, and is named after it (see [observing.nameLeaked]).
+	LastOwner      *Owner    `json:"last_owner,omitempty"`
+	LastOwnerSeen  time.Time `json:"last_owner_seen,omitzero"`
+	LastOwnerNetns uint64    `json:"last_owner_netns,omitempty"`
+}
+
+// gone is what the history keeps of a veth that went.
+type gone struct {
+	since time.Time
+	// owner, ownerSeen and netns: its last owner, when and in which
+	// namespace it was seen.
+	owner     *Owner
+	ownerSeen time.Time
+	netns     uint64
 }
 
 type stateFile struct {
@@ -104,6 +119,18 @@ type stateFile struct {
 	LastObserved time.Time      `json:"last_observed,omitzero"`
 	Devices      []*deviceState `json:"devices"`
 	Gone         []*goneState   `json:"gone,omitempty"`
+	// Leaked are the leaked namespaces, since when each has been seen so.
+	Leaked []*leakedState `json:"leaked_netns,omitempty"`
+}
+
+// leakedState is what the history keeps of a leaked namespace: since
+// when it has been seen leaked, held by exactly those mounts. Inodes are
+// handed out again once a namespace is freed; another set of mounts, or
+// a namespace not seen leaked at one observation, starts anew.
+type leakedState struct {
+	Inode  uint64    `json:"inode"`
+	Mounts []string  `json:"mounts"`
+	Since  time.Time `json:"leaked_since"`
 }
 
 // bootIDPath holds the random id the kernel draws at each boot.
@@ -151,7 +178,8 @@ type State struct {
 
 	mu      sync.Mutex
 	devices map[stateKey]*deviceState
-	gone    map[stateKey]time.Time
+	gone    map[stateKey]gone
+	leaked  map[uint64]*leakedState
 	// lastObserved is the last observation: the file's at load, then
 	// (writable) each observe's.
 	lastObserved time.Time
@@ -160,6 +188,9 @@ type State struct {
 	// writeErr is the last failure to persist; while set the state lives
 	// in memory only.
 	writeErr error
+	// readErr is why the state file that exists could not be loaded,
+	// until a write replaces it.
+	readErr error
 }
 
 // OpenState loads the state file at path. It never fails: a missing file
@@ -176,7 +207,7 @@ func OpenState(path string, opts StateOptions) *State {
 	}
 	s := &State{
 		path: path, readOnly: opts.ReadOnly, maxGap: maxGap, logger: logger, bootID: currentBootID(),
-		devices: map[stateKey]*deviceState{}, gone: map[stateKey]time.Time{},
+		devices: map[stateKey]*deviceState{}, gone: map[stateKey]gone{}, leaked: map[uint64]*leakedState{},
 	}
 	if path == "" {
 		return s
@@ -188,9 +219,11 @@ func OpenState(path string, opts StateOptions) *State {
 		return s
 	case err != nil && s.readOnly:
 		logger.Warn("cannot read state file, showing no history", "path", path, "err", err)
+		s.readErr = err
 		return s
 	case err != nil:
 		logger.Error("cannot read state file, starting an empty history; it will be replaced", "path", path, "err", err)
+		s.readErr = err
 	case s.bootID == "":
 		logger.Warn("cannot read the kernel's boot_id: the state file cannot be tied to this boot; starting an empty history", "path", path, "boot_id_path", bootIDPath)
 	case f.BootID == "":
@@ -202,7 +235,10 @@ func OpenState(path string, opts StateOptions) *State {
 			s.devices[stateKey{d.Device, d.Index}] = d
 		}
 		for _, g := range f.Gone {
-			s.gone[stateKey{g.Device, g.Index}] = g.GoneSince
+			s.gone[stateKey{g.Device, g.Index}] = gone{since: g.GoneSince, owner: g.LastOwner, ownerSeen: g.LastOwnerSeen, netns: g.LastOwnerNetns}
+		}
+		for _, l := range f.Leaked {
+			s.leaked[l.Inode] = l
 		}
 		s.lastObserved = f.LastObserved
 		logger.Debug("loaded state file", "path", path, "devices", len(f.Devices), "gone", len(f.Gone), "last_observed", f.LastObserved)
@@ -237,6 +273,11 @@ func readStateFile(path string) (*stateFile, error) {
 			return nil, fmt.Errorf("corrupt state file: invalid gone entry")
 		}
 	}
+	for _, l := range f.Leaked {
+		if l == nil || l.Inode == 0 || l.Since.IsZero() {
+			return nil, fmt.Errorf("corrupt state file: invalid leaked namespace entry")
+		}
+	}
 	return &f, nil
 }
 
@@ -246,6 +287,8 @@ type observation struct {
 	historyObserved time.Time
 	// gone: see [Snapshot.Gone].
 	gone []GoneVeth
+	// unreadable: see [Snapshot.HistoryUnreadable].
+	unreadable string
 }
 
 // observing is one observation of the history in progress, from
@@ -289,10 +332,14 @@ func (s *State) begin(now time.Time, settle time.Duration) *observing {
 	s.mu.Lock()
 	prev := s.lastObserved
 	o := &observing{s: s, now: now, settle: settle, seen: map[stateKey]bool{}, obs: observation{historyObserved: prev}}
+	if s.readErr != nil {
+		o.obs.unreadable = fmt.Sprintf("state file %s: %v", s.path, s.readErr)
+	}
 	if s.readOnly || !(prev.IsZero() || now.Sub(prev) > s.maxGap) {
 		return o
 	}
-	restarted := 0
+	restarted := len(s.leaked)
+	clear(s.leaked)
 	for _, d := range s.devices {
 		if !d.OrphanedSince.IsZero() {
 			d.OrphanedSince = time.Time{}
@@ -355,22 +402,29 @@ func (o *observing) recall(v *Veth) *deviceState {
 // the orphan clock, and the owner while it is a container or pod's;
 // it holds an orphan verdict back until it has lasted the settle time,
 // and copies the recorded times and owner into v.
+//
+// A read-only state holds the verdict back as well, by the recorded
+// orphaned-since: a reader that acts on it (clean) must not call orphaned
+// what the exporter that recorded it still holds back.
 func (o *observing) record(v *Veth, d *deviceState) {
 	v.FirstSeen = d.FirstSeen
 	v.OrphanedSince = d.OrphanedSince
+	if !o.s.readOnly {
+		switch {
+		case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
+			d.OrphanedSince = o.now
+			o.s.dirty = true
+		case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
+			d.OrphanedSince = time.Time{}
+			o.s.dirty = true
+		}
+	}
+	// A zero orphaned-since (read-only, never recorded) settles nothing.
+	if v.Verdict == Orphaned && !d.OrphanedSince.IsZero() && o.now.Sub(d.OrphanedSince) < o.settle {
+		v.Verdict, v.Reason = Unknown, ReasonSettling
+	}
 	if o.s.readOnly {
 		return
-	}
-	switch {
-	case v.Verdict == Orphaned && d.OrphanedSince.IsZero():
-		d.OrphanedSince = o.now
-		o.s.dirty = true
-	case v.Verdict != Orphaned && !d.OrphanedSince.IsZero():
-		d.OrphanedSince = time.Time{}
-		o.s.dirty = true
-	}
-	if v.Verdict == Orphaned && o.now.Sub(d.OrphanedSince) < o.settle {
-		v.Verdict, v.Reason = Unknown, ReasonSettling
 	}
 	if ow := v.Owner; ow != nil && ow.Kind != OwnerProcess && (v.PeerNetns == nil || !v.PeerNetns.Guest) {
 		o.rememberOwner(v, d)
@@ -405,6 +459,66 @@ func (o *observing) rememberOwner(v *Veth, d *deviceState) {
 	v.LastOwnerSeen = d.LastOwnerSeen
 }
 
+// nameLeaked lends each leaked namespace the last container or pod owner
+// the history saw in it: of a veth still there or of one that went within
+// goneRetention, the one seen last.
+func (o *observing) nameLeaked(leaked []*Namespace) {
+	for _, n := range leaked {
+		consider := func(owner *Owner, seen time.Time, netns uint64) {
+			if owner != nil && netns == n.Inode && seen.After(n.LastOwnerSeen) {
+				n.LastOwner, n.LastOwnerSeen = owner, seen
+			}
+		}
+		for _, d := range o.s.devices {
+			consider(d.LastOwner, d.LastOwnerSeen, d.LastOwnerNetns)
+		}
+		for _, g := range o.s.gone {
+			consider(g.owner, g.ownerSeen, g.netns)
+		}
+	}
+}
+
+// recordLeaked records since when each leaked namespace has been seen so,
+// and lends it that time; leaked is nil on a partial view, which proves
+// nothing and changes nothing.
+func (o *observing) recordLeaked(leaked []*Namespace) {
+	if leaked == nil {
+		return
+	}
+	s := o.s
+	seen := make(map[uint64]bool, len(leaked))
+	for _, n := range leaked {
+		seen[n.Inode] = true
+		l := s.leaked[n.Inode]
+		if l != nil && sameMounts(l.Mounts, n.Mounts) {
+			n.LeakedSince = l.Since
+			continue
+		}
+		if s.readOnly {
+			continue
+		}
+		s.leaked[n.Inode] = &leakedState{Inode: n.Inode, Mounts: slices.Clone(n.Mounts), Since: o.now}
+		n.LeakedSince = o.now
+		s.dirty = true
+	}
+	if s.readOnly {
+		return
+	}
+	for inode := range s.leaked {
+		if !seen[inode] {
+			delete(s.leaked, inode)
+			s.dirty = true
+		}
+	}
+}
+
+func sameMounts(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
 // end finishes the observation: the veths not recorded are gone, and the
 // history is persisted when it changed or is due for a refresh. It
 // returns the error of persisting, if any; the history in memory is
@@ -420,27 +534,27 @@ func (o *observing) end() (observation, error) {
 				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index})
 			}
 		}
-		for k, since := range s.gone {
+		for k, g := range s.gone {
 			if !o.seen[k] {
-				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+				o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: g.since})
 			}
 		}
 		sortGone(o.obs.gone)
 		return o.obs, nil
 	}
-	for k := range s.devices {
+	for k, d := range s.devices {
 		if !o.seen[k] {
 			delete(s.devices, k)
-			s.gone[k] = o.now
+			s.gone[k] = gone{since: o.now, owner: d.LastOwner, ownerSeen: d.LastOwnerSeen, netns: d.LastOwnerNetns}
 			s.dirty = true
 		}
 	}
-	for k, since := range s.gone {
-		if o.now.Sub(since) >= goneRetention {
+	for k, g := range s.gone {
+		if o.now.Sub(g.since) >= goneRetention {
 			delete(s.gone, k)
 			s.dirty = true
 		} else {
-			o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: since})
+			o.obs.gone = append(o.obs.gone, GoneVeth{Device: k.Device, Index: k.Index, Since: g.since})
 		}
 	}
 	sortGone(o.obs.gone)
@@ -481,8 +595,13 @@ func (s *State) persist(now time.Time) error {
 	slices.SortFunc(f.Devices, func(a, b *deviceState) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
 	})
-	for k, since := range s.gone {
-		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: since})
+	for _, l := range s.leaked {
+		f.Leaked = append(f.Leaked, l)
+	}
+	slices.SortFunc(f.Leaked, func(a, b *leakedState) int { return cmp.Compare(a.Inode, b.Inode) })
+	for k, g := range s.gone {
+		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: g.since,
+			LastOwner: g.owner, LastOwnerSeen: g.ownerSeen, LastOwnerNetns: g.netns})
 	}
 	slices.SortFunc(f.Gone, func(a, b *goneState) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Index, b.Index))
@@ -502,6 +621,7 @@ func (s *State) persist(now time.Time) error {
 	if err == nil {
 		s.dirty = false
 		s.lastWrite = now
+		s.readErr = nil
 	}
 	return err
 }

@@ -1086,6 +1086,40 @@ func TestStateSettle(t *testing.T) {
 	}
 }
 
+// TestStateSettleReadOnly: a reader of the state file (clean) holds an
+// orphan back for its settle time by the recorded orphaned-since, as the
+// exporter that recorded it does; one never recorded is left to the
+// reader's own gates.
+func TestStateSettleReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	orphan := judgeBy(map[string]Verdict{"veth1": Orphaned, "veth2": Orphaned})
+	if _, err := OpenState(path, StateOptions{}).observe(t0, []Veth{veth("veth1", 7, nil)}, 0, orphan); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		at      time.Duration
+		device  string
+		verdict Verdict
+		reason  Reason
+	}{
+		{29 * time.Second, "veth1", Unknown, ReasonSettling},
+		{30 * time.Second, "veth1", Orphaned, ReasonNetnsEmpty},
+		{29 * time.Second, "veth2", Orphaned, ReasonNetnsEmpty},
+	} {
+		veths := []Veth{veth("veth1", 7, nil), veth("veth2", 8, nil)}
+		if _, err := OpenState(path, StateOptions{ReadOnly: true}).observe(t0.Add(tt.at), veths, 30*time.Second, orphan); err != nil {
+			t.Fatal(err)
+		}
+		v := veths[0]
+		if tt.device == "veth2" {
+			v = veths[1]
+		}
+		if v.Verdict != tt.verdict || v.Reason != tt.reason {
+			t.Errorf("read-only at %v: %s is %s/%s, want %s/%s", tt.at, tt.device, v.Verdict, v.Reason, tt.verdict, tt.reason)
+		}
+	}
+}
+
 // observeAt observes veths at t0+at and fails the test on a write error.
 func observeAt(t *testing.T, s *State, at time.Duration, veths []Veth, judge func(*Veth)) observation {
 	t.Helper()

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"errors"
+	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -75,6 +76,58 @@ func deletesNSID(b []byte) bool {
 		b = b[next:]
 	}
 	return false
+}
+
+// FreedIDs returns the nsids freed since the last call (or since the
+// watch was opened), as far as the notifications queued so far tell;
+// lost is true when notifications were lost or could not be read, and
+// then any nsid may have been freed.
+func (w *NSIDWatch) FreedIDs() (ids []int, lost bool) {
+	buf := make([]byte, 16*1024)
+	for {
+		n, _, err := unix.Recvfrom(w.fd, buf, unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK):
+			return ids, lost
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return ids, true
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return ids, true
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.RTM_DELNSID {
+				continue
+			}
+			id, ok := nsidOf(m.Data)
+			if !ok {
+				return ids, true
+			}
+			ids = append(ids, id)
+		}
+	}
+}
+
+// nsidOf reads NETNSA_NSID from the body of an RTM_*NSID message (a
+// struct rtgenmsg, padded to 4 bytes, then attributes).
+func nsidOf(b []byte) (int, bool) {
+	const rtgenmsgLen = 4
+	if len(b) < rtgenmsgLen {
+		return 0, false
+	}
+	attrs, err := nl.ParseRouteAttr(b[rtgenmsgLen:])
+	if err != nil {
+		return 0, false
+	}
+	for _, a := range attrs {
+		if a.Attr.Type == unix.NETNSA_NSID && len(a.Value) >= 4 {
+			return int(int32(nl.NativeEndian().Uint32(a.Value))), true
+		}
+	}
+	return 0, false
 }
 
 // Close ends the watch.

@@ -20,6 +20,18 @@ const (
 	auditResult auditPhase = "result"
 )
 
+// auditRecord is one line of the audit file.
+type auditRecord struct {
+	Time time.Time `json:"time"`
+	Mode Mode      `json:"mode"`
+	// By says who decided: "webhook" or "clean".
+	By          string     `json:"by,omitempty"`
+	Phase       auditPhase `json:"phase"`
+	Fingerprint string     `json:"fingerprint,omitempty"`
+	StartsAt    time.Time  `json:"starts_at,omitzero"`
+	Answer
+}
+
 // appendAudit writes one JSON line to the audit file. The file is opened
 // without following a symbolic link (a link planted at the path could
 // otherwise make the exporter, root, append to any file), without
@@ -27,15 +39,8 @@ const (
 // and must be a regular file. Each line is one write(2) on a file opened
 // with O_APPEND, so lines from concurrent writers (clean beside serve)
 // never mix.
-func appendAudit(path string, now time.Time, mode Mode, phase auditPhase, q request, a Answer) error {
-	line, err := json.Marshal(struct {
-		Time        time.Time  `json:"time"`
-		Mode        Mode       `json:"mode"`
-		Phase       auditPhase `json:"phase"`
-		Fingerprint string     `json:"fingerprint,omitempty"`
-		StartsAt    time.Time  `json:"starts_at,omitzero"`
-		Answer
-	}{now.UTC(), mode, phase, q.Fingerprint, q.StartsAt, a})
+func appendAudit(path string, now time.Time, mode Mode, by string, phase auditPhase, q request, a Answer) error {
+	line, err := json.Marshal(auditRecord{now.UTC(), mode, by, phase, q.Fingerprint, q.StartsAt, a})
 	if err != nil {
 		return err
 	}

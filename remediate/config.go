@@ -50,6 +50,10 @@ type Config struct {
 	// AuditFile receives one JSON line per intent, action or refusal; ""
 	// logs only.
 	AuditFile string
+	// AuditBy names the caller in each audit line: "webhook" or "clean".
+	// A serving exporter counts the clean command's results it finds in
+	// the audit file ([Metrics.FollowAudit]).
+	AuditBy string
 	// AnswerLogLevel is the level answers are logged at (the clean
 	// command prints a table and logs them at debug only).
 	AnswerLogLevel slog.Level
@@ -63,6 +67,9 @@ type Config struct {
 	ReleaseTimeout time.Duration
 	// Paths are where the host's /proc and / are seen.
 	Paths inventory.Paths
+	// Resolvers name the runtime resolvers that are on (their steps in a
+	// snapshot): a refusal of the orphan ratio guard says which answered.
+	Resolvers []string
 }
 
 // ParseReasons turns lists of orphan reasons, each comma-separated, into

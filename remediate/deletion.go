@@ -63,7 +63,7 @@ func (r *Remediator) writeIntents(reqs []request, approved []int, vethOf map[int
 	for _, i := range approved {
 		v := vethOf[i]
 		intent := Answer{Device: v.Name, Ifindex: v.Index, Result: ResultDeleted, Reason: string(v.Reason)}
-		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditIntent, reqs[i], intent); err != nil {
+		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, r.cfg.AuditBy, auditIntent, reqs[i], intent); err != nil {
 			answers[i] = r.record(reqs[i], Answer{Device: v.Name, Ifindex: v.Index, Result: ResultRefused, Reason: ReasonAuditFailed,
 				Detail: fmt.Sprintf("cannot write the audit intent: %v", err)})
 			continue

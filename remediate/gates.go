@@ -2,7 +2,9 @@ package remediate
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
@@ -16,7 +18,8 @@ import (
 // which reason a request that fails several gates gets.
 //
 // Before any gate, a request too large to be an alert of ours is refused
-// (invalid_alert, see oversized), and a re-sent alert gets the answer it
+// (invalid_alert; invalid_device for a name a human gave: see oversized),
+// and a re-sent alert gets the answer it
 // got before, if that answer holds for every re-send (see final).
 
 // A requestGate looks at a request alone, before the inventory is taken.
@@ -41,8 +44,13 @@ var deviceGates = []requestGate{
 // oversized refuses a request that carries a fingerprint or a label no
 // alert of ours has (any label, by name or value): it is not remembered,
 // and not echoed whole.
+// A name a human gave that long is no interface name: invalid_device,
+// not echoed whole either.
 func oversized(q request) (reason, detail string) {
-	if len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel || q.LongLabel != "" {
+	switch {
+	case q.Named && len(q.Device) > maxLabel:
+		return ReasonInvalidDevice, fmt.Sprintf("a name of %d bytes is not an interface name (at most 15)", len(q.Device))
+	case len(q.Fingerprint) > maxFingerprint || len(q.Device) > maxLabel || len(q.BadIndex) > maxLabel || q.LongLabel != "":
 		return ReasonInvalidAlert, fmt.Sprintf("the fingerprint is longer than %d bytes, or a label's name or value longer than %d", maxFingerprint, maxLabel)
 	}
 	return "", ""
@@ -88,7 +96,7 @@ func alertOldEnough(q request, now time.Time, cfg *Config) (reason, detail strin
 		return ReasonAlertTooYoung, fmt.Sprintf("alert has no startsAt: how long it has fired is unknown (at least %s needed)", cfg.MinAge)
 	}
 	if now.Sub(q.StartsAt) < cfg.MinAge {
-		return ReasonAlertTooYoung, fmt.Sprintf("alert firing for %s, less than %s", now.Sub(q.StartsAt).Round(time.Second), cfg.MinAge)
+		return ReasonAlertTooYoung, fmt.Sprintf("alert firing for %s, less than %s", under(now.Sub(q.StartsAt)), cfg.MinAge)
 	}
 	return "", ""
 }
@@ -102,11 +110,32 @@ func historyFresh(snap *inventory.Snapshot, cfg *Config) (reason, detail string)
 	if gap <= 0 || (!snap.HistoryObserved.IsZero() && snap.Taken.Sub(snap.HistoryObserved) <= gap) {
 		return "", ""
 	}
+	if snap.HistoryObserved.IsZero() && snap.HistoryUnreadable != "" {
+		return ReasonStaleState, fmt.Sprintf("no history to prove anything: %s (a running exporter replaces it at its next observation)", snap.HistoryUnreadable)
+	}
 	if snap.HistoryObserved.IsZero() {
 		return ReasonStaleState, "no running exporter has recorded this node's veths (is it running with this --state.path?)"
 	}
 	return ReasonStaleState, fmt.Sprintf("the exporter's record was last refreshed %s ago, more than %s: its orphan times prove nothing",
-		snap.Taken.Sub(snap.HistoryObserved).Round(time.Second), gap)
+		over(snap.Taken.Sub(snap.HistoryObserved)), gap)
+}
+
+// under and over print a duration that is compared with a bound so that
+// the comparison reads true: under truncates (59.6s is 59s, never a 1m0s
+// "less than 1m0s"), over rounds up. Both count whole seconds from a
+// second on, milliseconds below.
+func under(d time.Duration) time.Duration { return d.Truncate(unitOf(d)) }
+
+func over(d time.Duration) time.Duration {
+	u := unitOf(d)
+	return (d + u - 1).Truncate(u)
+}
+
+func unitOf(d time.Duration) time.Duration {
+	if d < time.Second {
+		return time.Millisecond
+	}
+	return time.Second
 }
 
 // A vethGate looks at the veth a request names, as the fresh inventory
@@ -220,11 +249,21 @@ func ifindexUnchanged(_ *round, c *candidate) (reason, detail string) {
 	return "", ""
 }
 
-func stillOrphaned(_ *round, c *candidate) (reason, detail string) {
-	if c.v.Verdict != inventory.Orphaned {
-		return ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s)", c.q.Device, c.v.Verdict, c.v.Reason)
+// stillOrphaned says why a veth is not orphaned: one that still settles
+// has looked orphaned for less than the settle time, whatever the minimum
+// age; on a partial view the detail says what the inventory cannot see.
+func stillOrphaned(rd *round, c *candidate) (reason, detail string) {
+	v := c.v
+	switch {
+	case v.Verdict == inventory.Orphaned:
+		return "", ""
+	case v.Reason == inventory.ReasonSettling:
+		return ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s): it has looked orphaned for %s, less than the settle time (--inventory.settle-time); "+
+			"runtimes build and tear down networks in steps that each look like a leftover for a moment", c.q.Device, v.Verdict, v.Reason, under(rd.now.Sub(v.OrphanedSince)))
+	case v.Verdict == inventory.Unknown && len(rd.snap.Warnings) > 0:
+		return ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s); the inventory's view is partial: %s", c.q.Device, v.Verdict, v.Reason, strings.Join(rd.snap.Warnings, "; "))
 	}
-	return "", ""
+	return ReasonNotOrphaned, fmt.Sprintf("%s is %s (%s)", c.q.Device, v.Verdict, v.Reason)
 }
 
 func orphanReasonAllowed(rd *round, c *candidate) (reason, detail string) {
@@ -245,7 +284,7 @@ func orphanRecorded(rd *round, c *candidate) (reason, detail string) {
 
 func orphanOldEnough(rd *round, c *candidate) (reason, detail string) {
 	if age := rd.now.Sub(c.v.OrphanedSince); age < rd.cfg.MinAge {
-		return ReasonOrphanTooYoung, fmt.Sprintf("%s orphaned for %s here, less than %s", c.q.Device, age.Round(time.Second), rd.cfg.MinAge)
+		return ReasonOrphanTooYoung, fmt.Sprintf("%s orphaned for %s here, less than %s", c.q.Device, under(age), rd.cfg.MinAge)
 	}
 	return "", ""
 }
@@ -293,11 +332,53 @@ func cniAgentRunning(rd *round, _ *candidate) (reason, detail string) {
 }
 
 func notTooManyOrphans(rd *round, _ *candidate) (reason, detail string) {
-	if rd.tooMany {
-		return ReasonTooManyOrphans, fmt.Sprintf("%d of %d veths look orphaned with a reason a failing resolver gives, more than %.0f%%: a resolver failure, not a leak",
-			rd.orphans, len(rd.snap.Veths), 100*rd.cfg.MaxOrphanRatio)
+	if !rd.tooMany {
+		return "", ""
 	}
-	return "", ""
+	byReason := map[inventory.Reason]int{}
+	for i := range rd.snap.Veths {
+		if v := &rd.snap.Veths[i]; v.Verdict == inventory.Orphaned {
+			byReason[v.Reason]++
+		}
+	}
+	var seen []string
+	for _, r := range resolverFailureReasons {
+		if byReason[r] > 0 {
+			seen = append(seen, fmt.Sprintf("%d %s", byReason[r], r))
+		}
+	}
+	share := float64(rd.orphans) / float64(len(rd.snap.Veths))
+	return ReasonTooManyOrphans, fmt.Sprintf("%d of %d veths look orphaned (%s), more than --remediation.max-orphan-ratio=%g of them: "+
+		"a failing resolver makes live veths look so; %s. If they are leftovers, --remediation.max-orphan-ratio=%g lets them through",
+		rd.orphans, len(rd.snap.Veths), strings.Join(seen, ", "), rd.cfg.MaxOrphanRatio, resolversSeen(rd.snap, rd.cfg), math.Ceil(share*100-1e-9)/100)
+}
+
+// resolversSeen says which runtime resolvers of cfg answered in snap and
+// which failed: what the owners of its namespaces rest on.
+func resolversSeen(snap *inventory.Snapshot, cfg *Config) string {
+	if len(cfg.Resolvers) == 0 {
+		return "no runtime resolver is on, so no runtime was asked whether it still claims these namespaces"
+	}
+	var up, down []string
+	for _, name := range cfg.Resolvers {
+		i := slices.IndexFunc(snap.Steps, func(st inventory.Step) bool { return st.Name == name })
+		switch {
+		case i < 0:
+			down = append(down, name+" (not asked)")
+		case snap.Steps[i].Err != nil:
+			down = append(down, fmt.Sprintf("%s (%v)", name, snap.Steps[i].Err))
+		default:
+			up = append(up, name)
+		}
+	}
+	var parts []string
+	if len(up) > 0 {
+		parts = append(parts, "up: "+strings.Join(up, ", "))
+	}
+	if len(down) > 0 {
+		parts = append(parts, "down: "+strings.Join(down, ", "))
+	}
+	return "runtime resolvers " + strings.Join(parts, "; ")
 }
 
 func withinRequestLimit(rd *round, c *candidate) (reason, detail string) {

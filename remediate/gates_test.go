@@ -180,6 +180,9 @@ func TestDeviceGates(t *testing.T) {
 	}{
 		{"clean: orphan", Device{Name: "vleak"}, ResultWouldDelete, "netns_empty"},
 		{"clean: live veth", Device{Name: "vlive"}, ResultRefused, ReasonNotOrphaned},
+		// The README's table: a name given to clean that cannot be an
+		// interface name is invalid_device, whatever its length.
+		{"clean: a name of 300 bytes", Device{Name: strings.Repeat("v", 300)}, ResultRefused, ReasonInvalidDevice},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -414,6 +417,90 @@ func TestGatesStaleState(t *testing.T) {
 				t.Errorf("HandleDevices(vleak) = %+v, want %s (%s when refused)", a, tt.want, ReasonStaleState)
 			}
 		})
+	}
+}
+
+// TestGatesRatioDetail: the ratio guard's refusal says what it saw (how
+// many of how many veths, for which reasons, which resolvers answered and
+// which failed) and which flag, at which value, lets them through.
+func TestGatesRatioDetail(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxOrphanRatio = 0.4 // 6 of 12 look orphaned
+	steps := []inventory.Step{{Name: inventory.StepLinks}, {Name: inventory.StepNetns}, {Name: "docker"},
+		{Name: "cri", Err: errors.New("connection refused")}, {Name: "cni"}, {Name: inventory.StepState}}
+	for _, tt := range []struct {
+		name      string
+		resolvers []string
+		want      []string
+	}{
+		{"a resolver down", []string{"docker", "cri", "podman"}, []string{"runtime resolvers up: docker;", "down: cri (connection refused), podman (not asked)"}},
+		{"no resolver", nil, []string{"no runtime resolver is on"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := testNode()
+			snap.Steps = steps
+			cfg := cfg
+			cfg.Resolvers = tt.resolvers
+			a := mustHandleDevices(t, newTestRemediator(cfg, &fakeInventory{snap: snap}), Device{Name: "vleak"})[0]
+			want := append([]string{"6 of 12 veths look orphaned (5 netns_empty, 1 owner_exited)", "more than --remediation.max-orphan-ratio=0.4",
+				"--remediation.max-orphan-ratio=0.5 lets them through"}, tt.want...)
+			for _, w := range want {
+				if a.Reason != ReasonTooManyOrphans || !strings.Contains(a.Detail, w) {
+					t.Errorf("HandleDevices(vleak) = %s (%s), want %s naming %q", a.Reason, a.Detail, ReasonTooManyOrphans, w)
+				}
+			}
+			cfg.MaxOrphanRatio = 0.5
+			if a := mustHandleDevices(t, newTestRemediator(cfg, &fakeInventory{snap: snap}), Device{Name: "vleak"})[0]; a.Result != ResultWouldDelete {
+				t.Errorf("with the ratio the detail names: %+v, want would_delete", a)
+			}
+		})
+	}
+}
+
+// TestGatesDurationsReadTrue: a duration compared with a bound is printed
+// so that the comparison reads true: 59.6 s is not "1m0s, less than 1m0s".
+func TestGatesDurationsReadTrue(t *testing.T) {
+	cfg := testConfig()
+	cfg.MinAge = time.Minute
+	snap := testNode()
+	snap.Veths[0].OrphanedSince = now.Add(-59600 * time.Millisecond)
+	young := alert("vleak", 10, 59600*time.Millisecond)
+	r := newTestRemediator(cfg, &fakeInventory{snap: snap})
+	if a := mustHandleAlerts(t, r, young)[0]; !strings.Contains(a.Detail, "firing for 59s, less than 1m0s") {
+		t.Errorf("alert firing 59.6 s, min-age 1m: %s (%s), want 59s, less than 1m0s", a.Reason, a.Detail)
+	}
+	if a := mustHandleDevices(t, r, Device{Name: "vleak"})[0]; !strings.Contains(a.Detail, "orphaned for 59s here, less than 1m0s") {
+		t.Errorf("orphaned 59.6 s, min-age 1m: %s (%s), want 59s, less than 1m0s", a.Reason, a.Detail)
+	}
+	snap.Veths[0].OrphanedSince = now.Add(-300 * time.Millisecond)
+	cfg.MinAge = 500 * time.Millisecond
+	if a := mustHandleDevices(t, newTestRemediator(cfg, &fakeInventory{snap: snap}), Device{Name: "vleak"})[0]; !strings.Contains(a.Detail, "orphaned for 300ms here, less than 500ms") {
+		t.Errorf("orphaned 0.3 s, min-age 0.5s: %s (%s), want 300ms, less than 500ms", a.Reason, a.Detail)
+	}
+	snap.HistoryObserved = now.Add(-5*time.Minute - 400*time.Millisecond)
+	if a := mustHandleDevices(t, r, Device{Name: "vleak"})[0]; !strings.Contains(a.Detail, "refreshed 5m1s ago, more than 5m0s") {
+		t.Errorf("state 5m0.4s old, max gap 5m: %s (%s), want 5m1s, more than 5m0s", a.Reason, a.Detail)
+	}
+}
+
+// TestGatesNotOrphanedSays: a veth still settling, or unknown on a
+// partial view, is not_orphaned with a detail that says why.
+func TestGatesNotOrphanedSays(t *testing.T) {
+	snap := testNode()
+	snap.Veths = append(snap.Veths,
+		inventory.Veth{Name: "vsettle", Index: 40, Master: "docker0", Verdict: inventory.Unknown, Reason: inventory.ReasonSettling, OrphanedSince: now.Add(-2 * time.Second)},
+		inventory.Veth{Name: "vblind", Index: 41, Master: "docker0", Verdict: inventory.Unknown, Reason: inventory.ReasonPartialView})
+	snap.Warnings = []string{"not running as root: run as root for a full view"}
+	cfg := testConfig()
+	cfg.MinAge = 0
+	r := newTestRemediator(cfg, &fakeInventory{snap: snap})
+	for device, want := range map[string]string{
+		"vsettle": "looked orphaned for 2s, less than the settle time (--inventory.settle-time)",
+		"vblind":  "vblind is unknown (partial_view); the inventory's view is partial: not running as root: run as root for a full view",
+	} {
+		if a := mustHandleDevices(t, r, Device{Name: device})[0]; a.Reason != ReasonNotOrphaned || !strings.Contains(a.Detail, want) {
+			t.Errorf("HandleDevices(%s) = %s (%s), want %s naming %q", device, a.Reason, a.Detail, ReasonNotOrphaned, want)
+		}
 	}
 }
 

@@ -26,8 +26,12 @@ func (i Instance) Matches(labels map[string]string) bool {
 }
 
 // InstancePattern compiles expr so that it matches a whole label value
-// only: "node1" must not take "node10" or "xnode1" for this node.
+// only: "node1" must not take "node10" or "xnode1" for this node. An error
+// shows expr as given.
 func InstancePattern(expr string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, err
+	}
 	return regexp.Compile("^(?:" + expr + ")$")
 }
 

@@ -2,6 +2,7 @@ package remediate
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -89,5 +90,13 @@ func TestInstanceMatches(t *testing.T) {
 	}
 	if got := (Instance{Label: "instance"}).Matches(map[string]string{"instance": "x"}); got {
 		t.Error("an Instance without a pattern matched")
+	}
+}
+
+// TestInstancePatternError: an error shows the pattern as the operator
+// wrote it, not as it is compiled.
+func TestInstancePatternError(t *testing.T) {
+	if _, err := InstancePattern("node1|("); err == nil || !strings.Contains(err.Error(), "`node1|(`") {
+		t.Errorf("InstancePattern(%q) = %v, want an error showing %q", "node1|(", err, "node1|(")
 	}
 }

@@ -1,6 +1,7 @@
 package remediate
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,10 @@ type Metrics struct {
 	actions     *prometheus.CounterVec
 	refusals    *prometheus.CounterVec
 	lastDeleted prometheus.Gauge
+	// last is the latest deletion counted: the webhook's and clean's
+	// (read from the audit file) come in any order.
+	mu   sync.Mutex
+	last time.Time
 }
 
 // NewMetrics registers the remediation metrics with reg; capable reports
@@ -20,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer, capable func() bool) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "veth_remediation_requests_total",
-			Help: "Remediation requests received (webhook calls and clean runs).",
+			Help: "Remediation requests received by the webhook.",
 		}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "veth_remediation_actions_total",
@@ -83,7 +88,13 @@ func (m *Metrics) action(a Answer) {
 }
 
 func (m *Metrics) lastDeletion(t time.Time) {
-	if m != nil {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t.After(m.last) {
+		m.last = t
 		m.lastDeleted.Set(float64(t.UnixNano()) / 1e9)
 	}
 }

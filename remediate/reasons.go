@@ -6,17 +6,18 @@ package remediate
 // They are listed in the order they are checked.
 const (
 	// ReasonInvalidAlert: the alert carries a fingerprint longer than 64
-	// bytes or a label whose name or value is longer than 256 (so does a
-	// device name given to the
-	// clean command), checked before anything else: not an alert of ours,
-	// neither remembered nor echoed whole.
+	// bytes or a label whose name or value is longer than 256, checked
+	// before anything else: not an alert of ours, neither remembered nor
+	// echoed whole. (A name that long given to the clean command is
+	// invalid_device, not echoed whole either.)
 	ReasonInvalidAlert = "invalid_alert"
 
 	// ReasonResolved: the alert no longer fires; nothing is done for it
 	// (skipped).
 	ReasonResolved = "resolved"
-	// ReasonInvalidDevice: the device label, or the name a human gave,
-	// cannot be a Linux interface name (see [ValidDeviceName]).
+	// ReasonInvalidDevice: the device label, or the name a human gave
+	// (whatever its length), cannot be a Linux interface name (see
+	// [ValidDeviceName]).
 	ReasonInvalidDevice = "invalid_device"
 	// ReasonInvalidIfindex: the alert's ifindex label is not an interface
 	// index in the canonical form an exporter writes (see [ParseIfindex]).
@@ -39,6 +40,11 @@ const (
 	// scraped): anything may have lived in a leftover's namespace
 	// meanwhile, so its orphaned-since times prove nothing.
 	ReasonStaleState = "stale_state"
+	// ReasonIncompleteView: a stage of the fresh inventory failed (a
+	// runtime that is down, the process pass): a namespace it could not
+	// account for is not proven leaked, and no leaked namespace is
+	// released.
+	ReasonIncompleteView = "incomplete_view"
 	// ReasonNotVeth: an interface of that name exists, but it is not a
 	// host-side veth.
 	ReasonNotVeth = "not_a_veth"
@@ -47,7 +53,9 @@ const (
 	// now than the alert names: the name was given to a new veth.
 	ReasonIfindexMismatch = "ifindex_mismatch"
 	// ReasonNotOrphaned: the fresh inventory does not call the veth
-	// orphaned (it is owned, or the evidence is incomplete).
+	// orphaned: it is owned, the evidence is incomplete (the detail names
+	// what the inventory cannot see), or it still settles (it has looked
+	// orphaned for less than the settle time, whatever the minimum age).
 	ReasonNotOrphaned = "not_orphaned"
 	// ReasonReasonNotAllowed: the veth is orphaned for a reason the
 	// operator did not allow remediation to act on.
@@ -71,7 +79,9 @@ const (
 	ReasonCNINotReady = "cni_not_ready"
 	// ReasonTooManyOrphans: more than the allowed share of the node's
 	// veths look orphaned for a reason a failing resolver gives: that is
-	// a resolver failure, not a leak, and nothing is deleted.
+	// what a resolver failure looks like, and nothing is deleted. The
+	// detail says how many of how many, which resolvers answered and
+	// which failed, and the ratio that would let them through.
 	ReasonTooManyOrphans = "too_many_orphans"
 	// ReasonRequestLimit: the request's earlier devices already take the
 	// deletions one request may make.

@@ -94,17 +94,23 @@ func (rm *remover) release(ctx context.Context, ts []Target, idx []int, res []re
 		}
 		return
 	}
-	freed := rm.awaitRelease(ctx, ts, released, res)
-	if len(freed) > 0 {
-		_ = rm.enterHost(func() error {
-			for _, n := range freed {
-				for _, p := range n.pins {
-					removeMountPoint(p)
-				}
-			}
-			return nil
-		})
+	rm.removeMountPoints(rm.awaitRelease(ctx, ts, released, res, rm.vethsGone(ts)))
+}
+
+// removeMountPoints removes, in the host's mount namespace, the mount
+// points of the namespaces the kernel freed.
+func (rm *remover) removeMountPoints(freed []*nsRelease) {
+	if len(freed) == 0 {
+		return
 	}
+	_ = rm.enterHost(func() error {
+		for _, n := range freed {
+			for _, p := range n.pins {
+				removeMountPoint(p)
+			}
+		}
+		return nil
+	})
 }
 
 // prepareRelease checks, in the host's mount namespace, that n may be
@@ -281,10 +287,13 @@ const (
 )
 
 // awaitRelease waits, at most the release timeout, until the kernel has
-// freed the released namespaces, seen as their targets' veths gone, and
-// returns those it freed. A target still there is refused still_held,
-// with what holds its namespace when that can be seen.
-func (rm *remover) awaitRelease(ctx context.Context, ts []Target, released []*nsRelease, res []removal) (freed []*nsRelease) {
+// freed the released namespaces, and returns those it freed: freedNow
+// tells, each time it is asked, which of the waiting namespaces are freed
+// now (for a leftover, its veths are gone). The targets of a freed
+// namespace are deleted; a target still there at the end is refused
+// still_held, with what holds its namespace when that can be seen.
+func (rm *remover) awaitRelease(ctx context.Context, ts []Target, released []*nsRelease, res []removal,
+	freedNow func(waiting map[uint64]*nsRelease) []uint64) (freed []*nsRelease) {
 	waiting := map[uint64]*nsRelease{}
 	for _, n := range released {
 		waiting[n.inode] = n
@@ -294,14 +303,13 @@ func (rm *remover) awaitRelease(ctx context.Context, ts []Target, released []*ns
 	firstLook := start.Add(min(releaseFirstLook, rm.releaseTimeout))
 	looked := false
 	for poll := releasePoll; len(waiting) > 0; poll = min(2*poll, releasePollMax) {
-		links, err := rm.dump()
-		if err == nil {
-			for inode, n := range waiting {
-				if rm.freed(n, ts, links, res) {
-					delete(waiting, inode)
-					freed = append(freed, n)
-				}
+		for _, inode := range freedNow(waiting) {
+			n := waiting[inode]
+			for _, i := range n.targets {
+				res[i] = removal{Outcome: OutcomeDeleted, Method: MethodRelease, Released: n.pins}
 			}
+			delete(waiting, inode)
+			freed = append(freed, n)
 		}
 		now := time.Now()
 		last := now.After(deadline) || ctx.Err() != nil
@@ -317,16 +325,22 @@ func (rm *remover) awaitRelease(ctx context.Context, ts []Target, released []*ns
 	return freed
 }
 
-// freed reports whether every target of n is gone from links (the
-// kernel freed the namespace) and decides them deleted.
-func (rm *remover) freed(n *nsRelease, ts []Target, links []kernel.Link, res []removal) bool {
-	if slices.ContainsFunc(n.targets, func(i int) bool { return listed(links, ts[i]) }) {
-		return false
+// vethsGone is the freedNow of leftovers: the namespaces whose targets'
+// veths are all gone from a fresh link dump.
+func (rm *remover) vethsGone(ts []Target) func(waiting map[uint64]*nsRelease) []uint64 {
+	return func(waiting map[uint64]*nsRelease) []uint64 {
+		links, err := rm.dump()
+		if err != nil {
+			return nil
+		}
+		var freed []uint64
+		for inode, n := range waiting {
+			if !slices.ContainsFunc(n.targets, func(i int) bool { return listed(links, ts[i]) }) {
+				freed = append(freed, inode)
+			}
+		}
+		return freed
 	}
-	for _, i := range n.targets {
-		res[i] = removal{Outcome: OutcomeDeleted, Method: MethodRelease, Released: n.pins}
-	}
-	return true
 }
 
 // stillHeld decides the targets of the waiting namespaces that something
@@ -348,9 +362,13 @@ func (rm *remover) stillHeld(waiting map[uint64]*nsRelease, ts []Target, res []r
 			why = "held by " + describeHolders(hs)
 		}
 		for _, i := range n.targets {
+			whose := "of the peer of " + ts[i].Device
+			if ts[i].Index == 0 {
+				whose = "(leaked)"
+			}
 			res[i] = removal{Outcome: OutcomeHeld, Method: MethodRelease, Err: fmt.Errorf(
-				"released %s; namespace net:[%d] of the peer of %s is still alive %s later, %s: nothing else done",
-				strings.Join(n.pins, ","), inode, ts[i].Device, waited.Round(time.Millisecond), why)}
+				"released %s; namespace net:[%d] %s is still alive %s later, %s: nothing else done",
+				strings.Join(n.pins, ","), inode, whose, waited.Round(time.Millisecond), why)}
 		}
 		delete(waiting, inode)
 	}

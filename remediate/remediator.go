@@ -251,7 +251,7 @@ func (r *Remediator) record(q request, a Answer) Answer {
 	r.logger.Log(context.Background(), level, "remediation", "device", a.Device, "ifindex", a.Ifindex,
 		"result", a.Result, "reason", a.Reason, "detail", a.Detail, "fingerprint", q.Fingerprint)
 	if r.cfg.AuditFile != "" {
-		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, auditResult, q, a); err != nil {
+		if err := appendAudit(r.cfg.AuditFile, r.now(), r.cfg.Mode, r.cfg.AuditBy, auditResult, q, a); err != nil {
 			r.logger.Error("cannot write the remediation audit record", "file", r.cfg.AuditFile, "err", err)
 		}
 	}

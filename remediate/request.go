@@ -24,6 +24,9 @@ type request struct {
 	// LongLabel names a label of the alert whose name or value is longer
 	// than any alert of ours has; "" when none is.
 	LongLabel string
+	// Named: a human named the device (the clean command); there is no
+	// alert.
+	Named bool
 }
 
 // Device names a veth a human asked to remove (the clean command): by
@@ -76,7 +79,7 @@ func longLabel(labels map[string]string) string {
 func deviceRequests(devices []Device) []request {
 	reqs := make([]request, len(devices))
 	for i, d := range devices {
-		reqs[i] = request{Device: d.Name, Index: d.Index}
+		reqs[i] = request{Device: d.Name, Index: d.Index, Named: true}
 	}
 	return reqs
 }

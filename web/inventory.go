@@ -115,13 +115,19 @@ func OwnerText(v *inventory.Veth) string {
 	if o := v.Owner; o != nil {
 		return DescribeOwner(o)
 	}
-	if o := v.LastOwner; o != nil {
-		if !v.LastOwnerSeen.IsZero() {
-			return "was " + DescribeOwner(o) + ", seen " + v.LastOwnerSeen.UTC().Format(time.DateTime)
-		}
+	return LastOwnerText(v.LastOwner, v.LastOwnerSeen)
+}
+
+// LastOwnerText names a last owner, and when it was seen: "was pod
+// default/web, seen 2026-12-05 16:00:00"; "-" for none.
+func LastOwnerText(o *inventory.Owner, seen time.Time) string {
+	switch {
+	case o == nil:
+		return "-"
+	case seen.IsZero():
 		return "was " + DescribeOwner(o)
 	}
-	return "-"
+	return "was " + DescribeOwner(o) + ", seen " + seen.UTC().Format(time.DateTime)
 }
 
 // DescribeOwner names an owner the way an operator looks it up: a pod by

@@ -65,6 +65,7 @@ type evidence struct {
 type leakedRow struct {
 	Netns  string
 	Mounts []string
+	Owner  string
 }
 
 // newVethsHandler serves the human page of the inventory.
@@ -105,7 +106,8 @@ func newVethsHandler(cfg Config) http.HandlerFunc {
 		}
 		slices.Sort(data.Masters)
 		for _, n := range snap.LeakedNetns {
-			data.Leaked = append(data.Leaked, leakedRow{Netns: "net:[" + strconv.FormatUint(n.Inode, 10) + "]", Mounts: n.Mounts})
+			data.Leaked = append(data.Leaked, leakedRow{Netns: "net:[" + strconv.FormatUint(n.Inode, 10) + "]", Mounts: n.Mounts,
+				Owner: LastOwnerText(n.LastOwner, n.LastOwnerSeen)})
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if err := vethsPage.Execute(w, data); err != nil {

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +28,13 @@ func clean(t testing.TB, args ...string) (string, int) {
 }
 
 // cleanOutputs runs `veth_exporter clean` and returns both its outputs.
+// Unless a test asks for a settle time, clean has none, as the exporter
+// that records the orphans ([startExporter]).
 func cleanOutputs(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--inventory.settle-time=") }) {
+		args = append([]string{"--inventory.settle-time=0s"}, args...)
+	}
 	return cleanBy(t, exporterBinary(t), args...)
 }
 
@@ -35,7 +42,12 @@ func cleanOutputs(t testing.TB, args ...string) (stdout, stderr string, code int
 // build of it.
 func cleanBy(t testing.TB, path string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(path, append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...)
+	return runCommand(t, exec.Command(path, append([]string{"clean", "--inventory.trust-pid-namespace"}, args...)...))
+}
+
+// runCommand runs cmd and returns both its outputs and its exit code.
+func runCommand(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -45,7 +57,7 @@ func cleanBy(t testing.TB, path string, args ...string) (stdout, stderr string, 
 	case errors.As(err, &exit):
 		code = exit.ExitCode()
 	default:
-		t.Fatalf("clean: %v", err)
+		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
 	}
 	return out.String(), errOut.String(), code
 }
@@ -91,8 +103,8 @@ func TestClean(t *testing.T) {
 		t.Errorf("clean vc1 with the default min-age: exit %d\n%s\nwant 1 and orphan_too_young", code, out)
 	}
 	// A typo is not a success.
-	if out, code := clean(t, append(gates, "vethnope")...); code != 1 || row(out, "vethnope") == nil || row(out, "vethnope")[2] != "not_found" {
-		t.Errorf("clean vethnope: exit %d\n%s\nwant 1 and not_found", code, out)
+	if out, code := clean(t, append(gates, "vethnope")...); code != 1 || row(out, "vethnope") == nil || row(out, "vethnope")[2] != "not_found" || row(out, "vethnope")[1] != "-" {
+		t.Errorf("clean vethnope: exit %d\n%s\nwant 1 and not_found, with no ifindex (-)", code, out)
 	}
 	vc1 := ifindexOf(t, "vc1")
 	stdout, stderr, code := cleanOutputs(t, state, "--remediation.max-orphan-ratio=1", "--min-age=0s", "vc1")
@@ -133,6 +145,128 @@ func TestCleanStaleState(t *testing.T) {
 	}
 	if _, err := os.Stat("/sys/class/net/vs1"); err != nil {
 		t.Error("vs1 was deleted on a stale record")
+	}
+}
+
+// TestCleanSettling: a leftover the running exporter recorded orphaned a
+// moment ago, less than its settle time, is unknown/settling on its
+// /metrics; clean refuses it whatever --min-age, and says so, until the
+// settle time has passed; then it removes it.
+func TestCleanSettling(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vselive", "vsettle")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	e := startExporter(t, "--state.path="+statePath, "--inventory.settle-time=3s")
+	wantSample(t, e.scrape(t), verdictSeries("vsettle", "unknown", "settling"), 1)
+	flags := []string{"--state.path=" + statePath, "--min-age=0s", "--inventory.settle-time=3s"}
+	out, code := clean(t, append(flags, "vsettle")...)
+	if r := row(out, "vsettle"); code != 1 || r == nil || r[3] != "not_orphaned" || !strings.Contains(out, "less than the settle time (--inventory.settle-time)") {
+		t.Errorf("clean --min-age=0s vsettle while it settles: exit %d\n%s\nwant 1, not_orphaned, still settling", code, out)
+	}
+	_, stderr, code := cleanOutputs(t, append(flags, "--all-orphans")...)
+	if code != 0 || !strings.Contains(stderr, "1 veth skipped: unknown (settling): looked orphaned for less than --inventory.settle-time=3s") {
+		t.Errorf("clean --all-orphans while vsettle settles: exit %d\n%s\nwant 0 and the settling veth named as skipped", code, stderr)
+	}
+	if !netnstest.LinkExists("vsettle") {
+		t.Fatal("vsettle was removed while it settled")
+	}
+	e.scrapeUntil(t, "vsettle orphaned", func(m string) bool {
+		v, ok := sample(m, verdictSeries("vsettle", "orphaned", "netns_empty"))
+		return ok && v == 1
+	})
+	if out, code := clean(t, append(flags, "vsettle")...); code != 0 || row(out, "vsettle") == nil || row(out, "vsettle")[2] != "deleted" {
+		t.Errorf("clean --min-age=0s vsettle after the settle time: exit %d\n%s\nwant 0 and deleted", code, out)
+	}
+}
+
+// TestCleanAllOrphansSaysWhatItSkips: --all-orphans takes the orphans of
+// the allowed reasons and says on standard error which others it
+// skipped, and the flag that would take them.
+func TestCleanAllOrphansSaysWhatItSkips(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vsklive", "vsk1")
+	netnstest.HostPair(t, "vskpairA", "vskpairB")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	stdout, stderr, code := cleanOutputs(t, "--state.path="+statePath, "--min-age=0s", "--dry-run", "--all-orphans")
+	want := "2 orphans skipped: peer_on_host (not in --remediation.reasons; add --remediation.reasons=netns_empty,peer_on_host)"
+	if code != 0 || row(stdout, "vsk1") == nil || row(stdout, "vskpairA") != nil || !strings.Contains(stderr, want) {
+		t.Errorf("clean --all-orphans: exit %d\n%s%s\nwant 0, vsk1 in the table and on standard error %q", code, stdout, stderr, want)
+	}
+}
+
+// TestCleanBlind: a clean that cannot see every process says so and what
+// would let it: --all-orphans exits 1 instead of reporting nothing to do,
+// and a named leftover is refused naming what the inventory misses.
+func TestCleanBlind(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vbllive", "vbl1")
+	bin := exporterBinary(t)
+	// nobody must be able to execute the binary and read the state file
+	// in their temporary directories.
+	dir := t.TempDir()
+	statePath := filepath.Join(dir, "state.json")
+	recordOrphans(t, statePath)
+	for path, mode := range map[string]os.FileMode{filepath.Dir(bin): 0o755, filepath.Dir(dir): 0o755, dir: 0o755, statePath: 0o644} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	for _, tt := range []struct {
+		name  string
+		trust bool
+		attr  *syscall.SysProcAttr
+		// missing is what the inventory says it cannot see; hint what
+		// clean says would help.
+		missing, hint string
+	}{
+		{"as nobody", true, nobody, "not running as root", "run clean as root"},
+		{"outside the host's PID namespace", false, nil, "is not the host's PID namespace", "say so with --inventory.trust-pid-namespace"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			run := func(args ...string) (string, string, int) {
+				flags := []string{"clean", "--inventory.settle-time=0s", "--state.path=" + statePath, "--min-age=0s"}
+				if tt.trust {
+					flags = append(flags, "--inventory.trust-pid-namespace")
+				}
+				cmd := exec.Command(bin, append(flags, args...)...)
+				cmd.SysProcAttr = tt.attr
+				return runCommand(t, cmd)
+			}
+			stdout, stderr, code := run("--all-orphans")
+			if code != 1 || !strings.Contains(stderr, tt.missing) || !strings.Contains(stderr, tt.hint) || strings.Contains(stderr, "0 veths") {
+				t.Errorf("clean --all-orphans: exit %d\n%s%s\nwant 1, naming %q and %q", code, stdout, stderr, tt.missing, tt.hint)
+			}
+			stdout, stderr, code = run("vbl1")
+			if r := row(stdout, "vbl1"); code != 1 || r == nil || r[3] != "not_orphaned" || !strings.Contains(stdout, tt.missing) || !strings.Contains(stderr, tt.hint) {
+				t.Errorf("clean vbl1: exit %d\n%s%s\nwant 1, not_orphaned naming %q, and %q", code, stdout, stderr, tt.missing, tt.hint)
+			}
+			if !netnstest.LinkExists("vbl1") {
+				t.Fatal("vbl1 was removed on a partial view")
+			}
+		})
+	}
+}
+
+// TestCleanRatioGuard: when most of the node's veths look orphaned, clean
+// refuses, saying how many of how many, which runtime resolvers answered,
+// and the --remediation.max-orphan-ratio that lets them through; with it
+// they go.
+func TestCleanRatioGuard(t *testing.T) {
+	netnstest.Require(t)
+	remediationFixture(t, "vrglive", "vrg1", "vrg2", "vrg3", "vrg4")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	recordOrphans(t, statePath)
+	out, code := clean(t, "--state.path="+statePath, "--min-age=0s", "vrg1")
+	for _, want := range []string{"4 of 5 veths look orphaned (4 netns_empty)", "more than --remediation.max-orphan-ratio=0.5",
+		"no runtime resolver is on", "--remediation.max-orphan-ratio=0.8 lets them through"} {
+		if r := row(out, "vrg1"); code != 1 || r == nil || r[3] != "too_many_orphans" || !strings.Contains(out, want) {
+			t.Errorf("clean vrg1 with 4 of 5 veths orphaned: exit %d\n%s\nwant 1 and too_many_orphans naming %q", code, out, want)
+		}
+	}
+	if out, code := clean(t, "--state.path="+statePath, "--min-age=0s", "--remediation.max-orphan-ratio=0.8", "vrg1"); code != 0 || row(out, "vrg1") == nil || row(out, "vrg1")[2] != "deleted" {
+		t.Errorf("clean vrg1 with the ratio the refusal named: exit %d\n%s\nwant 0 and deleted", code, out)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 // command.
 type gateFlags struct {
 	minAge         time.Duration
+	minAgeSet      bool
 	reasons        []string
 	masterInclude  string
 	deviceExclude  string
@@ -41,7 +41,7 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 	if !forAlerts {
 		minAge = "An orphan is removed only when the exporter's state file has recorded it orphaned at least this long."
 	}
-	c.Flag("remediation.min-age", minAge).Default("15m").DurationVar(&g.minAge)
+	c.Flag("remediation.min-age", minAge).Default("15m").IsSetByUser(&g.minAgeSet).DurationVar(&g.minAge)
 	c.Flag("remediation.reasons", "Orphan reasons remediation may act on, comma-separated or repeated ("+strings.Trim(fmt.Sprint(inventory.OrphanReasons), "[]")+").").
 		Default(string(inventory.ReasonNetnsEmpty)).StringsVar(&g.reasons)
 	c.Flag("remediation.master-include", "Regexp (whole name) the master bridge of a veth must match to be removed; \"\" is no master. "+
@@ -69,26 +69,33 @@ func (g *gateFlags) registerFor(c flagGroup, forAlerts bool) {
 }
 
 // config returns the gates' settings; inv says where the host's
-// filesystems are and how fresh the exporter's history must be.
+// filesystems are, how fresh the exporter's history must be and, once
+// opened, which runtime resolvers are on.
 func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.Config, error) {
 	cfg := remediate.Config{
 		Mode: mode, MinAge: g.minAge, MaxPerRequest: g.maxPerRequest, MaxPerHour: g.maxPerHour,
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
 		Method: remediate.Method(g.method), ReleaseTimeout: g.releaseTimeout, NetnsDirs: netnsDirs(),
-		Paths: inv.paths, MaxStateGap: inv.maxGap,
+		Paths: inv.paths, MaxStateGap: inv.maxGap, Resolvers: inv.opened,
 	}
 	var err error
 	if cfg.Reasons, err = remediate.ParseReasons(g.reasons); err != nil {
 		return cfg, fmt.Errorf("--remediation.reasons: %w", err)
 	}
-	if cfg.MasterInclude, err = regexp.Compile("^(?:" + g.masterInclude + ")$"); err != nil {
-		return cfg, fmt.Errorf("--remediation.master-include: %w", err)
+	if cfg.MasterInclude, err = wholeName("remediation.master-include", g.masterInclude); err != nil {
+		return cfg, err
 	}
 	if cfg.DeviceExclude, err = compileOptional("remediation.device-exclude", g.deviceExclude); err != nil {
 		return cfg, err
 	}
 	if !slices.Contains(remediate.Methods, remediate.Method(g.method)) {
 		return cfg, fmt.Errorf("--remediation.method: %q is not auto, release or delete", g.method)
+	}
+	if g.minAge < 0 {
+		return cfg, fmt.Errorf("--remediation.min-age: %v is negative", g.minAge)
+	}
+	if g.maxPerRequest < 0 || g.maxPerHour < 0 {
+		return cfg, fmt.Errorf("--remediation.max-per-request and --remediation.max-per-hour must not be negative, not %d and %d", g.maxPerRequest, g.maxPerHour)
 	}
 	if g.releaseTimeout <= 0 {
 		return cfg, fmt.Errorf("--remediation.release-timeout: %v is not positive", g.releaseTimeout)

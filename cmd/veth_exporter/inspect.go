@@ -71,7 +71,7 @@ func writeTable(w io.Writer, snap *inventory.Snapshot, sysfs string) {
 	if len(snap.LeakedNetns) > 0 {
 		fmt.Fprintf(w, "\nLEAKED NETNS (held only by a mount: no process, no veth)\n")
 		for _, n := range snap.LeakedNetns {
-			fmt.Fprintf(w, "net:[%d]  %s\n", n.Inode, strings.Join(n.Mounts, ","))
+			fmt.Fprintf(w, "net:[%d]  %s  %s\n", n.Inode, strings.Join(n.Mounts, ","), web.LastOwnerText(n.LastOwner, n.LastOwnerSeen))
 		}
 	}
 }

@@ -38,6 +38,9 @@ type inventoryFlags struct {
 
 	cniConfDir  string
 	cniCacheDir string
+
+	// opened names the runtime resolvers that open turned on.
+	opened []string
 }
 
 // runtimeFlags are the flags of one registered runtime resolver.
@@ -92,6 +95,15 @@ func (r *runtimeFlags) register(app *kingpin.Application, reg inventory.Registra
 	app.Flag(reg.Name+".timeout", reg.TimeoutHelp).Default(reg.Timeout.String()).DurationVar(&r.timeout)
 }
 
+// settleTimeFlag registers --inventory.settle-time on a command that
+// gives verdicts over time (serve) or acts on them (clean), with more
+// help for that command.
+func settleTimeFlag(c *kingpin.CmdClause, more string, d *time.Duration) {
+	c.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
+		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment."+more).
+		Default("30s").DurationVar(d)
+}
+
 // defaultAddress is reg's default address: its environment variable's
 // value when set, else the first of its addresses whose socket exists,
 // else the first.
@@ -112,12 +124,21 @@ func defaultAddress(reg inventory.Registration) string {
 	return reg.Addresses[0]
 }
 
-// open builds the inventory these flags describe. A read-only state is
-// loaded but never written. The runtime resolvers it returns are the
+// open builds the inventory these flags describe, and records which
+// runtime resolvers it turned on (for the gates' config). A read-only
+// state is loaded but never written. The runtime resolvers it returns are the
 // caller's to Start and Close.
 func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, []inventory.Resolver, error) {
 	if f.maxGap <= 0 {
 		return nil, nil, fmt.Errorf("--state.max-gap must be positive, not %s", f.maxGap)
+	}
+	if settle < 0 {
+		return nil, nil, fmt.Errorf("--inventory.settle-time must not be negative, not %s", settle)
+	}
+	for _, r := range f.runtimes {
+		if r.timeout <= 0 {
+			return nil, nil, fmt.Errorf("--%s.timeout must be positive, not %s", r.reg.Name, r.timeout)
+		}
 	}
 	infra, err := inventory.NewInfrastructure(append(append([]string{}, inventory.DefaultInfrastructurePatterns...), f.infrastructure...))
 	if err != nil {
@@ -133,6 +154,10 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 	resolvers, setups, err := f.resolvers(logger, level)
 	if err != nil {
 		return nil, nil, err
+	}
+	f.opened = nil
+	for _, r := range resolvers {
+		f.opened = append(f.opened, r.Step())
 	}
 	var cgroups []inventory.CgroupNaming
 	for _, reg := range runtimes {
@@ -257,15 +282,21 @@ func netnsDirs() []string {
 	return dirs
 }
 
+// compileOptional is [wholeName] of a flag whose "" means none.
 func compileOptional(flag, expr string) (*regexp.Regexp, error) {
 	if expr == "" {
 		return nil, nil
 	}
-	re, err := regexp.Compile("^(?:" + expr + ")$")
-	if err != nil {
+	return wholeName(flag, expr)
+}
+
+// wholeName compiles the regexp of the flag to match whole names; an
+// error shows the pattern as the operator wrote it.
+func wholeName(flag, expr string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(expr); err != nil {
 		return nil, fmt.Errorf("--%s: %w", flag, err)
 	}
-	return re, nil
+	return regexp.Compile("^(?:" + expr + ")$")
 }
 
 func main() {

@@ -398,6 +398,19 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"clean", "--all-orphans", "veth0"}, "not both"},
 		{[]string{"--state.max-gap=0s"}, "state.max-gap"},
 		{[]string{"inspect", "--state.max-gap=-1m"}, "state.max-gap"},
+		{[]string{"--remediation.min-age=-5m"}, "--remediation.min-age: -5m0s is negative"},
+		{[]string{"clean", "--all-orphans", "--remediation.min-age=-5m"}, "--remediation.min-age: -5m0s is negative"},
+		{[]string{"clean", "--all-orphans", "--min-age=-5m"}, "--min-age: -5m0s is negative"},
+		// One min-age: --min-age only spells it shorter.
+		{[]string{"clean", "--all-orphans", "--min-age=0s", "--remediation.min-age=15m"}, "give one of them"},
+		{[]string{"--inventory.settle-time=-1s"}, "--inventory.settle-time must not be negative"},
+		{[]string{"clean", "--all-orphans", "--inventory.settle-time=-1s"}, "--inventory.settle-time must not be negative"},
+		{[]string{"--docker.timeout=0s"}, "--docker.timeout must be positive"},
+		{[]string{"clean", "--all-orphans", "--remediation.max-per-request=-1"}, "remediation.max-per-request"},
+		{[]string{"--remediation.max-per-hour=-1"}, "remediation.max-per-hour"},
+		// The pattern as the operator wrote it, not as it is compiled.
+		{[]string{"--collector.veth.device-include=a("}, "missing closing ): `a(`"},
+		{[]string{"clean", "--all-orphans", "--remediation.master-include=docker0|("}, "missing closing ): `docker0|(`"},
 	} {
 		out, err := exec.Command(exporterBinary(t), tt.args...).CombinedOutput()
 		var exit *exec.ExitError

@@ -25,6 +25,10 @@ type webhookFlags struct {
 	users         []string
 }
 
+// auditFollowInterval is how often serve reads the clean command's
+// answers from the audit file.
+const auditFollowInterval = 5 * time.Second
+
 // remediationTimeout bounds one webhook request, well under
 // Alertmanager's own timeout; the server's write timeout must exceed it.
 const remediationTimeout = 8 * time.Second
@@ -68,6 +72,9 @@ func (f *webhookFlags) build(inv *inventory.Inventory, invFlags *inventoryFlags,
 	// The metrics show even with remediation off: veth_remediation_capable
 	// tells whether it could be turned on.
 	metrics := remediate.NewMetrics(reg, remediate.CanAdminNetwork)
+	// The clean command's answers, from the audit file they share.
+	metrics.FollowAudit(cfg.AuditFile, auditFollowInterval)
+	cfg.AuditBy = remediate.AuditByWebhook
 	if mode == remediate.ModeOff {
 		return nil, nil, nil
 	}

@@ -34,6 +34,8 @@ type serveCommand struct {
 	include       string
 	exclude       string
 	settle        time.Duration
+	observe       time.Duration
+	observeSet    bool
 	timeouts      serverTimeouts
 	remediation   webhookFlags
 }
@@ -84,9 +86,11 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 		Default("10").IntVar(&c.maxRequests)
 	c.cmd.Flag("collector.veth.per-device", "Expose the per-veth series (veth_info, veth_verdict_info, …); with --no-collector.veth.per-device only the counts by master and verdict.").
 		Default("true").BoolVar(&c.perDevice)
-	c.cmd.Flag("inventory.settle-time", "How long a veth must look orphaned before it is called orphaned; until then it is unknown, reason settling. "+
-		"Runtimes build and tear down container networks in steps that each look like a leftover for a moment.").
-		Default("30s").DurationVar(&c.settle)
+	settleTimeFlag(c.cmd, "", &c.settle)
+	c.cmd.Flag("inventory.observe-interval", "Take an inventory this often even when nobody scrapes, so that the state file (first-seen and "+
+		"orphaned-since times, what clean proves its removals with) stays fresh on a node without Prometheus; 0: only scrapes and the webhook observe. "+
+		"Must be shorter than --state.max-gap; by default a quarter of it when that is less than 1m.").
+		Default("1m").IsSetByUser(&c.observeSet).DurationVar(&c.observe)
 	c.timeouts.register(c.cmd)
 	c.remediation.register(c.cmd)
 	c.cmd.Flag("collector.veth.device-include", "Regexp (whole name) of devices whose per-veth series are exposed.").
@@ -114,6 +118,7 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 	logger.Info("Starting "+name, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
 	ready := firstInventory(inv, logger)
+	go observe(inv, c.observe, logger)
 
 	handler, code := c.handler(inv, include, exclude, ready, logger)
 	if handler == nil {
@@ -145,7 +150,30 @@ func (c *serveCommand) checkFlags() (include, exclude *regexp.Regexp, err error)
 	if err := c.timeouts.check(remediate.Mode(c.remediation.mode) != remediate.ModeOff); err != nil {
 		return nil, nil, err
 	}
+	if !c.observeSet && c.inv.maxGap > 0 {
+		c.observe = min(c.observe, c.inv.maxGap/4)
+	}
+	if c.observe < 0 || (c.observe > 0 && c.observe >= c.inv.maxGap) {
+		return nil, nil, fmt.Errorf("--inventory.observe-interval: %s is not in [0, --state.max-gap %s): the state file would go stale between observations",
+			c.observe, c.inv.maxGap)
+	}
 	return include, exclude, nil
+}
+
+// observe takes an inventory every interval, as a scrape would (a scrape
+// in flight shares its build), so that the history and its state file are
+// refreshed on a node nobody scrapes. It runs until the process ends.
+func observe(inv *inventory.Inventory, interval time.Duration, logger *slog.Logger) {
+	if interval <= 0 {
+		return
+	}
+	for range time.Tick(interval) {
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		if _, err := inv.Snapshot(ctx); err != nil {
+			logger.Warn("observation failed", "err", err)
+		}
+		cancel()
+	}
 }
 
 // firstInventory takes the first snapshot in the background and returns

@@ -270,7 +270,7 @@ func recordOrphans(t *testing.T, caps []string, stateDir, bin string) {
 func cleanAsUnit(t *testing.T, caps []string, stateDir, bin, method, device string) (row []string, out string, code int) {
 	t.Helper()
 	cmd := asUnit(caps, stateDir, bin, append([]string{"clean", "--state.path=" + filepath.Join(stateDir, "state.json"),
-		"--min-age=0s", "--remediation.max-orphan-ratio=1", "--remediation.method=" + method}, append(fixtureFlags, device)...)...)
+		"--min-age=0s", "--inventory.settle-time=0s", "--remediation.max-orphan-ratio=1", "--remediation.method=" + method}, append(fixtureFlags, device)...)...)
 	b, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	switch {
