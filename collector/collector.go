@@ -70,6 +70,8 @@ const (
 	helpStageDuration = "Duration of each stage of the inventory in this scrape."
 	helpStageSuccess  = "Whether each stage of the inventory succeeded in this scrape."
 	helpLeakedNetns   = "Network namespaces held only by a mount: no process in them and no host veth leading into them."
+	helpResolver      = "Whether each registered runtime resolver runs (1) or is off (0: no socket at its address at start-up, or --no-collector.<resolver>); while it is off, namespaces pinned where its runtime pins them are unknown, reason resolver_off."
+	helpPartialView   = "Whether the inventory could not see every process that can hold a network namespace (not root, unreadable processes, not the host's PID namespace): 1 means no veth with a peer in another namespace can be called orphaned."
 )
 
 // Collector is a prometheus.Gatherer over inventory snapshots.
@@ -123,6 +125,11 @@ func (c *Collector) build(text bool) *builder {
 		b.gauge(duration, st.Duration.Seconds(), stage)
 		b.gauge(success, boolValue(st.Err == nil), stage)
 	}
+	resolvers := slices.SortedFunc(slices.Values(snap.Resolvers), func(a, b inventory.RuntimeSetup) int { return strings.Compare(a.Name, b.Name) })
+	enabled := b.family("veth_resolver_enabled", helpResolver, len(resolvers))
+	for _, r := range resolvers {
+		b.gauge(enabled, boolValue(r.Enabled), b.label("resolver", r.Name))
+	}
 	// Each runtime resolver exposes what only it knows. Its request
 	// counters are there even when the snapshot failed; a failed snapshot
 	// has no veths for its other families to describe.
@@ -131,6 +138,7 @@ func (c *Collector) build(text bool) *builder {
 	}
 	if err == nil {
 		b.counts(snap.Veths)
+		b.gauge(b.family("veth_inventory_partial_view", helpPartialView, 1), boolValue(snap.PartialView))
 		if snap.LeakedNetns != nil {
 			b.gauge(b.family("veth_leaked_netns", helpLeakedNetns, 1), float64(len(snap.LeakedNetns)))
 		}

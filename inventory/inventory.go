@@ -83,6 +83,11 @@ const (
 	// cannot be asked: a namespace a crashed daemon left looks empty until
 	// it restarts and cleans up.
 	ReasonResolverDown Reason = "resolver_down"
+	// ReasonResolverOff: the namespace is pinned where a runtime pins its
+	// namespaces (see [NetnsPin]) and that runtime's resolver is off (no
+	// socket at its address at start-up, or turned off by flag): only the
+	// runtime can tell a sandbox it will clean up or reuse from a leftover.
+	ReasonResolverOff Reason = "resolver_off"
 )
 
 // OwnerKind says what kind of thing owns a veth's peer namespace.
@@ -224,6 +229,13 @@ type Snapshot struct {
 	// failure as an orphaned veth, one step earlier or later. Nil on a
 	// partial view, where "no process" is not proved.
 	LeakedNetns []*Namespace `json:"leaked_netns"`
+	// PartialView: the snapshot could not see every process that can
+	// hold a namespace (not root, processes whose namespace is
+	// unreadable, not the host's PID namespace); Warnings say why. No
+	// veth whose peer is in another namespace is orphaned on it.
+	PartialView bool `json:"partial_view"`
+	// Resolvers are the registered runtime resolvers, on or off, and why.
+	Resolvers []RuntimeSetup `json:"resolvers,omitempty"`
 	// HistoryObserved is when the history behind this snapshot's
 	// first-seen and orphaned-since times was last refreshed before this
 	// snapshot: with a writable state the previous observation, with a

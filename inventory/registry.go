@@ -2,6 +2,8 @@ package inventory
 
 import (
 	"log/slog"
+	"path"
+	"regexp"
 	"time"
 )
 
@@ -36,6 +38,10 @@ type Registration struct {
 	// mountinfo shows them: a leftover's pin there is the runtime's, which
 	// remediation may release.
 	NetnsDirs []string
+	// Pins are the nsfs mounts by which the runtime's namespaces are known
+	// whether or not its resolver runs: while it does not, a namespace
+	// pinned there is the runtime's to decide (resolver_off).
+	Pins []NetnsPin
 	// Cgroups are how the runtime names its containers' cgroups, read
 	// whether or not the resolver runs.
 	Cgroups []CgroupNaming
@@ -53,4 +59,41 @@ type ResolverOptions struct {
 	// Autodetected: the resolver runs because its socket exists, not
 	// because a flag asked for it.
 	Autodetected bool
+}
+
+// UUIDPattern matches a UUID as runtimes write it in the names of their
+// namespace pins (lower-case hex, 8-4-4-4-12), for [NetnsPin.Name].
+const UUIDPattern = `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`
+
+// NetnsPin is how a runtime pins its namespaces with nsfs mounts: in Dir,
+// as mountinfo shows it (/run, not /var/run), under the base names Name
+// matches (anchor it: ^…$), or under any name when Name is nil. A
+// directory that only the runtime uses (Docker's /run/docker/netns) needs
+// no Name. One it shares with `ip netns` and other runtimes (/run/netns)
+// does: there the runtime's naming is the only sign that a pin is its
+// (containerd's cni-<uuid>, Podman's netns-<uuid>), and a pin no runtime's
+// naming matches is nobody's to decide but the evidence's.
+type NetnsPin struct {
+	Dir  string
+	Name *regexp.Regexp
+}
+
+// Pins reports whether the nsfs mount at mount is one of p's.
+func (p NetnsPin) Pins(mount string) bool {
+	return path.Dir(mount) == p.Dir && (p.Name == nil || p.Name.MatchString(path.Base(mount)))
+}
+
+// RuntimeSetup is one registered runtime resolver as the command set it
+// up: whether it runs, why, and where its runtime pins namespaces.
+type RuntimeSetup struct {
+	// Name is the registration's.
+	Name string `json:"name"`
+	// Enabled: the resolver runs, as one of [Config.Resolvers]. Whether
+	// its runtime answers is its step's success.
+	Enabled bool `json:"enabled"`
+	// Why says why the resolver is on or off, for people: "socket missing
+	// at /var/run/docker.sock", "off by --no-collector.docker".
+	Why string `json:"why"`
+	// Pins are the registration's.
+	Pins []NetnsPin `json:"-"`
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -154,5 +155,34 @@ func TestSnapshotAfterPanickingClaim(t *testing.T) {
 	}
 	if s.Veth("vpanic") == nil {
 		t.Error("the snapshot after a panicked one lacks vpanic")
+	}
+}
+
+// TestNetnsPin: a pin in a directory only a runtime uses is the
+// runtime's whatever its name; in one shared with `ip netns`, only a name
+// in the runtime's naming is.
+func TestNetnsPin(t *testing.T) {
+	own := NetnsPin{Dir: "/run/docker/netns"}
+	shared := NetnsPin{Dir: "/run/netns", Name: regexp.MustCompile(`^netns-` + UUIDPattern + `$`)}
+	tests := []struct {
+		pin   NetnsPin
+		mount string
+		want  bool
+	}{
+		{own, "/run/docker/netns/1f2e3d4c5b6a", true},
+		{own, "/run/docker/netns/default", true},
+		{own, "/run/docker/netns", false},
+		{own, "/run/docker/netns/x/y", false},
+		{own, "/run/netns/1f2e3d4c5b6a", false},
+		{shared, "/run/netns/netns-0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", true},
+		{shared, "/run/netns/netns-leak", false},
+		{shared, "/run/netns/cni-0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", false},
+		{shared, "/run/netns/x-netns-0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", false},
+		{shared, "/run/netns/mine", false},
+	}
+	for _, tt := range tests {
+		if got := tt.pin.Pins(tt.mount); got != tt.want {
+			t.Errorf("%+v.Pins(%q) = %v, want %v", tt.pin, tt.mount, got, tt.want)
+		}
 	}
 }

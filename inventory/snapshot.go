@@ -28,6 +28,10 @@ type Config struct {
 	// snapshot's namespaces; the first of equally strong claims wins.
 	// They are the caller's to Start and Close.
 	Resolvers []Resolver
+	// Runtimes are every registered runtime resolver, on or off: a
+	// namespace pinned where a runtime whose resolver is off pins them is
+	// unknown (resolver_off), and each is listed in [Snapshot.Resolvers].
+	Runtimes []RuntimeSetup
 	// Annotators read what the node keeps beside its runtimes (the CNI's
 	// files) for each snapshot.
 	Annotators []Annotator
@@ -203,7 +207,7 @@ func (inv *Inventory) start(ctx context.Context) *build {
 // process (see [Inventory.accounted]); otherwise every process's
 // namespace is read ([Inventory.scan]).
 func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
-	s := &Snapshot{Taken: inv.cfg.Now()}
+	s := &Snapshot{Taken: inv.cfg.Now(), Resolvers: inv.cfg.Runtimes}
 	// What the node keeps beside its runtimes, beside everything else.
 	annotated := inv.annotate()
 	runtimes, cancel := inv.askRuntimes(ctx)
@@ -229,8 +233,9 @@ func (inv *Inventory) take(ctx context.Context) (*Snapshot, error) {
 		return s, f.linksErr
 	}
 	ns := inv.attachVeths(s, f, !ok)
+	s.PartialView = len(ns.partial) > 0
 	start := time.Now()
-	obs, err := inv.judge(s, len(ns.partial) > 0, runtimes, annotations)
+	obs, err := inv.judge(s, s.PartialView, runtimes, annotations)
 	s.HistoryObserved, s.Gone, s.HistoryUnreadable = obs.historyObserved, obs.gone, obs.unreadable
 	s.addViews(annotations)
 	s.step(StepState, time.Since(start), err)
@@ -305,7 +310,10 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 				claims = append(claims, a.observation.Claim(a.ctx, v))
 			}
 		}
-		e := evidence{infrastructure: inv.cfg.Infrastructure.Matches(v), partialView: partialView, runtime: weigh(v, claims)}
+		e := evidence{
+			infrastructure: inv.cfg.Infrastructure.Matches(v), partialView: partialView,
+			runtime: weigh(v, claims), unasked: inv.pinnedUnasked(v),
+		}
 		v.Verdict, v.Reason = decide(v, e)
 		for _, a := range annotations {
 			if a.annotation != nil {
@@ -317,6 +325,27 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 	history.nameLeaked(s.LeakedNetns)
 	history.recordLeaked(s.LeakedNetns)
 	return history.end()
+}
+
+// pinnedUnasked reports whether v's peer namespace is pinned where a
+// runtime whose resolver is off pins its namespaces.
+func (inv *Inventory) pinnedUnasked(v *Veth) bool {
+	if v.PeerNetns == nil {
+		return false
+	}
+	for _, r := range inv.cfg.Runtimes {
+		if r.Enabled {
+			continue
+		}
+		for _, pin := range r.Pins {
+			for _, m := range v.PeerNetns.Mounts {
+				if pin.Pins(m) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // askRuntimes observes every resolver at once, each under its own

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -848,5 +849,61 @@ func TestLeakedSince(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(extra, unix.MNT_DETACH) })
 	if moved, taken := leakedAt(inv); !moved.Equal(taken) {
 		t.Errorf("after another mount: leaked since %v, want a new start %v", moved, taken)
+	}
+}
+
+// TestSnapshotResolverOff: while a runtime's resolver is off, a namespace
+// pinned where that runtime pins them is the runtime's to decide
+// (resolver_off), never netns_empty; in a directory shared with `ip
+// netns`, only a pin in the runtime's naming is. With the resolver on, the
+// same namespaces are left to the resolver and the evidence.
+func TestSnapshotResolverOff(t *testing.T) {
+	netnstest.Require(t)
+	const podmanPin = "netns-0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+	// Docker's pin as a crashed dockerd leaves it: a bind mount in its
+	// netns directory, no process in the namespace.
+	netnstest.NamedNetns(t, "dk")
+	netnstest.Veth(t, "vdocker", "dk", "")
+	if err := os.MkdirAll("/run/docker/netns", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/run/docker/netns/0123456789ab", nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", "/run/netns/dk", "/run/docker/netns/0123456789ab").CombinedOutput(); err != nil {
+		t.Fatalf("pin in Docker's directory: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command("umount", "/run/docker/netns/0123456789ab").Run()
+		os.RemoveAll("/run/docker")
+	})
+	netnstest.IP(t, "netns", "delete", "dk")
+	netnstest.NamedNetns(t, podmanPin)
+	netnstest.Veth(t, "vpodman", podmanPin, "")
+	netnstest.NamedNetns(t, "mine")
+	netnstest.Veth(t, "vmine", "mine", "")
+
+	runtimes := []RuntimeSetup{
+		{Name: "docker", Why: "off: no socket", Pins: []NetnsPin{{Dir: "/run/docker/netns"}}},
+		{Name: "podman", Why: "off by flag", Pins: []NetnsPin{{Dir: "/run/netns", Name: regexp.MustCompile(`^netns-` + UUIDPattern + `$`)}}},
+	}
+	inv := newTestInventory(t)
+	inv.cfg.Runtimes = runtimes
+	s := snapshot(t, inv)
+	wantVerdict(t, mustVeth(t, s, "vdocker"), Unknown, ReasonResolverOff)
+	wantVerdict(t, mustVeth(t, s, "vpodman"), Unknown, ReasonResolverOff)
+	wantVerdict(t, mustVeth(t, s, "vmine"), Orphaned, ReasonNetnsEmpty)
+	if len(s.Resolvers) != 2 || s.Resolvers[0].Name != "docker" || s.Resolvers[0].Enabled || s.Resolvers[1].Why != "off by flag" {
+		t.Errorf("Resolvers = %+v, want the two registered ones, off", s.Resolvers)
+	}
+
+	for i := range runtimes {
+		runtimes[i].Enabled = true
+	}
+	inv = newTestInventory(t)
+	inv.cfg.Runtimes = runtimes
+	s = snapshot(t, inv)
+	for _, name := range []string{"vdocker", "vpodman", "vmine"} {
+		wantVerdict(t, mustVeth(t, s, name), Orphaned, ReasonNetnsEmpty)
 	}
 }

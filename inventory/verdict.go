@@ -160,6 +160,9 @@ type evidence struct {
 	// partialView: some processes' namespaces could not be read.
 	partialView bool
 	runtime     RuntimeClaim
+	// unasked: the peer namespace is pinned where a runtime whose
+	// resolver is off pins its namespaces.
+	unasked bool
 }
 
 // decide returns the verdict of v from its peer namespace, its current and
@@ -173,6 +176,10 @@ func decide(v *Veth, e evidence) (Verdict, Reason) {
 		return Owned, ReasonInfrastructure
 	case v.PeerOnHost:
 		return Orphaned, ReasonPeerOnHost
+	case v.PeerNetns == nil && e.partialView:
+		// Not found where the exporter could not look: a process it may
+		// not read holds it, most likely (an exporter without root).
+		return Unknown, ReasonPartialView
 	case v.PeerNetns == nil:
 		return Unknown, ReasonNetnsNotFound
 	case e.runtime == RuntimeRunning:
@@ -194,6 +201,10 @@ func decide(v *Veth, e evidence) (Verdict, Reason) {
 		// A crashed runtime leaves its namespaces looking empty until it
 		// restarts and cleans them up: only the runtime can tell.
 		return Unknown, ReasonResolverDown
+	case e.unasked:
+		// The same namespace, its runtime not asked at all: looking empty
+		// proves as little as while it is down.
+		return Unknown, ReasonResolverOff
 	case v.PeerNetns.Empty() && len(v.PeerNetns.OtherLinks) > 0:
 		// No process, but interfaces that may carry live traffic (a
 		// router namespace): not a plain leftover.

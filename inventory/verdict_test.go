@@ -25,6 +25,9 @@ func TestDecide(t *testing.T) {
 		{"infrastructure pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true}, evidence{infrastructure: true}, Owned, ReasonInfrastructure},
 		{"infrastructure wins over an empty namespace", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{infrastructure: true}, Owned, ReasonInfrastructure},
 		{"namespace not found", Veth{PeerNetNSID: 7}, evidence{}, Unknown, ReasonNetnsNotFound},
+		// Without root the processes holding a container's namespace
+		// cannot be read: not found where the exporter could not look.
+		{"namespace not found in a partial view", Veth{PeerNetNSID: 7}, evidence{partialView: true}, Unknown, ReasonPartialView},
 		// The kernel reports nsid -1 for a peer namespace being destroyed;
 		// a host peer that does not point back is not proof either.
 		{"peer namespace without an id", Veth{PeerNetNSID: -1}, evidence{}, Unknown, ReasonNetnsNotFound},
@@ -50,6 +53,10 @@ func TestDecide(t *testing.T) {
 		{"runtime down, namespace empty", Veth{PeerNetNSID: 0, PeerNetns: empty, LastOwner: container}, evidence{runtime: RuntimeDown}, Unknown, ReasonResolverDown},
 		{"runtime down, container still running", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: container}, evidence{runtime: RuntimeDown}, Owned, ReasonContainer},
 		{"runtime down, stray process after the container", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: process, LastOwner: container}, evidence{runtime: RuntimeDown}, Unknown, ReasonResolverDown},
+		{"runtime not asked, pinned where it pins", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{unasked: true}, Unknown, ReasonResolverOff},
+		{"runtime not asked, container still running", Veth{PeerNetNSID: 1, PeerNetns: withProcess, Owner: container}, evidence{unasked: true}, Owned, ReasonContainer},
+		{"runtime not asked, another runtime runs it", Veth{PeerNetNSID: 0, PeerNetns: empty}, evidence{unasked: true, runtime: RuntimeRunning}, Owned, ReasonContainer},
+		{"runtime not asked, pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true}, evidence{unasked: true}, Orphaned, ReasonPeerOnHost},
 		{"runtime down, pair on the host", Veth{PeerNetNSID: -1, PeerOnHost: true}, evidence{runtime: RuntimeDown}, Orphaned, ReasonPeerOnHost},
 
 		// Processes not counted: only a running claim decides.

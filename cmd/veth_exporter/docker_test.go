@@ -422,3 +422,57 @@ func TestDockerImage(t *testing.T) {
 		t.Errorf("the image's verdicts miss the leaked veth or the web container:\n%s", got)
 	}
 }
+
+// TestDockerResolverOff: dockerd answers on a socket other than the
+// default, so the Docker resolver is off unless told where; the start-up
+// log says so and why, and veth_resolver_enabled{resolver="docker"} is 0.
+// After a crash the container's namespace is pinned in /run/docker/netns
+// with no process in it: only Docker can tell what it is, so the veth is
+// unknown / resolver_off, never orphaned. Exporters started then with the
+// socket named say the resolver is on but dockerd refuses, or that a flag
+// turned it off.
+func TestDockerResolverOff(t *testing.T) {
+	netnstest.Require(t)
+	t.Setenv("DOCKER_HOST", "")
+	d := dockertest.StartWith(t, dockertest.Options{DefaultExecRoot: true})
+	api := d.Run(t, "api")
+	dev := vethOf(t, d, api)
+	if key := d.SandboxKey(t, api); !strings.HasPrefix(key, "/run/docker/netns/") {
+		t.Fatalf("sandbox key %q, want one in /run/docker/netns", key)
+	}
+	off := startExporter(t, "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	on := dockerExporter(t, d)
+	for _, want := range []string{`msg="resolver off" resolver=docker`, `no socket at unix:///var/run/docker.sock`} {
+		if !strings.Contains(off.log.String(), want) {
+			t.Errorf("start-up log without %q:\n%s", want, off.log.String())
+		}
+	}
+	if want := `msg="resolver on" resolver=docker host=` + d.Host; !strings.Contains(on.log.String(), want) {
+		t.Errorf("start-up log without %q:\n%s", want, on.log.String())
+	}
+	m := off.scrape(t)
+	wantSample(t, m, `veth_resolver_enabled{resolver="docker"}`, 0)
+	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="container",verdict="owned"}`, dev), 1)
+	wantSample(t, on.scrape(t), `veth_resolver_enabled{resolver="docker"}`, 1)
+
+	d.Crash(t, api)
+	m = off.scrapeUntil(t, "the crashed container's namespace empty", func(m string) bool {
+		v, ok := sample(m, fmt.Sprintf(`veth_peer_netns_processes{device=%q}`, dev))
+		return ok && v == 0
+	})
+	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="resolver_off",verdict="unknown"}`, dev), 1)
+	wantSample(t, m, fmt.Sprintf(`veth_orphaned{device=%q}`, dev), 0)
+	m = on.scrapeUntil(t, "Docker down", dockerUp(0))
+	wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="resolver_down",verdict="unknown"}`, dev), 1)
+
+	refused := dockerExporter(t, d)
+	if want := "connection refused"; !strings.Contains(refused.log.String(), `msg="resolver on, runtime not answering" resolver=docker`) ||
+		!strings.Contains(refused.log.String(), want) {
+		t.Errorf("start-up log does not say dockerd refuses:\n%s", refused.log.String())
+	}
+	flagged := dockerExporter(t, d, "--no-collector.docker")
+	if want := `why="off by --no-collector.docker"`; !strings.Contains(flagged.log.String(), want) {
+		t.Errorf("start-up log without %q:\n%s", want, flagged.log.String())
+	}
+	wantSample(t, flagged.scrape(t), fmt.Sprintf(`veth_verdict_info{device=%q,reason="resolver_off",verdict="unknown"}`, dev), 1)
+}

@@ -146,7 +146,6 @@ func (b *syncBuffer) String() string {
 func startExporter(t testing.TB, args ...string) *exporter {
 	t.Helper()
 	addr := "127.0.0.1:" + freePort(t)
-	log := &syncBuffer{}
 	// The fixture's processes all live in the test's PID namespace.
 	flags := []string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--inventory.settle-time=") }) {
@@ -159,8 +158,16 @@ func startExporter(t testing.TB, args ...string) *exporter {
 		flags = append(flags, "--cni.conf-dir="+filepath.Join(t.TempDir(), "none"))
 	}
 	cmd := exec.Command(exporterBinary(t), append(flags, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return runExporter(t, cmd, addr)
+}
+
+// runExporter starts cmd, an exporter serving on addr, with its output
+// in its log, waits until it is ready, and stops it when the test ends.
+func runExporter(t testing.TB, cmd *exec.Cmd, addr string) *exporter {
+	t.Helper()
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +175,17 @@ func startExporter(t testing.TB, args ...string) *exporter {
 	t.Cleanup(func() { e.stop(t) })
 	waitReady(t, e.url, log.String)
 	return e
+}
+
+// nobodyBinary returns the exporter binary, made executable by nobody
+// (its temporary directory is root's alone).
+func nobodyBinary(t testing.TB) string {
+	t.Helper()
+	bin := exporterBinary(t)
+	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.

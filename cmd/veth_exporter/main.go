@@ -4,8 +4,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"regexp"
 	"slices"
@@ -146,7 +148,14 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 	if err != nil {
 		return nil, nil, err
 	}
-	resolvers, err := f.resolvers(logger)
+	// serve (the one that writes the state) says at INFO which resolvers
+	// run and why; inspect and clean answer on their output, and say it at
+	// DEBUG.
+	level := slog.LevelDebug
+	if !readOnlyState {
+		level = slog.LevelInfo
+	}
+	resolvers, setups, err := f.resolvers(logger, level)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -164,6 +173,7 @@ func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *
 		SettleTime:        settle,
 		Infrastructure:    infra,
 		Resolvers:         resolvers,
+		Runtimes:          setups,
 		Annotators:        f.annotators(),
 		Cgroups:           cgroups,
 		State:             inventory.OpenState(f.statePath, inventory.StateOptions{ReadOnly: readOnlyState, MaxGap: f.maxGap, Logger: logger}),
@@ -180,40 +190,75 @@ func (f *inventoryFlags) annotators() []inventory.Annotator {
 }
 
 // resolvers returns the runtime resolvers these flags turn on, in the
-// order of [runtimes]: the first of equally strong claims wins.
-func (f *inventoryFlags) resolvers(logger *slog.Logger) ([]inventory.Resolver, error) {
+// order of [runtimes] (the first of equally strong claims wins), and the
+// setup of every registered one, on or off.
+func (f *inventoryFlags) resolvers(logger *slog.Logger, level slog.Level) ([]inventory.Resolver, []inventory.RuntimeSetup, error) {
 	var resolvers []inventory.Resolver
+	setups := make([]inventory.RuntimeSetup, 0, len(f.runtimes))
 	for i := range f.runtimes {
-		r, err := f.runtimes[i].open(logger)
+		r, setup, err := f.runtimes[i].open(logger, level)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if r != nil {
 			resolvers = append(resolvers, r)
 		}
+		setups = append(setups, setup)
 	}
-	return resolvers, nil
+	return resolvers, setups, nil
 }
 
-// open returns the runtime resolver: on when forced, off when refused,
-// and otherwise on when its address is a unix socket that exists now. A
-// node without the runtime is not an error.
-func (r *runtimeFlags) open(logger *slog.Logger) (inventory.Resolver, error) {
+// open returns the runtime resolver and its setup: on when forced, off
+// when refused, and otherwise on when its address is a unix socket that
+// exists now. A node without the runtime is not an error, but it is said
+// at level, with why: while a resolver is off, the namespaces pinned where
+// its runtime pins them are unknown (resolver_off).
+func (r *runtimeFlags) open(logger *slog.Logger, level slog.Level) (inventory.Resolver, inventory.RuntimeSetup, error) {
 	name, addrFlag := r.reg.Name, r.reg.Name+"."+r.reg.AddressFlag
+	setup := inventory.RuntimeSetup{Name: name, Pins: r.reg.Pins}
 	on := r.on
-	if !r.set {
-		on = socketExists(r.address)
+	switch {
+	case r.set && !on:
+		setup.Why = "off by --no-collector." + name
+	case r.set:
+		setup.Why = "on by --collector." + name
+	case socketExists(r.address):
+		on, setup.Why = true, "on: its socket exists"
+	default:
+		setup.Why = "off: no socket at " + r.address + " (--" + addrFlag + " says where; --collector." + name + " forces it on)"
 	}
 	if !on {
-		logger.Debug("resolver off", "resolver", name, r.reg.AddressFlag, r.address)
-		return nil, nil
+		logger.Log(context.Background(), level, "resolver off", "resolver", name, "why", setup.Why)
+		return nil, setup, nil
 	}
-	logger.Info("resolver on", "resolver", name, r.reg.AddressFlag, r.address)
+	setup.Enabled = true
+	if err := reachable(r.address); err != nil {
+		// Not an error: the runtime may start later, and until it
+		// answers its namespaces are unknown (resolver_down).
+		logger.Log(context.Background(), level, "resolver on, runtime not answering", "resolver", name, r.reg.AddressFlag, r.address, "why", setup.Why, "err", err)
+	} else {
+		logger.Log(context.Background(), level, "resolver on", "resolver", name, r.reg.AddressFlag, r.address, "why", setup.Why)
+	}
 	res, err := r.reg.New(inventory.ResolverOptions{Name: name, Address: r.address, Timeout: r.timeout, Logger: logger, Autodetected: !r.set})
 	if err != nil {
-		return nil, fmt.Errorf("--%s: %w", addrFlag, err)
+		return nil, setup, fmt.Errorf("--%s: %w", addrFlag, err)
 	}
-	return res, nil
+	return res, setup, nil
+}
+
+// reachable connects to a unix:// or tcp:// address and hangs up at
+// once: whether anything listens there now (a socket file whose daemon
+// crashed refuses). Other schemes are not tried.
+func reachable(address string) error {
+	network, addr, ok := strings.Cut(address, "://")
+	if !ok || (network != "unix" && network != "tcp") {
+		return nil
+	}
+	c, err := net.DialTimeout(network, addr, time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // socketExists reports whether address is a unix socket address whose

@@ -425,12 +425,7 @@ func TestBadFlags(t *testing.T) {
 func TestInspectWithoutRoot(t *testing.T) {
 	netnstest.Require(t)
 	goldenFixture(t)
-	bin := exporterBinary(t)
-	// nobody must be able to execute the binary in its temporary directory.
-	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "inspect", "--inventory.trust-pid-namespace", "--output=json", "--state.path=/nonexistent/state.json")
+	cmd := exec.Command(nobodyBinary(t), "inspect", "--inventory.trust-pid-namespace", "--output=json", "--state.path=/nonexistent/state.json")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -455,6 +450,36 @@ func TestInspectWithoutRoot(t *testing.T) {
 			t.Errorf("%s is %s/%s on a partial view, want unknown", v.Device, v.Verdict, v.Reason)
 		}
 	}
+	// The namespaces of the containers' veths are held by processes
+	// nobody may not read: not found because it could not look.
+	verdicts := inspectVerdicts(t, stdout.Bytes())
+	for _, dev := range []string{"vethowned", "vethpod", "vethstray", "vethleak"} {
+		if got := verdicts[dev]; got != "unknown/partial_view" {
+			t.Errorf("%s = %s as nobody, want unknown/partial_view", dev, got)
+		}
+	}
+}
+
+// TestServeWithoutRoot serves as nobody: the exporter is blind to the
+// processes of other users, and says so where alerting looks,
+// veth_inventory_partial_view 1 (VethExporterPartialView), while every
+// stage succeeds; the container veths are unknown / partial_view. As root
+// the same node is a full view, veth_inventory_partial_view 0.
+func TestServeWithoutRoot(t *testing.T) {
+	netnstest.Require(t)
+	goldenFixture(t)
+	addr := "127.0.0.1:" + freePort(t)
+	cmd := exec.Command(nobodyBinary(t), "--web.listen-address="+addr, "--inventory.trust-pid-namespace", "--inventory.settle-time=0s",
+		"--cni.conf-dir=", "--state.path=/nonexistent/state.json")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	m := runExporter(t, cmd, addr).scrape(t)
+	wantSample(t, m, "veth_inventory_partial_view", 1)
+	wantSample(t, m, `veth_scrape_collector_success{collector="netns"}`, 1)
+	for _, dev := range []string{"vethowned", "vethpod", "vethstray"} {
+		wantSample(t, m, fmt.Sprintf(`veth_verdict_info{device=%q,reason="partial_view",verdict="unknown"}`, dev), 1)
+	}
+	root := startExporter(t, "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	wantSample(t, root.scrape(t), "veth_inventory_partial_view", 0)
 }
 
 // TestMissingProcfs points the exporter at a procfs that is not there: the

@@ -224,20 +224,13 @@ func TestRemediateWithoutNetAdmin(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(webhookToken), 0o600)
-	port := freePort(t)
+	addr := "127.0.0.1:" + freePort(t)
 	cmd := exec.Command(setpriv, "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--",
-		exporterBinary(t), "--web.listen-address=127.0.0.1:"+port, "--inventory.trust-pid-namespace", "--inventory.settle-time=0s",
+		exporterBinary(t), "--web.listen-address="+addr, "--inventory.trust-pid-namespace", "--inventory.settle-time=0s",
 		"--state.path="+filepath.Join(dir, "state.json"), "--remediation.mode=enforce", "--remediation.bearer-token-file="+tokenFile,
 		"--remediation.instance=node1", "--remediation.min-age=0s", "--remediation.master-include=", "--remediation.max-orphan-ratio=1")
-	log := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e := &exporter{url: "http://127.0.0.1:" + port, cmd: cmd, log: log}
-	t.Cleanup(func() { e.stop(t) })
-	waitReady(t, e.url, log.String)
+	e := runExporter(t, cmd, addr)
 
 	m := e.scrape(t)
 	wantSample(t, m, "veth_remediation_capable", 0)
@@ -253,7 +246,7 @@ func TestRemediateWithoutNetAdmin(t *testing.T) {
 	var answer webhookAnswer
 	json.NewDecoder(resp.Body).Decode(&answer)
 	if resp.StatusCode != 200 || len(answer.Results) != 1 || answer.Results[0].Reason != "no_permission" {
-		t.Errorf("status %d, results %+v; want 200 and refused/no_permission\n%s", resp.StatusCode, answer.Results, log)
+		t.Errorf("status %d, results %+v; want 200 and refused/no_permission\n%s", resp.StatusCode, answer.Results, e.log)
 	}
 	if _, err := os.Stat("/sys/class/net/vcap"); err != nil {
 		t.Error("vcap was deleted without CAP_NET_ADMIN")

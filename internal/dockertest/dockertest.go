@@ -112,6 +112,8 @@ type Daemon struct {
 	ids     map[string]bool // containers made through Run
 	bridges map[string]bool // interfaces that existed before Start
 	runDirs []string        // of runtimeDirs, those missing before Start
+	// removeExecRoot: the exec root is outside base, removed by the cleanup.
+	removeExecRoot bool
 }
 
 // slot holds the running Daemon of this test binary.
@@ -147,6 +149,10 @@ type Options struct {
 	// LiveRestore keeps containers running while dockerd is down
 	// ("live-restore": true), as production hosts often configure it.
 	LiveRestore bool
+	// DefaultExecRoot runs dockerd with Docker's default exec root,
+	// /run/docker (on the private /run), as production hosts do: it pins
+	// its namespaces in /run/docker/netns. The cleanup removes it.
+	DefaultExecRoot bool
 }
 
 // StartWith is [Start] with options.
@@ -170,6 +176,10 @@ func StartWith(t testing.TB, opts Options) *Daemon {
 	d.Socket = d.base + "/docker.sock"
 	d.Host = "unix://" + d.Socket
 	d.ExecRoot = d.base + "/exec"
+	if opts.DefaultExecRoot {
+		d.ExecRoot = "/run/docker"
+		d.removeExecRoot = true
+	}
 	d.pidFile = d.base + "/dockerd.pid"
 	d.DataRoot = filepath.Join(tmp, "data")
 	d.configFile = filepath.Join(tmp, "daemon.json")
@@ -510,6 +520,12 @@ func (d *Daemon) cleanup(t testing.TB) {
 		},
 		func() error { return removeContainerCgroups(ids) },
 		func() error { return os.RemoveAll(d.base) },
+		func() error {
+			if d.removeExecRoot {
+				return os.RemoveAll(d.ExecRoot)
+			}
+			return nil
+		},
 		func() error { return fixturesys.RemoveDeadSockets("/run/containerd/s") },
 		func() error { return fixturesys.RemoveEmptyDirs(d.runDirs) },
 	)

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,14 @@ var (
 // /var/run/netns/cni-<uuid> and CRI-O's /var/run/netns/<uuid>, as
 // mountinfo shows them. Others are learned from the sandboxes' statuses.
 var NetnsDirs = inventory.NetnsDirs{"/run/netns"}
+
+// Pins are containerd's namespace pins, cni-<uuid> in /run/netns;
+// CRIOPins are CRI-O's, a bare <uuid> there. The directory is shared with
+// `ip netns` and Podman: the names tell whose a pin is.
+var (
+	Pins     = []inventory.NetnsPin{{Dir: "/run/netns", Name: regexp.MustCompile(`^cni-` + inventory.UUIDPattern + `$`)}}
+	CRIOPins = []inventory.NetnsPin{{Dir: "/run/netns", Name: regexp.MustCompile(`^` + inventory.UUIDPattern + `$`)}}
+)
 
 // Step implements [inventory.Resolver].
 func (c *Resolver) Step() string { return c.name }

@@ -18,6 +18,7 @@ var Registration = inventory.Registration{
 	Timeout:     5 * time.Second,
 	TimeoutHelp: "What one inventory may spend asking the CRI runtime; a runtime slower than that counts as down for that scrape.",
 	NetnsDirs:   NetnsDirs,
+	Pins:        Pins,
 	Cgroups:     []inventory.CgroupNaming{Cgroups},
 	New:         open,
 }
@@ -41,6 +42,7 @@ var CRIORegistration = inventory.Registration{
 	Timeout:     5 * time.Second,
 	TimeoutHelp: "What one inventory may spend asking CRI-O; a runtime slower than that counts as down for that scrape.",
 	NetnsDirs:   NetnsDirs,
+	Pins:        CRIOPins,
 	Cgroups:     []inventory.CgroupNaming{CRIOCgroups},
 	New:         open,
 }

@@ -42,6 +42,10 @@ var Cgroups = inventory.CgroupNaming{Runtime: Runtime, Prefixes: []string{"docke
 // default exec root; others are learned from SandboxKeys.
 var NetnsDirs = inventory.NetnsDirs{"/run/docker/netns"}
 
+// Pins are Docker's namespace pins with the default exec root: every
+// mount in /run/docker/netns, a directory only Docker uses.
+var Pins = []inventory.NetnsPin{{Dir: "/run/docker/netns"}}
+
 // Step implements [inventory.Resolver].
 func (d *Resolver) Step() string { return d.name }
 

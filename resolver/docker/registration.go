@@ -18,6 +18,7 @@ var Registration = inventory.Registration{
 	Timeout:     5 * time.Second,
 	TimeoutHelp: "What one inventory may spend asking Docker; a daemon slower than that counts as down for that scrape.",
 	NetnsDirs:   NetnsDirs,
+	Pins:        Pins,
 	Cgroups:     []inventory.CgroupNaming{Cgroups},
 	New: func(o inventory.ResolverOptions) (inventory.Resolver, error) {
 		d, err := New(o.Address, o.Timeout, o.Logger)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,10 @@ var NetnsDirs = inventory.NetnsDirs{"/run/netns"}
 
 // podmanNetnsPrefix starts the names Podman gives its namespace mounts.
 const podmanNetnsPrefix = "netns-"
+
+// Pins are rootful Podman's namespace pins: netns-<uuid> in /run/netns,
+// which `ip netns` and CRI runtimes share.
+var Pins = []inventory.NetnsPin{{Dir: "/run/netns", Name: regexp.MustCompile(`^` + podmanNetnsPrefix + inventory.UUIDPattern + `$`)}}
 
 // Step implements [inventory.Resolver].
 func (pm *Resolver) Step() string { return pm.name }
