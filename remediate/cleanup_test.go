@@ -613,12 +613,14 @@ func TestRemovePeerMovesDuringRecheck(t *testing.T) {
 func TestDeleteListsAgain(t *testing.T) {
 	netnstest.Require(t)
 	netnstest.Bridge(t, "dlbr0")
-	for _, moment := range []string{"after the pass", "after the last look"} {
+	for m, moment := range []string{"after the pass", "after the last look"} {
 		for _, n := range []int{1, 3} {
 			t.Run(moment+"/"+itoa(n)+" targets", func(t *testing.T) {
 				var targets []Target
 				for i := range n {
-					targets = append(targets, leftover(t, "vdl"+string(moment[6])+itoa(n)+"x"+itoa(i), "dlbr0"))
+					// Names of their own: a namespace deleted at the end of
+					// a subtest frees its veth a moment later.
+					targets = append(targets, leftover(t, "vdl"+itoa(m)+itoa(n)+"x"+itoa(i), "dlbr0"))
 				}
 				intruded := targets[0].Device
 				rm := newRemover(testHandle(t), removerConfig(MethodDelete))

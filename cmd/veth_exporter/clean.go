@@ -159,11 +159,15 @@ func (c *cleanCommand) clean(inv remediate.Snapshotter, cfg remediate.Config, de
 // partial. On a partial view nothing a hidden process might hold is
 // called orphaned, so clean removes less than there is.
 func (c *cleanCommand) sayPartial(w io.Writer, snap *inventory.Snapshot) bool {
-	if len(snap.Warnings) == 0 {
-		return false
+	what := "warning"
+	if snap.PartialView {
+		what = "partial view"
 	}
 	for _, warning := range snap.Warnings {
-		fmt.Fprintf(w, "%s clean: partial view: %s\n", name, warning)
+		fmt.Fprintf(w, "%s clean: %s: %s\n", name, what, warning)
+	}
+	if !snap.PartialView {
+		return false
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintf(w, "%s clean: run clean as root, as the exporter runs: it must read every process's network namespace (CAP_SYS_PTRACE) and the exporter's state file\n", name)
