@@ -151,6 +151,10 @@ type Namespace struct {
 	// after that veth went), and LastOwnerSeen when; nil when unknown.
 	LastOwner     *Owner    `json:"last_owner,omitempty"`
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
+	// UnaskedRuntime names, for a leaked namespace pinned where a runtime
+	// whose resolver is off pins its namespaces, that runtime and why its
+	// resolver is off: only it can say whether the namespace is its.
+	UnaskedRuntime string `json:"unasked_runtime,omitempty"`
 	// LeakedSince is, for a leaked namespace, since when the history has
 	// seen it leaked, held by the same mounts; zero when it does not know
 	// (a read-only history that never recorded it).

@@ -324,28 +324,36 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 	}
 	history.nameLeaked(s.LeakedNetns)
 	history.recordLeaked(s.LeakedNetns)
+	for _, n := range s.LeakedNetns {
+		if r := inv.unaskedRuntime(n.Mounts); r != nil {
+			n.UnaskedRuntime = r.Name + " (" + r.Why + ")"
+		}
+	}
 	return history.end()
 }
 
 // pinnedUnasked reports whether v's peer namespace is pinned where a
 // runtime whose resolver is off pins its namespaces.
 func (inv *Inventory) pinnedUnasked(v *Veth) bool {
-	if v.PeerNetns == nil {
-		return false
-	}
-	for _, r := range inv.cfg.Runtimes {
+	return v.PeerNetns != nil && inv.unaskedRuntime(v.PeerNetns.Mounts) != nil
+}
+
+// unaskedRuntime returns the runtime whose resolver is off that pins its
+// namespaces where one of mounts is, nil when none does.
+func (inv *Inventory) unaskedRuntime(mounts []string) *RuntimeSetup {
+	for i, r := range inv.cfg.Runtimes {
 		if r.Enabled {
 			continue
 		}
 		for _, pin := range r.Pins {
-			for _, m := range v.PeerNetns.Mounts {
+			for _, m := range mounts {
 				if pin.Pins(m) {
-					return true
+					return &inv.cfg.Runtimes[i]
 				}
 			}
 		}
 	}
-	return false
+	return nil
 }
 
 // askRuntimes observes every resolver at once, each under its own

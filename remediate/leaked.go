@@ -96,6 +96,10 @@ func (r *Remediator) leakedGates(snap *inventory.Snapshot, n *inventory.Namespac
 		}
 	}
 	name := leakedName(n)
+	if n.UnaskedRuntime != "" {
+		return ReasonIncompleteView, fmt.Sprintf("%s is pinned where %s pins its namespaces, and its resolver is off: only the runtime can say it is a leftover",
+			name, n.UnaskedRuntime)
+	}
 	if n.LeakedSince.IsZero() || !n.LeakedSince.Before(snap.Taken) {
 		return ReasonNotRecorded, fmt.Sprintf("no observation before this request recorded %s as leaked", name)
 	}
