@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +81,8 @@ func peerIndex(t *testing.T, name string) int {
 func enter(t *testing.T, path string) int {
 	t.Helper()
 	cmd := exec.Command("nsenter", "--net="+path, "sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No parent-death signal: a release ends a locked thread, which may be
+	// the one that forked it. It dies with the test binary, PID 1 here.
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,8 @@ func TestRelease(t *testing.T) {
 		{"a mount in another mount namespace", func(t *testing.T, path string) string {
 			// unshare makes a private copy of every mount, this one too.
 			cmd := exec.Command("unshare", "-m", "--propagation", "private", "sleep", "infinity")
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			// No parent-death signal: a release ends a locked thread, which may be
+			// the one that forked it. It dies with the test binary, PID 1 here.
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}

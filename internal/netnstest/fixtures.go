@@ -3,7 +3,6 @@ package netnstest
 import (
 	"os/exec"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -53,8 +52,9 @@ func NamedNetns(t testing.TB, name string) {
 func Join(t testing.TB, pid int) (joined int, stop func()) {
 	t.Helper()
 	mustBePrivate(t, "Join")
+	// No parent-death signal (see StoppableHolder): it dies with the
+	// test binary, PID 1 of its PID namespace.
 	cmd := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(pid)+"/ns/net", "sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("nsenter into the namespace of %d: %v", pid, err)
 	}

@@ -453,10 +453,11 @@ func StoppableHolder(t testing.TB, cgroupPath string) (pid int, stop func()) {
 		root = CgroupRoot(t)
 	}
 	cmd := exec.Command("sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNET,
-		Pdeathsig:  syscall.SIGKILL,
-	}
+	// No parent-death signal: it fires when the thread that forked the
+	// child exits, and a test that ends a locked thread (a release in the
+	// host's mount namespace does) would kill the holder early. The
+	// holder dies with the test binary, PID 1 of its PID namespace.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	runtime.LockOSThread()
 	err := cmd.Start()
 	runtime.UnlockOSThread()
