@@ -27,13 +27,9 @@ func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs 
 		}
 		return
 	}
-	proceed := r.writeIntents(reqs, approved, func(i int) Answer {
+	proceed, h := r.prepareRemoval(reqs, approved, func(i int) Answer {
 		return Answer{Device: vethOf[i].Name, Ifindex: vethOf[i].Index, Result: ResultDeleted, Reason: string(vethOf[i].Reason)}
 	}, answers)
-	if len(proceed) == 0 {
-		return
-	}
-	h := r.openHandle(reqs, proceed, answers)
 	if h == nil {
 		return
 	}
@@ -71,17 +67,23 @@ func (r *Remediator) writeIntents(reqs []request, approved []int, intentOf func(
 	return proceed
 }
 
-// openHandle opens the netlink socket the removal of the requests idx
-// works through; when it cannot, they fail (netlink) and it returns nil.
-func (r *Remediator) openHandle(reqs []request, idx []int, answers []Answer) *netlink.Handle {
+// prepareRemoval writes the audit intents of the approved requests
+// (intentOf says what each is) and opens the netlink socket the removal
+// works through. It returns the requests that may proceed and the handle,
+// nil when none may (each other request answered: audit_failed, netlink).
+func (r *Remediator) prepareRemoval(reqs []request, approved []int, intentOf func(i int) Answer, answers []Answer) ([]int, *netlink.Handle) {
+	proceed := r.writeIntents(reqs, approved, intentOf, answers)
+	if len(proceed) == 0 {
+		return nil, nil
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		for _, i := range idx {
+		for _, i := range proceed {
 			answers[i] = r.decline(reqs[i], ReasonNetlink, err.Error())
 		}
-		return nil
+		return nil, nil
 	}
-	return h
+	return proceed, h
 }
 
 // removed is the answer for the veth v the remover dealt with: a deletion

@@ -124,13 +124,9 @@ func (r *Remediator) releaseLeaked(ctx context.Context, leaked []*inventory.Name
 	if len(approved) == 0 {
 		return
 	}
-	proceed := r.writeIntents(reqs, approved, func(i int) Answer {
+	proceed, h := r.prepareRemoval(reqs, approved, func(i int) Answer {
 		return Answer{Device: reqs[i].Device, Result: ResultDeleted, Reason: leakedNetnsReason, Method: MethodRelease}
 	}, answers)
-	if len(proceed) == 0 {
-		return
-	}
-	h := r.openHandle(reqs, proceed, answers)
 	if h == nil {
 		return
 	}
