@@ -131,17 +131,26 @@ func (a *attack) in(pid int) {
 
 func (a *attack) enterThread(end chan struct{}) {
 	// Never unlocked: the thread, in the leftover's namespace, ends
-	// with this goroutine.
+	// with this goroutine. Except the main thread, which the Go runtime
+	// parks for ever instead: the thread goes back to its own namespace
+	// first, or it would hold the leftover's for the rest of the tests.
 	runtime.LockOSThread()
 	if !a.triggered(end) {
 		return
 	}
+	home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		a.failed(err)
+		return
+	}
+	defer unix.Close(home)
 	if err := unix.Setns(a.fd, unix.CLONE_NEWNET); err != nil {
 		a.failed(fmt.Errorf("setns: %w", err))
 		return
 	}
 	a.in(os.Getpid())
 	<-end
+	_ = unix.Setns(home, unix.CLONE_NEWNET)
 }
 
 func (a *attack) enterProcess(end chan struct{}) {
