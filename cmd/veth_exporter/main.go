@@ -56,33 +56,54 @@ type runtimeFlags struct {
 	timeout time.Duration
 }
 
+// nodeFlag registers a global flag that says how this exporter sees its
+// node (where /proc, the runtimes' sockets and the state file are). Each
+// can also come from the environment, VETH_EXPORTER_<FLAG> (see
+// [flagEnvar]): a container sets them there once, and every command run
+// in it, `kubectl exec … veth_exporter inspect` included, sees the node as
+// the serving process does without repeating a flag. A flag on the command
+// line wins over its variable.
+func nodeFlag(app *kingpin.Application, name, help string) *kingpin.FlagClause {
+	nodeEnvars = append(nodeEnvars, flagEnvar(name))
+	return app.Flag(name, help).Envar(flagEnvar(name))
+}
+
+// nodeEnvars are the variables of the node flags registered so far.
+var nodeEnvars []string
+
+// flagEnvar is the environment variable of a node flag:
+// --path.procfs is VETH_EXPORTER_PATH_PROCFS.
+func flagEnvar(flag string) string {
+	return "VETH_EXPORTER_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flag))
+}
+
 func (f *inventoryFlags) register(app *kingpin.Application) {
-	app.Flag("path.procfs", "procfs mountpoint (the host's /proc when running in a container).").
+	nodeFlag(app, "path.procfs", "procfs mountpoint (the host's /proc when running in a container).").
 		Default("/proc").StringVar(&f.paths.Procfs)
-	app.Flag("path.sysfs", "sysfs mountpoint (the host's /sys when running in a container).").
+	nodeFlag(app, "path.sysfs", "sysfs mountpoint (the host's /sys when running in a container).").
 		Default("/sys").StringVar(&f.paths.Sysfs)
-	app.Flag("path.rootfs", "rootfs mountpoint; nsfs mount paths are shown relative to it.").
+	nodeFlag(app, "path.rootfs", "rootfs mountpoint; nsfs mount paths are shown relative to it.").
 		Default("/").StringVar(&f.paths.Rootfs)
-	app.Flag("inventory.trust-pid-namespace", "Trust that --path.procfs lists every process that can hold a network namespace "+
+	nodeFlag(app, "inventory.trust-pid-namespace", "Trust that --path.procfs lists every process that can hold a network namespace "+
 		"although it is not the host's PID namespace (a node that is itself a container, such as a kind node). "+
 		"Without it such a view is partial and no veth is called orphaned.").
 		BoolVar(&f.trustPIDNS)
-	app.Flag("state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
+	nodeFlag(app, "state.path", "State file remembering first-seen, orphaned-since and last owner of each veth across restarts.").
 		Default(defaultStatePath).StringVar(&f.statePath)
-	app.Flag("state.max-gap", "After a gap this long between two observations (the exporter stopped, or nobody scraped), "+
+	nodeFlag(app, "state.max-gap", "After a gap this long between two observations (the exporter stopped, or nobody scraped), "+
 		"orphan clocks restart at the next observation; clean refuses a state file not refreshed within it.").
 		Default(inventory.DefaultMaxGap.String()).DurationVar(&f.maxGap)
 	f.runtimes = make([]runtimeFlags, len(runtimes))
 	for i, reg := range runtimes {
 		f.runtimes[i].register(app, reg)
 	}
-	app.Flag("cni.conf-dir", "CNI configuration directory (read under --path.rootfs): the node's CNI is its first configuration by file name, "+
+	nodeFlag(app, "cni.conf-dir", "CNI configuration directory (read under --path.rootfs): the node's CNI is its first configuration by file name, "+
 		"as libcni picks it; veth_cni_info says which and whether its node agent runs. \"\" turns detection off.").
 		Default(cni.DefaultConfDir).StringVar(&f.cniConfDir)
-	app.Flag("cni.cache-dir", "libcni result cache (read under --path.rootfs): names the pod of a leftover the exporter never saw owned, "+
+	nodeFlag(app, "cni.cache-dir", "libcni result cache (read under --path.rootfs): names the pod of a leftover the exporter never saw owned, "+
 		"and counts attachments whose CNI DEL never ran (veth_cni_stale_attachments). \"\" turns it off.").
 		Default(cni.DefaultCacheDir).StringVar(&f.cniCacheDir)
-	app.Flag("inventory.infrastructure-device",
+	nodeFlag(app, "inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").
 		StringsVar(&f.infrastructure)
@@ -92,11 +113,11 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 // with the one default-on rule, --<name>.<address flag> and --<name>.timeout.
 func (r *runtimeFlags) register(app *kingpin.Application, reg inventory.Registration) {
 	r.reg = reg
-	app.Flag("collector."+reg.Name, reg.Help+" "+
+	nodeFlag(app, "collector."+reg.Name, reg.Help+" "+
 		"On by default when its socket exists at start-up; --no-collector."+reg.Name+" turns it off.").
 		IsSetByUser(&r.set).BoolVar(&r.on)
-	app.Flag(reg.Name+"."+reg.AddressFlag, reg.AddressHelp).Default(defaultAddress(reg)).StringVar(&r.address)
-	app.Flag(reg.Name+".timeout", reg.TimeoutHelp).Default(reg.Timeout.String()).DurationVar(&r.timeout)
+	nodeFlag(app, reg.Name+"."+reg.AddressFlag, reg.AddressHelp).Default(defaultAddress(reg)).StringVar(&r.address)
+	nodeFlag(app, reg.Name+".timeout", reg.TimeoutHelp).Default(reg.Timeout.String()).DurationVar(&r.timeout)
 }
 
 // settleTimeFlag registers --inventory.settle-time on a command that
@@ -133,6 +154,29 @@ func defaultAddress(reg inventory.Registration) string {
 // state is loaded but never written. The runtime resolvers it returns are the
 // caller's to Start and Close.
 func (f *inventoryFlags) open(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, []inventory.Resolver, error) {
+	inv, resolvers, err := f.openFlags(readOnlyState, settle, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w%s", err, environmentNote())
+	}
+	return inv, resolvers, nil
+}
+
+// environmentNote says which node flags came from the environment, for an
+// error about a value the operator may not see on the command line.
+func environmentNote() string {
+	var set []string
+	for _, v := range nodeEnvars {
+		if value, ok := os.LookupEnv(v); ok && !slices.Contains(set, v+"="+value) {
+			set = append(set, v+"="+value)
+		}
+	}
+	if len(set) == 0 {
+		return ""
+	}
+	return " (set in the environment: " + strings.Join(set, " ") + ")"
+}
+
+func (f *inventoryFlags) openFlags(readOnlyState bool, settle time.Duration, logger *slog.Logger) (*inventory.Inventory, []inventory.Resolver, error) {
 	if f.maxGap <= 0 {
 		return nil, nil, fmt.Errorf("--state.max-gap must be positive, not %s", f.maxGap)
 	}
@@ -217,11 +261,19 @@ func (r *runtimeFlags) open(logger *slog.Logger, level slog.Level) (inventory.Re
 	name, addrFlag := r.reg.Name, r.reg.Name+"."+r.reg.AddressFlag
 	setup := inventory.RuntimeSetup{Name: name, Pins: r.reg.Pins}
 	on := r.on
+	by := "--collector." + name
+	if !on {
+		by = "--no-collector." + name
+	}
+	if env := flagEnvar("collector." + name); !r.set && os.Getenv(env) != "" {
+		// kingpin counts only the command line as set by the user.
+		r.set, by = true, "$"+env
+	}
 	switch {
 	case r.set && !on:
-		setup.Why = "off by --no-collector." + name
+		setup.Why = "off by " + by
 	case r.set:
-		setup.Why = "on by --collector." + name
+		setup.Why = "on by " + by
 	case socketExists(r.address):
 		on, setup.Why = true, "on: its socket exists"
 	default:
@@ -321,7 +373,7 @@ func main() {
 
 	cmd, err := app.Parse(os.Args[1:])
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v (see --help)\n", name, err)
+		fmt.Fprintf(os.Stderr, "%s: %v%s (see --help)\n", name, err, environmentNote())
 		os.Exit(2)
 	}
 	if cmd == inspect.cmd.FullCommand() && len(flagsGiven(app, os.Args[1:], "log.level")) == 0 {

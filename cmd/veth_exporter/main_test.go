@@ -628,3 +628,56 @@ func TestSettleTime(t *testing.T) {
 		t.Errorf("orphaned since %v (present %v), want the first sight, about %v", since, ok, first)
 	}
 }
+
+// TestNodeFlagsFromEnvironment: the flags that say how the exporter sees
+// its node also come from VETH_EXPORTER_<FLAG>, which a container sets once
+// for every command run in it (the DaemonSet does); --help names each
+// variable, a bad value is refused as a bad flag is, naming where it came
+// from, and the command line wins.
+func TestNodeFlagsFromEnvironment(t *testing.T) {
+	run := func(env []string, args ...string) (int, string) {
+		t.Helper()
+		cmd := exec.Command(exporterBinary(t), args...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	_, help := run(nil, "--help")
+	for _, v := range []string{"VETH_EXPORTER_PATH_PROCFS", "VETH_EXPORTER_INVENTORY_TRUST_PID_NAMESPACE", "VETH_EXPORTER_STATE_PATH",
+		"VETH_EXPORTER_DOCKER_HOST", "VETH_EXPORTER_CRI_ENDPOINT", "VETH_EXPORTER_COLLECTOR_CRI"} {
+		if !strings.Contains(help, "($"+v+")") {
+			t.Errorf("--help does not name $%s", v)
+		}
+	}
+	// Flags of one command (serve's listen address, clean's gates) stay
+	// on the command line.
+	if strings.Contains(help, "($VETH_EXPORTER_WEB_LISTEN_ADDRESS)") || strings.Contains(help, "($VETH_EXPORTER_REMEDIATION_MODE)") {
+		t.Error("--help names a variable for a flag of one command")
+	}
+	for _, args := range [][]string{{"inspect"}, {"clean", "--all-orphans", "--dry-run"}, {"--web.listen-address=127.0.0.1:" + freePort(t)}} {
+		code, out := run([]string{"VETH_EXPORTER_STATE_MAX_GAP=0s"}, args...)
+		if code != 2 || !strings.Contains(out, "--state.max-gap") || !strings.Contains(out, "VETH_EXPORTER_STATE_MAX_GAP=0s") {
+			t.Errorf("%q with VETH_EXPORTER_STATE_MAX_GAP=0s: exit %d, %q; want 2, naming the flag and the variable", args, code, out)
+		}
+	}
+	if code, out := run([]string{"VETH_EXPORTER_STATE_MAX_GAP=soon"}, "inspect"); code != 2 || !strings.Contains(out, "VETH_EXPORTER_STATE_MAX_GAP=soon") {
+		t.Errorf("inspect with VETH_EXPORTER_STATE_MAX_GAP=soon: exit %d, %q; want 2, naming the variable", code, out)
+	}
+	// The command line wins: a good flag over a bad variable.
+	state := filepath.Join(t.TempDir(), "state.json")
+	if code, out := run([]string{"VETH_EXPORTER_STATE_MAX_GAP=0s", "VETH_EXPORTER_STATE_PATH=/nonexistent/state.json"},
+		"inspect", "--state.max-gap=5m", "--state.path="+state, "--output=json"); code == 2 {
+		t.Errorf("inspect --state.max-gap=5m with VETH_EXPORTER_STATE_MAX_GAP=0s: exit 2, %q; want the flag to win", out)
+	}
+	// A variable is used: inspect reads the procfs it names.
+	if _, out := run([]string{"VETH_EXPORTER_PATH_PROCFS=/nonexistent/proc"}, "inspect"); !strings.Contains(out, "/nonexistent/proc") {
+		t.Errorf("inspect with VETH_EXPORTER_PATH_PROCFS=/nonexistent/proc: %q; want a warning naming it", out)
+	}
+}

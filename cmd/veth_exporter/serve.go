@@ -103,7 +103,7 @@ func newServeCommand(app *kingpin.Application, inv *inventoryFlags) *serveComman
 func (c *serveCommand) run(logger *slog.Logger) int {
 	include, exclude, err := c.checkFlags()
 	if err != nil {
-		logger.Error("invalid flag", "err", err)
+		logger.Error("invalid flag", "err", fmt.Errorf("%w%s", err, environmentNote()))
 		return 2
 	}
 	inv, resolvers, err := c.inv.open(false, c.settle, logger)

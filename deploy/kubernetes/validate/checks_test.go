@@ -30,6 +30,9 @@ type exporterFlags struct {
 	binary string
 	// bools are its boolean flags (--[no-]name in --help).
 	bools map[string]bool
+	// envars maps each environment variable the exporter reads
+	// (($VETH_EXPORTER_X) in --help) to its flag.
+	envars map[string]string
 }
 
 var (
@@ -60,9 +63,14 @@ func buildExporter(t *testing.T) *exporterFlags {
 			buildErr = fmt.Errorf("veth_exporter --help: %v", err)
 			return
 		}
-		builtFlags = &exporterFlags{binary: bin, bools: map[string]bool{}}
+		builtFlags = &exporterFlags{binary: bin, bools: map[string]bool{}, envars: map[string]string{}}
 		for _, m := range boolFlagRE.FindAllStringSubmatch(string(out), -1) {
 			builtFlags.bools[m[1]] = true
+		}
+		for _, m := range flagRE.FindAllStringSubmatch(string(out), -1) {
+			if v := flagEnvar(m[1]); strings.Contains(string(out), "($"+v+")") {
+				builtFlags.envars[v] = m[1]
+			}
 		}
 		if len(builtFlags.bools) == 0 {
 			buildErr = fmt.Errorf("veth_exporter --help lists no --[no-]flag:\n%s", out)
@@ -83,15 +91,43 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var boolFlagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--\[no-\]([a-z][a-z0-9._-]*)`)
+var (
+	boolFlagRE = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--\[no-\]([a-z][a-z0-9._-]*)`)
+	flagRE     = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--(?:\[no-\])?([a-z][a-z0-9._-]*)`)
+)
+
+// flagEnvar is the environment variable the exporter reads for a flag
+// that has one (cmd/veth_exporter's flagEnvar; --help names it).
+func flagEnvar(flag string) string {
+	return "VETH_EXPORTER_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flag))
+}
 
 // parseArgs splits a container's args into flags and values, and asks the
 // binary whether it takes them: each arg must be --name=value, or --name /
 // --no-name for a boolean (a value flag without "=" would take the next
-// arg as its value).
-func (f *exporterFlags) parseArgs(args []string) (map[string]string, []error) {
+// arg as its value). The container's VETH_EXPORTER_* variables are flags
+// too: each must be one the exporter reads, with a plain value, and not
+// given as an arg as well.
+func (f *exporterFlags) parseArgs(args []string, env []corev1.EnvVar) (map[string]string, []error) {
 	var errs []error
 	values := map[string]string{}
+	var environ []string
+	for _, e := range env {
+		if !strings.HasPrefix(e.Name, "VETH_EXPORTER_") {
+			continue
+		}
+		name, ok := f.envars[e.Name]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("env %s: not a variable the exporter reads", e.Name))
+			continue
+		case e.ValueFrom != nil:
+			errs = append(errs, fmt.Errorf("env %s: want a plain value", e.Name))
+			continue
+		}
+		values[name] = e.Value
+		environ = append(environ, e.Name+"="+e.Value)
+	}
 	for _, a := range args {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		switch {
@@ -107,13 +143,15 @@ func (f *exporterFlags) parseArgs(args []string) (map[string]string, []error) {
 			continue
 		}
 		if _, dup := values[name]; dup {
-			errs = append(errs, fmt.Errorf("arg %q: --%s given twice", a, name))
+			errs = append(errs, fmt.Errorf("arg %q: --%s given twice (as args, or as an arg and its VETH_EXPORTER_ variable)", a, name))
 		}
 		values[name] = value
 	}
 	// The binary parses every flag before it acts on --help, and refuses an
 	// unknown one (or one of another command) with exit status 2.
-	if out, err := exec.Command(f.binary, append(slices.Clone(args), "--help")...).CombinedOutput(); err != nil {
+	help := exec.Command(f.binary, append(slices.Clone(args), "--help")...)
+	help.Env = append(os.Environ(), environ...)
+	if out, err := help.CombinedOutput(); err != nil {
 		msg := strings.TrimSpace(string(out))
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
@@ -306,7 +344,7 @@ func checkRendered(r *rendered, v variant, flags *exporterFlags, rules []byte) [
 	errs = append(errs, checkResources(c)...)
 	errs = append(errs, checkMounts(p)...)
 
-	values, flagErrs := flags.parseArgs(c.Args)
+	values, flagErrs := flags.parseArgs(c.Args, c.Env)
 	errs = append(errs, flagErrs...)
 	flagErrs, tlsSecret := checkFlags(p, values, v)
 	errs = append(errs, flagErrs...)

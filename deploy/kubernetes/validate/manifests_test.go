@@ -354,10 +354,11 @@ func TestManifestsCatchMistakes(t *testing.T) {
 		{"base/daemonset.yaml", "            path: /var/lib/veth_exporter", "            path: /var/lib/veth-exporter", "state"},
 
 		// Flags: the binary must accept each, and the paths must exist.
-		{"base/daemonset.yaml", "--path.procfs=/host/proc", "--path.procfs=/proc/host", "--path.procfs"},
-		{"base/daemonset.yaml", "--path.procfs=/host/proc", "--path.procfs /host/proc", "--path.procfs"},
-		{"base/daemonset.yaml", "--docker.host=unix:///run/docker.sock", "--docker.hosts=unix:///run/docker.sock", "not a flag"},
-		{"base/daemonset.yaml", "--docker.host=unix:///run/docker.sock", "--docker.host=unix:///var/run/docker.sock", "--docker.host"},
+		{"base/daemonset.yaml", "value: /host/proc", "value: /proc/host", "--path.procfs"},
+		{"base/daemonset.yaml", "--web.listen-address=:9750", "--web.listen-address :9750", "--web.listen-address"},
+		{"base/daemonset.yaml", "--web.listen-address=:9750", "--web.listen-address=:9750\n            - --path.procfs=/host/proc", "given twice"},
+		{"base/daemonset.yaml", "name: VETH_EXPORTER_DOCKER_HOST", "name: VETH_EXPORTER_DOCKER_HOSTS", "not a variable the exporter reads"},
+		{"base/daemonset.yaml", "value: unix:///run/docker.sock", "value: unix:///var/run/docker.sock", "--docker.host"},
 		{"base/daemonset.yaml", "- --web.listen-address=:9750", "- --web.listen-address=:9100", "9750"},
 		{"base/daemonset.yaml", "- --web.listen-address=:9750", "- --dry-run", "not a flag"},
 		{"base/daemonset.yaml", "- --web.listen-address=:9750", "- --no-collector.veth.per-device", "needs a check"},
