@@ -3,6 +3,7 @@ package critest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -172,6 +173,50 @@ func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	}
 }
 
+// Sandbox returns the ready sandbox id, run by someone else (a kubelet),
+// as [Runtime.RunPod] would have: its metadata from PodSandboxStatus, the
+// pause process (its PID from the verbose status, checked in the pids
+// hierarchy), its namespace's mount and its host veth.
+func (r *Runtime) Sandbox(t testing.TB, id string) *Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	resp, err := r.cri().PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		t.Fatalf("critest: PodSandboxStatus %s: %v", id, err)
+	}
+	if resp.GetStatus().GetState() != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Fatalf("critest: sandbox %s is %v", id, resp.GetStatus().GetState())
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.GetInfo()["info"]), &info); err != nil || info.PID <= 0 {
+		t.Fatalf("critest: sandbox %s: no pause PID in its verbose status (%v)", id, err)
+	}
+	md := resp.GetStatus().GetMetadata()
+	var cgroup string
+	for _, cg := range fixturesys.CgroupPaths(info.PID) {
+		if inPod(cg, md.GetUid()) {
+			cgroup = cg
+		}
+	}
+	if pid, err := pauseOf(cgroup); err != nil || pid != info.PID {
+		t.Fatalf("critest: sandbox %s: process %d is not its pause process (%v)", id, info.PID, err)
+	}
+	netns, err := netnsMountOf(info.PID)
+	if err != nil {
+		t.Fatalf("critest: sandbox %s: %v", id, err)
+	}
+	veth := netnstest.HostVeth(t, netns)
+	return &Pod{
+		ID: id, Namespace: md.GetNamespace(), Name: md.GetName(), UID: md.GetUid(),
+		PID: info.PID, Netns: netns, NetnsName: filepath.Base(netns),
+		Veth: veth, VethIndex: netnstest.LinkIndex(t, veth),
+		Cgroup: cgroup,
+	}
+}
+
 // state returns the state of the sandbox id (PodSandboxStatus).
 func (r *Runtime) state(id string) (runtimeapi.PodSandboxState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -272,6 +317,7 @@ func (r *Runtime) inPodCgroup(cgroup string) bool {
 // inPod reports whether cgroup is that of the pod uid,
 // /kubepods/besteffort/pod<UID>, or below.
 func inPod(cgroup, uid string) bool {
-	dir := podCgroupBase + "/pod" + uid
-	return cgroup == dir || strings.HasPrefix(cgroup, dir+"/")
+	// pod<UID> wherever the kubelet's cgroup root and the pod's QoS class
+	// put it (a kubelet of internal/kubelettest has a root of its own).
+	return strings.Contains(cgroup+"/", "/pod"+uid+"/")
 }

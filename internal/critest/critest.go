@@ -162,6 +162,27 @@ var slot = fixturesys.NewSlot("critest")
 // the test binary is still running.
 func Start(t testing.TB) *Runtime {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// Options are what a harness built on this one (internal/kubelettest)
+// adds to [Start].
+type Options struct {
+	// PrivateDirs are more directories to hide behind a private tmpfs
+	// before containerd starts, as /var/lib/cni is (see
+	// [fixturesys.PrivateDirs]: one missing from the machine must be in
+	// /var/lib).
+	PrivateDirs []string
+	// Socket, when set, is containerd's socket instead of one in its
+	// base directory: /run/containerd/containerd.sock is where the
+	// kubelet and the exporter look on a node. It must be on the private
+	// /run.
+	Socket string
+}
+
+// StartWith is [Start] with opts.
+func StartWith(t testing.TB, opts Options) *Runtime {
+	t.Helper()
 	netnstest.Require(t)
 	r := &Runtime{uids: map[string]bool{}}
 	bins := fixturesys.Binaries(t, "critest", "containerd, runc, containernetworking-plugins",
@@ -180,6 +201,12 @@ func Start(t testing.TB) *Runtime {
 	tmp := t.TempDir()
 	r.base = slot.Take(t, "Runtime")
 	r.Socket = r.base + "/containerd.sock"
+	if opts.Socket != "" {
+		if !strings.HasPrefix(opts.Socket, "/run/") {
+			t.Fatalf("critest: socket %s is not on the private /run", opts.Socket)
+		}
+		r.Socket = opts.Socket
+	}
 	r.Endpoint = "unix://" + r.Socket
 	r.State = r.base + "/state"
 	r.Root = filepath.Join(tmp, "root")
@@ -200,7 +227,7 @@ func Start(t testing.TB) *Runtime {
 			t.Fatal(err)
 		}
 	}
-	if err := r.prepareMounts(); err != nil {
+	if err := r.prepareMounts(opts.PrivateDirs); err != nil {
 		t.Fatalf("critest: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(r.CNIConfDir, "10-"+NetworkName+".conflist"), []byte(cniConfig()), 0o600); err != nil {
@@ -409,28 +436,45 @@ func (r *Runtime) runCtr(args ...string) (string, error) {
 	return fixturesys.Output(cmd, nil)
 }
 
-// importImage imports the pause image into the CRI plugin's namespace and
-// unpacks it for the overlayfs snapshotter.
+// importImage imports the pause image (see [Runtime.ImportImage]).
 func (r *Runtime) importImage(t testing.TB) {
 	t.Helper()
-	archive := filepath.Join(filepath.Dir(r.configFile), "pause.tar")
-	if err := os.WriteFile(archive, r.image, 0o600); err != nil {
+	r.ImportImage(t, r.image, r.SandboxImage)
+}
+
+// ImportImage imports archive, a docker-archive tar, into the CRI
+// plugin's namespace (`ctr images import`, which unpacks it for the
+// overlayfs snapshotter; no registry is involved), and waits until CRI
+// lists it by ref, one of its tags: the kubelet or a RunPodSandbox asking
+// for it earlier would try to pull it. A tag without a registry is
+// docker.io/library/NAME, as the kubelet and CRI name it.
+func (r *Runtime) ImportImage(t testing.TB, archive []byte, ref string) {
+	t.Helper()
+	f, err := os.CreateTemp(filepath.Dir(r.configFile), "image-*.tar")
+	if err != nil {
 		t.Fatal(err)
 	}
-	r.Ctr(t, "images", "import", archive)
-	// CRI learns of the image from containerd's events: wait until it
-	// lists it, or the first RunPodSandbox would try to pull it.
+	defer os.Remove(f.Name())
+	if _, err := f.Write(archive); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.Ctr(t, "images", "import", f.Name())
+	r.mu.Lock()
 	images := runtimeapi.NewImageServiceClient(r.conn)
+	r.mu.Unlock()
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		resp, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: r.SandboxImage}})
+		resp, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 		cancel()
 		if err == nil && resp.GetImage() != nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("critest: CRI does not list %s %v after import: %v", r.SandboxImage, readyTimeout, err)
+			t.Fatalf("critest: CRI does not list %s %v after import: %v", ref, readyTimeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -467,6 +511,11 @@ func (r *Runtime) cleanup(t testing.TB) {
 		},
 		r.removePodCgroups,
 		func() error { return os.RemoveAll(r.base) },
+		func() error {
+			// A socket outside the base directory (Options.Socket),
+			// left by a kill.
+			return errors.Join(fixturesys.RemoveIfExists(r.Socket), fixturesys.RemoveIfExists(r.Socket+".ttrpc"))
+		},
 		func() error { return fixturesys.RemoveDeadSockets("/run/containerd/s") },
 		func() error { return fixturesys.RemoveEmptyDirs(r.runDirs) },
 		func() error { err := fixturesys.Undo(r.undo); r.undo = nil; return err },

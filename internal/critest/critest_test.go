@@ -1,11 +1,9 @@
 package critest
 
 import (
-	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -399,24 +397,11 @@ func TestDockerArchive(t *testing.T) {
 // untar returns the regular files of a tar by name.
 func untar(t *testing.T, b []byte) map[string][]byte {
 	t.Helper()
-	files := map[string][]byte{}
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			data, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[h.Name] = data
-		}
+	files, err := fixturesys.TarFiles(b)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return files
 }
 
 // checkNothingLeft checks, after Start's cleanup, that no process, mount,

@@ -1,13 +1,10 @@
 package critest
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +13,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 )
 
 // pauseSource is the pause program of the sandbox image.
@@ -121,85 +120,23 @@ func buildPause() ([]byte, error) {
 // dockerArchive returns a docker-archive tar (`docker save` format) of a
 // one-layer image tagged tag whose entrypoint is /pause.
 func dockerArchive(tag string, pause []byte) ([]byte, error) {
-	// Fixed times make the same binary the same image, digest included.
-	epoch := time.Unix(0, 0).UTC()
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
 	// The mount points runc needs in the root file system, so that it
 	// does not have to create them.
+	var entries []fixturesys.LayerEntry
 	for _, dir := range []string{"dev/", "etc/", "proc/", "sys/", "tmp/"} {
 		mode := int64(0o755)
 		if dir == "tmp/" {
 			mode = 0o1777
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: epoch}); err != nil {
-			return nil, err
-		}
+		entries = append(entries, fixturesys.LayerEntry{Name: dir, Mode: mode})
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "pause", Mode: 0o755, Size: int64(len(pause)), ModTime: epoch}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(pause); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	diffID := sha256.Sum256(layer.Bytes())
-	layerDir := hex.EncodeToString(diffID[:])
-
-	config, err := json.Marshal(map[string]any{
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"created":      epoch.Format(time.RFC3339),
-		"config": map[string]any{
-			"Entrypoint": []string{"/pause"},
-			"Env":        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			"StopSignal": "SIGTERM",
-		},
-		"rootfs": map[string]any{
-			"type":     "layers",
-			"diff_ids": []string{"sha256:" + layerDir},
-		},
-	})
+	layer, err := fixturesys.Layer(append(entries, fixturesys.LayerEntry{Name: "pause", Mode: 0o755, Data: pause}))
 	if err != nil {
 		return nil, err
 	}
-	configSum := sha256.Sum256(config)
-	configName := hex.EncodeToString(configSum[:]) + ".json"
-	manifest, err := json.Marshal([]map[string]any{{
-		"Config":   configName,
-		"RepoTags": []string{tag},
-		"Layers":   []string{layerDir + "/layer.tar"},
-	}})
-	if err != nil {
-		return nil, err
-	}
-
-	var out bytes.Buffer
-	tw = tar.NewWriter(&out)
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{
-		{layerDir + "/layer.tar", layer.Bytes()},
-		{configName, config},
-		{"manifest.json", manifest},
-	} {
-		if dir, _ := filepath.Split(f.name); dir != "" {
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: epoch}); err != nil {
-				return nil, err
-			}
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: epoch}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
+	return fixturesys.DockerArchive([]string{tag}, fixturesys.ImageConfig{
+		Entrypoint: []string{"/pause"},
+		Env:        []string{fixturesys.DefaultPath},
+		StopSignal: "SIGTERM",
+	}, layer)
 }

@@ -13,11 +13,11 @@ import (
 
 // prepareMounts makes the cgroup hierarchies visible (the unified one of
 // a hybrid host included, see [fixturesys.MountCgroups]), puts a private
-// tmpfs on /var/lib/cni, where the host-local plugin keeps its leases and
+// tmpfs on /var/lib/cni (and on each of more), where the host-local plugin keeps its leases and
 // libcni, run by containerd, its cache (it ignores any other directory),
 // and makes /run/netns a shared mount point (see [Start]), recording in
 // r.undo how to undo each step.
-func (r *Runtime) prepareMounts() error {
+func (r *Runtime) prepareMounts(more []string) error {
 	hs, err := fixturesys.CgroupHierarchies(true)
 	if err != nil {
 		return err
@@ -25,7 +25,7 @@ func (r *Runtime) prepareMounts() error {
 	if err := fixturesys.MountCgroups(hs, &r.undo); err != nil {
 		return err
 	}
-	if err := fixturesys.PrivateDirs([]string{cniStateDir}, filepath.Join(r.Root, "..", "varlib"), &r.undo); err != nil {
+	if err := fixturesys.PrivateDirs(append([]string{cniStateDir}, more...), filepath.Join(r.Root, "..", "varlib"), &r.undo); err != nil {
 		return err
 	}
 	return r.shareNetnsDir()

@@ -8,5 +8,6 @@
 // (an unknown or misspelt field is an error, as it is for the API server),
 // then check what the exporter relies on: the flags the binary accepts, the
 // host namespaces, the mounts, the capabilities and the probes. It never
-// talks to a cluster.
+// talks to a cluster; its package node runs the rendered pods on a real
+// kubelet of the test's own (internal/kubelettest).
 package validate
