@@ -152,6 +152,11 @@ func startExporter(t testing.TB, args ...string) *exporter {
 		// Orphans are given at once unless a test asks for a settle time.
 		flags = append(flags, "--inventory.settle-time=0s")
 	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--state.path=") }) {
+		// Never the default /var/lib/veth_exporter: that is the
+		// machine's disk, shared by every test binary.
+		flags = append(flags, "--state.path="+filepath.Join(t.TempDir(), "state.json"))
+	}
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--cni.conf-dir=") }) {
 		// The machine's own CNI configuration (Debian's podman package
 		// installs one) is no part of the fixture.

@@ -314,10 +314,9 @@ func (r *Runtime) inPodCgroup(cgroup string) bool {
 	return false
 }
 
-// inPod reports whether cgroup is that of the pod uid,
-// /kubepods/besteffort/pod<UID>, or below.
+// inPod reports whether cgroup is that of the pod uid, pod<UID>, or below:
+// /kubepods/besteffort/pod<UID> for RunPod's pods, wherever a kubelet's
+// cgroup root and the pod's QoS class put it for a kubelet's.
 func inPod(cgroup, uid string) bool {
-	// pod<UID> wherever the kubelet's cgroup root and the pod's QoS class
-	// put it (a kubelet of internal/kubelettest has a root of its own).
 	return strings.Contains(cgroup+"/", "/pod"+uid+"/")
 }
