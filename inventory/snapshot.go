@@ -329,6 +329,7 @@ func (inv *Inventory) judge(s *Snapshot, partialView bool, runtimes []asked, ann
 			n.UnaskedRuntime = r.Name + " (" + r.Why + ")"
 		}
 	}
+	inv.finish(s, runtimes, annotations, history)
 	return history.end()
 }
 

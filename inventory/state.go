@@ -121,6 +121,16 @@ type stateFile struct {
 	Gone         []*goneState   `json:"gone,omitempty"`
 	// Leaked are the leaked namespaces, since when each has been seen so.
 	Leaked []*leakedState `json:"leaked_netns,omitempty"`
+	// Conditions are the annotators' clocks: since when each condition
+	// they watch (a CNI lease leaked) has held (see [Finish.Since]).
+	Conditions []*conditionState `json:"conditions,omitempty"`
+}
+
+// conditionState is since when an annotator's condition has held, under
+// its key ("<annotator>/<key>").
+type conditionState struct {
+	Key   string    `json:"key"`
+	Since time.Time `json:"since"`
 }
 
 // leakedState is what the history keeps of a leaked namespace: since
@@ -180,6 +190,8 @@ type State struct {
 	devices map[stateKey]*deviceState
 	gone    map[stateKey]gone
 	leaked  map[uint64]*leakedState
+	// conditions: see [stateFile.Conditions].
+	conditions map[string]time.Time
 	// lastObserved is the last observation: the file's at load, then
 	// (writable) each observe's.
 	lastObserved time.Time
@@ -208,6 +220,7 @@ func OpenState(path string, opts StateOptions) *State {
 	s := &State{
 		path: path, readOnly: opts.ReadOnly, maxGap: maxGap, logger: logger, bootID: currentBootID(),
 		devices: map[stateKey]*deviceState{}, gone: map[stateKey]gone{}, leaked: map[uint64]*leakedState{},
+		conditions: map[string]time.Time{},
 	}
 	if path == "" {
 		return s
@@ -239,6 +252,9 @@ func OpenState(path string, opts StateOptions) *State {
 		}
 		for _, l := range f.Leaked {
 			s.leaked[l.Inode] = l
+		}
+		for _, c := range f.Conditions {
+			s.conditions[c.Key] = c.Since
 		}
 		s.lastObserved = f.LastObserved
 		logger.Debug("loaded state file", "path", path, "devices", len(f.Devices), "gone", len(f.Gone), "last_observed", f.LastObserved)
@@ -276,6 +292,11 @@ func readStateFile(path string) (*stateFile, error) {
 	for _, l := range f.Leaked {
 		if l == nil || l.Inode == 0 || l.Since.IsZero() {
 			return nil, fmt.Errorf("corrupt state file: invalid leaked namespace entry")
+		}
+	}
+	for _, c := range f.Conditions {
+		if c == nil || !strings.Contains(c.Key, "/") || c.Since.IsZero() {
+			return nil, fmt.Errorf("corrupt state file: invalid condition entry")
 		}
 	}
 	return &f, nil
@@ -320,6 +341,10 @@ type observing struct {
 	settle time.Duration
 	seen   map[stateKey]bool
 	obs    observation
+	// clocked: the conditions asked for this observation; finished: the
+	// annotators that asked (their conditions not asked have ended).
+	clocked  map[string]bool
+	finished map[string]bool
 	// ended: end released the state's lock.
 	ended bool
 }
@@ -331,15 +356,17 @@ type observing struct {
 func (s *State) begin(now time.Time, settle time.Duration) *observing {
 	s.mu.Lock()
 	prev := s.lastObserved
-	o := &observing{s: s, now: now, settle: settle, seen: map[stateKey]bool{}, obs: observation{historyObserved: prev}}
+	o := &observing{s: s, now: now, settle: settle, seen: map[stateKey]bool{}, obs: observation{historyObserved: prev},
+		clocked: map[string]bool{}, finished: map[string]bool{}}
 	if s.readErr != nil {
 		o.obs.unreadable = fmt.Sprintf("state file %s: %v", s.path, s.readErr)
 	}
 	if s.readOnly || !(prev.IsZero() || now.Sub(prev) > s.maxGap) {
 		return o
 	}
-	restarted := len(s.leaked)
+	restarted := len(s.leaked) + len(s.conditions)
 	clear(s.leaked)
+	clear(s.conditions)
 	for _, d := range s.devices {
 		if !d.OrphanedSince.IsZero() {
 			d.OrphanedSince = time.Time{}
@@ -512,6 +539,45 @@ func (o *observing) recordLeaked(leaked []*Namespace) {
 	}
 }
 
+// since returns since when the condition key of the annotator step has
+// held: the time it was first asked for, in an unbroken run of
+// observations that asked for it each time, now for a new one. A
+// read-only state only lends what it recorded: zero for a condition it
+// does not know.
+func (o *observing) since(step, key string) time.Time {
+	s, full := o.s, step+"/"+key
+	o.finished[step] = true
+	o.clocked[full] = true
+	if t, ok := s.conditions[full]; ok {
+		return t
+	}
+	if s.readOnly {
+		return time.Time{}
+	}
+	s.conditions[full] = o.now
+	s.dirty = true
+	return o.now
+}
+
+// finish marks the annotator step as having finished this observation,
+// so that its conditions not asked for are forgotten at the end.
+func (o *observing) finish(step string) {
+	o.finished[step] = true
+}
+
+// endConditions forgets the conditions no longer asked for by the
+// annotators that finished.
+func (o *observing) endConditions() {
+	s := o.s
+	for full := range s.conditions {
+		step, _, _ := strings.Cut(full, "/")
+		if o.finished[step] && !o.clocked[full] {
+			delete(s.conditions, full)
+			s.dirty = true
+		}
+	}
+}
+
 func sameMounts(a, b []string) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
 	slices.Sort(a)
@@ -542,6 +608,7 @@ func (o *observing) end() (observation, error) {
 		sortGone(o.obs.gone)
 		return o.obs, nil
 	}
+	o.endConditions()
 	for k, d := range s.devices {
 		if !o.seen[k] {
 			delete(s.devices, k)
@@ -599,6 +666,10 @@ func (s *State) persist(now time.Time) error {
 		f.Leaked = append(f.Leaked, l)
 	}
 	slices.SortFunc(f.Leaked, func(a, b *leakedState) int { return cmp.Compare(a.Inode, b.Inode) })
+	for k, since := range s.conditions {
+		f.Conditions = append(f.Conditions, &conditionState{Key: k, Since: since})
+	}
+	slices.SortFunc(f.Conditions, func(a, b *conditionState) int { return cmp.Compare(a.Key, b.Key) })
 	for k, g := range s.gone {
 		f.Gone = append(f.Gone, &goneState{Device: k.Device, Index: k.Index, GoneSince: g.since,
 			LastOwner: g.owner, LastOwnerSeen: g.ownerSeen, LastOwnerNetns: g.netns})

@@ -140,6 +140,15 @@ func LastOwnerText(o *inventory.Owner, seen time.Time) string {
 	return "was " + DescribeOwner(o) + ", seen " + seen.UTC().Format(time.DateTime)
 }
 
+// ShortID is a container or sandbox ID as docker ps shows it: its first
+// 12 characters.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 // DescribeOwner names an owner the way an operator looks it up: a pod by
 // namespace/name (or UID), a container by short ID and name, a process by
 // PID and command.
@@ -151,10 +160,7 @@ func DescribeOwner(o *inventory.Owner) string {
 		}
 		return "pod " + o.PodUID
 	case inventory.OwnerContainer:
-		id := o.ID
-		if len(id) > 12 {
-			id = id[:12]
-		}
+		id := ShortID(o.ID)
 		if o.Name != "" {
 			return "container " + id + " (" + o.Name + ")"
 		}

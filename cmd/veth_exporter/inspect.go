@@ -8,10 +8,12 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/resolver/cni"
 	"github.com/veth-exporter/veth_exporter/web"
 )
 
@@ -78,6 +80,44 @@ func writeTable(w io.Writer, snap *inventory.Snapshot, sysfs string) {
 		for _, n := range snap.LeakedNetns {
 			fmt.Fprintf(w, "net:[%d]  %s  %s\n", n.Inode, strings.Join(n.Mounts, ","), web.LastOwnerText(n.LastOwner, n.LastOwnerSeen))
 		}
+	}
+	if v, ok := snap.View(cni.Name).(*cni.View); ok {
+		writeLeases(w, v.IPAM, snap.Taken)
+	}
+}
+
+// writeLeases prints each host-local range's use, then the leaked leases.
+func writeLeases(w io.Writer, networks []*cni.IPAMNetwork, now time.Time) {
+	if len(networks) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nADDRESSES (host-local)\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NETWORK\tRANGE\tSIZE\tLIVE\tLEAKED\tUNKNOWN\tFREE")
+	var leaked []string
+	for _, n := range networks {
+		for _, r := range n.Ranges {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%v\n", n.Name, r.Subnet, r.Size, r.Live, r.Leaked, r.Unknown,
+				r.Size-float64(r.Live+r.Leaked+r.Unknown))
+		}
+		if n.Error != "" {
+			fmt.Fprintf(tw, "%s\t(leases not read: %s)\n", n.Name, n.Error)
+		}
+		for _, l := range n.Leases {
+			if l.State != cni.LeaseLeaked {
+				continue
+			}
+			pod := "-"
+			if l.PodName != "" {
+				pod = l.PodNamespace + "/" + l.PodName
+			}
+			leaked = append(leaked, fmt.Sprintf("%s  %s  %s  pod %s  leaked for %s", n.Name, l.IP, web.ShortID(l.ContainerID), pod,
+				now.Sub(l.LeakedSince).Truncate(time.Second)))
+		}
+	}
+	tw.Flush()
+	if len(leaked) > 0 {
+		fmt.Fprintf(w, "\nLEAKED LEASES (no runtime lists the sandbox, no namespace is left: a CNI DEL that never ran)\n%s\n", strings.Join(leaked, "\n"))
 	}
 }
 

@@ -59,6 +59,10 @@ type Reader struct {
 	conf  confCache
 	agent agentCache
 	cache resultCache
+	// ipam and leases: the host-local networks and their lease
+	// directories as last read (leases.go).
+	ipam   confSet
+	leases map[string]*leaseDir
 }
 
 // New returns the CNI's reader of confDir (configurations, "" for no
@@ -105,6 +109,9 @@ type View struct {
 	// Stale are the attachments of a CNI DEL that never ran (see
 	// [Attachment] and helpCNIStale).
 	Stale []Attachment `json:"stale_attachments,omitempty"`
+	// IPAM are the networks whose addresses host-local hands out, with
+	// their ranges and leases (leases.go).
+	IPAM []*IPAMNetwork `json:"ipam_networks,omitempty"`
 }
 
 // AgentDown reports whether the node's CNI has a node agent and none of
@@ -140,6 +147,14 @@ const (
 		"say whether the pod still runs; a namespace whose runtime cannot be asked is not counted."
 )
 
+// Help texts of the IPAM families (leases.go).
+const (
+	helpIPAMSize      = "Addresses the host-local IPAM hands out in each range of a network of --cni.conf-dir (the gateway excluded)."
+	helpIPAMAddresses = "Addresses host-local has leased in each range, by state: live (a runtime lists the sandbox, or a namespace " +
+		"of it is still there), leaked (no runtime lists it and no namespace is left, for the settle time: a CNI DEL that never ran), " +
+		"unknown (not proved: a resolver that lists sandboxes is down or none is on, a partial view, or settling)."
+)
+
 // Families implements [inventory.RuntimeView]: the CNI's info and its stale
 // attachments.
 func (v *View) Families(*inventory.Snapshot) []inventory.Family {
@@ -152,7 +167,30 @@ func (v *View) Families(*inventory.Snapshot) []inventory.Family {
 		families = append(families, inventory.Family{Name: "veth_cni_stale_attachments", Help: helpCNIStale,
 			Series: []inventory.Series{{Value: float64(len(v.Stale))}}})
 	}
-	return families
+	return append(families, v.ipamFamilies()...)
+}
+
+// ipamFamilies are the address ranges' sizes and their leases by state.
+func (v *View) ipamFamilies() []inventory.Family {
+	if len(v.IPAM) == 0 {
+		return nil
+	}
+	size := inventory.Family{Name: "veth_cni_ipam_range_size", Help: helpIPAMSize}
+	addresses := inventory.Family{Name: "veth_cni_ipam_addresses", Help: helpIPAMAddresses}
+	for _, n := range v.IPAM {
+		for _, r := range n.Ranges {
+			labels := []inventory.Label{{Name: "network", Value: n.Name}, {Name: "range", Value: r.Subnet}}
+			size.Series = append(size.Series, inventory.Series{Labels: labels, Value: r.Size})
+			for _, st := range []struct {
+				state LeaseState
+				n     int
+			}{{LeaseLive, r.Live}, {LeaseLeaked, r.Leaked}, {LeaseUnknown, r.Unknown}} {
+				addresses.Series = append(addresses.Series, inventory.Series{Value: float64(st.n),
+					Labels: append(slices.Clone(labels), inventory.Label{Name: "state", Value: string(st.state)})})
+			}
+		}
+	}
+	return []inventory.Family{size, addresses}
 }
 
 // cniTypes maps the first plugin's type to the CNI it is and the command

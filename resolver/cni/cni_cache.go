@@ -210,7 +210,15 @@ type cniObservation struct {
 	// /proc path, whose PID may be another process's by now), by
 	// recorded host interface name.
 	byHost map[string][]*cniCacheEntry
+	// byAttachment are all entries by network, container ID and
+	// interface, and pinned those whose namespace path pins a namespace.
+	byAttachment map[attachmentKey]*cniCacheEntry
+	pinned       map[*cniCacheEntry]bool
 }
+
+// attachmentKey identifies a CNI attachment: what a lease and a libcni
+// cache entry both record.
+type attachmentKey struct{ network, containerID, ifName string }
 
 // Annotate implements [inventory.Annotator]: it reads the CNI's
 // configuration, agent and result cache for one snapshot and resolves
@@ -218,7 +226,8 @@ type cniObservation struct {
 func (c *Reader) Annotate(p inventory.Paths) (inventory.Annotation, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	o := &cniObservation{view: &View{}, byInode: map[uint64][]*cniCacheEntry{}, byHost: map[string][]*cniCacheEntry{}}
+	o := &cniObservation{view: &View{}, byInode: map[uint64][]*cniCacheEntry{}, byHost: map[string][]*cniCacheEntry{},
+		byAttachment: map[attachmentKey]*cniCacheEntry{}, pinned: map[*cniCacheEntry]bool{}}
 	var errs []error
 	n, err := c.network(p.Rootfs)
 	errs = append(errs, err)
@@ -228,6 +237,8 @@ func (c *Reader) Annotate(p inventory.Paths) (inventory.Annotation, error) {
 		}
 		o.view.Network = n
 	}
+	o.view.IPAM, err = c.ipamNetworks(p.Rootfs)
+	errs = append(errs, err)
 	if c.cacheDir == "" {
 		return o, errors.Join(errs...)
 	}
@@ -237,8 +248,10 @@ func (c *Reader) Annotate(p inventory.Paths) (inventory.Annotation, error) {
 	}
 	o.view.CacheRead, o.view.CacheEntries = true, len(entries)
 	for _, e := range entries {
+		o.byAttachment[attachmentKey{e.network, e.containerID, e.ifName}] = e
 		if inode := netnsInodeAt(p.Rootfs, e.netns); inode != 0 {
 			o.byInode[inode] = append(o.byInode[inode], e)
+			o.pinned[e] = true
 			continue
 		}
 		for _, h := range e.host {

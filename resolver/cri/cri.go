@@ -95,11 +95,15 @@ type criObservation struct {
 	byID map[string]*Sandbox
 	// paths open the namespaces of byInode, by inode.
 	paths map[uint64]string
+	// listed: every sandbox's ID.
+	listed map[string]bool
 }
 
 func newCRIObservation(v *View, p inventory.Paths) *criObservation {
-	o := &criObservation{view: v, byInode: map[uint64]*Sandbox{}, byID: map[string]*Sandbox{}, paths: map[uint64]string{}}
+	o := &criObservation{view: v, byInode: map[uint64]*Sandbox{}, byID: map[string]*Sandbox{}, paths: map[uint64]string{},
+		listed: make(map[string]bool, len(v.Sandboxes))}
 	for _, sb := range v.Sandboxes {
+		o.listed[sb.ID] = true
 		if sb.HostNetwork {
 			continue
 		}
@@ -217,6 +221,15 @@ func (o *criObservation) Running() []inventory.RunningNetns {
 // View implements [inventory.Observation]: the snapshot's key of the
 // resolver and its metric families.
 func (o *criObservation) View() inventory.RuntimeView { return o.view }
+
+// Answered implements [inventory.Lister]: the runtime listed its sandboxes.
+func (o *criObservation) Answered() bool { return o.view.Up && !o.view.NoCRI }
+
+// Lists implements [inventory.Lister]: a sandbox of that ID is listed,
+// ready or not, host network or not.
+func (o *criObservation) Lists(id string) bool {
+	return o.listed[id]
+}
 
 // Help texts of the CRI resolver's families; the names and labels are a
 // contract with dashboards and alerts.

@@ -333,6 +333,13 @@ func podmanOwner(pc *Container) *inventory.Owner {
 // View implements [inventory.Observation].
 func (c *podmanClaims) View() inventory.RuntimeView { return c.view }
 
+// Answered implements [inventory.Lister]: Podman listed its containers.
+func (c *podmanClaims) Answered() bool { return c.view.Up }
+
+// Lists implements [inventory.Lister]: a container of that ID (a pod's
+// infra container included) is listed, whatever its state.
+func (c *podmanClaims) Lists(id string) bool { return c.byID[id] != nil }
+
 // Help texts of Podman's families.
 const (
 	helpPodmanAPI = "Podman REST API requests made by the exporter."
