@@ -139,3 +139,31 @@ func (inv *Inventory) finish(s *Snapshot, runtimes []asked, annotations []annota
 		fin.Finish(f)
 	}
 }
+
+// LeakedAddress is an address a network handed out to a sandbox that is
+// gone: a CNI DEL that never ran (see [AddressLeaks]).
+type LeakedAddress struct {
+	Network, IP, ContainerID string
+	// Owner is the pod or container it was for, when known.
+	Owner *Owner
+	// Since is since when it has looked leaked.
+	Since time.Time
+}
+
+// AddressLeaks is a [RuntimeView] that knows of leaked addresses (the CNI
+// annotator's host-local leases), for the readers that list leftovers.
+type AddressLeaks interface {
+	LeakedAddresses() []LeakedAddress
+}
+
+// LeakedAddresses returns the leaked addresses every view of the snapshot
+// knows of.
+func (s *Snapshot) LeakedAddresses() []LeakedAddress {
+	var all []LeakedAddress
+	for _, v := range s.Views {
+		if l, ok := v.View.(AddressLeaks); ok {
+			all = append(all, l.LeakedAddresses()...)
+		}
+	}
+	return all
+}

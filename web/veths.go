@@ -38,7 +38,13 @@ type vethsData struct {
 	Total    int
 	Rows     []vethRow
 	Leaked   []leakedRow
+	Leases   []leaseRow
 	Warnings []string
+}
+
+// leaseRow is a leaked address: a CNI DEL that never ran.
+type leaseRow struct {
+	Network, IP, Container, Owner, Since string
 }
 
 // vethRow is one veth of the table, and its evidence when it is orphaned.
@@ -111,6 +117,14 @@ func newVethsHandler(cfg Config) http.HandlerFunc {
 		for _, n := range snap.LeakedNetns {
 			data.Leaked = append(data.Leaked, leakedRow{Netns: "net:[" + strconv.FormatUint(n.Inode, 10) + "]", Mounts: n.Mounts,
 				Owner: LastOwnerText(n.LastOwner, n.LastOwnerSeen)})
+		}
+		for _, a := range snap.LeakedAddresses() {
+			owner := "-"
+			if a.Owner != nil {
+				owner = DescribeOwner(a.Owner)
+			}
+			data.Leases = append(data.Leases, leaseRow{Network: a.Network, IP: a.IP, Container: ShortID(a.ContainerID), Owner: owner,
+				Since: a.Since.UTC().Format(time.DateTime+" MST") + " (" + snap.Taken.Sub(a.Since).Truncate(time.Second).String() + " ago)"})
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if err := vethsPage.Execute(w, data); err != nil {

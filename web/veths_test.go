@@ -63,8 +63,16 @@ func testSnapshot() *inventory.Snapshot {
 			},
 		},
 		LeakedNetns: []*inventory.Namespace{{Inode: 4026532009, Mounts: []string{"/run/netns/cni-nothing-left"}}},
+		Views: []inventory.NamedView{{Name: "cni", View: leases{{Network: "podnet", IP: "10.78.0.4", ContainerID: "5ca1ab1e5ca1ab1e5ca1ab1e",
+			Owner: &inventory.Owner{Kind: inventory.OwnerPod, PodNamespace: "shop", PodName: "<i>cart</i>"}, Since: taken.Add(-5 * time.Minute)}}}},
 	}
 }
+
+// leases is a view that knows of leaked addresses.
+type leases []inventory.LeakedAddress
+
+func (l leases) Families(*inventory.Snapshot) []inventory.Family { return nil }
+func (l leases) LeakedAddresses() []inventory.LeakedAddress      { return l }
 
 func newTestServer(t *testing.T, inv Snapshotter, clean *CleanAdvice) *httptest.Server {
 	t.Helper()
@@ -131,6 +139,8 @@ func TestVethsPage(t *testing.T) {
 		`2026-11-27 11:58:00 UTC (2m ago)`,                               // evidence: orphaned since
 		`pid 77 &#43;1`,                                                  // held by, in the table
 		`/run/netns/cni-nothing-left`,                                    // leaked namespaces
+		`<td class="mono">10.78.0.4</td><td class="mono">5ca1ab1e5ca1</td><td>pod shop/&lt;i&gt;cart&lt;/i&gt;</td>`, // leaked addresses
+		`2026-11-27 11:55:00 UTC (5m0s ago)`,
 		`host (hostB)`,
 		`nothing: its peer <code>hostB</code> is in the host namespace too`,
 	} {

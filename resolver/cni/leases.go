@@ -469,3 +469,21 @@ func (n *IPAMNetwork) rangeOf(ip string) *Range {
 	}
 	return nil
 }
+
+// LeakedAddresses implements [inventory.AddressLeaks].
+func (v *View) LeakedAddresses() []inventory.LeakedAddress {
+	var leaked []inventory.LeakedAddress
+	for _, n := range v.IPAM {
+		for _, l := range n.Leases {
+			if l.State != LeaseLeaked {
+				continue
+			}
+			a := inventory.LeakedAddress{Network: n.Name, IP: l.IP, ContainerID: l.ContainerID, Since: l.LeakedSince}
+			if l.PodName != "" {
+				a.Owner = &inventory.Owner{Kind: inventory.OwnerPod, ID: l.ContainerID, Name: l.PodName, PodNamespace: l.PodNamespace, PodName: l.PodName}
+			}
+			leaked = append(leaked, a)
+		}
+	}
+	return leaked
+}
