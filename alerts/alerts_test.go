@@ -372,6 +372,13 @@ func TestRuleTestsCatchMistakes(t *testing.T) {
 		{"VethRemediationOtherNode", `sum without (result, method) (increase(veth_remediation_actions_total{result!="skipped"}[1h])) > 0`, `sum without (result, method) (increase(veth_remediation_actions_total{result="deleted"}[1h])) > 0`},
 		{"VethRemediationOtherNode", "\n            unless\n", "\n            and\n"},
 		{"VethRemediationOtherNode", "sum without (reason)", "sum"},
+		{"VethAddressRangeExhausting", "for: 5m", "for: 4m"},
+		{"VethAddressRangeExhausting", "for: 5m", "for: 6m"},
+		{"VethAddressRangeExhausting", "< 0.1 *", "< 0.2 *"},
+		{"VethAddressRangeExhausting", "< 0.1 *", "< 0.05 *"},
+		{"VethAddressRangeExhausting", `{state="leaked"}) > 0`, `{state="leaked"}) >= 0`},
+		{"VethAddressRangeExhausting", "sum without (state) (veth_cni_ipam_addresses)", `sum without (state) (veth_cni_ipam_addresses{state!="unknown"})`},
+		{"VethAddressRangeExhausting", "and on (instance, job, network, range)", "and on (network, range)"},
 	}
 	// The copy, untouched, must pass: otherwise every mutant would fail for
 	// a reason of its own (a path, a layout) and prove nothing.

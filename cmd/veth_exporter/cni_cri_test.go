@@ -1,11 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
+	"golang.org/x/sys/unix"
 )
 
 // TestCRILostStateLateExporter is TestCRILostState with an exporter
@@ -31,4 +38,104 @@ func TestCRILostStateLateExporter(t *testing.T) {
 	wantSample(t, m, "veth_cni_stale_attachments", 1)
 	wantSample(t, m, `veth_scrape_collector_success{collector="cni"}`, 1)
 	wantSample(t, m, fmt.Sprintf(`veth_cni_info{daemon_running="n/a",name=%q,type="bridge"}`, critest.NetworkName), 1)
+}
+
+// TestCRILeakedLease follows a lost pod's address through a real
+// containerd and the host-local plugin: while the lost sandbox's namespace
+// is still pinned its lease is live (namespace_left: the veth is the
+// leftover to remove first); once the namespace is freed (its pin
+// unmounted, as a release does) it is leaked after the settle time,
+// naming the pod, while the live pod's lease stays live; with containerd
+// down every lease is unknown, and the clock starts again when it is back.
+func TestCRILeakedLease(t *testing.T) {
+	netnstest.Require(t)
+	r := critest.Start(t)
+	lost := r.RunPod(t, "shop", "cart", "")
+	live := r.RunPod(t, "shop", "checkout", "")
+	r.LoseSandbox(t, lost)
+
+	e := criExporter(t, r, "--inventory.settle-time=2s", "--cni.conf-dir="+r.CNIConfDir)
+	addresses := func(state string) string {
+		return fmt.Sprintf(`veth_cni_ipam_addresses{network=%q,range=%q,state=%q}`, critest.NetworkName, critest.Subnet, state)
+	}
+	counts := func(live, leaked, unknown float64) func(string) bool {
+		return func(m string) bool {
+			l, _ := sample(m, addresses("live"))
+			k, _ := sample(m, addresses("leaked"))
+			u, _ := sample(m, addresses("unknown"))
+			return l == live && k == leaked && u == unknown
+		}
+	}
+	m := e.scrapeUntil(t, "both leases live", counts(2, 0, 0))
+	wantSample(t, m, fmt.Sprintf(`veth_cni_ipam_range_size{network=%q,range=%q}`, critest.NetworkName, critest.Subnet), 65533)
+	leases := leaseStates(t, e)
+	if l := leases[lost.ID]; l.State != "live" || l.Reason != "namespace_left" {
+		t.Errorf("the lost pod's lease while its namespace is pinned: %+v, want live/namespace_left", l)
+	}
+	if l := leases[live.ID]; l.State != "live" || l.Reason != "listed" {
+		t.Errorf("the live pod's lease: %+v, want live/listed", l)
+	}
+
+	// Free the namespace as a release does: the kernel takes the veth.
+	if err := unix.Unmount(filepath.Join("/run/netns", lost.NetnsName), unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join("/run/netns", lost.NetnsName)); err != nil {
+		t.Fatal(err)
+	}
+	m = e.scrapeUntil(t, "the lost pod's lease leaked", counts(1, 1, 0))
+	if _, ok := sample(m, verdictSeries(lost.Veth, "orphaned", "netns_empty")); ok {
+		t.Errorf("%s still there after its namespace was freed", lost.Veth)
+	}
+	leases = leaseStates(t, e)
+	if l := leases[lost.ID]; l.State != "leaked" || l.Reason != "no_sandbox" || l.PodName != lost.Name || l.PodNamespace != lost.Namespace || l.LeakedSince.IsZero() {
+		t.Errorf("the lost pod's lease: %+v, want leaked/no_sandbox naming %s/%s", l, lost.Namespace, lost.Name)
+	}
+	out, err := exec.Command(exporterBinary(t), "inspect", "--inventory.trust-pid-namespace", "--cri.endpoint="+r.Endpoint,
+		"--cni.conf-dir="+r.CNIConfDir, "--state.path="+e.flag(t, "state.path")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "LEAKED LEASES") || !strings.Contains(string(out), lost.ID[:12]+"  pod shop/cart") {
+		t.Errorf("inspect: %v\n%s\nwant the leaked lease of %s, pod shop/cart", err, out, lost.ID[:12])
+	}
+
+	// Nothing is leaked while containerd cannot be asked.
+	r.KillRuntime(t)
+	e.scrapeUntil(t, "every lease unknown while containerd is down", counts(0, 0, 2))
+	r.Restart(t)
+	m = e.scrapeUntil(t, "the live lease back, the lost one settling again", counts(1, 0, 1))
+	if l := leaseStates(t, e)[lost.ID]; l.Reason != "settling" {
+		t.Errorf("after containerd came back the lost lease is %+v, want settling again", l)
+	}
+	e.scrapeUntil(t, "the lost pod's lease leaked again", counts(1, 1, 0))
+}
+
+// leaseState is a lease as /api/v1/veths gives it.
+type leaseState struct {
+	IP, State, Reason string
+	ContainerID       string    `json:"container_id"`
+	PodNamespace      string    `json:"pod_namespace"`
+	PodName           string    `json:"pod_name"`
+	LeakedSince       time.Time `json:"leaked_since"`
+}
+
+// leaseStates returns the host-local leases of /api/v1/veths by container ID.
+func leaseStates(t *testing.T, e *exporter) map[string]leaseState {
+	t.Helper()
+	var doc struct {
+		CNI struct {
+			IPAM []struct {
+				Leases []leaseState `json:"leases"`
+			} `json:"ipam_networks"`
+		} `json:"cni"`
+	}
+	body := e.get(t, "/api/v1/veths")
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("/api/v1/veths: %v\n%s", err, body)
+	}
+	leases := map[string]leaseState{}
+	for _, n := range doc.CNI.IPAM {
+		for _, l := range n.Leases {
+			leases[l.ContainerID] = l
+		}
+	}
+	return leases
 }

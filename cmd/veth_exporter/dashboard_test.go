@@ -153,8 +153,18 @@ func TestDashboardQueries(t *testing.T) {
 	if err := os.Mkdir(cniDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Its addresses come from host-local: two leases (unknown while the
+	// CRI runtime does not answer).
+	leases := filepath.Join(dir, "networks")
 	writeConfig(t, filepath.Join(cniDir, "10-dash.conflist"),
-		`{"cniVersion": "1.0.0", "name": "dashnet", "plugins": [{"type": "bridge", "bridge": "cni0"}]}`)
+		`{"cniVersion": "1.0.0", "name": "dashnet", "plugins": [{"type": "bridge", "bridge": "cni0", `+
+			`"ipam": {"type": "host-local", "dataDir": "`+leases+`", "ranges": [[{"subnet": "10.79.0.0/28"}]]}}]}`)
+	if err := os.MkdirAll(filepath.Join(leases, "dashnet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []string{dashSandbox, "gone"} {
+		writeConfig(t, filepath.Join(leases, "dashnet", fmt.Sprintf("10.79.0.%d", i+2)), id+"\r\neth0")
+	}
 	token := filepath.Join(dir, "token")
 	if err := os.WriteFile(token, []byte(webhookToken), 0o600); err != nil {
 		t.Fatal(err)

@@ -92,19 +92,37 @@ func (e *exporter) stop(t testing.TB) {
 
 func (e *exporter) scrape(t testing.TB) string {
 	t.Helper()
-	resp, err := http.Get(e.url + "/metrics")
+	return e.get(t, "/metrics")
+}
+
+// get returns the body of GET path, failing t unless it is 200 OK.
+func (e *exporter) get(t testing.TB, path string) string {
+	t.Helper()
+	resp, err := http.Get(e.url + path)
 	if err != nil {
-		t.Fatalf("scrape: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("scrape: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape: %s\n%s", resp.Status, body)
+		t.Fatalf("GET %s: %s\n%s", path, resp.Status, body)
 	}
 	return string(body)
+}
+
+// flag returns the value of the exporter's --name=value argument.
+func (e *exporter) flag(t testing.TB, name string) string {
+	t.Helper()
+	for _, a := range e.cmd.Args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("the exporter runs without --%s", name)
+	return ""
 }
 
 // scrapeUntil scrapes until cond holds, for at most 30 s.

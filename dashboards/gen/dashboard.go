@@ -156,6 +156,12 @@ func fleetRow(b *dashboard.DashboardBuilder) {
 			query(`count by (reason) (veth_verdict_info{`+node+`, verdict="orphaned"}`+withMaster+`)`, "{{reason}}"))).
 		WithPanel(graph("Leaked namespaces", "Network namespaces held only by a mount: no process and no host veth leading into them (a missed CNI DEL).", "short", 6,
 			query(`sum by (instance) (veth_leaked_netns{`+node+`})`, "{{instance}}"))).
+		WithPanel(graph("Pod addresses",
+			"Addresses of each host-local pod network per node: free, live (a runtime lists the sandbox) and leaked (leased to sandboxes that are gone: a CNI DEL that never ran). Runbook: VethAddressRangeExhausting.",
+			"short", 6,
+			query(`sum by (instance, network) (veth_cni_ipam_range_size{`+node+`}) - sum by (instance, network) (veth_cni_ipam_addresses{`+node+`})`, "{{instance}} {{network}} free"),
+			query(`sum by (instance, network, state) (veth_cni_ipam_addresses{`+node+`, state=~"live|leaked"})`, "{{instance}} {{network}} {{state}}")).
+			Links(runbookLinks("VethAddressRangeExhausting"))).
 		WithPanel(grid("Nodes whose resolvers are down",
 			"Inventory stages that failed in the last scrape (docker, cri: the runtime cannot be asked, and its namespaces are left unknown). Runbook: VethExporterResolverDown.",
 			"none", 6).
