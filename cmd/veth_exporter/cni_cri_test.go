@@ -46,7 +46,8 @@ func TestCRILostStateLateExporter(t *testing.T) {
 // leftover to remove first); once the namespace is freed (its pin
 // unmounted, as a release does) it is leaked after the settle time,
 // naming the pod, while the live pod's lease stays live; with containerd
-// down every lease is unknown, and the clock starts again when it is back.
+// down the lost lease is unknown (the live one live by its namespace), and
+// its clock starts again when containerd is back.
 func TestCRILeakedLease(t *testing.T) {
 	netnstest.Require(t)
 	r := critest.Start(t)
@@ -97,9 +98,17 @@ func TestCRILeakedLease(t *testing.T) {
 		t.Errorf("inspect: %v\n%s\nwant the leaked lease of %s, pod shop/cart", err, out, lost.ID[:12])
 	}
 
-	// Nothing is leaked while containerd cannot be asked.
+	// Nothing is leaked while containerd cannot be asked; the live pod's
+	// lease stays live by its namespace.
 	r.KillRuntime(t)
-	e.scrapeUntil(t, "every lease unknown while containerd is down", counts(0, 0, 2))
+	e.scrapeUntil(t, "the lost lease unknown while containerd is down", counts(1, 0, 1))
+	leases = leaseStates(t, e)
+	if l := leases[lost.ID]; l.State != "unknown" || l.Reason != "resolver_down" {
+		t.Errorf("the lost pod's lease with containerd down: %+v, want unknown/resolver_down", l)
+	}
+	if l := leases[live.ID]; l.State != "live" || l.Reason != "namespace_left" {
+		t.Errorf("the live pod's lease with containerd down: %+v, want live/namespace_left", l)
+	}
 	r.Restart(t)
 	m = e.scrapeUntil(t, "the live lease back, the lost one settling again", counts(1, 0, 1))
 	if l := leaseStates(t, e)[lost.ID]; l.Reason != "settling" {
