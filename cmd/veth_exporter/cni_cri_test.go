@@ -110,7 +110,7 @@ func TestCRILeakedLease(t *testing.T) {
 		t.Errorf("the live pod's lease with containerd down: %+v, want live/namespace_left", l)
 	}
 	r.Restart(t)
-	m = e.scrapeUntil(t, "the live lease back, the lost one settling again", counts(1, 0, 1))
+	e.scrapeUntil(t, "the live lease back, the lost one settling again", counts(1, 0, 1))
 	if l := leaseStates(t, e)[lost.ID]; l.Reason != "settling" {
 		t.Errorf("after containerd came back the lost lease is %+v, want settling again", l)
 	}
