@@ -144,6 +144,12 @@ func (inv *Inventory) finish(s *Snapshot, runtimes []asked, annotations []annota
 // gone: a CNI DEL that never ran (see [AddressLeaks]).
 type LeakedAddress struct {
 	Network, IP, ContainerID string
+	// IfName is the interface the address was for.
+	IfName string
+	// Dir is the network's lease directory (a host path).
+	Dir string
+	// CacheEntry: libcni cached the attachment, so its DEL can be run.
+	CacheEntry bool
 	// Owner is the pod or container it was for, when known.
 	Owner *Owner
 	// Since is since when it has looked leaked.
@@ -154,6 +160,8 @@ type LeakedAddress struct {
 // annotator's host-local leases), for the readers that list leftovers.
 type AddressLeaks interface {
 	LeakedAddresses() []LeakedAddress
+	// Leases counts every lease it knows of, whatever its state.
+	Leases() int
 }
 
 // LeakedAddresses returns the leaked addresses every view of the snapshot
@@ -166,4 +174,15 @@ func (s *Snapshot) LeakedAddresses() []LeakedAddress {
 		}
 	}
 	return all
+}
+
+// Leases counts the leases every view of the snapshot knows of.
+func (s *Snapshot) Leases() int {
+	n := 0
+	for _, v := range s.Views {
+		if l, ok := v.View.(AddressLeaks); ok {
+			n += l.Leases()
+		}
+	}
+	return n
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate/cnidel"
 )
 
 // Mode says what remediation may do.
@@ -70,6 +71,9 @@ type Config struct {
 	// Resolvers name the runtime resolvers that are on (their steps in a
 	// snapshot): a refusal of the orphan ratio guard says which answered.
 	Resolvers []string
+	// CNI runs the CNI DELs that never ran, for leaked leases; nil
+	// releases none.
+	CNI *cnidel.Deleter
 }
 
 // ParseReasons turns lists of orphan reasons, each comma-separated, into

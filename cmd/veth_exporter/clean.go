@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -30,6 +31,8 @@ type cleanCommand struct {
 	dryRun    bool
 	all       bool
 	leaked    bool
+	allLeases bool
+	leases    []string
 	minAge    time.Duration
 	minAgeSet bool
 	devices   []string
@@ -49,6 +52,10 @@ func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanComman
 	c.cmd.Flag("leaked-netns", "Also release every leaked namespace (held only by a mount: no process, no veth) the exporter's state file "+
 		"has recorded leaked for --remediation.min-age, its mounts unmounted in the host's mount namespace (only under "+
 		strings.Join(netnsDirs(), ", ")+"): the kernel frees it if and only if nothing else holds it.").BoolVar(&c.leaked)
+	c.cmd.Flag("leases", "Also release every leaked address lease (host-local's, of a sandbox no runtime lists, with no namespace left) "+
+		"the exporter's state file has recorded leaked for --remediation.min-age: the CNI DEL that never ran, from libcni's cache "+
+		"entry (plugins from --cni.bin-dir), or, without one, the lease file removed as host-local does.").BoolVar(&c.allLeases)
+	c.cmd.Flag("lease", "Release this leaked lease only: an address, or NETWORK/ADDRESS; repeatable.").StringsVar(&c.leases)
 	c.cmd.Flag("min-age", "Short for --remediation.min-age (not both).").IsSetByUser(&c.minAgeSet).DurationVar(&c.minAge)
 	settleTimeFlag(c.cmd, " clean calls nothing orphaned that the state file has recorded orphaned for less: give it the running exporter's value.", &c.settle)
 	c.gates.registerFor(c.cmd, false)
@@ -57,9 +64,19 @@ func newCleanCommand(app *kingpin.Application, inv *inventoryFlags) *cleanComman
 }
 
 func (c *cleanCommand) run(logger *slog.Logger) int {
-	if (c.all && len(c.devices) > 0) || (!c.all && len(c.devices) == 0 && !c.leaked) {
-		fmt.Fprintf(os.Stderr, "%s clean: name the DEVICEs to remove, or --all-orphans (not both), and/or --leaked-netns\n", name)
+	if (c.all && len(c.devices) > 0) || (!c.all && len(c.devices) == 0 && !c.leaked && !c.wantsLeases()) {
+		fmt.Fprintf(os.Stderr, "%s clean: name the DEVICEs to remove, or --all-orphans (not both), and/or --leaked-netns, --leases or --lease\n", name)
 		return 2
+	}
+	if c.allLeases && len(c.leases) > 0 {
+		fmt.Fprintf(os.Stderr, "%s clean: --leases is every leaked lease, --lease one: not both\n", name)
+		return 2
+	}
+	for _, l := range c.leases {
+		if !validLease(l) {
+			fmt.Fprintf(os.Stderr, "%s clean: --lease %q: want an address, or NETWORK/ADDRESS\n", name, l)
+			return 2
+		}
 	}
 	mode := remediate.ModeEnforce
 	if c.dryRun {
@@ -122,7 +139,7 @@ func (c *cleanCommand) run(logger *slog.Logger) int {
 // clean removes devices through the gates, prints the table and the
 // summary, and returns the exit code.
 func (c *cleanCommand) clean(inv remediate.Snapshotter, cfg remediate.Config, devices []remediate.Device, logger *slog.Logger) int {
-	if len(devices) == 0 && !c.leaked {
+	if len(devices) == 0 && !c.leaked && !c.wantsLeases() {
 		fmt.Fprintf(os.Stderr, "%s clean: no orphan to remove\n", name)
 		return 0
 	}
@@ -246,7 +263,7 @@ func writeAnswers(w io.Writer, answers []remediate.Answer) {
 // namespaces, and returns the answers of both.
 func (c *cleanCommand) handle(r *remediate.Remediator, devices []remediate.Device) ([]remediate.Answer, error) {
 	var answers []remediate.Answer
-	if len(devices) > 0 || !c.leaked {
+	if len(devices) > 0 || (!c.leaked && !c.wantsLeases()) {
 		var err error
 		if answers, err = r.HandleDevices(context.Background(), devices); err != nil {
 			return nil, err
@@ -259,5 +276,28 @@ func (c *cleanCommand) handle(r *remediate.Remediator, devices []remediate.Devic
 		}
 		answers = append(answers, leaked...)
 	}
+	if c.wantsLeases() {
+		leases, err := r.HandleLeases(context.Background(), c.leases)
+		if err != nil {
+			return nil, fmt.Errorf("leaked leases: %w", err)
+		}
+		answers = append(answers, leases...)
+	}
 	return answers, nil
+}
+
+// wantsLeases: --leases or --lease was given.
+func (c *cleanCommand) wantsLeases() bool {
+	return c.allLeases || len(c.leases) > 0
+}
+
+// validLease reports whether s is an address, or NETWORK/ADDRESS with a
+// network name libcni accepts.
+func validLease(s string) bool {
+	network, addr, ok := strings.Cut(s, "/")
+	if !ok {
+		addr, network = s, "x"
+	}
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.String() == addr && network != "" && !strings.ContainsAny(network, "/ \t\n") && network != "." && network != ".."
 }

@@ -109,12 +109,49 @@ func TestCRILeakedLease(t *testing.T) {
 	if l := leases[live.ID]; l.State != "live" || l.Reason != "namespace_left" {
 		t.Errorf("the live pod's lease with containerd down: %+v, want live/namespace_left", l)
 	}
+	back := time.Now()
 	r.Restart(t)
-	e.scrapeUntil(t, "the live lease back, the lost one settling again", counts(1, 0, 1))
-	if l := leaseStates(t, e)[lost.ID]; l.Reason != "settling" {
-		t.Errorf("after containerd came back the lost lease is %+v, want settling again", l)
-	}
 	e.scrapeUntil(t, "the lost pod's lease leaked again", counts(1, 1, 0))
+	if l := leaseStates(t, e)[lost.ID]; l.LeakedSince.Before(back.Add(-time.Second)) {
+		t.Errorf("after containerd came back the lost lease is leaked since %v, before it came back (%v): its clock did not start again", l.LeakedSince, back)
+	}
+
+	// clean --leases finishes the DEL: the lease and the cache entry go,
+	// the live pod keeps its own.
+	lostIP := leaseStates(t, e)[lost.ID].IP
+	liveIP := leaseStates(t, e)[live.ID].IP
+	lease := func(ip string) string { return filepath.Join("/var/lib/cni/networks", critest.NetworkName, ip) }
+	entry := func(p *critest.Pod) string {
+		return filepath.Join(critest.CNICacheDir, critest.NetworkName+"-"+p.ID+"-eth0")
+	}
+	clean := func(args ...string) (string, string, int) {
+		return cleanBy(t, exporterBinary(t), append([]string{"--cri.endpoint=" + r.Endpoint, "--cni.conf-dir=" + r.CNIConfDir,
+			"--cni.bin-dir=/usr/lib/cni", "--state.path=" + e.flag(t, "state.path"), "--inventory.settle-time=2s", "--min-age=0s"}, args...)...)
+	}
+	stdout, stderr, code := clean("--leases", "--dry-run")
+	if code != 0 || !strings.Contains(stdout, critest.NetworkName+"/"+lostIP) || !strings.Contains(stdout, "would_delete") || !fileExists(lease(lostIP)) {
+		t.Fatalf("clean --leases --dry-run: exit %d\n%s%s\nwant would_delete for %s/%s, nothing released", code, stdout, stderr, critest.NetworkName, lostIP)
+	}
+	stdout, stderr, code = clean("--lease=" + liveIP)
+	if code != 1 || !strings.Contains(stdout, "not_orphaned") || !fileExists(lease(liveIP)) {
+		t.Errorf("clean --lease=%s (the live pod's): exit %d\n%s%s\nwant not_orphaned, exit 1", liveIP, code, stdout, stderr)
+	}
+	stdout, stderr, code = clean("--leases")
+	if code != 0 || !strings.Contains(stdout, "deleted") || !strings.Contains(stdout, "CNI DEL of "+lost.ID) {
+		t.Fatalf("clean --leases: exit %d\n%s%s\nwant the lost pod's lease deleted by its CNI DEL", code, stdout, stderr)
+	}
+	if fileExists(lease(lostIP)) || fileExists(entry(lost)) {
+		t.Errorf("after clean --leases: lease %v, cache entry %v; want both gone", fileExists(lease(lostIP)), fileExists(entry(lost)))
+	}
+	if !fileExists(lease(liveIP)) || !fileExists(entry(live)) {
+		t.Errorf("the live pod's lease or cache entry went too")
+	}
+	e.scrapeUntil(t, "the lost lease gone", counts(1, 0, 0))
+}
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // leaseState is a lease as /api/v1/veths gives it.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/inventory"
 	"github.com/veth-exporter/veth_exporter/remediate"
+	"github.com/veth-exporter/veth_exporter/remediate/cnidel"
 )
 
 // gateFlags are the safety gates shared by the webhook and the clean
@@ -77,6 +79,10 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 		MaxOrphanRatio: g.maxOrphanRatio, AuditFile: g.auditFile,
 		Method: remediate.Method(g.method), ReleaseTimeout: g.releaseTimeout, NetnsDirs: netnsDirs(),
 		Paths: inv.paths, MaxStateGap: inv.maxGap, Resolvers: inv.opened,
+	}
+	if inv.cniCacheDir != "" {
+		// libcni's cache directory holds results/.
+		cfg.CNI = &cnidel.Deleter{BinDirs: inv.cniBinDirs, CacheDir: filepath.Dir(inv.cniCacheDir), Rootfs: inv.paths.Rootfs}
 	}
 	var err error
 	if cfg.Reasons, err = remediate.ParseReasons(g.reasons); err != nil {

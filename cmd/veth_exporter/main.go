@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/version"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate/cnidel"
 	"github.com/veth-exporter/veth_exporter/resolver/cni"
 )
 
@@ -42,6 +43,7 @@ type inventoryFlags struct {
 
 	cniConfDir  string
 	cniCacheDir string
+	cniBinDirs  []string
 
 	// opened names the runtime resolvers that open turned on.
 	opened []string
@@ -103,6 +105,9 @@ func (f *inventoryFlags) register(app *kingpin.Application) {
 	nodeFlag(app, "cni.cache-dir", "libcni result cache (read under --path.rootfs): names the pod of a leftover the exporter never saw owned, "+
 		"and counts attachments whose CNI DEL never ran (veth_cni_stale_attachments). \"\" turns it off.").
 		Default(cni.DefaultCacheDir).StringVar(&f.cniCacheDir)
+	nodeFlag(app, "cni.bin-dir", "Where the CNI plugins' binaries are (read under --path.rootfs), for the CNI DEL that remediation runs for a leaked "+
+		"address lease (Debian's containernetworking-plugins: /usr/lib/cni); repeatable.").
+		Default(cnidel.DefaultBinDir).StringsVar(&f.cniBinDirs)
 	nodeFlag(app, "inventory.infrastructure-device",
 		"Regexp (whole name) of veths that live on the host by design and are never orphaned; repeatable, added to the defaults ("+
 			strings.Join(inventory.DefaultInfrastructurePatterns, ", ")+").").

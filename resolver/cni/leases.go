@@ -478,7 +478,8 @@ func (v *View) LeakedAddresses() []inventory.LeakedAddress {
 			if l.State != LeaseLeaked {
 				continue
 			}
-			a := inventory.LeakedAddress{Network: n.Name, IP: l.IP, ContainerID: l.ContainerID, Since: l.LeakedSince}
+			a := inventory.LeakedAddress{Network: n.Name, IP: l.IP, ContainerID: l.ContainerID, IfName: l.IfName, Dir: n.Dir,
+				CacheEntry: l.CacheEntry != "", Since: l.LeakedSince}
 			if l.PodName != "" {
 				a.Owner = &inventory.Owner{Kind: inventory.OwnerPod, ID: l.ContainerID, Name: l.PodName, PodNamespace: l.PodNamespace, PodName: l.PodName}
 			}
@@ -486,4 +487,13 @@ func (v *View) LeakedAddresses() []inventory.LeakedAddress {
 		}
 	}
 	return leaked
+}
+
+// Leases implements [inventory.AddressLeaks].
+func (v *View) Leases() int {
+	n := 0
+	for _, net := range v.IPAM {
+		n += len(net.Leases)
+	}
+	return n
 }

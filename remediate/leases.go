@@ -1,0 +1,181 @@
+package remediate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate/cnidel"
+)
+
+// Leaked leases: addresses the host-local IPAM leased to sandboxes that
+// no runtime lists any more, with no namespace left (README, Leaked
+// addresses). A lease is released by the CNI DEL that never ran, from
+// libcni's cache entry of the attachment (the plugins release the lease,
+// portmap's chains and the rest their own way), or, without a cache
+// entry, the way host-local releases one: its file removed under the
+// network's lock, if it still names the same container. Only a lease an
+// earlier observation recorded leaked, for the minimum age, in a fresh
+// inventory whose every stage answered, is released; too many leaked at
+// once is a runtime that forgot its sandboxes, and nothing is released.
+
+// leakedLeaseReason is the reason a released lease is given.
+const leakedLeaseReason = "leaked_lease"
+
+// Methods of a lease's release.
+const (
+	// MethodCNIDel: the CNI DEL of its cached attachment ran.
+	MethodCNIDel Method = "cni_del"
+	// MethodReleaseLease: its lease file was removed as host-local does.
+	MethodReleaseLease Method = "release_lease"
+)
+
+// ErrNoCNI: the exporter was not configured to run CNI plugins.
+var ErrNoCNI = errors.New("no CNI plugin directory configured (--cni.bin-dir)")
+
+// minLeasesForRatio is how many leases a node needs before the ratio
+// guard applies to them.
+const minLeasesForRatio = 5
+
+// leaseName names a lease: <network>/<ip>.
+func leaseName(a inventory.LeakedAddress) string {
+	return a.Network + "/" + a.IP
+}
+
+// HandleLeases releases the leaked leases of a fresh inventory taken now
+// that pass every gate, those of the addresses in ips (each an IP, or
+// <network>/<IP>) or every one when ips is empty, and answers once for
+// each, named <network>/<IP>; an address asked for that is not leaked
+// answers not_orphaned.
+func (r *Remediator) HandleLeases(ctx context.Context, ips []string) ([]Answer, error) {
+	if r.cfg.CNI == nil {
+		return nil, ErrNoCNI
+	}
+	done, err := r.takeTurn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	snap, err := r.inv.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all := snap.LeakedAddresses()
+	slices.SortFunc(all, func(a, b inventory.LeakedAddress) int { return strings.Compare(leaseName(a), leaseName(b)) })
+	var leaked []inventory.LeakedAddress
+	var answers []Answer
+	for _, a := range all {
+		if len(ips) == 0 || slices.Contains(ips, a.IP) || slices.Contains(ips, leaseName(a)) {
+			leaked = append(leaked, a)
+		}
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(leaked, func(a inventory.LeakedAddress) bool { return ip == a.IP || ip == leaseName(a) }) {
+			q := request{Device: ip}
+			answers = append(answers, r.record(q, Answer{Device: ip, Result: ResultRefused, Reason: ReasonNotOrphaned,
+				Detail: "no leaked lease of that address (see veth_exporter inspect: ADDRESSES, LEAKED LEASES)"}))
+		}
+	}
+	reqs := make([]request, len(leaked))
+	leaseAnswers := make([]Answer, len(leaked))
+	var approved []int
+	now := r.now()
+	tooMany := snap.Leases() >= minLeasesForRatio && float64(len(all))/float64(snap.Leases()) > r.cfg.MaxOrphanRatio
+	for i, a := range leaked {
+		reqs[i] = request{Device: leaseName(a)}
+		reason, detail := r.leaseGates(snap, a, now, len(approved), tooMany, len(all))
+		switch {
+		case reason != "":
+			leaseAnswers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: resultOf(reason), Reason: reason, Detail: detail})
+		case r.cfg.Mode != ModeEnforce:
+			leaseAnswers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: ResultWouldDelete, Reason: leakedLeaseReason, Method: leaseMethod(a)})
+		default:
+			approved = append(approved, i)
+		}
+	}
+	r.releaseLeases(ctx, leaked, reqs, approved, leaseAnswers)
+	return append(answers, leaseAnswers...), nil
+}
+
+// leaseMethod is how a lease is released.
+func leaseMethod(a inventory.LeakedAddress) Method {
+	if a.CacheEntry {
+		return MethodCNIDel
+	}
+	return MethodReleaseLease
+}
+
+// leaseGates are the gates of one leaked lease; approved is how many of
+// the request's earlier ones passed; tooMany: more than the allowed share
+// of the node's leases look leaked (leaked of them).
+func (r *Remediator) leaseGates(snap *inventory.Snapshot, a inventory.LeakedAddress, now time.Time, approved int, tooMany bool, leaked int) (reason, detail string) {
+	if reason, detail := historyFresh(snap, &r.cfg); reason != "" {
+		return reason, detail
+	}
+	for _, st := range snap.Steps {
+		if st.Err != nil {
+			return ReasonIncompleteView, fmt.Sprintf("the inventory's %s stage failed (%v): a lease it could not account for is not proven leaked",
+				st.Name, st.Err)
+		}
+	}
+	name := leaseName(a)
+	if a.Since.IsZero() || !a.Since.Before(snap.Taken) {
+		return ReasonNotRecorded, fmt.Sprintf("no observation before this request recorded %s as leaked", name)
+	}
+	if age := now.Sub(a.Since); age < r.cfg.MinAge {
+		return ReasonOrphanTooYoung, fmt.Sprintf("%s leaked for %s here, less than %s", name, age.Truncate(time.Second), r.cfg.MinAge)
+	}
+	if tooMany {
+		return ReasonTooManyOrphans, fmt.Sprintf("%d of the node's %d leases look leaked, more than --remediation.max-orphan-ratio %v: "+
+			"a runtime that forgot its sandboxes looks like this", leaked, snap.Leases(), r.cfg.MaxOrphanRatio)
+	}
+	if r.cfg.MaxPerRequest > 0 && approved >= r.cfg.MaxPerRequest {
+		return ReasonRequestLimit, fmt.Sprintf("--remediation.max-per-request %d reached", r.cfg.MaxPerRequest)
+	}
+	if r.cfg.MaxPerHour > 0 && r.deletedInLastHour(now)+approved >= r.cfg.MaxPerHour {
+		return ReasonHourlyLimit, fmt.Sprintf("--remediation.max-per-hour %d reached", r.cfg.MaxPerHour)
+	}
+	if r.cfg.Mode == ModeEnforce && !r.capable() {
+		return ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN, which the CNI plugins' DEL needs"
+	}
+	return "", ""
+}
+
+// releaseLeases writes the audit intents of the approved leases, then
+// releases each: the CNI DEL of its cached attachment, else its lease
+// file as host-local releases it.
+func (r *Remediator) releaseLeases(ctx context.Context, leaked []inventory.LeakedAddress, reqs []request, approved []int, answers []Answer) {
+	proceed := r.writeIntents(reqs, approved, func(i int) Answer {
+		return Answer{Device: reqs[i].Device, Result: ResultDeleted, Reason: leakedLeaseReason, Method: leaseMethod(leaked[i])}
+	}, answers)
+	for _, i := range proceed {
+		l := leaked[i]
+		a := Answer{Device: reqs[i].Device, Method: leaseMethod(l)}
+		var err error
+		if l.CacheEntry {
+			var rel cnidel.Released
+			rel, err = r.cfg.CNI.Del(ctx, cnidel.Attachment{Network: l.Network, ContainerID: l.ContainerID, IfName: l.IfName})
+			a.Detail = "CNI DEL of " + l.ContainerID + " ran; released " + strings.Join(rel.Leases, ",")
+		} else {
+			err = r.cfg.CNI.ReleaseLease(l.Dir, l.IP, l.ContainerID)
+			a.Detail = "released " + l.Dir + "/" + l.IP
+		}
+		switch {
+		case err == nil:
+			r.deletions = append(r.deletions, r.now())
+			r.metrics.lastDeletion(r.now())
+			a.Result, a.Reason = ResultDeleted, leakedLeaseReason
+		case errors.Is(err, cnidel.ErrNamespaceLeft):
+			a.Result, a.Reason, a.Detail = ResultRefused, ReasonStillHeld, err.Error()
+		case errors.Is(err, cnidel.ErrLeaseChanged), errors.Is(err, cnidel.ErrNoCacheEntry):
+			a.Result, a.Reason, a.Detail = ResultRefused, ReasonChanged, err.Error()
+		default:
+			a.Result, a.Reason, a.Detail = ResultFailed, ReasonDelete, err.Error()
+		}
+		answers[i] = r.record(reqs[i], a)
+	}
+}
