@@ -212,6 +212,17 @@ type Veth struct {
 	OrphanedSince time.Time `json:"orphaned_since,omitzero"`
 	// LastOwnerSeen is when LastOwner was last seen owning the namespace.
 	LastOwnerSeen time.Time `json:"last_owner_seen,omitzero"`
+	// CNIAttachment is the CNI attachment that made the veth, when a
+	// libcni cache entry is proved to be about it: what a removal
+	// finishes the CNI DEL of once the namespace is gone.
+	CNIAttachment *CNIAttachment `json:"cni_attachment,omitempty"`
+}
+
+// CNIAttachment identifies a CNI attachment, as libcni caches it.
+type CNIAttachment struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"container_id"`
+	IfName      string `json:"ifname"`
 }
 
 // Snapshot is the inventory of one moment.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/veth-exporter/veth_exporter/inventory"
+	"github.com/veth-exporter/veth_exporter/remediate/cnidel"
 )
 
 // The way out of the approved requests, in enforce mode: the audit
@@ -42,8 +43,34 @@ func (r *Remediator) remove(ctx context.Context, snap *inventory.Snapshot, reqs 
 	results := r.remover(h).remove(ctx, targets)
 	r.logger.Debug("remediation deletions", "veths", len(targets), "took", time.Since(start))
 	for k, i := range proceed {
-		answers[i] = r.record(reqs[i], r.removed(vethOf[i], results[k]))
+		a := r.removed(vethOf[i], results[k])
+		if a.Result == ResultDeleted && a.Method == MethodRelease {
+			r.finishDEL(ctx, vethOf[i], &a)
+		}
+		answers[i] = r.record(reqs[i], a)
 	}
+}
+
+// finishDEL runs, for a veth whose namespace a release freed, the CNI DEL
+// that never ran of the attachment that made it, when a libcni cache entry
+// is proved to be about it: the plugins release its address lease,
+// portmap's rules and the rest. The veth is gone whatever the DEL does;
+// a DEL that fails leaves a leaked lease for `clean --leases`, and says
+// so in the answer's detail.
+func (r *Remediator) finishDEL(ctx context.Context, v *inventory.Veth, a *Answer) {
+	att := v.CNIAttachment
+	if att == nil || r.cfg.CNI == nil {
+		return
+	}
+	rel, err := r.cfg.CNI.Del(ctx, cnidel.Attachment{Network: att.Network, ContainerID: att.ContainerID, IfName: att.IfName})
+	detail := "; CNI DEL of " + att.ContainerID + " ran"
+	switch {
+	case err != nil:
+		detail = "; CNI DEL of " + att.ContainerID + " not done (its lease stays, see clean --leases): " + err.Error()
+	case len(rel.Leases) > 0:
+		detail += ", released " + strings.Join(rel.Leases, ",")
+	}
+	a.Detail += detail
 }
 
 // writeIntents writes the audit intent of each approved request, intentOf

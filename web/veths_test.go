@@ -73,6 +73,7 @@ type leases []inventory.LeakedAddress
 
 func (l leases) Families(*inventory.Snapshot) []inventory.Family { return nil }
 func (l leases) LeakedAddresses() []inventory.LeakedAddress      { return l }
+func (l leases) Leases() int                                     { return len(l) }
 
 func newTestServer(t *testing.T, inv Snapshotter, clean *CleanAdvice) *httptest.Server {
 	t.Helper()

@@ -185,3 +185,48 @@ func leaseStates(t *testing.T, e *exporter) map[string]leaseState {
 	}
 	return leases
 }
+
+// TestCRIReleaseFinishesDEL: removing a lost pod's leftover veth by
+// release frees its namespace, and then runs the CNI DEL the runtime never
+// ran, from libcni's cache entry proved to be about that veth: its lease
+// and cache entry go with it; the live pod keeps its own. With method
+// delete the namespace stays pinned, and no plugin runs.
+func TestCRIReleaseFinishesDEL(t *testing.T) {
+	netnstest.Require(t)
+	r := critest.Start(t)
+	lost := r.RunPod(t, "shop", "cart", "")
+	kept := r.RunPod(t, "shop", "kept", "")
+	live := r.RunPod(t, "shop", "checkout", "")
+	r.LoseSandbox(t, lost, kept)
+	e := criExporter(t, r, "--inventory.settle-time=1s", "--cni.conf-dir="+r.CNIConfDir)
+	e.scrapeUntil(t, "both lost pods' veths orphaned", func(m string) bool {
+		_, a := sample(m, verdictSeries(lost.Veth, "orphaned", "netns_empty"))
+		_, b := sample(m, verdictSeries(kept.Veth, "orphaned", "netns_empty"))
+		return a && b
+	})
+	leases := leaseStates(t, e)
+	lease := func(p *critest.Pod) string {
+		return filepath.Join("/var/lib/cni/networks", critest.NetworkName, leases[p.ID].IP)
+	}
+	entry := func(p *critest.Pod) string { return filepath.Join(critest.CNICacheDir, critest.NetworkName+"-"+p.ID+"-eth0") }
+	clean := func(args ...string) (string, string, int) {
+		return cleanBy(t, exporterBinary(t), append([]string{"--cri.endpoint=" + r.Endpoint, "--cni.conf-dir=" + r.CNIConfDir,
+			"--cni.bin-dir=/usr/lib/cni", "--state.path=" + e.flag(t, "state.path"), "--inventory.settle-time=1s", "--min-age=0s",
+			"--remediation.max-orphan-ratio=1"}, args...)...)
+	}
+	stdout, stderr, code := clean("--remediation.method=delete", kept.Veth)
+	if code != 0 || strings.Contains(stdout, "CNI DEL") || !fileExists(lease(kept)) || !fileExists(entry(kept)) {
+		t.Errorf("clean --remediation.method=delete %s: exit %d\n%s%s\nwant it deleted, its lease and cache entry kept (the namespace stays)",
+			kept.Veth, code, stdout, stderr)
+	}
+	stdout, stderr, code = clean(lost.Veth)
+	if code != 0 || !strings.Contains(stdout, "CNI DEL of "+lost.ID+" ran, released ") {
+		t.Fatalf("clean %s: exit %d\n%s%s\nwant it released and its CNI DEL run", lost.Veth, code, stdout, stderr)
+	}
+	if fileExists(lease(lost)) || fileExists(entry(lost)) {
+		t.Errorf("after the release: lease %v, cache entry %v; want both gone", fileExists(lease(lost)), fileExists(entry(lost)))
+	}
+	if !fileExists(lease(live)) || !fileExists(entry(live)) || !netnstest.LinkExists(live.Veth) {
+		t.Error("the live pod lost its veth, lease or cache entry")
+	}
+}

@@ -284,6 +284,9 @@ func (o *cniObservation) Annotate(v *inventory.Veth, claim inventory.RuntimeClai
 	if e == nil {
 		return
 	}
+	if e.hostInterface(v.Name) != nil {
+		v.CNIAttachment = &inventory.CNIAttachment{Network: e.network, ContainerID: e.containerID, IfName: e.ifName}
+	}
 	if v.LastOwner == nil {
 		v.LastOwner = e.owner()
 	}

@@ -497,3 +497,5 @@ func (v *View) Leases() int {
 	}
 	return n
 }
+
+var _ inventory.AddressLeaks = (*View)(nil)
