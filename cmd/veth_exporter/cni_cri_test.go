@@ -208,7 +208,9 @@ func TestCRIReleaseFinishesDEL(t *testing.T) {
 	lease := func(p *critest.Pod) string {
 		return filepath.Join("/var/lib/cni/networks", critest.NetworkName, leases[p.ID].IP)
 	}
-	entry := func(p *critest.Pod) string { return filepath.Join(critest.CNICacheDir, critest.NetworkName+"-"+p.ID+"-eth0") }
+	entry := func(p *critest.Pod) string {
+		return filepath.Join(critest.CNICacheDir, critest.NetworkName+"-"+p.ID+"-eth0")
+	}
 	clean := func(args ...string) (string, string, int) {
 		return cleanBy(t, exporterBinary(t), append([]string{"--cri.endpoint=" + r.Endpoint, "--cni.conf-dir=" + r.CNIConfDir,
 			"--cni.bin-dir=/usr/lib/cni", "--state.path=" + e.flag(t, "state.path"), "--inventory.settle-time=1s", "--min-age=0s",
