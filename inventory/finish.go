@@ -52,7 +52,7 @@ type Finish struct {
 	// [Snapshot.PartialView]).
 	PartialView bool
 
-	listers []answeredLister
+	listers []Lister
 	// down names the listing runtimes that did not answer.
 	down []string
 	// owners are the IDs of the containers and sandboxes the snapshot's
@@ -61,17 +61,12 @@ type Finish struct {
 	clock  func(key string) time.Time
 }
 
-type answeredLister struct {
-	name   string
-	lister Lister
-}
-
 // Lists says whether a runtime lists the sandbox or container id, and
 // when it cannot say, why ("cri is down", "no resolver that lists
 // sandboxes is on").
 func (f *Finish) Lists(id string) (Listing, string) {
 	for _, l := range f.listers {
-		if l.lister.Answered() && l.lister.Lists(id) {
+		if l.Answered() && l.Lists(id) {
 			return Listed, ""
 		}
 	}
@@ -107,7 +102,7 @@ func (inv *Inventory) finish(s *Snapshot, runtimes []asked, annotations []annota
 		if !ok {
 			continue
 		}
-		f.listers = append(f.listers, answeredLister{a.resolver.Step(), l})
+		f.listers = append(f.listers, l)
 		if !l.Answered() {
 			f.down = append(f.down, a.resolver.Step())
 		}

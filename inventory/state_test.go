@@ -1463,3 +1463,48 @@ func (s *State) observe(now time.Time, veths []Veth, settle time.Duration, judge
 	}
 	return o.end()
 }
+
+// TestConditionsPersist: an annotator's condition clocks survive a
+// restart in the state file, a read-only history lends only what it
+// recorded, and a condition an annotator that finished did not ask for
+// again has ended.
+func TestConditionsPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	start := time.Now().Truncate(time.Second)
+	const key = "podnet/10.78.0.4/sb-gone"
+	s := OpenState(path, StateOptions{})
+	o := s.begin(start, 0)
+	if got := o.since("cni", key); !got.Equal(start) {
+		t.Fatalf("a new condition since %v, want now %v", got, start)
+	}
+	if _, err := o.end(); err != nil {
+		t.Fatal(err)
+	}
+
+	ro := OpenState(path, StateOptions{ReadOnly: true})
+	o = ro.begin(start.Add(time.Minute), 0)
+	if got := o.since("cni", key); !got.Equal(start) {
+		t.Errorf("read back since %v, want %v", got, start)
+	}
+	if got := o.since("cni", "podnet/10.78.0.5/sb-new"); !got.IsZero() {
+		t.Errorf("a read-only history lends %v for a condition it never recorded, want zero", got)
+	}
+	o.end()
+
+	// Restarted: the clock goes on.
+	s = OpenState(path, StateOptions{})
+	o = s.begin(start.Add(time.Minute), 0)
+	if got := o.since("cni", key); !got.Equal(start) {
+		t.Errorf("after a restart since %v, want %v", got, start)
+	}
+	o.end()
+	// The annotator finished without asking: the condition ended.
+	o = s.begin(start.Add(2*time.Minute), 0)
+	o.finish("cni")
+	o.end()
+	o = s.begin(start.Add(3*time.Minute), 0)
+	if got := o.since("cni", key); !got.Equal(start.Add(3 * time.Minute)) {
+		t.Errorf("a condition that ended and came back is since %v, want the new %v", got, start.Add(3*time.Minute))
+	}
+	o.end()
+}
