@@ -3,6 +3,7 @@ package remediate
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,28 @@ var alertGates = []requestGate{
 	alertForThisNode,
 	alertNotFromTheFuture,
 	alertOldEnough,
+}
+
+// leaseAlertGates are the request gates of a lease alert: the alert's,
+// with its network and range labels instead of a device.
+var leaseAlertGates = []requestGate{
+	alertFiring,
+	leaseLabelsValid,
+	alertForThisNode,
+	alertNotFromTheFuture,
+	alertOldEnough,
+}
+
+// leaseLabelsValid: a lease alert names a network (a name libcni would
+// accept as a file name part) and a range (a CIDR prefix).
+func leaseLabelsValid(q request, _ time.Time, _ *Config) (reason, detail string) {
+	if q.LeaseNetwork == "" || strings.ContainsAny(q.LeaseNetwork, "/ \t\n") || q.LeaseNetwork == "." || q.LeaseNetwork == ".." {
+		return ReasonInvalidAlert, fmt.Sprintf("%s alert: network label %q is not a CNI network name", LeaseAlert, q.LeaseNetwork)
+	}
+	if _, err := netip.ParsePrefix(q.LeaseRange); err != nil {
+		return ReasonInvalidAlert, fmt.Sprintf("%s alert: range label %q is not a CIDR prefix", LeaseAlert, q.LeaseRange)
+	}
+	return "", ""
 }
 
 // deviceGates are the request gates of a device a human named: there is

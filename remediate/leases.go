@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -64,24 +65,33 @@ func (r *Remediator) HandleLeases(ctx context.Context, ips []string) ([]Answer, 
 	if err != nil {
 		return nil, err
 	}
-	all := snap.LeakedAddresses()
-	slices.SortFunc(all, func(a, b inventory.LeakedAddress) int { return strings.Compare(leaseName(a), leaseName(b)) })
-	var leaked []inventory.LeakedAddress
-	var answers []Answer
-	for _, a := range all {
-		if len(ips) == 0 || slices.Contains(ips, a.IP) || slices.Contains(ips, leaseName(a)) {
-			leaked = append(leaked, a)
-		}
+	named := func(a inventory.LeakedAddress) bool {
+		return len(ips) == 0 || slices.Contains(ips, a.IP) || slices.Contains(ips, leaseName(a))
 	}
+	var answers []Answer
 	for _, ip := range ips {
-		if !slices.ContainsFunc(leaked, func(a inventory.LeakedAddress) bool { return ip == a.IP || ip == leaseName(a) }) {
-			q := request{Device: ip}
-			answers = append(answers, r.record(q, Answer{Device: ip, Result: ResultRefused, Reason: ReasonNotOrphaned,
+		if !slices.ContainsFunc(snap.LeakedAddresses(), func(a inventory.LeakedAddress) bool { return ip == a.IP || ip == leaseName(a) }) {
+			answers = append(answers, r.record(request{Device: ip}, Answer{Device: ip, Result: ResultRefused, Reason: ReasonNotOrphaned,
 				Detail: "no leaked lease of that address (see veth_exporter inspect: ADDRESSES, LEAKED LEASES)"}))
 		}
 	}
+	return append(answers, r.releaseLeakedLeases(ctx, snap, named)...), nil
+}
+
+// releaseLeakedLeases releases the leaked leases of snap for which
+// which is true, through the gates, and answers once for each; the caller
+// holds the turn.
+func (r *Remediator) releaseLeakedLeases(ctx context.Context, snap *inventory.Snapshot, which func(inventory.LeakedAddress) bool) []Answer {
+	all := snap.LeakedAddresses()
+	slices.SortFunc(all, func(a, b inventory.LeakedAddress) int { return strings.Compare(leaseName(a), leaseName(b)) })
+	var leaked []inventory.LeakedAddress
+	for _, a := range all {
+		if which(a) {
+			leaked = append(leaked, a)
+		}
+	}
 	reqs := make([]request, len(leaked))
-	leaseAnswers := make([]Answer, len(leaked))
+	answers := make([]Answer, len(leaked))
 	var approved []int
 	now := r.now()
 	tooMany := snap.Leases() >= minLeasesForRatio && float64(len(all))/float64(snap.Leases()) > r.cfg.MaxOrphanRatio
@@ -90,15 +100,76 @@ func (r *Remediator) HandleLeases(ctx context.Context, ips []string) ([]Answer, 
 		reason, detail := r.leaseGates(snap, a, now, len(approved), tooMany, len(all))
 		switch {
 		case reason != "":
-			leaseAnswers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: resultOf(reason), Reason: reason, Detail: detail})
+			answers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: resultOf(reason), Reason: reason, Detail: detail})
 		case r.cfg.Mode != ModeEnforce:
-			leaseAnswers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: ResultWouldDelete, Reason: leakedLeaseReason, Method: leaseMethod(a)})
+			answers[i] = r.record(reqs[i], Answer{Device: reqs[i].Device, Result: ResultWouldDelete, Reason: leakedLeaseReason, Method: leaseMethod(a)})
 		default:
 			approved = append(approved, i)
 		}
 	}
-	r.releaseLeases(ctx, leaked, reqs, approved, leaseAnswers)
-	return append(answers, leaseAnswers...), nil
+	r.releaseLeases(ctx, leaked, reqs, approved, answers)
+	return answers
+}
+
+// LeaseAlert is the alert the webhook releases a range's leaked leases
+// for (alerts/veth_exporter.rules.yml): its network and range labels name
+// the range.
+const LeaseAlert = "VethAddressRangeExhausting"
+
+// decideLeases answers the pending lease alerts of reqs: each releases
+// the leaked leases of its network and range that pass the gates, with one
+// fresh inventory; the caller holds the turn. An alert's answer sums up
+// its leases' (deleted when every one was, else the first other answer),
+// each of which is recorded on its own.
+func (r *Remediator) decideLeases(ctx context.Context, reqs []request, pending []int, answers []Answer) {
+	if r.cfg.CNI == nil {
+		for _, i := range pending {
+			answers[i] = r.decline(reqs[i], ReasonNoPermission, ErrNoCNI.Error())
+		}
+		return
+	}
+	snap, err := r.inv.Snapshot(ctx)
+	if err != nil {
+		for _, i := range pending {
+			answers[i] = r.decline(reqs[i], ReasonInventoryFailed, err.Error())
+		}
+		return
+	}
+	for _, i := range pending {
+		q := reqs[i]
+		prefix, err := netip.ParsePrefix(q.LeaseRange)
+		if err != nil {
+			answers[i] = r.decline(q, ReasonInvalidAlert, "range label: "+err.Error())
+			continue
+		}
+		in := func(a inventory.LeakedAddress) bool {
+			ip, err := netip.ParseAddr(a.IP)
+			return err == nil && a.Network == q.LeaseNetwork && prefix.Contains(ip)
+		}
+		leases := r.releaseLeakedLeases(ctx, snap, in)
+		answers[i] = summarize(q.Device, leases)
+	}
+}
+
+// summarize is the answer of a lease alert: deleted when every leaked
+// lease of its range was released, else the first answer that was not;
+// not_orphaned when none is leaked.
+func summarize(name string, leases []Answer) Answer {
+	if len(leases) == 0 {
+		return Answer{Device: name, Result: ResultRefused, Reason: ReasonNotOrphaned, Detail: "no leaked lease in that range"}
+	}
+	sum := Answer{Device: name, Result: leases[0].Result, Reason: leases[0].Reason, Method: leases[0].Method}
+	var parts []string
+	for _, a := range leases {
+		parts = append(parts, a.Device+": "+string(a.Result))
+		if sum.Result == ResultDeleted || sum.Result == ResultWouldDelete {
+			if a.Result != sum.Result {
+				sum.Result, sum.Reason, sum.Method = a.Result, a.Reason, a.Method
+			}
+		}
+	}
+	sum.Detail = strings.Join(parts, ", ")
+	return sum
 }
 
 // leaseMethod is how a lease is released.

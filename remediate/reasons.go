@@ -9,7 +9,9 @@ const (
 	// bytes or a label whose name or value is longer than 256, checked
 	// before anything else: not an alert of ours, neither remembered nor
 	// echoed whole. (A name that long given to the clean command is
-	// invalid_device, not echoed whole either.)
+	// invalid_device, not echoed whole either.) Also a lease alert
+	// (VethAddressRangeExhausting) whose network or range label is not a
+	// CNI network name or a CIDR prefix.
 	ReasonInvalidAlert = "invalid_alert"
 
 	// ReasonResolved: the alert no longer fires; nothing is done for it

@@ -107,17 +107,28 @@ func (r *Remediator) handle(ctx context.Context, reqs []request, gates []request
 	defer done()
 
 	answers := make([]Answer, len(reqs))
-	var pending []int
+	var pending, leases []int
 	now := r.now()
 	for i, q := range reqs {
-		if a, done := r.screen(q, gates, now); done {
+		g := gates
+		if q.lease() {
+			g = leaseAlertGates
+		}
+		if a, done := r.screen(q, g, now); done {
 			answers[i] = a
+			continue
+		}
+		if q.lease() {
+			leases = append(leases, i)
 			continue
 		}
 		pending = append(pending, i)
 	}
 	if len(pending) > 0 {
 		r.decide(ctx, reqs, pending, answers)
+	}
+	if len(leases) > 0 {
+		r.decideLeases(ctx, reqs, leases, answers)
 	}
 	r.remember(reqs, answers, now)
 	return answers, nil

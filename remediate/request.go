@@ -29,7 +29,13 @@ type request struct {
 	// Named: a human named the device (the clean command); there is no
 	// alert.
 	Named bool
+	// LeaseNetwork and LeaseRange: a lease alert ([LeaseAlert]) for that
+	// range of that CNI network; Device is then <network>/<range>.
+	LeaseNetwork, LeaseRange string
 }
+
+// lease reports whether q is a lease alert.
+func (q request) lease() bool { return q.LeaseRange != "" || q.LeaseNetwork != "" }
 
 // Device names a veth a human asked to remove (the clean command): by
 // name, and by the ifindex the asker saw, when it saw one.
@@ -55,6 +61,12 @@ func alertRequests(p *Payload, inst Instance) []request {
 			LongLabel:   longLabel(a.Labels),
 		}
 		_, reqs[i].HasInstance = a.Labels[inst.Label]
+		if a.Labels["alertname"] == LeaseAlert {
+			q := &reqs[i]
+			q.LeaseNetwork, q.LeaseRange = a.Labels["network"], a.Labels["range"]
+			q.Device = q.LeaseNetwork + "/" + q.LeaseRange
+			continue
+		}
 		if s, ok := a.Labels["ifindex"]; ok {
 			if idx, err := ParseIfindex(s); err != nil {
 				reqs[i].BadIndex = s
