@@ -412,10 +412,16 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--collector.veth.device-include=a("}, "missing closing ): `a(`"},
 		{[]string{"clean", "--all-orphans", "--remediation.master-include=docker0|("}, "missing closing ): `docker0|(`"},
 	} {
-		out, err := exec.Command(exporterBinary(t), tt.args...).CombinedOutput()
+		// Bad input changes nothing: not even the state file (the
+		// default one is the machine's).
+		dir := t.TempDir()
+		out, err := exec.Command(exporterBinary(t), append(tt.args, "--state.path="+filepath.Join(dir, "state.json"))...).CombinedOutput()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), tt.want) {
 			t.Errorf("veth_exporter %s: %v, output %q; want exit 2 and a message naming %q", strings.Join(tt.args, " "), err, out, tt.want)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			t.Errorf("veth_exporter %s wrote %s in the state directory: bad input must change nothing", strings.Join(tt.args, " "), entries[0].Name())
 		}
 	}
 }

@@ -117,13 +117,15 @@ func (c *serveCommand) run(logger *slog.Logger) int {
 	}
 	logger.Info("Starting "+name, "version", version.Info())
 	logger.Info("Build context", "build_context", version.BuildContext())
-	ready := firstInventory(inv, logger)
-	go observe(inv, c.observe, logger)
-
-	handler, code := c.handler(inv, include, exclude, ready, logger)
+	// The handler checks the remediation flags: a bad one must end the
+	// process before the first inventory writes the state file.
+	var ready atomic.Bool
+	handler, code := c.handler(inv, include, exclude, ready.Load, logger)
 	if handler == nil {
 		return code
 	}
+	firstInventory(inv, &ready, logger)
+	go observe(inv, c.observe, logger)
 	server := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: c.timeouts.readHeader,
@@ -176,12 +178,11 @@ func observe(inv *inventory.Inventory, interval time.Duration, logger *slog.Logg
 	}
 }
 
-// firstInventory takes the first snapshot in the background and returns
-// whether it is done, which /-/ready reports. It records first-seen times
-// at start-up rather than at the first scrape, and tells the operator at
-// once what the exporter can and cannot see.
-func firstInventory(inv *inventory.Inventory, logger *slog.Logger) func() bool {
-	var ready atomic.Bool
+// firstInventory takes the first snapshot in the background and sets
+// ready when it is done, which /-/ready reports. It records first-seen
+// times at start-up rather than at the first scrape, and tells the
+// operator at once what the exporter can and cannot see.
+func firstInventory(inv *inventory.Inventory, ready *atomic.Bool, logger *slog.Logger) {
 	go func() {
 		snap, err := inv.Snapshot(context.Background())
 		if err != nil {
@@ -191,7 +192,6 @@ func firstInventory(inv *inventory.Inventory, logger *slog.Logger) func() bool {
 		}
 		ready.Store(true)
 	}()
-	return ready.Load
 }
 
 // handler builds the exporter's HTTP handler: the registry with the
