@@ -78,8 +78,8 @@ type Range struct {
 	Leaked  int `json:"leaked"`
 	Unknown int `json:"unknown"`
 
-	prefix             netip.Prefix
-	start, end, gatway netip.Addr
+	prefix              netip.Prefix
+	start, end, gateway netip.Addr
 }
 
 // Lease is one address host-local handed out.
@@ -205,16 +205,16 @@ func newRange(subnet, start, end, gateway string) (*Range, error) {
 	if r.end, err = parse(end, lastAddr(p)); err != nil {
 		return nil, err
 	}
-	if r.gatway, err = parse(gateway, p.Addr().Next()); err != nil {
+	if r.gateway, err = parse(gateway, p.Addr().Next()); err != nil {
 		return nil, err
 	}
 	if r.end.Less(r.start) {
 		return nil, fmt.Errorf("range %s: end %s before start %s", subnet, r.end, r.start)
 	}
-	r.Start, r.End, r.Gateway = r.start.String(), r.end.String(), r.gatway.String()
+	r.Start, r.End, r.Gateway = r.start.String(), r.end.String(), r.gateway.String()
 	size := new(big.Int).Sub(new(big.Int).SetBytes(r.end.AsSlice()), new(big.Int).SetBytes(r.start.AsSlice()))
 	size.Add(size, big.NewInt(1))
-	if r.contains(r.gatway) {
+	if r.contains(r.gateway) {
 		size.Sub(size, big.NewInt(1))
 	}
 	r.Size, _ = new(big.Float).SetInt(size).Float64()
