@@ -86,26 +86,51 @@ func leakedName(n *inventory.Namespace) string {
 // leakedGates are the gates of one leaked namespace; approved is how many
 // of the request's earlier ones passed.
 func (r *Remediator) leakedGates(snap *inventory.Snapshot, n *inventory.Namespace, now time.Time, approved int) (reason, detail string) {
-	if reason, detail := historyFresh(snap, &r.cfg); reason != "" {
+	if reason, detail := viewComplete(snap, &r.cfg, "a namespace it could not account for (a runtime that is down leaves its namespaces looking leaked)"); reason != "" {
 		return reason, detail
-	}
-	for _, st := range snap.Steps {
-		if st.Err != nil {
-			return ReasonIncompleteView, fmt.Sprintf("the inventory's %s stage failed (%v): a namespace it could not account for "+
-				"(a runtime that is down leaves its namespaces looking leaked) is not proven leaked", st.Name, st.Err)
-		}
 	}
 	name := leakedName(n)
 	if n.UnaskedRuntime != "" {
 		return ReasonIncompleteView, fmt.Sprintf("%s is pinned where %s pins its namespaces, and its resolver is off: only the runtime can say it is a leftover",
 			name, n.UnaskedRuntime)
 	}
-	if n.LeakedSince.IsZero() || !n.LeakedSince.Before(snap.Taken) {
+	if reason, detail := r.leakedLongEnough(snap, name, n.LeakedSince, now); reason != "" {
+		return reason, detail
+	}
+	return r.limits(now, approved, "")
+}
+
+// viewComplete is the gate of a fresh inventory for a leftover found
+// beside the veths (a leaked namespace, a leaked lease), what: the
+// history is fresh, and every stage answered.
+func viewComplete(snap *inventory.Snapshot, cfg *Config, what string) (reason, detail string) {
+	if reason, detail := historyFresh(snap, cfg); reason != "" {
+		return reason, detail
+	}
+	for _, st := range snap.Steps {
+		if st.Err != nil {
+			return ReasonIncompleteView, fmt.Sprintf("the inventory's %s stage failed (%v): %s is not proven leaked", st.Name, st.Err, what)
+		}
+	}
+	return "", ""
+}
+
+// leakedLongEnough: an observation before this request recorded name
+// leaked, since at least the minimum age.
+func (r *Remediator) leakedLongEnough(snap *inventory.Snapshot, name string, since, now time.Time) (reason, detail string) {
+	if since.IsZero() || !since.Before(snap.Taken) {
 		return ReasonNotRecorded, fmt.Sprintf("no observation before this request recorded %s as leaked", name)
 	}
-	if age := now.Sub(n.LeakedSince); age < r.cfg.MinAge {
+	if age := now.Sub(since); age < r.cfg.MinAge {
 		return ReasonOrphanTooYoung, fmt.Sprintf("%s leaked for %s here, less than %s", name, age.Truncate(time.Second), r.cfg.MinAge)
 	}
+	return "", ""
+}
+
+// limits are the last gates of a removal: the per-request and hourly
+// limits (approved: how many of the request's earlier ones passed), and
+// the capability, which needs says what for ("" for the release).
+func (r *Remediator) limits(now time.Time, approved int, needs string) (reason, detail string) {
 	if r.cfg.MaxPerRequest > 0 && approved >= r.cfg.MaxPerRequest {
 		return ReasonRequestLimit, fmt.Sprintf("--remediation.max-per-request %d reached", r.cfg.MaxPerRequest)
 	}
@@ -113,7 +138,7 @@ func (r *Remediator) leakedGates(snap *inventory.Snapshot, n *inventory.Namespac
 		return ReasonHourlyLimit, fmt.Sprintf("--remediation.max-per-hour %d reached", r.cfg.MaxPerHour)
 	}
 	if r.cfg.Mode == ModeEnforce && !r.capable() {
-		return ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN"
+		return ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN" + needs
 	}
 	return "", ""
 }

@@ -184,36 +184,17 @@ func leaseMethod(a inventory.LeakedAddress) Method {
 // the request's earlier ones passed; tooMany: more than the allowed share
 // of the node's leases look leaked (leaked of them).
 func (r *Remediator) leaseGates(snap *inventory.Snapshot, a inventory.LeakedAddress, now time.Time, approved int, tooMany bool, leaked int) (reason, detail string) {
-	if reason, detail := historyFresh(snap, &r.cfg); reason != "" {
+	if reason, detail := viewComplete(snap, &r.cfg, "a lease it could not account for"); reason != "" {
 		return reason, detail
 	}
-	for _, st := range snap.Steps {
-		if st.Err != nil {
-			return ReasonIncompleteView, fmt.Sprintf("the inventory's %s stage failed (%v): a lease it could not account for is not proven leaked",
-				st.Name, st.Err)
-		}
-	}
-	name := leaseName(a)
-	if a.Since.IsZero() || !a.Since.Before(snap.Taken) {
-		return ReasonNotRecorded, fmt.Sprintf("no observation before this request recorded %s as leaked", name)
-	}
-	if age := now.Sub(a.Since); age < r.cfg.MinAge {
-		return ReasonOrphanTooYoung, fmt.Sprintf("%s leaked for %s here, less than %s", name, age.Truncate(time.Second), r.cfg.MinAge)
+	if reason, detail := r.leakedLongEnough(snap, leaseName(a), a.Since, now); reason != "" {
+		return reason, detail
 	}
 	if tooMany {
 		return ReasonTooManyOrphans, fmt.Sprintf("%d of the node's %d leases look leaked, more than --remediation.max-orphan-ratio %v: "+
 			"a runtime that forgot its sandboxes looks like this", leaked, snap.Leases(), r.cfg.MaxOrphanRatio)
 	}
-	if r.cfg.MaxPerRequest > 0 && approved >= r.cfg.MaxPerRequest {
-		return ReasonRequestLimit, fmt.Sprintf("--remediation.max-per-request %d reached", r.cfg.MaxPerRequest)
-	}
-	if r.cfg.MaxPerHour > 0 && r.deletedInLastHour(now)+approved >= r.cfg.MaxPerHour {
-		return ReasonHourlyLimit, fmt.Sprintf("--remediation.max-per-hour %d reached", r.cfg.MaxPerHour)
-	}
-	if r.cfg.Mode == ModeEnforce && !r.capable() {
-		return ReasonNoPermission, "the exporter lacks CAP_NET_ADMIN, which the CNI plugins' DEL needs"
-	}
-	return "", ""
+	return r.limits(now, approved, ", which the CNI plugins' DEL needs")
 }
 
 // releaseLeases writes the audit intents of the approved leases, then
