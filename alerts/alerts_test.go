@@ -526,6 +526,23 @@ func checkAlertmanagerExample(config []byte, templated bool) []string {
 	case templated && len(routes) != 1:
 		fail("%d VethOrphaned routes, want the one with the templated URL", len(routes))
 	}
+	// The lease alert, where it is routed (the templated example): to the
+	// same receiver, one range at a time, held until the webhook takes it.
+	for _, r := range c.Route.Routes {
+		if !slices.Contains(r.Matchers, "alertname = VethAddressRangeExhausting") {
+			continue
+		}
+		if !templated {
+			fail("a VethAddressRangeExhausting route in the per-node example: each would need its node's instance matcher")
+		}
+		if !slices.Equal(r.GroupBy, []string{"instance", "network", "range"}) {
+			fail("VethAddressRangeExhausting route: group_by = %q, want [instance network range]", r.GroupBy)
+		}
+		if len(routes) > 0 && (r.Receiver != routes[0].Receiver || r.GroupWait != routes[0].GroupWait) {
+			fail("VethAddressRangeExhausting route: receiver %s, group_wait %s; want VethOrphaned's (%s, %s)",
+				r.Receiver, r.GroupWait, routes[0].Receiver, routes[0].GroupWait)
+		}
+	}
 	if !slices.ContainsFunc(c.InhibitRules, func(r amInhibitRule) bool {
 		return slices.Equal(r.SourceMatchers, []string{"alertname = VethOrphansFleetWide"}) &&
 			slices.Equal(r.TargetMatchers, []string{"alertname = VethOrphaned"}) && slices.Equal(r.Equal, []string{"job"})
@@ -659,6 +676,9 @@ func TestAlertmanagerExampleCatchesMistakes(t *testing.T) {
 		{amConfig, "            ca_file: /etc/alertmanager/veth-exporter-ca.pem", ""},
 		{amConfig, "      - alertname = VethOrphansFleetWide", "      - alertname = VethOrphansAccumulating"},
 		{amConfig, "    equal: [job]", "    equal: [instance]"},
+		{amConfig, "      group_by: [instance, network, range]", "      group_by: [instance]"},
+		{amConfig, "        - alertname = VethAddressRangeExhausting\n      group_by: [instance, network, range]\n      group_wait: 16m",
+			"        - alertname = VethAddressRangeExhausting\n      group_by: [instance, network, range]\n      group_wait: 30s"},
 		{amPerNodeConfig, "      - alertname = VethOrphansFleetWide", "      - alertname = VethOrphansAccumulating"},
 		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: https://node1.example:9750/remediate"},
 		{amPerNodeConfig, "url: https://node2.example:9750/remediate", "url: http://node2.example:9750/remediate"},
