@@ -360,7 +360,7 @@ func TestDockerArchive(t *testing.T) {
 	if err != nil || !bytes.Equal(archive, again) {
 		t.Errorf("dockerArchive is not deterministic (%v)", err)
 	}
-	files := untar(t, archive)
+	files := fixturesys.MustTarFiles(t, archive)
 	var manifest []struct {
 		Config   string
 		RepoTags []string
@@ -389,19 +389,9 @@ func TestDockerArchive(t *testing.T) {
 	if !slices.Equal(config.Config.Entrypoint, []string{"/pause"}) {
 		t.Errorf("Entrypoint = %v, want [/pause]", config.Config.Entrypoint)
 	}
-	if got := untar(t, layer)["pause"]; !bytes.Equal(got, pause) {
+	if got := fixturesys.MustTarFiles(t, layer)["pause"]; !bytes.Equal(got, pause) {
 		t.Errorf("/pause in the layer = %q, want %q", got, pause)
 	}
-}
-
-// untar returns the regular files of a tar by name.
-func untar(t *testing.T, b []byte) map[string][]byte {
-	t.Helper()
-	files, err := fixturesys.TarFiles(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
 }
 
 // checkNothingLeft checks, after Start's cleanup, that no process, mount,

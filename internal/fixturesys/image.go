@@ -10,6 +10,7 @@ import (
 	"path"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -135,4 +136,14 @@ func TarFiles(b []byte) (map[string][]byte, error) {
 			files[h.Name] = data
 		}
 	}
+}
+
+// MustTarFiles is [TarFiles] for tests: an error fails t.
+func MustTarFiles(t testing.TB, b []byte) map[string][]byte {
+	t.Helper()
+	files, err := TarFiles(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }

@@ -28,7 +28,7 @@ func TestDockerfileImage(t *testing.T) {
 	if !bytes.Equal(archive, again) {
 		t.Error("the same Dockerfile and context give two different archives")
 	}
-	files := untar(t, archive)
+	files := fixturesys.MustTarFiles(t, archive)
 	var manifest []struct {
 		Config   string
 		RepoTags []string
@@ -54,7 +54,7 @@ func TestDockerfileImage(t *testing.T) {
 	if _, ok := c.ExposedPorts["9750/tcp"]; !ok {
 		t.Errorf("exposed ports %v, want 9750/tcp", c.ExposedPorts)
 	}
-	layer := untar(t, files[manifest[0].Layers[0]])
+	layer := fixturesys.MustTarFiles(t, files[manifest[0].Layers[0]])
 	if string(layer["bin/veth_exporter"]) != "#!binary" {
 		t.Errorf("layer files %v, want bin/veth_exporter from the context", keys(layer))
 	}
@@ -68,16 +68,6 @@ func TestDockerfileImage(t *testing.T) {
 			t.Errorf("Dockerfile %q: built, want an error", bad)
 		}
 	}
-}
-
-// untar returns the regular files of a tar by name.
-func untar(t *testing.T, b []byte) map[string][]byte {
-	t.Helper()
-	files, err := fixturesys.TarFiles(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
 }
 
 func keys(m map[string][]byte) []string {
