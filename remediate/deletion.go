@@ -62,7 +62,7 @@ func (r *Remediator) finishDEL(ctx context.Context, v *inventory.Veth, a *Answer
 	if att == nil || r.cfg.CNI == nil {
 		return
 	}
-	rel, err := r.cfg.CNI.Del(ctx, cnidel.Attachment{Network: att.Network, ContainerID: att.ContainerID, IfName: att.IfName})
+	rel, err := r.cniDel(ctx, cnidel.Attachment{Network: att.Network, ContainerID: att.ContainerID, IfName: att.IfName})
 	detail := "; CNI DEL of " + att.ContainerID + " ran"
 	switch {
 	case err != nil:
@@ -151,4 +151,21 @@ func (r *Remediator) removed(v *inventory.Veth, res removal) Answer {
 func (r *Remediator) deletedInLastHour(now time.Time) int {
 	r.deletions = slices.DeleteFunc(r.deletions, func(t time.Time) bool { return now.Sub(t) >= time.Hour })
 	return len(r.deletions)
+}
+
+// cniDel runs the CNI DEL of a in the host's mount namespace: the plugins
+// run with the host's files, as at ADD (package cnidel).
+func (r *Remediator) cniDel(ctx context.Context, a cnidel.Attachment) (rel cnidel.Released, err error) {
+	err = r.inHostMounts(func() error {
+		var err error
+		rel, err = r.cfg.CNI.Del(ctx, a)
+		return err
+	})
+	return rel, err
+}
+
+// releaseLease releases a host-local lease in the host's mount namespace,
+// where its directory is writable whatever the exporter's own view.
+func (r *Remediator) releaseLease(dir, ip, containerID string) error {
+	return r.inHostMounts(func() error { return r.cfg.CNI.ReleaseLease(dir, ip, containerID) })
 }

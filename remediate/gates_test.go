@@ -73,6 +73,7 @@ func newTestRemediator(cfg Config, inv Snapshotter) *Remediator {
 	r := New(cfg, inv, nil, slog.New(slog.DiscardHandler))
 	r.now = func() time.Time { return now }
 	r.capable = func() bool { return true }
+	r.inHostMounts = func(fn func() error) error { return fn() }
 	return r
 }
 

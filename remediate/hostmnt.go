@@ -18,7 +18,11 @@ import (
 // namespace: setns(CLONE_NEWNS) accepts only a thread that shares no root
 // and working directory with others, hence unshare(CLONE_FS) first. That
 // thread is never handed back to the Go runtime (it stays locked, and
-// exits with its goroutine), and nothing is executed there.
+// exits with its goroutine).
+//
+// The CNI plugins of a DEL run there too (remediate/cnidel): a process
+// started from that thread inherits its mount namespace, so the plugins
+// find the host's files as the runtime that ran their ADD did.
 
 // inHostMounts runs fn on a thread of its own in the mount namespace of
 // PID 1 of procfs, the host's when procfs shows the host's processes. It

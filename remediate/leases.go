@@ -210,10 +210,10 @@ func (r *Remediator) releaseLeases(ctx context.Context, leaked []inventory.Leake
 		var err error
 		if l.CacheEntry {
 			var rel cnidel.Released
-			rel, err = r.cfg.CNI.Del(ctx, cnidel.Attachment{Network: l.Network, ContainerID: l.ContainerID, IfName: l.IfName})
+			rel, err = r.cniDel(ctx, cnidel.Attachment{Network: l.Network, ContainerID: l.ContainerID, IfName: l.IfName})
 			a.Detail = "CNI DEL of " + l.ContainerID + " ran; released " + strings.Join(rel.Leases, ",")
 		} else {
-			err = r.cfg.CNI.ReleaseLease(l.Dir, l.IP, l.ContainerID)
+			err = r.releaseLease(l.Dir, l.IP, l.ContainerID)
 			a.Detail = "released " + l.Dir + "/" + l.IP
 		}
 		switch {
@@ -221,6 +221,8 @@ func (r *Remediator) releaseLeases(ctx context.Context, leaked []inventory.Leake
 			r.deletions = append(r.deletions, r.now())
 			r.metrics.lastDeletion(r.now())
 			a.Result, a.Reason = ResultDeleted, leakedLeaseReason
+		case errors.Is(err, errNoHostMounts):
+			a.Result, a.Reason, a.Detail = ResultRefused, ReasonNotReleasable, err.Error()
 		case errors.Is(err, cnidel.ErrNamespaceLeft):
 			a.Result, a.Reason, a.Detail = ResultRefused, ReasonStillHeld, err.Error()
 		case errors.Is(err, cnidel.ErrLeaseChanged), errors.Is(err, cnidel.ErrNoCacheEntry):

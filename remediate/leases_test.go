@@ -55,7 +55,7 @@ func TestLeaseAlert(t *testing.T) {
 	snap := leaseNode(t, dir, map[string]string{"10.78.0.4": "sb-a", "10.78.0.5": "sb-b", "10.79.0.4": "sb-other"}, time.Hour)
 	cfg := testConfig()
 	cfg.Mode = ModeEnforce
-	cfg.CNI = &cnidel.Deleter{Rootfs: "/"}
+	cfg.CNI = &cnidel.Deleter{}
 	r := newTestRemediator(cfg, &fakeInventory{snap: snap})
 	answers, err := r.HandleAlerts(context.Background(), payloadOf(
 		leaseAlert("podnet", "10.78.0.0/28", time.Hour),
@@ -116,7 +116,7 @@ func TestLeaseGates(t *testing.T) {
 			snap := leaseNode(t, dir, map[string]string{"10.78.0.4": "sb-a", "10.78.0.5": "sb-b"}, tt.since)
 			cfg := testConfig()
 			cfg.Mode = ModeEnforce
-			cfg.CNI = &cnidel.Deleter{Rootfs: "/"}
+			cfg.CNI = &cnidel.Deleter{}
 			if tt.edit != nil {
 				tt.edit(snap, &cfg)
 			}
@@ -147,7 +147,7 @@ func TestLeaseHourlyLimit(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig()
 	cfg.Mode, cfg.MaxPerHour = ModeEnforce, 1
-	cfg.CNI = &cnidel.Deleter{Rootfs: "/"}
+	cfg.CNI = &cnidel.Deleter{}
 	r := newTestRemediator(cfg, &fakeInventory{snap: leaseNode(t, dir, map[string]string{"10.78.0.4": "sb-a", "10.78.0.5": "sb-b"}, time.Hour)})
 	first, err := r.HandleLeases(context.Background(), []string{"10.78.0.4"})
 	if err != nil || len(first) != 1 || first[0].Result != ResultDeleted {

@@ -32,6 +32,9 @@ type Remediator struct {
 	capable func() bool
 	// remover returns the deletion path over a netlink handle.
 	remover func(h *netlink.Handle) *remover
+	// inHostMounts runs a function in the host's mount namespace, where
+	// the CNI plugins run.
+	inHostMounts func(fn func() error) error
 
 	// turn admits one request at a time (a channel, unlike a mutex,
 	// lets a request give up waiting when its deadline passes).
@@ -48,8 +51,9 @@ func New(cfg Config, inv Snapshotter, metrics *Metrics, logger *slog.Logger) *Re
 	}
 	return &Remediator{
 		cfg: cfg, inv: inv, logger: logger, now: time.Now, capable: CanAdminNetwork,
-		remover: func(h *netlink.Handle) *remover { return newRemover(h, cfg) },
-		answers: newAnswerCache(time.Hour, 10000), metrics: metrics, turn: make(chan struct{}, 1),
+		remover:      func(h *netlink.Handle) *remover { return newRemover(h, cfg) },
+		inHostMounts: func(fn func() error) error { return inHostMounts(cfg.Paths.Procfs, fn) },
+		answers:      newAnswerCache(time.Hour, 10000), metrics: metrics, turn: make(chan struct{}, 1),
 	}
 }
 

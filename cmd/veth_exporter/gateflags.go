@@ -82,7 +82,7 @@ func (g *gateFlags) config(mode remediate.Mode, inv *inventoryFlags) (remediate.
 	}
 	if inv.cniCacheDir != "" {
 		// libcni's cache directory holds results/.
-		cfg.CNI = &cnidel.Deleter{BinDirs: inv.cniBinDirs, CacheDir: filepath.Dir(inv.cniCacheDir), Rootfs: inv.paths.Rootfs}
+		cfg.CNI = &cnidel.Deleter{BinDirs: inv.cniBinDirs, CacheDir: filepath.Dir(inv.cniCacheDir)}
 	}
 	var err error
 	if cfg.Reasons, err = remediate.ParseReasons(g.reasons); err != nil {

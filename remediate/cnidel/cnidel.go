@@ -10,6 +10,13 @@
 // Running the plugins is the one exec the exporter does, and only here
 // (.golangci.yml, depguard): a DEL runs only once no namespace is left
 // for the attachment, so that no plugin ever touches a live one.
+//
+// Every path is a host path, and a Deleter is meant to run in the host's
+// mount namespace (remediate enters it on a thread of its own): the
+// plugins then run where the runtime ran them at ADD, with the host's
+// binaries and libraries (portmap's iptables), its writable /var/lib/cni
+// and its /run/netns, whatever the exporter's own mount namespace is (a
+// FROM-scratch image, systemd's ProtectSystem=strict).
 package cnidel
 
 import (
@@ -55,29 +62,16 @@ func (a Attachment) String() string {
 	return a.Network + "/" + a.ContainerID + "/" + a.IfName
 }
 
-// Deleter runs the DELs. Its paths are host paths read under Rootfs.
+// Deleter runs the DELs. Its paths are host paths.
 type Deleter struct {
 	// BinDirs are where the plugin binaries are (--cni.bin-dir).
 	BinDirs []string
 	// CacheDir is libcni's cache directory, which holds results/.
 	CacheDir string
-	// Rootfs is where the host's / is mounted ("/" outside a container).
-	Rootfs string
 }
 
 func (d *Deleter) config() *libcni.CNIConfig {
-	dirs := make([]string, len(d.BinDirs))
-	for i, b := range d.BinDirs {
-		dirs[i] = filepath.Join(d.rootfs(), b)
-	}
-	return libcni.NewCNIConfigWithCacheDir(dirs, filepath.Join(d.rootfs(), d.CacheDir), nil)
-}
-
-func (d *Deleter) rootfs() string {
-	if d.Rootfs == "" {
-		return "/"
-	}
-	return d.Rootfs
+	return libcni.NewCNIConfigWithCacheDir(d.BinDirs, d.CacheDir, nil)
 }
 
 // Released is what a DEL released, as verified after it.
@@ -102,7 +96,7 @@ func (d *Deleter) Del(ctx context.Context, a Attachment) (Released, error) {
 		return Released{}, err
 	}
 	if att.NetNS != "" && !strings.HasPrefix(att.NetNS, "/proc/") {
-		if inode := kernel.NsfsInode(filepath.Join(d.rootfs(), att.NetNS)); inode != 0 {
+		if inode := kernel.NsfsInode(att.NetNS); inode != 0 {
 			return Released{}, fmt.Errorf("CNI DEL of %s: %s pins net:[%d]: %w", a, att.NetNS, inode, ErrNamespaceLeft)
 		}
 	}
@@ -126,7 +120,7 @@ func (d *Deleter) Del(ctx context.Context, a Attachment) (Released, error) {
 	}
 	var still []string
 	for _, l := range leases {
-		if owner, err := leaseOwner(filepath.Join(d.rootfs(), l)); err == nil && owner == a.ContainerID {
+		if owner, err := leaseOwner(l); err == nil && owner == a.ContainerID {
 			still = append(still, l)
 		}
 	}
@@ -173,7 +167,7 @@ func (d *Deleter) cachedLeases(list *libcni.NetworkConfigList, a Attachment) ([]
 	if dataDir == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(filepath.Join(d.rootfs(), d.CacheDir, "results", a.Network+"-"+a.ContainerID+"-"+a.IfName))
+	b, err := os.ReadFile(filepath.Join(d.CacheDir, "results", a.Network+"-"+a.ContainerID+"-"+a.IfName))
 	if err != nil {
 		return nil, err
 	}
@@ -221,8 +215,7 @@ func (d *Deleter) ReleaseLease(dir, ip, containerID string) error {
 	if err != nil || addr.String() != ip {
 		return fmt.Errorf("release lease %q: not an address", ip)
 	}
-	path := filepath.Join(d.rootfs(), dir)
-	lock, err := os.OpenFile(filepath.Join(path, "lock"), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("release lease %s in %s: lock file: %w", ip, dir, err)
 	}
@@ -231,7 +224,7 @@ func (d *Deleter) ReleaseLease(dir, ip, containerID string) error {
 		return fmt.Errorf("release lease %s in %s: lock: %w", ip, dir, err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN) //nolint:errcheck // closing unlocks too
-	file := filepath.Join(path, ip)
+	file := filepath.Join(dir, ip)
 	owner, err := leaseOwner(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
