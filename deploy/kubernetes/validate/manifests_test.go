@@ -49,7 +49,7 @@ type variant struct {
 
 var variants = []variant{
 	{dir: ".", caps: []corev1.Capability{"SYS_PTRACE"}},
-	{dir: "remediation", caps: []corev1.Capability{"SYS_PTRACE", "NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT"}, remediation: true},
+	{dir: "remediation", caps: []corev1.Capability{"SYS_PTRACE", "NET_ADMIN", "SYS_ADMIN", "SYS_CHROOT", "NET_RAW"}, remediation: true},
 }
 
 // kinds are the types each manifest is decoded into, by group, version
@@ -266,7 +266,7 @@ func TestManifests(t *testing.T) {
 
 // TestMethodDeleteAlternative makes the change remediation/daemonset-patch.yaml
 // documents for clusters that refuse SYS_ADMIN (method delete, the
-// SYS_ADMIN and SYS_CHROOT ops removed) and wants it to pass every check,
+// SYS_ADMIN, SYS_CHROOT and NET_RAW ops removed) and wants it to pass every check,
 // with NET_ADMIN and SYS_PTRACE alone.
 func TestMethodDeleteAlternative(t *testing.T) {
 	dir := copyTree(t, manifestsDir)
@@ -274,7 +274,8 @@ func TestMethodDeleteAlternative(t *testing.T) {
 	edit(t, dir, "remediation/daemonset-patch.yaml",
 		"  value: --remediation.method=auto\n", "  value: --remediation.method=delete\n",
 		capOp+"SYS_ADMIN\n", "",
-		capOp+"SYS_CHROOT\n", "")
+		capOp+"SYS_CHROOT\n", "",
+		capOp+"NET_RAW\n", "")
 	vs := []variant{{dir: "remediation", caps: []corev1.Capability{"SYS_PTRACE", "NET_ADMIN"}, remediation: true}}
 	for _, err := range validateTree(dir, vs, buildExporter(t), readRules(t)) {
 		t.Error(err)
