@@ -9,9 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/veth-exporter/veth_exporter/internal/monitortest"
 )
 
 // TestFleetInhibitionHoldsBackRemediation runs the real Alertmanager
@@ -82,7 +82,7 @@ func TestFleetInhibitionHoldsBackRemediation(t *testing.T) {
 	configPath := filepath.Join(dir, "alertmanager.yml")
 	writeFile(t, configPath, string(config))
 
-	addr := "127.0.0.1:" + freePort(t)
+	addr := "127.0.0.1:" + monitortest.FreePort(t)
 	cmd := exec.Command(alertmanager, "--config.file="+configPath, "--storage.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--cluster.listen-address=")
 	var log bytes.Buffer
@@ -148,16 +148,6 @@ func writeFile(t *testing.T, path, data string) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/veth-exporter/veth_exporter/internal/monitortest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -94,7 +95,7 @@ func TestRemediationEndToEnd(t *testing.T) {
 	stuck := func(what string) {
 		t.Helper()
 		t.Fatalf("%s: still %s\nPrometheus alerts: %s\nAlertmanager alerts: %s\naudit file:\n%s\ninterfaces: %v",
-			since(), what, httpBody("http://"+promAddr+"/api/v1/alerts"), httpBody("http://"+amAddr+"/api/v2/alerts"),
+			since(), what, monitortest.Body("http://"+promAddr+"/api/v1/alerts"), monitortest.Body("http://"+amAddr+"/api/v2/alerts"),
 			fileText(audit), links(t))
 	}
 

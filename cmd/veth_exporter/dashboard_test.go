@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/veth-exporter/veth_exporter/internal/dockertest"
+	"github.com/veth-exporter/veth_exporter/internal/monitortest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
 
@@ -119,8 +120,7 @@ func dashboardPanels(t *testing.T) []dashboardPanel {
 // only metrics the exporter exposes.
 func TestDashboardQueries(t *testing.T) {
 	netnstest.Require(t)
-	prometheus := requireCommand(t, "prometheus", "prometheus")
-	promtool := requireCommand(t, "prometheus", "promtool")
+	prometheus, promtool := monitortest.Prometheus(t), monitortest.Promtool(t)
 	panels := dashboardPanels(t)
 	dir := t.TempDir()
 
@@ -325,9 +325,8 @@ scrape_configs:
 		t.Fatalf("promtool check config: %v\n%s", err, out)
 	}
 	addr := "127.0.0.1:" + freePort(t)
-	p := startMonitor(t, "prometheus", prometheus,
+	monitortest.Start(t, dir, "prometheus", "http://"+addr, prometheus,
 		"--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "prometheus"),
 		"--web.listen-address="+addr)
-	p.waitReady(t, "http://"+addr)
 	return addr
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
 	"github.com/veth-exporter/veth_exporter/internal/dockertest"
+	"github.com/veth-exporter/veth_exporter/internal/monitortest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/internal/rulestest"
 )
@@ -212,15 +212,7 @@ func nobodyBinary(t testing.TB) string {
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
+func freePort(t testing.TB) string { return monitortest.FreePort(t) }
 
 // waitReady waits up to 10 s for url/-/ready to answer 200; on failure it
 // shows what logs returns.
@@ -616,22 +608,6 @@ const (
 	e2eContainer = "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0"
 )
 
-// requireCommand returns the path of the first of names installed, or skips
-// the test (fails it where VETH_EXPORTER_REQUIRE_PRIVILEGED=1, as in CI).
-func requireCommand(t *testing.T, pkg string, names ...string) string {
-	t.Helper()
-	for _, n := range names {
-		if path, err := exec.LookPath(n); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("VETH_EXPORTER_REQUIRE_PRIVILEGED") == "1" {
-		t.Fatalf("%s not installed (Debian package %s)", names[0], pkg)
-	}
-	t.Skipf("%s not installed (Debian package %s)", names[0], pkg)
-	return ""
-}
-
 // shortenedRules is the shipped rule file with VethOrphaned's `for: 15m`
 // set to e2eFor, and nothing else changed.
 func shortenedRules(t *testing.T) string {
@@ -647,64 +623,6 @@ func shortenedRules(t *testing.T) string {
 	return rules
 }
 
-// monitorProcess is a Prometheus or an Alertmanager started by the test.
-type monitorProcess struct {
-	name   string
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	exited chan struct{} // closed once the process is reaped
-}
-
-// waitReady waits up to 20 s for url/-/ready to answer 200.
-func (d *monitorProcess) waitReady(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(url + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-d.exited:
-			t.Fatalf("%s exited before it was ready", d.name)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s at %s not ready after 20s: %v", d.name, url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// startMonitor starts a server as a child process that dies with the test
-// (Pdeathsig) and is stopped by its PID when the test ends; its output is
-// shown if the test fails.
-func startMonitor(t *testing.T, name, path string, args ...string) *monitorProcess {
-	t.Helper()
-	d := &monitorProcess{name: name, cmd: exec.Command(path, args...), log: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { d.cmd.Wait(); close(d.exited) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-		case <-time.After(10 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.exited
-			t.Errorf("%s (pid %d) ignored SIGTERM for 10s", name, d.cmd.Process.Pid)
-		}
-	})
-	showOnFailure(t, name, d.log)
-	return d
-}
-
 // showOnFailure logs a process's output when the test has failed.
 func showOnFailure(t *testing.T, name string, log *syncBuffer) {
 	t.Cleanup(func() {
@@ -714,42 +632,14 @@ func showOnFailure(t *testing.T, name string, log *syncBuffer) {
 	})
 }
 
-// prometheusAlertState is an alert as Prometheus's /api/v1/alerts shows it.
-type prometheusAlertState struct {
-	Labels map[string]string `json:"labels"`
-	State  string            `json:"state"`
-}
-
 // prometheusAlert returns Prometheus's VethOrphaned alert for device, pending
 // or firing, if there is one.
-func prometheusAlert(url, device string) (prometheusAlertState, bool) {
-	var body struct {
-		Data struct {
-			Alerts []prometheusAlertState `json:"alerts"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(httpBody(url+"/api/v1/alerts")), &body); err != nil {
-		return prometheusAlertState{}, false
-	}
-	for _, a := range body.Data.Alerts {
-		if a.Labels["alertname"] == "VethOrphaned" && a.Labels["device"] == device {
-			return a, true
-		}
-	}
-	return prometheusAlertState{}, false
-}
-
-// httpBody is what GET url answers, or the error: for polls and failure
-// messages.
-func httpBody(url string) string {
-	resp, err := http.Get(url)
+func prometheusAlert(url, device string) (monitortest.Alert, bool) {
+	alerts, err := monitortest.Alerts(url)
 	if err != nil {
-		return err.Error()
+		return monitortest.Alert{}, false
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return b.String()
+	return monitortest.Find(alerts, "VethOrphaned", map[string]string{"device": device})
 }
 
 // auditLine is one line of --remediation.audit-file.
@@ -815,29 +705,13 @@ func writeConfig(t *testing.T, path, content string) {
 // their addresses once both are ready.
 func startAlertChain(t *testing.T, dir, instance, token string) (promAddr, amAddr string) {
 	t.Helper()
-	prometheus := requireCommand(t, "prometheus", "prometheus")
-	promtool := requireCommand(t, "prometheus", "promtool")
-	alertmanager := requireCommand(t, "prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
+	prometheus, promtool, alertmanager := monitortest.Prometheus(t), monitortest.Promtool(t), monitortest.Alertmanager(t)
 	// Prometheus, with the shipped rules but a short `for`.
 	rules := filepath.Join(dir, "veth_exporter.rules.yml")
 	writeConfig(t, rules, shortenedRules(t))
 	amAddr = "127.0.0.1:" + freePort(t)
 	promConfig := filepath.Join(dir, "prometheus.yml")
-	writeConfig(t, promConfig, fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-rule_files:
-  - %q
-alerting:
-  alertmanagers:
-    - static_configs:
-        - targets: [%q]
-scrape_configs:
-  - job_name: veth
-    static_configs:
-      - targets: [%q]
-`, rules, amAddr, instance))
+	writeConfig(t, promConfig, monitortest.PrometheusConfig(rules, amAddr, instance, ""))
 	if out, err := exec.Command(promtool, "check", "config", promConfig).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
 	}
@@ -874,15 +748,13 @@ receivers:
 		}
 	}
 
-	am := startMonitor(t, "alertmanager", alertmanager,
+	monitortest.Start(t, dir, "alertmanager", "http://"+amAddr, alertmanager,
 		"--config.file="+amConfig, "--storage.path="+filepath.Join(dir, "alertmanager"),
 		"--web.listen-address="+amAddr, "--cluster.listen-address=", "--log.level=debug")
 	promAddr = "127.0.0.1:" + freePort(t)
-	prom := startMonitor(t, "prometheus", prometheus,
+	monitortest.Start(t, dir, "prometheus", "http://"+promAddr, prometheus,
 		"--config.file="+promConfig, "--storage.tsdb.path="+filepath.Join(dir, "prometheus"),
 		"--web.listen-address="+promAddr)
-	am.waitReady(t, "http://"+amAddr)
-	prom.waitReady(t, "http://"+promAddr)
 	return promAddr, amAddr
 }
 
