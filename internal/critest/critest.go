@@ -107,6 +107,9 @@ type Runtime struct {
 	// CNIConfDir holds the CNI configuration: one conflist, network
 	// [NetworkName], bridge [Bridge], host-local IPAM.
 	CNIConfDir string
+	// Subnet is the pod network's host-local range: [Subnet] unless
+	// [Options] said otherwise.
+	Subnet string
 	// SandboxImage is the tag of the pause image, the CRI sandbox_image.
 	SandboxImage string
 
@@ -178,13 +181,24 @@ type Options struct {
 	// kubelet and the exporter look on a node. It must be on the private
 	// /run.
 	Socket string
+	// Subnet, when set, is the pod network's host-local range instead
+	// of [Subnet]: a small one runs out of addresses.
+	Subnet string
+	// PortMap chains the portmap plugin after the bridge, with the
+	// portMappings capability: a pod's hostPorts become iptables DNAT
+	// chains in the private network namespace (containerd passes them
+	// from the CRI sandbox config).
+	PortMap bool
 }
 
 // StartWith is [Start] with opts.
 func StartWith(t testing.TB, opts Options) *Runtime {
 	t.Helper()
 	netnstest.Require(t)
-	r := &Runtime{uids: map[string]bool{}}
+	r := &Runtime{uids: map[string]bool{}, Subnet: Subnet}
+	if opts.Subnet != "" {
+		r.Subnet = opts.Subnet
+	}
 	bins := fixturesys.Binaries(t, "critest", "containerd, runc, containernetworking-plugins",
 		"containerd", "ctr", "containerd-shim-runc-v2", "runc", "ip",
 		filepath.Join(cniBinDir, "bridge"), filepath.Join(cniBinDir, "host-local"), filepath.Join(cniBinDir, "loopback"))
@@ -230,7 +244,7 @@ func StartWith(t testing.TB, opts Options) *Runtime {
 	if err := r.prepareMounts(opts.PrivateDirs); err != nil {
 		t.Fatalf("critest: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(r.CNIConfDir, "10-"+NetworkName+".conflist"), []byte(cniConfig()), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(r.CNIConfDir, "10-"+NetworkName+".conflist"), []byte(cniConfig(r.Subnet, opts.PortMap)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(r.configFile, []byte(r.config()), 0o600); err != nil {
@@ -295,9 +309,19 @@ disabled_plugins = [
 }
 
 // cniConfig returns the conflist of the pod network: the bridge plugin on
-// cni0 with host-local addresses, as a plain kubeadm cluster with the
-// reference plugins has it. No masquerading: nothing leaves the namespace.
-func cniConfig() string {
+// cni0 with host-local addresses from subnet, as a plain kubeadm cluster
+// with the reference plugins has it, and portmap after it if asked. No
+// masquerading: nothing leaves the namespace.
+func cniConfig(subnet string, portMap bool) string {
+	portmap := ""
+	if portMap {
+		portmap = `,
+    {
+      "type": "portmap",
+      "capabilities": {"portMappings": true},
+      "snat": false
+    }`
+	}
 	return fmt.Sprintf(`{
   "cniVersion": "0.4.0",
   "name": %q,
@@ -313,10 +337,10 @@ func cniConfig() string {
         "ranges": [[{"subnet": %q}]],
         "routes": [{"dst": "0.0.0.0/0"}]
       }
-    }
+    }%s
   ]
 }
-`, NetworkName, Bridge, Subnet)
+`, NetworkName, Bridge, subnet, portmap)
 }
 
 // start starts containerd and waits until CRI reports ready.

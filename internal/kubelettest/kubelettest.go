@@ -122,6 +122,13 @@ var slot = fixturesys.NewSlot("kubelettest")
 // node bridge and its mounts.
 func Start(t testing.TB) *Node {
 	t.Helper()
+	return StartWith(t, critest.Options{})
+}
+
+// StartWith is [Start] with containerd's pod network as opts says
+// (Subnet, PortMap); its private directories and socket are the node's.
+func StartWith(t testing.TB, opts critest.Options) *Node {
+	t.Helper()
 	netnstest.Require(t)
 	bin, version, err := Binary()
 	if err != nil {
@@ -150,7 +157,8 @@ func Start(t testing.TB) *Node {
 		t.Fatalf("kubelettest: make /run shared: %v", err)
 	}
 	n.undo = append(n.undo, func() error { return unix.Mount("", "/run", "", unix.MS_PRIVATE|unix.MS_REC, "") })
-	n.Runtime = critest.StartWith(t, critest.Options{PrivateDirs: privateDirs, Socket: Socket})
+	opts.PrivateDirs, opts.Socket = append(opts.PrivateDirs, privateDirs...), Socket
+	n.Runtime = critest.StartWith(t, opts)
 	if err := n.prepare(); err != nil {
 		t.Fatalf("kubelettest: %v", err)
 	}

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
@@ -231,31 +234,65 @@ func (n *Node) ContainerPID(t testing.TB, containerID string) int {
 // namespace mounted with no process in it.
 func (n *Node) LosePod(t testing.TB, p *Pod) *critest.Pod {
 	t.Helper()
-	sb := n.Sandbox(t, p)
+	return n.lose(t, false, p)[0]
+}
+
+// Reboot loses the pods' sandboxes as a node restart does: LosePod for
+// all of them at once, and, as /run starts empty after a boot, their
+// /run/netns mounts are gone too, so the kernel frees their namespaces and
+// veths. What a boot keeps stays: /var/lib/cni, the host-local leases
+// and libcni's cache entries of attachments no DEL ever released. The
+// kubelet then runs a new sandbox for each pod, with a new address. It
+// returns the lost sandboxes, in the order of pods.
+func (n *Node) Reboot(t testing.TB, pods ...*Pod) []*critest.Pod {
+	t.Helper()
+	return n.lose(t, true, pods...)
+}
+
+func (n *Node) lose(t testing.TB, boot bool, pods ...*Pod) []*critest.Pod {
+	t.Helper()
+	sbs := make([]*critest.Pod, len(pods))
 	var ids []string
-	var pids []int
-	for _, c := range p.Status.ContainerStatuses {
-		if id := strings.TrimPrefix(c.ContainerID, "containerd://"); id != "" {
-			ids = append(ids, id)
-			pids = append(pids, n.ContainerPID(t, id))
+	pids := map[int]*critest.Pod{}
+	for i, p := range pods {
+		sbs[i] = n.Sandbox(t, p)
+		for _, c := range p.Status.ContainerStatuses {
+			if id := strings.TrimPrefix(c.ContainerID, "containerd://"); id != "" {
+				ids = append(ids, id)
+				pids[n.ContainerPID(t, id)] = sbs[i]
+			}
 		}
+		ids = append(ids, sbs[i].ID)
 	}
 	n.StopKubelet(t)
 	n.Runtime.KillRuntime(t)
-	n.Runtime.KillSandbox(t, sb)
-	for _, pid := range pids {
+	for _, sb := range sbs {
+		n.Runtime.KillSandbox(t, sb)
+	}
+	for pid, sb := range pids {
 		if !n.inPod(pid, sb.UID) {
-			t.Fatalf("kubelettest: process %d is not in pod %s's cgroup", pid, p.Metadata.Name)
+			t.Fatalf("kubelettest: process %d is not in pod %s's cgroup", pid, sb.Name)
 		}
 	}
-	if err := fixturesys.KillAll(pids); err != nil {
+	if err := fixturesys.KillAll(slices.Collect(maps.Keys(pids))); err != nil {
 		t.Fatalf("kubelettest: %v", err)
 	}
+	if boot {
+		for _, sb := range sbs {
+			point := filepath.Join(critest.NetnsDir, sb.NetnsName)
+			if err := unix.Unmount(point, unix.MNT_DETACH); err != nil {
+				t.Fatalf("kubelettest: unmount %s: %v", point, err)
+			}
+			if err := os.Remove(point); err != nil {
+				t.Fatalf("kubelettest: %v", err)
+			}
+		}
+	}
 	n.Runtime.Restart(t)
-	n.Runtime.Ctr(t, append(append([]string{"containers", "rm"}, ids...), sb.ID)...)
+	n.Runtime.Ctr(t, append([]string{"containers", "rm"}, ids...)...)
 	n.Runtime.Restart(t)
 	n.StartKubelet(t)
-	return sb
+	return sbs
 }
 
 // inPod reports whether pid is in a cgroup of the pod uid.

@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/veth-exporter/veth_exporter/internal/critest"
 	"github.com/veth-exporter/veth_exporter/internal/kubelettest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
@@ -84,10 +85,11 @@ func imageContext(t *testing.T) string {
 	return contextDir
 }
 
-// startNode starts a kubelet with the busybox image and the exporter's,
-// built by the Dockerfile from `make build`, tagged as the rendered
-// DaemonSet names it, and a [sleeper] pod of each of sleepers.
-func startNode(t *testing.T, sleepers ...string) *kubelettest.Node {
+// startNode starts a kubelet (its containerd's pod network as opts says)
+// with the busybox image and the exporter's, built by the Dockerfile from
+// `make build`, tagged as the rendered DaemonSet names it, and a [sleeper]
+// pod of each of sleepers.
+func startNode(t *testing.T, opts critest.Options, sleepers ...string) *kubelettest.Node {
 	t.Helper()
 	netnstest.Require(t)
 	ctx := imageContext(t)
@@ -95,7 +97,7 @@ func startNode(t *testing.T, sleepers ...string) *kubelettest.Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := kubelettest.Start(t)
+	n := kubelettest.StartWith(t, opts)
 	n.ImportBusybox(t)
 	n.ImportDockerfile(t, filepath.Join(repoRoot, "Dockerfile"), ctx, imageRef(r.DaemonSet.Spec.Template.Spec.Containers[0].Image))
 	for _, name := range sleepers {

@@ -30,6 +30,7 @@ var capabilityBits = map[corev1.Capability]uint{
 	"NET_ADMIN":  unix.CAP_NET_ADMIN,
 	"SYS_ADMIN":  unix.CAP_SYS_ADMIN,
 	"SYS_CHROOT": unix.CAP_SYS_CHROOT,
+	"NET_RAW":    unix.CAP_NET_RAW,
 }
 
 // checkConfinement checks that the exporter's container runs as its
@@ -92,7 +93,7 @@ func checkConfinement(t *testing.T, n *kubelettest.Node, pod *corev1.Pod, p *kub
 // /run/netns/cni-* mount is made then, is seen with its mount (the
 // HostToContainer /run).
 func TestExporterPod(t *testing.T) {
-	n := startNode(t, "bb-1", "bb-2")
+	n := startNode(t, critest.Options{}, "bb-1", "bb-2")
 	pod, manifest := exporterPod(t, "base", nil, true)
 	n.WritePod(t, exporterFile, manifest)
 	exp := n.WaitReady(t, pod.Namespace, pod.Name, podTimeout)
@@ -248,7 +249,7 @@ func replaceExporter(t *testing.T, n *kubelettest.Node, pod *corev1.Pod, manifes
 //     machine's, calls the leftover unknown/partial_view: never orphaned
 //     on a partial view.
 func TestPodLeftover(t *testing.T) {
-	n := startNode(t, "bb-1", "bb-2")
+	n := startNode(t, critest.Options{}, "bb-1", "bb-2")
 	pod, trusting := exporterPod(t, "base", nil, true)
 	n.WritePod(t, exporterFile, trusting)
 	n.WaitReady(t, pod.Namespace, pod.Name, podTimeout)
@@ -380,41 +381,12 @@ func inspectLine(table, device, verdict, reason string) bool {
 // CA's certificate for the overlay's server name, veth-exporter):
 // VETH_EXPORTER_INVENTORY_TRUST_PID_NAMESPACE (see exporterPod),
 // --remediation.min-age=6s instead of the default 15 minutes, and POD_IP
-// (the address --remediation.instance is made of) set to the node's
-// address, which a cluster's kubelet gives a host-network pod as
-// status.podIP: a kubelet without an API server leaves status.podIP and
-// status.hostIP empty (it takes them from its Node object; kubelet_pods.go,
-// generateAPIPodStatus, "if kl.kubeClient != nil").
+// set to the node's address (see startRemediationPod).
 func TestRemediationPod(t *testing.T) {
-	n := startNode(t, "bb-1", "bb-2")
-	const serverName = "veth-exporter"
-	cert, key, ca := testCA(t, serverName)
-	token := []byte("kubelet-test-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "\n")
-	secrets := map[string]map[string][]byte{
-		"veth-exporter-remediate": {"token": token},
-		"veth-exporter-tls":       {"tls.crt": cert, "tls.key": key, "ca.crt": ca},
-	}
+	n := startNode(t, critest.Options{}, "bb-1", "bb-2")
 	const minAge = 6 * time.Second
-	pod, _ := exporterPod(t, "remediation", secrets, true, "--remediation.min-age="+minAge.String())
-	podIP := 0
-	for i, e := range pod.Spec.Containers[0].Env {
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP" {
-			pod.Spec.Containers[0].Env[i] = corev1.EnvVar{Name: e.Name, Value: kubelettest.NodeIP}
-			podIP++
-		}
-	}
-	if podIP != 1 {
-		t.Fatalf("the overlay's pod takes status.podIP %d times, want once (POD_IP)", podIP)
-	}
-	manifest, err := Manifest(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.WritePod(t, exporterFile, manifest)
-	exp := n.WaitReady(t, pod.Namespace, pod.Name, podTimeout)
-	checkConfinement(t, n, pod, exp)
-	instance := kubelettest.NodeIP + ":9750"
-	c := tlsClient(t, "https://"+instance, ca, serverName)
+	rp := startRemediationPod(t, n, "--remediation.min-age="+minAge.String())
+	c, instance, token := rp.client, rp.instance, rp.token
 	if _, err := plainClient().get("/metrics"); err == nil {
 		t.Error("the remediation pod answers plain HTTP")
 	}
@@ -497,4 +469,63 @@ func TestRemediationPod(t *testing.T) {
 func fixturesMounted(name string) bool {
 	_, err := os.Lstat(filepath.Join("/run/netns", name))
 	return err == nil
+}
+
+// remediationPod is the overlay's exporter running on a node.
+type remediationPod struct {
+	pod      *corev1.Pod
+	client   *client // HTTPS, verifying the pod's certificate
+	instance string  // the address Prometheus scrapes: the alerts' instance label
+	token    []byte  // the webhook's bearer token
+	ca       []byte  // the CA of the pod's certificate, for serverName
+	dir      string  // holds token and ca as files
+}
+
+// serverName is the name the remediation overlay's certificate is for.
+const serverName = "veth-exporter"
+
+// startRemediationPod runs the remediation overlay's pod on n, with a
+// certificate of a test CA for serverName and a random token, args
+// appended to its container's, and waits until it is Ready and confined
+// as its manifest says. POD_IP (the address --remediation.instance is
+// made of) is set to the node's address, which a cluster's kubelet gives
+// a host-network pod as status.podIP: a kubelet without an API server
+// leaves status.podIP and status.hostIP empty (it takes them from its
+// Node object; kubelet_pods.go, generateAPIPodStatus, "if kl.kubeClient
+// != nil").
+func startRemediationPod(t *testing.T, n *kubelettest.Node, args ...string) *remediationPod {
+	t.Helper()
+	cert, key, ca := testCA(t, serverName)
+	rp := &remediationPod{
+		instance: kubelettest.NodeIP + ":9750", ca: ca, dir: t.TempDir(),
+		token: []byte("kubelet-test-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "\n"),
+	}
+	secrets := map[string]map[string][]byte{
+		"veth-exporter-remediate": {"token": rp.token},
+		"veth-exporter-tls":       {"tls.crt": cert, "tls.key": key, "ca.crt": ca},
+	}
+	rp.pod, _ = exporterPod(t, "remediation", secrets, true, args...)
+	podIP := 0
+	for i, e := range rp.pod.Spec.Containers[0].Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP" {
+			rp.pod.Spec.Containers[0].Env[i] = corev1.EnvVar{Name: e.Name, Value: kubelettest.NodeIP}
+			podIP++
+		}
+	}
+	if podIP != 1 {
+		t.Fatalf("the overlay's pod takes status.podIP %d times, want once (POD_IP)", podIP)
+	}
+	manifest, err := Manifest(rp.pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"token": rp.token, "ca.crt": ca} {
+		if err := os.WriteFile(filepath.Join(rp.dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.WritePod(t, exporterFile, manifest)
+	checkConfinement(t, n, rp.pod, n.WaitReady(t, rp.pod.Namespace, rp.pod.Name, podTimeout))
+	rp.client = tlsClient(t, "https://"+rp.instance, ca, serverName)
+	return rp
 }
