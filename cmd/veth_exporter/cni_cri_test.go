@@ -98,10 +98,24 @@ func TestCRILeakedLease(t *testing.T) {
 		t.Errorf("inspect: %v\n%s\nwant the leaked lease of %s, pod shop/cart", err, out, lost.ID[:12])
 	}
 
-	// Nothing is leaked while containerd cannot be asked; the live pod's
-	// lease stays live by its namespace.
+	lostIP := leaseStates(t, e)[lost.ID].IP
+	liveIP := leaseStates(t, e)[live.ID].IP
+	lease := func(ip string) string { return filepath.Join("/var/lib/cni/networks", critest.NetworkName, ip) }
+	entry := func(p *critest.Pod) string {
+		return filepath.Join(critest.CNICacheDir, critest.NetworkName+"-"+p.ID+"-eth0")
+	}
+	clean := func(args ...string) (string, string, int) {
+		return cleanBy(t, exporterBinary(t), append([]string{"--cri.endpoint=" + r.Endpoint, "--cni.conf-dir=" + r.CNIConfDir,
+			"--cni.bin-dir=/usr/lib/cni", "--state.path=" + e.flag(t, "state.path"), "--inventory.settle-time=2s", "--min-age=0s"}, args...)...)
+	}
+
+	// Nothing is leaked while containerd cannot be asked, and nothing is
+	// released; the live pod's lease stays live by its namespace.
 	r.KillRuntime(t)
 	e.scrapeUntil(t, "the lost lease unknown while containerd is down", counts(1, 0, 1))
+	if stdout, stderr, code := clean("--leases"); code == 0 && strings.Contains(stdout, "deleted") || !fileExists(lease(lostIP)) || !fileExists(entry(lost)) {
+		t.Errorf("clean --leases with containerd down: exit %d\n%s%s\nwant nothing released", code, stdout, stderr)
+	}
 	leases = leaseStates(t, e)
 	if l := leases[lost.ID]; l.State != "unknown" || l.Reason != "resolver_down" {
 		t.Errorf("the lost pod's lease with containerd down: %+v, want unknown/resolver_down", l)
@@ -118,16 +132,6 @@ func TestCRILeakedLease(t *testing.T) {
 
 	// clean --leases finishes the DEL: the lease and the cache entry go,
 	// the live pod keeps its own.
-	lostIP := leaseStates(t, e)[lost.ID].IP
-	liveIP := leaseStates(t, e)[live.ID].IP
-	lease := func(ip string) string { return filepath.Join("/var/lib/cni/networks", critest.NetworkName, ip) }
-	entry := func(p *critest.Pod) string {
-		return filepath.Join(critest.CNICacheDir, critest.NetworkName+"-"+p.ID+"-eth0")
-	}
-	clean := func(args ...string) (string, string, int) {
-		return cleanBy(t, exporterBinary(t), append([]string{"--cri.endpoint=" + r.Endpoint, "--cni.conf-dir=" + r.CNIConfDir,
-			"--cni.bin-dir=/usr/lib/cni", "--state.path=" + e.flag(t, "state.path"), "--inventory.settle-time=2s", "--min-age=0s"}, args...)...)
-	}
 	stdout, stderr, code := clean("--leases", "--dry-run")
 	if code != 0 || !strings.Contains(stdout, critest.NetworkName+"/"+lostIP) || !strings.Contains(stdout, "would_delete") || !fileExists(lease(lostIP)) {
 		t.Fatalf("clean --leases --dry-run: exit %d\n%s%s\nwant would_delete for %s/%s, nothing released", code, stdout, stderr, critest.NetworkName, lostIP)
