@@ -158,3 +158,64 @@ func TestLeaseHourlyLimit(t *testing.T) {
 		t.Errorf("second: %+v, %v; want hourly_limit", second, err)
 	}
 }
+
+// TestLeaseTakenDuringRequest: a pod that starts while a request releases
+// leases may take an address the request has just released; the request
+// goes on with the others and leaves the new lease alone, and a replay of
+// the request, judged by the same (now stale) inventory, finds the file
+// naming another container and refuses it (changed), keeping it.
+func TestLeaseTakenDuringRequest(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.Mode = ModeEnforce
+	cfg.CNI = &cnidel.Deleter{}
+	inv := &fakeInventory{snap: leaseNode(t, dir, map[string]string{"10.78.0.4": "sb-a", "10.78.0.5": "sb-b"}, time.Hour)}
+	r := newTestRemediator(cfg, inv)
+	const newcomer = "sb-new"
+	taken := ""
+	r.inHostMounts = func(fn func() error) error {
+		err := fn()
+		// host-local hands the first address released to the next pod.
+		if taken == "" {
+			for _, ip := range []string{"10.78.0.4", "10.78.0.5"} {
+				if _, statErr := os.Stat(filepath.Join(dir, ip)); os.IsNotExist(statErr) {
+					taken = ip
+					if err := os.WriteFile(filepath.Join(dir, ip), []byte(newcomer+"\r\neth0"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+			}
+		}
+		return err
+	}
+	answers, err := r.HandleLeases(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(answers) != 2 || answers[0].Result != ResultDeleted || answers[1].Result != ResultDeleted {
+		t.Fatalf("answers %+v, want both leaked leases released", answers)
+	}
+	owner := func(ip string) string {
+		b, err := os.ReadFile(filepath.Join(dir, ip))
+		if err != nil {
+			return ""
+		}
+		id, _, _ := strings.Cut(string(b), "\r\n")
+		return id
+	}
+	if taken == "" || owner(taken) != newcomer {
+		t.Fatalf("the newcomer's lease %q: owner %q, want it kept", taken, owner(taken))
+	}
+
+	// The replay: a new request, the same stale inventory.
+	r.answers = newAnswerCache(time.Hour, 10000)
+	r.deletions = nil
+	answers, err = r.HandleLeases(context.Background(), []string{taken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(answers) != 1 || answers[0].Result != ResultRefused || answers[0].Reason != ReasonChanged || owner(taken) != newcomer {
+		t.Errorf("replay on %s: %+v, owner %q; want refused %s and the newcomer's lease kept", taken, answers, owner(taken), ReasonChanged)
+	}
+}
