@@ -144,7 +144,7 @@ func (c *cleanCommand) clean(inv remediate.Snapshotter, cfg remediate.Config, de
 		return 0
 	}
 	start := time.Now()
-	answers, err := c.handle(remediate.New(cfg, inv, nil, logger), devices)
+	answers, asked, err := c.handle(remediate.New(cfg, inv, nil, logger), devices)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s clean: %v\n", name, err)
 		return 1
@@ -160,7 +160,7 @@ func (c *cleanCommand) clean(inv remediate.Snapshotter, cfg remediate.Config, de
 			summary = append(summary, fmt.Sprintf("%d %s", counts[r], r))
 		}
 	}
-	fmt.Fprintf(os.Stderr, "%s clean: %d veths: %s in %s\n", name, len(answers), strings.Join(summary, ", "), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "%s clean: %s: %s in %s\n", name, strings.Join(asked, ", "), strings.Join(summary, ", "), time.Since(start).Round(time.Millisecond))
 	for _, a := range answers {
 		switch a.Result {
 		case remediate.ResultDeleted, remediate.ResultGone, remediate.ResultWouldDelete:
@@ -260,30 +260,31 @@ func writeAnswers(w io.Writer, answers []remediate.Answer) {
 }
 
 // handle removes the devices and, with --leaked-netns, the leaked
-// namespaces, and returns the answers of both.
-func (c *cleanCommand) handle(r *remediate.Remediator, devices []remediate.Device) ([]remediate.Answer, error) {
-	var answers []remediate.Answer
+// namespaces, with --leases or --lease the leaked leases, and returns the
+// answers of all, and how many of each kind it was asked about.
+func (c *cleanCommand) handle(r *remediate.Remediator, devices []remediate.Device) (answers []remediate.Answer, asked []string, err error) {
 	if len(devices) > 0 || (!c.leaked && !c.wantsLeases()) {
-		var err error
-		if answers, err = r.HandleDevices(context.Background(), devices); err != nil {
-			return nil, err
+		a, err := r.HandleDevices(context.Background(), devices)
+		if err != nil {
+			return nil, nil, err
 		}
+		answers, asked = append(answers, a...), append(asked, fmt.Sprintf("%d veths", len(a)))
 	}
 	if c.leaked {
-		leaked, err := r.HandleLeaked(context.Background())
+		a, err := r.HandleLeaked(context.Background())
 		if err != nil {
-			return nil, fmt.Errorf("leaked namespaces: %w", err)
+			return nil, nil, fmt.Errorf("leaked namespaces: %w", err)
 		}
-		answers = append(answers, leaked...)
+		answers, asked = append(answers, a...), append(asked, fmt.Sprintf("%d leaked namespaces", len(a)))
 	}
 	if c.wantsLeases() {
-		leases, err := r.HandleLeases(context.Background(), c.leases)
+		a, err := r.HandleLeases(context.Background(), c.leases)
 		if err != nil {
-			return nil, fmt.Errorf("leaked leases: %w", err)
+			return nil, nil, fmt.Errorf("leaked leases: %w", err)
 		}
-		answers = append(answers, leases...)
+		answers, asked = append(answers, a...), append(asked, fmt.Sprintf("%d leases", len(a)))
 	}
-	return answers, nil
+	return answers, asked, nil
 }
 
 // wantsLeases: --leases or --lease was given.

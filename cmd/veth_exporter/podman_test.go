@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -411,5 +412,79 @@ func TestPodmanJoinedNamespace(t *testing.T) {
 			m := noOrphanFor(t, e, 4*time.Second, "after the guest's "+end)
 			wantSample(t, m, verdictSeries("v"+name, "unknown", "no_known_owner"), 1)
 		})
+	}
+}
+
+// TestPodmanCNILeases: Podman with its CNI backend keeps host-local leases
+// in /var/lib/cni/networks/podman, named by container ID, for the network
+// Debian's podman package configures in /etc/cni/net.d. A running
+// container's lease is live (Podman lists it); a lease of a container
+// Podman no longer knows, with no namespace left (what a cleanup that
+// failed after Podman dropped its record leaves; Podman lists a container
+// whose cleanup it merely missed, in any state, and its lease stays live)
+// is leaked, and `clean --leases` releases it as host-local does, under
+// its lock: it has no libcni cache entry. The live lease stays.
+func TestPodmanCNILeases(t *testing.T) {
+	p := podmantest.Start(t, podmantest.Options{NetworkBackend: "cni"})
+	web := p.RunContainer(t, "web")
+	// Podman's network "podman" as Debian's podman package installs it
+	// for the CNI backend (podmantest's Podman keeps it in memory).
+	confDir := t.TempDir()
+	var conf []byte
+	for _, f := range []string{"/etc/cni/net.d/87-podman-bridge.conflist", "/usr/share/doc/podman/examples/cni/net.d/87-podman-bridge.conflist"} {
+		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), `"name": "podman"`) {
+			conf = b
+			break
+		}
+	}
+	if conf == nil {
+		t.Fatal("no 87-podman-bridge.conflist of Debian's podman package")
+	}
+	if err := os.WriteFile(filepath.Join(confDir, "87-podman-bridge.conflist"), conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := "/var/lib/cni/networks/podman"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("Podman's CNI leases: %v", err)
+	}
+	var webIP string
+	for _, e := range entries {
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(string(b), web) {
+			webIP = e.Name()
+		}
+	}
+	if webIP == "" {
+		t.Fatalf("no lease names web (%s) in %s: %v", web, dir, entries)
+	}
+	const ghostIP = "10.88.0.200"
+	ghost := strings.Repeat("6a05", 16)
+	if err := os.WriteFile(filepath.Join(dir, ghostIP), []byte(ghost+"\neth0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	e := podmanExporter(t, p, "--inventory.settle-time=1s", "--cni.conf-dir="+confDir)
+	m := e.scrapeUntil(t, "web's lease live, the other leaked", func(m string) bool {
+		l, _ := sample(m, `veth_cni_ipam_addresses{network="podman",range="10.88.0.0/16",state="live"}`)
+		k, _ := sample(m, `veth_cni_ipam_addresses{network="podman",range="10.88.0.0/16",state="leaked"}`)
+		return l == 1 && k == 1
+	})
+	wantSample(t, m, `veth_cni_ipam_range_size{network="podman",range="10.88.0.0/16"}`, 65533)
+	leases := leaseStates(t, e)
+	if l := leases[web]; l.State != "live" || l.Reason != "listed" {
+		t.Errorf("web's lease: %+v, want live/listed", l)
+	}
+	if l := leases[ghost]; l.State != "leaked" || l.Reason != "no_sandbox" || l.IP != ghostIP {
+		t.Errorf("the unknown container's lease: %+v, want leaked/no_sandbox", l)
+	}
+
+	stdout, stderr, code := cleanBy(t, exporterBinary(t), "--podman.host=unix://"+p.Socket(), "--no-collector.docker", "--no-collector.cri",
+		"--cni.conf-dir="+confDir, "--state.path="+e.flag(t, "state.path"), "--inventory.settle-time=1s", "--min-age=0s", "--leases")
+	if code != 0 || !strings.Contains(stdout, "podman/"+ghostIP+"  -        deleted  leaked_lease  released "+filepath.Join(dir, ghostIP)) ||
+		!strings.Contains(stderr, "1 leases: 1 deleted") {
+		t.Fatalf("clean --leases: exit %d\n%s%s\nwant podman/%s deleted, released as host-local does", code, stdout, stderr, ghostIP)
+	}
+	if fileExists(filepath.Join(dir, ghostIP)) || !fileExists(filepath.Join(dir, webIP)) {
+		t.Errorf("after clean --leases: the leaked lease there %v, web's there %v; want only web's", fileExists(filepath.Join(dir, ghostIP)), fileExists(filepath.Join(dir, webIP)))
 	}
 }
