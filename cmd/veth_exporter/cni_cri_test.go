@@ -12,7 +12,6 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
-	"golang.org/x/sys/unix"
 )
 
 // TestCRILostStateLateExporter is TestCRILostState with an exporter
@@ -78,12 +77,7 @@ func TestCRILeakedLease(t *testing.T) {
 	}
 
 	// Free the namespace as a release does: the kernel takes the veth.
-	if err := unix.Unmount(filepath.Join("/run/netns", lost.NetnsName), unix.MNT_DETACH); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join("/run/netns", lost.NetnsName)); err != nil {
-		t.Fatal(err)
-	}
+	critest.Unpin(t, lost)
 	m = e.scrapeUntil(t, "the lost pod's lease leaked", counts(1, 1, 0))
 	if _, ok := sample(m, verdictSeries(lost.Veth, "orphaned", "netns_empty")); ok {
 		t.Errorf("%s still there after its namespace was freed", lost.Veth)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -103,6 +104,36 @@ func newUUID() string {
 // not the harness's). RunPodSandbox takes under a second.
 func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 	t.Helper()
+	return r.runPod(t, namespace, name, uid, nil)
+}
+
+// RunPodWithHostPort is [Runtime.RunPod] for a pod that publishes its
+// TCP port 80 on the node's hostPort, as the kubelet asks for a
+// container's hostPort: with [Options.PortMap], portmap's DNAT rules,
+// which name the sandbox's ID.
+func (r *Runtime) RunPodWithHostPort(t testing.TB, namespace, name string, hostPort int32) *Pod {
+	t.Helper()
+	return r.runPod(t, namespace, name, "", []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: hostPort}})
+}
+
+// Unpin frees the lost pod's namespace as a boot's empty /run does: it
+// unmounts its /run/netns mount and removes the mount point, and the
+// kernel frees the namespace with its veth once nothing else holds it.
+// What a boot keeps stays: the lease, libcni's cache entry, portmap's
+// rules.
+func Unpin(t testing.TB, p *Pod) {
+	t.Helper()
+	point := filepath.Join(NetnsDir, p.NetnsName)
+	if err := unix.Unmount(point, unix.MNT_DETACH); err != nil {
+		t.Fatalf("critest: unmount %s: %v", point, err)
+	}
+	if err := os.Remove(point); err != nil {
+		t.Fatalf("critest: %v", err)
+	}
+}
+
+func (r *Runtime) runPod(t testing.TB, namespace, name, uid string, ports []*runtimeapi.PortMapping) *Pod {
+	t.Helper()
 	if uid == "" {
 		uid = newUUID()
 	}
@@ -120,7 +151,8 @@ func (r *Runtime) RunPod(t testing.TB, namespace, name, uid string) *Pod {
 			"io.kubernetes.pod.namespace": namespace,
 			"io.kubernetes.pod.uid":       uid,
 		},
-		Annotations: map[string]string{"kubernetes.io/config.source": "api"},
+		Annotations:  map[string]string{"kubernetes.io/config.source": "api"},
+		PortMappings: ports,
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			CgroupParent: cgroupParent,
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{

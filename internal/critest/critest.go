@@ -189,6 +189,13 @@ type Options struct {
 	// chains in the private network namespace (containerd passes them
 	// from the CRI sandbox config).
 	PortMap bool
+	// LegacyIptables makes iptables iptables-legacy in the test's mount
+	// namespace, where the plugins run, as on a node whose kube-proxy
+	// runs in iptables mode: Debian's iptables is the alternative
+	// iptables-nft, a link to xtables-nft-multi, which
+	// xtables-legacy-multi is bind-mounted over (both pick their
+	// command by argv[0]). The cleanup unmounts it.
+	LegacyIptables bool
 }
 
 // StartWith is [Start] with opts.
@@ -241,7 +248,7 @@ func StartWith(t testing.TB, opts Options) *Runtime {
 			t.Fatal(err)
 		}
 	}
-	if err := r.prepareMounts(opts.PrivateDirs); err != nil {
+	if err := r.prepareMounts(opts.PrivateDirs, opts.LegacyIptables); err != nil {
 		t.Fatalf("critest: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(r.CNIConfDir, "10-"+NetworkName+".conflist"), []byte(cniConfig(r.Subnet, opts.PortMap)), 0o600); err != nil {

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -15,9 +17,10 @@ import (
 // a hybrid host included, see [fixturesys.MountCgroups]), puts a private
 // tmpfs on /var/lib/cni (and on each of more), where the host-local plugin keeps its leases and
 // libcni, run by containerd, its cache (it ignores any other directory),
-// and makes /run/netns a shared mount point (see [Start]), recording in
-// r.undo how to undo each step.
-func (r *Runtime) prepareMounts(more []string) error {
+// makes /run/netns a shared mount point (see [Start]) and, if asked, puts
+// iptables-legacy in iptables-nft's place ([Options.LegacyIptables]),
+// recording in r.undo how to undo each step.
+func (r *Runtime) prepareMounts(more []string, legacyIptables bool) error {
 	hs, err := fixturesys.CgroupHierarchies(true)
 	if err != nil {
 		return err
@@ -28,7 +31,32 @@ func (r *Runtime) prepareMounts(more []string) error {
 	if err := fixturesys.PrivateDirs(append([]string{cniStateDir}, more...), filepath.Join(r.Root, "..", "varlib"), &r.undo); err != nil {
 		return err
 	}
+	if legacyIptables {
+		if err := r.legacyIptables(); err != nil {
+			return err
+		}
+	}
 	return r.shareNetnsDir()
+}
+
+// legacyIptables bind-mounts xtables-legacy-multi over xtables-nft-multi
+// (Debian's package iptables installs both) and checks that iptables is
+// legacy then.
+func (r *Runtime) legacyIptables() error {
+	const nft, legacy = "/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi"
+	for _, p := range []string{nft, legacy} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w (Debian package iptables)", err)
+		}
+	}
+	if err := unix.Mount(legacy, nft, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind-mount %s on %s: %w", legacy, nft, err)
+	}
+	r.undo = append(r.undo, func() error { return unix.Unmount(nft, 0) })
+	if out, err := exec.Command("iptables", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "legacy") {
+		return fmt.Errorf("iptables --version: %v %s, want legacy", err, out)
+	}
+	return nil
 }
 
 // shareNetnsDir makes /run/netns a shared mount point, as `ip netns add`

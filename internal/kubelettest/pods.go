@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
@@ -279,13 +278,7 @@ func (n *Node) lose(t testing.TB, boot bool, pods ...*Pod) []*critest.Pod {
 	}
 	if boot {
 		for _, sb := range sbs {
-			point := filepath.Join(critest.NetnsDir, sb.NetnsName)
-			if err := unix.Unmount(point, unix.MNT_DETACH); err != nil {
-				t.Fatalf("kubelettest: unmount %s: %v", point, err)
-			}
-			if err := os.Remove(point); err != nil {
-				t.Fatalf("kubelettest: %v", err)
-			}
+			critest.Unpin(t, sb)
 		}
 	}
 	n.Runtime.Restart(t)

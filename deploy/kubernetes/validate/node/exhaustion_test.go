@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
@@ -62,8 +61,7 @@ const (
 // plugins, which containerd runs here too).
 func TestAddressExhaustion(t *testing.T) {
 	sleepers := []string{"bb-1", "bb-2", "bb-3", "bb-4", "bb-5", "bb-6"}
-	legacyIptables(t)
-	n := startNode(t, critest.Options{Subnet: exhaustSubnet, PortMap: true}, sleepers...)
+	n := startNode(t, critest.Options{Subnet: exhaustSubnet, PortMap: true, LegacyIptables: true}, sleepers...)
 	n.WritePod(t, "web", hostPortPod("web", webHostPort))
 	const minAge = 6 * time.Second
 	rp := startRemediationPod(t, n, "--remediation.min-age="+minAge.String(), "--inventory.settle-time=2s", "--cni.bin-dir=/usr/lib/cni")
@@ -340,30 +338,4 @@ receivers:
 		"--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "prometheus"),
 		"--web.listen-address="+promAddr)
 	return promAddr, amAddr
-}
-
-// legacyIptables makes iptables iptables-legacy in the test's mount
-// namespace (netnstest's, private), where containerd's plugins and the
-// exporter's DEL run: Debian's iptables is the alternative iptables-nft,
-// a link to xtables-nft-multi, which xtables-legacy-multi is bind-mounted
-// over (both pick their command by argv[0]). The test's end unmounts it.
-func legacyIptables(t *testing.T) {
-	t.Helper()
-	const nft, legacy = "/usr/sbin/xtables-nft-multi", "/usr/sbin/xtables-legacy-multi"
-	for _, p := range []string{nft, legacy} {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("%v (Debian package iptables)", err)
-		}
-	}
-	if err := unix.Mount(legacy, nft, "", unix.MS_BIND, ""); err != nil {
-		t.Fatalf("bind-mount %s on %s: %v", legacy, nft, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(nft, 0); err != nil {
-			t.Errorf("unmount %s: %v", nft, err)
-		}
-	})
-	if out, err := exec.Command("iptables", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "legacy") {
-		t.Fatalf("iptables --version: %v %s, want legacy", err, out)
-	}
 }
