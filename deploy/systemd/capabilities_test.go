@@ -207,10 +207,11 @@ func asUnit(caps []string, stateDir, bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// recordOrphans runs `veth_exporter serve` as the unit with caps, scrapes
-// it once and stops it: its state file then records when it first saw
-// each leftover orphaned, which clean's gates ask for.
-func recordOrphans(t *testing.T, caps []string, stateDir, bin string) {
+// recordOrphans runs `veth_exporter serve` as the unit with caps and
+// flags, scrapes it once and stops it: its state file then records when
+// it first saw each leftover orphaned (each lease leaked), which clean's
+// gates ask for.
+func recordOrphans(t *testing.T, caps []string, stateDir, bin string, flags []string) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -220,7 +221,7 @@ func recordOrphans(t *testing.T, caps []string, stateDir, bin string) {
 	l.Close()
 	var log strings.Builder
 	cmd := asUnit(caps, stateDir, bin, append([]string{"--web.listen-address=" + addr,
-		"--state.path=" + filepath.Join(stateDir, "state.json"), "--inventory.settle-time=0s"}, fixtureFlags...)...)
+		"--state.path=" + filepath.Join(stateDir, "state.json"), "--inventory.settle-time=0s"}, flags...)...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -269,23 +270,30 @@ func recordOrphans(t *testing.T, caps []string, stateDir, bin string) {
 // the first four blanks), its whole output and its exit code.
 func cleanAsUnit(t *testing.T, caps []string, stateDir, bin, method, device string) (row []string, out string, code int) {
 	t.Helper()
-	cmd := asUnit(caps, stateDir, bin, append([]string{"clean", "--state.path=" + filepath.Join(stateDir, "state.json"),
+	out, code = runAsUnit(t, caps, stateDir, bin, append([]string{"clean", "--state.path=" + filepath.Join(stateDir, "state.json"),
 		"--min-age=0s", "--inventory.settle-time=0s", "--remediation.max-orphan-ratio=1", "--remediation.method=" + method}, append(fixtureFlags, device)...)...)
-	b, err := cmd.CombinedOutput()
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) >= 4 && f[0] == device {
+			row = append(f[:4:4], strings.Join(f[4:], " "))
+		}
+	}
+	return row, out, code
+}
+
+// runAsUnit runs bin with args as the unit with caps, and returns its
+// output and exit code.
+func runAsUnit(t *testing.T, caps []string, stateDir, bin string, args ...string) (out string, code int) {
+	t.Helper()
+	b, err := asUnit(caps, stateDir, bin, args...).CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &exit):
 		code = exit.ExitCode()
 	default:
-		t.Fatalf("veth_exporter clean as the unit: %v\n%s", err, b)
+		t.Fatalf("veth_exporter %s as the unit: %v\n%s", args[0], err, b)
 	}
-	for line := range strings.Lines(string(b)) {
-		if f := strings.Fields(line); len(f) >= 4 && f[0] == device {
-			row = append(f[:4:4], strings.Join(f[4:], " "))
-		}
-	}
-	return row, string(b), code
+	return string(b), code
 }
 
 // mounted reports whether point is a mount point in the test's mount
@@ -346,7 +354,7 @@ func TestRemediationDropInReleases(t *testing.T) {
 	live := netnstest.Holder(t, "")
 	netnstest.Veth(t, "vethlive", strconv.Itoa(live), "cni0")
 	stateDir := t.TempDir()
-	recordOrphans(t, unit, stateDir, bin)
+	recordOrphans(t, unit, stateDir, bin, fixtureFlags)
 
 	for _, tc := range []struct {
 		name   string
