@@ -120,7 +120,9 @@ const (
 	// released: a process holds its namespace, a mount outside the netns
 	// directories pins it, it leads into a namespace with other veths not
 	// approved, or the host's mount namespace cannot be entered. Nothing
-	// was done. (Method auto deletes such a veth instead.)
+	// was done. (Method auto deletes such a veth instead.) A leaked
+	// lease is not releasable when the host's mount namespace, where its
+	// DEL runs, cannot be entered.
 	ReasonNotReleasable = "not_releasable"
 	// ReasonDelete: the kernel refused the deletion, or the link is still
 	// there after it.
