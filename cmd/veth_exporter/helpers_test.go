@@ -163,6 +163,12 @@ func (b *syncBuffer) String() string {
 // is ready; the test's end stops it.
 func startExporter(t testing.TB, args ...string) *exporter {
 	t.Helper()
+	return startExporterBinary(t, exporterBinary(t), args...)
+}
+
+// startExporterBinary is startExporter for the binary bin.
+func startExporterBinary(t testing.TB, bin string, args ...string) *exporter {
+	t.Helper()
 	addr := "127.0.0.1:" + freePort(t)
 	// The fixture's processes all live in the test's PID namespace.
 	flags := []string{"--web.listen-address=" + addr, "--inventory.trust-pid-namespace"}
@@ -180,7 +186,7 @@ func startExporter(t testing.TB, args ...string) *exporter {
 		// installs one) is no part of the fixture.
 		flags = append(flags, "--cni.conf-dir="+filepath.Join(t.TempDir(), "none"))
 	}
-	cmd := exec.Command(exporterBinary(t), append(flags, args...)...)
+	cmd := exec.Command(bin, append(flags, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return runExporter(t, cmd, addr)
 }

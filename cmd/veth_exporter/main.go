@@ -361,6 +361,7 @@ func wholeName(flag, expr string) (*regexp.Regexp, error) {
 }
 
 func main() {
+	fillVersion()
 	app := kingpin.New(name, "Prometheus exporter for host-side veth interfaces: who owns each, and which are leftovers.")
 	app.Version(version.Print(name))
 	app.HelpFlag.Short('h')
