@@ -8,7 +8,7 @@ GO        ?= go
 # .ci/run installs this version with `go install` into $(go env GOPATH)/bin.
 GOLANGCI_LINT ?= $(shell $(GO) env GOPATH)/bin/golangci-lint
 BINARY    ?= veth_exporter
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+VERSION   ?= $(shell cat VERSION)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
 DOCKER_IMAGE ?= veth-exporter:local
@@ -61,6 +61,11 @@ docker: build
 ## kubernetes: regenerate deploy/kubernetes/base/prometheusrule.yaml from alerts/ (a test fails while they differ)
 kubernetes:
 	cd deploy/kubernetes/validate && $(GO) run ./cmd/prometheusrule -rules ../../../alerts/veth_exporter.rules.yml -out ../base/prometheusrule.yaml
+
+## helm: refresh the Helm chart's copies of the alert rules and of the remediation web configuration (a test fails while they differ)
+.PHONY: helm
+helm:
+	cp alerts/veth_exporter.rules.yml deploy/kubernetes/remediation/web.yml charts/veth-exporter/files/
 
 ## dashboards: regenerate dashboards/veth-exporter.json from dashboards/gen (a test fails while they differ)
 .PHONY: dashboards

@@ -169,6 +169,18 @@ type pod struct {
 	configMap map[string]*corev1.ConfigMap
 }
 
+// newPod is the pod of spec, with the ConfigMaps deployed beside it.
+func newPod(spec *corev1.PodSpec, configMaps []*corev1.ConfigMap) *pod {
+	p := &pod{spec: spec, container: &spec.Containers[0], volumes: map[string]*corev1.Volume{}, configMap: map[string]*corev1.ConfigMap{}}
+	for i := range spec.Volumes {
+		p.volumes[spec.Volumes[i].Name] = &spec.Volumes[i]
+	}
+	for _, cm := range configMaps {
+		p.configMap[cm.Name] = cm
+	}
+	return p
+}
+
 // hostPathAt returns the host path behind a path in the container, and
 // whether it is writable; "" when no hostPath volume is mounted there.
 func (p *pod) hostPathAt(file string) (host string, writable bool) {
@@ -330,13 +342,7 @@ func checkRendered(r *rendered, v variant, flags *exporterFlags, rules []byte) [
 		return append(errs, fmt.Errorf("DaemonSet: %d containers and %d init containers, want the exporter alone", len(spec.Containers), len(spec.InitContainers)))
 	}
 	c := &spec.Containers[0]
-	p := &pod{spec: spec, container: c, volumes: map[string]*corev1.Volume{}, configMap: map[string]*corev1.ConfigMap{}}
-	for i := range spec.Volumes {
-		p.volumes[spec.Volumes[i].Name] = &spec.Volumes[i]
-	}
-	for _, cm := range r.configMaps {
-		p.configMap[cm.Name] = cm
-	}
+	p := newPod(spec, r.configMaps)
 	if c.Image == "" {
 		fail("DaemonSet: no image")
 	}

@@ -61,6 +61,7 @@ var kinds = map[schema.GroupVersionKind]func() any{
 	corev1.SchemeGroupVersion.WithKind("ConfigMap"):            func() any { return &corev1.ConfigMap{} },
 	appsv1.SchemeGroupVersion.WithKind("DaemonSet"):            func() any { return &appsv1.DaemonSet{} },
 	monitoringv1.SchemeGroupVersion.WithKind("PodMonitor"):     func() any { return &monitoringv1.PodMonitor{} },
+	monitoringv1.SchemeGroupVersion.WithKind("ServiceMonitor"): func() any { return &monitoringv1.ServiceMonitor{} },
 	monitoringv1.SchemeGroupVersion.WithKind("PrometheusRule"): func() any { return &monitoringv1.PrometheusRule{} },
 	{Group: "kustomize.config.k8s.io", Version: "v1beta1", Kind: "Kustomization"}: func() any {
 		return &kustomizetypes.Kustomization{}
@@ -195,6 +196,7 @@ type rendered struct {
 	configMaps      []*corev1.ConfigMap
 	daemonSets      []*appsv1.DaemonSet
 	podMonitors     []*monitoringv1.PodMonitor
+	serviceMonitors []*monitoringv1.ServiceMonitor
 	prometheusRules []*monitoringv1.PrometheusRule
 }
 
@@ -212,30 +214,40 @@ func render(dir string) (*rendered, error) {
 		if err != nil {
 			return nil, err
 		}
-		obj, err := decodeManifest(b)
-		if err != nil {
+		if err := r.add(b); err != nil {
 			return nil, fmt.Errorf("kustomize build %s: %s: %w", dir, res.CurId(), err)
-		}
-		switch o := obj.(type) {
-		case *corev1.Namespace:
-			r.namespaces = append(r.namespaces, o)
-		case *corev1.ServiceAccount:
-			r.serviceAccounts = append(r.serviceAccounts, o)
-		case *corev1.Service:
-			r.services = append(r.services, o)
-		case *corev1.ConfigMap:
-			r.configMaps = append(r.configMaps, o)
-		case *appsv1.DaemonSet:
-			r.daemonSets = append(r.daemonSets, o)
-		case *monitoringv1.PodMonitor:
-			r.podMonitors = append(r.podMonitors, o)
-		case *monitoringv1.PrometheusRule:
-			r.prometheusRules = append(r.prometheusRules, o)
-		default:
-			return nil, fmt.Errorf("kustomize build %s: %T is not a resource to deploy", dir, o)
 		}
 	}
 	return r, nil
+}
+
+// add decodes doc strictly and adds it to r.
+func (r *rendered) add(doc []byte) error {
+	obj, err := decodeManifest(doc)
+	if err != nil {
+		return err
+	}
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		r.namespaces = append(r.namespaces, o)
+	case *corev1.ServiceAccount:
+		r.serviceAccounts = append(r.serviceAccounts, o)
+	case *corev1.Service:
+		r.services = append(r.services, o)
+	case *corev1.ConfigMap:
+		r.configMaps = append(r.configMaps, o)
+	case *appsv1.DaemonSet:
+		r.daemonSets = append(r.daemonSets, o)
+	case *monitoringv1.PodMonitor:
+		r.podMonitors = append(r.podMonitors, o)
+	case *monitoringv1.ServiceMonitor:
+		r.serviceMonitors = append(r.serviceMonitors, o)
+	case *monitoringv1.PrometheusRule:
+		r.prometheusRules = append(r.prometheusRules, o)
+	default:
+		return fmt.Errorf("%T is not a resource to deploy", o)
+	}
+	return nil
 }
 
 // validateTree is every check of a copy of deploy/kubernetes in dir:

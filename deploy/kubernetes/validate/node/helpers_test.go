@@ -136,6 +136,13 @@ func exporterPod(t *testing.T, dir string, secrets map[string]map[string][]byte,
 	if err != nil {
 		t.Fatal(err)
 	}
+	return renderedPod(t, r, secrets, trust, args...)
+}
+
+// renderedPod is exporterPod for a render of the kustomizations' or of
+// the Helm chart's.
+func renderedPod(t *testing.T, r *Rendered, secrets map[string]map[string][]byte, trust bool, args ...string) (*corev1.Pod, []byte) {
+	t.Helper()
 	pod, err := StaticPod(r, secrets, filepath.Join(t.TempDir(), "volumes"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
-// Package node runs deploy/kubernetes on a real Kubernetes node: a
-// standalone kubelet (internal/kubelettest) runs the DaemonSet's pod, as
-// kustomize renders it, converted by [StaticPod] into a static pod.
+// Package node runs deploy/kubernetes and the Helm chart on a real
+// Kubernetes node: a standalone kubelet (internal/kubelettest) runs the
+// DaemonSet's pod, as kustomize or Helm renders it, converted by
+// [StaticPod] into a static pod.
 package node
 
 import (
@@ -37,21 +38,8 @@ func Render(dir string) (*Rendered, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch res.GetKind() {
-		case "DaemonSet":
-			if r.DaemonSet != nil {
-				return nil, fmt.Errorf("kustomize build %s: more than one DaemonSet", dir)
-			}
-			r.DaemonSet = &appsv1.DaemonSet{}
-			if err := yaml.UnmarshalStrict(b, r.DaemonSet); err != nil {
-				return nil, fmt.Errorf("kustomize build %s: DaemonSet: %w", dir, err)
-			}
-		case "ConfigMap":
-			cm := &corev1.ConfigMap{}
-			if err := yaml.UnmarshalStrict(b, cm); err != nil {
-				return nil, fmt.Errorf("kustomize build %s: ConfigMap: %w", dir, err)
-			}
-			r.ConfigMaps[cm.Name] = cm
+		if err := r.add(res.GetKind(), b); err != nil {
+			return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
 		}
 	}
 	if r.DaemonSet == nil {
