@@ -13,13 +13,23 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
 DOCKER_IMAGE ?= veth-exporter:local
 
+# The build date is the commit's (reproducible builds: the same commit
+# gives the same binary, given the same BUILD_USER).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+BUILD_DATE ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y%m%d-%H:%M:%S)
+BUILD_USER ?= $(shell id -un)@$(shell hostname)
+# Where make image (and make release) write.
+DIST      ?= dist
+IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
+IMAGE_REF ?= docker.io/library/veth-exporter:$(VERSION)
+
 VERSION_PKG = github.com/prometheus/common/version
 LDFLAGS = -s -w -extldflags=-static \
 	-X $(VERSION_PKG).Version=$(VERSION) \
 	-X $(VERSION_PKG).Revision=$(REVISION) \
 	-X $(VERSION_PKG).Branch=$(BRANCH) \
-	-X $(VERSION_PKG).BuildUser=$(shell id -un)@$(shell hostname) \
-	-X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+	-X $(VERSION_PKG).BuildUser=$(BUILD_USER) \
+	-X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
 
 .PHONY: all build test test-unit bench bench-compare docker kubernetes lint clean
 
@@ -36,6 +46,7 @@ test:
 	$(GO) test -race -count=1 ./...
 	cd deploy/kubernetes/validate && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
 	cd dashboards/gen && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd release && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## kubelet: the kubelet of the Kubernetes node tests, built once per version (internal/kubelettest/kubelet/go.mod) into ~/.cache/veth_exporter
 .PHONY: kubelet
@@ -58,6 +69,21 @@ bench-compare: build
 docker: build
 	docker build -t $(DOCKER_IMAGE) .
 
+## image: the OCI image index (linux/amd64, linux/arm64) from static binaries, without a daemon, reproducibly:
+## $(DIST)/veth-exporter_$(VERSION).oci.tar, for podman load -i, ctr images import, skopeo copy oci-archive:
+.PHONY: image
+image: BUILD_USER = release
+image:
+	@mkdir -p $(DIST)
+	@for p in $(IMAGE_PLATFORMS); do \
+		echo "go build $$p"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o $(DIST)/$${p%/*}-$${p#*/}/$(BINARY) ./cmd/veth_exporter || exit 1; \
+	done
+	cd release && $(GO) run . image -out $(abspath $(DIST))/veth-exporter_$(VERSION).oci.tar -ref $(IMAGE_REF) \
+		-version $(VERSION) -revision $(REVISION) -created $(SOURCE_DATE_EPOCH) \
+		$(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=$(abspath $(DIST))/$(subst /,-,$(p))/$(BINARY))
+
 ## kubernetes: regenerate deploy/kubernetes/base/prometheusrule.yaml from alerts/ (a test fails while they differ)
 kubernetes:
 	cd deploy/kubernetes/validate && $(GO) run ./cmd/prometheusrule -rules ../../../alerts/veth_exporter.rules.yml -out ../base/prometheusrule.yaml
@@ -78,7 +104,7 @@ screenshot:
 	VETH_SCREENSHOT=$(CURDIR)/docs/veths.png VETH_EXPORTER_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -run '^TestVethsPageInBrowser$$' ./cmd/veth_exporter
 
 clean:
-	rm -f $(BINARY)
+	rm -rf $(BINARY) $(DIST)
 
 ## lint: golangci-lint v2 with .golangci.yml (os/exec is forbidden outside tests),
 ## and the three modules tidy with their shared dependencies at one version
@@ -87,3 +113,4 @@ lint:
 	$(GOLANGCI_LINT) run ./...
 	cd deploy/kubernetes/validate && $(GOLANGCI_LINT) run --config ../../../.golangci.yml ./...
 	cd dashboards/gen && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
+	cd release && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...
