@@ -69,17 +69,31 @@ bench-compare: build
 docker: build
 	docker build -t $(DOCKER_IMAGE) .
 
-## image: the OCI image index (linux/amd64, linux/arm64) from static binaries, without a daemon, reproducibly:
-## $(DIST)/veth-exporter_$(VERSION).oci.tar, for podman load -i, ctr images import, skopeo copy oci-archive:
-.PHONY: image
-image: BUILD_USER = release
-image:
+## binaries: the static binaries of IMAGE_PLATFORMS, as $(DIST)/OS-ARCH/veth_exporter (what image and packages take)
+.PHONY: binaries
+binaries:
 	@mkdir -p $(DIST)
 	@for p in $(IMAGE_PLATFORMS); do \
 		echo "go build $$p"; \
 		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
 			-o $(DIST)/$${p%/*}-$${p#*/}/$(BINARY) ./cmd/veth_exporter || exit 1; \
 	done
+
+## packages: .deb and .rpm of each platform (nfpm), in $(DIST): the binary, the systemd unit with
+## /etc/default (Debian) or /etc/sysconfig (RPM) arguments, the remediation drop-in as an example
+.PHONY: packages
+packages: BUILD_USER = release
+packages: binaries
+	@for p in $(IMAGE_PLATFORMS); do for f in deb rpm; do \
+		(cd release && $(GO) run . package -format $$f -arch $${p#*/} -version $(VERSION) -created $(SOURCE_DATE_EPOCH) \
+			-binary $(abspath $(DIST))/$${p%/*}-$${p#*/}/$(BINARY) -out $(abspath $(DIST))) || exit 1; \
+	done; done
+
+## image: the OCI image index (linux/amd64, linux/arm64) from static binaries, without a daemon, reproducibly:
+## $(DIST)/veth-exporter_$(VERSION).oci.tar, for podman load -i, ctr images import, skopeo copy oci-archive:
+.PHONY: image
+image: BUILD_USER = release
+image: binaries
 	cd release && $(GO) run . image -out $(abspath $(DIST))/veth-exporter_$(VERSION).oci.tar -ref $(IMAGE_REF) \
 		-version $(VERSION) -revision $(REVISION) -created $(SOURCE_DATE_EPOCH) \
 		$(foreach p,$(IMAGE_PLATFORMS),-binary $(p)=$(abspath $(DIST))/$(subst /,-,$(p))/$(BINARY))

@@ -36,7 +36,7 @@ var (
 )
 
 // staticBinaries builds the exporter for linux/amd64 and linux/arm64 as
-// `make image` does, once per test binary.
+// `make image` does (static, stripped), once per test binary.
 func staticBinaries(t *testing.T) map[string]string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -49,7 +49,7 @@ func staticBinaries(t *testing.T) map[string]string {
 		for _, arch := range []string{"amd64", "arm64"} {
 			out := filepath.Join(dir, arch)
 			// In the main module, with its go.sum.
-			cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/veth_exporter")
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/veth_exporter")
 			cmd.Dir = ".."
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 			if b, err := cmd.CombinedOutput(); err != nil {
