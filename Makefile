@@ -89,6 +89,21 @@ packages: binaries
 			-binary $(abspath $(DIST))/$${p%/*}-$${p#*/}/$(BINARY) -out $(abspath $(DIST))) || exit 1; \
 	done; done
 
+## release: $(DIST) with, per platform, veth_exporter-VERSION.OS-ARCH.tar.gz (binary, LICENSE, README,
+## unit, drop-in, rules, dashboard), the packages, the image archive and sha256sums.txt, all reproducible
+.PHONY: release
+release: BUILD_USER = release
+release: packages image
+	@for p in $(IMAGE_PLATFORMS); do \
+		d=veth_exporter-$(VERSION).$${p%/*}-$${p#*/}; rm -rf $(DIST)/$$d; mkdir -p $(DIST)/$$d || exit 1; \
+		cp $(DIST)/$${p%/*}-$${p#*/}/$(BINARY) LICENSE README.md CHANGELOG.md deploy/systemd/veth_exporter.service \
+			deploy/systemd/remediation.conf alerts/veth_exporter.rules.yml dashboards/veth-exporter.json $(DIST)/$$d/ || exit 1; \
+		tar -C $(DIST) --sort=name --mtime=@$(SOURCE_DATE_EPOCH) --owner=0 --group=0 --numeric-owner \
+			-cf - $$d | gzip -9n > $(DIST)/$$d.tar.gz || exit 1; \
+		rm -rf $(DIST)/$$d; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz *.deb *.rpm *.oci.tar > sha256sums.txt && cat sha256sums.txt
+
 ## image: the OCI image index (linux/amd64, linux/arm64) from static binaries, without a daemon, reproducibly:
 ## $(DIST)/veth-exporter_$(VERSION).oci.tar, for podman load -i, ctr images import, skopeo copy oci-archive:
 .PHONY: image

@@ -3,9 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -265,32 +263,42 @@ func scrape(t *testing.T, url string) string {
 	}
 }
 
-// TestMakeImage: `make image` builds the static binaries and the archive
-// of both platforms; run twice into two directories it gives the same
-// archive, byte for byte: binaries included, the build is reproducible.
-func TestMakeImage(t *testing.T) {
+// TestMakeRelease: `make release` builds, for linux/amd64 and
+// linux/arm64, a tarball (the binary, LICENSE, README, CHANGELOG, the
+// unit and drop-in, the rules, the dashboard), a .deb and an .rpm, and the
+// image archive of both, with their sha256sums.txt; run twice into two
+// directories it gives the same sums: every artifact, binaries included,
+// is reproducible.
+func TestMakeRelease(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the exporter twice for two platforms")
+		t.Skip("builds the exporter, packages and image twice")
 	}
+	version := strings.TrimSpace(readFile(t, "../VERSION"))
 	var sums []string
 	for _, dist := range []string{t.TempDir(), t.TempDir()} {
-		cmd := exec.Command("make", "-C", "..", "image", "DIST="+dist)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("make image: %v\n%s", err, out)
+		if out, err := exec.Command("make", "-C", "..", "release", "DIST="+dist).CombinedOutput(); err != nil {
+			t.Fatalf("make release: %v\n%s", err, out)
 		}
-		b, err := os.ReadFile(filepath.Join(dist, "veth-exporter_"+strings.TrimSpace(readFile(t, "../VERSION"))+".oci.tar"))
+		sums = append(sums, readFile(t, filepath.Join(dist, "sha256sums.txt")))
+		tarball := filepath.Join(dist, "veth_exporter-"+version+".linux-amd64.tar.gz")
+		out, err := exec.Command("tar", "tzf", tarball).Output()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("tar tzf %s: %v", tarball, err)
 		}
-		sums = append(sums, fmt.Sprintf("%x", sha256.Sum256(b)))
-		for _, p := range []string{"linux-amd64", "linux-arm64"} {
-			if _, err := os.Stat(filepath.Join(dist, p, "veth_exporter")); err != nil {
-				t.Errorf("make image left no %s binary: %v", p, err)
-			}
+		dir := "veth_exporter-" + version + ".linux-amd64/"
+		want := []string{dir, dir + "CHANGELOG.md", dir + "LICENSE", dir + "README.md", dir + "remediation.conf",
+			dir + "veth-exporter.json", dir + "veth_exporter", dir + "veth_exporter.rules.yml", dir + "veth_exporter.service"}
+		if got := strings.Fields(string(out)); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s holds %v, want %v", tarball, got, want)
+		}
+	}
+	for _, name := range []string{"linux-amd64.tar.gz", "linux-arm64.tar.gz", "_amd64.deb", "_arm64.deb", ".x86_64.rpm", ".aarch64.rpm", ".oci.tar"} {
+		if !strings.Contains(sums[0], name+"\n") {
+			t.Errorf("sha256sums.txt lists no *%s:\n%s", name, sums[0])
 		}
 	}
 	if sums[0] != sums[1] {
-		t.Errorf("make image twice: archives %s and %s differ", sums[0], sums[1])
+		t.Errorf("make release twice: the sums differ:\n%s\n%s", sums[0], sums[1])
 	}
 }
 
