@@ -136,7 +136,7 @@ clean:
 	rm -rf $(BINARY) $(DIST)
 
 ## lint: golangci-lint v2 with .golangci.yml (os/exec is forbidden outside tests),
-## and the three modules tidy with their shared dependencies at one version
+## and every module tidy, with their shared dependencies at one version
 lint:
 	bash .ci/check-modules
 	$(GOLANGCI_LINT) run ./...
