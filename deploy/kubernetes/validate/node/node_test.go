@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/kubelettest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 )
@@ -495,7 +496,7 @@ const serverName = "veth-exporter"
 // != nil").
 func startRemediationPod(t *testing.T, n *kubelettest.Node, args ...string) *remediationPod {
 	t.Helper()
-	cert, key, ca := testCA(t, serverName)
+	cert, key, ca := fixturesys.TestCA(t, serverName)
 	rp := &remediationPod{
 		instance: kubelettest.NodeIP + ":9750", ca: ca, dir: t.TempDir(),
 		token: []byte("kubelet-test-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "\n"),
