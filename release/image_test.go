@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
+	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/internal/podmantest"
 )
@@ -309,4 +311,29 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestSkopeoCopy: skopeo (Debian 12's 1.9, the tool that pushes an
+// archive to a registry) reads the archive: it copies both platforms'
+// images, every blob checked against its digest, and inspects each.
+func TestSkopeoCopy(t *testing.T) {
+	skopeo := fixturesys.Binaries(t, "TestSkopeoCopy", "skopeo", "skopeo")[0]
+	src := "oci-archive:" + writeArchive(t)
+	dst := "oci:" + filepath.Join(t.TempDir(), "copy") + ":0.1.0"
+	if out, err := exec.Command(skopeo, "copy", "--all", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy --all: %v\n%s", err, out)
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		out, err := exec.Command(skopeo, "inspect", "--override-os", "linux", "--override-arch", arch, dst).Output()
+		if err != nil {
+			t.Fatalf("skopeo inspect %s: %v", arch, err)
+		}
+		var img struct {
+			Architecture, Os string
+			Labels           map[string]string
+		}
+		if err := json.Unmarshal(out, &img); err != nil || img.Architecture != arch || img.Os != "linux" || img.Labels["org.opencontainers.image.version"] != "0.1.0" {
+			t.Errorf("skopeo inspect %s: %+v (%v)", arch, img, err)
+		}
+	}
 }

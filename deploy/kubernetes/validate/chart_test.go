@@ -137,7 +137,8 @@ func TestChartOptions(t *testing.T) {
 		"podMonitor":        map[string]any{"enabled": false},
 		"serviceMonitor":    map[string]any{"enabled": true, "labels": map[string]any{"release": "kps"}},
 		"prometheusRule":    map[string]any{"labels": map[string]any{"release": "kps"}},
-		"remediation":       map[string]any{"enabled": true, "method": "delete", "tokenSecret": map[string]any{"name": "tok", "key": "bearer"}},
+		"remediation": map[string]any{"enabled": true, "mode": "dry-run", "method": "delete",
+			"tokenSecret": map[string]any{"name": "tok", "key": "bearer"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +157,7 @@ func TestChartOptions(t *testing.T) {
 		{host == "/var/lib/veth/state.json" && writable, "state file on the host at " + host},
 		{slices.Contains(c.Args, "--inventory.settle-time=1m"), fmt.Sprint("args ", c.Args)},
 		{slices.Contains(c.Args, "--remediation.method=delete"), fmt.Sprint("args ", c.Args)},
+		{slices.Contains(c.Args, "--remediation.mode=dry-run"), fmt.Sprint("args ", c.Args)},
 		{fmt.Sprint(c.SecurityContext.Capabilities.Add) == "[SYS_PTRACE NET_ADMIN]", fmt.Sprint("method delete adds ", c.SecurityContext.Capabilities.Add)},
 		{len(r.podMonitors) == 0 && len(r.serviceMonitors) == 1 && r.serviceMonitors[0].Labels["release"] == "kps", "a ServiceMonitor labelled release=kps instead of the PodMonitor"},
 		{len(r.prometheusRules) == 1 && r.prometheusRules[0].Labels["release"] == "kps", "the PrometheusRule labelled release=kps"},
@@ -182,6 +184,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 	}{
 		{"a misspelt key", map[string]any{"remediaton": map[string]any{"enabled": true}}, "remediaton"},
 		{"an unknown method", map[string]any{"remediation": map[string]any{"method": "remove"}}, "method"},
+		{"an unknown mode", map[string]any{"remediation": map[string]any{"mode": "on"}}, "mode"},
 		{"an argument that is no flag", map[string]any{"extraArgs": []any{"settle=1m"}}, "extraArgs"},
 		{"a relative state path", map[string]any{"statePath": "var/lib"}, "statePath"},
 		{"a port out of range", map[string]any{"port": 70000}, "port"},
