@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/veth-exporter/veth_exporter/internal/critest"
 	"github.com/veth-exporter/veth_exporter/internal/fixturesys"
+	"github.com/veth-exporter/veth_exporter/internal/monitortest"
 	"github.com/veth-exporter/veth_exporter/internal/netnstest"
 	"github.com/veth-exporter/veth_exporter/internal/podmantest"
 )
@@ -210,7 +209,7 @@ func TestContainerdImport(t *testing.T) {
 	if out := r.Ctr(t, "run", "--rm", ref, "veth-version", "/bin/veth_exporter", "--version"); !strings.Contains(out, "version 0.1.0") {
 		t.Errorf("ctr run %s --version:\n%s", ref, out)
 	}
-	addr := "127.0.0.1:" + freePort(t)
+	addr := "127.0.0.1:" + monitortest.FreePort(t)
 	r.Ctr(t, "run", "-d", "--net-host", ref, "veth-serve", "/bin/veth_exporter", "--web.listen-address="+addr,
 		"--state.path=/state.json", "--inventory.trust-pid-namespace")
 	t.Cleanup(func() {
@@ -233,16 +232,6 @@ func TestPodmanLoad(t *testing.T) {
 	if out := p.Run(t, "run", "--rm", "--network=none", ref, "--version"); !strings.Contains(out, "version 0.1.0") {
 		t.Errorf("podman run %s --version:\n%s", ref, out)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 // scrape polls url for up to 20 s until it answers 200, and returns the body.
